@@ -1,0 +1,77 @@
+"""Builds the Starlette application: routes, middleware, and the per-process context."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .context import Context
+from .endpoints import discovery, health
+from .endpoints.authorize import authorize
+from .endpoints.client_endpoints import introspection, revocation
+from .endpoints.discovery import PATHS
+from .endpoints.token import token
+from .endpoints.userinfo import userinfo
+from .oauth.client_auth import ClientAuthenticator
+from .oauth.grants.issuance import TokenIssuer
+from .pages.account import account
+from .pages.consent import consent
+from .pages.login import login
+from .pages.logout import logout
+from .security.csrf import Csrf
+from .security.headers import SecurityHeaders
+from .settings import Settings
+
+log = logging.getLogger("idp")
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> Response:
+    """A database that is down or unreachable is a quick, clean 503, never a 500."""
+    log.error("database unavailable: %s", type(exc).__name__)
+    return JSONResponse(
+        {"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable"},
+        status_code=503,
+        headers={"Retry-After": "5", "Cache-Control": "no-store"},
+    )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_environ()
+    ctx = Context.build(settings)
+    issuer = settings.issuer
+    routes = [
+        Route("/.well-known/openid-configuration", discovery.configuration),
+        Route("/.well-known/oauth-authorization-server", discovery.configuration),
+        Route(PATHS["jwks_uri"], discovery.jwks),
+        Route(PATHS["authorization_endpoint"], authorize, methods=["GET", "POST"]),
+        Route(PATHS["token_endpoint"], token, methods=["POST"]),
+        Route(PATHS["userinfo_endpoint"], userinfo, methods=["GET", "POST"]),
+        Route(PATHS["revocation_endpoint"], revocation, methods=["POST"]),
+        Route(PATHS["introspection_endpoint"], introspection, methods=["POST"]),
+        Route(PATHS["end_session_endpoint"], logout, methods=["GET", "POST"]),
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/consent", consent, methods=["GET", "POST"]),
+        Route("/account", account),
+        Route("/healthz", health.healthz),
+        Route("/readyz", health.readyz),
+        Mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={DBAPIError: _database_unavailable})
+    app.state.ctx = ctx
+    app.state.metadata = discovery.metadata(issuer)
+    app.state.csrf = Csrf(ctx.secret_key, settings.secure_cookies)
+    app.state.issuer = TokenIssuer(ctx.keyring, settings)
+    app.state.authenticator = ClientAuthenticator(
+        ctx.secret_key,
+        {issuer, issuer + PATHS["token_endpoint"], issuer + PATHS["revocation_endpoint"],
+         issuer + PATHS["introspection_endpoint"]},
+    )
+    app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
+    return app

@@ -1,0 +1,86 @@
+"""``idp clients create / list / delete``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..context import Context
+from ..migrate import upgrade
+from ..oauth.clients import AUTH_METHODS, DEFAULT_SCOPE, GRANT_TYPES, create_client, delete_client, list_clients
+from ..settings import Settings
+from .output import emit
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser("clients", help="relying parties")
+    actions = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
+    create = actions.add_parser("create", help="register a client; prints its id and secret once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--redirect-uri", action="append", default=[], dest="redirect_uris")
+    create.add_argument("--post-logout-redirect-uri", action="append", default=[], dest="post_logout_redirect_uris")
+    create.add_argument("--scope", default=DEFAULT_SCOPE)
+    create.add_argument("--grant-type", action="append", choices=GRANT_TYPES, dest="grant_types")
+    create.add_argument("--token-endpoint-auth-method", choices=AUTH_METHODS, default="client_secret_basic")
+    create.add_argument("--jwks-uri")
+    create.add_argument("--first-party", action="store_true", help="skip the consent screen")
+    create.set_defaults(run=create_command)
+    actions.add_parser("list", help="every client, one JSON object a line").set_defaults(run=list_command)
+    delete = actions.add_parser("delete", help="delete a client and everything issued to it")
+    delete.add_argument("client_id")
+    delete.set_defaults(run=delete_command)
+
+
+def _context(settings: Settings) -> Context:
+    upgrade(settings.database_url)
+    return Context.build(settings)
+
+
+def create_command(settings: Settings, args: argparse.Namespace) -> int:
+    ctx = _context(settings)
+    with ctx.sessions.begin() as db:
+        made = create_client(
+            db,
+            ctx.secret_key,
+            name=args.name,
+            redirect_uris=args.redirect_uris,
+            post_logout_redirect_uris=args.post_logout_redirect_uris,
+            scope=args.scope,
+            grant_types=args.grant_types,
+            auth_method=args.token_endpoint_auth_method,
+            jwks_uri=args.jwks_uri,
+            first_party=args.first_party,
+            allow_http=settings.issuer.startswith("http://"),
+        )
+        output = {"client_id": made.client.id}
+        if made.secret is not None:
+            output["client_secret"] = made.secret
+    emit(output)
+    return 0
+
+
+def list_command(settings: Settings, _args: argparse.Namespace) -> int:
+    ctx = _context(settings)
+    with ctx.sessions() as db:
+        for client in list_clients(db):
+            emit(
+                {
+                    "client_id": client.id,
+                    "name": client.name,
+                    "redirect_uris": client.redirect_uris,
+                    "post_logout_redirect_uris": client.post_logout_redirect_uris,
+                    "scope": client.scope,
+                    "grant_types": client.grant_types,
+                    "token_endpoint_auth_method": client.token_endpoint_auth_method,
+                    "jwks_uri": client.jwks_uri,
+                    "first_party": client.first_party,
+                }
+            )
+    return 0
+
+
+def delete_command(settings: Settings, args: argparse.Namespace) -> int:
+    ctx = _context(settings)
+    with ctx.sessions.begin() as db:
+        delete_client(db, args.client_id)
+    emit({"client_id": args.client_id, "deleted": True})
+    return 0

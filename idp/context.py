@@ -1,0 +1,48 @@
+"""What every service needs, built once per process from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from .keys import KeyRing, KeyStore
+from .settings import Settings
+from .storage import make_engine, make_sessionmaker
+
+
+@dataclass
+class Context:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    keystore: KeyStore
+    keyring: KeyRing
+    secret_key: str
+
+    @classmethod
+    def build(cls, settings: Settings) -> Context:
+        engine = make_engine(settings.database_url)
+        keystore = KeyStore(settings.keys_dir)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            keystore=keystore,
+            keyring=KeyRing(keystore),
+            secret_key=settings.secret_key or keystore.secret_key(),
+        )
+
+    @cached_property
+    def redis(self) -> redis.Redis | None:
+        if self.settings.redis_url is None:
+            return None
+        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+    def close(self) -> None:
+        if self.settings.redis_url is not None:
+            self.redis.close()  # type: ignore[union-attr]
+        self.engine.dispose()

@@ -1,0 +1,1 @@
+"""Protocol endpoints: parse the HTTP request, call the service in ``idp.oauth``, answer."""

@@ -1,0 +1,38 @@
+"""The authorization endpoint (RFC 6749 §3.1): GET and POST (OIDC Core §3.1.2.1)."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..oauth.authorization import AuthorizationError, decide, parse_request
+from ..oauth.errors import BadAuthorizationTarget
+from ..pages.browser import current_session
+from ..pages.rendering import authorization_response, error_page, next_step
+from ..security.forms import FormError, read_form
+
+
+async def authorize(request: Request) -> Response:
+    if request.method == "POST":
+        try:
+            pairs = await read_form(request)
+        except FormError as exc:
+            return error_page(request, str(exc))
+    else:
+        pairs = request.query_params.multi_items()
+    return await run_in_threadpool(_authorize, request, pairs)
+
+
+def _authorize(request: Request, pairs: list[tuple[str, str]]) -> Response:
+    ctx = request.app.state.ctx
+    with ctx.sessions() as db:
+        try:
+            client, params = parse_request(db, ctx.keyring, ctx.settings.issuer, pairs)
+            step = decide(db, client, params, current_session(request, db))
+            db.commit()
+        except BadAuthorizationTarget as exc:
+            return error_page(request, str(exc))
+        except AuthorizationError as exc:
+            return authorization_response(request, exc.response)
+    return next_step(request, step)

@@ -1,0 +1,62 @@
+"""The endpoints where a client authenticates to ask about a token: revocation (RFC 7009 §2)
+and introspection (RFC 7662 §2)."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..oauth.client_auth import read_credentials
+from ..oauth.errors import InvalidClient, InvalidRequest, OAuthError
+from ..oauth.introspection import introspect
+from ..oauth.revocation import revoke
+from ..security.forms import FormError, read_form, single_values
+from .responses import json_response, oauth_error
+
+
+async def revocation(request: Request) -> Response:
+    return await _client_endpoint(request, _revoke)
+
+
+async def introspection(request: Request) -> Response:
+    return await _client_endpoint(request, _introspect)
+
+
+async def _client_endpoint(request: Request, handler) -> Response:  # type: ignore[no-untyped-def]
+    try:
+        pairs = await read_form(request, require_form_type=True)
+    except FormError as exc:
+        return oauth_error(InvalidRequest(str(exc)))
+    return await run_in_threadpool(_authenticated, request, pairs, handler)
+
+
+def _authenticated(request: Request, pairs: list[tuple[str, str]], handler) -> Response:  # type: ignore[no-untyped-def]
+    state = request.app.state
+    form, repeated = single_values(pairs)
+    try:
+        if repeated:
+            raise InvalidRequest(f"parameters sent more than once: {', '.join(sorted(repeated))}")
+        credentials = read_credentials(request.headers.get("authorization"), form)
+        if "token" not in form:
+            raise InvalidRequest("token is required")
+        with state.ctx.sessions() as db:
+            client = state.authenticator.authenticate(db, credentials)
+            db.commit()
+            return handler(request, db, client, form)
+    except OAuthError as exc:
+        return oauth_error(exc)
+
+
+def _revoke(request: Request, db, client, form) -> Response:  # type: ignore[no-untyped-def]
+    ctx = request.app.state.ctx
+    revoke(db, ctx.keyring, ctx.settings.issuer, client, form["token"], form.get("token_type_hint"))
+    return Response(status_code=200, headers={"Cache-Control": "no-store"})
+
+
+def _introspect(request: Request, db, client, form) -> Response:  # type: ignore[no-untyped-def]
+    """RFC 7662 §2.1: the caller must be a confidential client."""
+    if client.is_public:
+        raise InvalidClient("public clients cannot introspect tokens")
+    ctx = request.app.state.ctx
+    return json_response(introspect(db, ctx.keyring, ctx.settings.issuer, form["token"], form.get("token_type_hint")))

@@ -1,0 +1,348 @@
+"""The authorization endpoint: validating a request and deciding what the browser sees next.
+
+RFC 6749 §4.1.1-4.1.2, RFC 7636 (PKCE, S256 only), OpenID Connect Core §3.1.2, RFC 9207 (``iss``
+in every response) and OAuth 2.0 Form Post Response Mode. A request waiting for sign-in or consent
+is kept in the database, so any process can continue it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from ..keys import KeyRing
+from ..security.digests import new_token, token_digest
+from ..security.forms import single_values
+from ..sessions import ActiveSession
+from ..storage import AuthorizationCode, AuthorizationRequest, Client, Consent, now
+from . import scopes as scope_rules
+from .errors import (
+    AccessDenied,
+    BadAuthorizationTarget,
+    ConsentRequired,
+    InvalidRequest,
+    InvalidToken,
+    LoginRequired,
+    OAuthError,
+    RequestNotSupported,
+    RequestUriNotSupported,
+    UnauthorizedClient,
+    UnsupportedResponseType,
+)
+from .tokens import decode_signed
+
+RESPONSE_MODES = ("query", "form_post")
+PROMPTS = ("none", "login", "consent", "select_account")
+PENDING_LIFETIME = 30 * 60
+CODE_LIFETIME = 60
+MAX_VALUE_LENGTH = {"state": 2048, "nonce": 512, "login_hint": 320, "id_token_hint": 8192}
+_CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+
+
+@dataclass
+class AuthorizationParams:
+    """A validated request, as kept while the person signs in and consents."""
+
+    client_id: str
+    redirect_uri: str
+    scope: list[str]
+    state: str | None = None
+    nonce: str | None = None
+    code_challenge: str | None = None
+    response_mode: str = "query"
+    prompt: list[str] = field(default_factory=list)
+    max_age: int | None = None
+    login_hint: str | None = None
+    hint_subject: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuthorizationParams:
+        return cls(**data)
+
+
+class AuthorizationError(Exception):
+    """An error the client learns of by redirect: RFC 6749 §4.1.2.1, with ``state`` and ``iss``."""
+
+    def __init__(self, error: OAuthError, redirect_uri: str, state: str | None, response_mode: str) -> None:
+        super().__init__(error.description)
+        self.error = error
+        self.response = AuthorizationResponse(
+            redirect_uri=redirect_uri,
+            params={**error.body(), **({"state": state} if state is not None else {})},
+            response_mode=response_mode,
+        )
+
+
+@dataclass(frozen=True)
+class AuthorizationResponse:
+    """What goes back to the client; ``iss`` is added where it is rendered."""
+
+    redirect_uri: str
+    params: dict[str, str]
+    response_mode: str
+
+
+@dataclass(frozen=True)
+class ShowLogin:
+    request_id: str
+    login_hint: str | None
+
+
+@dataclass(frozen=True)
+class ShowConsent:
+    request_id: str
+
+
+Next = AuthorizationResponse | ShowLogin | ShowConsent
+
+
+def parse_request(
+    db: Session, keyring: KeyRing, issuer: str, items: list[tuple[str, str]]
+) -> tuple[Client, AuthorizationParams]:
+    """Validate in the order RFC 6749 §4.1.2.1 needs: the redirect target first, then the rest."""
+    values, repeated = single_values(items)
+    client_id = values.get("client_id")
+    if not client_id or "client_id" in repeated:
+        raise BadAuthorizationTarget("The request names no client, or names it more than once.")
+    client = db.get(Client, client_id) if len(client_id) <= 64 else None
+    if client is None:
+        raise BadAuthorizationTarget("The request names a client this provider does not know.")
+    redirect_uri = values.get("redirect_uri")
+    if not redirect_uri or "redirect_uri" in repeated:
+        raise BadAuthorizationTarget("The request must carry exactly one redirect_uri.")
+    if redirect_uri not in client.redirect_uris:
+        raise BadAuthorizationTarget("The redirect_uri is not one the client registered.")
+
+    response_mode = values.get("response_mode", "query")
+    state = values.get("state")
+
+    def fail(error: OAuthError) -> AuthorizationError:
+        mode = response_mode if response_mode in RESPONSE_MODES else "query"
+        safe_state = state if state is not None and len(state) <= MAX_VALUE_LENGTH["state"] else None
+        return AuthorizationError(error, redirect_uri, safe_state, mode)
+
+    if repeated:
+        raise fail(InvalidRequest(f"parameters sent more than once: {', '.join(sorted(repeated))}"))
+    for name, limit in MAX_VALUE_LENGTH.items():
+        if len(values.get(name, "")) > limit:
+            raise fail(InvalidRequest(f"{name} is longer than {limit} characters"))
+    if response_mode not in RESPONSE_MODES:
+        raise fail(InvalidRequest("response_mode must be query or form_post"))
+    if "request" in values:
+        raise fail(RequestNotSupported("request objects are not supported"))
+    if "request_uri" in values:
+        raise fail(RequestUriNotSupported("request_uri is not supported"))
+    response_type = values.get("response_type")
+    if not response_type:
+        raise fail(InvalidRequest("response_type is required"))
+    if response_type != "code":
+        raise fail(UnsupportedResponseType("only response_type=code is supported"))
+    if "authorization_code" not in client.grant_types:
+        raise fail(UnauthorizedClient("this client may not use the authorization code grant"))
+
+    try:
+        scope = scope_rules.parse(values.get("scope"))
+        if not scope:
+            raise scope_rules.InvalidScope("scope is required")
+        scope_rules.check_allowed(scope, client.scopes)
+    except OAuthError as exc:
+        raise fail(exc) from None
+
+    code_challenge = values.get("code_challenge")
+    method = values.get("code_challenge_method")
+    if method is not None and method != "S256":
+        raise fail(InvalidRequest("code_challenge_method must be S256; plain is not allowed"))
+    if code_challenge is not None:
+        if method is None:
+            raise fail(InvalidRequest("code_challenge_method=S256 is required with code_challenge"))
+        if not _CODE_CHALLENGE.match(code_challenge):
+            raise fail(InvalidRequest("code_challenge is malformed"))
+    elif method is not None:
+        raise fail(InvalidRequest("code_challenge_method without code_challenge"))
+    elif client.is_public:
+        raise fail(InvalidRequest("public clients must use PKCE (code_challenge with S256)"))
+
+    prompt = [p for p in values.get("prompt", "").split(" ") if p]
+    if any(p not in PROMPTS for p in prompt):
+        raise fail(InvalidRequest(f"prompt must be among {', '.join(PROMPTS)}"))
+    if "none" in prompt and len(prompt) > 1:
+        raise fail(InvalidRequest("prompt=none cannot be combined with other values"))
+
+    max_age = None
+    if "max_age" in values:
+        raw = values["max_age"]
+        if not raw.isdigit() or len(raw) > 10:
+            raise fail(InvalidRequest("max_age must be a whole number of seconds"))
+        max_age = int(raw)
+
+    hint_subject = None
+    if values.get("id_token_hint"):
+        hint_subject = _hint_subject(keyring, issuer, client.id, values["id_token_hint"])
+        if hint_subject is None:
+            raise fail(InvalidRequest("id_token_hint is not an ID token this provider issued to this client"))
+
+    return client, AuthorizationParams(
+        client_id=client.id,
+        redirect_uri=redirect_uri,
+        scope=scope,
+        state=state,
+        nonce=values.get("nonce"),
+        code_challenge=code_challenge,
+        response_mode=response_mode,
+        prompt=prompt,
+        max_age=max_age,
+        login_hint=values.get("login_hint"),
+        hint_subject=hint_subject,
+    )
+
+
+def _hint_subject(keyring: KeyRing, issuer: str, client_id: str | None, hint: str) -> str | None:
+    """An ID token we signed (expired is fine, OIDC Core §3.1.2.1) for this client: its ``sub``."""
+    try:
+        decoded = decode_signed(keyring, hint)
+    except InvalidToken:
+        return None
+    claims = decoded.claims
+    audience = claims.get("aud")
+    audiences = audience if isinstance(audience, list) else [audience]
+    if decoded.header.get("typ", "JWT").lower() in ("at+jwt", "application/at+jwt"):
+        return None
+    if claims.get("iss") != issuer or (client_id is not None and client_id not in audiences):
+        return None
+    subject = claims.get("sub")
+    return subject if isinstance(subject, str) else None
+
+
+def verified_id_token_hint(keyring: KeyRing, issuer: str, hint: str) -> dict[str, Any] | None:
+    """For logout: the claims of an ID token we signed, for whichever client it was issued."""
+    try:
+        decoded = decode_signed(keyring, hint)
+    except InvalidToken:
+        return None
+    if decoded.header.get("typ", "JWT").lower() in ("at+jwt", "application/at+jwt"):
+        return None
+    if decoded.claims.get("iss") != issuer or not isinstance(decoded.claims.get("sub"), str):
+        return None
+    return dict(decoded.claims)
+
+
+def save_pending(db: Session, params: AuthorizationParams) -> AuthorizationRequest:
+    stamp = now()
+    pending = AuthorizationRequest(
+        id=new_token(),
+        client_id=params.client_id,
+        params=asdict(params),
+        created_at=stamp,
+        expires_at=stamp + PENDING_LIFETIME,
+    )
+    db.add(pending)
+    db.flush()
+    return pending
+
+
+def load_pending(db: Session, request_id: str | None) -> tuple[AuthorizationRequest, Client, AuthorizationParams]:
+    """A pending request that exists and has not expired, or ``BadAuthorizationTarget``."""
+    pending = db.get(AuthorizationRequest, request_id) if request_id and len(request_id) <= 64 else None
+    if pending is None or pending.expires_at <= now():
+        raise BadAuthorizationTarget("This sign-in request has expired. Go back to the application and start again.")
+    client = db.get(Client, pending.client_id)
+    if client is None:
+        raise BadAuthorizationTarget("The application of this sign-in request no longer exists.")
+    return pending, client, AuthorizationParams.from_dict(pending.params)
+
+
+def needs_consent(db: Session, client: Client, params: AuthorizationParams, user_id: str) -> bool:
+    if client.first_party:
+        return False
+    if "consent" in params.prompt:
+        return True
+    granted = db.scalar(select(Consent.scope).where(Consent.user_id == user_id, Consent.client_id == client.id))
+    return granted is None or not set(params.scope) <= set(granted.split())
+
+
+def decide(
+    db: Session,
+    client: Client,
+    params: AuthorizationParams,
+    active: ActiveSession | None,
+    pending: AuthorizationRequest | None = None,
+) -> Next:
+    """What comes next for this request: sign-in, consent, or the response to the client.
+
+    A sign-in made for this very request (``pending.session_id``) satisfies ``prompt=login`` and
+    ``max_age``; an older single sign-on session satisfies them only if it is recent enough.
+    """
+    fresh = pending is not None and active is not None and pending.session_id == active.session.id
+    needs_login = active is None
+    if active is not None and not fresh:
+        too_old = params.max_age is not None and now() - active.session.auth_time > params.max_age
+        other_person = params.hint_subject is not None and params.hint_subject != active.user.id
+        needs_login = too_old or other_person or bool({"login", "select_account"} & set(params.prompt))
+    if needs_login:
+        if "none" in params.prompt:
+            raise _redirect_error(params, LoginRequired("the person must sign in"))
+        pending = pending or save_pending(db, params)
+        return ShowLogin(request_id=pending.id, login_hint=params.login_hint)
+    assert active is not None
+    if fresh and params.hint_subject is not None and params.hint_subject != active.user.id:
+        raise _redirect_error(params, LoginRequired("the person who signed in is not the one id_token_hint names"))
+    if needs_consent(db, client, params, active.user.id):
+        if "none" in params.prompt:
+            raise _redirect_error(params, ConsentRequired("the person must consent"))
+        pending = pending or save_pending(db, params)
+        return ShowConsent(request_id=pending.id)
+    return issue_code(db, params, active, pending)
+
+
+def _redirect_error(params: AuthorizationParams, error: OAuthError) -> AuthorizationError:
+    return AuthorizationError(error, params.redirect_uri, params.state, params.response_mode)
+
+
+def record_consent(db: Session, client: Client, params: AuthorizationParams, user_id: str) -> None:
+    """Remember the scopes granted, adding to what this person granted this client before."""
+    consent = db.get(Consent, (user_id, client.id))
+    if consent is None:
+        db.add(Consent(user_id=user_id, client_id=client.id, scope=" ".join(params.scope), granted_at=now()))
+    else:
+        merged = list(dict.fromkeys(consent.scope.split() + params.scope))
+        consent.scope = " ".join(merged)
+        consent.granted_at = now()
+
+
+def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest) -> AuthorizationError:
+    db.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == pending.id))
+    return _redirect_error(params, AccessDenied("the person declined"))
+
+
+def issue_code(
+    db: Session, params: AuthorizationParams, active: ActiveSession, pending: AuthorizationRequest | None
+) -> AuthorizationResponse:
+    code = new_token()
+    stamp = now()
+    db.add(
+        AuthorizationCode(
+            code_hash=token_digest(code),
+            client_id=params.client_id,
+            user_id=active.user.id,
+            session_id=active.session.id,
+            redirect_uri=params.redirect_uri,
+            scope=" ".join(params.scope),
+            nonce=params.nonce,
+            code_challenge=params.code_challenge,
+            auth_time=active.session.auth_time,
+            amr=list(active.session.amr),
+            created_at=stamp,
+            expires_at=stamp + CODE_LIFETIME,
+        )
+    )
+    if pending is not None:
+        db.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == pending.id))
+    response = {"code": code}
+    if params.state is not None:
+        response["state"] = params.state
+    return AuthorizationResponse(params.redirect_uri, response, params.response_mode)
+

@@ -1,0 +1,182 @@
+"""Client authentication at the token, revocation and introspection endpoints.
+
+``client_secret_basic`` and ``client_secret_post`` (RFC 6749 §2.3.1), ``private_key_jwt``
+(RFC 7523 §2.2 and §3, OIDC Core §9) and ``none`` for public clients. A client uses exactly the
+method it registered; anything else is ``invalid_client``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+import httpx
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..security.digests import digests_equal, keyed_digest
+from ..storage import Client, ClientAssertion, now
+from .errors import InvalidClient, InvalidRequest
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
+ASSERTION_MAX_LIFETIME = 3600
+JWKS_CACHE_SECONDS = 300
+JWKS_REFETCH_AFTER = 30
+MAX_CREDENTIAL_LENGTH = 4096
+_DUMMY_SECRET_HASH = "0" * 64
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the request presented, before anything is checked."""
+
+    method: str
+    client_id: str | None
+    secret: str | None = None
+    assertion: str | None = None
+
+
+def read_credentials(authorization: str | None, form: Mapping[str, str]) -> Credentials:
+    """Find the one authentication method the request uses; two at once is refused (§2.3)."""
+    has_secret = "client_secret" in form
+    has_assertion = "client_assertion" in form or "client_assertion_type" in form
+    if authorization is not None and authorization[:6].lower() == "basic ":
+        if has_secret or has_assertion:
+            raise InvalidRequest("use one client authentication method, not several")
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+            raw_id, raw_secret = decoded.split(":", 1)
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise InvalidClient("malformed Basic credentials", used_basic=True) from None
+        client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+        if "client_id" in form and form["client_id"] != client_id:
+            raise InvalidClient("client_id does not match the Basic credentials", used_basic=True)
+        return Credentials("client_secret_basic", client_id, secret=secret)
+    if has_secret and has_assertion:
+        raise InvalidRequest("use one client authentication method, not several")
+    if has_assertion:
+        if form.get("client_assertion_type") != ASSERTION_TYPE:
+            raise InvalidClient(f"client_assertion_type must be {ASSERTION_TYPE}")
+        assertion = form.get("client_assertion", "")
+        return Credentials("private_key_jwt", form.get("client_id"), assertion=assertion)
+    if has_secret:
+        return Credentials("client_secret_post", form.get("client_id"), secret=form["client_secret"])
+    return Credentials("none", form.get("client_id"))
+
+
+class ClientAuthenticator:
+    """Checks credentials against the registered client; needs the audiences a JWT may name."""
+
+    def __init__(self, secret_key: str, audiences: set[str]) -> None:
+        self.secret_key = secret_key
+        self.audiences = audiences
+
+    def authenticate(self, db: Session, credentials: Credentials) -> Client:
+        used_basic = credentials.method == "client_secret_basic"
+        if credentials.method == "private_key_jwt":
+            return self._authenticate_assertion(db, credentials)
+        client_id = credentials.client_id
+        if not client_id or len(client_id) > 64:
+            raise InvalidClient("client_id is missing or unknown", used_basic=used_basic)
+        client = db.get(Client, client_id)
+        if credentials.method == "none":
+            if client is None or client.token_endpoint_auth_method != "none":
+                raise InvalidClient("this client must authenticate")
+            return client
+        secret = credentials.secret or ""
+        if len(secret) > MAX_CREDENTIAL_LENGTH:
+            raise InvalidClient("client authentication failed", used_basic=used_basic)
+        presented = keyed_digest(self.secret_key, secret)
+        stored = client.secret_hash if client is not None and client.secret_hash else _DUMMY_SECRET_HASH
+        matches = digests_equal(presented, stored)
+        if client is None or not matches or client.token_endpoint_auth_method != credentials.method:
+            raise InvalidClient("client authentication failed", used_basic=used_basic)
+        return client
+
+    def _authenticate_assertion(self, db: Session, credentials: Credentials) -> Client:
+        assertion = credentials.assertion or ""
+        if not assertion or len(assertion) > MAX_CREDENTIAL_LENGTH:
+            raise InvalidClient("client_assertion is missing or too long")
+        try:
+            unverified = jws.extract_compact(assertion.encode())
+            issuer = json.loads(unverified.payload).get("iss")
+        except (JoseError, ValueError, TypeError, AttributeError):
+            raise InvalidClient("client_assertion is not a JWT") from None
+        client_id = credentials.client_id or issuer
+        if not isinstance(client_id, str) or len(client_id) > 64:
+            raise InvalidClient("client_assertion names no client")
+        client = db.get(Client, client_id)
+        if client is None or client.token_endpoint_auth_method != "private_key_jwt" or not client.jwks_uri:
+            raise InvalidClient("client authentication failed")
+        claims = self._verify_assertion(db, client, assertion)
+        self._check_assertion_claims(client, claims)
+        try:
+            with db.begin_nested():
+                db.add(ClientAssertion(client_id=client.id, jti=claims["jti"], expires_at=claims["exp"]))
+        except IntegrityError:
+            raise InvalidClient("this client_assertion was already used") from None
+        return client
+
+    def _verify_assertion(self, db: Session, client: Client, assertion: str) -> dict:  # type: ignore[type-arg]
+        stamp = now()
+        fresh = client.jwks is not None and stamp - (client.jwks_fetched_at or 0) < JWKS_CACHE_SECONDS
+        if not fresh:
+            _refresh_jwks(client, stamp)
+        try:
+            return jwt.decode(assertion, KeySet.import_key_set(client.jwks), algorithms=ASSERTION_ALGORITHMS).claims
+        except (JoseError, ValueError, TypeError, KeyError):
+            pass
+        # The client may have rotated its key since we cached its JWKS: fetch once more, but not
+        # on every bad assertion, or anyone could make us hammer the client's JWKS endpoint.
+        if fresh and stamp - (client.jwks_fetched_at or 0) >= JWKS_REFETCH_AFTER:
+            _refresh_jwks(client, stamp)
+            try:
+                return jwt.decode(
+                    assertion, KeySet.import_key_set(client.jwks), algorithms=ASSERTION_ALGORITHMS
+                ).claims
+            except (JoseError, ValueError, TypeError, KeyError):
+                pass
+        raise InvalidClient("client_assertion signature does not verify")
+
+    def _check_assertion_claims(self, client: Client, claims: dict) -> None:  # type: ignore[type-arg]
+        if claims.get("iss") != client.id or claims.get("sub") != client.id:
+            raise InvalidClient("client_assertion iss and sub must be the client_id")
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if not any(isinstance(a, str) and a in self.audiences for a in audiences):
+            raise InvalidClient("client_assertion aud must name this provider or its token endpoint")
+        exp = claims.get("exp")
+        stamp = time.time()
+        if not isinstance(exp, int) or exp <= stamp:
+            raise InvalidClient("client_assertion has expired or has no exp")
+        if exp - stamp > ASSERTION_MAX_LIFETIME:
+            raise InvalidClient("client_assertion lives too long")
+        iat = claims.get("iat")
+        if iat is not None and (not isinstance(iat, int) or iat > stamp + 60):
+            raise InvalidClient("client_assertion iat is in the future")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti or len(jti) > 255:
+            raise InvalidClient("client_assertion needs a jti")
+
+
+def _refresh_jwks(client: Client, stamp: int) -> None:
+    try:
+        response = httpx.get(client.jwks_uri or "", timeout=5.0, follow_redirects=False)
+        response.raise_for_status()
+        document = response.json()
+        KeySet.import_key_set(document)
+    except (httpx.HTTPError, ValueError, JoseError, TypeError, KeyError):
+        if client.jwks is None:
+            raise InvalidClient("the client's JWKS could not be fetched") from None
+        return
+    client.jwks = document
+    client.jwks_fetched_at = stamp

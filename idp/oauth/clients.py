@@ -1,0 +1,137 @@
+"""Registering relying parties, and the rules their registered URIs must follow."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..security.digests import keyed_digest, new_token
+from ..storage import Client, now
+from . import scopes as scope_rules
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+DEFAULT_SCOPE = "openid profile email phone offline_access"
+MAX_URI_LENGTH = 2000
+
+
+class ClientError(ValueError):
+    """A client registration that cannot be accepted; the message says which value and why."""
+
+
+@dataclass(frozen=True)
+class NewClient:
+    client: Client
+    secret: str | None
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_redirect_uri(uri: str, *, allow_http: bool, option: str = "--redirect-uri") -> str:
+    """RFC 9700 §2.1 and §4.1: absolute, no fragment, https unless loopback or a native app's scheme."""
+    if len(uri) > MAX_URI_LENGTH:
+        raise ClientError(f"{option}: longer than {MAX_URI_LENGTH} characters")
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        raise ClientError(f"{option}: {uri!r} is not a URI") from None
+    if not parts.scheme or any(c.isspace() for c in uri):
+        raise ClientError(f"{option}: {uri!r} is not an absolute URI")
+    if parts.fragment or "#" in uri:
+        raise ClientError(f"{option}: {uri!r} must not have a fragment")
+    if parts.scheme == "https" and parts.hostname:
+        return uri
+    if parts.scheme == "http" and parts.hostname and (allow_http or _is_loopback(parts.hostname)):
+        return uri
+    if parts.scheme not in ("http", "https", "javascript", "data", "file") and "." in parts.scheme:
+        return uri
+    raise ClientError(f"{option}: {uri!r} must be https (http only on loopback), or a private-use scheme")
+
+
+def create_client(
+    db: Session,
+    secret_key: str,
+    *,
+    name: str,
+    redirect_uris: list[str],
+    post_logout_redirect_uris: list[str] = (),  # type: ignore[assignment]
+    scope: str = DEFAULT_SCOPE,
+    grant_types: list[str] | None = None,
+    auth_method: str = "client_secret_basic",
+    jwks_uri: str | None = None,
+    first_party: bool = False,
+    allow_http: bool = False,
+) -> NewClient:
+    """Check everything first and write one row, so bad input leaves nothing behind."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise ClientError("--name: must be 1 to 200 characters")
+    grant_types = list(dict.fromkeys(grant_types or ["authorization_code", "refresh_token"]))
+    for grant in grant_types:
+        if grant not in GRANT_TYPES:
+            raise ClientError(f"--grant-type: {grant!r} is not one of {', '.join(GRANT_TYPES)}")
+    if auth_method not in AUTH_METHODS:
+        raise ClientError(f"--token-endpoint-auth-method: {auth_method!r} is not one of {', '.join(AUTH_METHODS)}")
+    if auth_method == "none" and "client_credentials" in grant_types:
+        raise ClientError("--grant-type: client_credentials needs a confidential client, not auth method none")
+    if "authorization_code" in grant_types and not redirect_uris:
+        raise ClientError("--redirect-uri: the authorization_code grant needs at least one")
+    redirects = [check_redirect_uri(u, allow_http=allow_http) for u in dict.fromkeys(redirect_uris)]
+    logouts = [
+        check_redirect_uri(u, allow_http=allow_http, option="--post-logout-redirect-uri")
+        for u in dict.fromkeys(post_logout_redirect_uris)
+    ]
+    try:
+        scopes = scope_rules.parse(scope)
+    except scope_rules.InvalidScope as exc:
+        raise ClientError(f"--scope: {exc.description}") from None
+    if not scopes:
+        raise ClientError("--scope: must name at least one scope")
+    if auth_method == "private_key_jwt":
+        if jwks_uri is None:
+            raise ClientError("--jwks-uri: private_key_jwt needs the URL of the client's JWKS")
+        check_redirect_uri(jwks_uri, allow_http=allow_http, option="--jwks-uri")
+    elif jwks_uri is not None:
+        raise ClientError("--jwks-uri: only private_key_jwt clients use a JWKS")
+
+    secret = new_token() if auth_method in ("client_secret_basic", "client_secret_post") else None
+    client = Client(
+        id=new_token()[:32],
+        name=name,
+        secret_hash=keyed_digest(secret_key, secret) if secret else None,
+        redirect_uris=redirects,
+        post_logout_redirect_uris=logouts,
+        scope=" ".join(scopes),
+        grant_types=grant_types,
+        token_endpoint_auth_method=auth_method,
+        jwks_uri=jwks_uri,
+        first_party=first_party,
+        created_at=now(),
+    )
+    db.add(client)
+    db.flush()
+    return NewClient(client=client, secret=secret)
+
+
+def list_clients(db: Session) -> list[Client]:
+    return list(db.scalars(select(Client).order_by(Client.created_at, Client.id)))
+
+
+def delete_client(db: Session, client_id: str) -> None:
+    client = db.get(Client, client_id)
+    if client is None:
+        raise ClientError(f"no client with id {client_id}")
+    db.delete(client)

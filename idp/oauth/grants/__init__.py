@@ -1,0 +1,1 @@
+"""Token endpoint grants (RFC 6749 §4.1.3, §4.4, §6), one module each, and what they share."""

@@ -1,0 +1,105 @@
+"""The authorization code grant at the token endpoint: RFC 6749 §4.1.3, RFC 7636 §4.6.
+
+A code is spent with one conditional UPDATE, so that of two requests racing with the same code
+exactly one wins. A code presented again revokes everything the first exchange issued
+(RFC 6749 §4.1.2, RFC 9700 §4.5).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from ...security.digests import new_id, token_digest
+from ...storage import AuthorizationCode, Client, Grant, User, now
+from ..errors import InvalidGrant, InvalidRequest, UnauthorizedClient
+from .issuance import TokenIssuer
+from .revocation import revoke_grant
+
+GRANT_TYPE = "authorization_code"
+_VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+
+
+def s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def exchange(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    if GRANT_TYPE not in client.grant_types:
+        raise UnauthorizedClient("this client may not use the authorization code grant")
+    code = form.get("code")
+    if not code:
+        raise InvalidRequest("code is required")
+    if not form.get("redirect_uri"):
+        raise InvalidRequest("redirect_uri is required")
+    row = db.get(AuthorizationCode, token_digest(code)) if len(code) <= 128 else None
+    if row is None or row.client_id != client.id:
+        raise InvalidGrant("the code is invalid")
+    if row.used_at is not None:
+        _revoke_first_use(db, row)
+    if row.expires_at <= now():
+        raise InvalidGrant("the code has expired")
+    if form["redirect_uri"] != row.redirect_uri:
+        raise InvalidGrant("redirect_uri does not match the authorization request")
+    _check_pkce(row, form.get("code_verifier"))
+
+    grant_id = new_id()
+    spent = db.execute(
+        update(AuthorizationCode)
+        .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
+        .values(used_at=now(), grant_id=grant_id)
+    ).rowcount
+    if spent != 1:
+        db.rollback()
+        row = db.get(AuthorizationCode, row.code_hash)
+        assert row is not None
+        _revoke_first_use(db, row)
+
+    user = db.get(User, row.user_id)
+    if user is None or user.disabled:
+        raise InvalidGrant("the person of this code can no longer sign in")
+    scope = row.scope.split()
+    grant = Grant(
+        id=grant_id,
+        client_id=client.id,
+        user_id=user.id,
+        session_id=row.session_id,
+        scope=row.scope,
+        auth_time=row.auth_time,
+        amr=list(row.amr),
+        created_at=now(),
+    )
+    db.add(grant)
+    db.flush()
+    response = issuer.for_user(db, client=client, user=user, grant=grant, scope=scope, nonce=row.nonce)
+    db.commit()
+    return response
+
+
+def _revoke_first_use(db: Session, row: AuthorizationCode) -> None:
+    if row.grant_id is not None:
+        revoke_grant(db, row.grant_id)
+        db.commit()
+    raise InvalidGrant("the code was already used")
+
+
+def _check_pkce(row: AuthorizationCode, verifier: str | None) -> None:
+    """RFC 7636 §4.6, and RFC 9700 §4.8.2: a verifier without a challenge is refused too."""
+    if row.code_challenge is None:
+        if verifier is not None:
+            raise InvalidGrant("code_verifier sent, but the authorization request had no code_challenge")
+        return
+    if verifier is None:
+        raise InvalidGrant("code_verifier is required")
+    if not _VERIFIER.match(verifier):
+        raise InvalidGrant("code_verifier is malformed")
+    if not hmac.compare_digest(s256(verifier), row.code_challenge):
+        raise InvalidGrant("code_verifier does not match the code_challenge")

@@ -1,0 +1,102 @@
+"""The token response every grant ends with (RFC 6749 §5.1, OIDC Core §3.1.3.3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ...keys import KeyRing
+from ...security.digests import new_token, token_digest
+from ...settings import Settings
+from ...storage import Client, Grant, RefreshToken, User, now
+from .. import scopes as scope_rules
+from ..tokens import issue_access_token, issue_id_token
+
+
+class TokenIssuer:
+    def __init__(self, keyring: KeyRing, settings: Settings) -> None:
+        self.keyring = keyring
+        self.settings = settings
+
+    def for_user(
+        self,
+        db: Session,
+        *,
+        client: Client,
+        user: User,
+        grant: Grant,
+        scope: list[str],
+        nonce: str | None = None,
+        refresh_scope: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Access token for ``scope``; an ID token with ``openid``; a refresh token only when the
+        grant holds ``offline_access`` and the client may refresh (OIDC Core §11)."""
+        issuer = self.settings.issuer
+        access = issue_access_token(
+            self.keyring,
+            issuer=issuer,
+            ttl=self.settings.access_token_ttl,
+            client_id=client.id,
+            subject=user.id,
+            scope=scope,
+            grant_id=grant.id,
+            auth_time=grant.auth_time,
+        )
+        response: dict[str, Any] = {
+            "access_token": access.token,
+            "token_type": "Bearer",
+            "expires_in": access.expires_in,
+            "scope": " ".join(scope),
+        }
+        if "openid" in scope:
+            response["id_token"] = issue_id_token(
+                self.keyring,
+                issuer=issuer,
+                ttl=self.settings.id_token_ttl,
+                client_id=client.id,
+                subject=user.id,
+                auth_time=grant.auth_time,
+                amr=list(grant.amr),
+                session_id=grant.session_id,
+                nonce=nonce,
+                access_token=access.token,
+                extra_claims=scope_rules.user_claims(user, scope),
+            )
+        kept_scope = refresh_scope if refresh_scope is not None else scope
+        if "offline_access" in kept_scope and "refresh_token" in client.grant_types:
+            response["refresh_token"] = self._refresh_token(db, grant, kept_scope)
+        return response
+
+    def _refresh_token(self, db: Session, grant: Grant, scope: list[str]) -> str:
+        token = new_token()
+        stamp = now()
+        db.add(
+            RefreshToken(
+                token_hash=token_digest(token),
+                grant_id=grant.id,
+                scope=" ".join(scope),
+                created_at=stamp,
+                expires_at=stamp + self.settings.refresh_token_ttl,
+            )
+        )
+        return token
+
+    def for_client(self, client: Client, scope: list[str]) -> dict[str, Any]:
+        """RFC 9068 §2.2: with no person involved, ``sub`` is the client itself."""
+        access = issue_access_token(
+            self.keyring,
+            issuer=self.settings.issuer,
+            ttl=self.settings.access_token_ttl,
+            client_id=client.id,
+            subject=client.id,
+            scope=scope,
+        )
+        response: dict[str, Any] = {
+            "access_token": access.token,
+            "token_type": "Bearer",
+            "expires_in": access.expires_in,
+        }
+        if scope:
+            response["scope"] = " ".join(scope)
+        return response

@@ -1,0 +1,69 @@
+"""The refresh token grant: RFC 6749 §6, rotated on every use (RFC 9700 §4.14.2).
+
+A token is spent with one conditional UPDATE; presenting a spent token again, or losing a race
+for it, is taken as theft and revokes the whole family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from ...security.digests import token_digest
+from ...storage import Client, Grant, RefreshToken, User, now
+from .. import scopes as scope_rules
+from ..errors import InvalidGrant, InvalidRequest, InvalidScope, UnauthorizedClient
+from .issuance import TokenIssuer
+from .revocation import revoke_grant
+
+GRANT_TYPE = "refresh_token"
+
+
+def refresh(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    if GRANT_TYPE not in client.grant_types:
+        raise UnauthorizedClient("this client may not use refresh tokens")
+    presented = form.get("refresh_token")
+    if not presented:
+        raise InvalidRequest("refresh_token is required")
+    row = db.get(RefreshToken, token_digest(presented)) if len(presented) <= 128 else None
+    grant = db.get(Grant, row.grant_id) if row is not None else None
+    if row is None or grant is None or grant.client_id != client.id:
+        raise InvalidGrant("the refresh token is invalid")
+    if grant.revoked_at is not None:
+        raise InvalidGrant("the refresh token was revoked")
+    if row.used_at is not None:
+        _revoke_family(db, grant)
+    if row.expires_at <= now():
+        raise InvalidGrant("the refresh token has expired")
+
+    kept_scope = row.scope.split()
+    requested = scope_rules.parse(form.get("scope")) if "scope" in form else kept_scope
+    if not requested or not set(requested) <= set(kept_scope):
+        raise InvalidScope("the scope may only narrow what was granted")
+
+    spent = db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.token_hash == row.token_hash, RefreshToken.used_at.is_(None))
+        .values(used_at=now())
+    ).rowcount
+    if spent != 1:
+        db.rollback()
+        _revoke_family(db, grant)
+
+    user = db.get(User, grant.user_id)
+    if user is None or user.disabled:
+        raise InvalidGrant("the person of this grant can no longer sign in")
+    response = issuer.for_user(
+        db, client=client, user=user, grant=grant, scope=requested, refresh_scope=kept_scope
+    )
+    db.commit()
+    return response
+
+
+def _revoke_family(db: Session, grant: Grant) -> None:
+    revoke_grant(db, grant.id)
+    db.commit()
+    raise InvalidGrant("the refresh token was already used; every token of its family is now revoked")

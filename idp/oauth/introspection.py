@@ -1,0 +1,46 @@
+"""Token introspection: RFC 7662. Anything not active answers only ``{"active": false}`` (§2.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ..keys import KeyRing
+from ..security.digests import token_digest
+from ..storage import Grant, RefreshToken, now
+from .errors import InvalidToken
+from .tokens import MAX_TOKEN_LENGTH, verify_access_token
+
+INACTIVE: dict[str, Any] = {"active": False}
+
+
+def introspect(db: Session, keyring: KeyRing, issuer: str, token: str, hint: str | None) -> dict[str, Any]:
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        return INACTIVE
+    if hint != "refresh_token" and token.count(".") == 2:
+        try:
+            claims = verify_access_token(db, keyring, issuer, token)
+        except InvalidToken:
+            return INACTIVE
+        return {"active": True, "token_type": "Bearer", **claims}
+    return _refresh_token(db, issuer, token)
+
+
+def _refresh_token(db: Session, issuer: str, token: str) -> dict[str, Any]:
+    row = db.get(RefreshToken, token_digest(token))
+    if row is None or row.used_at is not None or row.expires_at <= now():
+        return INACTIVE
+    grant = db.get(Grant, row.grant_id)
+    if grant is None or grant.revoked_at is not None:
+        return INACTIVE
+    return {
+        "active": True,
+        "token_type": "refresh_token",
+        "scope": row.scope,
+        "client_id": grant.client_id,
+        "sub": grant.user_id,
+        "iss": issuer,
+        "iat": row.created_at,
+        "exp": row.expires_at,
+    }

@@ -1,0 +1,55 @@
+"""Scopes the provider knows and the user claims each one releases (OpenID Connect Core §5.4)."""
+
+from __future__ import annotations
+
+from .errors import InvalidScope
+
+SUPPORTED = ("openid", "profile", "email", "phone", "offline_access")
+USER_ONLY = frozenset({"openid", "offline_access"})
+DESCRIPTIONS = {
+    "openid": "Know who you are",
+    "profile": "See your name",
+    "email": "See your email address",
+    "phone": "See your phone number",
+    "offline_access": "Stay signed in to the app when you are away",
+}
+MAX_SCOPE_LENGTH = 1000
+
+
+def parse(value: str | None) -> list[str]:
+    """Split a scope string, keeping order and dropping repeats; refuse what cannot be a scope."""
+    if value is None:
+        return []
+    if len(value) > MAX_SCOPE_LENGTH:
+        raise InvalidScope("scope is too long")
+    out: list[str] = []
+    for item in value.split(" "):
+        if not item:
+            continue
+        if not all(0x21 <= ord(c) <= 0x7E and c not in '"\\' for c in item):
+            raise InvalidScope("scope holds characters RFC 6749 §3.3 does not allow")
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def check_allowed(requested: list[str], allowed: set[str]) -> None:
+    unknown = [s for s in requested if s not in allowed]
+    if unknown:
+        raise InvalidScope(f"scope not allowed for this client: {' '.join(unknown)}")
+
+
+def user_claims(user, scopes: list[str] | set[str]) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The claims a person's granted scopes release, and no others."""
+    claims: dict[str, object] = {}
+    if "profile" in scopes:
+        if user.name:
+            claims["name"] = user.name
+        claims["updated_at"] = user.updated_at
+    if "email" in scopes:
+        claims["email"] = user.email
+        claims["email_verified"] = bool(user.email_verified)
+    if "phone" in scopes and user.phone:
+        claims["phone_number"] = user.phone
+        claims["phone_number_verified"] = bool(user.phone_verified)
+    return claims

@@ -1,0 +1,62 @@
+"""The consent page: buttons named ``decision``, ``allow`` or ``deny``."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from ..oauth import scopes
+from ..oauth.authorization import deny, issue_code, load_pending, record_consent
+from ..oauth.errors import BadAuthorizationTarget
+from ..security.forms import FormError, read_form, single_values
+from .browser import current_session
+from .rendering import authorization_response, error_page, render
+
+
+async def consent(request: Request) -> Response:
+    form: dict[str, str] = {}
+    if request.method == "POST":
+        try:
+            form, _ = single_values(await read_form(request))
+        except FormError as exc:
+            return error_page(request, str(exc))
+    return await run_in_threadpool(_consent, request, form)
+
+
+def _consent(request: Request, form: dict[str, str]) -> Response:
+    ctx = request.app.state.ctx
+    request_id = form.get("request") if request.method == "POST" else request.query_params.get("request")
+    with ctx.sessions() as db:
+        try:
+            pending, client, params = load_pending(db, request_id)
+        except BadAuthorizationTarget as exc:
+            return error_page(request, str(exc))
+        active = current_session(request, db)
+        if active is None:
+            return RedirectResponse(f"/login?{urlencode({'request': pending.id})}", status_code=303)
+        if request.method != "POST":
+            return render(
+                request,
+                "consent.html",
+                {
+                    "request_id": pending.id,
+                    "client_name": client.name,
+                    "email": active.user.email,
+                    "scopes": [(s, scopes.DESCRIPTIONS.get(s, s)) for s in params.scope],
+                },
+            )
+        if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+            return error_page(request, "This form has expired. Go back to the application and start again.")
+        decision = form.get("decision")
+        if decision == "allow":
+            record_consent(db, client, params, active.user.id)
+            response = authorization_response(request, issue_code(db, params, active, pending))
+        elif decision == "deny":
+            response = authorization_response(request, deny(db, params, pending).response)
+        else:
+            return error_page(request, "Choose allow or deny.")
+        db.commit()
+    return response

@@ -1,0 +1,59 @@
+"""Rendering for the hosted pages and the responses that go back to a client's redirect URI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"))
+
+
+def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
+    """Render a page with its CSRF token; a browser without the CSRF cookie gets one."""
+    csrf = request.app.state.csrf
+    token, new_cookie = csrf.issue(request)
+    response = templates.TemplateResponse(
+        request, template, {"csrf_token": token, **(context or {})}, status_code=status_code
+    )
+    response.headers["Cache-Control"] = "no-store"
+    if new_cookie is not None:
+        csrf.set_cookie(response, new_cookie)
+    return response
+
+
+def error_page(request: Request, message: str, status_code: int = 400) -> Response:
+    return render(request, "error.html", {"message": message}, status_code=status_code)
+
+
+def with_query(uri: str, params: dict[str, str]) -> str:
+    """Add ``params`` to ``uri`` and keep the query it already has (RFC 6749 §3.1.2)."""
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
+def authorization_response(request: Request, response: AuthorizationResponse) -> Response:
+    """Query mode redirects with 303 (RFC 9700 §4.12); form_post posts from an auto-submitted page."""
+    params = {**response.params, "iss": request.app.state.ctx.settings.issuer}
+    if response.response_mode == "form_post":
+        page = templates.TemplateResponse(
+            request, "form_post.html", {"action": response.redirect_uri, "fields": params}
+        )
+        page.headers["Cache-Control"] = "no-store"
+        return page
+    return RedirectResponse(with_query(response.redirect_uri, params), status_code=303)
+
+
+def next_step(request: Request, step: Next) -> Response:
+    if isinstance(step, ShowLogin):
+        return RedirectResponse(f"/login?{urlencode({'request': step.request_id})}", status_code=303)
+    if isinstance(step, ShowConsent):
+        return RedirectResponse(f"/consent?{urlencode({'request': step.request_id})}", status_code=303)
+    return authorization_response(request, step)

@@ -1,0 +1,82 @@
+"""Single sign-on sessions: a browser that signed in once is not asked again until it ends.
+
+The cookie carries a 256-bit secret; the database keeps only its digest, and the session's
+public ``id`` is what ID tokens call ``sid``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from .security.digests import new_id, new_token, token_digest
+from .storage import BrowserSession, Grant, User, now
+
+SESSION_LIFETIME = 12 * 3600
+LAST_SEEN_RESOLUTION = 60
+
+
+@dataclass(frozen=True)
+class ActiveSession:
+    session: BrowserSession
+    user: User
+
+
+def start_session(
+    db: Session, user: User, *, amr: list[str], ip: str | None, user_agent: str | None
+) -> tuple[BrowserSession, str]:
+    """Returns the session and the cookie value, which is never stored."""
+    token = new_token()
+    stamp = now()
+    session = BrowserSession(
+        id=new_id(),
+        token_hash=token_digest(token),
+        user_id=user.id,
+        auth_time=stamp,
+        amr=amr,
+        created_at=stamp,
+        last_seen_at=stamp,
+        expires_at=stamp + SESSION_LIFETIME,
+        ip=(ip or "")[:64] or None,
+        user_agent=(user_agent or "")[:512] or None,
+    )
+    db.add(session)
+    db.flush()
+    return session, token
+
+
+def find_session(db: Session, cookie: str | None) -> ActiveSession | None:
+    if not cookie or len(cookie) > 100:
+        return None
+    stamp = now()
+    row = db.execute(
+        select(BrowserSession, User)
+        .join(User, User.id == BrowserSession.user_id)
+        .where(
+            BrowserSession.token_hash == token_digest(cookie),
+            BrowserSession.ended_at.is_(None),
+            BrowserSession.expires_at > stamp,
+            User.disabled.is_(False),
+        )
+    ).first()
+    if row is None:
+        return None
+    session, user = row
+    if stamp - session.last_seen_at >= LAST_SEEN_RESOLUTION:
+        session.last_seen_at = stamp
+    return ActiveSession(session=session, user=user)
+
+
+def end_session(db: Session, session_id: str) -> None:
+    """Ending a session revokes every grant made in it, with their refresh tokens."""
+    stamp = now()
+    db.execute(
+        update(BrowserSession)
+        .where(BrowserSession.id == session_id, BrowserSession.ended_at.is_(None))
+        .values(ended_at=stamp)
+    )
+    db.execute(
+        update(Grant).where(Grant.session_id == session_id, Grant.revoked_at.is_(None)).values(revoked_at=stamp)
+    )

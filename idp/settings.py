@@ -1,0 +1,212 @@
+"""The contract's settings, parsed and checked once at start-up.
+
+Every variable of ``CONTRACT.md`` is read from the environment, then from a ``.env`` file in the
+working directory. A bad value raises :class:`SettingsError` whose message names the variable, so
+start-up stops with one line an operator can act on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import phonenumbers
+from starlette.config import Config
+
+_TRUE = {"on", "true", "1", "yes"}
+_FALSE = {"off", "false", "0", "no"}
+
+
+class SettingsError(ValueError):
+    """A setting has a value idp cannot run with; the message starts with the variable's name."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    issuer: str = "http://127.0.0.1:8000"
+    database_url: str = "sqlite:///./idp.db"
+    redis_url: str | None = None
+    keys_dir: Path = Path("./keys")
+    secret_key: str | None = None
+    email_backend: str = "console"
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    email_from: str = "no-reply@localhost"
+    sms_backend: str = "console"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from: str | None = None
+    twilio_api_base: str = "https://api.twilio.com"
+    kavenegar_api_key: str | None = None
+    kavenegar_sender: str | None = None
+    kavenegar_api_base: str = "https://api.kavenegar.com"
+    sms_webhook_url: str | None = None
+    rate_limiting: bool = True
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 1_209_600
+    otp_ttl: int = 300
+    phone_default_region: str | None = None
+    self_registration: bool = True
+    require_verified_email: bool = True
+    pwned_passwords: bool = False
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies get ``Secure`` and the ``__Host-`` prefix only when browsers reach us over https."""
+        return self.issuer.startswith("https://")
+
+    @property
+    def id_token_ttl(self) -> int:
+        return self.access_token_ttl
+
+    @property
+    def max_signed_token_ttl(self) -> int:
+        """How long any token signed by a key can stay valid: a key stays published that long."""
+        return max(self.access_token_ttl, self.id_token_ttl)
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] = ".env"
+    ) -> Settings:
+        source = Config(env_file if Path(env_file).is_file() else None, environ=environ or os.environ)
+
+        def text(name: str, default: str | None = None) -> str | None:
+            value = source(name, default=default)
+            if value is None or value.strip() == "":
+                return default
+            return value.strip()
+
+        def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+            value = (text(name, default) or default).lower()
+            if value not in allowed:
+                raise SettingsError(f"{name}: must be one of {', '.join(allowed)}, not {value!r}")
+            return value
+
+        def flag(name: str, default: bool) -> bool:
+            value = text(name)
+            if value is None:
+                return default
+            if value.lower() in _TRUE:
+                return True
+            if value.lower() in _FALSE:
+                return False
+            raise SettingsError(f"{name}: must be on or off, not {value!r}")
+
+        def number(name: str, default: int, low: int, high: int) -> int:
+            value = text(name)
+            if value is None:
+                return default
+            try:
+                parsed = int(value)
+            except ValueError:
+                raise SettingsError(f"{name}: must be a whole number, not {value!r}") from None
+            if not low <= parsed <= high:
+                raise SettingsError(f"{name}: must be between {low} and {high}, not {parsed}")
+            return parsed
+
+        def url(name: str, default: str | None, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+            value = text(name, default)
+            if value is None:
+                return None
+            parts = urlsplit(value)
+            if parts.scheme not in schemes or not parts.netloc:
+                raise SettingsError(f"{name}: must be an absolute {' or '.join(schemes)} URL, not {value!r}")
+            return value.rstrip("/")
+
+        issuer = url("IDP_ISSUER", cls.issuer)
+        assert issuer is not None
+        issuer_parts = urlsplit(issuer)
+        if issuer_parts.query or issuer_parts.fragment:
+            raise SettingsError("IDP_ISSUER: must have no query or fragment")
+
+        database_url = text("IDP_DATABASE_URL", cls.database_url)
+        assert database_url is not None
+        _check_database_url(database_url)
+
+        secret_key = text("IDP_SECRET_KEY")
+        if secret_key is not None and len(secret_key) < 32:
+            raise SettingsError("IDP_SECRET_KEY: must be at least 32 characters")
+
+        region = text("IDP_PHONE_DEFAULT_REGION")
+        if region is not None:
+            region = region.upper()
+            if region not in phonenumbers.SUPPORTED_REGIONS:
+                raise SettingsError(f"IDP_PHONE_DEFAULT_REGION: {region!r} is not a region code like IR or US")
+
+        settings = cls(
+            issuer=issuer,
+            database_url=database_url,
+            redis_url=url("IDP_REDIS_URL", None, ("redis", "rediss", "unix")),
+            keys_dir=Path(text("IDP_KEYS_DIR", "./keys") or "./keys"),
+            secret_key=secret_key,
+            email_backend=choice("IDP_EMAIL_BACKEND", "console", ("console", "smtp")),
+            smtp_host=text("IDP_SMTP_HOST", cls.smtp_host) or cls.smtp_host,
+            smtp_port=number("IDP_SMTP_PORT", cls.smtp_port, 1, 65535),
+            smtp_username=text("IDP_SMTP_USERNAME"),
+            smtp_password=text("IDP_SMTP_PASSWORD"),
+            smtp_starttls=flag("IDP_SMTP_STARTTLS", False),
+            email_from=text("IDP_EMAIL_FROM", cls.email_from) or cls.email_from,
+            sms_backend=choice("IDP_SMS_BACKEND", "console", ("console", "twilio", "kavenegar", "webhook")),
+            twilio_account_sid=text("IDP_TWILIO_ACCOUNT_SID"),
+            twilio_auth_token=text("IDP_TWILIO_AUTH_TOKEN"),
+            twilio_from=text("IDP_TWILIO_FROM"),
+            twilio_api_base=url("IDP_TWILIO_API_BASE", cls.twilio_api_base) or cls.twilio_api_base,
+            kavenegar_api_key=text("IDP_KAVENEGAR_API_KEY"),
+            kavenegar_sender=text("IDP_KAVENEGAR_SENDER"),
+            kavenegar_api_base=url("IDP_KAVENEGAR_API_BASE", cls.kavenegar_api_base) or cls.kavenegar_api_base,
+            sms_webhook_url=url("IDP_SMS_WEBHOOK_URL", None),
+            rate_limiting=flag("IDP_RATE_LIMITING", True),
+            access_token_ttl=number("IDP_ACCESS_TOKEN_TTL", cls.access_token_ttl, 60, 86_400),
+            refresh_token_ttl=number("IDP_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, 300, 31_536_000),
+            otp_ttl=number("IDP_OTP_TTL", cls.otp_ttl, 60, 3600),
+            phone_default_region=region,
+            self_registration=flag("IDP_SELF_REGISTRATION", True),
+            require_verified_email=flag("IDP_REQUIRE_VERIFIED_EMAIL", True),
+            pwned_passwords=flag("IDP_PWNED_PASSWORDS", False),
+            trusted_proxies=_proxies(text("IDP_TRUSTED_PROXIES")),
+        )
+        _check_backends(settings)
+        return settings
+
+
+def _check_database_url(value: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(value)
+    except ArgumentError:
+        raise SettingsError(f"IDP_DATABASE_URL: {value.split(':', 1)[0]!r}... is not a SQLAlchemy URL") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise SettingsError("IDP_DATABASE_URL: only sqlite and postgresql databases are supported")
+
+
+def _proxies(value: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if value is None:
+        return ()
+    networks = []
+    for item in value.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise SettingsError(f"IDP_TRUSTED_PROXIES: {item!r} is not an IP address or network") from None
+    return tuple(networks)
+
+
+def _check_backends(settings: Settings) -> None:
+    required = {
+        "twilio": ("IDP_TWILIO_ACCOUNT_SID", "IDP_TWILIO_AUTH_TOKEN", "IDP_TWILIO_FROM"),
+        "kavenegar": ("IDP_KAVENEGAR_API_KEY",),
+        "webhook": ("IDP_SMS_WEBHOOK_URL",),
+    }.get(settings.sms_backend, ())
+    for name in required:
+        if getattr(settings, name.removeprefix("IDP_").lower()) is None:
+            raise SettingsError(f"{name}: must be set when IDP_SMS_BACKEND is {settings.sms_backend}")

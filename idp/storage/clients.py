@@ -1,0 +1,46 @@
+"""Relying parties registered with the provider, and the assertion ids they already used."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base
+
+
+class Client(Base):
+    __tablename__ = "clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON)
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(JSON)
+    scope: Mapped[str] = mapped_column(String(1000))
+    grant_types: Mapped[list[str]] = mapped_column(JSON)
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(32))
+    jwks_uri: Mapped[str | None] = mapped_column(String(2000))
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    jwks_fetched_at: Mapped[int | None] = mapped_column(BigInteger)
+    first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+    @property
+    def scopes(self) -> set[str]:
+        return set(self.scope.split())
+
+
+class ClientAssertion(Base):
+    """A ``jti`` of a ``private_key_jwt`` assertion, kept until the assertion expires (RFC 7523 §3)."""
+
+    __tablename__ = "client_assertions"
+
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
