@@ -1,0 +1,235 @@
+"""Shared fixtures: a database (SQLite, or PostgreSQL + Redis when CI asks), the app in-process,
+a live ``idp serve`` for real relying-party clients and the browser.
+
+``IDP_TEST_DATABASE_URL`` and ``IDP_TEST_REDIS_URL`` pick the back end; they are separate from
+``IDP_DATABASE_URL`` so that running the suite can never wipe a database someone configured for use.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from starlette.testclient import TestClient
+
+from idp.accounts.users import create_user
+from idp.app import create_app
+from idp.context import Context
+from idp.migrate import upgrade
+from idp.oauth.clients import create_client
+from idp.settings import Settings
+
+from .flows import RegisteredClient, TestUser
+
+TEST_ISSUER = "http://testserver"
+SECRET_KEY = "test-secret-key-" + "x" * 32
+PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _reset_postgresql(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("IDP_TEST_DATABASE_URL")
+    if url:
+        _reset_postgresql(url)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'idp.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str | None:
+    url = os.environ.get("IDP_TEST_REDIS_URL")
+    if url:
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture(scope="session")
+def base_environ(database_url: str, redis_url: str | None, keys_dir: Path) -> dict[str, str]:
+    """The settings every in-process app and every spawned ``idp`` shares, as environment."""
+    environ = {
+        "IDP_DATABASE_URL": database_url,
+        "IDP_KEYS_DIR": str(keys_dir),
+        "IDP_SECRET_KEY": SECRET_KEY,
+    }
+    if redis_url:
+        environ["IDP_REDIS_URL"] = redis_url
+    return environ
+
+
+def make_settings(base_environ: dict[str, str], **overrides: str) -> Settings:
+    return Settings.from_environ({"IDP_ISSUER": TEST_ISSUER, **base_environ, **overrides}, env_file="/nonexistent")
+
+
+@pytest.fixture(scope="session")
+def settings(base_environ: dict[str, str]) -> Settings:
+    settings = make_settings(base_environ)
+    ctx = Context.build(settings)
+    ctx.keystore.ensure()
+    ctx.close()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings):  # type: ignore[no-untyped-def]
+    application = create_app(settings)
+    yield application
+    application.state.ctx.close()
+
+
+@pytest.fixture(scope="session")
+def ctx(app) -> Context:  # type: ignore[no-untyped-def]
+    return app.state.ctx
+
+
+@pytest.fixture
+def http(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    """A browser-like client of the in-process app with its own cookie jar; redirects not followed."""
+    with TestClient(app, base_url=TEST_ISSUER, follow_redirects=False) as client:
+        yield client
+
+
+@pytest.fixture
+def make_client(ctx: Context):  # type: ignore[no-untyped-def]
+    """Register a client; keyword arguments as ``idp.oauth.clients.create_client``."""
+
+    def make(**kwargs) -> RegisteredClient:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("name", "Test app")
+        kwargs.setdefault("redirect_uris", ["https://rp.example/cb"])
+        kwargs.setdefault("post_logout_redirect_uris", ["https://rp.example/bye"])
+        with ctx.sessions.begin() as db:
+            made = create_client(db, ctx.secret_key, allow_http=True, **kwargs)
+            return RegisteredClient(
+                client_id=made.client.id,
+                client_secret=made.secret,
+                redirect_uri=made.client.redirect_uris[0] if made.client.redirect_uris else "",
+            )
+
+    return make
+
+
+@pytest.fixture
+def make_user(ctx: Context):  # type: ignore[no-untyped-def]
+    counter = iter(range(1_000_000))
+
+    def make(**kwargs) -> TestUser:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("email", f"person{next(counter)}-{os.urandom(4).hex()}@example.com")
+        kwargs.setdefault("password", PASSWORD)
+        kwargs.setdefault("verified", True)
+        with ctx.sessions.begin() as db:
+            user = create_user(db, **kwargs)
+            return TestUser(id=user.id, email=user.email, password=kwargs["password"])
+
+    return make
+
+
+class LiveServer:
+    def __init__(self, url: str, environ: dict[str, str], process: subprocess.Popen[bytes], log: Path) -> None:
+        self.url = url
+        self.environ = environ
+        self.process = process
+        self.log = log
+
+    def idp(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the real ``idp`` console script against the live server's settings."""
+        return run_idp(self.environ, *args)
+
+
+def run_idp(environ: dict[str, str], *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).parent / "idp"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")} | environ
+    return subprocess.run(
+        [str(script), *args], env=env, capture_output=True, text=True, timeout=60, check=check, cwd=env.get("HOME", "/")
+    )
+
+
+def start_server(environ: dict[str, str], log: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")} | environ | {"IDP_ISSUER": url}
+    handle = log.open("wb")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "idp"), "serve", "--port", str(port), *extra],
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"idp serve exited: {log.read_text()}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"idp serve did not become ready: {log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def live_server(base_environ: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``idp serve`` in its own process on a free port, sharing the test database and keys."""
+    log = tmp_path_factory.mktemp("live") / "serve.log"
+    process, url = start_server(base_environ, log)
+    try:
+        yield LiveServer(url, base_environ | {"IDP_ISSUER": url}, process, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser():  # type: ignore[no-untyped-def]
+    """Debian's Chromium driven by Playwright. Skipped with a reason where it is missing, never in CI."""
+    executable = chromium_path()
+    if executable is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is missing in CI: .ci/run must install it")
+        pytest.skip("Chromium is not installed (apt-get install chromium); browser tests skipped")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        yield instance
+        instance.close()
