@@ -131,21 +131,15 @@ class ClientAuthenticator:
         fresh = client.jwks is not None and stamp - (client.jwks_fetched_at or 0) < JWKS_CACHE_SECONDS
         if not fresh:
             _refresh_jwks(client, stamp)
-        try:
-            return jwt.decode(assertion, KeySet.import_key_set(client.jwks), algorithms=ASSERTION_ALGORITHMS).claims
-        except (JoseError, ValueError, TypeError, KeyError):
-            pass
+        claims = _verified_claims(client.jwks, assertion)
         # The client may have rotated its key since we cached its JWKS: fetch once more, but not
         # on every bad assertion, or anyone could make us hammer the client's JWKS endpoint.
-        if fresh and stamp - (client.jwks_fetched_at or 0) >= JWKS_REFETCH_AFTER:
+        if claims is None and fresh and stamp - (client.jwks_fetched_at or 0) >= JWKS_REFETCH_AFTER:
             _refresh_jwks(client, stamp)
-            try:
-                return jwt.decode(
-                    assertion, KeySet.import_key_set(client.jwks), algorithms=ASSERTION_ALGORITHMS
-                ).claims
-            except (JoseError, ValueError, TypeError, KeyError):
-                pass
-        raise InvalidClient("client_assertion signature does not verify")
+            claims = _verified_claims(client.jwks, assertion)
+        if claims is None:
+            raise InvalidClient("client_assertion signature does not verify")
+        return claims
 
     def _check_assertion_claims(self, client: Client, claims: dict) -> None:  # type: ignore[type-arg]
         if claims.get("iss") != client.id or claims.get("sub") != client.id:
@@ -163,9 +157,32 @@ class ClientAuthenticator:
         iat = claims.get("iat")
         if iat is not None and (not isinstance(iat, int) or iat > stamp + 60):
             raise InvalidClient("client_assertion iat is in the future")
+        nbf = claims.get("nbf")
+        if nbf is not None and (not isinstance(nbf, int) or nbf > stamp + 60):
+            raise InvalidClient("client_assertion is not valid yet (nbf)")
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > 255:
             raise InvalidClient("client_assertion needs a jti")
+
+
+def _verified_claims(jwks: dict | None, assertion: str) -> dict | None:  # type: ignore[type-arg]
+    """The claims if one of the client's keys signed the assertion.
+
+    An assertion without ``kid`` (Authlib's ``PrivateKeyJWT`` sends none) is tried against each
+    key, so that a client publishing two keys while it rotates keeps working.
+    """
+    try:
+        keyset = KeySet.import_key_set(jwks or {"keys": []})
+        header = jws.extract_compact(assertion.encode()).headers()
+    except (JoseError, ValueError, TypeError, KeyError):
+        return None
+    candidates: list[KeySet | object] = [keyset] if header.get("kid") else list(keyset.keys)
+    for key in candidates:
+        try:
+            return jwt.decode(assertion, key, algorithms=ASSERTION_ALGORITHMS).claims  # type: ignore[arg-type]
+        except (JoseError, ValueError, TypeError, KeyError):
+            continue
+    return None
 
 
 def _refresh_jwks(client: Client, stamp: int) -> None:

@@ -15,10 +15,12 @@ from .tokens import MAX_TOKEN_LENGTH, verify_access_token
 INACTIVE: dict[str, Any] = {"active": False}
 
 
-def introspect(db: Session, keyring: KeyRing, issuer: str, token: str, hint: str | None) -> dict[str, Any]:
+def introspect(db: Session, keyring: KeyRing, issuer: str, token: str, _hint: str | None) -> dict[str, Any]:
+    """The token's shape tells its type (a JWT has two dots, a refresh token none), so the
+    ``token_type_hint`` is not needed; a wrong hint must not hide an active token (§2.1)."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return INACTIVE
-    if hint != "refresh_token" and token.count(".") == 2:
+    if token.count(".") == 2:
         try:
             claims = verify_access_token(db, keyring, issuer, token)
         except InvalidToken:

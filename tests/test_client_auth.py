@@ -1,0 +1,458 @@
+"""Client authentication at the token endpoint: RFC 6749 §2.3, RFC 7523 §2.2 and §3, OIDC Core §9."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
+
+from .flows import exchange, pkce_pair, sign_in
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+TOKEN_ENDPOINT = "http://testserver/token"
+
+
+def assert_invalid_client(response: httpx.Response, *, basic: bool) -> None:
+    """RFC 6749 §5.2: 401; a client that tried the Authorization header is told the scheme to use."""
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "invalid_client"
+    assert response.headers.get("cache-control") == "no-store"
+    if basic:
+        assert response.headers["www-authenticate"].lower().startswith("basic"), response.headers
+
+
+def basic_header(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def form_encode_every_character(value: str) -> str:
+    """RFC 6749 §2.3.1: both parts are form-urlencoded before Basic; here even where not needed."""
+    return "".join(f"%{byte:02X}" for byte in value.encode())
+
+
+CC = {"grant_type": "client_credentials"}
+
+
+@pytest.fixture
+def basic_client(make_client):  # type: ignore[no-untyped-def]
+    return make_client(redirect_uris=[], grant_types=["client_credentials"], scope="api.read")
+
+
+@pytest.fixture
+def post_client(make_client):  # type: ignore[no-untyped-def]
+    return make_client(
+        redirect_uris=[], grant_types=["client_credentials"], scope="api.read", auth_method="client_secret_post"
+    )
+
+
+# -- client_secret_basic -----------------------------------------------------------------------
+
+
+def test_basic_good(http, basic_client):
+    response = http.post("/token", data=CC, auth=basic_client.auth)
+    assert response.status_code == 200, response.text
+    assert response.json()["access_token"]
+
+
+def test_basic_wrong_secret(http, basic_client):
+    response = http.post("/token", data=CC, auth=(basic_client.client_id, basic_client.client_secret + "x"))
+    assert_invalid_client(response, basic=True)
+
+
+def test_basic_unknown_client(http):
+    response = http.post("/token", data=CC, auth=("no-such-client", "secret"))
+    assert_invalid_client(response, basic=True)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic !!!not-base64!!!",
+        "Basic " + base64.b64encode(b"no-colon-here").decode(),
+        "Basic ",
+        "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(),
+    ],
+)
+def test_basic_malformed_header(http, header):
+    response = http.post("/token", data=CC, headers={"Authorization": header})
+    assert_invalid_client(response, basic=True)
+
+
+def test_basic_credentials_are_form_urldecoded(http, basic_client):
+    headers = basic_header(
+        form_encode_every_character(basic_client.client_id), form_encode_every_character(basic_client.client_secret)
+    )
+    response = http.post("/token", data=CC, headers=headers)
+    assert response.status_code == 200, response.text
+
+
+def test_basic_client_id_in_body_must_match(http, basic_client, post_client):
+    response = http.post("/token", data={**CC, "client_id": post_client.client_id}, auth=basic_client.auth)
+    assert_invalid_client(response, basic=True)
+
+
+def test_basic_client_may_not_use_post(http, basic_client):
+    response = http.post(
+        "/token",
+        data={**CC, "client_id": basic_client.client_id, "client_secret": basic_client.client_secret},
+    )
+    assert_invalid_client(response, basic=False)
+
+
+# -- client_secret_post ------------------------------------------------------------------------
+
+
+def test_post_good(http, post_client):
+    response = http.post(
+        "/token", data={**CC, "client_id": post_client.client_id, "client_secret": post_client.client_secret}
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_post_wrong_secret(http, post_client):
+    response = http.post("/token", data={**CC, "client_id": post_client.client_id, "client_secret": "nope"})
+    assert_invalid_client(response, basic=False)
+    assert "www-authenticate" not in response.headers
+
+
+def test_post_client_may_not_use_basic(http, post_client):
+    response = http.post("/token", data=CC, auth=post_client.auth)
+    assert_invalid_client(response, basic=True)
+
+
+def test_basic_and_post_at_once_is_invalid_request(http, post_client):
+    response = http.post(
+        "/token",
+        data={**CC, "client_id": post_client.client_id, "client_secret": post_client.client_secret},
+        auth=post_client.auth,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+
+
+# -- none --------------------------------------------------------------------------------------
+
+
+def test_public_client_exchanges_a_code_with_pkce_and_client_id_only(http, make_client, make_user):
+    client = make_client(auth_method="none")
+    assert client.client_secret is None
+    verifier, challenge = pkce_pair()
+    code = sign_in(http, client, make_user(), challenge)["code"]
+    response = exchange(http, client, code, verifier)
+    assert response.status_code == 200, response.text
+    assert response.json()["access_token"]
+
+
+def test_public_client_without_client_id_is_refused(http, make_client, make_user):
+    client = make_client(auth_method="none")
+    verifier, challenge = pkce_pair()
+    code = sign_in(http, client, make_user(), challenge)["code"]
+    response = http.post(
+        "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": client.redirect_uri,
+            "code_verifier": verifier,
+        },
+    )
+    assert_invalid_client(response, basic=False)
+
+
+def test_confidential_client_sending_only_client_id_is_refused(http, make_client, make_user):
+    client = make_client()
+    verifier, challenge = pkce_pair()
+    code = sign_in(http, client, make_user(), challenge)["code"]
+    response = http.post(
+        "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": client.redirect_uri,
+            "code_verifier": verifier,
+            "client_id": client.client_id,
+        },
+    )
+    assert_invalid_client(response, basic=False)
+    # The code was not spent by the unauthenticated attempt.
+    assert exchange(http, client, code, verifier).status_code == 200
+
+
+# -- private_key_jwt ---------------------------------------------------------------------------
+
+
+class JwksServer:
+    """A client's JWKS endpoint on 127.0.0.1: one document per path, changeable by the test."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, dict[str, Any]] = {}
+        documents = self.documents
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                document = documents.get(self.path)
+                body = json.dumps(document).encode() if document is not None else b"{}"
+                self.send_response(200 if document is not None else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def publish(self, *keys: RSAKey) -> str:
+        """Serve the public halves of ``keys`` at a new path; its URL."""
+        path = f"/{secrets.token_hex(8)}/jwks.json"
+        self.documents[path] = KeySet(list(keys)).as_dict(private=False)
+        return self.url + path
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def jwks_server() -> Iterator[JwksServer]:
+    server = JwksServer()
+    yield server
+    server.close()
+
+
+def new_key() -> RSAKey:
+    return RSAKey.generate_key(2048, auto_kid=True)
+
+
+@pytest.fixture(scope="module")
+def client_key() -> RSAKey:
+    return new_key()
+
+
+@pytest.fixture
+def jwt_client(make_client, jwks_server, client_key):  # type: ignore[no-untyped-def]
+    return make_client(
+        redirect_uris=[],
+        grant_types=["client_credentials"],
+        scope="api.read",
+        auth_method="private_key_jwt",
+        jwks_uri=jwks_server.publish(client_key),
+    )
+
+
+def assertion(client_id: str, key: RSAKey, **overrides: Any) -> str:
+    stamp = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": TOKEN_ENDPOINT,
+        "iat": stamp,
+        "exp": stamp + 60,
+        "jti": secrets.token_urlsafe(16),
+    }
+    claims.update(overrides)
+    claims = {k: v for k, v in claims.items() if v is not None}
+    return jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
+
+
+def with_assertion(signed: str, **extra: str) -> dict[str, str]:
+    return {**CC, "client_assertion_type": ASSERTION_TYPE, "client_assertion": signed, **extra}
+
+
+def test_private_key_jwt_good(http, jwt_client, client_key):
+    response = http.post("/token", data=with_assertion(assertion(jwt_client.client_id, client_key)))
+    assert response.status_code == 200, response.text
+    assert response.json()["access_token"]
+
+
+def test_private_key_jwt_with_client_id_in_the_body(http, jwt_client, client_key):
+    signed = assertion(jwt_client.client_id, client_key)
+    response = http.post("/token", data=with_assertion(signed, client_id=jwt_client.client_id))
+    assert response.status_code == 200, response.text
+
+
+def test_private_key_jwt_issuer_as_audience(http, jwt_client, client_key):
+    """RFC 7523 §3: the audience may be the authorization server's issuer identifier."""
+    signed = assertion(jwt_client.client_id, client_key, aud="http://testserver")
+    assert http.post("/token", data=with_assertion(signed)).status_code == 200
+
+
+def test_private_key_jwt_replay_is_refused(http, jwt_client, client_key):
+    signed = assertion(jwt_client.client_id, client_key)
+    assert http.post("/token", data=with_assertion(signed)).status_code == 200
+    assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
+
+
+def test_private_key_jwt_same_jti_in_a_new_assertion_is_refused(http, jwt_client, client_key):
+    jti = secrets.token_urlsafe(16)
+    first = assertion(jwt_client.client_id, client_key, jti=jti)
+    assert http.post("/token", data=with_assertion(first)).status_code == 200
+    second = assertion(jwt_client.client_id, client_key, jti=jti, exp=int(time.time()) + 120)
+    assert_invalid_client(http.post("/token", data=with_assertion(second)), basic=False)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"aud": "https://elsewhere.example/token"}, id="wrong-aud"),
+        pytest.param({"aud": None}, id="no-aud"),
+        pytest.param({"exp": -10}, id="expired"),
+        pytest.param({"exp": None}, id="no-exp"),
+        pytest.param({"exp": 3600 + 120}, id="exp-over-an-hour-away"),
+        pytest.param({"sub": "someone-else"}, id="sub-not-iss"),
+        pytest.param({"jti": None}, id="no-jti"),
+        pytest.param({"jti": ""}, id="empty-jti"),
+        pytest.param({"nbf": 600}, id="not-yet-valid"),
+        pytest.param({"iat": 600}, id="issued-in-the-future"),
+    ],
+)
+def test_private_key_jwt_bad_claims_are_refused(http, jwt_client, client_key, overrides):
+    overrides = dict(overrides)
+    for claim in ("exp", "nbf", "iat"):
+        if isinstance(overrides.get(claim), int):
+            overrides[claim] += int(time.time())
+    signed = assertion(jwt_client.client_id, client_key, **overrides)
+    assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
+
+
+def test_private_key_jwt_iss_not_the_client_is_refused(http, jwt_client, client_key):
+    signed = assertion(jwt_client.client_id, client_key, iss="someone-else")
+    response = http.post("/token", data=with_assertion(signed, client_id=jwt_client.client_id))
+    assert_invalid_client(response, basic=False)
+
+
+def test_private_key_jwt_signed_by_another_key_is_refused(http, jwt_client):
+    signed = assertion(jwt_client.client_id, new_key())
+    assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
+
+
+def test_private_key_jwt_signed_by_the_right_key_with_a_foreign_kid_is_refused(http, jwt_client, client_key):
+    stranger = new_key()
+    claims = {
+        "iss": jwt_client.client_id,
+        "sub": jwt_client.client_id,
+        "aud": TOKEN_ENDPOINT,
+        "exp": int(time.time()) + 60,
+        "jti": secrets.token_urlsafe(8),
+    }
+    signed = jwt.encode({"alg": "RS256", "kid": stranger.kid}, claims, stranger)
+    assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
+
+
+def test_private_key_jwt_wrong_assertion_type_is_refused(http, jwt_client, client_key):
+    data = with_assertion(assertion(jwt_client.client_id, client_key))
+    data["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:saml2-bearer"
+    assert_invalid_client(http.post("/token", data=data), basic=False)
+
+
+def test_private_key_jwt_garbage_assertion_is_refused(http, jwt_client):
+    data = with_assertion("not.a.jwt", client_id=jwt_client.client_id)
+    assert_invalid_client(http.post("/token", data=data), basic=False)
+
+
+def test_private_key_jwt_client_may_not_use_a_secret(http, jwt_client):
+    response = http.post("/token", data=CC, auth=(jwt_client.client_id, "anything"))
+    assert_invalid_client(response, basic=True)
+
+
+def test_secret_client_may_not_use_private_key_jwt(http, basic_client, client_key):
+    signed = assertion(basic_client.client_id, client_key)
+    assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
+
+
+def test_authlib_private_key_jwt_client(live_server, jwks_server):
+    """A standard client library authenticates with private_key_jwt against a real server."""
+    from authlib.integrations.httpx_client import OAuth2Client
+    from authlib.oauth2.rfc7523 import PrivateKeyJWT
+
+    key = new_key()
+    created = live_server.idp(
+        "clients",
+        "create",
+        "--name",
+        "Authlib service",
+        "--grant-type",
+        "client_credentials",
+        "--scope",
+        "api.read",
+        "--token-endpoint-auth-method",
+        "private_key_jwt",
+        "--jwks-uri",
+        jwks_server.publish(key),
+    )
+    assert created.returncode == 0, created.stderr
+    output = json.loads(created.stdout)
+    assert "client_secret" not in output
+    token_endpoint = live_server.url + "/token"
+    pem = key.as_pem(private=True).decode()
+    with OAuth2Client(
+        client_id=output["client_id"], client_secret=pem, token_endpoint_auth_method=PrivateKeyJWT(token_endpoint)
+    ) as client:
+        token = client.fetch_token(token_endpoint, grant_type="client_credentials")
+        assert token["access_token"]
+        assert token["token_type"] == "Bearer"
+        # A second request signs a new assertion with a new jti, so it is not a replay.
+        assert client.fetch_token(token_endpoint, grant_type="client_credentials")["access_token"]
+
+
+def test_private_key_jwt_unsigned_assertion_is_refused(http, jwt_client):
+    def b64(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    claims = {
+        "iss": jwt_client.client_id,
+        "sub": jwt_client.client_id,
+        "aud": TOKEN_ENDPOINT,
+        "exp": int(time.time()) + 60,
+        "jti": secrets.token_urlsafe(8),
+    }
+    unsigned = f"{b64({'alg': 'none'})}.{b64(claims)}."
+    assert_invalid_client(http.post("/token", data=with_assertion(unsigned)), basic=False)
+
+
+def test_public_client_refreshes_with_client_id_only(http, make_client, make_user):
+    client = make_client(auth_method="none")
+    verifier, challenge = pkce_pair()
+    code = sign_in(http, client, make_user(), challenge)["code"]
+    tokens = exchange(http, client, code, verifier).json()
+    response = http.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": client.client_id},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["refresh_token"] != tokens["refresh_token"]
+
+
+def test_private_key_jwt_without_kid_is_tried_against_every_published_key(http, make_client, jwks_server):
+    """Authlib's PrivateKeyJWT sends no kid: a client publishing two keys while it rotates still works."""
+    old, current = new_key(), new_key()
+    client = make_client(
+        redirect_uris=[],
+        grant_types=["client_credentials"],
+        scope="api.read",
+        auth_method="private_key_jwt",
+        jwks_uri=jwks_server.publish(old, current),
+    )
+    for key in (current, old):
+        stamp = int(time.time())
+        claims = {"iss": client.client_id, "sub": client.client_id, "aud": TOKEN_ENDPOINT,
+                  "exp": stamp + 60, "jti": secrets.token_urlsafe(16)}
+        signed = jwt.encode({"alg": "RS256"}, claims, key)
+        response = http.post("/token", data=with_assertion(signed))
+        assert response.status_code == 200, response.text
+    stranger = jwt.encode({"alg": "RS256"}, {**claims, "jti": secrets.token_urlsafe(16)}, new_key())
+    assert_invalid_client(http.post("/token", data=with_assertion(stranger)), basic=False)
