@@ -264,6 +264,25 @@ def needs_consent(db: Session, client: Client, params: AuthorizationParams, user
     return granted is None or not set(params.scope) <= set(granted.split())
 
 
+def needs_sign_in(
+    params: AuthorizationParams, active: ActiveSession | None, pending: AuthorizationRequest | None
+) -> bool:
+    """Whether the browser must sign in (again) before this request may go on.
+
+    A sign-in made for this very request (``pending.session_id``) satisfies ``prompt=login`` and
+    ``max_age``; an older single sign-on session satisfies them only if it is recent enough. The
+    consent page asks this too, so that going straight to it cannot skip a forced sign-in.
+    """
+    if active is None:
+        return True
+    if pending is not None and pending.session_id == active.session.id:
+        return False
+    # Whole seconds truncate the elapsed time, so ">=": max_age=0 always asks (OIDC Core §3.1.2.1).
+    too_old = params.max_age is not None and now() - active.session.auth_time >= params.max_age
+    other_person = params.hint_subject is not None and params.hint_subject != active.user.id
+    return too_old or other_person or bool({"login", "select_account"} & set(params.prompt))
+
+
 def decide(
     db: Session,
     client: Client,
@@ -271,24 +290,18 @@ def decide(
     active: ActiveSession | None,
     pending: AuthorizationRequest | None = None,
 ) -> Next:
-    """What comes next for this request: sign-in, consent, or the response to the client.
-
-    A sign-in made for this very request (``pending.session_id``) satisfies ``prompt=login`` and
-    ``max_age``; an older single sign-on session satisfies them only if it is recent enough.
-    """
+    """What comes next for this request: sign-in, consent, or the response to the client."""
     fresh = pending is not None and active is not None and pending.session_id == active.session.id
-    needs_login = active is None
-    if active is not None and not fresh:
-        too_old = params.max_age is not None and now() - active.session.auth_time > params.max_age
-        other_person = params.hint_subject is not None and params.hint_subject != active.user.id
-        needs_login = too_old or other_person or bool({"login", "select_account"} & set(params.prompt))
-    if needs_login:
+    if needs_sign_in(params, active, pending):
         if "none" in params.prompt:
             raise _redirect_error(params, LoginRequired("the person must sign in"))
         pending = pending or save_pending(db, params)
         return ShowLogin(request_id=pending.id, login_hint=params.login_hint)
     assert active is not None
     if fresh and params.hint_subject is not None and params.hint_subject != active.user.id:
+        assert pending is not None
+        # This answer ends the request: its consent page must not give a code afterwards.
+        db.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == pending.id))
         raise _redirect_error(params, LoginRequired("the person who signed in is not the one id_token_hint names"))
     if needs_consent(db, client, params, active.user.id):
         if "none" in params.prompt:

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..oauth import scopes
-from ..oauth.authorization import deny, issue_code, load_pending, record_consent
+from ..oauth.authorization import deny, issue_code, load_pending, needs_sign_in, record_consent
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.forms import FormError, read_form, single_values
 from .browser import current_session
@@ -35,8 +35,9 @@ def _consent(request: Request, form: dict[str, str]) -> Response:
         except BadAuthorizationTarget as exc:
             return error_page(request, str(exc))
         active = current_session(request, db)
-        if active is None:
+        if needs_sign_in(params, active, pending):
             return RedirectResponse(f"/login?{urlencode({'request': pending.id})}", status_code=303)
+        assert active is not None
         if request.method != "POST":
             return render(
                 request,
