@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
@@ -19,6 +22,7 @@ from .endpoints.client_endpoints import introspection, revocation
 from .endpoints.discovery import PATHS
 from .endpoints.token import token
 from .endpoints.userinfo import userinfo
+from .messaging.worker import run_worker
 from .oauth.client_auth import ClientAuthenticator
 from .oauth.grants.issuance import TokenIssuer
 from .pages.account import account
@@ -42,6 +46,18 @@ async def _database_unavailable(_request: Request, exc: Exception) -> Response:
     )
 
 
+@asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Every server process delivers the outbox in the background for as long as it serves."""
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(app.state.ctx, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await worker
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_environ()
     ctx = Context.build(settings)
@@ -63,7 +79,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/readyz", health.readyz),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={DBAPIError: _database_unavailable})
+    app = Starlette(routes=routes, exception_handlers={DBAPIError: _database_unavailable}, lifespan=_lifespan)
     app.state.ctx = ctx
     app.state.metadata = discovery.metadata(issuer)
     app.state.csrf = Csrf(ctx.secret_key, settings.secure_cookies)

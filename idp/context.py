@@ -10,6 +10,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .keys import KeyRing, KeyStore
+from .messaging.email import EmailBackend, email_backend
+from .messaging.sms import SmsBackend, sms_backend
 from .settings import Settings
 from .storage import make_engine, make_sessionmaker
 
@@ -41,6 +43,14 @@ class Context:
         if self.settings.redis_url is None:
             return None
         return redis.Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+    @cached_property
+    def email_backend(self) -> EmailBackend:
+        return email_backend(self.settings)
+
+    @cached_property
+    def sms_backend(self) -> SmsBackend:
+        return sms_backend(self.settings)
 
     def close(self) -> None:
         if self.settings.redis_url is not None:

@@ -1,0 +1,67 @@
+"""Queueing messages: render from ``idp/templates/`` and add one outbox row to the caller's transaction.
+
+The caller commits the message together with what caused it (a code, a reset token, a notice), so
+a message is sent exactly when that change is real, and the worker never blocks a page.
+
+An email template pair is ``email/<name>.txt`` and ``email/<name>.html``; the first line of the
+text template is the subject, the rest is the text. An SMS template is ``sms/<name>.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy.orm import Session
+
+from ..security.digests import new_id
+from ..storage import OutboxMessage, now
+from .sealing import Sealer
+
+_templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent.parent / "templates"),
+    autoescape=select_autoescape(["html"], default_for_string=False, default=False),
+    undefined=StrictUndefined,
+)
+
+
+def render_email(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
+    """The subject, the text and the HTML of ``email/<template>``."""
+    subject, _, text = _templates.get_template(f"email/{template}.txt").render(context).partition("\n")
+    html = _templates.get_template(f"email/{template}.html").render(context)
+    return subject.strip(), text.strip() + "\n", html
+
+
+def render_sms(template: str, context: dict[str, Any]) -> str:
+    return _templates.get_template(f"sms/{template}.txt").render(context).strip()
+
+
+def enqueue_email(db: Session, secret_key: str, to: str, template: str, context: dict[str, Any]) -> OutboxMessage:
+    subject, text, html = render_email(template, context)
+    return _enqueue(db, secret_key, "email", to, subject, {"text": text, "html": html})
+
+
+def enqueue_sms(db: Session, secret_key: str, to: str, template: str, context: dict[str, Any]) -> OutboxMessage:
+    """``to`` is an E.164 number, as ``idp.accounts.phones`` makes it."""
+    return _enqueue(db, secret_key, "sms", to, None, {"text": render_sms(template, context)})
+
+
+def _enqueue(
+    db: Session, secret_key: str, channel: str, to: str, subject: str | None, content: dict[str, str]
+) -> OutboxMessage:
+    stamp = now()
+    message = OutboxMessage(
+        id=new_id(),
+        channel=channel,
+        recipient=to,
+        subject=subject,
+        body=Sealer(secret_key).seal(json.dumps(content)),
+        created_at=stamp,
+        attempts=0,
+        next_attempt_at=stamp,
+    )
+    db.add(message)
+    db.flush()
+    return message

@@ -1,0 +1,28 @@
+"""Sealing outbox bodies, so that a database dump shows no one-time code or link.
+
+The Fernet key is derived from ``IDP_SECRET_KEY`` with HKDF under its own ``info``, so it is
+independent of every other use of that secret.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_INFO = b"idp outbox"
+
+
+class Sealer:
+    def __init__(self, secret_key: str) -> None:
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(secret_key.encode())
+        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+
+    def seal(self, plaintext: str) -> str:
+        return self._fernet.encrypt(plaintext.encode()).decode()
+
+    def open(self, sealed: str) -> str:
+        """Raises ``cryptography.fernet.InvalidToken`` when sealed under another secret key."""
+        return self._fernet.decrypt(sealed.encode()).decode()

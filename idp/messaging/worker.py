@@ -1,0 +1,183 @@
+"""The delivery worker: every process runs one, and the database decides who sends what.
+
+A worker claims one due message at a time with a conditional UPDATE, so several processes (or
+threads) never send the same message twice; a claim lasts longer than any send can take and lapses
+if the process dies, so a crash loses nothing. A failed send is retried with exponential backoff;
+after ``MAX_ATTEMPTS`` the message is marked failed, an audit event and an error line record it.
+Sealed bodies are cleared once a message is sent or given up: nothing keeps the secret after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cryptography.fernet import InvalidToken
+from sqlalchemy import ColumnElement, or_, select, update
+
+from .. import audit
+from ..storage import OutboxMessage, now
+from .email import Email
+from .errors import DeliveryError
+from .sealing import Sealer
+from .sms import Sms
+
+if TYPE_CHECKING:
+    from ..context import Context
+
+MAX_ATTEMPTS = 6
+FIRST_RETRY = 5
+MAX_RETRY = 600
+CLAIM_SECONDS = 120
+BATCH = 20
+log = logging.getLogger("idp.outbox")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs of a message it won, read inside the claim's transaction."""
+
+    id: str
+    channel: str
+    recipient: str
+    subject: str | None
+    body: str
+    attempts: int
+
+
+def retry_delay(attempts: int) -> int:
+    """5 s after the first failure, doubling each time, never more than 10 minutes."""
+    return min(FIRST_RETRY * 2 ** (attempts - 1), MAX_RETRY)
+
+
+def _available(stamp: int) -> tuple[ColumnElement[bool], ...]:
+    """Not yet sent or given up, due, and claimed by no live worker."""
+    return (
+        OutboxMessage.sent_at.is_(None),
+        OutboxMessage.failed_at.is_(None),
+        OutboxMessage.next_attempt_at <= stamp,
+        or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < stamp),
+    )
+
+
+def deliver_due(ctx: Context, limit: int = BATCH) -> int:
+    """Send up to ``limit`` due messages; returns how many were sent."""
+    with ctx.sessions() as db:
+        due = list(
+            db.scalars(
+                select(OutboxMessage.id)
+                .where(*_available(now()))
+                .order_by(OutboxMessage.next_attempt_at)
+                .limit(limit)
+            )
+        )
+    sent = 0
+    for message_id in due:
+        message = _claim(ctx, message_id)
+        if message is not None and _deliver(ctx, message):
+            sent += 1
+    return sent
+
+
+def _claim(ctx: Context, message_id: str) -> Claimed | None:
+    """Only the UPDATE that still finds the message available wins it."""
+    stamp = now()
+    with ctx.sessions.begin() as db:
+        result = db.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, *_available(stamp))
+            .values(claimed_until=stamp + CLAIM_SECONDS)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        row = db.get_one(OutboxMessage, message_id)
+        assert row.body is not None
+        return Claimed(row.id, row.channel, row.recipient, row.subject, row.body, row.attempts)
+
+
+def _deliver(ctx: Context, message: Claimed) -> bool:
+    try:
+        _send(ctx, message)
+    except DeliveryError as exc:
+        _failed(ctx, message, str(exc))
+        return False
+    except Exception as exc:  # noqa: BLE001 - a bug in one adapter must not leave the message claimed for good
+        log.exception("outbox message %s: unexpected error while sending", message.id)
+        _failed(ctx, message, f"unexpected {type(exc).__name__}")
+        return False
+    with ctx.sessions.begin() as db:
+        db.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message.id)
+            .values(sent_at=now(), body=None, claimed_until=None, attempts=message.attempts + 1, last_error=None)
+            .execution_options(synchronize_session=False)
+        )
+    return True
+
+
+def _send(ctx: Context, message: Claimed) -> None:
+    try:
+        content = json.loads(Sealer(ctx.secret_key).open(message.body))
+    except InvalidToken:
+        raise DeliveryError("the body cannot be opened: was IDP_SECRET_KEY changed?") from None
+    if message.channel == "email":
+        ctx.email_backend.send(Email(message.recipient, message.subject or "", content["text"], content["html"]))
+    else:
+        ctx.sms_backend.send(Sms(message.recipient, content["text"]))
+
+
+def _failed(ctx: Context, message: Claimed, error: str) -> None:
+    attempts = message.attempts + 1
+    stamp = now()
+    values: dict[str, object] = {"attempts": attempts, "claimed_until": None, "last_error": error[:200]}
+    with ctx.sessions.begin() as db:
+        if attempts >= MAX_ATTEMPTS:
+            values.update(failed_at=stamp, body=None)
+            audit.record(
+                db,
+                "message_failed",
+                outcome="failure",
+                detail={"message_id": message.id, "channel": message.channel,
+                        "recipient": audit.mask(message.recipient), "attempts": attempts, "error": error},
+            )
+        else:
+            values["next_attempt_at"] = stamp + retry_delay(attempts)
+        db.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message.id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    if attempts >= MAX_ATTEMPTS:
+        log.error(
+            "outbox message %s (%s to %s) failed for good after %d attempts: %s",
+            message.id, message.channel, audit.mask(message.recipient), attempts, error,
+        )
+    else:
+        log.warning(
+            "outbox message %s: attempt %d failed (%s), retrying in %d s",
+            message.id, attempts, error, retry_delay(attempts),
+        )
+
+
+async def run_worker(ctx: Context, stop: asyncio.Event, interval: float = 1.0) -> None:
+    """Deliver due messages every ``interval`` seconds until ``stop`` is set.
+
+    Sending runs in the event loop's default executor, apart from the thread pool that serves
+    requests, so a slow provider never holds up a page. A full batch is followed by the next at once.
+    """
+    while not stop.is_set():
+        sent = 0
+        try:
+            sent = await asyncio.to_thread(deliver_due, ctx, BATCH)
+        except Exception:  # noqa: BLE001 - a database hiccup must not end delivery for the life of the process
+            log.exception("outbox worker: a delivery round failed")
+        if sent == BATCH:
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
