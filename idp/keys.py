@@ -23,6 +23,7 @@ from joserfc.jwk import KeySet, RSAKey
 _KEY_FILE = re.compile(r"^(\d{8}T\d{12}Z)-[A-Za-z0-9_-]+\.pem$")
 _STAMP = "%Y%m%dT%H%M%S%fZ"
 SECRET_KEY_FILE = "secret.key"
+CHECK_INTERVAL = 1.0
 
 
 class KeyStoreError(Exception):
@@ -101,7 +102,8 @@ class KeyStore:
         index = found[0]
         if index == len(keys) - 1:
             raise KeyStoreError(f"key {kid} is the active signing key: rotate first")
-        superseded_at = keys[index + 1].created_at
+        # A running process may sign with the old key until it next looks at the directory.
+        superseded_at = keys[index + 1].created_at + CHECK_INTERVAL
         wait = superseded_at + published_for - time.time()
         if wait > 0 and not force:
             raise KeyStoreError(
@@ -137,7 +139,7 @@ class KeyRing:
     ``check_interval`` seconds, which bounds how long a rotation takes to reach every process.
     """
 
-    def __init__(self, store: KeyStore, check_interval: float = 1.0) -> None:
+    def __init__(self, store: KeyStore, check_interval: float = CHECK_INTERVAL) -> None:
         self._store = store
         self._check_interval = check_interval
         self._lock = threading.Lock()

@@ -56,6 +56,10 @@ class Settings:
     self_registration: bool = True
     require_verified_email: bool = True
     pwned_passwords: bool = False
+    password_min_length: int = 8
+    lockout_attempts: int = 5
+    lockout_seconds: int = 1800
+    pwned_passwords_api: str = "https://api.pwnedpasswords.com"
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
 
     @property
@@ -76,7 +80,8 @@ class Settings:
     def from_environ(
         cls, environ: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] = ".env"
     ) -> Settings:
-        source = Config(env_file if Path(env_file).is_file() else None, environ=environ or os.environ)
+        environ = os.environ if environ is None else environ  # an explicit empty mapping means nothing is set
+        source = Config(env_file if Path(env_file).is_file() else None, environ=environ)
 
         def text(name: str, default: str | None = None) -> str | None:
             value = source(name, default=default)
@@ -171,6 +176,10 @@ class Settings:
             self_registration=flag("IDP_SELF_REGISTRATION", True),
             require_verified_email=flag("IDP_REQUIRE_VERIFIED_EMAIL", True),
             pwned_passwords=flag("IDP_PWNED_PASSWORDS", False),
+            password_min_length=number("IDP_PASSWORD_MIN_LENGTH", cls.password_min_length, 8, 128),
+            lockout_attempts=number("IDP_LOCKOUT_ATTEMPTS", cls.lockout_attempts, 1, 100),
+            lockout_seconds=number("IDP_LOCKOUT_SECONDS", cls.lockout_seconds, 60, 86_400),
+            pwned_passwords_api=url("IDP_PWNED_PASSWORDS_API", cls.pwned_passwords_api) or cls.pwned_passwords_api,
             trusted_proxies=_proxies(text("IDP_TRUSTED_PROXIES")),
         )
         _check_backends(settings)

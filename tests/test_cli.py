@@ -1,0 +1,544 @@
+"""The contract's commands, through the real ``idp`` console script.
+
+Every test has its own SQLite file, keys directory and working directory (``HOME``, which
+``run_idp`` runs in), so that tests never see each other's clients, people or ``.env``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, update
+from starlette.testclient import TestClient
+
+from idp.app import create_app
+from idp.keys import KeyStore
+from idp.migrate import alembic_config
+from idp.storage import Base, User
+
+from .conftest import PASSWORD, SECRET_KEY, TEST_ISSUER, free_port, make_settings, run_idp, start_server
+from .flows import RegisteredClient, authorize_params, submit_login, tokens_for
+from .flows import TestUser as Person
+
+URLSAFE_SECRET = re.compile(r"^[A-Za-z0-9_-]{43,}$")
+DEFAULT_SCOPE = "openid profile email phone offline_access"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "IDP_KEYS_DIR": str(tmp_path / "keys"),
+        "IDP_SECRET_KEY": SECRET_KEY,
+        "HOME": str(tmp_path),
+    }
+
+
+def ok(environ: dict[str, str], *args: str) -> list[dict[str, Any]]:
+    """Run a command that must succeed; what it printed, one JSON object a line."""
+    result = run_idp(environ, *args)
+    assert result.returncode == 0, (args, result.stderr)
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def one(environ: dict[str, str], *args: str) -> dict[str, Any]:
+    result = run_idp(environ, *args)
+    assert result.returncode == 0, (args, result.stderr)
+    assert result.stdout.endswith("\n") and result.stdout.count("\n") == 1, result.stdout
+    parsed = json.loads(result.stdout)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *named: str) -> str:
+    """Exit status 2, nothing on stdout, one line on stderr naming the problem."""
+    case = f"{result.args[1:]}: {result.stdout!r} {result.stderr!r}"
+    assert result.returncode == 2, case
+    assert result.stdout == "", case
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, case
+    assert "Traceback" not in result.stderr, case
+    for word in named:
+        assert word.lower() in lines[0].lower(), case
+    return lines[0]
+
+
+def refused(environ: dict[str, str], *args: str, named: Sequence[str] = ()) -> str:
+    return assert_refused(run_idp(environ, *args), *named)
+
+
+def run_all(jobs: Sequence[tuple[dict[str, str], Sequence[str]]]) -> list[subprocess.CompletedProcess[str]]:
+    """Independent commands at once: each one is a fresh interpreter and they only read the database."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda job: run_idp(job[0], *job[1]), jobs))
+
+
+def clients(environ: dict[str, str]) -> list[dict[str, Any]]:
+    return ok(environ, "clients", "list")
+
+
+def users(environ: dict[str, str]) -> list[dict[str, Any]]:
+    return ok(environ, "users", "list")
+
+
+def create_client(environ: dict[str, str], *extra: str) -> dict[str, Any]:
+    return one(environ, "clients", "create", "--name", "App", "--redirect-uri", "https://rp.example/cb", *extra)
+
+
+# --- clients -----------------------------------------------------------------------------------
+
+
+def test_clients_create_prints_one_json_object_with_a_strong_secret(env):
+    made = create_client(env)
+    assert set(made) == {"client_id", "client_secret"}
+    assert made["client_id"]
+    assert URLSAFE_SECRET.match(made["client_secret"]), made["client_secret"]
+    again = create_client(env)
+    assert again["client_id"] != made["client_id"]
+    assert again["client_secret"] != made["client_secret"]
+    # Shown once: the list never prints a secret or its hash.
+    listed = clients(env)
+    assert made["client_secret"] not in json.dumps(listed)
+    assert all(not any("secret" in key for key in entry) for entry in listed), listed
+
+
+def test_clients_create_defaults(env):
+    made = create_client(env)
+    [listed] = clients(env)
+    assert listed["client_id"] == made["client_id"]
+    assert listed["name"] == "App"
+    assert listed["redirect_uris"] == ["https://rp.example/cb"]
+    assert listed["grant_types"] == ["authorization_code", "refresh_token"]
+    assert listed["scope"] == DEFAULT_SCOPE
+    assert listed["token_endpoint_auth_method"] == "client_secret_basic"
+    assert listed["first_party"] is False
+    assert listed["post_logout_redirect_uris"] == []
+    assert listed["jwks_uri"] is None
+
+
+def test_public_and_private_key_jwt_clients_get_no_secret(env):
+    public = create_client(env, "--token-endpoint-auth-method", "none")
+    assert set(public) == {"client_id"}
+    keyed = create_client(
+        env, "--token-endpoint-auth-method", "private_key_jwt", "--jwks-uri", "https://rp.example/jwks.json"
+    )
+    assert set(keyed) == {"client_id"}
+    post = create_client(env, "--token-endpoint-auth-method", "client_secret_post")
+    assert URLSAFE_SECRET.match(post["client_secret"])
+
+    listed = {c["client_id"]: c for c in clients(env)}
+    assert listed[public["client_id"]]["token_endpoint_auth_method"] == "none"
+    assert listed[keyed["client_id"]]["token_endpoint_auth_method"] == "private_key_jwt"
+    assert listed[keyed["client_id"]]["jwks_uri"] == "https://rp.example/jwks.json"
+    assert listed[post["client_id"]]["token_endpoint_auth_method"] == "client_secret_post"
+
+
+def test_clients_create_with_every_option(env):
+    made = one(
+        env, "clients", "create",
+        "--name", "Shop",
+        "--redirect-uri", "https://shop.example/cb",
+        "--redirect-uri", "https://shop.example/cb2",
+        "--redirect-uri", "http://127.0.0.1:8765/callback",
+        "--post-logout-redirect-uri", "https://shop.example/bye",
+        "--post-logout-redirect-uri", "https://shop.example/bye2",
+        "--scope", "openid email",
+        "--grant-type", "authorization_code",
+        "--grant-type", "client_credentials",
+        "--token-endpoint-auth-method", "client_secret_post",
+        "--first-party",
+    )
+    [listed] = clients(env)
+    assert listed["client_id"] == made["client_id"]
+    assert listed["name"] == "Shop"
+    assert listed["redirect_uris"] == [
+        "https://shop.example/cb", "https://shop.example/cb2", "http://127.0.0.1:8765/callback"
+    ]
+    assert listed["post_logout_redirect_uris"] == ["https://shop.example/bye", "https://shop.example/bye2"]
+    assert listed["scope"] == "openid email"
+    assert listed["grant_types"] == ["authorization_code", "client_credentials"]
+    assert listed["token_endpoint_auth_method"] == "client_secret_post"
+    assert listed["first_party"] is True
+
+
+def test_https_issuer_allows_only_loopback_http_and_private_schemes(env):
+    secure = env | {"IDP_ISSUER": "https://id.example"}
+    for uri in ("http://127.0.0.1:9000/cb", "http://localhost/cb", "http://[::1]:9000/cb", "com.example.app:/cb"):
+        assert "client_id" in create_client(secure, "--redirect-uri", uri), uri
+    assert len(clients(secure)) == 4
+
+
+def test_clients_delete(env):
+    kept = create_client(env)
+    gone = create_client(env)
+    assert len(clients(env)) == 2
+    ok(env, "clients", "delete", gone["client_id"])
+    assert [c["client_id"] for c in clients(env)] == [kept["client_id"]]
+    refused(env, "clients", "delete", gone["client_id"], named=[gone["client_id"]])
+    refused(env, "clients", "delete", "no-such-client", named=["no-such-client"])
+    assert [c["client_id"] for c in clients(env)] == [kept["client_id"]]
+
+
+def test_clients_create_refuses_bad_input_and_writes_nothing(env):
+    ok(env, "migrate")
+    https = env | {"IDP_ISSUER": "https://id.example"}
+    good = ["--name", "App", "--redirect-uri", "https://rp.example/cb"]
+    cases: list[tuple[dict[str, str], list[str], list[str]]] = [
+        (env, ["--name", "App", "--redirect-uri", "https://rp.example/cb#frag"], ["--redirect-uri", "fragment"]),
+        (env, ["--name", "App", "--redirect-uri", "/cb"], ["--redirect-uri"]),
+        (env, ["--name", "App", "--redirect-uri", "rp.example/cb"], ["--redirect-uri"]),
+        (https, ["--name", "App", "--redirect-uri", "http://rp.example/cb"], ["--redirect-uri"]),
+        (https, [*good, "--post-logout-redirect-uri", "http://rp.example/bye"], ["--post-logout-redirect-uri"]),
+        (env, [*good, "--post-logout-redirect-uri", "https://rp.example/bye#x"], ["--post-logout-redirect-uri"]),
+        (env, [*good, "--redirect-uri", "https://rp.example/ok", "--redirect-uri", "javascript:alert(1)"],
+         ["--redirect-uri"]),
+        (env, [*good, "--grant-type", "implicit"], ["--grant-type", "implicit"]),
+        (env, [*good, "--grant-type", "password"], ["--grant-type"]),
+        (env, [*good, "--token-endpoint-auth-method", "client_secret_jwt"], ["--token-endpoint-auth-method"]),
+        (env, [*good, "--token-endpoint-auth-method", "private_key_jwt"], ["--jwks-uri"]),
+        (env, [*good, "--token-endpoint-auth-method", "none", "--grant-type", "client_credentials"],
+         ["client_credentials"]),
+        (env, ["--redirect-uri", "https://rp.example/cb"], ["--name"]),
+        (env, ["--name", "   ", "--redirect-uri", "https://rp.example/cb"], ["--name"]),
+        (env, ["--name", "App"], ["--redirect-uri"]),
+        (env, [*good, "--jwks-uri", "https://rp.example/jwks.json"], ["--jwks-uri"]),
+    ]
+    results = run_all([(environ, ["clients", "create", *args]) for environ, args, _ in cases])
+    for (_, _, named), result in zip(cases, results, strict=True):
+        assert_refused(result, *named)
+    assert clients(env) == []
+
+
+# --- users -------------------------------------------------------------------------------------
+
+
+def test_users_create_prints_its_id_and_list_shows_it(env):
+    made = one(env, "users", "create", "--email", "Ada@Example.com", "--password", PASSWORD, "--name", "Ada")
+    assert set(made) == {"id"}
+    [listed] = users(env)
+    assert listed["id"] == made["id"]
+    assert listed["email"] == "ada@example.com"
+    assert listed["name"] == "Ada"
+    assert listed["email_verified"] is False
+    assert listed["phone"] is None
+    assert listed["disabled"] is False
+    assert listed["locked"] is False
+    assert PASSWORD not in json.dumps(listed)
+    assert "argon2" not in json.dumps(listed)
+
+
+def test_users_create_verified_with_phone_in_e164(env):
+    made = one(env, "users", "create", "--email", "grace@example.com", "--phone", "+1 (415) 555-0100", "--verified")
+    plain = one(env, "users", "create", "--email", "alan@example.com", "--phone", "+14155550101")
+    listed = {u["id"]: u for u in users(env)}
+    assert listed[made["id"]]["phone"] == "+14155550100"
+    assert listed[made["id"]]["email_verified"] is True
+    assert listed[made["id"]]["phone_verified"] is True
+    assert listed[plain["id"]]["phone"] == "+14155550101"
+    assert listed[plain["id"]]["email_verified"] is False
+    assert listed[plain["id"]]["phone_verified"] is False
+
+
+def test_users_create_reads_national_numbers_in_the_default_region(env):
+    iran = env | {"IDP_PHONE_DEFAULT_REGION": "IR"}
+    made = one(iran, "users", "create", "--email", "sara@example.com", "--phone", "09121234567")
+    [listed] = users(iran)
+    assert listed["id"] == made["id"]
+    assert listed["phone"] == "+989121234567"
+
+
+def test_users_create_refuses_bad_input_and_writes_nothing(env):
+    seeded = one(env, "users", "create", "--email", "taken@example.com", "--phone", "+14155550100")
+    cases: list[tuple[list[str], list[str]]] = [
+        (["--email", "not-an-email"], ["email"]),
+        (["--email", "a@b"], ["email"]),
+        (["--email", "TAKEN@example.com"], ["email"]),
+        (["--email", "new1@example.com", "--phone", "12345"], ["phone"]),
+        (["--email", "new2@example.com", "--phone", "+1 415 555 0100"], ["phone"]),
+        (["--email", "new3@example.com", "--password", "seven77"], ["password", "8"]),
+        (["--email", "new4@example.com", "--password", "x" * 257], ["password", "256"]),
+        (["--password", PASSWORD], ["--email"]),
+    ]
+    results = run_all([(env, ["users", "create", *args]) for args, _ in cases])
+    for (_, named), result in zip(cases, results, strict=True):
+        assert_refused(result, *named)
+    assert [u["id"] for u in users(env)] == [seeded["id"]]
+
+
+def test_password_length_limits_are_inclusive(env):
+    one(env, "users", "create", "--email", "eight@example.com", "--password", "8" * 8)
+    one(env, "users", "create", "--email", "long@example.com", "--password", "x" * 256)
+    assert len(users(env)) == 2
+
+
+def test_unknown_commands_and_ids_are_refused(env):
+    ok(env, "migrate")
+    cases: list[tuple[list[str], list[str]]] = [
+        (["frobnicate"], ["frobnicate"]),
+        (["clients", "frobnicate"], ["frobnicate"]),
+        (["keys", "shred"], ["shred"]),
+        ([], []),
+        (["clients"], []),
+        (["keys", "retire"], ["kid"]),
+        (["keys", "retire", "no-such-kid"], ["no-such-kid"]),
+        (["users", "unlock", "no-such-user"], ["no-such-user"]),
+        (["users", "disable", "no-such-user"], ["no-such-user"]),
+        (["clients", "delete", "no-such-client"], ["no-such-client"]),
+        (["serve", "--port", "http"], ["port"]),
+        (["serve", "--workers", "0"], ["workers"]),
+    ]
+    results = run_all([(env, args) for args, _ in cases])
+    for (_, named), result in zip(cases, results, strict=True):
+        assert_refused(result, *named)
+    assert clients(env) == [] and users(env) == []
+
+
+@pytest.fixture
+def cli_app(env: dict[str, str]) -> Iterator[TestClient]:
+    """The provider in-process on the CLI test's own database and keys."""
+    KeyStore(Path(env["IDP_KEYS_DIR"])).ensure()
+    app = create_app(make_settings(env))
+    with TestClient(app, base_url=TEST_ISSUER, follow_redirects=False) as http:
+        yield http
+    app.state.ctx.close()
+
+
+def _browser(app: TestClient) -> TestClient:
+    return TestClient(app.app, base_url=TEST_ISSUER, follow_redirects=False)
+
+
+def _sign_in_refused(http: TestClient, client: RegisteredClient, user: Person) -> None:
+    response = http.get("/authorize", params=authorize_params(client, "x" * 43))
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert location.startswith("/login") or location.startswith(TEST_ISSUER + "/login"), location
+    refused_login = submit_login(http, location, user.email, PASSWORD)
+    assert refused_login.status_code == 400
+    assert 'role="alert"' in refused_login.text
+
+
+def test_cli_made_client_and_user_sign_in_and_disable_stops_them(env, cli_app):
+    made = create_client(env, "--first-party")
+    client = RegisteredClient(made["client_id"], made["client_secret"], "https://rp.example/cb")
+    person = one(env, "users", "create", "--email", "lin@example.com", "--password", PASSWORD, "--verified")
+    user = Person(person["id"], "lin@example.com", PASSWORD)
+
+    # The printed secret authenticates at the token endpoint; a first-party client asks no consent.
+    tokens = tokens_for(cli_app, client, user)
+    assert tokens["refresh_token"]
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert cli_app.get("/userinfo", headers=bearer).status_code == 200
+
+    assert one(env, "users", "disable", user.id) == {"id": user.id, "disabled": True}
+    [listed] = users(env)
+    assert listed["disabled"] is True
+
+    # The single sign-on session ended: the same browser is asked to sign in again, and cannot.
+    _sign_in_refused(cli_app, client, user)
+    with _browser(cli_app) as fresh:
+        _sign_in_refused(fresh, client, user)
+    assert cli_app.get("/userinfo", headers=bearer).status_code == 401
+    refreshed = cli_app.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, auth=client.auth
+    )
+    assert refreshed.status_code == 400
+    assert refreshed.json()["error"] == "invalid_grant"
+
+
+def test_users_unlock_ends_a_lockout(env, cli_app):
+    made = create_client(env, "--first-party")
+    client = RegisteredClient(made["client_id"], made["client_secret"], "https://rp.example/cb")
+    person = one(env, "users", "create", "--email", "kim@example.com", "--password", PASSWORD, "--verified")
+    user = Person(person["id"], "kim@example.com", PASSWORD)
+    engine = create_engine(env["IDP_DATABASE_URL"])
+    with engine.begin() as connection:
+        connection.execute(
+            update(User).where(User.id == user.id).values(failed_sign_ins=0, locked_until=int(time.time()) + 3600)
+        )
+    engine.dispose()
+    assert users(env)[0]["locked"] is True
+    with _browser(cli_app) as locked_out:
+        _sign_in_refused(locked_out, client, user)
+
+    assert one(env, "users", "unlock", user.id) == {"id": user.id, "unlocked": True}
+    assert users(env)[0]["locked"] is False
+    with _browser(cli_app) as browser:
+        assert tokens_for(browser, client, user)["id_token"]
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+BAD_SETTINGS = [
+    ("IDP_ACCESS_TOKEN_TTL", "abc"),
+    ("IDP_RATE_LIMITING", "maybe"),
+    ("IDP_EMAIL_BACKEND", "pigeon"),
+    ("IDP_ISSUER", "not-a-url"),
+    ("IDP_SMS_BACKEND", "twilio"),
+    ("IDP_PHONE_DEFAULT_REGION", "XX"),
+    ("IDP_DATABASE_URL", "mysql://x"),
+    ("IDP_TRUSTED_PROXIES", "nonsense"),
+]
+
+
+def _named_variable(name: str) -> str:
+    """The variable the message must name: a Twilio backend without Twilio settings names those."""
+    return "IDP_TWILIO" if name == "IDP_SMS_BACKEND" else name
+
+
+def test_a_bad_setting_stops_every_command_with_one_line(env, tmp_path):
+    commands = [
+        ["clients", "list"], ["users", "create", "--email", "x@example.com"], ["keys", "rotate"], ["migrate"],
+        ["clients", "create", "--name", "App", "--redirect-uri", "https://rp.example/cb"], ["keys", "list"],
+        ["users", "list"], ["clients", "delete", "some-id"],
+    ]
+    jobs = [(name, env | {name: value}, command) for (name, value), command in zip(BAD_SETTINGS, commands, strict=True)]
+    results = run_all([(environ, command) for _, environ, command in jobs])
+    for (name, _, command), result in zip(jobs, results, strict=True):
+        line = assert_refused(result)
+        assert line.removeprefix("idp: ").startswith(_named_variable(name)), (command, line)
+    # Nothing was written: no database, no keys.
+    assert not (tmp_path / "cli.db").exists()
+    assert not (tmp_path / "keys").exists()
+
+
+def test_a_bad_setting_in_dotenv_of_the_working_directory(env, tmp_path):
+    (tmp_path / ".env").write_text("IDP_ACCESS_TOKEN_TTL=soon\n")
+    line = refused(env, "clients", "list")
+    assert line.removeprefix("idp: ").startswith("IDP_ACCESS_TOKEN_TTL")
+    # The environment wins over the file.
+    assert ok(env | {"IDP_ACCESS_TOKEN_TTL": "600"}, "clients", "list") == []
+
+
+@pytest.mark.parametrize(("name", "value"), [BAD_SETTINGS[0], BAD_SETTINGS[4], BAD_SETTINGS[-1]])
+def test_serve_with_a_bad_setting_exits_at_once(env, tmp_path, name, value):
+    started = time.monotonic()
+    result = run_idp(env | {name: value}, "serve", "--port", str(free_port()))
+    assert time.monotonic() - started < 20
+    line = assert_refused(result)
+    assert line.removeprefix("idp: ").startswith(_named_variable(name)), line
+    assert not (tmp_path / "cli.db").exists()
+    assert not (tmp_path / "keys").exists()
+
+
+# --- migrate and serve -------------------------------------------------------------------------
+
+
+def test_migrate_creates_the_tables_at_head(env, tmp_path):
+    result = run_idp(env, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    url = env["IDP_DATABASE_URL"]
+    engine = create_engine(url)
+    try:
+        assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    assert current == ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert run_idp(env, "migrate").returncode == 0  # idempotent
+
+
+def _serve_bare(directory: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """``idp serve`` with no IDP_ variable at all, in an empty working directory."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")} | {"HOME": str(directory)}
+    with log.open("wb") as handle:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "idp"), "serve", "--port", str(port)],
+            env=environ, cwd=directory, stdout=handle, stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"idp serve never became ready: {log.read_text()}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def test_serve_on_a_bare_machine_makes_what_it_needs(tmp_path):
+    workdir = tmp_path / "bare"
+    workdir.mkdir()
+    port = free_port()
+    log = tmp_path / "bare.log"
+    process = _serve_bare(workdir, port, log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(process, url, log)
+        assert httpx.get(url + "/readyz").json()["status"] == "ready"
+        assert (workdir / "idp.db").is_file()
+        keys = list((workdir / "keys").glob("*.pem"))
+        assert len(keys) == 1
+        assert stat.S_IMODE(keys[0].stat().st_mode) == 0o600
+        secret = workdir / "keys" / "secret.key"
+        assert secret.is_file()
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        assert len(secret.read_text().strip()) >= 43
+        assert len(httpx.get(url + "/jwks.json").json()["keys"]) == 1
+        assert httpx.get(url + "/.well-known/openid-configuration").json()["issuer"] == "http://127.0.0.1:8000"
+    finally:
+        _stop(process)
+    assert process.returncode is not None
+
+
+def test_serve_with_two_workers(tmp_path):
+    environ = {
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'workers.db'}",
+        "IDP_KEYS_DIR": str(tmp_path / "keys"),
+        "HOME": str(tmp_path),
+    }
+    made = create_client(environ, "--first-party")
+    client = RegisteredClient(made["client_id"], made["client_secret"], "https://rp.example/cb")
+    person = one(environ, "users", "create", "--email", "wu@example.com", "--password", PASSWORD, "--verified")
+    user = Person(person["id"], "wu@example.com", PASSWORD)
+
+    log = tmp_path / "workers.log"
+    process, url = start_server(environ, log, "--workers", "2")
+    try:
+        for _ in range(20):
+            response = httpx.get(url + "/healthz", timeout=5)
+            assert response.status_code == 200
+            assert response.json() == {"status": "ok"}
+        # Full sign-ins hop between workers: cookies, CSRF tokens and codes must work across them.
+        for _ in range(4):
+            with httpx.Client(base_url=url, follow_redirects=False, timeout=10) as web:
+                tokens = tokens_for(web, client, user)
+                bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+                assert web.get("/userinfo", headers=bearer).json()["sub"] == user.id
+        workers = set(re.findall(r"Started server process \[(\d+)\]", log.read_text()))
+        assert len(workers) == 2, log.read_text()
+    finally:
+        _stop(process)
+    assert stat.S_IMODE((tmp_path / "keys" / "secret.key").stat().st_mode) == 0o600
