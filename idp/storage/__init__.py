@@ -3,13 +3,15 @@
 from .audit import AuditEvent
 from .base import Base, now
 from .clients import Client, ClientAssertion
+from .codes import ActionToken, OneTimeCode
 from .database import make_engine, make_sessionmaker
 from .grants import AuthorizationCode, AuthorizationRequest, Grant, RefreshToken, RevokedAccessToken
 from .outbox import OutboxMessage
-from .people import User
-from .sessions import BrowserSession, Consent
+from .people import PasswordHistory, RecoveryCode, User
+from .sessions import BrowserSession, Consent, PendingSignIn
 
 __all__ = [
+    "ActionToken",
     "AuditEvent",
     "AuthorizationCode",
     "AuthorizationRequest",
@@ -19,7 +21,11 @@ __all__ = [
     "ClientAssertion",
     "Consent",
     "Grant",
+    "OneTimeCode",
     "OutboxMessage",
+    "PasswordHistory",
+    "PendingSignIn",
+    "RecoveryCode",
     "RefreshToken",
     "RevokedAccessToken",
     "User",

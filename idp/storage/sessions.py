@@ -1,4 +1,5 @@
-"""Single sign-on sessions in browsers, and the consent a person gave each client."""
+"""Single sign-on sessions in browsers, sign-ins still under way, and the consent a person gave
+each client."""
 
 from __future__ import annotations
 
@@ -33,3 +34,19 @@ class Consent(Base):
     client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
     scope: Mapped[str] = mapped_column(String(1000))
     granted_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class PendingSignIn(Base):
+    """A sign-in under way: the password was right but a second factor is due, or a code was sent
+    for a passwordless sign-in. The browser holds a cookie whose digest is ``token_hash``."""
+
+    __tablename__ = "pending_sign_ins"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    identifier: Mapped[str | None] = mapped_column(String(320))
+    channel: Mapped[str] = mapped_column(String(8))
+    amr: Mapped[list[str]] = mapped_column(JSON)
+    authorization_request_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)

@@ -1,0 +1,48 @@
+"""Short secrets sent to people: one-time codes, and the tokens in emailed links."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base
+
+
+class OneTimeCode(Base):
+    """A six-digit code for one purpose and one email or phone, kept as a keyed hash.
+
+    Purposes: ``sign_in`` (passwordless), ``second_factor``, ``verify_phone``, ``enable_mfa``.
+    """
+
+    __tablename__ = "one_time_codes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(24))
+    identifier: Mapped[str] = mapped_column(String(320), index=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    consumed_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ActionToken(Base):
+    """The token of an emailed link: ``verify_email`` (24 hours) or ``reset_password`` (1 hour).
+
+    ``authorization_request_id`` lets a person who started at a relying app land back there;
+    ``browser_hash`` is the digest of a cookie of the browser that asked, so that only that
+    browser is signed in by following the link.
+    """
+
+    __tablename__ = "action_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(24))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    authorization_request_id: Mapped[str | None] = mapped_column(String(64))
+    browser_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    used_at: Mapped[int | None] = mapped_column(BigInteger)
