@@ -41,10 +41,10 @@ from starlette.testclient import TestClient
 from idp.app import create_app
 from idp.context import Context
 from idp.messaging.outbox import enqueue_email, enqueue_sms
-from idp.messaging.sealing import Sealer
 from idp.messaging.sms import sms_backend
 from idp.messaging.worker import MAX_ATTEMPTS, deliver_due
 from idp.migrate import upgrade
+from idp.security.sealing import OUTBOX, Sealer
 from idp.storage import AuditEvent, OutboxMessage, now
 
 from .conftest import SECRET_KEY, TEST_ISSUER, free_port, make_settings
@@ -607,9 +607,10 @@ def test_the_stored_body_is_sealed_and_cleared_after_delivery(
         stored = {id_: body for id_, body in connection.execute(text("SELECT id, body FROM outbox"))}
     for body in stored.values():
         assert "662607" not in body and "test code" not in body and "verify" not in body
-    assert "662607" in Sealer(SECRET_KEY).open(stored[email_id]), "it is the message, sealed under IDP_SECRET_KEY"
+    opened = Sealer(SECRET_KEY, OUTBOX).open(stored[email_id])
+    assert "662607" in opened, "it is the message, sealed under IDP_SECRET_KEY"
     with pytest.raises(InvalidToken):
-        Sealer("another-secret-key-" + "y" * 32).open(stored[sms_id])
+        Sealer("another-secret-key-" + "y" * 32, OUTBOX).open(stored[sms_id])
 
     assert deliver_due(ctx) == 2
     with ctx.engine.connect() as connection:

@@ -17,8 +17,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy.orm import Session
 
 from ..security.digests import new_id
+from ..security.sealing import OUTBOX, Sealer
 from ..storage import OutboxMessage, now
-from .sealing import Sealer
 
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent.parent / "templates"),
@@ -57,7 +57,7 @@ def _enqueue(
         channel=channel,
         recipient=to,
         subject=subject,
-        body=Sealer(secret_key).seal(json.dumps(content)),
+        body=Sealer(secret_key, OUTBOX).seal(json.dumps(content)),
         created_at=stamp,
         attempts=0,
         next_attempt_at=stamp,

@@ -20,10 +20,10 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import ColumnElement, or_, select, update
 
 from .. import audit
+from ..security.sealing import OUTBOX, Sealer
 from ..storage import OutboxMessage, now
 from .email import Email
 from .errors import DeliveryError
-from .sealing import Sealer
 from .sms import Sms
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def _deliver(ctx: Context, message: Claimed) -> bool:
 
 def _send(ctx: Context, message: Claimed) -> None:
     try:
-        content = json.loads(Sealer(ctx.secret_key).open(message.body))
+        content = json.loads(Sealer(ctx.secret_key, OUTBOX).open(message.body))
     except InvalidToken:
         raise DeliveryError("the body cannot be opened: was IDP_SECRET_KEY changed?") from None
     if message.channel == "email":

@@ -1,7 +1,8 @@
-"""Sealing outbox bodies, so that a database dump shows no one-time code or link.
+"""Sealing secrets the provider must read back later (outbox bodies, authenticator secrets), so
+that a database dump shows none of them.
 
-The Fernet key is derived from ``IDP_SECRET_KEY`` with HKDF under its own ``info``, so it is
-independent of every other use of that secret.
+The Fernet key is derived from ``IDP_SECRET_KEY`` with HKDF under an ``info`` per purpose, so each
+use is independent of every other use of that secret.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-_INFO = b"idp outbox"
+OUTBOX = b"idp outbox"
+AUTHENTICATOR = b"idp authenticator"
 
 
 class Sealer:
-    def __init__(self, secret_key: str) -> None:
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(secret_key.encode())
+    def __init__(self, secret_key: str, purpose: bytes) -> None:
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret_key.encode())
         self._fernet = Fernet(base64.urlsafe_b64encode(key))
 
     def seal(self, plaintext: str) -> str:
