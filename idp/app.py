@@ -26,6 +26,7 @@ from .messaging.worker import run_worker
 from .oauth.client_auth import ClientAuthenticator
 from .oauth.grants.issuance import TokenIssuer
 from .pages.account import account
+from .pages.codes import enter_code, request_code, resend_code
 from .pages.consent import consent
 from .pages.login import login
 from .pages.logout import logout
@@ -73,6 +74,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(PATHS["introspection_endpoint"], introspection, methods=["POST"]),
         Route(PATHS["end_session_endpoint"], logout, methods=["GET", "POST"]),
         Route("/login", login, methods=["GET", "POST"]),
+        Route("/login/code", request_code, methods=["GET", "POST"]),
+        Route("/login/verify", enter_code, methods=["GET", "POST"]),
+        Route("/login/verify/resend", resend_code, methods=["POST"]),
         Route("/consent", consent, methods=["GET", "POST"]),
         Route("/account", account),
         Route("/healthz", health.healthz),

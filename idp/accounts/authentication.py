@@ -2,7 +2,9 @@
 
 An unknown account, a wrong password, a locked or disabled account all cost one argon2
 verification and answer the same. Failures are counted in the database with an atomic
-increment, so the count is exact across processes.
+increment, so the count is exact across processes. When an account locks, its owner gets an
+email, and a password reset or ``idp users unlock`` ends the lock: a lock must never keep the
+real owner out for long.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from enum import Enum
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from ..messaging.outbox import enqueue_email
+from ..settings import Settings
 from ..storage import User, now
 from .passwords import hash_password, needs_rehash, verify_password
 from .users import find_by_identifier
-
-MAX_FAILURES = 5
-LOCK_SECONDS = 30 * 60
 
 
 class Outcome(Enum):
@@ -31,44 +32,58 @@ class Outcome(Enum):
 class SignInResult:
     outcome: Outcome
     user: User | None = None
+    reason: str = ""
 
 
 def sign_in_with_password(
-    db: Session,
-    identifier: str,
-    password: str,
-    *,
-    phone_region: str | None,
-    require_verified_email: bool,
+    db: Session, settings: Settings, secret_key: str, identifier: str, password: str
 ) -> SignInResult:
-    user = find_by_identifier(db, identifier, phone_region) if len(identifier) <= 320 else None
-    correct = verify_password(user.password_hash if user else None, password)
+    """``reason`` is for the audit log only, never for the person."""
+    user = find_by_identifier(db, identifier, settings.phone_default_region) if len(identifier) <= 320 else None
+    correct = verify_password(user.password_hash if user else None, password[:1024])
     if user is None:
-        return SignInResult(Outcome.FAILED)
+        return SignInResult(Outcome.FAILED, reason="unknown_account")
     stamp = now()
-    if user.disabled or (user.locked_until is not None and user.locked_until > stamp):
-        return SignInResult(Outcome.FAILED)
+    if user.disabled:
+        return SignInResult(Outcome.FAILED, user, "disabled")
+    if user.locked_until is not None and user.locked_until > stamp:
+        return SignInResult(Outcome.FAILED, user, "locked")
     if not correct:
-        _count_failure(db, user, stamp)
-        return SignInResult(Outcome.FAILED)
+        locked = _count_failure(db, settings, secret_key, user, stamp)
+        return SignInResult(Outcome.FAILED, user, "locked_now" if locked else "wrong_password")
     if user.failed_sign_ins or user.locked_until is not None:
         user.failed_sign_ins = 0
         user.locked_until = None
     if user.password_hash and needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    if require_verified_email and not user.email_verified:
-        return SignInResult(Outcome.EMAIL_NOT_VERIFIED, user)
+    if settings.require_verified_email and not user.email_verified:
+        return SignInResult(Outcome.EMAIL_NOT_VERIFIED, user, "email_not_verified")
     return SignInResult(Outcome.SIGNED_IN, user)
 
 
-def _count_failure(db: Session, user: User, stamp: int) -> None:
+def _count_failure(db: Session, settings: Settings, secret_key: str, user: User, stamp: int) -> bool:
+    """Count one failure; lock and tell the owner when it is one too many. True when it locked."""
     failures = db.execute(
         update(User)
         .where(User.id == user.id)
         .values(failed_sign_ins=User.failed_sign_ins + 1)
         .returning(User.failed_sign_ins)
     ).scalar_one()
-    if failures >= MAX_FAILURES:
-        db.execute(
-            update(User).where(User.id == user.id).values(failed_sign_ins=0, locked_until=stamp + LOCK_SECONDS)
-        )
+    if failures < settings.lockout_attempts:
+        return False
+    locked_until = stamp + settings.lockout_seconds
+    db.execute(update(User).where(User.id == user.id).values(failed_sign_ins=0, locked_until=locked_until))
+    if user.email is None:
+        return True
+    enqueue_email(
+        db,
+        secret_key,
+        user.email,
+        "account_locked",
+        {
+            "minutes": settings.lockout_seconds // 60,
+            "attempts": settings.lockout_attempts,
+            "reset_link": f"{settings.issuer}/password/forgot",
+        },
+    )
+    return True

@@ -38,14 +38,17 @@ def check_password(password: str) -> None:
 def create_user(
     db: Session,
     *,
-    email: str,
+    email: str | None = None,
     password: str | None = None,
     phone: str | None = None,
     name: str | None = None,
     verified: bool = False,
     phone_region: str | None = None,
 ) -> User:
-    email = normalize_email(email)
+    """An account needs an email or a phone number; a passwordless one may have only a phone."""
+    if email is None and not phone:
+        raise UserError("an account needs an email address or a phone number")
+    email = normalize_email(email) if email is not None else None
     try:
         e164 = to_e164(phone, phone_region) if phone else None
     except PhoneError as exc:
@@ -54,7 +57,7 @@ def create_user(
         raise UserError("the name must have at most 200 characters")
     if password is not None:
         check_password(password)
-    if db.scalar(select(User.id).where(User.email == email)) is not None:
+    if email and db.scalar(select(User.id).where(User.email == email)) is not None:
         raise UserError("an account with that email already exists")
     if e164 and db.scalar(select(User.id).where(User.phone == e164)) is not None:
         raise UserError("an account with that phone number already exists")
@@ -62,7 +65,7 @@ def create_user(
     user = User(
         id=new_id(),
         email=email,
-        email_verified=verified,
+        email_verified=verified and email is not None,
         phone=e164,
         phone_verified=verified and e164 is not None,
         name=(name or "").strip() or None,

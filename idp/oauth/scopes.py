@@ -46,7 +46,7 @@ def user_claims(user, scopes: list[str] | set[str]) -> dict[str, object]:  # typ
         if user.name:
             claims["name"] = user.name
         claims["updated_at"] = user.updated_at
-    if "email" in scopes:
+    if "email" in scopes and user.email:
         claims["email"] = user.email
         claims["email_verified"] = bool(user.email_verified)
     if "phone" in scopes and user.phone:

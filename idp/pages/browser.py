@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import audit as audit_log
 from ..security.client_address import client_address
 from ..security.cookies import cookie_name
 from ..sessions import SESSION_LIFETIME, ActiveSession, find_session
@@ -47,3 +48,26 @@ def clear_session_cookie(request: Request, response: Response) -> None:
 
 def request_address(request: Request) -> str | None:
     return client_address(request, request.app.state.ctx.settings.trusted_proxies)
+
+
+def audit(
+    request: Request,
+    db: Session,
+    event: str,
+    *,
+    outcome: str,
+    user_id: str | None = None,
+    client_id: str | None = None,
+    detail: dict[str, object] | None = None,
+) -> None:
+    """An audit event with the request's address and user agent, in the caller's transaction."""
+    audit_log.record(
+        db,
+        event,
+        outcome=outcome,
+        user_id=user_id,
+        client_id=client_id,
+        ip=request_address(request),
+        user_agent=request.headers.get("user-agent"),
+        detail=detail,
+    )

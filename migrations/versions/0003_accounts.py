@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-21 08:33:20.115545
+Create Date: 2026-11-21 08:37:03.270292
 """
 
 from __future__ import annotations
@@ -108,10 +108,14 @@ def upgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("mfa_method", sa.String(length=8), nullable=True))
         batch_op.add_column(sa.Column("totp_secret", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("totp_last_step", sa.BigInteger(), nullable=True))
+        batch_op.alter_column("email", existing_type=sa.VARCHAR(length=320), nullable=True)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.alter_column("email", existing_type=sa.VARCHAR(length=320), nullable=False)
+        batch_op.drop_column("totp_last_step")
         batch_op.drop_column("totp_secret")
         batch_op.drop_column("mfa_method")
 

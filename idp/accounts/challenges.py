@@ -1,0 +1,220 @@
+"""Sign-ins that wait for a code: the second factor after a password, and passwordless sign-in.
+
+Either way the browser holds a cookie naming a :class:`PendingSignIn` row, and the code comes by
+email, by SMS or from an authenticator app. Asking for a passwordless code answers the same
+whether or not the account exists; an unknown identifier is sent a code only when
+self-registration is on, and then the first sign-in creates the account, its email or phone
+already verified by the code itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..context import Context
+from ..messaging.outbox import enqueue_email, enqueue_sms
+from ..security.digests import new_token, token_digest
+from ..storage import PendingSignIn, User, now
+from . import otp, totp
+from .phones import PhoneError, to_e164
+from .users import UserError, create_user, normalize_email
+
+LIFETIME = 10 * 60
+SECOND_FACTOR = "second_factor"
+SIGN_IN = "sign_in"
+
+
+class IdentifierError(ValueError):
+    """Neither an email address nor a phone number; the message is for the person."""
+
+
+@dataclass(frozen=True)
+class Identifier:
+    value: str
+    channel: str
+
+
+def parse_identifier(raw: str, region: str | None) -> Identifier:
+    raw = raw.strip()
+    if "@" in raw:
+        try:
+            return Identifier(normalize_email(raw), "email")
+        except UserError:
+            raise IdentifierError("That is not an email address.") from None
+    try:
+        return Identifier(to_e164(raw, region), "sms")
+    except PhoneError as exc:
+        raise IdentifierError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
+
+
+def start(
+    db: Session,
+    *,
+    user_id: str | None,
+    identifier: str | None,
+    channel: str,
+    amr: list[str],
+    authorization_request_id: str | None,
+) -> tuple[PendingSignIn, str]:
+    """A new pending sign-in and the cookie value that names it (never stored)."""
+    cookie = new_token()
+    stamp = now()
+    pending = PendingSignIn(
+        token_hash=token_digest(cookie),
+        user_id=user_id,
+        identifier=identifier,
+        channel=channel,
+        amr=amr,
+        authorization_request_id=authorization_request_id,
+        created_at=stamp,
+        expires_at=stamp + LIFETIME,
+    )
+    db.add(pending)
+    db.flush()
+    return pending, cookie
+
+
+def find(db: Session, cookie: str | None) -> PendingSignIn | None:
+    if not cookie or len(cookie) > 100:
+        return None
+    pending = db.get(PendingSignIn, token_digest(cookie))
+    if pending is None or pending.expires_at <= now():
+        return None
+    return pending
+
+
+def finish(db: Session, pending: PendingSignIn) -> None:
+    db.execute(delete(PendingSignIn).where(PendingSignIn.token_hash == pending.token_hash))
+
+
+def is_second_factor(pending: PendingSignIn) -> bool:
+    return bool(pending.amr)
+
+
+def send_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
+    """Send a code for this pending sign-in, if its channel sends codes and there is someone to send
+    it to. Raises :class:`otp.ResendTooSoon` when too many went out lately."""
+    if pending.channel == "totp" or pending.identifier is None:
+        return
+    purpose = SECOND_FACTOR if is_second_factor(pending) else SIGN_IN
+    known = pending.user_id is not None
+    if not known and not ctx.settings.self_registration:
+        wait = otp.resend_wait(db, pending.identifier)
+        if wait:
+            raise otp.ResendTooSoon(wait)
+        return
+    issued = otp.issue(
+        db,
+        ctx.secret_key,
+        purpose=purpose,
+        identifier=pending.identifier,
+        user_id=pending.user_id,
+        ttl=ctx.settings.otp_ttl,
+    )
+    message = {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
+    if pending.channel == "email":
+        enqueue_email(db, ctx.secret_key, pending.identifier, "one_time_code", message)
+    else:
+        enqueue_sms(db, ctx.secret_key, pending.identifier, "one_time_code", message)
+
+
+def start_second_factor(
+    ctx: Context, db: Session, user: User, authorization_request_id: str | None
+) -> tuple[PendingSignIn, str]:
+    """After a right password: wait for the person's second factor, sending a code if it is sent."""
+    identifier = {"email": user.email, "sms": user.phone}.get(user.mfa_method or "")
+    pending, cookie = start(
+        db,
+        user_id=user.id,
+        identifier=identifier,
+        channel=user.mfa_method or "totp",
+        amr=["pwd"],
+        authorization_request_id=authorization_request_id,
+    )
+    try:
+        send_code(ctx, db, pending)
+    except otp.ResendTooSoon:
+        pass
+    return pending, cookie
+
+
+def start_passwordless(
+    ctx: Context, db: Session, identifier: Identifier, authorization_request_id: str | None
+) -> tuple[PendingSignIn, str]:
+    """Raises :class:`otp.ResendTooSoon`; answers alike for known and unknown identifiers."""
+    column = User.email if identifier.channel == "email" else User.phone
+    user = db.scalar(select(User).where(column == identifier.value, User.disabled.is_(False)))
+    pending, cookie = start(
+        db,
+        user_id=user.id if user else None,
+        identifier=identifier.value,
+        channel=identifier.channel,
+        amr=[],
+        authorization_request_id=authorization_request_id,
+    )
+    send_code(ctx, db, pending)
+    return pending, cookie
+
+
+def verify(ctx: Context, db: Session, pending: PendingSignIn, code: str) -> tuple[User, list[str]] | None:
+    """The person and the ``amr`` of the finished sign-in, or ``None`` when the code is wrong."""
+    if is_second_factor(pending):
+        return _verify_second_factor(ctx, db, pending, code)
+    return _verify_passwordless(ctx, db, pending, code)
+
+
+def _verify_second_factor(
+    ctx: Context, db: Session, pending: PendingSignIn, code: str
+) -> tuple[User, list[str]] | None:
+    user = db.get(User, pending.user_id) if pending.user_id else None
+    if user is None or user.disabled:
+        return None
+    if pending.channel == "totp":
+        ok = totp.verify(db, ctx.secret_key, user, code)
+        method = "otp"
+    else:
+        assert pending.identifier is not None
+        ok = otp.verify(db, ctx.secret_key, purpose=SECOND_FACTOR, identifier=pending.identifier, code=code) is not None
+        method = "sms" if pending.channel == "sms" else "otp"
+    if not ok and "-" in code and totp.use_recovery_code(db, ctx.secret_key, user, code):
+        ok, method = True, "otp"
+    if not ok:
+        return None
+    return user, [*pending.amr, method, "mfa"]
+
+
+def _verify_passwordless(ctx: Context, db: Session, pending: PendingSignIn, code: str) -> tuple[User, list[str]] | None:
+    assert pending.identifier is not None
+    if otp.verify(db, ctx.secret_key, purpose=SIGN_IN, identifier=pending.identifier, code=code) is None:
+        return None
+    method = "sms" if pending.channel == "sms" else "otp"
+    user = db.get(User, pending.user_id) if pending.user_id else None
+    if user is None:
+        if not ctx.settings.self_registration:
+            return None
+        user = _register_on_first_sign_in(db, pending)
+        if user is None:
+            return None
+    if user.disabled:
+        return None
+    if pending.channel == "email" and not user.email_verified:
+        user.email_verified = True
+    if pending.channel == "sms" and not user.phone_verified:
+        user.phone_verified = True
+    return user, [method]
+
+
+def _register_on_first_sign_in(db: Session, pending: PendingSignIn) -> User | None:
+    """The account of a first passwordless sign-in; with a phone only, the email is left to add."""
+    assert pending.identifier is not None
+    try:
+        with db.begin_nested():
+            if pending.channel == "email":
+                return create_user(db, email=pending.identifier, verified=True)
+            return create_user(db, phone=pending.identifier, verified=True)
+    except (IntegrityError, UserError):
+        return None

@@ -1,0 +1,131 @@
+"""Six-digit one-time codes sent by email or SMS.
+
+A code comes from ``secrets``, is kept only as an HMAC under ``IDP_SECRET_KEY`` (six digits are
+too few for a plain hash: a leaked table would be brute-forced in a moment), lives ``IDP_OTP_TTL``
+seconds, and is spent by the third wrong try. A new code replaces the one before it. At most three
+codes go to one identifier in two minutes, counted in the database so that every process agrees.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import case, select, update
+from sqlalchemy.orm import Session
+
+from ..security.digests import keyed_digest, new_id
+from ..storage import OneTimeCode, now
+
+MAX_TRIES = 3
+RESEND_WINDOW = 120
+RESEND_LIMIT = 3
+
+
+class ResendTooSoon(Exception):
+    """Too many codes went to this identifier lately; ``wait`` seconds until the next may go."""
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(f"wait {wait} s")
+        self.wait = wait
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    code: str
+    expires_at: int
+
+
+def _digest(secret_key: str, purpose: str, identifier: str, code: str) -> str:
+    return keyed_digest(secret_key, f"otp:{purpose}:{identifier}:{code}")
+
+
+def resend_wait(db: Session, identifier: str) -> int:
+    """Seconds before another code may go to ``identifier``; 0 when one may go now."""
+    stamp = now()
+    recent = list(
+        db.scalars(
+            select(OneTimeCode.created_at)
+            .where(OneTimeCode.identifier == identifier, OneTimeCode.created_at > stamp - RESEND_WINDOW)
+            .order_by(OneTimeCode.created_at.desc())
+            .limit(RESEND_LIMIT)
+        )
+    )
+    if len(recent) < RESEND_LIMIT:
+        return 0
+    return max(1, recent[-1] + RESEND_WINDOW - stamp)
+
+
+def issue(
+    db: Session, secret_key: str, *, purpose: str, identifier: str, user_id: str | None, ttl: int
+) -> IssuedCode:
+    """A new code for ``purpose`` and ``identifier``; every earlier live one of the same purpose dies."""
+    wait = resend_wait(db, identifier)
+    if wait:
+        raise ResendTooSoon(wait)
+    stamp = now()
+    db.execute(
+        update(OneTimeCode)
+        .where(
+            OneTimeCode.identifier == identifier,
+            OneTimeCode.purpose == purpose,
+            OneTimeCode.consumed_at.is_(None),
+        )
+        .values(consumed_at=stamp)
+    )
+    code = f"{secrets.randbelow(1_000_000):06d}"
+    db.add(
+        OneTimeCode(
+            id=new_id(),
+            purpose=purpose,
+            identifier=identifier,
+            user_id=user_id,
+            code_hash=_digest(secret_key, purpose, identifier, code),
+            attempts=0,
+            created_at=stamp,
+            expires_at=stamp + ttl,
+        )
+    )
+    db.flush()
+    return IssuedCode(code=code, expires_at=stamp + ttl)
+
+
+def verify(db: Session, secret_key: str, *, purpose: str, identifier: str, code: str) -> OneTimeCode | None:
+    """The spent code when ``code`` is right; ``None`` otherwise, counting the try.
+
+    Both outcomes are single conditional UPDATEs, so a code cannot be used twice nor tried more
+    than ``MAX_TRIES`` times, even by requests racing in several processes.
+    """
+    stamp = now()
+    live = db.scalar(
+        select(OneTimeCode)
+        .where(
+            OneTimeCode.identifier == identifier,
+            OneTimeCode.purpose == purpose,
+            OneTimeCode.consumed_at.is_(None),
+            OneTimeCode.expires_at > stamp,
+        )
+        .order_by(OneTimeCode.created_at.desc())
+        .limit(1)
+    )
+    if live is None:
+        return None
+    candidate = code.strip()
+    presented = _digest(secret_key, purpose, identifier, candidate if len(candidate) <= 16 else "")
+    if hmac.compare_digest(presented.encode(), live.code_hash.encode()):
+        spent = db.execute(
+            update(OneTimeCode)
+            .where(OneTimeCode.id == live.id, OneTimeCode.consumed_at.is_(None))
+            .values(consumed_at=stamp)
+        ).rowcount
+        return live if spent == 1 else None
+    db.execute(
+        update(OneTimeCode)
+        .where(OneTimeCode.id == live.id, OneTimeCode.consumed_at.is_(None))
+        .values(
+            attempts=OneTimeCode.attempts + 1,
+            consumed_at=case((OneTimeCode.attempts + 1 >= MAX_TRIES, stamp), else_=None),
+        )
+    )
+    return None

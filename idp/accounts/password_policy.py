@@ -1,0 +1,120 @@
+"""What a new password must be: long enough, not common, not the email, not known breached,
+and not one of the person's last five.
+
+The common list is zxcvbn's 30,000 most frequent passwords. The breach check uses the Pwned
+Passwords range API by k-anonymity: only the first five hex digits of the SHA-1 leave the machine,
+and an unreachable service lets the password through with a log line (fail open), because an
+outage elsewhere must not stop people from registering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from functools import cache
+
+import httpx
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+from ..settings import Settings
+from ..storage import PasswordHistory, User, now
+from .passwords import hash_password, verify_password
+
+MAX_LENGTH = 256
+HISTORY = 5
+log = logging.getLogger("idp.passwords")
+
+
+class PasswordRejected(ValueError):
+    """The message is shown to the person as it is."""
+
+
+@cache
+def _common() -> frozenset[str]:
+    return frozenset(FREQUENCY_LISTS["passwords"])
+
+
+def breached(password: str, api_base: str) -> bool:
+    """Pwned Passwords range API: ``GET /range/<first 5 hex of SHA-1>``; suffixes come back."""
+    digest = hashlib.sha1(password.encode(), usedforsecurity=False).hexdigest().upper()
+    prefix, suffix = digest[:5], digest[5:]
+    try:
+        response = httpx.get(
+            f"{api_base}/range/{prefix}", headers={"Add-Padding": "true"}, timeout=httpx.Timeout(5.0, connect=3.0)
+        )
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        log.warning("pwned passwords check skipped: %s", type(exc).__name__)
+        return False
+    for line in response.text.splitlines():
+        candidate, _, count = line.strip().partition(":")
+        if candidate == suffix and count.strip() not in ("", "0"):
+            return True
+    return False
+
+
+def check_new_password(
+    password: str,
+    *,
+    email: str | None,
+    min_length: int,
+    previous_hashes: Iterable[str] = (),
+    pwned_api: str | None = None,
+) -> None:
+    """Raise :class:`PasswordRejected` with a message a person can act on."""
+    if len(password) < min_length:
+        raise PasswordRejected(f"Use at least {min_length} characters.")
+    if len(password) > MAX_LENGTH:
+        raise PasswordRejected(f"Use at most {MAX_LENGTH} characters.")
+    if password.lower() in _common():
+        raise PasswordRejected("This password is too common. Choose one that is harder to guess.")
+    if email and password.strip().lower() == email.strip().lower():
+        raise PasswordRejected("Your password cannot be your email address.")
+    for stored in previous_hashes:
+        if verify_password(stored, password):
+            raise PasswordRejected(f"Choose a password you have not used for your last {HISTORY} passwords.")
+    if pwned_api and breached(password, pwned_api):
+        raise PasswordRejected("This password has appeared in a data breach. Choose another one.")
+
+
+def set_password(db: Session, settings: Settings, user: User, password: str) -> None:
+    """Check ``password`` against the policy and the person's history, then make it theirs.
+
+    Every way a password is set (registration, reset, change) comes through here, so the last
+    ``HISTORY`` hashes are always kept and always checked. Raises :class:`PasswordRejected`.
+    """
+    previous = list(
+        db.scalars(
+            select(PasswordHistory.password_hash)
+            .where(PasswordHistory.user_id == user.id)
+            .order_by(PasswordHistory.created_at.desc(), PasswordHistory.id.desc())
+            .limit(HISTORY)
+        )
+    )
+    if user.password_hash and user.password_hash not in previous:
+        previous = [user.password_hash, *previous][:HISTORY]
+    check_new_password(
+        password,
+        email=user.email,
+        min_length=settings.password_min_length,
+        previous_hashes=previous,
+        pwned_api=settings.pwned_passwords_api if settings.pwned_passwords else None,
+    )
+    stamp = now()
+    user.password_hash = hash_password(password)
+    user.updated_at = stamp
+    db.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash, created_at=stamp))
+    db.flush()
+    stale = list(
+        db.scalars(
+            select(PasswordHistory.id)
+            .where(PasswordHistory.user_id == user.id)
+            .order_by(PasswordHistory.created_at.desc(), PasswordHistory.id.desc())
+            .offset(HISTORY)
+        )
+    )
+    if stale:
+        db.execute(delete(PasswordHistory).where(PasswordHistory.id.in_(stale)))

@@ -1,0 +1,82 @@
+"""The end of every way of signing in: a new single sign-on session, then back to the app.
+
+Password, second factor, one-time code and a verified email link all finish here, so a sign-in
+always replaces the browser's previous session and always continues the authorization request
+that sent the person to us.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from ..accounts import challenges
+from ..oauth.authorization import AuthorizationError, decide, load_pending
+from ..oauth.errors import BadAuthorizationTarget
+from ..security.cookies import cookie_name
+from ..sessions import ActiveSession, end_session, start_session
+from ..storage import User
+from .browser import audit, current_session, request_address, set_session_cookie
+from .rendering import authorization_response, error_page, next_step
+
+PENDING_COOKIE = "idp_signin"
+
+
+def pending_cookie(request: Request) -> str:
+    return cookie_name(PENDING_COOKIE, request.app.state.ctx.settings.secure_cookies)
+
+
+def set_pending_cookie(request: Request, response: Response, value: str) -> None:
+    response.set_cookie(
+        pending_cookie(request),
+        value,
+        max_age=challenges.LIFETIME,
+        httponly=True,
+        samesite="lax",
+        secure=request.app.state.ctx.settings.secure_cookies,
+        path="/",
+    )
+
+
+def start_second_factor(request: Request, db: Session, user: User, *, authorization_request_id: str | None) -> Response:
+    """The password was right and a second factor is due: on to the code page."""
+    _, cookie = challenges.start_second_factor(request.app.state.ctx, db, user, authorization_request_id)
+    audit(
+        request, db, "second_factor_requested", outcome="success", user_id=user.id, detail={"method": user.mfa_method}
+    )
+    db.commit()
+    response = RedirectResponse("/login/verify", status_code=303)
+    set_pending_cookie(request, response, cookie)
+    return response
+
+
+def complete_sign_in(
+    request: Request, db: Session, user: User, *, amr: list[str], authorization_request_id: str | None
+) -> Response:
+    """Start the session, continue the authorization request (or go to /account), commit."""
+    previous = current_session(request, db)
+    if previous is not None:
+        end_session(db, previous.session.id)
+    session, cookie = start_session(
+        db, user, amr=amr, ip=request_address(request), user_agent=request.headers.get("user-agent")
+    )
+    response: Response = RedirectResponse("/account", status_code=303)
+    client_id = None
+    if authorization_request_id:
+        try:
+            pending, client, params = load_pending(db, authorization_request_id)
+        except BadAuthorizationTarget as exc:
+            response = error_page(request, str(exc))
+        else:
+            client_id = client.id
+            pending.session_id = session.id
+            try:
+                response = next_step(request, decide(db, client, params, ActiveSession(session, user), pending))
+            except AuthorizationError as exc:
+                response = authorization_response(request, exc.response)
+    audit(request, db, "sign_in", outcome="success", user_id=user.id, client_id=client_id, detail={"amr": amr})
+    db.commit()
+    set_session_cookie(request, response, cookie)
+    response.delete_cookie(pending_cookie(request), path="/")
+    return response
