@@ -25,7 +25,23 @@ def run_migrations_online() -> None:
         engine.dispose()
 
 
+MIGRATION_LOCK = 7_263_948_101
+
+
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
+    if connection.dialect.name == "postgresql":
+        # Several replicas run `idp serve` (which upgrades first) at the same moment: one migrates,
+        # the others wait for the lock, then find the schema at head.
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+    try:
+        _migrate(connection)
+    finally:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+            connection.commit()
+
+
+def _migrate(connection) -> None:  # type: ignore[no-untyped-def]
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -1,0 +1,86 @@
+"""The deployment files: parsed and checked for the parts an operator relies on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+DEPLOY = Path(__file__).parent.parent / "deploy"
+
+
+def manifests() -> dict[str, dict]:
+    found: dict[str, dict] = {}
+    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and "kind" in document and document["kind"] != "Kustomization":
+                found[f"{document['kind']}/{document['metadata']['name']}"] = document
+    return found
+
+
+def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck():
+    text = (DEPLOY / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM\s+\S+(?:\s+AS\s+(\w+))?", text, flags=re.MULTILINE)
+    assert len(stages) >= 2 and stages[0] == "build"
+    final = text.split("\nFROM ")[-1]
+    assert re.search(r"^USER\s+(?!0\b|root\b)\S+", final, flags=re.MULTILINE), "the final stage runs as non-root"
+    assert "COPY --from=build" in final
+    assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", final, flags=re.MULTILINE)
+    assert re.search(r'^ENTRYPOINT \["idp"\]', final, flags=re.MULTILINE)
+
+
+def test_compose_runs_idp_with_postgresql_redis_and_a_mail_catcher():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"idp", "postgres", "redis", "mail"} <= services.keys()
+    environment = services["idp"]["environment"]
+    assert environment["IDP_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert environment["IDP_REDIS_URL"].startswith("redis://redis")
+    assert environment["IDP_SMTP_HOST"] == "mail"
+    assert services["idp"]["build"]["dockerfile"] == "deploy/Dockerfile"
+
+
+def test_kustomization_lists_every_manifest():
+    listed = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())["resources"]
+    on_disk = {p.name for p in (DEPLOY / "kubernetes").glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(listed) == on_disk
+
+
+def test_deployment_has_two_replicas_probes_secrets_and_a_read_only_keys_volume():
+    found = manifests()
+    deployment = found["Deployment/idp"]
+    assert deployment["spec"]["replicas"] >= 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    sources = {next(iter(s.values()))["name"] for s in container["envFrom"]}
+    assert {"idp-settings", "idp-secrets"} <= sources
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "keys")
+    assert mount["readOnly"] is True
+    keys_volume = next(v for v in pod["volumes"] if v["name"] == "keys")
+    assert keys_volume["secret"]["secretName"] == "idp-keys"
+    assert {"IDP_KEYS_DIR": mount["mountPath"]} == {e["name"]: e["value"] for e in container["env"]}
+
+
+def test_secrets_hold_the_secret_key_and_the_signing_keys():
+    found = manifests()
+    assert "IDP_SECRET_KEY" in found["Secret/idp-secrets"]["stringData"]
+    assert "IDP_DATABASE_URL" in found["Secret/idp-secrets"]["stringData"]
+    assert found["Secret/idp-keys"]["type"] == "Opaque"
+
+
+def test_migration_job_service_ingress_autoscaler_and_disruption_budget():
+    found = manifests()
+    job = found["Job/idp-migrate"]["spec"]["template"]["spec"]["containers"][0]
+    assert job["args"] == ["migrate"]
+    assert found["Service/idp"]["spec"]["selector"] == {"app.kubernetes.io/name": "idp"}
+    backend = found["Ingress/idp"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == "idp"
+    assert found["Ingress/idp"]["spec"]["tls"]
+    hpa = found["HorizontalPodAutoscaler/idp"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "idp" and hpa["minReplicas"] >= 2
+    pdb = found["PodDisruptionBudget/idp"]["spec"]
+    assert pdb["minAvailable"] >= 1 and pdb["selector"]["matchLabels"] == {"app.kubernetes.io/name": "idp"}

@@ -1,0 +1,439 @@
+"""A real relying party against a real ``idp serve``: Authlib's OAuth client runs the code flow with
+PKCE, refreshes and revokes; PyJWT's ``PyJWKClient`` checks the tokens against the published JWKS.
+
+The "browser" is an ``httpx.Client`` that keeps cookies and does not follow redirects, so every hop
+(/authorize, /login, /consent, the callback) is seen and checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import jwt
+import pytest
+from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.httpx_client import OAuth2Client
+from joserfc.errors import InvalidClaimError
+
+from .conftest import PASSWORD, LiveServer, free_port
+from .flows import hidden_fields, query_of
+
+SCOPE = "openid profile email offline_access"
+
+
+@pytest.fixture(autouse=True)
+def _plain_http_is_fine_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live server listens on http://127.0.0.1; Authlib refuses plain http unless told."""
+    monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")
+
+
+@dataclass(frozen=True)
+class App:
+    client_id: str
+    client_secret: str
+    redirect_uri: str
+    post_logout_redirect_uri: str
+
+
+@dataclass(frozen=True)
+class Person:
+    id: str
+    email: str
+
+
+@pytest.fixture(scope="module")
+def op(live_server: LiveServer) -> dict[str, Any]:
+    response = httpx.get(live_server.url + "/.well-known/openid-configuration")
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def jwks_client(op: dict[str, Any]) -> jwt.PyJWKClient:
+    return jwt.PyJWKClient(op["jwks_uri"], cache_keys=True)
+
+
+def register_app(live_server: LiveServer, *extra: str) -> App:
+    """``idp clients create`` with the real console script; the callback port is never listened on."""
+    base = f"http://127.0.0.1:{free_port()}"
+    redirect_uri, bye = base + "/cb", base + "/bye"
+    done = live_server.idp(
+        "clients", "create", "--name", "Relying app", "--redirect-uri", redirect_uri,
+        "--post-logout-redirect-uri", bye, *extra,
+    )
+    assert done.returncode == 0, done.stderr
+    made = json.loads(done.stdout)
+    return App(made["client_id"], made["client_secret"], redirect_uri, bye)
+
+
+@pytest.fixture(scope="module")
+def app(live_server: LiveServer) -> App:
+    return register_app(live_server)
+
+
+@pytest.fixture
+def person(live_server: LiveServer) -> Person:
+    email = f"rp-{secrets.token_hex(4)}@example.com"
+    done = live_server.idp(
+        "users", "create", "--email", email, "--password", PASSWORD, "--name", "Ada RP", "--verified"
+    )
+    assert done.returncode == 0, done.stderr
+    return Person(json.loads(done.stdout)["id"], email)
+
+
+@pytest.fixture
+def browser(live_server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_server.url, follow_redirects=False, timeout=10) as client:
+        yield client
+
+
+def oauth_client(app: App) -> OAuth2Client:
+    return OAuth2Client(
+        client_id=app.client_id,
+        client_secret=app.client_secret,
+        scope=SCOPE,
+        redirect_uri=app.redirect_uri,
+        code_challenge_method="S256",
+        token_endpoint_auth_method="client_secret_basic",
+        timeout=10,
+    )
+
+
+@dataclass
+class Authorization:
+    url: str
+    state: str
+    nonce: str
+    verifier: str
+
+
+def start(client: OAuth2Client, op: dict[str, Any], **extra: str) -> Authorization:
+    verifier = secrets.token_urlsafe(48)
+    nonce = secrets.token_urlsafe(12)
+    url, state = client.create_authorization_url(
+        op["authorization_endpoint"], code_verifier=verifier, nonce=nonce, **extra
+    )
+    return Authorization(url, state, nonce, verifier)
+
+
+def follow(browser: httpx.Client, response: httpx.Response) -> str:
+    assert response.status_code == 303, response.text
+    return urljoin(str(response.url), response.headers["location"])
+
+
+def walk_to_callback(
+    browser: httpx.Client, app: App, authorization: Authorization, person: Person | None
+) -> tuple[str, list[str]]:
+    """Drive /authorize -> (/login) -> (/consent) -> the callback; the pages seen on the way."""
+    seen = []
+    location = follow(browser, browser.get(authorization.url))
+    if urlsplit(location).path == "/login":
+        assert person is not None, "asked to sign in again"
+        seen.append("login")
+        page = browser.get(location)
+        assert page.status_code == 200
+        location = follow(
+            browser,
+            browser.post("/login", data={**hidden_fields(page.text), "username": person.email, "password": PASSWORD}),
+        )
+    if urlsplit(location).path == "/consent":
+        seen.append("consent")
+        page = browser.get(location)
+        assert page.status_code == 200
+        location = follow(browser, browser.post("/consent", data={**hidden_fields(page.text), "decision": "allow"}))
+    assert location.startswith(app.redirect_uri + "?"), location
+    return location, seen
+
+
+@dataclass
+class SignedIn:
+    client: OAuth2Client
+    authorization: Authorization
+    callback: str
+    token: dict[str, Any]
+
+
+def sign_in(browser: httpx.Client, app: App, op: dict[str, Any], person: Person | None) -> SignedIn:
+    client = oauth_client(app)
+    authorization = start(client, op)
+    callback, _ = walk_to_callback(browser, app, authorization, person)
+    token = client.fetch_token(
+        op["token_endpoint"],
+        authorization_response=callback,
+        state=authorization.state,
+        code_verifier=authorization.verifier,
+    )
+    return SignedIn(client, authorization, callback, dict(token))
+
+
+def verify_id_token(jwks_client: jwt.PyJWKClient, op: dict[str, Any], app: App, token: str) -> dict[str, Any]:
+    signing_key = jwks_client.get_signing_key_from_jwt(token)
+    return jwt.decode(
+        token,
+        signing_key.key,
+        algorithms=op["id_token_signing_alg_values_supported"],
+        audience=app.client_id,
+        issuer=op["issuer"],
+        options={"require": ["iss", "sub", "aud", "exp", "iat"]},
+    )
+
+
+def half_hash(alg: str, value: str) -> str:
+    digest = jwt.get_algorithm_by_name(alg).compute_hash_digest(value.encode("ascii"))
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
+
+
+@pytest.fixture
+def signed_in(browser: httpx.Client, app: App, op: dict[str, Any], person: Person) -> SignedIn:
+    return sign_in(browser, app, op, person)
+
+
+def introspect(client: OAuth2Client, op: dict[str, Any], token: str) -> dict[str, Any]:
+    response = client.introspect_token(op["introspection_endpoint"], token=token)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# --- the code flow ------------------------------------------------------------------------------
+
+
+def test_code_flow_asks_for_sign_in_and_consent_and_returns_iss(browser, app, op, person):
+    client = oauth_client(app)
+    authorization = start(client, op)
+    query = query_of(authorization.url)
+    assert query["code_challenge_method"] == "S256" and query["code_challenge"]
+    callback, seen = walk_to_callback(browser, app, authorization, person)
+    assert seen == ["login", "consent"]
+    received = query_of(callback)
+    assert set(received) == {"code", "state", "iss"}
+    assert received["state"] == authorization.state
+    assert received["iss"] == op["issuer"]
+
+
+def test_id_token_verifies_against_the_jwks(signed_in, app, op, person, jwks_client):
+    token = signed_in.token
+    assert token["token_type"].lower() == "bearer"
+    assert token["expires_in"] == 900
+    assert token["scope"].split() == SCOPE.split()
+    header = jwt.get_unverified_header(token["id_token"])
+    assert header["alg"] == "RS256" and header["kid"]
+    claims = verify_id_token(jwks_client, op, app, token["id_token"])
+    assert claims["sub"] == person.id
+    assert claims["aud"] == app.client_id
+    assert claims["azp"] == app.client_id
+    assert claims["nonce"] == signed_in.authorization.nonce
+    assert claims["at_hash"] == half_hash(header["alg"], token["access_token"])
+    assert claims["email"] == person.email and claims["email_verified"] is True
+    assert claims["name"] == "Ada RP"
+    assert claims["amr"] == ["pwd"]
+    assert claims["sid"]
+    assert claims["iat"] - 5 <= claims["auth_time"] <= claims["iat"]
+
+
+def test_access_token_is_an_rfc9068_jwt(signed_in, app, op, person, jwks_client):
+    access_token = signed_in.token["access_token"]
+    header = jwt.get_unverified_header(access_token)
+    assert header["typ"].lower() in ("at+jwt", "application/at+jwt")
+    signing_key = jwks_client.get_signing_key_from_jwt(access_token)
+    claims = jwt.decode(
+        access_token,
+        signing_key.key,
+        algorithms=["RS256"],
+        audience=op["issuer"],
+        issuer=op["issuer"],
+        options={"require": ["iss", "sub", "aud", "exp", "iat", "jti", "client_id"]},
+    )
+    assert claims["sub"] == person.id
+    assert claims["client_id"] == app.client_id
+    assert claims["scope"].split() == SCOPE.split()
+    assert claims["exp"] - claims["iat"] == 900
+
+
+def test_id_token_is_not_accepted_by_a_verifier_expecting_another_audience(signed_in, op, jwks_client):
+    key = jwks_client.get_signing_key_from_jwt(signed_in.token["id_token"]).key
+    with pytest.raises(jwt.InvalidAudienceError):
+        jwt.decode(signed_in.token["id_token"], key, algorithms=["RS256"], audience="someone-else", issuer=op["issuer"])
+
+
+def test_authlib_validates_the_id_token_claims(signed_in, app, op, jwks_client):
+    claims_module = pytest.importorskip("authlib.oidc.core")
+    token = signed_in.token["id_token"]
+    key = jwks_client.get_signing_key_from_jwt(token).key
+    verified = jwt.decode(token, key, algorithms=["RS256"], audience=app.client_id, issuer=op["issuer"])
+    id_token = claims_module.CodeIDToken(
+        verified,
+        jwt.get_unverified_header(token),
+        options={"iss": {"essential": True, "value": op["issuer"]}, "aud": {"essential": True, "value": app.client_id}},
+        params={
+            "nonce": signed_in.authorization.nonce,
+            "client_id": app.client_id,
+            "access_token": signed_in.token["access_token"],
+        },
+    )
+    id_token.validate()
+    tampered = claims_module.CodeIDToken(
+        verified,
+        jwt.get_unverified_header(token),
+        params={"nonce": "another-nonce", "client_id": app.client_id},
+    )
+    with pytest.raises(InvalidClaimError, match="nonce"):
+        tampered.validate()
+
+
+def test_the_code_cannot_be_used_twice(signed_in, app, op):
+    client = oauth_client(app)
+    with pytest.raises(OAuthError) as failure:
+        client.fetch_token(
+            op["token_endpoint"],
+            authorization_response=signed_in.callback,
+            state=signed_in.authorization.state,
+            code_verifier=signed_in.authorization.verifier,
+        )
+    assert failure.value.error == "invalid_grant"
+    # ... and what the first use issued is revoked.
+    assert introspect(client, op, signed_in.token["access_token"]) == {"active": False}
+    assert introspect(client, op, signed_in.token["refresh_token"]) == {"active": False}
+
+
+def test_a_wrong_code_verifier_is_refused(browser, app, op, person):
+    client = oauth_client(app)
+    authorization = start(client, op)
+    callback, _ = walk_to_callback(browser, app, authorization, person)
+    with pytest.raises(OAuthError) as failure:
+        client.fetch_token(
+            op["token_endpoint"],
+            authorization_response=callback,
+            state=authorization.state,
+            code_verifier=secrets.token_urlsafe(48),
+        )
+    assert failure.value.error == "invalid_grant"
+
+
+# --- userinfo, refresh, revocation --------------------------------------------------------------
+
+
+def test_userinfo_with_authlib(signed_in, op, person):
+    response = signed_in.client.get(op["userinfo_endpoint"])
+    assert response.status_code == 200, response.text
+    info = response.json()
+    assert info["sub"] == person.id
+    assert info["email"] == person.email
+    assert info["email_verified"] is True
+    assert info["name"] == "Ada RP"
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(signed_in, app, op, jwks_client, person):
+    client = signed_in.client
+    first = signed_in.token
+    second = dict(client.refresh_token(op["token_endpoint"], refresh_token=first["refresh_token"]))
+    assert second["refresh_token"] != first["refresh_token"]
+    assert second["access_token"] != first["access_token"]
+    claims = verify_id_token(jwks_client, op, app, second["id_token"])
+    assert claims["sub"] == person.id
+    assert claims["at_hash"] == half_hash("RS256", second["access_token"])
+    assert client.get(op["userinfo_endpoint"]).json()["sub"] == person.id
+
+    with pytest.raises(OAuthError) as failure:
+        oauth_client(app).refresh_token(op["token_endpoint"], refresh_token=first["refresh_token"])
+    assert failure.value.error == "invalid_grant"
+    # Presenting the rotated-away token revoked the whole family, including the newest token.
+    with pytest.raises(OAuthError) as failure:
+        oauth_client(app).refresh_token(op["token_endpoint"], refresh_token=second["refresh_token"])
+    assert failure.value.error == "invalid_grant"
+    assert introspect(client, op, second["refresh_token"]) == {"active": False}
+
+
+def test_revoke_refresh_token(signed_in, app, op):
+    client = signed_in.client
+    assert introspect(client, op, signed_in.token["refresh_token"])["active"] is True
+    response = client.revoke_token(
+        op["revocation_endpoint"], token=signed_in.token["refresh_token"], token_type_hint="refresh_token"
+    )
+    assert response.status_code == 200
+    assert introspect(client, op, signed_in.token["refresh_token"]) == {"active": False}
+    with pytest.raises(OAuthError) as failure:
+        oauth_client(app).refresh_token(op["token_endpoint"], refresh_token=signed_in.token["refresh_token"])
+    assert failure.value.error == "invalid_grant"
+    # Revoking again, or revoking nonsense, is still 200 (RFC 7009 §2.2).
+    again = client.revoke_token(op["revocation_endpoint"], token=signed_in.token["refresh_token"])
+    assert again.status_code == 200
+    assert client.revoke_token(op["revocation_endpoint"], token="not-a-token").status_code == 200
+
+
+def test_revoke_access_token(signed_in, op, person):
+    client = signed_in.client
+    details = introspect(client, op, signed_in.token["access_token"])
+    assert details["active"] is True and details["sub"] == person.id
+    response = client.revoke_token(
+        op["revocation_endpoint"], token=signed_in.token["access_token"], token_type_hint="access_token"
+    )
+    assert response.status_code == 200
+    assert introspect(client, op, signed_in.token["access_token"]) == {"active": False}
+    userinfo = client.get(op["userinfo_endpoint"])
+    assert userinfo.status_code == 401
+    assert 'error="invalid_token"' in userinfo.headers["www-authenticate"]
+
+
+# --- logout and single sign-on ------------------------------------------------------------------
+
+
+def test_logout_redirects_exactly_and_ends_single_sign_on(browser, signed_in, app, op):
+    state = secrets.token_urlsafe(8)
+    response = browser.get(
+        op["end_session_endpoint"],
+        params={
+            "id_token_hint": signed_in.token["id_token"],
+            "post_logout_redirect_uri": app.post_logout_redirect_uri,
+            "state": state,
+        },
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == f"{app.post_logout_redirect_uri}?state={state}"
+    assert introspect(signed_in.client, op, signed_in.token["refresh_token"]) == {"active": False}
+
+    client = oauth_client(app)
+    location = follow(browser, browser.get(start(client, op).url))
+    assert urlsplit(location).path == "/login"
+
+
+def test_a_second_app_signs_in_without_a_password(live_server, browser, signed_in, app, op, jwks_client, person):
+    second = register_app(live_server, "--first-party")
+    client = oauth_client(second)
+    authorization = start(client, op)
+    callback, seen = walk_to_callback(browser, second, authorization, None)
+    assert seen == []
+    token = client.fetch_token(
+        op["token_endpoint"],
+        authorization_response=callback,
+        state=authorization.state,
+        code_verifier=authorization.verifier,
+    )
+    first_claims = verify_id_token(jwks_client, op, app, signed_in.token["id_token"])
+    claims = verify_id_token(jwks_client, op, second, token["id_token"])
+    assert claims["sub"] == person.id
+    assert claims["sid"] == first_claims["sid"]
+    assert claims["auth_time"] == first_claims["auth_time"]
+    assert claims["nonce"] == authorization.nonce
+
+
+def test_prompt_login_asks_for_the_password_again(browser, signed_in, app, op, person):
+    client = oauth_client(app)
+    authorization = start(client, op, prompt="login")
+    _, seen = walk_to_callback(browser, app, authorization, person)
+    assert seen == ["login"]
+
+
+def test_cli_made_client_secret_is_required(app, op):
+    impostor = OAuth2Client(client_id=app.client_id, client_secret="wrong-" + os.urandom(8).hex(), timeout=10)
+    response = impostor.introspect_token(op["introspection_endpoint"], token="anything")
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert response.headers["www-authenticate"].lower().startswith("basic")
