@@ -22,14 +22,27 @@ from .endpoints.client_endpoints import introspection, revocation
 from .endpoints.discovery import PATHS
 from .endpoints.token import token
 from .endpoints.userinfo import userinfo
+from .housekeeping import run_housekeeping
 from .messaging.worker import run_worker
 from .oauth.client_auth import ClientAuthenticator
 from .oauth.grants.issuance import TokenIssuer
-from .pages.account import account
+from .pages import security
+from .pages.account import (
+    account,
+    add_phone,
+    change_password,
+    end_one_session,
+    end_other_sessions,
+    resend_phone_code,
+    update_name,
+    verify_phone,
+)
 from .pages.codes import enter_code, request_code, resend_code
 from .pages.consent import consent
 from .pages.login import login
 from .pages.logout import logout
+from .pages.password import forgot_password, reset_password
+from .pages.register import register, resend_verification, verify_email
 from .security.csrf import Csrf
 from .security.headers import SecurityHeaders
 from .settings import Settings
@@ -49,14 +62,17 @@ async def _database_unavailable(_request: Request, exc: Exception) -> Response:
 
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    """Every server process delivers the outbox in the background for as long as it serves."""
+    """Every server process delivers the outbox and cleans up in the background while it serves."""
     stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(app.state.ctx, stop))
+    tasks = [
+        asyncio.create_task(run_worker(app.state.ctx, stop)),
+        asyncio.create_task(run_housekeeping(app.state.ctx, stop)),
+    ]
     try:
         yield
     finally:
         stop.set()
-        await worker
+        await asyncio.gather(*tasks)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -78,7 +94,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/login/verify", enter_code, methods=["GET", "POST"]),
         Route("/login/verify/resend", resend_code, methods=["POST"]),
         Route("/consent", consent, methods=["GET", "POST"]),
+        Route("/password/forgot", forgot_password, methods=["GET", "POST"]),
+        Route("/password/reset", reset_password, methods=["GET", "POST"]),
+        Route("/register", register, methods=["GET", "POST"]),
+        Route("/verify-email", verify_email),
+        Route("/verify-email/resend", resend_verification, methods=["POST"]),
         Route("/account", account),
+        Route("/account/name", update_name, methods=["POST"]),
+        Route("/account/phone", add_phone, methods=["POST"]),
+        Route("/account/phone/verify", verify_phone, methods=["GET", "POST"]),
+        Route("/account/phone/verify/resend", resend_phone_code, methods=["POST"]),
+        Route("/account/sessions/end-others", end_other_sessions, methods=["POST"]),
+        Route("/account/sessions/{session_id}/end", end_one_session, methods=["POST"]),
+        Route("/account/password", change_password, methods=["POST"]),
+        Route("/account/security", security.security),
+        Route("/account/security/enable", security.enable, methods=["POST"]),
+        Route("/account/security/confirm", security.confirm, methods=["POST"]),
+        Route("/account/security/resend", security.resend, methods=["POST"]),
+        Route("/account/security/disable", security.disable, methods=["POST"]),
+        Route("/account/security/recovery-codes", security.recovery_codes, methods=["POST"]),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),

@@ -60,6 +60,7 @@ class Settings:
     lockout_attempts: int = 5
     lockout_seconds: int = 1800
     pwned_passwords_api: str = "https://api.pwnedpasswords.com"
+    audit_retention_days: int = 365
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
 
     @property
@@ -180,6 +181,7 @@ class Settings:
             lockout_attempts=number("IDP_LOCKOUT_ATTEMPTS", cls.lockout_attempts, 1, 100),
             lockout_seconds=number("IDP_LOCKOUT_SECONDS", cls.lockout_seconds, 60, 86_400),
             pwned_passwords_api=url("IDP_PWNED_PASSWORDS_API", cls.pwned_passwords_api) or cls.pwned_passwords_api,
+            audit_retention_days=number("IDP_AUDIT_RETENTION_DAYS", cls.audit_retention_days, 0, 36_500),
             trusted_proxies=_proxies(text("IDP_TRUSTED_PROXIES")),
         )
         _check_backends(settings)

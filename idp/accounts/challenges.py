@@ -101,12 +101,6 @@ def send_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
     if pending.channel == "totp" or pending.identifier is None:
         return
     purpose = SECOND_FACTOR if is_second_factor(pending) else SIGN_IN
-    known = pending.user_id is not None
-    if not known and not ctx.settings.self_registration:
-        wait = otp.resend_wait(db, pending.identifier)
-        if wait:
-            raise otp.ResendTooSoon(wait)
-        return
     issued = otp.issue(
         db,
         ctx.secret_key,
@@ -115,11 +109,21 @@ def send_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
         user_id=pending.user_id,
         ttl=ctx.settings.otp_ttl,
     )
+    if not _may_receive(ctx, db, pending):
+        return  # issued all the same, so that the resend limit answers alike for every identifier
     message = {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
     if pending.channel == "email":
         enqueue_email(db, ctx.secret_key, pending.identifier, "one_time_code", message)
     else:
         enqueue_sms(db, ctx.secret_key, pending.identifier, "one_time_code", message)
+
+
+def _may_receive(ctx: Context, db: Session, pending: PendingSignIn) -> bool:
+    """A code goes to an account that may sign in, or to a newcomer when self-registration is on."""
+    if pending.user_id is None:
+        return ctx.settings.self_registration
+    user = db.get(User, pending.user_id)
+    return user is not None and not user.disabled
 
 
 def start_second_factor(
@@ -147,7 +151,7 @@ def start_passwordless(
 ) -> tuple[PendingSignIn, str]:
     """Raises :class:`otp.ResendTooSoon`; answers alike for known and unknown identifiers."""
     column = User.email if identifier.channel == "email" else User.phone
-    user = db.scalar(select(User).where(column == identifier.value, User.disabled.is_(False)))
+    user = db.scalar(select(User).where(column == identifier.value))
     pending, cookie = start(
         db,
         user_id=user.id if user else None,

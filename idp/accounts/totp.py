@@ -52,7 +52,7 @@ def matching_step(secret: str, code: str, at: float | None = None) -> int | None
     totp = pyotp.TOTP(secret)
     current = int((at if at is not None else time.time()) // STEP)
     for step in (current, current - 1, current + 1):
-        if secrets.compare_digest(totp.at(step * STEP), code):
+        if secrets.compare_digest(totp.generate_otp(step), code):
             return step
     return None
 

@@ -13,9 +13,9 @@ from ..accounts.users import UserError
 from ..keys import KeyStoreError
 from ..oauth.clients import ClientError
 from ..settings import Settings, SettingsError
-from . import clients, keys, migrate, serve, users
+from . import audit, cleanup, clients, keys, migrate, serve, users
 
-GROUPS = (serve, migrate, keys, clients, users)
+GROUPS = (serve, migrate, keys, clients, users, audit, cleanup)
 
 
 class Parser(argparse.ArgumentParser):

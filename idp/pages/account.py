@@ -1,23 +1,300 @@
-"""The signed-in person's own page."""
+"""The signed-in person's own page: profile, phone verification, sessions, password.
+
+Each form posts to a path of its own. What worked redirects back to ``/account?done=<what>``
+(post/redirect/get: reloading never submits twice); a refusal shows the page again with the
+message next to the form it concerns. A browser without a session goes to ``/login``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from .browser import current_session
-from .rendering import render
+from ..accounts import otp, profile
+from ..accounts.password_policy import PasswordRejected
+from ..accounts.phones import PhoneError
+from ..accounts.recovery import WrongCurrentPassword
+from ..accounts.recovery import change_password as change_password_service
+from ..audit import mask
+from ..security.forms import FormError, read_form, single_values
+from ..sessions import ActiveSession
+from .browser import audit, clear_session_cookie, current_session, request_address
+from .rendering import error_page, render
+
+EXPIRED_FORM = "This form has expired. Please try again."
+WRONG_CODE = "That code is not right, or it has expired. Check it, or ask for a new one."
+PHONE_UNAVAILABLE = "This phone number cannot be added to your account."
+PASSWORDS_DIFFER = "The two new passwords are not the same."
+WRONG_PASSWORD = "Your current password is not right."
+NO_SUCH_SESSION = "There is no such session."
+NOTICES = {
+    "name": "Your name is saved.",
+    "phone": "Your phone number is verified.",
+    "session": "The session has ended.",
+    "others": "Your other sessions have ended.",
+    "password": "Your password is changed. Your other sessions have ended.",
+}
+
+Handler = Callable[[Request, Session, ActiveSession, dict[str, str]], Response]
+Endpoint = Callable[[Request], Awaitable[Response]]
+Renderer = Callable[..., Response]
 
 
-async def account(request: Request) -> Response:
-    return await run_in_threadpool(_account, request)
+def _signed_in(on_expired: Renderer) -> Callable[[Handler], Endpoint]:
+    """Make ``handler`` an endpoint for a signed-in person: it reads a POST's form within limits,
+    sends a browser without a session to ``/login``, and answers a POST without a valid CSRF token
+    with ``on_expired``."""
+
+    def wrap(handler: Handler) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            form: dict[str, str] = {}
+            if request.method == "POST":
+                try:
+                    form, _ = single_values(await read_form(request))
+                except FormError as exc:
+                    return error_page(request, str(exc))
+            return await run_in_threadpool(_run, request, form, handler, on_expired)
+
+        return endpoint
+
+    return wrap
 
 
-def _account(request: Request) -> Response:
+def _run(request: Request, form: dict[str, str], handler: Handler, on_expired: Renderer) -> Response:
     with request.app.state.ctx.sessions() as db:
         active = current_session(request, db)
         if active is None:
             return RedirectResponse("/login", status_code=303)
+        if request.method == "POST" and not request.app.state.csrf.valid(request, form.get("csrf_token")):
+            return on_expired(request, db, active, error=EXPIRED_FORM, status_code=400)
+        return handler(request, db, active, form)
+
+
+def _when(stamp: int) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _sentence(message: str) -> str:
+    return f"{message[:1].upper()}{message[1:]}."
+
+
+def _done(what: str) -> Response:
+    return RedirectResponse(f"/account?done={what}", status_code=303)
+
+
+def _account_page(
+    request: Request,
+    db: Session,
+    active: ActiveSession,
+    *,
+    error: str | None = None,
+    section: str | None = None,
+    notice: str | None = None,
+    values: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    """``section`` names the form an ``error`` belongs to; ``values`` refills what was typed."""
+    context: dict[str, Any] = {
+        "user": active.user,
+        "sessions": profile.list_sessions(db, active.user, active.session.id),
+        "pending_phone": profile.pending_phone(db, active.user),
+        "when": _when,
+        "error": error,
+        "section": section,
+        "notice": notice,
+        "values": values or {},
+    }
+    return render(request, "account.html", context, status_code=status_code)
+
+
+def _verify_page(
+    request: Request,
+    db: Session,
+    active: ActiveSession,
+    *,
+    error: str | None = None,
+    notice: str | None = None,
+    wait: int | None = None,
+    status_code: int = 200,
+) -> Response:
+    phone = profile.pending_phone(db, active.user)
+    if phone is None:
+        return RedirectResponse("/account", status_code=303)
+    context = {"phone": phone, "error": error, "notice": notice, "wait": wait}
+    return render(request, "account_phone_verify.html", context, status_code=status_code)
+
+
+def _wait_message(wait: int) -> str:
+    return f"Too many codes were sent to this number. You can ask for a new one in {wait} seconds."
+
+
+@_signed_in(_account_page)
+def account(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    db.commit()
+    return _account_page(request, db, active, notice=NOTICES.get(request.query_params.get("done", "")))
+
+
+@_signed_in(_account_page)
+def update_name(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    try:
+        profile.update_name(db, active.user, form.get("name", ""))
+    except profile.ProfileError as exc:
+        db.rollback()
+        values = {"name": form.get("name", "")}
+        return _account_page(request, db, active, error=str(exc), section="name", values=values, status_code=400)
+    audit(request, db, "profile_updated", outcome="success", user_id=active.user.id, detail={"fields": ["name"]})
+    db.commit()
+    return _done("name")
+
+
+@_signed_in(_account_page)
+def add_phone(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    """Send a code to the new number; it is stored only once the code comes back."""
+    ctx = request.app.state.ctx
+    values = {"phone": form.get("phone", "")}
+    try:
+        phone = profile.start_phone_verification(ctx, db, active.user, form.get("phone", ""))
+    except PhoneError as exc:
+        return _account_page(
+            request, db, active, error=_sentence(str(exc)), section="phone", values=values, status_code=400
+        )
+    except profile.ProfileError as exc:
+        return _account_page(request, db, active, error=str(exc), section="phone", values=values, status_code=400)
+    except otp.ResendTooSoon as exc:
+        db.rollback()
+        return _account_page(
+            request, db, active, error=_wait_message(exc.wait), section="phone", values=values, status_code=429
+        )
+    audit(
+        request,
+        db,
+        "code_sent",
+        outcome="success",
+        user_id=active.user.id,
+        detail={"channel": "sms", "purpose": profile.VERIFY_PHONE, "phone": mask(phone)},
+    )
+    db.commit()
+    return RedirectResponse("/account/phone/verify", status_code=303)
+
+
+@_signed_in(_verify_page)
+def verify_phone(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    phone = profile.pending_phone(db, active.user)
+    if phone is None:
+        return RedirectResponse("/account", status_code=303)
+    if request.method != "POST":
         db.commit()
-        return render(request, "account.html", {"user": active.user, "session": active.session})
+        return _verify_page(request, db, active)
+    try:
+        profile.confirm_phone(request.app.state.ctx, db, active.user, phone, form.get("code", ""))
+    except (profile.WrongCode, profile.PhoneUnavailable) as exc:
+        wrong = isinstance(exc, profile.WrongCode)
+        audit(
+            request,
+            db,
+            "phone_verified",
+            outcome="failure",
+            user_id=active.user.id,
+            detail={"phone": mask(phone), "reason": "wrong_code" if wrong else "held_by_another_account"},
+        )
+        db.commit()
+        if wrong:
+            return _verify_page(request, db, active, error=WRONG_CODE, status_code=400)
+        return _account_page(request, db, active, error=PHONE_UNAVAILABLE, section="phone", status_code=400)
+    audit(request, db, "phone_verified", outcome="success", user_id=active.user.id, detail={"phone": mask(phone)})
+    db.commit()
+    return _done("phone")
+
+
+@_signed_in(_verify_page)
+def resend_phone_code(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    phone = profile.pending_phone(db, active.user)
+    if phone is None:
+        return RedirectResponse("/account", status_code=303)
+    try:
+        profile.send_phone_code(request.app.state.ctx, db, active.user, phone)
+    except otp.ResendTooSoon as exc:
+        db.rollback()
+        return _verify_page(request, db, active, error=_wait_message(exc.wait), wait=exc.wait, status_code=429)
+    audit(
+        request,
+        db,
+        "code_sent",
+        outcome="success",
+        user_id=active.user.id,
+        detail={"channel": "sms", "purpose": profile.VERIFY_PHONE, "phone": mask(phone)},
+    )
+    db.commit()
+    return _verify_page(request, db, active, notice="We sent you a new code.")
+
+
+@_signed_in(_account_page)
+def end_one_session(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    """End one of the person's sessions; ending this one signs this browser out."""
+    session_id = request.path_params["session_id"]
+    if not profile.end_one(db, active.user, session_id):
+        return error_page(request, NO_SUCH_SESSION, status_code=404)
+    current = session_id == active.session.id
+    audit(
+        request,
+        db,
+        "session_ended",
+        outcome="success",
+        user_id=active.user.id,
+        detail={"session_id": session_id, "current": current},
+    )
+    db.commit()
+    if not current:
+        return _done("session")
+    response = RedirectResponse("/login", status_code=303)
+    clear_session_cookie(request, response)
+    return response
+
+
+@_signed_in(_account_page)
+def end_other_sessions(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    for session_id in profile.end_others(db, active.user, active.session.id):
+        audit(
+            request,
+            db,
+            "session_ended",
+            outcome="success",
+            user_id=active.user.id,
+            detail={"session_id": session_id, "current": False},
+        )
+    db.commit()
+    return _done("others")
+
+
+@_signed_in(_account_page)
+def change_password(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    """The service checks the current password, applies the policy and ends the other sessions."""
+    ctx = request.app.state.ctx
+    if form.get("password", "") != form.get("password_confirm", ""):
+        return _account_page(request, db, active, error=PASSWORDS_DIFFER, section="password", status_code=400)
+    try:
+        change_password_service(
+            db,
+            ctx.settings,
+            ctx.secret_key,
+            active.user,
+            form.get("current_password", ""),
+            form.get("password", ""),
+            active.session.id,
+            ip=request_address(request),
+            user_agent=request.headers.get("user-agent"),
+        )
+    except WrongCurrentPassword:
+        db.commit()
+        return _account_page(request, db, active, error=WRONG_PASSWORD, section="password", status_code=400)
+    except PasswordRejected as exc:
+        db.rollback()
+        return _account_page(request, db, active, error=str(exc), section="password", status_code=400)
+    db.commit()
+    return _done("password")

@@ -154,6 +154,8 @@ def _resend_code(request: Request, form: dict[str, str]) -> Response:
                 {**page, "error": _wait_message(exc.wait), "wait": exc.wait},
                 status_code=429,
             )
-        audit(request, db, "code_sent", outcome="success", user_id=pending.user_id, detail={"channel": pending.channel})
+        purpose = "second_factor" if challenges.is_second_factor(pending) else "sign_in"
+        detail = {"channel": pending.channel, "purpose": purpose}
+        audit(request, db, "code_sent", outcome="success", user_id=pending.user_id, detail=detail)
         db.commit()
         return render(request, "code_enter.html", {**page, "notice": "We sent you a new code."})

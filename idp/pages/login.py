@@ -66,8 +66,9 @@ def _login(request: Request, form: dict[str, str]) -> Response:
             if result.reason == "locked_now":
                 audit(request, db, "account_locked", outcome="success", user_id=user.id if user else None)
             db.commit()
-            message = UNVERIFIED if result.outcome is Outcome.EMAIL_NOT_VERIFIED else FAILED
-            return render(request, "login.html", {**page, "error": message}, status_code=400)
+            unverified = result.outcome is Outcome.EMAIL_NOT_VERIFIED
+            page = {**page, "error": UNVERIFIED if unverified else FAILED, "unverified_email": unverified}
+            return render(request, "login.html", page, status_code=400)
         assert user is not None
         if user.mfa_method:
             return start_second_factor(request, db, user, authorization_request_id=request_id)

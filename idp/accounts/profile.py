@@ -1,0 +1,161 @@
+"""What a signed-in person changes about their own account: name, phone number, sessions.
+
+The hosted ``/account`` page and the account API both call these; each function works inside the
+caller's transaction and leaves the commit, and the audit event, to the caller.
+
+A phone number becomes the person's only once they have entered the code sent to it. Until then
+the number waits in the one-time code itself (purpose ``verify_phone``, identifier the number,
+``user_id`` the person), so nothing half-verified is ever stored on the account. A number another
+account has verified is refused with the same words as any other refusal; one another account
+merely typed in and never verified gives way to the person who proves they hold it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from ..context import Context
+from ..messaging.outbox import enqueue_sms
+from ..sessions import end_session
+from ..storage import BrowserSession, OneTimeCode, User, now
+from . import otp
+from .devices import describe
+from .phones import to_e164
+
+VERIFY_PHONE = "verify_phone"
+MAX_NAME = 200
+
+
+class ProfileError(ValueError):
+    """A change that cannot be made; the message is for the person."""
+
+
+class WrongCode(Exception):
+    """The code is not right, was tried too often, or has expired."""
+
+
+class PhoneUnavailable(Exception):
+    """Another account has verified this number."""
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    id: str
+    device: str
+    ip: str | None
+    started_at: int
+    last_seen_at: int
+    current: bool
+
+
+def update_name(db: Session, user: User, name: str) -> None:
+    """An empty name removes it."""
+    name = name.strip()
+    if len(name) > MAX_NAME:
+        raise ProfileError(f"The name must have at most {MAX_NAME} characters.")
+    user.name = name or None
+    user.updated_at = now()
+
+
+def start_phone_verification(ctx: Context, db: Session, user: User, raw_phone: str) -> str:
+    """Send a code to the number and return it as E.164.
+
+    Raises :class:`~idp.accounts.phones.PhoneError` for a number that is not one,
+    :class:`ProfileError` when it is already this person's verified number, and
+    :class:`otp.ResendTooSoon` when too many codes went to it lately.
+    """
+    phone = to_e164(raw_phone, ctx.settings.phone_default_region)
+    if phone == user.phone and user.phone_verified:
+        raise ProfileError("That number is already verified on your account.")
+    send_phone_code(ctx, db, user, phone)
+    return phone
+
+
+def send_phone_code(ctx: Context, db: Session, user: User, phone: str) -> None:
+    """A new code by SMS; the one sent before dies. Raises :class:`otp.ResendTooSoon`."""
+    issued = otp.issue(
+        db, ctx.secret_key, purpose=VERIFY_PHONE, identifier=phone, user_id=user.id, ttl=ctx.settings.otp_ttl
+    )
+    enqueue_sms(
+        db, ctx.secret_key, phone, "verify_phone", {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
+    )
+
+
+def pending_phone(db: Session, user: User) -> str | None:
+    """The number this person last asked to verify, while its code lives (even when spent by wrong
+    tries, so that they can ask for a new one); ``None`` once it is verified."""
+    phone = db.scalar(
+        select(OneTimeCode.identifier)
+        .where(OneTimeCode.user_id == user.id, OneTimeCode.purpose == VERIFY_PHONE, OneTimeCode.expires_at > now())
+        .order_by(OneTimeCode.created_at.desc())
+        .limit(1)
+    )
+    if phone is None or (phone == user.phone and user.phone_verified):
+        return None
+    return phone
+
+
+def confirm_phone(ctx: Context, db: Session, user: User, phone: str, code: str) -> None:
+    """Store ``phone`` as the person's verified number if ``code`` is the one sent to it for them.
+
+    Raises :class:`WrongCode` (the try is counted) or :class:`PhoneUnavailable`.
+    """
+    spent = otp.verify(db, ctx.secret_key, purpose=VERIFY_PHONE, identifier=phone, code=code)
+    if spent is None or spent.user_id != user.id:
+        raise WrongCode
+    holder = db.scalar(select(User).where(User.phone == phone, User.id != user.id))
+    stamp = now()
+    if holder is not None:
+        if holder.phone_verified:
+            raise PhoneUnavailable
+        holder.phone = None
+        holder.updated_at = stamp
+        db.flush()
+    user.phone = phone
+    user.phone_verified = True
+    user.updated_at = stamp
+    db.flush()
+
+
+def _live_sessions(user: User) -> Select[tuple[BrowserSession]]:
+    return select(BrowserSession).where(
+        BrowserSession.user_id == user.id, BrowserSession.ended_at.is_(None), BrowserSession.expires_at > now()
+    )
+
+
+def list_sessions(db: Session, user: User, current_session_id: str | None) -> list[SessionSummary]:
+    """The person's live sessions, this one first, then the most recently seen."""
+    sessions = db.scalars(_live_sessions(user).order_by(BrowserSession.last_seen_at.desc(), BrowserSession.id))
+    summaries = [
+        SessionSummary(
+            id=session.id,
+            device=describe(session.user_agent),
+            ip=session.ip,
+            started_at=session.created_at,
+            last_seen_at=session.last_seen_at,
+            current=session.id == current_session_id,
+        )
+        for session in sessions
+    ]
+    return sorted(summaries, key=lambda summary: not summary.current)
+
+
+def end_one(db: Session, user: User, session_id: str) -> bool:
+    """End one of the person's own live sessions; ``False`` (and nothing done) for any other id."""
+    session = db.scalar(_live_sessions(user).where(BrowserSession.id == session_id))
+    if session is None:
+        return False
+    end_session(db, session.id)
+    return True
+
+
+def end_others(db: Session, user: User, keep_session_id: str) -> list[str]:
+    """End every live session of the person but ``keep_session_id``; the ids of those ended."""
+    others = _live_sessions(user).where(BrowserSession.id != keep_session_id)
+    ended = list(db.scalars(others.with_only_columns(BrowserSession.id)))
+    for session_id in ended:
+        end_session(db, session_id)
+    return ended

@@ -1,0 +1,280 @@
+"""Self-registration and the emailed link that verifies the address.
+
+Registering answers the same whether or not the address already has an account: a taken address
+gets no new account and no change, only an email to its owner saying someone tried (sign in, or
+reset the password). A phone number that already belongs to another account is left off the new
+one without a word, for the same reason; the person can add a phone on ``/account``, where it is
+verified by a code.
+
+A verification link lives 24 hours, is kept only as a SHA-256 digest and is spent by a conditional
+UPDATE. It remembers the digest of a cookie of the browser that registered, so only that browser
+is signed in by following it, and the authorization request the person came from, so they land
+back at the relying app.
+
+Asking for a new link answers the same for every address, so its limit counts the requests for an
+address, not the links sent: requests are audit events that carry a keyed digest of the address,
+and counting them in the database keeps every process in agreement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..messaging.outbox import enqueue_email
+from ..security.digests import digests_equal, keyed_digest, new_token, token_digest
+from ..settings import Settings
+from ..storage import ActionToken, AuditEvent, User, now
+from .password_policy import check_new_password, set_password
+from .passwords import hash_password
+from .phones import PhoneError, to_e164
+from .users import UserError, create_user, normalize_email
+
+PURPOSE = "verify_email"
+LINK_LIFETIME = 24 * 60 * 60
+MAX_TOKEN = 100
+MAX_NAME = 200
+LIMIT = 3
+LIMIT_WINDOW = 120
+REGISTRATION_EVENT = "registration"
+RESEND_EVENT = "verification_resent"
+
+
+class RegistrationError(ValueError):
+    """The form cannot make an account; the message is for the person."""
+
+
+@dataclass(frozen=True)
+class Application:
+    """What the registration form sent."""
+
+    email: str
+    password: str
+    password_confirm: str
+    name: str = ""
+    phone: str = ""
+
+
+@dataclass(frozen=True)
+class Registered:
+    """``created`` is False when the address already had an account: for the audit log only."""
+
+    user: User
+    created: bool
+    phone_dropped: bool = False
+
+
+@dataclass(frozen=True)
+class Verified:
+    user: User
+    authorization_request_id: str | None
+    same_browser: bool
+
+
+def address_key(secret_key: str, email: str) -> str:
+    """A keyed digest naming an address in audit events without writing the address itself."""
+    return keyed_digest(secret_key, f"address:{email}")
+
+
+def requests_wait(db: Session, event: str, key: str) -> int:
+    """Seconds before the next ``event`` for the address ``key`` may send mail; 0 when it may now.
+
+    A request refused for this limit is audited without the key, so asking again and again does
+    not push the wait further out.
+    """
+    stamp = now()
+    recent = list(
+        db.scalars(
+            select(AuditEvent.at)
+            .where(
+                AuditEvent.event == event,
+                AuditEvent.at > stamp - LIMIT_WINDOW,
+                AuditEvent.detail["address"].as_string() == key,
+            )
+            .order_by(AuditEvent.at.desc())
+            .limit(LIMIT)
+        )
+    )
+    if len(recent) < LIMIT:
+        return 0
+    return max(1, recent[-1] + LIMIT_WINDOW - stamp)
+
+
+def parse(settings: Settings, form: Application) -> tuple[str, str | None, str | None]:
+    """The normalized email, E.164 phone and name, or :class:`RegistrationError`."""
+    try:
+        email = normalize_email(form.email)
+    except UserError:
+        raise RegistrationError("Enter your email address, like name@example.com.") from None
+    if form.password != form.password_confirm:
+        raise RegistrationError("The two passwords are not the same.")
+    name = form.name.strip() or None
+    if name is not None and len(name) > MAX_NAME:
+        raise RegistrationError(f"Your name can have at most {MAX_NAME} characters.")
+    phone = None
+    if form.phone.strip():
+        try:
+            phone = to_e164(form.phone, settings.phone_default_region)
+        except PhoneError as exc:
+            raise RegistrationError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
+    return email, phone, name
+
+
+def register(
+    db: Session,
+    settings: Settings,
+    secret_key: str,
+    form: Application,
+    *,
+    authorization_request_id: str | None,
+    browser_hash: str,
+) -> Registered:
+    """Make the account and queue its verification link, or tell the owner of a taken address.
+
+    Raises :class:`RegistrationError` or :class:`~.password_policy.PasswordRejected` alike for
+    new and taken addresses; after either, the caller rolls back.
+    """
+    email, phone, name = parse(settings, form)
+    existing = db.scalar(select(User).where(User.email == email))
+    if existing is not None:
+        return _already_registered(db, settings, secret_key, existing, form.password)
+    phone_taken = phone is not None and db.scalar(select(User.id).where(User.phone == phone)) is not None
+    try:
+        user = create_user(db, email=email, phone=None if phone_taken else phone, name=name)
+    except (IntegrityError, UserError):
+        # A registration racing this one took the address or the phone first. Nothing was written
+        # before the account, so rolling back loses nothing.
+        db.rollback()
+        existing = db.scalar(select(User).where(User.email == email))
+        if existing is not None:
+            return _already_registered(db, settings, secret_key, existing, form.password)
+        phone_taken = True
+        user = create_user(db, email=email, name=name)
+    set_password(db, settings, user, form.password)
+    send_link(db, settings, secret_key, user, authorization_request_id=authorization_request_id,
+              browser_hash=browser_hash)
+    return Registered(user, created=True, phone_dropped=phone_taken)
+
+
+def _already_registered(db: Session, settings: Settings, secret_key: str, user: User, password: str) -> Registered:
+    """The same checks and the same hashing work as a new account, then a notice to the owner
+    (at most ``LIMIT`` in ``LIMIT_WINDOW``, so the form cannot be used to flood them)."""
+    check_new_password(
+        password,
+        email=user.email,
+        min_length=settings.password_min_length,
+        pwned_api=settings.pwned_passwords_api if settings.pwned_passwords else None,
+    )
+    hash_password(password)
+    assert user.email is not None
+    if not requests_wait(db, REGISTRATION_EVENT, address_key(secret_key, user.email)):
+        enqueue_email(
+            db,
+            secret_key,
+            user.email,
+            "already_registered",
+            {"login_link": f"{settings.issuer}/login", "reset_link": f"{settings.issuer}/password/forgot"},
+        )
+    return Registered(user, created=False)
+
+
+def send_link(
+    db: Session,
+    settings: Settings,
+    secret_key: str,
+    user: User,
+    *,
+    authorization_request_id: str | None,
+    browser_hash: str,
+) -> None:
+    """A new verification link for ``user``; every earlier unused one is spent."""
+    assert user.email is not None
+    stamp = now()
+    db.execute(
+        update(ActionToken)
+        .where(ActionToken.user_id == user.id, ActionToken.purpose == PURPOSE, ActionToken.used_at.is_(None))
+        .values(used_at=stamp)
+        .execution_options(synchronize_session=False)
+    )
+    token = new_token()
+    db.add(
+        ActionToken(
+            token_hash=token_digest(token),
+            purpose=PURPOSE,
+            user_id=user.id,
+            email=user.email,
+            authorization_request_id=authorization_request_id,
+            browser_hash=browser_hash,
+            created_at=stamp,
+            expires_at=stamp + LINK_LIFETIME,
+        )
+    )
+    enqueue_email(
+        db,
+        secret_key,
+        user.email,
+        "verify_email",
+        {"link": f"{settings.issuer}/verify-email?{urlencode({'token': token})}", "hours": LINK_LIFETIME // 3600},
+    )
+    db.flush()
+
+
+def resend(
+    db: Session,
+    settings: Settings,
+    secret_key: str,
+    email: str,
+    *,
+    authorization_request_id: str | None,
+    browser_hash: str,
+) -> User | None:
+    """A new link when ``email`` (normalized) has an account waiting for verification; the person
+    it went to, or None. The caller answers the same either way."""
+    user = db.scalar(
+        select(User).where(User.email == email, User.email_verified.is_(False), User.disabled.is_(False))
+    )
+    if user is None:
+        return None
+    send_link(db, settings, secret_key, user, authorization_request_id=authorization_request_id,
+              browser_hash=browser_hash)
+    return user
+
+
+def verify(db: Session, token: str | None, browser_cookie: str | None) -> Verified | None:
+    """Spend the link and mark the address verified; None for an unknown, used or expired link,
+    or one whose account changed its address since."""
+    if not token or len(token) > MAX_TOKEN:
+        return None
+    stamp = now()
+    digest = token_digest(token)
+    spent = db.execute(
+        update(ActionToken)
+        .where(
+            ActionToken.token_hash == digest,
+            ActionToken.purpose == PURPOSE,
+            ActionToken.used_at.is_(None),
+            ActionToken.expires_at > stamp,
+        )
+        .values(used_at=stamp)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if spent != 1:
+        return None
+    link = db.get(ActionToken, digest)
+    user = db.get(User, link.user_id) if link is not None else None
+    if link is None or user is None or user.email != link.email:
+        return None
+    user.email_verified = True
+    user.updated_at = stamp
+    same_browser = bool(
+        browser_cookie
+        and len(browser_cookie) <= MAX_TOKEN
+        and link.browser_hash
+        and digests_equal(token_digest(browser_cookie), link.browser_hash)
+    )
+    return Verified(user, link.authorization_request_id, same_browser and not user.disabled)
+

@@ -1,0 +1,204 @@
+"""Turning a person's second factor on and off: an authenticator app, or a code by email or SMS.
+
+Turning it on takes two steps, and nothing changes on the account until the second: the person
+shows that the factor works (a code from the app just enrolled, or the code we just sent), and
+only then does it become the one sign-in asks for. Between the steps the enrolment lives in the
+page itself, as a token sealed under ``IDP_SECRET_KEY`` that names the person, the method, the
+new authenticator secret and the time: no schema change, nothing half-enrolled on the account,
+and a token is useless to anyone else or after ``ENROLMENT_LIFETIME``.
+
+Changing the second factor asks for the current password, unless the session signed in within
+``REAUTH_WINDOW``: a browser left signed in must not be enough to turn the protection off.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from cryptography.fernet import InvalidToken
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from ..context import Context
+from ..messaging.outbox import enqueue_email, enqueue_sms
+from ..security.sealing import Sealer
+from ..storage import BrowserSession, RecoveryCode, User, now
+from . import otp, totp
+from .passwords import verify_password
+
+METHODS = ("totp", "email", "sms")
+ENABLE_MFA = "enable_mfa"
+ENROLMENT_LIFETIME = 10 * 60
+REAUTH_WINDOW = 5 * 60
+_ENROLMENT = b"idp second factor enrolment"
+
+EXPIRED = "This setup has expired. Please start again."
+NEEDS_SIGN_IN = "Sign in again to change how you sign in."
+WRONG_PASSWORD = "That password is not right."
+UNVERIFIED = {
+    "email": "Verify your email address first: codes can only go to a verified address.",
+    "sms": "Add and verify a phone number first: codes can only go to a verified number.",
+}
+
+
+class SecondFactorError(ValueError):
+    """The change cannot be made; the message is for the person."""
+
+
+class NotReauthenticated(SecondFactorError):
+    """The session is not fresh and the current password was missing or wrong."""
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A second factor being set up: ``token`` goes in the page, sealed."""
+
+    method: str
+    token: str
+    secret: str | None = None
+    qr: str | None = None
+    destination: str | None = None
+
+    @property
+    def key(self) -> str | None:
+        """The authenticator secret in groups of four, for typing it in by hand."""
+        if self.secret is None:
+            return None
+        return " ".join(self.secret[i : i + 4] for i in range(0, len(self.secret), 4))
+
+
+def needs_password(session: BrowserSession) -> bool:
+    return now() - session.auth_time >= REAUTH_WINDOW
+
+
+def reauthenticate(session: BrowserSession, user: User, password: str) -> None:
+    """Raises :class:`NotReauthenticated` unless the session is fresh or ``password`` is the person's."""
+    if not needs_password(session):
+        return
+    if user.password_hash is None:
+        raise NotReauthenticated(NEEDS_SIGN_IN)
+    if not verify_password(user.password_hash, password[:1024]):
+        raise NotReauthenticated(WRONG_PASSWORD)
+
+
+def start(ctx: Context, db: Session, user: User, method: str) -> Enrolment:
+    """A new enrolment; for email and SMS the first code goes out (raises :class:`otp.ResendTooSoon`)."""
+    if method not in METHODS:
+        raise SecondFactorError("Choose an authenticator app, email or SMS.")
+    if method == "totp":
+        return _enrolment(ctx, user, method, totp.new_secret(), now())
+    enrolment = _enrolment(ctx, user, method, None, now())
+    send_code(ctx, db, user, enrolment)
+    return enrolment
+
+
+def open_enrolment(ctx: Context, user: User, token: str) -> Enrolment:
+    """The enrolment sealed in ``token``, if it is this person's and still fresh."""
+    try:
+        sealed = json.loads(Sealer(ctx.secret_key, _ENROLMENT).open(token[:2048]))
+    except (InvalidToken, ValueError):
+        raise SecondFactorError(EXPIRED) from None
+    fresh = isinstance(sealed.get("at"), int) and now() - sealed["at"] < ENROLMENT_LIFETIME
+    if sealed.get("user") != user.id or sealed.get("method") not in METHODS or not fresh:
+        raise SecondFactorError(EXPIRED)
+    return _enrolment(ctx, user, sealed["method"], sealed.get("secret"), sealed["at"])
+
+
+def send_code(ctx: Context, db: Session, user: User, enrolment: Enrolment) -> None:
+    """A code to the email or phone being enrolled; raises :class:`otp.ResendTooSoon`."""
+    assert enrolment.destination is not None
+    issued = otp.issue(
+        db,
+        ctx.secret_key,
+        purpose=ENABLE_MFA,
+        identifier=enrolment.destination,
+        user_id=user.id,
+        ttl=ctx.settings.otp_ttl,
+    )
+    message = {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
+    if enrolment.method == "email":
+        enqueue_email(db, ctx.secret_key, enrolment.destination, "one_time_code", message)
+    else:
+        enqueue_sms(db, ctx.secret_key, enrolment.destination, "one_time_code", message)
+
+
+def confirm(ctx: Context, db: Session, user: User, enrolment: Enrolment, code: str) -> list[str] | None:
+    """Turn the factor on when ``code`` proves it works: the new recovery codes, shown once.
+
+    ``None`` when the code is wrong. An authenticator's confirming step is recorded as used, so
+    the same code cannot also pass the next sign-in.
+    """
+    if enrolment.method == "totp":
+        assert enrolment.secret is not None
+        step = totp.matching_step(enrolment.secret, code)
+        if step is None:
+            return None
+        user.totp_secret = totp.seal(ctx.secret_key, enrolment.secret)
+        user.totp_last_step = step
+    else:
+        assert enrolment.destination is not None
+        spent = otp.verify(db, ctx.secret_key, purpose=ENABLE_MFA, identifier=enrolment.destination, code=code)
+        if spent is None:
+            return None
+        user.totp_secret = None
+        user.totp_last_step = None
+    user.mfa_method = enrolment.method
+    user.updated_at = now()
+    return totp.new_recovery_codes(db, ctx.secret_key, user)
+
+
+def turn_off(ctx: Context, db: Session, user: User) -> str:
+    """Sign-in goes back to the password alone; every recovery code dies and the owner is told.
+    Returns the method that was on."""
+    method = user.mfa_method
+    if method is None:
+        raise SecondFactorError("Two-step sign-in is already off.")
+    user.mfa_method = None
+    user.totp_secret = None
+    user.totp_last_step = None
+    user.updated_at = now()
+    stamp = now()
+    db.execute(
+        update(RecoveryCode)
+        .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+        .values(used_at=stamp)
+    )
+    if user.email is not None:
+        enqueue_email(
+            db,
+            ctx.secret_key,
+            user.email,
+            "second_factor_disabled",
+            {"account_link": f"{ctx.settings.issuer}/account/security"},
+        )
+    return method
+
+
+def new_recovery_codes(ctx: Context, db: Session, user: User) -> list[str]:
+    if user.mfa_method is None:
+        raise SecondFactorError("Turn on two-step sign-in first.")
+    return totp.new_recovery_codes(db, ctx.secret_key, user)
+
+
+def _destination(user: User, method: str) -> str:
+    """Where the codes of ``method`` go: only a verified address or number will do."""
+    if method == "email":
+        destination, verified = user.email, user.email_verified
+    else:
+        destination, verified = user.phone, user.phone_verified
+    if destination is None or not verified:
+        raise SecondFactorError(UNVERIFIED[method])
+    return destination
+
+
+def _enrolment(ctx: Context, user: User, method: str, secret: str | None, at: int) -> Enrolment:
+    token = Sealer(ctx.secret_key, _ENROLMENT).seal(
+        json.dumps({"user": user.id, "method": method, "secret": secret, "at": at})
+    )
+    if method == "totp":
+        assert secret is not None
+        account = user.email or user.phone or user.id
+        uri = totp.provisioning_uri(secret, account, totp.ISSUER_NAME)
+        return Enrolment(method, token, secret=secret, qr=totp.qr_svg_data_uri(uri))
+    return Enrolment(method, token, destination=_destination(user, method))

@@ -1,0 +1,23 @@
+"""``idp cleanup``: remove expired codes, tokens, sessions, delivered messages and old audit events."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..housekeeping import cleanup
+from ..settings import Settings
+from .clients import _context
+from .output import emit
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser("cleanup", help="remove what has expired (idp serve also does it hourly)")
+    parser.set_defaults(run=run)
+
+
+def run(settings: Settings, _args: argparse.Namespace) -> int:
+    ctx = _context(settings)
+    with ctx.sessions.begin() as db:
+        removed = cleanup(db, settings)
+    emit({"removed": removed})
+    return 0

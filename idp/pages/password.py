@@ -1,0 +1,109 @@
+"""Password reset: asking for a link (``email``), then choosing a new password with it
+(``password``, ``password_confirm``).
+
+The link's token reaches the page in the query string and goes back only as a hidden field of a
+POST to a token-free URL; no link on the page carries it, and ``Referrer-Policy: no-referrer``
+keeps the URL itself from leaking to other sites.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import audit as audit_log
+from ..accounts import recovery
+from ..accounts.password_policy import PasswordRejected
+from ..accounts.users import UserError
+from ..security.forms import FormError, read_form, single_values
+from .browser import audit
+from .rendering import error_page, render
+
+EXPIRED_FORM = "This form has expired. Please try again."
+NOT_AN_EMAIL = "That is not an email address."
+BAD_LINK = (
+    "This link to reset your password is not valid: it was already used, it expired, or it is incomplete. "
+    "Ask for a new one."
+)
+MISMATCH = "The two passwords are not the same."
+
+
+async def forgot_password(request: Request) -> Response:
+    form = await _form(request)
+    if isinstance(form, Response):
+        return form
+    return await run_in_threadpool(_forgot_password, request, form)
+
+
+async def reset_password(request: Request) -> Response:
+    form = await _form(request)
+    if isinstance(form, Response):
+        return form
+    return await run_in_threadpool(_reset_password, request, form)
+
+
+async def _form(request: Request) -> dict[str, str] | Response:
+    if request.method != "POST":
+        return {}
+    try:
+        form, _ = single_values(await read_form(request))
+    except FormError as exc:
+        return error_page(request, str(exc))
+    return form
+
+
+def _forgot_password(request: Request, form: dict[str, str]) -> Response:
+    """Known, unknown, disabled or over the limit: the same page, after the same kind of work."""
+    ctx = request.app.state.ctx
+    page = {"email": form.get("email", "")}
+    if request.method != "POST":
+        return render(request, "password_forgot.html", page)
+    if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+        return render(request, "password_forgot.html", {**page, "error": EXPIRED_FORM}, status_code=400)
+    with ctx.sessions() as db:
+        try:
+            asked = recovery.request_reset(db, ctx.settings, ctx.secret_key, form.get("email", ""))
+        except UserError:
+            return render(request, "password_forgot.html", {**page, "error": NOT_AN_EMAIL}, status_code=400)
+        sent = asked.result is recovery.Requested.SENT
+        detail: dict[str, object] = {"recipient": audit_log.mask(asked.email)}
+        if not sent:
+            detail["reason"] = asked.result.value
+        audit(
+            request,
+            db,
+            "password_reset_requested",
+            outcome="success" if sent else "failure",
+            user_id=asked.user_id,
+            detail=detail,
+        )
+        db.commit()
+    return render(request, "password_forgot_sent.html", {"minutes": recovery.LINK_LIFETIME // 60})
+
+
+def _reset_password(request: Request, form: dict[str, str]) -> Response:
+    ctx = request.app.state.ctx
+    token = form.get("token", "") if request.method == "POST" else request.query_params.get("token", "")
+    page = {"token": token, "min_length": ctx.settings.password_min_length}
+    with ctx.sessions() as db:
+        if recovery.find_reset_link(db, token) is None:
+            return error_page(request, BAD_LINK)
+        if request.method != "POST":
+            return render(request, "password_reset.html", page)
+        if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+            return render(request, "password_reset.html", {**page, "error": EXPIRED_FORM}, status_code=400)
+        password = form.get("password", "")
+        if password != form.get("password_confirm", ""):
+            return render(request, "password_reset.html", {**page, "error": MISMATCH}, status_code=400)
+        try:
+            user, ended = recovery.reset_password(db, ctx.settings, ctx.secret_key, token, password)
+        except recovery.ResetLinkInvalid:
+            db.rollback()
+            return error_page(request, BAD_LINK)
+        except PasswordRejected as exc:
+            db.rollback()
+            return render(request, "password_reset.html", {**page, "error": str(exc)}, status_code=400)
+        audit(request, db, "password_reset", outcome="success", user_id=user.id, detail={"sessions_ended": ended})
+        db.commit()
+    return render(request, "password_reset_done.html")

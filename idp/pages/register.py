@@ -1,0 +1,231 @@
+"""Registration (``email``, ``password``, ``password_confirm``, optional ``name`` and ``phone``),
+the emailed link that verifies the address, and asking for a new link (``email``).
+
+Registering sets a "registration browser" cookie whose digest goes into the link's token: the
+link signs the person in only in that browser, and elsewhere just verifies the address. A new and
+a taken address get the same page, status and cookie; so do known and unknown addresses asking
+for a new link.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import audit as audit_log
+from ..accounts import registration
+from ..accounts.password_policy import PasswordRejected
+from ..accounts.users import UserError, normalize_email
+from ..oauth.authorization import load_pending
+from ..oauth.errors import BadAuthorizationTarget
+from ..security.cookies import cookie_name
+from ..security.digests import new_token, token_digest
+from ..security.forms import FormError, read_form, single_values
+from .browser import audit
+from .rendering import error_page, render
+from .signin import complete_sign_in, start_second_factor
+
+BROWSER_COOKIE = "idp_registration"
+EXPIRED_FORM = "This form has expired. Please try again."
+NOT_FOUND = "This page does not exist."
+NOT_AN_EMAIL = "That is not an email address."
+BAD_LINK = (
+    "This link to verify your email address is not valid: it was already used, it expired, or it is "
+    "incomplete. Sign in to ask for a new one."
+)
+RESENT = "If an account with this address is waiting for verification, we sent it a new link."
+
+
+async def register(request: Request) -> Response:
+    if not request.app.state.ctx.settings.self_registration:
+        return error_page(request, NOT_FOUND, status_code=404)
+    form = await _form(request)
+    if isinstance(form, Response):
+        return form
+    return await run_in_threadpool(_register, request, form)
+
+
+async def verify_email(request: Request) -> Response:
+    if request.method == "HEAD":
+        return Response(headers={"Cache-Control": "no-store"})
+    return await run_in_threadpool(_verify_email, request)
+
+
+async def resend_verification(request: Request) -> Response:
+    form = await _form(request)
+    if isinstance(form, Response):
+        return form
+    return await run_in_threadpool(_resend_verification, request, form)
+
+
+async def _form(request: Request) -> dict[str, str] | Response:
+    if request.method != "POST":
+        return {}
+    try:
+        form, _ = single_values(await read_form(request))
+    except FormError as exc:
+        return error_page(request, str(exc))
+    return form
+
+
+def _browser_cookie_name(request: Request) -> str:
+    return cookie_name(BROWSER_COOKIE, request.app.state.ctx.settings.secure_cookies)
+
+
+def _browser_id(request: Request) -> str:
+    """This browser's registration cookie value, or a new one."""
+    current = request.cookies.get(_browser_cookie_name(request))
+    return current if current and 20 <= len(current) <= registration.MAX_TOKEN else new_token()
+
+
+def _set_browser_cookie(request: Request, response: Response, browser_id: str) -> Response:
+    response.set_cookie(
+        _browser_cookie_name(request),
+        browser_id,
+        max_age=registration.LINK_LIFETIME,
+        httponly=True,
+        samesite="lax",
+        secure=request.app.state.ctx.settings.secure_cookies,
+        path="/",
+    )
+    return response
+
+
+def _register(request: Request, form: dict[str, str]) -> Response:
+    ctx = request.app.state.ctx
+    request_id = (form.get("request") if request.method == "POST" else request.query_params.get("request")) or None
+    with ctx.sessions() as db:
+        client = None
+        if request_id:
+            try:
+                _, client, _ = load_pending(db, request_id)
+            except BadAuthorizationTarget as exc:
+                return error_page(request, str(exc))
+        page = {
+            "request_id": request_id,
+            "client_name": client.name if client else None,
+            "email": form.get("email", ""),
+            "name": form.get("name", ""),
+            "phone": form.get("phone", ""),
+            "min_length": ctx.settings.password_min_length,
+        }
+        if request.method != "POST":
+            return render(request, "register.html", page)
+        if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+            return render(request, "register.html", {**page, "error": EXPIRED_FORM}, status_code=400)
+        browser_id = _browser_id(request)
+        application = registration.Application(
+            email=form.get("email", ""),
+            password=form.get("password", ""),
+            password_confirm=form.get("password_confirm", ""),
+            name=form.get("name", ""),
+            phone=form.get("phone", ""),
+        )
+        try:
+            registered = registration.register(
+                db,
+                ctx.settings,
+                ctx.secret_key,
+                application,
+                authorization_request_id=request_id,
+                browser_hash=token_digest(browser_id),
+            )
+        except (registration.RegistrationError, PasswordRejected) as exc:
+            db.rollback()
+            return render(request, "register.html", {**page, "error": str(exc)}, status_code=400)
+        email = registered.user.email
+        assert email is not None
+        detail: dict[str, object] = {
+            "address": registration.address_key(ctx.secret_key, email),
+            "recipient": audit_log.mask(email),
+            "account": "new" if registered.created else "existing",
+        }
+        if registered.phone_dropped:
+            detail["phone"] = "left_off_taken"
+        audit(
+            request,
+            db,
+            registration.REGISTRATION_EVENT,
+            outcome="success" if registered.created else "failure",
+            user_id=registered.user.id,
+            client_id=client.id if client else None,
+            detail=detail,
+        )
+        db.commit()
+    response = render(request, "register_done.html", {"email": email, "request_id": request_id})
+    return _set_browser_cookie(request, response, browser_id)
+
+
+def _verify_email(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    with ctx.sessions() as db:
+        verified = registration.verify(
+            db, request.query_params.get("token"), request.cookies.get(_browser_cookie_name(request))
+        )
+        if verified is None:
+            audit(request, db, "email_verified", outcome="failure", detail={"reason": "invalid_link"})
+            db.commit()
+            return error_page(request, BAD_LINK)
+        user = verified.user
+        request_id = _still_pending(db, verified.authorization_request_id)
+        audit(request, db, "email_verified", outcome="success", user_id=user.id,
+              detail={"signed_in": verified.same_browser})
+        if not verified.same_browser:
+            db.commit()
+            return render(request, "email_verified.html", {"request_id": request_id})
+        if user.mfa_method:
+            return start_second_factor(request, db, user, authorization_request_id=request_id)
+        return complete_sign_in(request, db, user, amr=["pwd"], authorization_request_id=request_id)
+
+
+def _still_pending(db: Session, request_id: str | None) -> str | None:
+    """The authorization request to continue, unless it expired while the email was on its way."""
+    if not request_id:
+        return None
+    try:
+        load_pending(db, request_id)
+    except BadAuthorizationTarget:
+        return None
+    return request_id
+
+
+def _resend_verification(request: Request, form: dict[str, str]) -> Response:
+    """Known, unknown, verified or not: the same page; the wait counts requests, not links sent."""
+    ctx = request.app.state.ctx
+    request_id = form.get("request") or None
+    page = {"email": form.get("email", ""), "request_id": request_id}
+    if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+        return render(request, "register_done.html", {**page, "error": EXPIRED_FORM}, status_code=400)
+    try:
+        email = normalize_email(form.get("email", ""))
+    except UserError:
+        return render(request, "register_done.html", {**page, "error": NOT_AN_EMAIL}, status_code=400)
+    key = registration.address_key(ctx.secret_key, email)
+    browser_id = _browser_id(request)
+    with ctx.sessions() as db:
+        request_id = _still_pending(db, request_id)
+        page = {"email": email, "request_id": request_id}
+        wait = registration.requests_wait(db, registration.RESEND_EVENT, key)
+        if wait:
+            audit(request, db, registration.RESEND_EVENT, outcome="failure",
+                  detail={"recipient": audit_log.mask(email), "reason": "rate_limited"})
+            db.commit()
+            message = f"You asked for several links in a short time. You can ask again in {wait} seconds."
+            return render(request, "register_done.html", {**page, "error": message, "wait": wait}, status_code=429)
+        user = registration.resend(
+            db, ctx.settings, ctx.secret_key, email, authorization_request_id=request_id,
+            browser_hash=token_digest(browser_id),
+        )
+        audit(
+            request,
+            db,
+            registration.RESEND_EVENT,
+            outcome="success",
+            user_id=user.id if user else None,
+            detail={"address": key, "recipient": audit_log.mask(email), "sent": user is not None},
+        )
+        db.commit()
+    response = render(request, "register_done.html", {**page, "notice": RESENT})
+    return _set_browser_cookie(request, response, browser_id)

@@ -1,0 +1,187 @@
+"""Two-step sign-in on ``/account/security``: turn it on (authenticator app, email or SMS code),
+turn it off, make new recovery codes.
+
+Turning it on is two pages: ``enable`` starts an enrolment (the QR code, or a code sent) and
+``confirm`` takes the ``code`` that proves it works, then shows the recovery codes once. Every
+change asks for ``current_password`` unless the session signed in a few minutes ago.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from ..accounts import otp, second_factor, totp
+from ..accounts.second_factor import NotReauthenticated, SecondFactorError
+from ..security.forms import FormError, read_form, single_values
+from ..sessions import ActiveSession
+from .browser import audit, current_session
+from .rendering import error_page, render
+
+EXPIRED_FORM = "This form has expired. Please try again."
+WRONG_CODE = "That code is not right, or it has expired. Check it, or ask for a new one."
+
+Handler = Callable[[Request, Session, ActiveSession, dict[str, str]], Response]
+
+
+async def security(request: Request) -> Response:
+    return await run_in_threadpool(_signed_in, request, _overview_page, {})
+
+
+async def enable(request: Request) -> Response:
+    return await _post(request, _enable)
+
+
+async def confirm(request: Request) -> Response:
+    return await _post(request, _confirm)
+
+
+async def resend(request: Request) -> Response:
+    return await _post(request, _resend)
+
+
+async def disable(request: Request) -> Response:
+    return await _post(request, _disable)
+
+
+async def recovery_codes(request: Request) -> Response:
+    return await _post(request, _recovery_codes)
+
+
+async def _post(request: Request, handler: Handler) -> Response:
+    try:
+        form, _ = single_values(await read_form(request))
+    except FormError as exc:
+        return error_page(request, str(exc))
+    return await run_in_threadpool(_signed_in, request, handler, form)
+
+
+def _signed_in(request: Request, handler: Handler, form: dict[str, str]) -> Response:
+    """Run ``handler`` for the signed-in person, after the CSRF check of a POST."""
+    with request.app.state.ctx.sessions() as db:
+        active = current_session(request, db)
+        if active is None:
+            return RedirectResponse("/login", status_code=303)
+        if request.method == "POST" and not request.app.state.csrf.valid(request, form.get("csrf_token")):
+            return _overview(request, db, active, error=EXPIRED_FORM, status_code=400)
+        response = handler(request, db, active, form)
+        db.commit()
+        return response
+
+
+def _overview_page(request: Request, db: Session, active: ActiveSession, _form: dict[str, str]) -> Response:
+    return _overview(request, db, active)
+
+
+def _overview(
+    request: Request,
+    db: Session,
+    active: ActiveSession,
+    *,
+    error: str | None = None,
+    notice: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    page = {
+        "user": active.user,
+        "needs_password": second_factor.needs_password(active.session),
+        "recovery_codes": totp.remaining_recovery_codes(db, active.user),
+        "error": error,
+        "notice": notice,
+    }
+    return render(request, "account_security.html", page, status_code=status_code)
+
+
+def _refused(request: Request, db: Session, active: ActiveSession, exc: SecondFactorError) -> Response:
+    """Nothing changed; a wrong or missing password is recorded."""
+    db.rollback()
+    if isinstance(exc, NotReauthenticated):
+        audit(request, db, "reauthentication", outcome="failure", user_id=active.user.id,
+              detail={"purpose": "second_factor"})
+    return _overview(request, db, active, error=str(exc), status_code=400)
+
+
+def _wait_message(wait: int) -> str:
+    return f"Too many codes were sent. You can ask for a new one in {wait} seconds."
+
+
+def _enable(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    ctx = request.app.state.ctx
+    try:
+        second_factor.reauthenticate(active.session, active.user, form.get("current_password", ""))
+        enrolment = second_factor.start(ctx, db, active.user, form.get("method", ""))
+    except SecondFactorError as exc:
+        return _refused(request, db, active, exc)
+    except otp.ResendTooSoon as exc:
+        db.rollback()
+        return _overview(request, db, active, error=_wait_message(exc.wait), status_code=429)
+    if enrolment.destination is not None:
+        audit(request, db, "code_sent", outcome="success", user_id=active.user.id,
+              detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA})
+    return render(request, "account_security_enrol.html", {"enrolment": enrolment})
+
+
+def _confirm(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    ctx = request.app.state.ctx
+    try:
+        enrolment = second_factor.open_enrolment(ctx, active.user, form.get("enrolment", ""))
+    except SecondFactorError as exc:
+        return _refused(request, db, active, exc)
+    codes = second_factor.confirm(ctx, db, active.user, enrolment, form.get("code", ""))
+    if codes is None:
+        audit(request, db, "code_verified", outcome="failure", user_id=active.user.id,
+              detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA})
+        page = {"enrolment": enrolment, "error": WRONG_CODE}
+        return render(request, "account_security_enrol.html", page, status_code=400)
+    audit(request, db, "second_factor_enabled", outcome="success", user_id=active.user.id,
+          detail={"method": enrolment.method})
+    notice = "Two-step sign-in is on."
+    return render(request, "account_security_recovery.html", {"codes": codes, "notice": notice})
+
+
+def _resend(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    ctx = request.app.state.ctx
+    try:
+        enrolment = second_factor.open_enrolment(ctx, active.user, form.get("enrolment", ""))
+    except SecondFactorError as exc:
+        return _refused(request, db, active, exc)
+    if enrolment.destination is None:
+        return _overview(request, db, active, error=second_factor.EXPIRED, status_code=400)
+    try:
+        second_factor.send_code(ctx, db, active.user, enrolment)
+    except otp.ResendTooSoon as exc:
+        db.rollback()
+        page = {"enrolment": enrolment, "error": _wait_message(exc.wait), "wait": exc.wait}
+        return render(request, "account_security_enrol.html", page, status_code=429)
+    audit(request, db, "code_sent", outcome="success", user_id=active.user.id,
+          detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA})
+    page = {"enrolment": enrolment, "notice": "We sent you a new code."}
+    return render(request, "account_security_enrol.html", page)
+
+
+def _disable(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    ctx = request.app.state.ctx
+    try:
+        second_factor.reauthenticate(active.session, active.user, form.get("current_password", ""))
+        method = second_factor.turn_off(ctx, db, active.user)
+    except SecondFactorError as exc:
+        return _refused(request, db, active, exc)
+    audit(request, db, "second_factor_disabled", outcome="success", user_id=active.user.id,
+          detail={"method": method})
+    return _overview(request, db, active, notice="Two-step sign-in is off.")
+
+
+def _recovery_codes(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    ctx = request.app.state.ctx
+    try:
+        second_factor.reauthenticate(active.session, active.user, form.get("current_password", ""))
+        codes = second_factor.new_recovery_codes(ctx, db, active.user)
+    except SecondFactorError as exc:
+        return _refused(request, db, active, exc)
+    audit(request, db, "recovery_codes_regenerated", outcome="success", user_id=active.user.id)
+    notice = "Your new recovery codes are ready; the earlier ones no longer work."
+    return render(request, "account_security_recovery.html", {"codes": codes, "notice": notice})

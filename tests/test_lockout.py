@@ -1,0 +1,246 @@
+"""Lockout after repeated wrong passwords: the owner's email, the audit trail, the generic answer,
+and every way out of a lock (time, ``idp users unlock``, a one-time code by email).
+
+The tests run their own app on a database of this module's own, so that only this process's
+delivery worker sends the messages the log capture reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+from starlette.testclient import TestClient
+
+from idp.accounts.users import create_user
+from idp.app import create_app
+from idp.messaging.worker import deliver_due
+from idp.migrate import upgrade
+from idp.settings import Settings
+from idp.storage import AuditEvent, User, now
+
+from .conftest import PASSWORD, TEST_ISSUER, make_settings, run_idp
+from .flows import hidden_fields
+from .test_passwordless import alert_text, ask_for_code, ctx_of, emailed_code, enter_code, messages_to
+
+WRONG = "not the password at all"
+LOCKED_SUBJECT = "Subject: Your account is locked for {minutes} minutes"
+
+
+@pytest.fixture(scope="module")
+def environ(
+    base_environ: dict[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """The shared settings and signing keys, with a database of this module's own."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('lockout') / 'idp.db'}"
+    upgrade(url)
+    return {**base_environ, "IDP_DATABASE_URL": url}
+
+
+@contextmanager
+def running(environ: dict[str, str], **overrides: str) -> Iterator[TestClient]:
+    app = create_app(make_settings(environ, **overrides))
+    try:
+        with TestClient(app, base_url=TEST_ISSUER, follow_redirects=False) as client:
+            yield client
+    finally:
+        app.state.ctx.close()
+
+
+@pytest.fixture
+def site(environ: dict[str, str]) -> Iterator[TestClient]:
+    with running(environ) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def _messages_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="idp.messages")
+
+
+def add_user(client: TestClient, **kwargs: Any) -> User:
+    kwargs.setdefault("email", f"lock-{secrets.token_hex(5)}@example.com")
+    kwargs.setdefault("password", PASSWORD)
+    kwargs.setdefault("verified", True)
+    with ctx_of(client).sessions.begin() as db:
+        user = create_user(db, **kwargs)
+        db.expunge(user)
+        return user
+
+
+def stored(client: TestClient, user_id: str) -> User:
+    with ctx_of(client).sessions() as db:
+        user = db.get_one(User, user_id)
+        db.expunge(user)
+        return user
+
+
+def post_login(client: TestClient, username: str, password: str) -> httpx.Response:
+    page = client.get("/login")
+    return client.post("/login", data={**hidden_fields(page.text), "username": username, "password": password})
+
+
+def fail(client: TestClient, username: str, times: int) -> None:
+    for _ in range(times):
+        response = post_login(client, username, WRONG)
+        assert response.status_code == 400, response.text
+
+
+def assert_signed_in(response: httpx.Response) -> None:
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/account"
+
+
+def lock_emails(client: TestClient, caplog: pytest.LogCaptureFixture, email: str) -> list[str]:
+    deliver_due(ctx_of(client))
+    return [
+        r.getMessage() for r in caplog.records
+        if r.name == "idp.messages" and r.getMessage().startswith(f"email to {email}\nSubject: Your account is locked")
+    ]
+
+
+def events(client: TestClient, user_id: str) -> list[AuditEvent]:
+    with ctx_of(client).sessions() as db:
+        found = list(db.scalars(select(AuditEvent).where(AuditEvent.user_id == user_id).order_by(AuditEvent.id)))
+        db.expunge_all()
+        return found
+
+
+# --- locking ------------------------------------------------------------------------------------
+
+
+def test_five_failures_lock_and_email_the_owner(site, caplog):
+    user = add_user(site)
+    fail(site, user.email, 4)
+    assert lock_emails(site, caplog, user.email) == []
+    assert stored(site, user.id).locked_until is None
+
+    fail(site, user.email, 1)
+    locked_until = stored(site, user.id).locked_until
+    assert locked_until is not None and locked_until - now() in range(1795, 1801)
+    (email,) = lock_emails(site, caplog, user.email)
+    assert LOCKED_SUBJECT.format(minutes=30) in email
+    assert "5 times in a row" in email
+    assert f"{TEST_ISSUER}/password/forgot" in email
+    assert PASSWORD not in email and WRONG not in email
+
+    (locked_event,) = [e for e in events(site, user.id) if e.event == "account_locked"]
+    assert locked_event.outcome == "success"
+
+
+def test_failures_during_a_lock_send_no_more_email(site, caplog):
+    user = add_user(site)
+    fail(site, user.email, 5)
+    fail(site, user.email, 5)
+    assert len(lock_emails(site, caplog, user.email)) == 1
+    assert messages_to(site, user.email) == 1
+    assert [e.event for e in events(site, user.id)].count("account_locked") == 1
+
+
+def test_a_locked_account_answers_exactly_like_a_wrong_password(site):
+    user = add_user(site)
+    wrong = post_login(site, user.email, WRONG)
+    fail(site, user.email, 4)
+    right_while_locked = post_login(site, user.email, PASSWORD)
+    wrong_while_locked = post_login(site, user.email, WRONG)
+    for response in (right_while_locked, wrong_while_locked):
+        assert response.status_code == wrong.status_code == 400
+        assert response.text == wrong.text
+        assert "location" not in response.headers
+        assert not any(c.startswith("idp_session=") for c in response.headers.get_list("set-cookie"))
+    assert "lock" not in alert_text(right_while_locked).lower()
+
+
+def test_an_account_without_email_locks_without_a_message(site):
+    phone = f"+98912{secrets.randbelow(10**7):07d}"
+    with ctx_of(site).sessions.begin() as db:
+        user_id = create_user(db, phone=phone, password=PASSWORD, verified=True).id
+    fail(site, phone, 5)
+    assert post_login(site, phone, PASSWORD).status_code == 400
+    assert stored(site, user_id).locked_until is not None
+    assert messages_to(site, phone) == 0
+
+
+# --- ways out -----------------------------------------------------------------------------------
+
+
+def test_the_lock_ends_after_lockout_seconds(site):
+    user = add_user(site)
+    fail(site, user.email, 5)
+    assert post_login(site, user.email, PASSWORD).status_code == 400
+    with ctx_of(site).sessions.begin() as db:
+        db.execute(update(User).where(User.id == user.id).values(locked_until=now() - 1))
+    assert_signed_in(post_login(site, user.email, PASSWORD))
+    assert stored(site, user.id).locked_until is None
+
+
+def test_idp_users_unlock_ends_the_lock(site, environ):
+    user = add_user(site)
+    fail(site, user.email, 5)
+    assert post_login(site, user.email, PASSWORD).status_code == 400
+    result = run_idp(environ, "users", "unlock", user.id)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"id": user.id, "unlocked": True}
+    assert_signed_in(post_login(site, user.email, PASSWORD))
+
+
+def test_passwordless_sign_in_by_email_works_while_locked(site, caplog):
+    """The owner's way back: a code sent to their own address proves it is them."""
+    user = add_user(site)
+    fail(site, user.email, 5)
+    assert post_login(site, user.email, PASSWORD).status_code == 400
+    assert ask_for_code(site, user.email).status_code == 303
+    response = enter_code(site, emailed_code(site, caplog, user.email))
+    assert_signed_in(response)
+    assert site.get("/account").status_code == 200
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def test_custom_attempts_and_seconds(environ, caplog):
+    with running(environ, IDP_LOCKOUT_ATTEMPTS="3", IDP_LOCKOUT_SECONDS="120") as client:
+        user = add_user(client)
+        fail(client, user.email, 2)
+        assert stored(client, user.id).locked_until is None
+        fail(client, user.email, 1)
+        locked_until = stored(client, user.id).locked_until
+        assert locked_until is not None and locked_until - now() in range(115, 121)
+        assert post_login(client, user.email, PASSWORD).status_code == 400
+        (email,) = lock_emails(client, caplog, user.email)
+        assert LOCKED_SUBJECT.format(minutes=2) in email
+        assert "3 times in a row" in email
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+
+def test_failed_sign_ins_are_audited_with_a_reason_and_no_password(site):
+    user = add_user(site)
+    fail(site, user.email, 5)
+    post_login(site, user.email, PASSWORD)
+    recorded = events(site, user.id)
+    failures = [e for e in recorded if e.event == "sign_in" and e.outcome == "failure"]
+    assert [e.detail["reason"] for e in failures] == ["wrong_password"] * 4 + ["locked_now", "locked"]
+    assert all(e.detail["method"] == "password" for e in failures)
+    assert all(e.ip and e.user_agent for e in failures)
+    for event in recorded:
+        text = json.dumps([event.detail, event.user_agent, event.ip, event.event])
+        assert PASSWORD not in text and WRONG not in text
+
+    nobody = f"nobody-{secrets.token_hex(4)}@example.com"
+    post_login(site, nobody, WRONG)
+    with ctx_of(site).sessions() as db:
+        latest = db.scalars(
+            select(AuditEvent).where(AuditEvent.event == "sign_in").order_by(AuditEvent.id.desc())
+        ).first()
+    assert latest is not None and latest.user_id is None
+    assert latest.detail == {"method": "password", "reason": "unknown_account"}
+    assert nobody not in json.dumps(latest.detail)

@@ -1,0 +1,256 @@
+"""One-time codes at the service level: how they are made, kept, spent, replaced and rationed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select, update
+
+from idp.accounts import otp
+from idp.storage import OneTimeCode, now
+
+PURPOSE = "sign_in"
+TTL = 300
+
+
+@pytest.fixture
+def identifier() -> str:
+    return f"otp-{secrets.token_hex(6)}@example.com"
+
+
+def issue(ctx, identifier: str, purpose: str = PURPOSE, ttl: int = TTL) -> otp.IssuedCode:  # type: ignore[no-untyped-def]
+    with ctx.sessions.begin() as db:
+        return otp.issue(db, ctx.secret_key, purpose=purpose, identifier=identifier, user_id=None, ttl=ttl)
+
+
+def verify(ctx, identifier: str, code: str, purpose: str = PURPOSE, secret_key: str | None = None) -> bool:  # type: ignore[no-untyped-def]
+    with ctx.sessions.begin() as db:
+        key = ctx.secret_key if secret_key is None else secret_key
+        return otp.verify(db, key, purpose=purpose, identifier=identifier, code=code) is not None
+
+
+def rows(ctx, identifier: str) -> list[OneTimeCode]:  # type: ignore[no-untyped-def]
+    with ctx.sessions() as db:
+        found = list(db.scalars(select(OneTimeCode).where(OneTimeCode.identifier == identifier)))
+        db.expunge_all()
+        return found
+
+
+def move_back(ctx, identifier: str, seconds: int) -> None:  # type: ignore[no-untyped-def]
+    """Time passes for this identifier's codes."""
+    with ctx.sessions.begin() as db:
+        db.execute(
+            update(OneTimeCode)
+            .where(OneTimeCode.identifier == identifier)
+            .values(created_at=OneTimeCode.created_at - seconds, expires_at=OneTimeCode.expires_at - seconds)
+        )
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+# --- making and keeping ----------------------------------------------------------------------
+
+
+def test_codes_are_six_digits(ctx) -> None:  # type: ignore[no-untyped-def]
+    codes = [issue(ctx, f"six-{secrets.token_hex(6)}@example.com").code for _ in range(30)]
+    assert all(len(code) == 6 and code.isdigit() for code in codes)
+    assert len(set(codes)) > 1
+
+
+def test_codes_come_from_secrets(ctx, identifier, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    drawn: list[int] = []
+
+    def randbelow(limit: int) -> int:
+        drawn.append(limit)
+        return 42
+
+    monkeypatch.setattr(otp.secrets, "randbelow", randbelow)
+    issued = issue(ctx, identifier)
+    assert drawn == [1_000_000]
+    assert issued.code == "000042", "leading zeros are kept"
+    assert verify(ctx, identifier, "000042")
+
+
+def test_the_code_is_stored_only_as_a_keyed_digest(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    issued = issue(ctx, identifier)
+    (row,) = rows(ctx, identifier)
+    values = [str(getattr(row, column.key)) for column in OneTimeCode.__table__.columns]
+    assert not any(issued.code in value for value in values), values
+    assert row.code_hash != hashlib.sha256(issued.code.encode()).hexdigest()
+    # The digest is keyed: under another secret key the right code is not recognised.
+    assert not verify(ctx, identifier, issued.code, secret_key="another-secret-key-" + "y" * 32)
+    assert verify(ctx, identifier, issued.code)
+
+
+def test_a_right_code_works_once(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    issued = issue(ctx, identifier)
+    assert verify(ctx, identifier, f"  {issued.code} ")
+    assert not verify(ctx, identifier, issued.code)
+
+
+def test_a_code_is_bound_to_its_identifier_and_purpose(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    issued = issue(ctx, identifier)
+    assert not verify(ctx, "someone-else@example.com", issued.code)
+    assert not verify(ctx, identifier, issued.code, purpose="second_factor")
+    assert verify(ctx, identifier, issued.code)
+
+
+# --- expiry and tries ------------------------------------------------------------------------
+
+
+def test_a_code_expires_after_its_ttl(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    issued = issue(ctx, identifier)
+    assert issued.expires_at - now() in range(TTL - 2, TTL + 1)
+    with ctx.sessions.begin() as db:
+        db.execute(update(OneTimeCode).where(OneTimeCode.identifier == identifier).values(expires_at=now() - 1))
+    assert not verify(ctx, identifier, issued.code)
+
+
+def test_the_ttl_setting_sets_the_lifetime(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    issued = issue(ctx, identifier, ttl=ctx.settings.otp_ttl)
+    assert ctx.settings.otp_ttl == 300
+    (row,) = rows(ctx, identifier)
+    assert row.expires_at - row.created_at == 300 == issued.expires_at - row.created_at
+
+
+def test_three_wrong_tries_spend_the_code(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    issued = issue(ctx, identifier)
+    for _ in range(3):
+        assert not verify(ctx, identifier, wrong(issued.code))
+    assert not verify(ctx, identifier, issued.code), "the right code after three wrong ones fails"
+
+
+def test_two_wrong_tries_leave_the_code_usable(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    issued = issue(ctx, identifier)
+    for _ in range(2):
+        assert not verify(ctx, identifier, wrong(issued.code))
+    assert verify(ctx, identifier, issued.code)
+
+
+@pytest.mark.parametrize("attempt", ["", "12345", "1234567", "abcdef", "x" * 5000])
+def test_malformed_attempts_count_as_wrong_tries(ctx, identifier, attempt) -> None:  # type: ignore[no-untyped-def]
+    issued = issue(ctx, identifier)
+    for _ in range(3):
+        assert not verify(ctx, identifier, attempt)
+    assert not verify(ctx, identifier, issued.code)
+
+
+def test_a_new_code_replaces_the_previous_one(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    first = issue(ctx, identifier)
+    second = issue(ctx, identifier)
+    if first.code == second.code:  # one chance in a million: draw again
+        second = issue(ctx, identifier)
+    assert not verify(ctx, identifier, first.code)
+    assert verify(ctx, identifier, second.code)
+
+
+# --- rationing -------------------------------------------------------------------------------
+
+
+def test_at_most_three_codes_per_identifier_in_two_minutes(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(3):
+        issue(ctx, identifier)
+    with pytest.raises(otp.ResendTooSoon) as raised:
+        issue(ctx, identifier)
+    first_wait = raised.value.wait
+    assert 0 < first_wait <= 120
+    assert len(rows(ctx, identifier)) == 3, "a refused code leaves nothing behind"
+
+    move_back(ctx, identifier, 60)
+    with pytest.raises(otp.ResendTooSoon) as raised:
+        issue(ctx, identifier)
+    assert 0 < raised.value.wait <= first_wait - 59
+
+    move_back(ctx, identifier, 61)
+    fresh = issue(ctx, identifier)
+    assert verify(ctx, identifier, fresh.code)
+
+
+def test_the_ration_counts_every_purpose_of_an_identifier(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    for purpose in ("sign_in", "second_factor", "verify_phone"):
+        issue(ctx, identifier, purpose=purpose)
+    with pytest.raises(otp.ResendTooSoon):
+        issue(ctx, identifier)
+    issue(ctx, "another-" + identifier)
+
+
+def test_resend_wait_is_zero_while_codes_may_go(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    with ctx.sessions() as db:
+        assert otp.resend_wait(db, identifier) == 0
+    issue(ctx, identifier)
+    issue(ctx, identifier)
+    with ctx.sessions() as db:
+        assert otp.resend_wait(db, identifier) == 0
+
+
+# --- comparison ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def comparisons(monkeypatch) -> Iterator[list[tuple[bytes, bytes]]]:  # type: ignore[no-untyped-def]
+    """Every comparison ``otp`` makes, still answered by the real constant-time function."""
+    seen: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a, b):  # type: ignore[no-untyped-def]
+        seen.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(otp.hmac, "compare_digest", spy)
+    yield seen
+
+
+def test_codes_are_compared_in_constant_time(ctx, identifier, comparisons) -> None:  # type: ignore[no-untyped-def]
+    """Every try, right or wrong, goes through ``hmac.compare_digest`` on equal-length digests,
+    so the time taken says nothing about how many leading digits were right."""
+    issued = issue(ctx, identifier)
+    near_misses = [issued.code[:i] + str((int(issued.code[i]) + 1) % 10) + issued.code[i + 1:] for i in (0, 5)]
+    for attempt in near_misses:
+        assert not verify(ctx, identifier, attempt)
+    assert verify(ctx, identifier, issued.code)
+    assert len(comparisons) == 3
+    assert all(len(a) == len(b) == 64 for a, b in comparisons)
+    assert all(issued.code.encode() not in a + b for a, b in comparisons)
+
+
+# --- racing ----------------------------------------------------------------------------------
+
+
+def test_two_threads_with_the_right_code_at_once_succeed_once(ctx) -> None:  # type: ignore[no-untyped-def]
+    """Each thread has its own session on the file database; the conditional UPDATE decides."""
+    assert ctx.settings.database_url.startswith("sqlite:///")
+    for _ in range(10):
+        identifier = f"race-{secrets.token_hex(6)}@example.com"
+        assert sorted(race(ctx, identifier, issue(ctx, identifier).code)) == [False, True]
+
+
+def race(ctx, identifier: str, code: str) -> list[bool]:  # type: ignore[no-untyped-def]
+    """Two threads, each with its own session, verify ``code`` at the same moment."""
+    start = threading.Barrier(2)
+    results: list[bool] = []
+    errors: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            with ctx.sessions() as db:
+                start.wait(timeout=10)
+                spent = otp.verify(db, ctx.secret_key, purpose=PURPOSE, identifier=identifier, code=code)
+                db.commit()
+                results.append(spent is not None)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    return results

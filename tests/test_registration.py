@@ -1,0 +1,701 @@
+"""Registration, email verification and asking for a new link, over HTTP and in Chromium.
+
+Each test gets its own SQLite database and an app that mails through real SMTP to an aiosmtpd
+sink, so the messages a test reads are exactly the ones it caused. The test clients run without
+the app's lifespan, so no background worker races ``deliver_due``: the test decides when mail goes.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+from aiosmtpd.controller import Controller
+from sqlalchemy import select, text, update
+from starlette.testclient import TestClient
+
+from idp.accounts import registration
+from idp.app import create_app
+from idp.context import Context
+from idp.messaging.worker import deliver_due
+from idp.migrate import upgrade
+from idp.oauth.clients import create_client
+from idp.security.digests import token_digest
+from idp.settings import Settings
+from idp.storage import ActionToken, AuditEvent, AuthorizationRequest, PasswordHistory, User
+
+from .conftest import PASSWORD, TEST_ISSUER, free_port, make_settings
+from .flows import (
+    RegisteredClient,
+    authorize_params,
+    exchange,
+    hidden_fields,
+    path_of,
+    pkce_pair,
+    query_of,
+    submit_consent,
+    submit_login,
+)
+from .test_browser import RelyingApp
+from .test_messaging import Sink, smtp_sink
+
+LINK = re.compile(r"(https?://\S+/verify-email\?token=[A-Za-z0-9_\-%]+)")
+CSRF_VALUE = re.compile(r'name="csrf_token" value="[^"]*"')
+DONE = "Check your email"
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[Controller]:
+    _, controller = smtp_sink()
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def sink(smtp: Controller) -> Sink:
+    handler: Sink = smtp.handler
+    handler.received.clear()
+    return handler
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("registration") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@dataclass
+class Site:
+    ctx: Context
+    http: TestClient
+    sink: Sink
+    environ: dict[str, str]
+
+    def browser(self) -> TestClient:
+        """Another browser: its own cookie jar."""
+        return TestClient(self.http.app, base_url=TEST_ISSUER, follow_redirects=False)
+
+    def mail(self, to: str) -> list[EmailMessage]:
+        """Deliver what is due, then every message the sink holds for ``to``, oldest first."""
+        deliver_due(self.ctx)
+        return [r.message for r in self.sink.received if to in r.rcpt_tos]
+
+    def links(self, to: str) -> list[str]:
+        return [LINK.search(text_of(m)).group(1) for m in self.mail(to) if LINK.search(text_of(m))]  # type: ignore[union-attr]
+
+    def user(self, email: str) -> User | None:
+        with self.ctx.sessions() as db:
+            return db.scalar(select(User).where(User.email == email))
+
+    def audit(self, event: str) -> list[AuditEvent]:
+        with self.ctx.sessions() as db:
+            return list(db.scalars(select(AuditEvent).where(AuditEvent.event == event).order_by(AuditEvent.id)))
+
+
+@pytest.fixture
+def make_site(
+    base_environ: dict[str, str], settings: Settings, template_db: Path, tmp_path: Path, smtp: Controller, sink: Sink
+) -> Iterator[Callable[..., Site]]:
+    """``make_site(IDP_...=...)``: an app on a fresh database of this test's own (``settings``
+    made the signing key they share)."""
+    made: list[Site] = []
+
+    def make(**overrides: str) -> Site:
+        database = tmp_path / f"site{len(made)}.db"
+        shutil.copy(template_db, database)
+        environ = {
+            **base_environ,
+            "IDP_DATABASE_URL": f"sqlite:///{database}",
+            "IDP_EMAIL_BACKEND": "smtp",
+            "IDP_SMTP_HOST": "127.0.0.1",
+            "IDP_SMTP_PORT": str(smtp.port),
+            **overrides,
+        }
+        app = create_app(make_settings(environ))
+        site = Site(app.state.ctx, TestClient(app, base_url=TEST_ISSUER, follow_redirects=False), sink, environ)
+        made.append(site)
+        return site
+
+    yield make
+    for site in made:
+        site.ctx.close()
+
+
+@pytest.fixture
+def site(make_site: Callable[..., Site]) -> Site:
+    return make_site()
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def text_of(message: EmailMessage) -> str:
+    body = message.get_body(("plain",))
+    assert body is not None
+    return body.get_content()
+
+
+def register(client: TestClient, email: str, password: str = PASSWORD, *, confirm: str | None = None,
+             request_id: str | None = None, **extra: str) -> httpx.Response:
+    page = client.get("/register" + (f"?{urlencode({'request': request_id})}" if request_id else ""))
+    assert page.status_code == 200, page.text
+    data = {**hidden_fields(page.text), "email": email, "password": password,
+            "password_confirm": password if confirm is None else confirm, **extra}
+    return client.post("/register", data=data)
+
+
+def resend(client: TestClient, email: str, request_id: str | None = None) -> httpx.Response:
+    page = client.get("/login")
+    data = {"csrf_token": hidden_fields(page.text)["csrf_token"], "email": email}
+    if request_id:
+        data["request"] = request_id
+    return client.post("/verify-email/resend", data=data)
+
+
+def alert(html: str) -> str:
+    found = re.search(r'role="alert">([^<]*)<', html)
+    assert found, html
+    return found.group(1).replace("&#39;", "'")
+
+
+def same_page(html: str, *typed: str) -> str:
+    """The page without what legitimately differs: the CSRF token and what the person typed."""
+    html = CSRF_VALUE.sub('name="csrf_token" value=""', html)
+    for value in typed:
+        html = html.replace(value, "<typed>")
+    return html
+
+
+def database_text(ctx: Context) -> str:
+    """Every value of every row of every table, as text."""
+    values: list[str] = []
+    with ctx.engine.connect() as connection:
+        tables = connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'")).scalars().all()
+        for table in tables:
+            for row in connection.execute(text(f'SELECT * FROM "{table}"')):
+                values.extend(str(value) for value in row)
+    return "\n".join(values)
+
+
+def start_authorization(client: TestClient, rp: RegisteredClient) -> tuple[str, str, dict[str, str]]:
+    """The pending request id, the PKCE verifier and the parameters of a new authorization."""
+    verifier, challenge = pkce_pair()
+    params = authorize_params(rp, challenge)
+    response = client.get("/authorize", params=params)
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert urlsplit(location).path == "/login"
+    return query_of(location)["request"], verifier, params
+
+
+def make_rp(ctx: Context, redirect_uri: str = "https://rp.example/cb") -> RegisteredClient:
+    with ctx.sessions.begin() as db:
+        made = create_client(db, ctx.secret_key, name="Relying app", redirect_uris=[redirect_uri], allow_http=True)
+        return RegisteredClient(made.client.id, made.secret, redirect_uri)
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+
+def test_register_page_has_the_contract_fields(site: Site) -> None:
+    page = site.http.get("/register")
+    assert page.status_code == 200
+    for field in ("email", "password", "password_confirm", "name", "phone"):
+        assert f'name="{field}"' in page.text
+    assert "csrf_token" in hidden_fields(page.text)
+    assert page.headers["cache-control"] == "no-store"
+
+
+def test_sign_in_page_links_to_registration_with_the_pending_request(site: Site) -> None:
+    request_id, _, _ = start_authorization(site.http, make_rp(site.ctx))
+    page = site.http.get(f"/login?request={request_id}")
+    assert f'href="/register?request={request_id}"' in page.text
+    form = site.http.get(f"/register?request={request_id}")
+    assert hidden_fields(form.text)["request"] == request_id
+    assert "Relying app" in form.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"email": "not-an-email"}, "Enter your email address, like name@example.com."),
+        ({"email": ""}, "Enter your email address, like name@example.com."),
+        ({"confirm": "another long password"}, "The two passwords are not the same."),
+        ({"phone": "12"}, "That is not a phone number"),
+        ({"phone": "+1 555 000"}, "That phone number does not exist"),
+        ({"name": "x" * 201}, "Your name can have at most 200 characters."),
+        ({"password": "short"}, "Use at least 8 characters."),
+        ({"password": "password1"}, "This password is too common."),
+    ],
+)
+def test_every_validation_error_shows_inline_and_keeps_what_was_typed(
+    site: Site, overrides: dict[str, str], message: str
+) -> None:
+    fields = {"email": "ann@example.com", "name": "Ann Example", "phone": "+14155550100", **overrides}
+    password = fields.pop("password", PASSWORD)
+    confirm = fields.pop("confirm", None)
+    response = register(site.http, fields.pop("email"), password, confirm=confirm, **fields)
+    assert response.status_code == 400
+    assert alert(response.text).startswith(message), alert(response.text)
+    if "@" in overrides.get("email", "ann@example.com"):
+        assert 'value="ann@example.com"' in response.text
+    if "name" not in overrides:
+        assert 'value="Ann Example"' in response.text
+    if "phone" not in overrides:
+        assert 'value="+14155550100"' in response.text
+    assert password not in response.text, "passwords are never sent back"
+    assert site.user("ann@example.com") is None
+    assert site.mail("ann@example.com") == []
+
+
+def test_national_phone_number_is_stored_as_e164(make_site: Callable[..., Site]) -> None:
+    site = make_site(IDP_PHONE_DEFAULT_REGION="IR")
+    assert register(site.http, "ann@example.com", phone="09121234567").status_code == 200
+    user = site.user("ann@example.com")
+    assert user is not None and user.phone == "+989121234567" and not user.phone_verified
+
+
+def test_csrf_missing_is_400_and_makes_nothing(site: Site) -> None:
+    response = site.http.post("/register", data={"email": "ann@example.com", "password": PASSWORD,
+                                                 "password_confirm": PASSWORD})
+    assert response.status_code == 400
+    assert alert(response.text) == "This form has expired. Please try again."
+    assert site.user("ann@example.com") is None
+    site.http.get("/login")
+    assert site.http.post("/verify-email/resend", data={"email": "ann@example.com"}).status_code == 400
+
+
+def test_self_registration_off_hides_the_page_and_the_link(make_site: Callable[..., Site]) -> None:
+    site = make_site(IDP_SELF_REGISTRATION="off")
+    assert site.http.get("/register").status_code == 404
+    fields = hidden_fields(site.http.get("/login").text)
+    response = site.http.post("/register", data={**fields, "email": "ann@example.com", "password": PASSWORD,
+                                                 "password_confirm": PASSWORD})
+    assert response.status_code == 404
+    assert site.user("ann@example.com") is None
+    assert "/register" not in site.http.get("/login").text
+
+
+# --- registering --------------------------------------------------------------------------------
+
+
+def test_registration_makes_an_unverified_account_and_mails_a_link(site: Site) -> None:
+    response = register(site.http, "Ann@Example.com", name="Ann Example", phone="+14155550100")
+    assert response.status_code == 200
+    assert DONE in response.text and "ann@example.com" in response.text
+    assert 'action="/verify-email/resend"' in response.text
+    cookie = response.headers["set-cookie"]
+    assert "idp_registration=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
+
+    user = site.user("ann@example.com")
+    assert user is not None
+    assert not user.email_verified and user.name == "Ann Example" and user.phone == "+14155550100"
+    assert user.password_hash is not None and user.password_hash.startswith("$argon2id$")
+
+    (message,) = site.mail("ann@example.com")
+    assert message["Subject"] == "Verify your email address"
+    (link,) = site.links("ann@example.com")
+    assert link.startswith(f"{TEST_ISSUER}/verify-email?token=")
+    assert message.get_body(("html",)) is not None
+
+    token = query_of(link)["token"]
+    with site.ctx.sessions() as db:
+        stored = db.get(ActionToken, token_digest(token))
+        assert stored is not None and stored.purpose == "verify_email" and stored.user_id == user.id
+        assert stored.expires_at - stored.created_at == 24 * 3600
+        assert stored.authorization_request_id is None and stored.browser_hash
+    assert token not in database_text(site.ctx), "the raw token is stored nowhere"
+    assert PASSWORD not in database_text(site.ctx)
+
+
+def test_password_sign_in_waits_for_verification_and_offers_a_new_link(site: Site) -> None:
+    register(site.http, "ann@example.com")
+    other = site.browser()
+    response = submit_login(other, "/login", "ann@example.com", PASSWORD)
+    assert response.status_code == 400
+    assert alert(response.text) == "Verify your email address first: follow the link in the email we sent you."
+    assert 'action="/verify-email/resend"' in response.text
+    assert 'id="resend-email" name="email" type="email" autocomplete="email" value="ann@example.com"' in response.text
+
+    fields = {k: v for k, v in hidden_fields(response.text).items() if k != "request"}
+    resent = other.post("/verify-email/resend", data={**fields, "email": "ann@example.com"})
+    assert resent.status_code == 200
+    assert len(site.links("ann@example.com")) == 2
+
+
+def test_a_taken_email_gets_the_same_answer_and_its_owner_a_notice(site: Site) -> None:
+    register(site.browser(), "owner@example.com", name="Owner")
+    owner_before = site.user("owner@example.com")
+    assert owner_before is not None
+
+    fresh, taken = site.browser(), site.browser()
+    new = register(fresh, "newcomer@example.com", "another good passphrase", name="Mallory")
+    again = register(taken, "owner@example.com", "another good passphrase", name="Mallory")
+    assert again.status_code == new.status_code == 200
+    assert same_page(again.text, "owner@example.com") == same_page(new.text, "newcomer@example.com")
+    assert set(again.cookies.keys()) == set(new.cookies.keys()) == {"idp_registration"}
+
+    owner = site.user("owner@example.com")
+    assert owner is not None
+    assert (owner.id, owner.name, owner.password_hash, owner.updated_at) == (
+        owner_before.id, owner_before.name, owner_before.password_hash, owner_before.updated_at)
+    with site.ctx.sessions() as db:
+        assert len(list(db.scalars(select(User)))) == 2
+        assert len(list(db.scalars(select(PasswordHistory).where(PasswordHistory.user_id == owner.id)))) == 1
+
+    messages = site.mail("owner@example.com")
+    assert [m["Subject"] for m in messages] == [
+        "Verify your email address", "Someone tried to register with your email address"]
+    notice = text_of(messages[-1])
+    assert f"{TEST_ISSUER}/login" in notice and f"{TEST_ISSUER}/password/forgot" in notice
+    assert "verify-email" not in notice
+    (event,) = [e for e in site.audit("registration") if e.outcome == "failure"]
+    assert event.user_id == owner.id and event.detail and event.detail["account"] == "existing"
+
+
+def test_a_taken_email_is_refused_by_the_same_password_rules(site: Site) -> None:
+    register(site.browser(), "owner@example.com")
+    weak_new = register(site.browser(), "newcomer@example.com", "password1")
+    weak_taken = register(site.browser(), "owner@example.com", "password1")
+    assert weak_new.status_code == weak_taken.status_code == 400
+    assert alert(weak_new.text) == alert(weak_taken.text)
+    assert len(site.mail("owner@example.com")) == 1, "no notice for a refused form"
+
+
+def test_notices_to_a_taken_email_are_limited(site: Site) -> None:
+    register(site.browser(), "owner@example.com")
+    for _ in range(5):
+        assert register(site.browser(), "owner@example.com", "another good passphrase").status_code == 200
+    # The verification link and the notices together: at most LIMIT in the window.
+    assert len(site.mail("owner@example.com")) == registration.LIMIT
+
+
+def test_a_taken_phone_is_left_off_without_a_word(site: Site) -> None:
+    register(site.browser(), "owner@example.com", phone="+14155550100")
+    fresh, taken = site.browser(), site.browser()
+    free = register(fresh, "first@example.com", phone="+14155550101")
+    used = register(taken, "second@example.com", phone="+14155550100")
+    assert used.status_code == free.status_code == 200
+    assert same_page(used.text, "second@example.com") == same_page(free.text, "first@example.com")
+    second = site.user("second@example.com")
+    owner = site.user("owner@example.com")
+    assert second is not None and second.phone is None
+    assert owner is not None and owner.phone == "+14155550100"
+    assert len(site.links("second@example.com")) == 1
+    assert site.mail("owner@example.com")[-1]["Subject"] == "Verify your email address", "the owner is not told"
+    event = site.audit("registration")[-1]
+    assert event.detail and event.detail["phone"] == "left_off_taken"
+
+
+# --- verifying ----------------------------------------------------------------------------------
+
+
+def test_the_link_in_the_registering_browser_signs_in(site: Site) -> None:
+    register(site.http, "ann@example.com")
+    (link,) = site.links("ann@example.com")
+    response = site.http.get(path_of(link))
+    assert response.status_code == 303 and response.headers["location"] == "/account"
+    assert "idp_session=" in response.headers["set-cookie"]
+    assert site.http.get("/account").status_code == 200
+    user = site.user("ann@example.com")
+    assert user is not None and user.email_verified
+    (event,) = site.audit("email_verified")
+    assert event.outcome == "success" and event.user_id == user.id and event.detail == {"signed_in": True}
+
+
+def test_the_link_in_another_browser_verifies_without_signing_in(site: Site) -> None:
+    request_id, _, _ = start_authorization(site.http, make_rp(site.ctx))
+    register(site.http, "ann@example.com", request_id=request_id)
+    (link,) = site.links("ann@example.com")
+    other = site.browser()
+    response = other.get(path_of(link))
+    assert response.status_code == 200
+    assert "Your email is verified" in response.text
+    assert f'href="/login?request={request_id}"' in response.text
+    assert "idp_session" not in response.headers.get("set-cookie", "")
+    assert other.get("/account").status_code == 303
+    user = site.user("ann@example.com")
+    assert user is not None and user.email_verified
+    assert site.audit("email_verified")[0].detail == {"signed_in": False}
+    assert submit_login(other, f"/login?request={request_id}", "ann@example.com", PASSWORD).status_code == 303
+
+
+def test_the_link_works_once(site: Site) -> None:
+    register(site.http, "ann@example.com")
+    (link,) = site.links("ann@example.com")
+    assert site.browser().get(path_of(link)).status_code == 200
+    again = site.http.get(path_of(link))
+    assert again.status_code == 400
+    assert "already used, it expired" in alert(again.text)
+    assert "idp_session" not in again.headers.get("set-cookie", "")
+    assert [e.outcome for e in site.audit("email_verified")] == ["success", "failure"]
+
+
+def test_an_expired_link_is_refused(site: Site) -> None:
+    register(site.http, "ann@example.com")
+    (link,) = site.links("ann@example.com")
+    with site.ctx.sessions.begin() as db:
+        db.execute(update(ActionToken).values(expires_at=ActionToken.created_at - 1))
+    response = site.http.get(path_of(link))
+    assert response.status_code == 400 and "expired" in alert(response.text)
+    user = site.user("ann@example.com")
+    assert user is not None and not user.email_verified
+
+
+@pytest.mark.parametrize("query", ["", "?token=", "?token=unknown-token", "?token=" + "x" * 500])
+def test_an_unknown_link_is_refused(site: Site, query: str) -> None:
+    response = site.http.get("/verify-email" + query)
+    assert response.status_code == 400 and "not valid" in alert(response.text)
+
+
+def test_a_head_request_does_not_spend_the_link(site: Site) -> None:
+    register(site.http, "ann@example.com")
+    (link,) = site.links("ann@example.com")
+    assert site.http.head(path_of(link)).status_code == 200
+    assert site.http.get(path_of(link)).status_code == 303
+
+
+def test_verification_continues_the_authorization_request(site: Site) -> None:
+    rp = make_rp(site.ctx)
+    request_id, verifier, params = start_authorization(site.http, rp)
+    assert register(site.http, "ann@example.com", request_id=request_id).status_code == 200
+    (link,) = site.links("ann@example.com")
+    with site.ctx.sessions() as db:
+        assert db.scalars(select(ActionToken.authorization_request_id)).one() == request_id
+
+    response = site.http.get(path_of(link))
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/consent?request={request_id}"
+    response = submit_consent(site.http, response.headers["location"])
+    callback = query_of(response.headers["location"])
+    assert response.headers["location"].startswith(rp.redirect_uri)
+    assert callback["state"] == params["state"]
+    tokens = exchange(site.http, rp, callback["code"], verifier)
+    assert tokens.status_code == 200
+    claims = jwt.decode(tokens.json()["id_token"], options={"verify_signature": False})
+    user = site.user("ann@example.com")
+    assert user is not None
+    assert claims["sub"] == user.id and claims["email"] == "ann@example.com" and claims["email_verified"] is True
+    assert claims["amr"] == ["pwd"]
+
+
+def test_an_expired_authorization_request_lands_on_the_account_page(site: Site) -> None:
+    request_id, _, _ = start_authorization(site.http, make_rp(site.ctx))
+    register(site.http, "ann@example.com", request_id=request_id)
+    with site.ctx.sessions.begin() as db:
+        db.execute(update(AuthorizationRequest).values(expires_at=0))
+    (link,) = site.links("ann@example.com")
+    response = site.http.get(path_of(link))
+    assert response.status_code == 303 and response.headers["location"] == "/account"
+
+
+def test_a_person_with_a_second_factor_is_asked_for_it(site: Site) -> None:
+    register(site.http, "ann@example.com")
+    with site.ctx.sessions.begin() as db:
+        db.execute(update(User).values(mfa_method="email"))
+    (link,) = site.links("ann@example.com")
+    response = site.http.get(path_of(link))
+    assert response.status_code == 303 and response.headers["location"] == "/login/verify"
+    assert "idp_session=" not in response.headers["set-cookie"]
+
+
+# --- asking for a new link ----------------------------------------------------------------------
+
+
+def test_a_new_link_replaces_the_old_one(site: Site) -> None:
+    register(site.http, "ann@example.com")
+    response = resend(site.http, "ann@example.com")
+    assert response.status_code == 200
+    assert "we sent it a new link" in response.text
+    first, second = site.links("ann@example.com")
+    assert first != second
+    assert site.http.get(path_of(first)).status_code == 400
+    assert site.http.get(path_of(second)).status_code == 303
+    with site.ctx.sessions() as db:
+        assert all(used is not None for used in db.scalars(select(ActionToken.used_at)))
+
+
+def test_asking_for_a_link_answers_the_same_for_every_address(site: Site) -> None:
+    register(site.browser(), "waiting@example.com")
+    register(site.browser(), "verified@example.com")
+    (verified_link,) = site.links("verified@example.com")
+    site.browser().get(path_of(verified_link))
+
+    answers = {email: resend(site.browser(), email) for email in
+               ("waiting@example.com", "verified@example.com", "nobody@example.com")}
+    assert {r.status_code for r in answers.values()} == {200}
+    assert len({same_page(r.text, email) for email, r in answers.items()}) == 1
+    assert len(site.links("waiting@example.com")) == 2
+    assert len(site.mail("verified@example.com")) == 1
+    assert site.mail("nobody@example.com") == []
+
+
+def test_asking_for_links_is_limited_alike_for_every_address(site: Site) -> None:
+    register(site.http, "waiting@example.com")
+    for email in ("waiting@example.com", "nobody@example.com"):
+        for _ in range(registration.LIMIT):
+            assert resend(site.http, email).status_code == 200
+    limited = {email: resend(site.http, email) for email in ("waiting@example.com", "nobody@example.com")}
+    for response in limited.values():
+        assert response.status_code == 429
+        wait = re.search(r"You can ask again in (\d+) seconds\.", alert(response.text))
+        assert wait and 0 < int(wait.group(1)) <= registration.LIMIT_WINDOW
+    assert len({same_page(re.sub(r"\d+ seconds", "N seconds", r.text), email)
+                for email, r in limited.items()}) == 1
+    assert len(site.links("waiting@example.com")) == 1 + registration.LIMIT
+    # Refused requests do not push the wait further out.
+    with site.ctx.sessions.begin() as db:
+        db.execute(update(AuditEvent).where(AuditEvent.outcome == "success").values(at=AuditEvent.at - 200))
+    assert resend(site.http, "waiting@example.com").status_code == 200
+
+
+def test_asking_for_a_link_with_no_email_address_says_so(site: Site) -> None:
+    response = resend(site.http, "not-an-email")
+    assert response.status_code == 400 and alert(response.text) == "That is not an email address."
+
+
+def test_a_new_link_asked_for_in_another_browser_does_not_sign_in_the_first(site: Site) -> None:
+    register(site.http, "ann@example.com")
+    resend(site.browser(), "ann@example.com")
+    _, link = site.links("ann@example.com")
+    response = site.http.get(path_of(link))
+    assert response.status_code == 200 and "Your email is verified" in response.text
+
+
+# --- the audit ----------------------------------------------------------------------------------
+
+
+def test_audit_events_exist_and_hold_no_secret(site: Site) -> None:
+    register(site.http, "ann@example.com", name="Ann", phone="+14155550100")
+    resend(site.http, "ann@example.com")
+    resend(site.http, "nobody@example.com")
+    _, link = site.links("ann@example.com")
+    site.http.get(path_of(link))
+    site.http.get("/verify-email?token=wrong")
+
+    (registered,) = site.audit("registration")
+    user = site.user("ann@example.com")
+    assert user is not None
+    assert registered.outcome == "success" and registered.user_id == user.id
+    assert registered.detail is not None
+    assert registered.detail["account"] == "new" and registered.detail["recipient"] == "a***@example.com"
+    assert [(e.outcome, e.user_id) for e in site.audit("verification_resent")] == [
+        ("success", user.id), ("success", None)]
+    assert [e.outcome for e in site.audit("email_verified")] == ["success", "failure"]
+    assert registered.ip and registered.user_agent
+
+    with site.ctx.sessions() as db:
+        events = " ".join(f"{e.detail} {e.user_agent}" for e in db.scalars(select(AuditEvent)))
+    token = query_of(link)["token"]
+    for secret in (PASSWORD, token, token_digest(token), "ann@example.com", "+14155550100"):
+        assert secret not in events
+
+
+# --- the whole journey in Chromium --------------------------------------------------------------
+
+
+class ServedApp:
+    """The app served by uvicorn in a thread, as ``idp serve`` serves it."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ServedApp:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def wait_for_link(sink: Sink, to: str, timeout: float = 15) -> str:
+    """The background worker of the served app delivers the message; wait for it at the sink."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for received in sink.received:
+            found = to in received.rcpt_tos and LINK.search(text_of(received.message))
+            if found:
+                return found.group(1)
+        time.sleep(0.1)
+    raise AssertionError(f"no verification email reached {to}")
+
+
+def test_browser_register_verify_and_return_to_the_app(
+    browser: Any, make_site: Callable[..., Site], sink: Sink
+) -> None:
+    port = free_port()
+    site = make_site(IDP_ISSUER=f"http://127.0.0.1:{port}")
+    relying_app = RelyingApp()
+    threading.Thread(target=relying_app.serve_forever, daemon=True).start()
+    rp = make_rp(site.ctx, relying_app.origin + "/cb")
+    context = browser.new_context()
+    try:
+        with ServedApp(site.http.app, port) as served:
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            verifier, challenge = pkce_pair()
+            params = authorize_params(rp, challenge)
+            page.goto(f"{served.url}/authorize?{urlencode(params)}")
+            assert urlsplit(page.url).path == "/login"
+
+            with page.expect_navigation():
+                page.click("text=Create an account")
+            assert urlsplit(page.url).path == "/register"
+            page.fill("input[name=email]", "grace@example.com")
+            page.fill("input[name=password]", PASSWORD)
+            page.fill("input[name=password_confirm]", PASSWORD)
+            page.fill("input[name=name]", "Grace Hopper")
+            with page.expect_navigation():
+                page.click("button[type=submit]")
+            assert page.locator("h1").inner_text() == DONE
+
+            link = wait_for_link(sink, "grace@example.com")
+            assert link.startswith(f"{served.url}/verify-email?token=")
+            page.goto(link)
+            assert urlsplit(page.url).path == "/consent", page.url
+            page.click("button[name=decision][value=allow]")
+            page.wait_for_url(relying_app.origin + "/**")
+            callback = relying_app.callbacks[-1].params
+            assert callback["state"] == params["state"]
+
+            response = httpx.post(
+                served.url + "/token",
+                data={"grant_type": "authorization_code", "code": callback["code"],
+                      "redirect_uri": rp.redirect_uri, "code_verifier": verifier},
+                auth=rp.auth,
+            )
+            assert response.status_code == 200, response.text
+            id_token = response.json()["id_token"]
+            key = jwt.PyJWKClient(served.url + "/jwks.json").get_signing_key_from_jwt(id_token).key
+            claims = jwt.decode(id_token, key, algorithms=["RS256"], audience=rp.client_id, issuer=served.url)
+    finally:
+        context.close()
+        relying_app.shutdown()
+        relying_app.server_close()
+    user = site.user("grace@example.com")
+    assert user is not None and user.email_verified
+    assert claims["sub"] == user.id and claims["email_verified"] is True and claims["name"] == "Grace Hopper"
+    assert claims["nonce"] == params["nonce"]
