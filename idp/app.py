@@ -15,8 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from . import api
 from .context import Context
-from .endpoints import discovery, health
+from .endpoints import discovery, health, metrics
 from .endpoints.authorize import authorize
 from .endpoints.client_endpoints import introspection, revocation
 from .endpoints.discovery import PATHS
@@ -26,6 +27,7 @@ from .housekeeping import run_housekeeping
 from .messaging.worker import run_worker
 from .oauth.client_auth import ClientAuthenticator
 from .oauth.grants.issuance import TokenIssuer
+from .observability.middleware import RequestObservability
 from .pages import security
 from .pages.account import (
     account,
@@ -62,12 +64,12 @@ async def _database_unavailable(_request: Request, exc: Exception) -> Response:
 
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    """Every server process delivers the outbox and cleans up in the background while it serves."""
+    """Every server process cleans up in the background while it serves, and delivers the outbox
+    unless ``IDP_DELIVERY_WORKER=off`` leaves that to other processes."""
     stop = asyncio.Event()
-    tasks = [
-        asyncio.create_task(run_worker(app.state.ctx, stop)),
-        asyncio.create_task(run_housekeeping(app.state.ctx, stop)),
-    ]
+    tasks = [asyncio.create_task(run_housekeeping(app.state.ctx, stop))]
+    if app.state.ctx.settings.delivery_worker:
+        tasks.append(asyncio.create_task(run_worker(app.state.ctx, stop)))
     try:
         yield
     finally:
@@ -113,8 +115,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/account/security/resend", security.resend, methods=["POST"]),
         Route("/account/security/disable", security.disable, methods=["POST"]),
         Route("/account/security/recovery-codes", security.recovery_codes, methods=["POST"]),
+        api.mount(),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
+        Route("/metrics", metrics.metrics),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={DBAPIError: _database_unavailable}, lifespan=_lifespan)
@@ -128,4 +132,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
          issuer + PATHS["introspection_endpoint"]},
     )
     app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
+    app.add_middleware(RequestObservability, trusted_proxies=settings.trusted_proxies)
     return app

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .keys import KeyRing, KeyStore
 from .messaging.email import EmailBackend, email_backend
 from .messaging.sms import SmsBackend, sms_backend
+from .security.rate_limits import RateLimiter
 from .settings import Settings
 from .storage import make_engine, make_sessionmaker
 
@@ -43,6 +44,10 @@ class Context:
         if self.settings.redis_url is None:
             return None
         return redis.Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        return RateLimiter(self.settings, self.redis)
 
     @cached_property
     def email_backend(self) -> EmailBackend:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from .security.digests import new_id, new_token, token_digest
@@ -80,3 +80,18 @@ def end_session(db: Session, session_id: str) -> None:
     db.execute(
         update(Grant).where(Grant.session_id == session_id, Grant.revoked_at.is_(None)).values(revoked_at=stamp)
     )
+
+
+def sign_out_everywhere(db: Session, user_id: str, *, keep_session_id: str | None = None) -> int:
+    """End every live session of the person but ``keep_session_id`` and revoke every grant not made
+    in it, sessionless (offline) ones included; returns how many sessions ended."""
+    live = select(BrowserSession.id).where(BrowserSession.user_id == user_id, BrowserSession.ended_at.is_(None))
+    grants = update(Grant).where(Grant.user_id == user_id, Grant.revoked_at.is_(None))
+    if keep_session_id is not None:
+        live = live.where(BrowserSession.id != keep_session_id)
+        grants = grants.where(or_(Grant.session_id.is_(None), Grant.session_id != keep_session_id))
+    session_ids = list(db.scalars(live))
+    for session_id in session_ids:
+        end_session(db, session_id)
+    db.execute(grants.values(revoked_at=now()))
+    return len(session_ids)

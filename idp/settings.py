@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import limits
 import phonenumbers
 from starlette.config import Config
 
 _TRUE = {"on", "true", "1", "yes"}
+MAX_RATE_AMOUNT = 100_000
+MAX_RATE_WINDOW = 86_400
 _FALSE = {"off", "false", "0", "no"}
 
 
@@ -49,6 +52,13 @@ class Settings:
     kavenegar_api_base: str = "https://api.kavenegar.com"
     sms_webhook_url: str | None = None
     rate_limiting: bool = True
+    delivery_worker: bool = True
+    rate_limit_registration: str = "5/hour"
+    rate_limit_sign_in: str = "25/hour"
+    rate_limit_sign_in_account: str = "10/hour"
+    rate_limit_reset: str = "5/hour"
+    rate_limit_verification: str = "10/hour"
+    rate_limit_token: str = "600/minute"
     access_token_ttl: int = 900
     refresh_token_ttl: int = 1_209_600
     otp_ttl: int = 300
@@ -127,6 +137,21 @@ class Settings:
                 raise SettingsError(f"{name}: must be an absolute {' or '.join(schemes)} URL, not {value!r}")
             return value.rstrip("/")
 
+        def rate(name: str, default: str) -> str:
+            """One limit like ``5/hour`` or ``100 per 10 minutes``, as ``limits.parse`` reads it."""
+            value = text(name, default) or default
+            try:
+                parsed = limits.parse_many(value)
+            except ValueError:
+                raise SettingsError(f"{name}: must be a rate like 5/hour, not {value!r}") from None
+            if len(parsed) != 1:
+                raise SettingsError(f"{name}: must be one rate like 5/hour, not {value!r}")
+            if not 1 <= parsed[0].amount <= MAX_RATE_AMOUNT or parsed[0].get_expiry() > MAX_RATE_WINDOW:
+                raise SettingsError(
+                    f"{name}: must allow 1 to {MAX_RATE_AMOUNT} requests in a window of at most a day, not {value!r}"
+                )
+            return value
+
         issuer = url("IDP_ISSUER", cls.issuer)
         assert issuer is not None
         issuer_parts = urlsplit(issuer)
@@ -170,6 +195,13 @@ class Settings:
             kavenegar_api_base=url("IDP_KAVENEGAR_API_BASE", cls.kavenegar_api_base) or cls.kavenegar_api_base,
             sms_webhook_url=url("IDP_SMS_WEBHOOK_URL", None),
             rate_limiting=flag("IDP_RATE_LIMITING", True),
+            delivery_worker=flag("IDP_DELIVERY_WORKER", True),
+            rate_limit_registration=rate("IDP_RATE_LIMIT_REGISTRATION", cls.rate_limit_registration),
+            rate_limit_sign_in=rate("IDP_RATE_LIMIT_SIGN_IN", cls.rate_limit_sign_in),
+            rate_limit_sign_in_account=rate("IDP_RATE_LIMIT_SIGN_IN_ACCOUNT", cls.rate_limit_sign_in_account),
+            rate_limit_reset=rate("IDP_RATE_LIMIT_RESET", cls.rate_limit_reset),
+            rate_limit_verification=rate("IDP_RATE_LIMIT_VERIFICATION", cls.rate_limit_verification),
+            rate_limit_token=rate("IDP_RATE_LIMIT_TOKEN", cls.rate_limit_token),
             access_token_ttl=number("IDP_ACCESS_TOKEN_TTL", cls.access_token_ttl, 60, 86_400),
             refresh_token_ttl=number("IDP_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, 300, 31_536_000),
             otp_ttl=number("IDP_OTP_TTL", cls.otp_ttl, 60, 3600),

@@ -77,11 +77,16 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def base_environ(database_url: str, redis_url: str | None, keys_dir: Path) -> dict[str, str]:
-    """The settings every in-process app and every spawned ``idp`` shares, as environment."""
+    """The settings every in-process app and every spawned ``idp`` shares, as environment.
+
+    Rate limits are off: the suite signs in and registers from one address far more often than
+    a person would. tests/test_rate_limits.py turns them on in apps of its own.
+    """
     environ = {
         "IDP_DATABASE_URL": database_url,
         "IDP_KEYS_DIR": str(keys_dir),
         "IDP_SECRET_KEY": SECRET_KEY,
+        "IDP_RATE_LIMITING": "off",
     }
     if redis_url:
         environ["IDP_REDIS_URL"] = redis_url
@@ -174,10 +179,13 @@ def run_idp(environ: dict[str, str], *args: str, check: bool = False) -> subproc
     )
 
 
-def start_server(environ: dict[str, str], log: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    environ: dict[str, str], log: Path, *extra: str, issuer: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``idp serve`` on a free port, ready; its issuer is its own URL unless several share one ``issuer``."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")} | environ | {"IDP_ISSUER": url}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")} | environ | {"IDP_ISSUER": issuer or url}
     handle = log.open("wb")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "idp"), "serve", "--port", str(port), *extra],
@@ -201,9 +209,13 @@ def start_server(environ: dict[str, str], log: Path, *extra: str) -> tuple[subpr
 
 @pytest.fixture(scope="session")
 def live_server(base_environ: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """``idp serve`` in its own process on a free port, sharing the test database and keys."""
+    """``idp serve`` in its own process on a free port, sharing the test database and keys.
+
+    It delivers no messages: those the in-process app queues are read by the tests that caused
+    them, and a second process delivering from the same outbox would take them first.
+    """
     log = tmp_path_factory.mktemp("live") / "serve.log"
-    process, url = start_server(base_environ, log)
+    process, url = start_server(base_environ | {"IDP_DELIVERY_WORKER": "off"}, log)
     try:
         yield LiveServer(url, base_environ | {"IDP_ISSUER": url}, process, log)
     finally:

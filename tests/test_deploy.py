@@ -80,6 +80,9 @@ def test_migration_job_service_ingress_autoscaler_and_disruption_budget():
     backend = found["Ingress/idp"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == "idp"
     assert found["Ingress/idp"]["spec"]["tls"]
+    assert "location = /metrics { deny all; }" in found["Ingress/idp"]["metadata"]["annotations"][
+        "nginx.ingress.kubernetes.io/server-snippet"
+    ], "the metrics are not routed to the world"
     hpa = found["HorizontalPodAutoscaler/idp"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == "idp" and hpa["minReplicas"] >= 2
     pdb = found["PodDisruptionBudget/idp"]["spec"]

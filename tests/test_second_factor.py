@@ -29,7 +29,7 @@ from idp.context import Context
 from idp.messaging.worker import deliver_due
 from idp.migrate import upgrade
 from idp.oauth.clients import create_client
-from idp.storage import AuditEvent, BrowserSession, OutboxMessage, PendingSignIn, User, now
+from idp.storage import AuditEvent, BrowserSession, PendingSignIn, User, now
 
 from . import test_browser, test_messaging
 from .conftest import PASSWORD, TEST_ISSUER, LiveServer, make_settings, start_server
@@ -242,6 +242,12 @@ def assert_code_refused(response: Any) -> None:
     assert response.status_code == 400, response.text
     assert not session_cookies(response)
     assert "not right" in alert_text(response)
+
+
+def assert_sign_in_ended(response: Any) -> None:
+    assert response.status_code == 400, response.text
+    assert not session_cookies(response)
+    assert "third wrong code" in response.text
 
 
 # --- the page ----------------------------------------------------------------------------------
@@ -497,9 +503,39 @@ def test_three_wrong_codes_spend_the_code(mfa_ctx, browser_of, messages):
     assert_waits_for_second_factor(password_sign_in(web, person))
     right = code_sent_to(mfa_ctx, messages, person.email)
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
-    for _ in range(3):
+    for _ in range(2):
         assert_code_refused(enter_code(web, wrong))
-    assert_code_refused(enter_code(web, right))
+    assert_sign_in_ended(enter_code(web, wrong))
+    ended = web.get("/login/verify")
+    assert ended.status_code == 400 and "start again" in ended.text, "three wrong codes end the sign-in"
+    fields = hidden_fields(browser_of().get("/login").text)
+    assert web.post("/login/verify", data={**fields, "code": right}).status_code == 400
+
+
+def test_wrong_authenticator_codes_end_the_sign_in_and_count_toward_the_lockout(mfa_ctx, browser_of):
+    """An authenticator code has no resend limit to protect it: three wrong codes end the pending
+    sign-in, and each counts like a wrong password, so signing in again and again cannot guess it."""
+    person = new_person(mfa_ctx)
+    secret = pyotp.random_base32()
+    with mfa_ctx.sessions.begin() as db:
+        user = db.get(User, person.id)
+        user.mfa_method = "totp"
+        user.totp_secret = totp.seal(mfa_ctx.secret_key, secret)
+    wrong = f"{(int(pyotp.TOTP(secret).now()) + 500_000) % 1_000_000:06d}"
+    web = browser_of()
+    assert_waits_for_second_factor(password_sign_in(web, person))
+    for _ in range(2):
+        assert_code_refused(enter_code(web, wrong))
+    assert_sign_in_ended(enter_code(web, wrong))
+    assert web.get("/login/verify").status_code == 400
+    assert_waits_for_second_factor(password_sign_in(web, person))
+    for _ in range(2):
+        assert_code_refused(enter_code(web, wrong))
+    with mfa_ctx.sessions() as db:
+        user = db.get(User, person.id)
+        assert user.locked_until is not None, "five wrong codes in a row lock the account"
+    refused = password_sign_in(web, person)
+    assert refused.status_code == 400, "a locked account answers like a wrong password"
 
 
 def test_resend_limit_shows_a_wait(mfa_ctx, browser_of):
@@ -555,10 +591,12 @@ def test_turning_off_needs_the_password(mfa_ctx, browser_of, messages):
         assert totp.remaining_recovery_codes(db, user) == 0
     [disabled] = events(mfa_ctx, person.id, "second_factor_disabled")
     assert disabled.detail == {"method": "totp"}
-    with mfa_ctx.sessions() as db:
-        notice = db.scalar(select(OutboxMessage).where(OutboxMessage.recipient == person.email)
-                           .order_by(OutboxMessage.created_at.desc()).limit(1))
-        assert notice is not None and notice.subject == "Two-step sign-in is off for your account"
+    notice = f"email to {person.email}\nSubject: Two-step sign-in is off for your account\n"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(r.getMessage().startswith(notice) for r in messages.records):
+        deliver_due(mfa_ctx)  # the subject is sealed in the outbox: read it from what was sent
+        time.sleep(0.05)
+    assert any(r.getMessage().startswith(notice) for r in messages.records)
 
     other = browser_of()
     assert password_sign_in(other, person).headers["location"] == "/account"

@@ -49,11 +49,10 @@ def sign_in_with_password(
     if user.locked_until is not None and user.locked_until > stamp:
         return SignInResult(Outcome.FAILED, user, "locked")
     if not correct:
-        locked = _count_failure(db, settings, secret_key, user, stamp)
+        locked = count_failure(db, settings, secret_key, user)
         return SignInResult(Outcome.FAILED, user, "locked_now" if locked else "wrong_password")
-    if user.failed_sign_ins or user.locked_until is not None:
-        user.failed_sign_ins = 0
-        user.locked_until = None
+    if not user.mfa_method:
+        reset_failures(user)
     if user.password_hash and needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     if settings.require_verified_email and not user.email_verified:
@@ -61,8 +60,17 @@ def sign_in_with_password(
     return SignInResult(Outcome.SIGNED_IN, user)
 
 
-def _count_failure(db: Session, settings: Settings, secret_key: str, user: User, stamp: int) -> bool:
-    """Count one failure; lock and tell the owner when it is one too many. True when it locked."""
+def reset_failures(user: User) -> None:
+    """A whole sign-in succeeded: with a second factor, only once that factor was right too."""
+    if user.failed_sign_ins or user.locked_until is not None:
+        user.failed_sign_ins = 0
+        user.locked_until = None
+
+
+def count_failure(db: Session, settings: Settings, secret_key: str, user: User) -> bool:
+    """Count one failed proof of identity (a password, a second-factor code, a re-entered current
+    password); lock and tell the owner when it is one too many. True when it locked."""
+    stamp = now()
     failures = db.execute(
         update(User)
         .where(User.id == user.id)

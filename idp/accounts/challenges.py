@@ -11,21 +11,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..context import Context
 from ..messaging.outbox import enqueue_email, enqueue_sms
+from ..metrics import CODES_SENT
 from ..security.digests import new_token, token_digest
+from ..sessions import sign_out_everywhere
 from ..storage import PendingSignIn, User, now
 from . import otp, totp
+from .authentication import count_failure, reset_failures
 from .phones import PhoneError, to_e164
 from .users import UserError, create_user, normalize_email
 
 LIFETIME = 10 * 60
+MAX_WRONG_CODES = 3
 SECOND_FACTOR = "second_factor"
 SIGN_IN = "sign_in"
+
+
+class TooManyWrongCodes(Exception):
+    """The sign-in ended after its third wrong code; what was counted must still be committed."""
 
 
 class IdentifierError(ValueError):
@@ -116,6 +124,7 @@ def send_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
         enqueue_email(db, ctx.secret_key, pending.identifier, "one_time_code", message)
     else:
         enqueue_sms(db, ctx.secret_key, pending.identifier, "one_time_code", message)
+    CODES_SENT.labels(channel=pending.channel).inc()
 
 
 def _may_receive(ctx: Context, db: Session, pending: PendingSignIn) -> bool:
@@ -165,17 +174,43 @@ def start_passwordless(
 
 
 def verify(ctx: Context, db: Session, pending: PendingSignIn, code: str) -> tuple[User, list[str]] | None:
-    """The person and the ``amr`` of the finished sign-in, or ``None`` when the code is wrong."""
+    """The person and the ``amr`` of the finished sign-in, or ``None`` when the code is wrong.
+
+    Raises :class:`TooManyWrongCodes` when this wrong code was the last one allowed.
+    """
     if is_second_factor(pending):
-        return _verify_second_factor(ctx, db, pending, code)
-    return _verify_passwordless(ctx, db, pending, code)
+        result = _verify_second_factor(ctx, db, pending, code)
+    else:
+        result = _verify_passwordless(ctx, db, pending, code)
+    if result is None:
+        _count_wrong_code(ctx, db, pending)
+    return result
+
+
+def _count_wrong_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
+    """The third wrong code ends the pending sign-in, and a wrong second factor counts toward the
+    lockout like a wrong password: an authenticator code, which no resend limit protects, cannot
+    be guessed by signing in with the password again and again."""
+    tries = db.execute(
+        update(PendingSignIn)
+        .where(PendingSignIn.token_hash == pending.token_hash)
+        .values(attempts=PendingSignIn.attempts + 1)
+        .returning(PendingSignIn.attempts)
+    ).scalar_one_or_none()
+    if is_second_factor(pending) and pending.user_id is not None:
+        user = db.get(User, pending.user_id)
+        if user is not None:
+            count_failure(db, ctx.settings, ctx.secret_key, user)
+    if tries is not None and tries >= MAX_WRONG_CODES:
+        finish(db, pending)
+        raise TooManyWrongCodes
 
 
 def _verify_second_factor(
     ctx: Context, db: Session, pending: PendingSignIn, code: str
 ) -> tuple[User, list[str]] | None:
     user = db.get(User, pending.user_id) if pending.user_id else None
-    if user is None or user.disabled:
+    if user is None or user.disabled or (user.locked_until is not None and user.locked_until > now()):
         return None
     if pending.channel == "totp":
         ok = totp.verify(db, ctx.secret_key, user, code)
@@ -188,6 +223,7 @@ def _verify_second_factor(
         ok, method = True, "otp"
     if not ok:
         return None
+    reset_failures(user)
     return user, [*pending.amr, method, "mfa"]
 
 
@@ -197,6 +233,11 @@ def _verify_passwordless(ctx: Context, db: Session, pending: PendingSignIn, code
         return None
     method = "sms" if pending.channel == "sms" else "otp"
     user = db.get(User, pending.user_id) if pending.user_id else None
+    if user is not None and pending.channel == "sms" and not user.phone_verified:
+        # Whoever made that account only claimed the number; the person who proved it is someone else.
+        user.phone = None
+        db.flush()
+        user = None
     if user is None:
         if not ctx.settings.self_registration:
             return None
@@ -206,10 +247,25 @@ def _verify_passwordless(ctx: Context, db: Session, pending: PendingSignIn, code
     if user.disabled:
         return None
     if pending.channel == "email" and not user.email_verified:
-        user.email_verified = True
-    if pending.channel == "sms" and not user.phone_verified:
+        _reclaim(db, ctx, user)
+    if pending.channel == "sms":
         user.phone_verified = True
     return user, [method]
+
+
+def _reclaim(db: Session, ctx: Context, user: User) -> None:
+    """The first proof of this email address: whoever made the account before never proved it, so
+    nothing they set stays (their password, second factor, unverified phone, sessions and grants).
+    This is what stops an account being hijacked before its owner ever signs in."""
+    user.email_verified = True
+    user.password_hash = None
+    user.mfa_method = None
+    user.totp_secret = None
+    user.totp_last_step = None
+    if not user.phone_verified:
+        user.phone = None
+    totp.spend_recovery_codes(db, user)
+    sign_out_everywhere(db, user.id)
 
 
 def _register_on_first_sign_in(db: Session, pending: PendingSignIn) -> User | None:

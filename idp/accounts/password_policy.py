@@ -95,6 +95,8 @@ def set_password(db: Session, settings: Settings, user: User, password: str) -> 
         )
     )
     if user.password_hash and user.password_hash not in previous:
+        # A password set outside this function (``idp users create --password``) joins the history now.
+        db.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash, created_at=user.updated_at))
         previous = [user.password_hash, *previous][:HISTORY]
     check_new_password(
         password,

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ..context import Context
 from ..messaging.outbox import enqueue_sms
+from ..metrics import CODES_SENT
 from ..sessions import end_session
 from ..storage import BrowserSession, OneTimeCode, User, now
 from . import otp
@@ -82,6 +83,7 @@ def send_phone_code(ctx: Context, db: Session, user: User, phone: str) -> None:
     enqueue_sms(
         db, ctx.secret_key, phone, "verify_phone", {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
     )
+    CODES_SENT.labels(channel="sms").inc()
 
 
 def pending_phone(db: Session, user: User) -> str | None:

@@ -18,15 +18,16 @@ from datetime import UTC, datetime
 from enum import Enum
 from urllib.parse import urlencode
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from .. import audit
 from ..messaging.outbox import enqueue_email
 from ..security.digests import new_token, token_digest
-from ..sessions import end_session
+from ..sessions import sign_out_everywhere
 from ..settings import Settings
-from ..storage import ActionToken, BrowserSession, Grant, User, now
+from ..storage import ActionToken, User, now
+from .authentication import count_failure
 from .password_policy import set_password
 from .passwords import verify_password
 from .users import normalize_email
@@ -148,7 +149,7 @@ def reset_password(db: Session, settings: Settings, secret_key: str, token: str,
         .values(used_at=stamp)
         .execution_options(synchronize_session=False)
     )
-    ended = _sign_out_everywhere(db, user, keep_session_id=None, stamp=stamp)
+    ended = sign_out_everywhere(db, user.id)
     user.failed_sign_ins = 0
     user.locked_until = None
     user.email_verified = True
@@ -182,10 +183,11 @@ def change_password(
             db, "password_changed", outcome="failure", user_id=user.id, ip=ip, user_agent=user_agent,
             detail={"reason": "wrong_current_password"},
         )
+        count_failure(db, settings, secret_key, user)
         raise WrongCurrentPassword
     set_password(db, settings, user, new_password)
     stamp = now()
-    ended = _sign_out_everywhere(db, user, keep_session_id=keep_session_id, stamp=stamp)
+    ended = sign_out_everywhere(db, user.id, keep_session_id=keep_session_id)
     _notify(db, settings, secret_key, user, stamp)
     audit.record(
         db, "password_changed", outcome="success", user_id=user.id, ip=ip, user_agent=user_agent,
@@ -193,21 +195,6 @@ def change_password(
     )
     db.flush()
     return ended
-
-
-def _sign_out_everywhere(db: Session, user: User, *, keep_session_id: str | None, stamp: int) -> int:
-    """End every live session of the person but ``keep_session_id`` and revoke every grant not made
-    in it, sessionless (offline) ones included; returns how many sessions ended."""
-    live = select(BrowserSession.id).where(BrowserSession.user_id == user.id, BrowserSession.ended_at.is_(None))
-    grants = update(Grant).where(Grant.user_id == user.id, Grant.revoked_at.is_(None))
-    if keep_session_id is not None:
-        live = live.where(BrowserSession.id != keep_session_id)
-        grants = grants.where(or_(Grant.session_id.is_(None), Grant.session_id != keep_session_id))
-    session_ids = list(db.scalars(live))
-    for session_id in session_ids:
-        end_session(db, session_id)
-    db.execute(grants.values(revoked_at=stamp))
-    return len(session_ids)
 
 
 def _notify(db: Session, settings: Settings, secret_key: str, user: User, stamp: int) -> None:

@@ -17,14 +17,15 @@ import json
 from dataclasses import dataclass
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from ..context import Context
 from ..messaging.outbox import enqueue_email, enqueue_sms
+from ..metrics import CODES_SENT
 from ..security.sealing import Sealer
-from ..storage import BrowserSession, RecoveryCode, User, now
+from ..storage import BrowserSession, User, now
 from . import otp, totp
+from .authentication import count_failure
 from .passwords import verify_password
 
 METHODS = ("totp", "email", "sms")
@@ -72,13 +73,17 @@ def needs_password(session: BrowserSession) -> bool:
     return now() - session.auth_time >= REAUTH_WINDOW
 
 
-def reauthenticate(session: BrowserSession, user: User, password: str) -> None:
-    """Raises :class:`NotReauthenticated` unless the session is fresh or ``password`` is the person's."""
+def reauthenticate(ctx: Context, db: Session, session: BrowserSession, user: User, password: str) -> None:
+    """Raises :class:`NotReauthenticated` unless the session is fresh or ``password`` is the person's.
+
+    A wrong password counts toward the lockout, so a borrowed session cannot be used to guess it.
+    """
     if not needs_password(session):
         return
     if user.password_hash is None:
         raise NotReauthenticated(NEEDS_SIGN_IN)
     if not verify_password(user.password_hash, password[:1024]):
+        count_failure(db, ctx.settings, ctx.secret_key, user)
         raise NotReauthenticated(WRONG_PASSWORD)
 
 
@@ -121,6 +126,7 @@ def send_code(ctx: Context, db: Session, user: User, enrolment: Enrolment) -> No
         enqueue_email(db, ctx.secret_key, enrolment.destination, "one_time_code", message)
     else:
         enqueue_sms(db, ctx.secret_key, enrolment.destination, "one_time_code", message)
+    CODES_SENT.labels(channel=enrolment.method).inc()
 
 
 def confirm(ctx: Context, db: Session, user: User, enrolment: Enrolment, code: str) -> list[str] | None:
@@ -158,12 +164,7 @@ def turn_off(ctx: Context, db: Session, user: User) -> str:
     user.totp_secret = None
     user.totp_last_step = None
     user.updated_at = now()
-    stamp = now()
-    db.execute(
-        update(RecoveryCode)
-        .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
-        .values(used_at=stamp)
-    )
+    totp.spend_recovery_codes(db, user)
     if user.email is not None:
         enqueue_email(
             db,

@@ -76,9 +76,17 @@ def _recovery_digest(secret_key: str, user_id: str, code: str) -> str:
     return keyed_digest(secret_key, f"recovery:{user_id}:{code.strip().lower().replace('-', '')}")
 
 
+def spend_recovery_codes(db: Session, user: User) -> None:
+    db.execute(
+        update(RecoveryCode)
+        .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+        .values(used_at=now())
+    )
+
+
 def new_recovery_codes(db: Session, secret_key: str, user: User) -> list[str]:
     """Ten fresh codes, shown once; every earlier code stops working."""
-    db.execute(update(RecoveryCode).where(RecoveryCode.user_id == user.id).values(used_at=now()))
+    spend_recovery_codes(db, user)
     codes = []
     for _ in range(RECOVERY_CODES):
         raw = secrets.token_hex(5)

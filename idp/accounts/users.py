@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..security.digests import new_id
-from ..storage import BrowserSession, Grant, User, now
+from ..sessions import sign_out_everywhere
+from ..storage import User, now
 from .passwords import hash_password
 from .phones import PhoneError, to_e164
 
@@ -115,13 +116,7 @@ def unlock_user(db: Session, user_id: str) -> User:
 def disable_user(db: Session, user_id: str) -> User:
     """A disabled person loses every session and every grant at once."""
     user = get_user(db, user_id)
-    stamp = now()
     user.disabled = True
-    user.updated_at = stamp
-    db.execute(
-        update(BrowserSession)
-        .where(BrowserSession.user_id == user.id, BrowserSession.ended_at.is_(None))
-        .values(ended_at=stamp)
-    )
-    db.execute(update(Grant).where(Grant.user_id == user.id, Grant.revoked_at.is_(None)).values(revoked_at=stamp))
+    user.updated_at = now()
+    sign_out_everywhere(db, user.id)
     return user

@@ -6,12 +6,14 @@ Bad input ends with one line on stderr and exit status 2, before anything is wri
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
 from ..accounts.users import UserError
 from ..keys import KeyStoreError
 from ..oauth.clients import ClientError
+from ..observability.logs import configure_logging
 from ..settings import Settings, SettingsError
 from . import audit, cleanup, clients, keys, migrate, serve, users
 
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(logging.WARNING)
     try:
         settings = Settings.from_environ()
         return int(args.run(settings, args) or 0)

@@ -7,11 +7,17 @@ nothing but the database, Redis and the keys directory.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import uvicorn
 
 from ..keys import KeyStore
 from ..migrate import upgrade
+from ..observability.logs import configure_logging, logging_config
 from ..settings import Settings
 
 
@@ -35,19 +41,39 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.set_defaults(run=run)
 
 
+@contextmanager
+def _metrics_shared_by(workers: int) -> Iterator[None]:
+    """Several workers are several processes: prometheus_client then keeps every worker's values in
+    files of a fresh directory, which ``/metrics`` sums. It is made before the workers start (they
+    read the variable when they import prometheus_client) and removed when the server stops."""
+    if workers == 1:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="idp-metrics-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    configure_logging(logging.INFO)
     upgrade(settings.database_url)
     store = KeyStore(settings.keys_dir)
     store.ensure()
     if settings.secret_key is None:
         store.secret_key()
-    uvicorn.run(
-        "idp.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        proxy_headers=False,
-        server_header=False,
-    )
+    with _metrics_shared_by(args.workers):
+        uvicorn.run(
+            "idp.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            proxy_headers=False,
+            server_header=False,
+            log_config=logging_config(logging.INFO),
+            access_log=False,
+        )
     return 0

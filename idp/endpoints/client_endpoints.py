@@ -13,6 +13,7 @@ from ..oauth.introspection import introspect
 from ..oauth.revocation import revoke
 from ..security.forms import FormError, read_form, single_values
 from .responses import json_response, oauth_error
+from .throttling import throttle_client
 
 
 async def revocation(request: Request) -> Response:
@@ -43,6 +44,7 @@ def _authenticated(request: Request, pairs: list[tuple[str, str]], handler) -> R
         with state.ctx.sessions() as db:
             client = state.authenticator.authenticate(db, credentials)
             db.commit()
+            throttle_client(request, db, client)
             return handler(request, db, client, form)
     except OAuthError as exc:
         return oauth_error(exc)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger("idp.health")
 
 
 async def healthz(_request: Request) -> Response:
@@ -17,24 +21,32 @@ async def readyz(request: Request) -> Response:
 
 
 def _readyz(request: Request) -> Response:
-    """Ready when the database answers and, if configured, Redis does too."""
+    """Ready while the database answers; degraded, but still ready, while only Redis is down.
+
+    Every replica shares the same Redis: were its loss to fail readiness, one Redis outage would take
+    every replica out of the load balancer, although sign-ins keep working on in-process counters.
+    Without the database nothing works, so that alone makes a replica not ready.
+    """
     ctx = request.app.state.ctx
     checks: dict[str, str] = {}
     try:
         with ctx.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         checks["database"] = "ok"
-    except Exception:  # noqa: BLE001 - any failure means not ready
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        log.error("readiness: database unavailable: %s", type(exc).__name__)
         checks["database"] = "unavailable"
     if ctx.redis is not None:
         try:
             ctx.redis.ping()
             checks["redis"] = "ok"
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any failure means degraded
+            log.error("readiness: redis unavailable: %s", type(exc).__name__)
             checks["redis"] = "unavailable"
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status_code=200 if ready else 503,
-        headers={"Cache-Control": "no-store"},
-    )
+    if checks["database"] != "ok":
+        status, code = "unavailable", 503
+    elif any(value != "ok" for value in checks.values()):
+        status, code = "degraded", 200
+    else:
+        status, code = "ready", 200
+    return JSONResponse({"status": status, "checks": checks}, status_code=code, headers={"Cache-Control": "no-store"})

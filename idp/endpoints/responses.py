@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from ..oauth.errors import InvalidClient, OAuthError
+from ..oauth.errors import InvalidClient, OAuthError, TemporarilyUnavailable
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -19,4 +19,6 @@ def oauth_error(error: OAuthError) -> JSONResponse:
     response = json_response(error.body(), status_code=error.status_code)
     if isinstance(error, InvalidClient) and error.used_basic:
         response.headers["WWW-Authenticate"] = 'Basic realm="idp", charset="UTF-8"'
+    if isinstance(error, TemporarilyUnavailable):
+        response.headers["Retry-After"] = str(error.retry_after)
     return response

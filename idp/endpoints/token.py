@@ -6,11 +6,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..metrics import TOKENS
 from ..oauth.client_auth import read_credentials
 from ..oauth.errors import InvalidRequest, OAuthError, UnsupportedGrantType
 from ..oauth.grants import authorization_code, client_credentials, refresh_token
 from ..security.forms import FormError, read_form, single_values
 from .responses import json_response, oauth_error
+from .throttling import throttle_client
 
 GRANTS = (authorization_code.GRANT_TYPE, refresh_token.GRANT_TYPE, client_credentials.GRANT_TYPE)
 
@@ -38,6 +40,7 @@ def _token(request: Request, pairs: list[tuple[str, str]]) -> Response:
         with state.ctx.sessions() as db:
             client = state.authenticator.authenticate(db, credentials)
             db.commit()
+            throttle_client(request, db, client)
             if grant_type == authorization_code.GRANT_TYPE:
                 body = authorization_code.exchange(db, state.issuer, client, form)
             elif grant_type == refresh_token.GRANT_TYPE:
@@ -46,4 +49,5 @@ def _token(request: Request, pairs: list[tuple[str, str]]) -> Response:
                 body = client_credentials.issue(state.issuer, client, form)
     except OAuthError as exc:
         return oauth_error(exc)
+    TOKENS.labels(grant_type=grant_type).inc()
     return json_response(body)

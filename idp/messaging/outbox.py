@@ -5,6 +5,7 @@ a message is sent exactly when that change is real, and the worker never blocks 
 
 An email template pair is ``email/<name>.txt`` and ``email/<name>.html``; the first line of the
 text template is the subject, the rest is the text. An SMS template is ``sms/<name>.txt``.
+The subject is sealed with the text, as a subject may carry a code too.
 """
 
 from __future__ import annotations
@@ -40,23 +41,20 @@ def render_sms(template: str, context: dict[str, Any]) -> str:
 
 def enqueue_email(db: Session, secret_key: str, to: str, template: str, context: dict[str, Any]) -> OutboxMessage:
     subject, text, html = render_email(template, context)
-    return _enqueue(db, secret_key, "email", to, subject, {"text": text, "html": html})
+    return _enqueue(db, secret_key, "email", to, {"subject": subject, "text": text, "html": html})
 
 
 def enqueue_sms(db: Session, secret_key: str, to: str, template: str, context: dict[str, Any]) -> OutboxMessage:
     """``to`` is an E.164 number, as ``idp.accounts.phones`` makes it."""
-    return _enqueue(db, secret_key, "sms", to, None, {"text": render_sms(template, context)})
+    return _enqueue(db, secret_key, "sms", to, {"text": render_sms(template, context)})
 
 
-def _enqueue(
-    db: Session, secret_key: str, channel: str, to: str, subject: str | None, content: dict[str, str]
-) -> OutboxMessage:
+def _enqueue(db: Session, secret_key: str, channel: str, to: str, content: dict[str, str]) -> OutboxMessage:
     stamp = now()
     message = OutboxMessage(
         id=new_id(),
         channel=channel,
         recipient=to,
-        subject=subject,
         body=Sealer(secret_key, OUTBOX).seal(json.dumps(content)),
         created_at=stamp,
         attempts=0,

@@ -20,6 +20,7 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import ColumnElement, or_, select, update
 
 from .. import audit
+from ..metrics import DELIVERIES_FAILED
 from ..security.sealing import OUTBOX, Sealer
 from ..storage import OutboxMessage, now
 from .email import Email
@@ -44,7 +45,6 @@ class Claimed:
     id: str
     channel: str
     recipient: str
-    subject: str | None
     body: str
     attempts: int
 
@@ -97,7 +97,7 @@ def _claim(ctx: Context, message_id: str) -> Claimed | None:
             return None
         row = db.get_one(OutboxMessage, message_id)
         assert row.body is not None
-        return Claimed(row.id, row.channel, row.recipient, row.subject, row.body, row.attempts)
+        return Claimed(row.id, row.channel, row.recipient, row.body, row.attempts)
 
 
 def _deliver(ctx: Context, message: Claimed) -> bool:
@@ -126,7 +126,7 @@ def _send(ctx: Context, message: Claimed) -> None:
     except InvalidToken:
         raise DeliveryError("the body cannot be opened: was IDP_SECRET_KEY changed?") from None
     if message.channel == "email":
-        ctx.email_backend.send(Email(message.recipient, message.subject or "", content["text"], content["html"]))
+        ctx.email_backend.send(Email(message.recipient, content["subject"], content["text"], content["html"]))
     else:
         ctx.sms_backend.send(Sms(message.recipient, content["text"]))
 
@@ -158,6 +158,7 @@ def _failed(ctx: Context, message: Claimed, error: str) -> None:
             "outbox message %s (%s to %s) failed for good after %d attempts: %s",
             message.id, message.channel, audit.mask(message.recipient), attempts, error,
         )
+        DELIVERIES_FAILED.labels(channel=message.channel).inc()
     else:
         log.warning(
             "outbox message %s: attempt %d failed (%s), retrying in %d s",

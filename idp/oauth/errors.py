@@ -89,5 +89,17 @@ class InsufficientScope(OAuthError):
     status_code = 403
 
 
+class TemporarilyUnavailable(OAuthError):
+    """RFC 6749 §4.1.2.1's ``temporarily_unavailable``, answered with 429 and ``Retry-After``
+    (RFC 6585 §4) when a client has spent its rate limit."""
+
+    error = "temporarily_unavailable"
+    status_code = 429
+
+    def __init__(self, description: str, *, retry_after: int) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+
+
 class BadAuthorizationTarget(Exception):
     """The ``client_id`` or ``redirect_uri`` cannot be trusted: show a page, never redirect."""

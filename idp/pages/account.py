@@ -23,9 +23,11 @@ from ..accounts.recovery import WrongCurrentPassword
 from ..accounts.recovery import change_password as change_password_service
 from ..audit import mask
 from ..security.forms import FormError, read_form, single_values
+from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
 from .browser import audit, clear_session_cookie, current_session, request_address
 from .rendering import error_page, render
+from .throttling import throttled
 
 EXPIRED_FORM = "This form has expired. Please try again."
 WRONG_CODE = "That code is not right, or it has expired. Check it, or ask for a new one."
@@ -156,6 +158,8 @@ def update_name(request: Request, db: Session, active: ActiveSession, form: dict
 @_signed_in(_account_page)
 def add_phone(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     """Send a code to the new number; it is stored only once the code comes back."""
+    if refused := throttled(request, Limit.VERIFICATION, db=db):
+        return refused
     ctx = request.app.state.ctx
     values = {"phone": form.get("phone", "")}
     try:
@@ -185,6 +189,8 @@ def add_phone(request: Request, db: Session, active: ActiveSession, form: dict[s
 
 @_signed_in(_verify_page)
 def verify_phone(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    if request.method == "POST" and (refused := throttled(request, Limit.VERIFICATION, db=db)):
+        return refused
     phone = profile.pending_phone(db, active.user)
     if phone is None:
         return RedirectResponse("/account", status_code=303)
@@ -214,6 +220,8 @@ def verify_phone(request: Request, db: Session, active: ActiveSession, form: dic
 
 @_signed_in(_verify_page)
 def resend_phone_code(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    if refused := throttled(request, Limit.VERIFICATION, db=db):
+        return refused
     phone = profile.pending_phone(db, active.user)
     if phone is None:
         return RedirectResponse("/account", status_code=303)

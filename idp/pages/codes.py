@@ -11,16 +11,20 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import challenges, otp
+from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.forms import FormError, read_form, single_values
+from ..security.rate_limits import Limit
 from .browser import audit
 from .rendering import error_page, render
 from .signin import complete_sign_in, pending_cookie, set_pending_cookie
+from .throttling import throttled
 
 EXPIRED_FORM = "This form has expired. Please try again."
 WRONG_CODE = "That code is not right, or it has expired. Check it, or ask for a new one."
 GONE = "This sign-in has expired. Please start again."
+TOO_MANY = "That was the third wrong code, so this sign-in has ended. Please start again."
 
 
 async def request_code(request: Request) -> Response:
@@ -66,6 +70,8 @@ def _request_code(request: Request, form: dict[str, str]) -> Response:
         return render(request, "code_request.html", page)
     if not request.app.state.csrf.valid(request, form.get("csrf_token")):
         return render(request, "code_request.html", {**page, "error": EXPIRED_FORM}, status_code=400)
+    if refused := throttled(request, Limit.SIGN_IN, Limit.VERIFICATION):
+        return refused
     try:
         identifier = challenges.parse_identifier(form.get("identifier", ""), ctx.settings.phone_default_region)
     except challenges.IdentifierError as exc:
@@ -109,7 +115,15 @@ def _enter_code(request: Request, form: dict[str, str]) -> Response:
             return render(request, "code_enter.html", page)
         if not request.app.state.csrf.valid(request, form.get("csrf_token")):
             return render(request, "code_enter.html", {**page, "error": EXPIRED_FORM}, status_code=400)
-        result = challenges.verify(ctx, db, pending, form.get("code", ""))
+        if refused := throttled(request, Limit.SIGN_IN, db=db):
+            return refused
+        try:
+            result = challenges.verify(ctx, db, pending, form.get("code", ""))
+        except challenges.TooManyWrongCodes:
+            audit(request, db, "code_verified", outcome="failure", user_id=pending.user_id,
+                  detail={"channel": pending.channel, "reason": "too_many_wrong_codes"})
+            db.commit()
+            return error_page(request, TOO_MANY)
         purpose = "second_factor" if challenges.is_second_factor(pending) else "sign_in"
         if result is None:
             audit(
@@ -121,6 +135,7 @@ def _enter_code(request: Request, form: dict[str, str]) -> Response:
                 detail={"channel": pending.channel, "purpose": purpose},
             )
             db.commit()
+            SIGN_INS.labels(method="second_factor" if page["second_factor"] else "code", outcome="failure").inc()
             return render(request, "code_enter.html", {**page, "error": WRONG_CODE}, status_code=400)
         user, amr = result
         audit(
@@ -144,6 +159,8 @@ def _resend_code(request: Request, form: dict[str, str]) -> Response:
         page = {"second_factor": challenges.is_second_factor(pending), "channel": pending.channel}
         if not request.app.state.csrf.valid(request, form.get("csrf_token")):
             return render(request, "code_enter.html", {**page, "error": EXPIRED_FORM}, status_code=400)
+        if refused := throttled(request, Limit.VERIFICATION, db=db):
+            return refused
         try:
             challenges.send_code(ctx, db, pending)
         except otp.ResendTooSoon as exc:

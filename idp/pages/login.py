@@ -7,12 +7,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..accounts.authentication import Outcome, sign_in_with_password
+from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.forms import FormError, read_form, single_values
+from ..security.rate_limits import Limit
 from .browser import audit
 from .rendering import error_page, render
 from .signin import complete_sign_in, start_second_factor
+from .throttling import throttled
 
 FAILED = "The email, phone number or password is not right."
 UNVERIFIED = "Verify your email address first: follow the link in the email we sent you."
@@ -49,6 +52,8 @@ def _login(request: Request, form: dict[str, str]) -> Response:
             return render(request, "login.html", page)
         if not request.app.state.csrf.valid(request, form.get("csrf_token")):
             return render(request, "login.html", {**page, "error": EXPIRED_FORM}, status_code=400)
+        if refused := throttled(request, Limit.SIGN_IN, account=form.get("username", ""), db=db):
+            return refused
         result = sign_in_with_password(
             db, ctx.settings, ctx.secret_key, form.get("username", ""), form.get("password", "")
         )
@@ -66,6 +71,7 @@ def _login(request: Request, form: dict[str, str]) -> Response:
             if result.reason == "locked_now":
                 audit(request, db, "account_locked", outcome="success", user_id=user.id if user else None)
             db.commit()
+            SIGN_INS.labels(method="password", outcome="failure").inc()
             unverified = result.outcome is Outcome.EMAIL_NOT_VERIFIED
             page = {**page, "error": UNVERIFIED if unverified else FAILED, "unverified_email": unverified}
             return render(request, "login.html", page, status_code=400)

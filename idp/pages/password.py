@@ -17,8 +17,10 @@ from ..accounts import recovery
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.users import UserError
 from ..security.forms import FormError, read_form, single_values
+from ..security.rate_limits import Limit
 from .browser import audit
 from .rendering import error_page, render
+from .throttling import throttled
 
 EXPIRED_FORM = "This form has expired. Please try again."
 NOT_AN_EMAIL = "That is not an email address."
@@ -61,6 +63,8 @@ def _forgot_password(request: Request, form: dict[str, str]) -> Response:
         return render(request, "password_forgot.html", page)
     if not request.app.state.csrf.valid(request, form.get("csrf_token")):
         return render(request, "password_forgot.html", {**page, "error": EXPIRED_FORM}, status_code=400)
+    if refused := throttled(request, Limit.RESET):
+        return refused
     with ctx.sessions() as db:
         try:
             asked = recovery.request_reset(db, ctx.settings, ctx.secret_key, form.get("email", ""))

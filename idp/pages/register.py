@@ -23,9 +23,11 @@ from ..oauth.errors import BadAuthorizationTarget
 from ..security.cookies import cookie_name
 from ..security.digests import new_token, token_digest
 from ..security.forms import FormError, read_form, single_values
+from ..security.rate_limits import Limit
 from .browser import audit
 from .rendering import error_page, render
 from .signin import complete_sign_in, start_second_factor
+from .throttling import throttled
 
 BROWSER_COOKIE = "idp_registration"
 EXPIRED_FORM = "This form has expired. Please try again."
@@ -115,6 +117,8 @@ def _register(request: Request, form: dict[str, str]) -> Response:
             return render(request, "register.html", page)
         if not request.app.state.csrf.valid(request, form.get("csrf_token")):
             return render(request, "register.html", {**page, "error": EXPIRED_FORM}, status_code=400)
+        if refused := throttled(request, Limit.REGISTRATION, db=db):
+            return refused
         browser_id = _browser_id(request)
         application = registration.Application(
             email=form.get("email", ""),
@@ -198,6 +202,8 @@ def _resend_verification(request: Request, form: dict[str, str]) -> Response:
     page = {"email": form.get("email", ""), "request_id": request_id}
     if not request.app.state.csrf.valid(request, form.get("csrf_token")):
         return render(request, "register_done.html", {**page, "error": EXPIRED_FORM}, status_code=400)
+    if refused := throttled(request, Limit.VERIFICATION):
+        return refused
     try:
         email = normalize_email(form.get("email", ""))
     except UserError:

@@ -18,9 +18,11 @@ from starlette.responses import RedirectResponse, Response
 from ..accounts import otp, second_factor, totp
 from ..accounts.second_factor import NotReauthenticated, SecondFactorError
 from ..security.forms import FormError, read_form, single_values
+from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
 from .browser import audit, current_session
 from .rendering import error_page, render
+from .throttling import throttled
 
 EXPIRED_FORM = "This form has expired. Please try again."
 WRONG_CODE = "That code is not right, or it has expired. Check it, or ask for a new one."
@@ -97,11 +99,13 @@ def _overview(
 
 
 def _refused(request: Request, db: Session, active: ActiveSession, exc: SecondFactorError) -> Response:
-    """Nothing changed; a wrong or missing password is recorded."""
-    db.rollback()
+    """Nothing changed; a wrong or missing password is recorded, and its count toward the lockout
+    (written by the check, before anything else) is kept."""
     if isinstance(exc, NotReauthenticated):
         audit(request, db, "reauthentication", outcome="failure", user_id=active.user.id,
               detail={"purpose": "second_factor"})
+    else:
+        db.rollback()
     return _overview(request, db, active, error=str(exc), status_code=400)
 
 
@@ -112,7 +116,7 @@ def _wait_message(wait: int) -> str:
 def _enable(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     try:
-        second_factor.reauthenticate(active.session, active.user, form.get("current_password", ""))
+        second_factor.reauthenticate(ctx, db, active.session, active.user, form.get("current_password", ""))
         enrolment = second_factor.start(ctx, db, active.user, form.get("method", ""))
     except SecondFactorError as exc:
         return _refused(request, db, active, exc)
@@ -144,6 +148,8 @@ def _confirm(request: Request, db: Session, active: ActiveSession, form: dict[st
 
 
 def _resend(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    if refused := throttled(request, Limit.VERIFICATION, db=db):
+        return refused
     ctx = request.app.state.ctx
     try:
         enrolment = second_factor.open_enrolment(ctx, active.user, form.get("enrolment", ""))
@@ -166,7 +172,7 @@ def _resend(request: Request, db: Session, active: ActiveSession, form: dict[str
 def _disable(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     try:
-        second_factor.reauthenticate(active.session, active.user, form.get("current_password", ""))
+        second_factor.reauthenticate(ctx, db, active.session, active.user, form.get("current_password", ""))
         method = second_factor.turn_off(ctx, db, active.user)
     except SecondFactorError as exc:
         return _refused(request, db, active, exc)
@@ -178,7 +184,7 @@ def _disable(request: Request, db: Session, active: ActiveSession, form: dict[st
 def _recovery_codes(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     try:
-        second_factor.reauthenticate(active.session, active.user, form.get("current_password", ""))
+        second_factor.reauthenticate(ctx, db, active.session, active.user, form.get("current_password", ""))
         codes = second_factor.new_recovery_codes(ctx, db, active.user)
     except SecondFactorError as exc:
         return _refused(request, db, active, exc)

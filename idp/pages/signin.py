@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import challenges
+from ..metrics import SIGN_INS
 from ..oauth.authorization import AuthorizationError, decide, load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.cookies import cookie_name
@@ -37,6 +38,13 @@ def set_pending_cookie(request: Request, response: Response, value: str) -> None
         secure=request.app.state.ctx.settings.secure_cookies,
         path="/",
     )
+
+
+def sign_in_method(amr: list[str]) -> str:
+    """How a finished sign-in was made, as the sign-in metric names it."""
+    if "mfa" in amr:
+        return "second_factor"
+    return "password" if "pwd" in amr else "code"
 
 
 def start_second_factor(request: Request, db: Session, user: User, *, authorization_request_id: str | None) -> Response:
@@ -77,6 +85,13 @@ def complete_sign_in(
                 response = authorization_response(request, exc.response)
     audit(request, db, "sign_in", outcome="success", user_id=user.id, client_id=client_id, detail={"amr": amr})
     db.commit()
+    SIGN_INS.labels(method=sign_in_method(amr), outcome="success").inc()
     set_session_cookie(request, response, cookie)
-    response.delete_cookie(pending_cookie(request), path="/")
+    response.delete_cookie(
+        pending_cookie(request),
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=request.app.state.ctx.settings.secure_cookies,
+    )
     return response

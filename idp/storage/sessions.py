@@ -3,7 +3,7 @@ each client."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
@@ -48,5 +48,6 @@ class PendingSignIn(Base):
     channel: Mapped[str] = mapped_column(String(8))
     amr: Mapped[list[str]] = mapped_column(JSON)
     authorization_request_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)

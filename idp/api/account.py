@@ -1,0 +1,237 @@
+"""The account JSON API: what ``/account`` offers a person, for programs that hold their access token.
+
+Each operation reads the bearer token from the header and its JSON body (within limits), then
+runs in a worker thread inside one transaction: authenticate, call the service in
+:mod:`idp.accounts`, write the audit event, commit. The services are the same the hosted page
+calls; only the answers differ (JSON and RFC 9457 problems instead of pages and redirects).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..accounts import otp, profile
+from ..accounts.password_policy import PasswordRejected
+from ..accounts.phones import PhoneError
+from ..accounts.recovery import MAX_PASSWORD_INPUT, WrongCurrentPassword
+from ..accounts.recovery import change_password as change_password_service
+from ..audit import mask
+from ..pages.browser import audit, request_address
+from ..storage import User
+from .bearer import Caller, authenticate, bearer_token
+from .bodies import Field, Fields, parse_json, read_limited
+from .problems import Problem
+
+NAME_FIELDS: Fields = {
+    "name": Field(profile.MAX_NAME, "The name to show; an empty string removes it.", required=False),
+}
+PASSWORD_FIELDS: Fields = {
+    "current_password": Field(MAX_PASSWORD_INPUT, "The password the person signs in with now."),
+    "password": Field(MAX_PASSWORD_INPUT, "The new password; the password policy applies."),
+}
+PHONE_FIELDS: Fields = {
+    "phone": Field(64, "The number in E.164 (+14155550100), or national in the provider's default region."),
+}
+CODE_FIELDS: Fields = {
+    "code": Field(16, "The code sent by SMS to the number waiting for verification."),
+}
+
+Handler = Callable[[Request, Session, Caller, dict[str, str]], Response]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def operation(fields: Fields | None = None) -> Callable[[Handler], Endpoint]:
+    """Make ``handler`` an endpoint that acts for the token's person on a body with ``fields``.
+
+    The token is checked before the body, so a caller without a good token learns nothing about
+    bodies; only a body over the size limit is refused first, while it is being read. A
+    :class:`Problem` raised anywhere rolls back the transaction and becomes the answer (see
+    :mod:`idp.api.problems`).
+    """
+
+    def wrap(handler: Handler) -> Endpoint:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            token = bearer_token(request)
+            raw = await read_limited(request) if fields is not None else b""
+            return await run_in_threadpool(_run, request, token, raw, fields, handler)
+
+        return endpoint
+
+    return wrap
+
+
+def _run(request: Request, token: str, raw: bytes, fields: Fields | None, handler: Handler) -> Response:
+    ctx = request.app.state.ctx
+    with ctx.sessions() as db:
+        caller = authenticate(ctx, db, token)
+        values = parse_json(request, raw, fields) if fields is not None else {}
+        return handler(request, db, caller, values)
+
+
+def _json(body: Any, status_code: int = 200) -> Response:
+    return JSONResponse(body, status_code=status_code, headers={"Cache-Control": "no-store"})
+
+
+def _profile(user: User) -> dict[str, Any]:
+    return {
+        "sub": user.id,
+        "email": user.email,
+        "email_verified": bool(user.email_verified),
+        "phone": user.phone,
+        "phone_verified": bool(user.phone_verified),
+        "name": user.name,
+        "mfa_method": user.mfa_method,
+    }
+
+
+def _audit(request: Request, db: Session, caller: Caller, event: str, outcome: str, **detail: Any) -> None:
+    audit(request, db, event, outcome=outcome, user_id=caller.user.id, client_id=caller.client_id, detail=detail)
+
+
+@operation()
+def get_account(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    return _json(_profile(caller.user))
+
+
+@operation(NAME_FIELDS)
+def patch_account(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    """Only ``name`` can change here: email and phone change through proof that the person holds them."""
+    if "name" in body:
+        try:
+            profile.update_name(db, caller.user, body["name"])
+        except profile.ProfileError as exc:
+            raise Problem("invalid-name", str(exc)) from None
+        _audit(request, db, caller, "profile_updated", "success", fields=["name"])
+        db.commit()
+    return _json(_profile(caller.user))
+
+
+@operation()
+def list_sessions(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    sessions = profile.list_sessions(db, caller.user, caller.session_id)
+    return _json(
+        [
+            {
+                "id": session.id,
+                "device": session.device,
+                "ip": session.ip,
+                "started_at": session.started_at,
+                "last_seen_at": session.last_seen_at,
+                "current": session.current,
+            }
+            for session in sessions
+        ]
+    )
+
+
+@operation()
+def end_session(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    """Ending the token's own session revokes the token with the grant made in it."""
+    session_id = request.path_params["session_id"]
+    if not profile.end_one(db, caller.user, session_id):
+        raise Problem("session-not-found", "None of your live sessions has this id.")
+    current = session_id == caller.session_id
+    _audit(request, db, caller, "session_ended", "success", session_id=session_id, current=current)
+    db.commit()
+    return Response(status_code=204)
+
+
+@operation()
+def end_other_sessions(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    ended = profile.end_others(db, caller.user, caller.session_id or "")
+    for session_id in ended:
+        _audit(request, db, caller, "session_ended", "success", session_id=session_id, current=False)
+    db.commit()
+    return _json({"ended": len(ended)})
+
+
+@operation(PASSWORD_FIELDS)
+def change_password(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    """Every session but the token's ends, and every grant not made in it is revoked."""
+    ctx = request.app.state.ctx
+    try:
+        change_password_service(
+            db,
+            ctx.settings,
+            ctx.secret_key,
+            caller.user,
+            body["current_password"],
+            body["password"],
+            caller.session_id,
+            ip=request_address(request),
+            user_agent=request.headers.get("user-agent"),
+        )
+    except WrongCurrentPassword:
+        db.commit()
+        raise Problem("wrong-password", "The current password is not right.") from None
+    except PasswordRejected as exc:
+        raise Problem("password-rejected", str(exc)) from None
+    db.commit()
+    return Response(status_code=204)
+
+
+@operation(PHONE_FIELDS)
+def add_phone(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    """Send a code to the number; it becomes the person's once the code comes back."""
+    ctx = request.app.state.ctx
+    try:
+        phone = profile.start_phone_verification(ctx, db, caller.user, body["phone"])
+    except PhoneError as exc:
+        raise Problem("invalid-phone", f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
+    except profile.ProfileError as exc:
+        raise Problem("invalid-phone", str(exc)) from None
+    except otp.ResendTooSoon as exc:
+        raise Problem(
+            "too-many-codes",
+            f"Too many codes were sent to this number. Ask again in {exc.wait} seconds.",
+            headers={"Retry-After": str(exc.wait)},
+            extensions={"retry_after": exc.wait},
+        ) from None
+    _audit(request, db, caller, "code_sent", "success", channel="sms", purpose=profile.VERIFY_PHONE, phone=mask(phone))
+    db.commit()
+    return _json({"phone": phone, "expires_in": ctx.settings.otp_ttl}, status_code=202)
+
+
+@operation(CODE_FIELDS)
+def verify_phone(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    phone = profile.pending_phone(db, caller.user)
+    if phone is None:
+        raise Problem("no-pending-phone", "Add a phone number first: POST /api/account/phone.")
+    try:
+        profile.confirm_phone(request.app.state.ctx, db, caller.user, phone, body["code"])
+    except (profile.WrongCode, profile.PhoneUnavailable) as exc:
+        wrong = isinstance(exc, profile.WrongCode)
+        reason = "wrong_code" if wrong else "held_by_another_account"
+        _audit(request, db, caller, "phone_verified", "failure", phone=mask(phone), reason=reason)
+        db.commit()
+        if wrong:
+            raise Problem("wrong-code", "The code is not right, or it has expired; ask for a new one.") from None
+        raise Problem("phone-unavailable", "This phone number cannot be added to your account.") from None
+    _audit(request, db, caller, "phone_verified", "success", phone=mask(phone))
+    db.commit()
+    return _json(_profile(caller.user))
+
+
+async def account(request: Request) -> Response:
+    """One route for both methods of ``/api/account``, so that a 405 lists every method it takes."""
+    return await (patch_account if request.method == "PATCH" else get_account)(request)
+
+
+ROUTES = [
+    Route("/account", account, methods=["GET", "PATCH"]),
+    Route("/account/sessions", list_sessions, methods=["GET"]),
+    Route("/account/sessions/end-others", end_other_sessions, methods=["POST"]),
+    Route("/account/sessions/{session_id}", end_session, methods=["DELETE"]),
+    Route("/account/password", change_password, methods=["POST"]),
+    Route("/account/phone", add_phone, methods=["POST"]),
+    Route("/account/phone/verify", verify_phone, methods=["POST"]),
+]

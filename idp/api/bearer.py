@@ -1,0 +1,87 @@
+"""Who calls the account API: the person an access token of this provider acts for.
+
+The token comes in the ``Authorization: Bearer`` header only (RFC 6750 §2.1): the bodies are
+JSON, and a token in the query string ends up in logs. It must be one this provider issued,
+signed by a key in its JWKS, unexpired and unrevoked, with the provider itself as audience
+(RFC 9068 §4), and granted the ``openid`` scope. It must come from a grant a person made (an
+authorization code and its refresh tokens): a client-credentials token acts for its client alone
+and is refused with 403. The grant also tells which single sign-on session the token was issued
+in, which is the session the API calls "current".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+
+from ..context import Context
+from ..oauth.errors import InvalidToken
+from ..oauth.tokens import verify_access_token
+from ..storage import Grant, User
+from .problems import Problem
+
+REQUIRED_SCOPE = "openid"
+REALM = "idp"
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: User
+    client_id: str
+    session_id: str | None
+
+
+def _unauthorized(detail: str, error_description: str | None = None) -> Problem:
+    """RFC 6750 §3.1: a request without a bearer token gets the challenge alone, one with a bad
+    token also ``error="invalid_token"``."""
+    challenge = f'Bearer realm="{REALM}"'
+    if error_description is not None:
+        challenge += f', error="invalid_token", error_description="{error_description}"'
+    return Problem("invalid-token", detail, headers={"WWW-Authenticate": challenge})
+
+
+def bearer_token(request: Request) -> str:
+    """The token of the ``Authorization`` header; raises a 401 :class:`Problem` without one."""
+    header = request.headers.get("authorization")
+    if header is None:
+        raise _unauthorized("Send an access token in the Authorization header: Bearer <token>.")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        raise _unauthorized("The Authorization header must use the Bearer scheme.")
+    token = token.strip()
+    if not token:
+        raise _unauthorized("The bearer token is empty.", "the token is empty")
+    return token
+
+
+def authenticate(ctx: Context, db: Session, token: str) -> Caller:
+    """The person ``token`` acts for; raises a 401 or 403 :class:`Problem` otherwise."""
+    issuer = ctx.settings.issuer
+    try:
+        claims = verify_access_token(db, ctx.keyring, issuer, token)
+    except InvalidToken as exc:
+        raise _unauthorized(f"The access token is not accepted: {exc.description}.", exc.description) from None
+    audience = claims.get("aud")
+    if issuer not in (audience if isinstance(audience, list) else [audience]):
+        raise _unauthorized("The access token is meant for another audience.", "the token is for another audience")
+    jti = str(claims["jti"])
+    grant = db.get(Grant, jti.split(".", 1)[0]) if "." in jti else None
+    if grant is None or grant.user_id != claims.get("sub"):
+        raise Problem(
+            "no-person",
+            "This API acts for a person; a token from the client credentials grant acts only for its client.",
+        )
+    if REQUIRED_SCOPE not in str(claims.get("scope", "")).split():
+        raise Problem(
+            "insufficient-scope",
+            f"The access token must carry the {REQUIRED_SCOPE} scope.",
+            headers={
+                "WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", scope="{REQUIRED_SCOPE}"'
+            },
+        )
+    user = db.get(User, grant.user_id)
+    if user is None or user.disabled:
+        raise _unauthorized("The person of this access token can no longer sign in.", "the account is disabled")
+    return Caller(user=user, client_id=grant.client_id, session_id=grant.session_id)

@@ -1,0 +1,130 @@
+"""JSON request bodies: read within the size limit, parsed strictly, checked against an operation's fields.
+
+Every body the account API takes is one flat JSON object of strings, so a field is a name, a
+maximum length and whether it is required. The same :data:`Fields` an endpoint checks are what
+the OpenAPI document publishes (:func:`json_schema`), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from ..security.forms import MAX_BODY
+from .problems import Problem
+
+JSON_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class Field:
+    """A string member of a request body."""
+
+    max_length: int
+    description: str
+    required: bool = True
+
+
+Fields = Mapping[str, Field]
+
+
+def json_schema(fields: Fields) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            name: {"type": "string", "maxLength": field.max_length, "description": field.description}
+            for name, field in fields.items()
+        },
+    }
+    required = [name for name, field in fields.items() if field.required]
+    if required:
+        schema["required"] = required
+    return schema
+
+
+async def read_limited(request: Request) -> bytes:
+    """The raw body; raises a 413 :class:`Problem` as soon as it is known to be over the limit."""
+    too_large = Problem("body-too-large", f"The request body may have at most {MAX_BODY} bytes.")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_BODY:
+            raise too_large
+    return bytes(body)
+
+
+def parse_json(request: Request, raw: bytes, fields: Fields) -> dict[str, str]:
+    """The body's values by field name; raises a :class:`Problem` (415, 400 or 422) otherwise."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != JSON_TYPE:
+        raise Problem("unsupported-media-type", f"Send the request body as {JSON_TYPE}.")
+    try:
+        document = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise Problem("malformed-body", "The request body is not a well-formed JSON text in UTF-8.") from None
+    return _check(document, fields)
+
+
+class _DuplicateMember(ValueError):
+    """An object names a member twice (RFC 8259 §4 leaves its meaning open: refuse it)."""
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        raise _DuplicateMember
+    return members
+
+
+def _pointer(name: str) -> str:
+    """RFC 6901: a JSON Pointer to a member of the top-level object."""
+    return "/" + name.replace("~", "~0").replace("/", "~1")
+
+
+def _is_text(value: str) -> bool:
+    """No NUL (databases refuse it) and no lone surrogate (not encodable as UTF-8)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check(document: Any, fields: Fields) -> dict[str, str]:
+    """Each mistake becomes an entry of the problem's ``errors`` (RFC 9457 §3 example)."""
+    if not isinstance(document, dict):
+        errors = [{"pointer": "", "detail": "must be a JSON object"}]
+        raise Problem("invalid-body", "The request body must be a JSON object.", extensions={"errors": errors})
+    errors = [
+        {"pointer": _pointer(name), "detail": "is not a member this operation takes"}
+        for name in sorted(document.keys() - fields.keys())
+    ]
+    values: dict[str, str] = {}
+    for name, field in fields.items():
+        if name not in document:
+            if field.required:
+                errors.append({"pointer": _pointer(name), "detail": "is required"})
+            continue
+        value = document[name]
+        if not isinstance(value, str):
+            errors.append({"pointer": _pointer(name), "detail": "must be a string"})
+        elif len(value) > field.max_length:
+            errors.append({"pointer": _pointer(name), "detail": f"must have at most {field.max_length} characters"})
+        elif not _is_text(value):
+            errors.append({"pointer": _pointer(name), "detail": "must not hold NUL characters or lone surrogates"})
+        else:
+            values[name] = value
+    if errors:
+        detail = "; ".join(f"{error['pointer']} {error['detail']}" for error in errors) + "."
+        raise Problem("invalid-body", detail, extensions={"errors": errors})
+    return values

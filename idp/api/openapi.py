@@ -1,0 +1,286 @@
+"""The OpenAPI 3.1 description of the account API, served at ``/api/account/openapi.json``.
+
+Request body schemas come from the very :data:`~idp.api.bodies.Fields` the endpoints check, and
+the problem types from :data:`~idp.api.problems.KINDS`, so the document says what the code does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .account import CODE_FIELDS, NAME_FIELDS, PASSWORD_FIELDS, PHONE_FIELDS
+from .bearer import REQUIRED_SCOPE
+from .bodies import JSON_TYPE, Fields, json_schema
+from .problems import KINDS, MEDIA_TYPE
+
+PATH = "/account/openapi.json"
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+_SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details.",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string", "format": "uri-reference"},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": {"type": "string"},
+            "errors": {
+                "type": "array",
+                "description": "With `invalid-body`: each member of the body that is wrong.",
+                "items": {
+                    "type": "object",
+                    "required": ["pointer", "detail"],
+                    "properties": {
+                        "pointer": {"type": "string", "description": "RFC 6901 JSON Pointer into the body."},
+                        "detail": {"type": "string"},
+                    },
+                },
+            },
+            "retry_after": {"type": "integer", "description": "With `too-many-codes`: seconds to wait."},
+        },
+    },
+    "Profile": {
+        "type": "object",
+        "required": ["sub", "email", "email_verified", "phone", "phone_verified", "name", "mfa_method"],
+        "additionalProperties": False,
+        "properties": {
+            "sub": {"type": "string", "description": "The person's id, as `sub` in their tokens."},
+            "email": {"type": ["string", "null"]},
+            "email_verified": {"type": "boolean"},
+            "phone": {"type": ["string", "null"], "description": "E.164."},
+            "phone_verified": {"type": "boolean"},
+            "name": {"type": ["string", "null"]},
+            "mfa_method": {"enum": ["totp", "email", "sms", None], "description": "The second factor, if on."},
+        },
+    },
+    "Session": {
+        "type": "object",
+        "required": ["id", "device", "ip", "started_at", "last_seen_at", "current"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "device": {"type": "string", "description": "Browser and system, read from the user agent."},
+            "ip": {"type": ["string", "null"]},
+            "started_at": {"type": "integer", "description": "Seconds since the epoch."},
+            "last_seen_at": {"type": "integer", "description": "Seconds since the epoch."},
+            "current": {"type": "boolean", "description": "The session the access token was issued in."},
+        },
+    },
+    "Ended": {
+        "type": "object",
+        "required": ["ended"],
+        "additionalProperties": False,
+        "properties": {"ended": {"type": "integer", "minimum": 0}},
+    },
+    "PendingPhone": {
+        "type": "object",
+        "required": ["phone", "expires_in"],
+        "additionalProperties": False,
+        "properties": {
+            "phone": {"type": "string", "description": "The number the code went to, in E.164."},
+            "expires_in": {"type": "integer", "description": "Seconds the code stays valid."},
+        },
+    },
+}
+
+_BODIES: dict[str, Fields] = {
+    "NameChange": NAME_FIELDS,
+    "PasswordChange": PASSWORD_FIELDS,
+    "PhoneAdd": PHONE_FIELDS,
+    "PhoneCode": CODE_FIELDS,
+}
+
+
+def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {MEDIA_TYPE: {"schema": PROBLEM}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_RESPONSES: dict[str, Any] = {
+    "Unauthorized": _problem(
+        "`invalid-token`: no access token, or one that is malformed, expired, revoked or not from this provider.",
+        {"WWW-Authenticate": {"description": 'RFC 6750: `Bearer realm="idp", error="invalid_token" ...`',
+                              "schema": {"type": "string"}}},
+    ),
+    "Forbidden": _problem(
+        f"`no-person`: a client credentials token, which acts for no person; `insufficient-scope`: the token lacks "
+        f"`{REQUIRED_SCOPE}`."
+    ),
+    "MalformedBody": _problem("`malformed-body`: the body is not well-formed JSON in UTF-8."),
+    "BodyTooLarge": _problem("`body-too-large`: the body is over 64 KiB."),
+    "UnsupportedMediaType": _problem(f"`unsupported-media-type`: the body is not `{JSON_TYPE}`."),
+    "InvalidBody": _problem("`invalid-body`: the body is not an object of the documented members (see `errors`)."),
+}
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {JSON_TYPE: {"schema": schema}}}
+
+
+def _operation(
+    operation_id: str,
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    body: str | None = None,
+    description: str | None = None,
+) -> dict[str, Any]:
+    """Every operation may answer 401 and 403; one with a body also 400, 413, 415 and 422."""
+    common = {"401": _ref("responses", "Unauthorized"), "403": _ref("responses", "Forbidden")}
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary}
+    if description:
+        operation["description"] = description
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {JSON_TYPE: {"schema": _ref("schemas", body)}}}
+        common |= {
+            "400": _ref("responses", "MalformedBody"),
+            "413": _ref("responses", "BodyTooLarge"),
+            "415": _ref("responses", "UnsupportedMediaType"),
+            "422": _ref("responses", "InvalidBody"),
+        }
+    operation["responses"] = dict(sorted((common | responses).items()))
+    return operation
+
+
+def _problem_types(issuer: str) -> str:
+    kinds = "\n".join(f"- `{issuer}/problems/{name}` ({kind.status}): {kind.title}." for name, kind in KINDS.items())
+    return f"Problem types (`type`; a 404 or 405 from routing is `about:blank`):\n\n{kinds}"
+
+
+def document(issuer: str) -> dict[str, Any]:
+    profile = _ref("schemas", "Profile")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "idp account API",
+            "version": "1",
+            "description": (
+                "The signed-in person's own account, as on the `/account` page. Authorize each request with "
+                "`Authorization: Bearer <access token>`: an access token this provider issued to any client for "
+                f"the person, with the `{REQUIRED_SCOPE}` scope. Every error is `{MEDIA_TYPE}` (RFC 9457).\n\n"
+                + _problem_types(issuer)
+            ),
+        },
+        "servers": [{"url": issuer}],
+        "security": [{"bearer": [REQUIRED_SCOPE]}],
+        "paths": {
+            "/api/account": {
+                "get": _operation("getAccount", "The person's profile", {"200": _json("The profile.", profile)}),
+                "patch": _operation(
+                    "updateAccount",
+                    "Change the name",
+                    {
+                        "200": _json("The profile as changed.", profile),
+                        "422": _problem("`invalid-body`, or `invalid-name`: the name is refused."),
+                    },
+                    body="NameChange",
+                    description="Email and phone change only through proof that the person holds them.",
+                ),
+            },
+            "/api/account/sessions": {
+                "get": _operation(
+                    "listSessions",
+                    "The person's live sessions, the current one first",
+                    {"200": _json("The sessions.", {"type": "array", "items": _ref("schemas", "Session")})},
+                ),
+            },
+            "/api/account/sessions/{session_id}": {
+                "delete": _operation(
+                    "endSession",
+                    "End one session",
+                    {
+                        "204": {"description": "Ended; its grants and their tokens are revoked."},
+                        "404": _problem("`session-not-found`: not a live session of this person."),
+                    },
+                    description="Ending the current session revokes the access token used, too.",
+                ),
+                "parameters": [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            },
+            "/api/account/sessions/end-others": {
+                "post": _operation(
+                    "endOtherSessions",
+                    "End every session but the current one",
+                    {"200": _json("How many sessions ended.", _ref("schemas", "Ended"))},
+                ),
+            },
+            "/api/account/password": {
+                "post": _operation(
+                    "changePassword",
+                    "Change the password",
+                    {
+                        "204": {"description": "Changed; every other session ended and its grants revoked."},
+                        "403": _problem("`wrong-password`, or as for any operation."),
+                        "422": _problem("`invalid-body`, or `password-rejected`: `detail` says which rule."),
+                    },
+                    body="PasswordChange",
+                ),
+            },
+            "/api/account/phone": {
+                "post": _operation(
+                    "addPhone",
+                    "Send a verification code to a phone number",
+                    {
+                        "202": _json("The code is on its way.", _ref("schemas", "PendingPhone")),
+                        "422": _problem("`invalid-body`, or `invalid-phone`."),
+                        "429": _problem(
+                            "`too-many-codes`.",
+                            {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+                        ),
+                    },
+                    body="PhoneAdd",
+                    description="The number becomes the person's only once the code comes back.",
+                ),
+            },
+            "/api/account/phone/verify": {
+                "post": _operation(
+                    "verifyPhone",
+                    "Verify the number with the code sent to it",
+                    {
+                        "200": _json("The profile, with the number verified.", profile),
+                        "409": _problem("`no-pending-phone`, or `phone-unavailable`."),
+                        "422": _problem("`invalid-body`, or `wrong-code` (three wrong tries spend the code)."),
+                    },
+                    body="PhoneCode",
+                ),
+            },
+            "/api" + PATH: {
+                "get": {
+                    "operationId": "getOpenAPI",
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": _json("OpenAPI 3.1.", {"type": "object"})},
+                },
+            },
+        },
+        "components": {
+            "schemas": _SCHEMAS | {name: json_schema(fields) for name, fields in _BODIES.items()},
+            "responses": _RESPONSES,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": (
+                        "An RFC 9068 access token from this provider's token endpoint, issued for a person "
+                        f"(authorization code or refresh token grant) with the `{REQUIRED_SCOPE}` scope."
+                    ),
+                },
+            },
+        },
+    }
+
+
+async def openapi(request: Request) -> Response:
+    """Public, like the provider's discovery document."""
+    return JSONResponse(document(request.app.state.ctx.settings.issuer))

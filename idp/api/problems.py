@@ -1,0 +1,102 @@
+"""RFC 9457 problem details: the one shape every error of the JSON APIs takes.
+
+Each kind of problem the API can answer has a name; its ``type`` is ``{issuer}/problems/<name>``,
+so that a client can tell problems apart without parsing the human ``detail``. Errors that the
+router itself answers (no such path, method not allowed) carry ``about:blank`` with the HTTP
+status phrase as title, as RFC 9457 §4.2.1 says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+MEDIA_TYPE = "application/problem+json"
+ROUTER_DETAILS = {404: "There is nothing at this path.", 405: "This path does not take this method."}
+
+
+@dataclass(frozen=True)
+class Kind:
+    status: int
+    title: str
+
+
+KINDS = {
+    "invalid-token": Kind(401, "The access token is missing, invalid, expired or revoked"),
+    "no-person": Kind(403, "The access token does not act for a person"),
+    "insufficient-scope": Kind(403, "The access token lacks a scope this API needs"),
+    "malformed-body": Kind(400, "The request body is not valid JSON"),
+    "body-too-large": Kind(413, "The request body is too large"),
+    "unsupported-media-type": Kind(415, "The request body must be application/json"),
+    "invalid-body": Kind(422, "The request body does not match the operation's schema"),
+    "invalid-name": Kind(422, "The name cannot be used"),
+    "wrong-password": Kind(403, "The current password is not right"),
+    "password-rejected": Kind(422, "The new password is refused by the password policy"),
+    "invalid-phone": Kind(422, "The phone number cannot be used"),
+    "phone-unavailable": Kind(409, "The phone number belongs to another account"),
+    "no-pending-phone": Kind(409, "No phone number is waiting for verification"),
+    "wrong-code": Kind(422, "The code is not right, or it has expired"),
+    "too-many-codes": Kind(429, "Too many codes were sent to this number lately"),
+    "session-not-found": Kind(404, "There is no such session"),
+}
+
+
+class Problem(Exception):
+    """An error answered as ``application/problem+json``; ``name`` is a key of :data:`KINDS`.
+
+    ``extensions`` become extension members of the body (RFC 9457 §3.2); ``headers`` go on the
+    response (``WWW-Authenticate``, ``Retry-After`` ...).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extensions: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.name = name
+        self.kind = KINDS[name]
+        self.detail = detail
+        self.headers = headers or {}
+        self.extensions = extensions or {}
+
+
+def problem_response(
+    status: int, type_: str, title: str, detail: str, headers: dict[str, str] | None = None, **extensions: Any
+) -> Response:
+    body = {"type": type_, "title": title, "status": status, "detail": detail, **extensions}
+    return JSONResponse(
+        body, status_code=status, media_type=MEDIA_TYPE, headers={"Cache-Control": "no-store", **(headers or {})}
+    )
+
+
+def type_uri(issuer: str, name: str) -> str:
+    return f"{issuer}/problems/{name}"
+
+
+async def handle_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    issuer = request.app.state.ctx.settings.issuer
+    return problem_response(
+        exc.kind.status, type_uri(issuer, exc.name), exc.kind.title, exc.detail, exc.headers, **exc.extensions
+    )
+
+
+async def handle_http_exception(_request: Request, exc: Exception) -> Response:
+    """The router's own errors (404, 405 with its ``Allow`` header) as ``about:blank`` problems."""
+    assert isinstance(exc, HTTPException)
+    detail = ROUTER_DETAILS.get(exc.status_code, exc.detail)
+    return problem_response(
+        exc.status_code, "about:blank", HTTPStatus(exc.status_code).phrase, detail, dict(exc.headers or {})
+    )
+
+
+HANDLERS = {Problem: handle_problem, HTTPException: handle_http_exception}

@@ -1,0 +1,27 @@
+"""The rate limit of the endpoints where a client authenticates: token, revocation, introspection.
+
+A client is counted once it has authenticated, so no one else can spend its budget by sending
+requests in its name.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+
+from ..oauth.errors import TemporarilyUnavailable
+from ..pages.browser import audit
+from ..security.rate_limits import Limit
+from ..storage import Client
+
+
+def throttle_client(request: Request, db: Session, client: Client) -> None:
+    """Count this request of ``client``; over its limit, audit the refusal and raise a 429."""
+    refusal = request.app.state.ctx.rate_limiter.check(Limit.TOKEN, client.id)
+    if refusal is None:
+        return
+    audit(request, db, "rate_limited", outcome="failure", client_id=client.id, detail={"limit": refusal.limit.value})
+    db.commit()
+    raise TemporarilyUnavailable(
+        "this client sent too many requests; retry after the time in Retry-After", retry_after=refusal.retry_after
+    )

@@ -1,0 +1,112 @@
+"""Rate limits: requests per time window, per client address, per account and per OAuth client.
+
+The ``limits`` library counts them in a moving window, so ``Retry-After`` says exactly when the
+oldest request leaves the window. With ``IDP_REDIS_URL`` the counts live in Redis (atomic Lua
+scripts, shared by every process); without it, in this process's memory. When Redis does not
+answer, checks count in memory instead, logged as an error and counted in
+``idp_redis_fallbacks_total``, and Redis is asked again only after ``REDIS_RETRY`` seconds: an
+outage slows no request down, and it ends by itself when Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+import limits
+import redis
+from limits.storage import MemoryStorage, RedisStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from .. import metrics
+from ..settings import Settings
+
+log = logging.getLogger("idp.rate_limits")
+
+KEY_PREFIX = "idp:limits"
+REDIS_RETRY = 2.0
+
+
+class Limit(StrEnum):
+    """Each limit is the setting ``IDP_RATE_LIMIT_<NAME>``."""
+
+    REGISTRATION = "registration"
+    SIGN_IN = "sign_in"
+    SIGN_IN_ACCOUNT = "sign_in_account"
+    RESET = "reset"
+    VERIFICATION = "verification"
+    TOKEN = "token"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    limit: Limit
+    retry_after: int
+
+
+class RateLimiter:
+    def __init__(self, settings: Settings, redis_client: redis.Redis | None) -> None:
+        self.enabled = settings.rate_limiting
+        self._rates = {limit: limits.parse(getattr(settings, f"rate_limit_{limit.value}")) for limit in Limit}
+        self._memory = MovingWindowRateLimiter(MemoryStorage())
+        self._redis: MovingWindowRateLimiter | None = None
+        if redis_client is not None and settings.redis_url is not None:
+            storage = RedisStorage(
+                settings.redis_url, connection_pool=redis_client.connection_pool, key_prefix=KEY_PREFIX
+            )
+            self._redis = MovingWindowRateLimiter(storage)
+        self._redis_retry_at = 0.0
+        self._redis_failing = False
+
+    def check(self, limit: Limit, key: str) -> Refusal | None:
+        """Count one request against ``limit`` for ``key``; a refusal when the window is full.
+
+        A refused request is not counted, so a client that keeps retrying is let in again as soon
+        as its earliest counted request leaves the window.
+        """
+        if not self.enabled:
+            return None
+        rate = self._rates[limit]
+        strategy = self._strategy()
+        try:
+            retry_after = _hit(strategy, rate, limit.value, key)
+        except redis.RedisError as exc:
+            self._fall_back(exc)
+            retry_after = _hit(self._memory, rate, limit.value, key)
+        else:
+            self._recovered(strategy)
+        if retry_after is None:
+            return None
+        metrics.RATE_LIMITED.labels(limit.value).inc()
+        return Refusal(limit, retry_after)
+
+    def _strategy(self) -> MovingWindowRateLimiter:
+        if self._redis is None or time.monotonic() < self._redis_retry_at:
+            return self._memory
+        return self._redis
+
+    def _fall_back(self, exc: redis.RedisError) -> None:
+        self._redis_retry_at = time.monotonic() + REDIS_RETRY
+        self._redis_failing = True
+        metrics.REDIS_FALLBACKS.inc()
+        log.error(
+            "rate limits: Redis is unreachable (%s); counting in this process, retrying in %g s",
+            type(exc).__name__,
+            REDIS_RETRY,
+        )
+
+    def _recovered(self, strategy: MovingWindowRateLimiter) -> None:
+        if strategy is self._redis and self._redis_failing:
+            self._redis_failing = False
+            log.info("rate limits: Redis answers again; counting there")
+
+
+def _hit(strategy: MovingWindowRateLimiter, rate: limits.RateLimitItem, *identifiers: str) -> int | None:
+    """None when the request fits in the window; else the seconds until a slot frees up."""
+    if strategy.hit(rate, *identifiers):
+        return None
+    reset_at = strategy.get_window_stats(rate, *identifiers).reset_time
+    return max(1, math.ceil(reset_at - time.time()))

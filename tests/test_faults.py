@@ -1,0 +1,236 @@
+"""A running ``idp serve`` losing Redis or its database, and getting them back without a restart.
+
+Redis holds only what may fall back to one process (rate limits, attempt counters): without it
+sign-ins go on, readiness says degraded but stays 200, and an error is logged. Without the database
+nothing can be done: every request that needs it answers a quick, clean 503, readiness fails while
+liveness holds, and all recovers by itself when the database is back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import URL
+
+from idp.security.rate_limits import KEY_PREFIX, REDIS_RETRY
+from idp.storage.database import CONNECT_TIMEOUT
+
+from .conftest import PASSWORD, SECRET_KEY, run_idp, start_server
+from .flows import RegisteredClient, authorize_params, hidden_fields, pkce_pair, tokens_for
+from .flows import TestUser as Person
+from .services import RedisServer, TcpProxy, postgresql_database
+
+REDIRECT_URI = "https://rp.example/cb"
+QUICK = 3.0
+
+
+class Instance:
+    def __init__(self, environ: dict[str, str], url: str, log: Path) -> None:
+        self.environ = environ
+        self.url = url
+        self.log = log
+
+    def web(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=30)
+
+    def idp(self, *args: str) -> dict[str, Any]:
+        result = run_idp(self.environ, *args)
+        assert result.returncode == 0, (args, result.stderr)
+        parsed = json.loads(result.stdout)
+        assert isinstance(parsed, dict)
+        return parsed
+
+    def client(self) -> RegisteredClient:
+        made = self.idp("clients", "create", "--name", "Relying app", "--redirect-uri", REDIRECT_URI)
+        return RegisteredClient(made["client_id"], made["client_secret"], REDIRECT_URI)
+
+    def person(self) -> Person:
+        email = f"fault-{secrets.token_hex(4)}@example.com"
+        made = self.idp("users", "create", "--email", email, "--password", PASSWORD, "--verified")
+        return Person(made["id"], email, PASSWORD)
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        response = httpx.get(self.url + "/readyz", timeout=30)
+        return response.status_code, response.json()
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[URL]:
+    with postgresql_database() as url:
+        yield url
+
+
+@pytest.fixture
+def serve(database_url: URL, tmp_path: Path) -> Iterator[Callable[..., Instance]]:
+    """Start ``idp serve`` on the test's database with ``overrides`` to the environment."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(database: URL = database_url, **overrides: str) -> Instance:
+        environ = {
+            "IDP_DATABASE_URL": database.render_as_string(hide_password=False),
+            "IDP_KEYS_DIR": str(tmp_path / "keys"),
+            "IDP_SECRET_KEY": SECRET_KEY,
+            "HOME": str(tmp_path),
+            **overrides,
+        }
+        log = tmp_path / "serve.log"
+        process, url = start_server(environ, log)
+        processes.append(process)
+        return Instance(environ | {"IDP_ISSUER": url}, url, log)
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def until(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def refresh(web: httpx.Client, client: RegisteredClient, token: str) -> httpx.Response:
+    return web.post("/token", data={"grant_type": "refresh_token", "refresh_token": token}, auth=client.auth)
+
+
+# -- Redis -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def redis_fallbacks(instance: Instance) -> float:
+    text = httpx.get(instance.url + "/metrics").text
+    for family in text_string_to_metric_families(text):
+        if family.name == "idp_redis_fallbacks":
+            return sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
+    raise AssertionError("idp_redis_fallbacks_total is not exported")
+
+
+def test_without_redis_sign_in_works_readiness_is_degraded_and_recovers(serve, redis_server):
+    instance = serve(IDP_REDIS_URL=redis_server.url)
+    client, person = instance.client(), instance.person()
+    assert instance.readiness() == (200, {"status": "ready", "checks": {"database": "ok", "redis": "ok"}})
+    fallbacks = redis_fallbacks(instance)
+
+    redis_server.kill()
+
+    assert instance.readiness() == (200, {"status": "degraded", "checks": {"database": "ok", "redis": "unavailable"}})
+    with instance.web() as web:
+        started = time.monotonic()
+        tokens = tokens_for(web, client, person)
+        assert time.monotonic() - started < 10
+        assert web.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code == 200
+        assert refresh(web, client, tokens["refresh_token"]).status_code == 200
+    fell_back_at = time.monotonic()
+    assert redis_fallbacks(instance) > fallbacks
+    errors = [
+        line for line in instance.log.read_text().splitlines()
+        if re.search("redis", line, re.I) and re.search("unavailable|unreachable", line, re.I)
+    ]
+    assert errors, instance.log.read_text()
+    assert "Traceback" not in instance.log.read_text()
+
+    redis_server.start()
+
+    assert until(lambda: instance.readiness()[1]["status"] == "ready", 10), instance.readiness()
+    assert instance.readiness()[1]["checks"] == {"database": "ok", "redis": "ok"}
+    time.sleep(max(0.0, fell_back_at + REDIS_RETRY - time.monotonic()))
+    with instance.web() as web:
+        tokens_for(web, client, person)
+    counted = redis.Redis.from_url(redis_server.url).keys(KEY_PREFIX + "*")
+    assert counted, "rate limits are counted in Redis again once it is back"
+
+
+# -- the database --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(database_url: URL) -> Iterator[TcpProxy]:
+    """The only way from ``idp serve`` to PostgreSQL, so that a test can cut it."""
+    forwarder = TcpProxy((database_url.host or "127.0.0.1", database_url.port or 5432))
+    forwarder.start()
+    yield forwarder
+    forwarder.stop()
+
+
+def assert_clean_503(response: httpx.Response, elapsed: float, bound: float = QUICK) -> None:
+    request = f"{response.request.method} {response.request.url.path}"
+    assert response.status_code == 503, (request, response.status_code, response.text)
+    assert elapsed < bound, f"{request} took {elapsed:.1f} s"
+    content_type = response.headers["content-type"]
+    assert content_type.startswith(("application/json", "text/html")), (request, content_type)
+    assert "Traceback" not in response.text and "sqlalchemy" not in response.text.lower(), response.text
+    assert response.headers.get("retry-after"), request
+
+
+def timed(send: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = send()
+    return response, time.monotonic() - started
+
+
+def test_without_the_database_requests_answer_503_quickly_and_recover(serve, proxy, database_url):
+    instance = serve(database_url.set(host="127.0.0.1", port=proxy.port))
+    client, person = instance.client(), instance.person()
+    with instance.web() as web:
+        tokens = tokens_for(web, client, person)
+        bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+        challenge = pkce_pair()[1]
+        login_form = hidden_fields(web.get("/login").text)
+        needs_the_database: list[Callable[[], httpx.Response]] = [
+            lambda: web.get("/authorize", params=authorize_params(client, challenge)),
+            lambda: web.post("/login", data={**login_form, "username": person.email, "password": PASSWORD}),
+            lambda: refresh(web, client, tokens["refresh_token"]),
+            lambda: web.post("/introspect", data={"token": tokens["refresh_token"]}, auth=client.auth),
+            lambda: web.get("/userinfo", headers=bearer),
+            lambda: web.get("/account"),
+        ]
+
+        proxy.stop()
+
+        for send in needs_the_database:
+            assert_clean_503(*timed(send))
+        status, body = instance.readiness()
+        assert (status, body["status"], body["checks"]["database"]) == (503, "unavailable", "unavailable")
+        assert web.get("/healthz").status_code == 200
+
+        proxy.start()
+
+        assert until(lambda: instance.readiness()[0] == 200, 10), instance.readiness()
+        assert web.get("/account").status_code == 200
+        refreshed = refresh(web, client, tokens["refresh_token"])
+        assert refreshed.status_code == 200, refreshed.text
+        tokens = refreshed.json()
+
+        proxy.stall()
+
+        assert_clean_503(*timed(lambda: refresh(web, client, tokens["refresh_token"])), bound=CONNECT_TIMEOUT + 3)
+
+        proxy.stop()
+        proxy.start()
+
+        assert until(lambda: instance.readiness()[0] == 200, 10), instance.readiness()
+        assert refresh(web, client, tokens["refresh_token"]).status_code == 200
+    with instance.web() as web:
+        tokens_for(web, client, person)

@@ -1,0 +1,374 @@
+"""Observability: request ids, one access line per request, structured JSON logs and /metrics.
+
+In-process tests read the access records through ``caplog`` and the counters through ``/metrics``
+(the in-process apps share this process's registry, so every check compares before and after).
+Live tests run ``idp serve`` to see the JSON lines it really writes, and ``--workers 2`` to see
+``/metrics`` sum what every worker counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select, update
+from starlette.testclient import TestClient
+
+from idp.app import create_app
+from idp.context import Context
+from idp.messaging.errors import DeliveryError
+from idp.messaging.worker import deliver_due
+from idp.migrate import upgrade
+from idp.observability.logs import JsonFormatter, RequestIdFilter
+from idp.observability.middleware import UNMATCHED
+from idp.storage import OutboxMessage
+
+from .conftest import PASSWORD, TEST_ISSUER, make_settings, run_idp, start_server
+from .flows import hidden_fields, tokens_for
+from .test_login import post_login
+
+EMAIL_CODE = re.compile(r"Your one-time code is (\d{6})\.")
+HEX_ID = re.compile(r"[0-9a-f]{32}")
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def metric(client: TestClient | httpx.Client, name: str, **labels: str) -> float:
+    """One sample of ``/metrics``, 0 when it has not been counted yet."""
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "idp.access"]
+
+
+@pytest.fixture
+def access(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The access records, stamped with the request id as ``idp serve``'s handler stamps them."""
+    caplog.set_level(logging.INFO, logger="idp.access")
+    stamp = RequestIdFilter()
+    caplog.handler.addFilter(stamp)
+    yield caplog
+    caplog.handler.removeFilter(stamp)
+
+
+@dataclass
+class Isolated:
+    """An app on a database of this test's own, so that no other process delivers its messages."""
+
+    http: TestClient
+    ctx: Context
+
+
+@pytest.fixture
+def isolated(base_environ: dict[str, str], tmp_path: Path) -> Iterator[Isolated]:
+    url = f"sqlite:///{tmp_path / 'observability.db'}"
+    upgrade(url)
+    app = create_app(make_settings(base_environ, IDP_DATABASE_URL=url, IDP_RATE_LIMITING="off"))
+    with TestClient(app, base_url=TEST_ISSUER, follow_redirects=False) as http:
+        yield Isolated(http, app.state.ctx)
+    app.state.ctx.close()
+
+
+def ask_for_code(http: TestClient, identifier: str) -> None:
+    page = http.get("/login/code")
+    assert page.status_code == 200, page.text
+    response = http.post("/login/code", data={**hidden_fields(page.text), "identifier": identifier})
+    assert response.status_code == 303, response.text
+
+
+def enter_code(http: TestClient, code: str) -> httpx.Response:
+    page = http.get("/login/verify")
+    assert page.status_code == 200, page.text
+    return http.post("/login/verify", data={**hidden_fields(page.text), "code": code})
+
+
+def emailed_code(ctx: Context, caplog: pytest.LogCaptureFixture, address: str) -> str:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        deliver_due(ctx)
+        found = [EMAIL_CODE.search(r.getMessage()) for r in caplog.records
+                 if r.name == "idp.messages" and address in r.getMessage()]
+        if found and found[-1]:
+            return found[-1].group(1)
+        time.sleep(0.05)
+    raise AssertionError(f"no code emailed to {address}")
+
+
+# --- request ids ---------------------------------------------------------------------------------
+
+
+def test_every_response_carries_a_new_request_id(http):
+    first = http.get("/healthz").headers["x-request-id"]
+    second = http.get("/.well-known/openid-configuration").headers["x-request-id"]
+    assert HEX_ID.fullmatch(first) and HEX_ID.fullmatch(second)
+    assert first != second
+
+
+def test_a_plain_incoming_request_id_is_kept(http, access):
+    response = http.get("/healthz", headers={"X-Request-ID": "lb-7f3a.42:edge_1"})
+    assert response.headers["x-request-id"] == "lb-7f3a.42:edge_1"
+    assert access_records(access)[-1].request_id == "lb-7f3a.42:edge_1"
+
+
+@pytest.mark.parametrize("sent", ["x" * 65, "has space", "<script>", "a\tb", "a;b", ""])
+def test_an_unsafe_incoming_request_id_is_replaced(http, sent):
+    returned = http.get("/healthz", headers={"X-Request-ID": sent}).headers["x-request-id"]
+    assert HEX_ID.fullmatch(returned), returned
+
+
+# --- the access line -----------------------------------------------------------------------------
+
+
+def test_one_access_line_per_request_with_the_route_template(http, access):
+    session_id = secrets.token_hex(8)
+    response = http.post(f"/account/sessions/{session_id}/end", data={"csrf_token": "x"})
+    (line,) = access_records(access)
+    assert line.route == "/account/sessions/{session_id}/end"
+    assert line.method == "POST"
+    assert line.status == response.status_code
+    assert isinstance(line.duration_ms, float) and 0 <= line.duration_ms < 10_000
+    assert line.client == "testclient"
+    assert line.request_id == response.headers["x-request-id"]
+    assert session_id not in line.getMessage()
+    assert session_id not in JsonFormatter().format(line)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route"),
+    [
+        ("DELETE", "/api/account/sessions/{id}", "/api/account/sessions/{session_id}"),
+        ("GET", "/static/style.css", "/static/{path}"),
+        ("GET", "/api/no/such/thing", UNMATCHED),
+    ],
+)
+def test_mounted_routes_are_named_in_full(http, access, method, path, route):
+    secret = secrets.token_hex(8)
+    http.request(method, path.replace("{id}", secret))
+    (line,) = access_records(access)
+    assert line.route == route
+    assert secret not in JsonFormatter().format(line)
+
+
+def test_the_access_line_never_holds_the_query_string(http, access):
+    secret = secrets.token_urlsafe(16)
+    http.get(f"/password/reset?token={secret}")
+    http.get(f"/authorize?client_id=nobody&state={secret}&code_challenge={secret}")
+    http.get(f"/verify-email?token={secret}")
+    lines = access_records(access)
+    assert [line.route for line in lines] == ["/password/reset", "/authorize", "/verify-email"]
+    for line in lines:
+        formatted = JsonFormatter().format(line)
+        assert secret not in formatted and "?" not in json.loads(formatted)["message"]
+
+
+def test_unknown_paths_share_one_label_and_a_wrong_method_keeps_the_route(http, access):
+    before = metric(http, "idp_http_requests_total", route=UNMATCHED, method="GET", status="404")
+    probe = f"/wp-admin/{secrets.token_hex(4)}.php"
+    assert http.get(probe).status_code == 404
+    assert http.get("/token").status_code == 405
+    unknown, wrong_method = access_records(access)[-2:]
+    assert (unknown.route, unknown.status) == (UNMATCHED, 404)
+    assert (wrong_method.route, wrong_method.status) == ("/token", 405)
+    exposed = http.get("/metrics").text
+    assert probe not in exposed
+    assert metric(http, "idp_http_requests_total", route=UNMATCHED, method="GET", status="404") == before + 1
+
+
+def test_the_json_line_has_time_level_logger_message_and_fields(http, access):
+    response = http.get("/healthz")
+    line = json.loads(JsonFormatter().format(access_records(access)[-1]))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["time"])
+    assert line["level"] == "info" and line["logger"] == "idp.access"
+    assert line["message"] == "GET /healthz 200"
+    assert line["route"] == "/healthz" and line["status"] == 200 and line["method"] == "GET"
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert "color_message" not in line
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+def test_metrics_expose_every_family(http):
+    response = http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    families = {family.name for family in text_string_to_metric_families(response.text)}
+    assert {
+        "idp_http_requests",
+        "idp_http_request_duration_seconds",
+        "idp_sign_ins",
+        "idp_tokens_issued",
+        "idp_codes_sent",
+        "idp_deliveries_failed",
+        "idp_rate_limited",
+    } <= families
+
+
+def test_requests_and_latency_are_counted_by_route(http):
+    labels = {"route": "/jwks.json"}
+    count = metric(http, "idp_http_request_duration_seconds_count", **labels)
+    requests = metric(http, "idp_http_requests_total", route="/jwks.json", method="GET", status="200")
+    for _ in range(3):
+        assert http.get("/jwks.json").status_code == 200
+    assert metric(http, "idp_http_requests_total", route="/jwks.json", method="GET", status="200") == requests + 3
+    assert metric(http, "idp_http_request_duration_seconds_count", **labels) == count + 3
+    assert metric(http, "idp_http_request_duration_seconds_bucket", le="+Inf", **labels) == count + 3
+
+
+def test_password_sign_ins_are_counted_by_outcome(http, make_user):
+    user = make_user()
+    success = {"method": "password", "outcome": "success"}
+    failure = {"method": "password", "outcome": "failure"}
+    before = (metric(http, "idp_sign_ins_total", **success), metric(http, "idp_sign_ins_total", **failure))
+    assert post_login(http, user.email, "not the password at all").status_code == 400
+    assert post_login(http, user.email, PASSWORD).status_code == 303
+    after = (metric(http, "idp_sign_ins_total", **success), metric(http, "idp_sign_ins_total", **failure))
+    assert after == (before[0] + 1, before[1] + 1)
+
+
+def test_tokens_are_counted_by_grant_type(http, make_client, make_user):
+    client = make_client(grant_types=["authorization_code", "refresh_token", "client_credentials"], first_party=True)
+    grants = ("authorization_code", "refresh_token", "client_credentials")
+    before = {grant: metric(http, "idp_tokens_issued_total", grant_type=grant) for grant in grants}
+
+    tokens = tokens_for(http, client, make_user())
+    refreshed = http.post("/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+                          auth=client.auth)
+    assert refreshed.status_code == 200, refreshed.text
+    for _ in range(2):
+        issued = http.post("/token", data={"grant_type": "client_credentials"}, auth=client.auth)
+        assert issued.status_code == 200, issued.text
+    refused = http.post("/token", data={"grant_type": "client_credentials"}, auth=(client.client_id, "wrong"))
+    assert refused.status_code == 401
+
+    after = {grant: metric(http, "idp_tokens_issued_total", grant_type=grant) for grant in grants}
+    assert after == {
+        "authorization_code": before["authorization_code"] + 1,
+        "refresh_token": before["refresh_token"] + 1,
+        "client_credentials": before["client_credentials"] + 2,
+    }
+
+
+def test_codes_sent_and_code_sign_ins_are_counted(isolated, make_user, caplog):
+    caplog.set_level(logging.INFO, logger="idp.messages")
+    http, ctx = isolated.http, isolated.ctx
+    address = f"coded-{secrets.token_hex(4)}@example.com"
+    sent = metric(http, "idp_codes_sent_total", channel="email")
+    success = metric(http, "idp_sign_ins_total", method="code", outcome="success")
+    failure = metric(http, "idp_sign_ins_total", method="code", outcome="failure")
+
+    ask_for_code(http, address)
+    code = emailed_code(ctx, caplog, address)
+    assert enter_code(http, "12345").status_code == 400
+    assert enter_code(http, code).status_code == 303
+
+    assert metric(http, "idp_codes_sent_total", channel="email") == sent + 1
+    assert metric(http, "idp_sign_ins_total", method="code", outcome="failure") == failure + 1
+    assert metric(http, "idp_sign_ins_total", method="code", outcome="success") == success + 1
+
+
+class Refusing:
+    """An email backend whose provider is always down."""
+
+    def send(self, _email: Any) -> None:
+        raise DeliveryError("smtp: connection refused")
+
+
+def test_a_message_given_up_is_counted(isolated):
+    http, ctx = isolated.http, isolated.ctx
+    ctx.email_backend = Refusing()
+    before = metric(http, "idp_deliveries_failed_total", channel="email")
+    address = f"unreachable-{secrets.token_hex(4)}@example.com"
+    ask_for_code(http, address)
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with ctx.sessions.begin() as db:
+            message = db.scalar(select(OutboxMessage).where(OutboxMessage.recipient == address))
+            assert message is not None
+            if message.failed_at is not None:
+                break
+            db.execute(update(OutboxMessage).where(OutboxMessage.id == message.id).values(next_attempt_at=0))
+        deliver_due(ctx)
+    else:
+        pytest.fail("the message was never given up")
+    assert metric(http, "idp_deliveries_failed_total", channel="email") == before + 1
+
+
+# --- live servers: the lines idp serve writes, and metrics summed over workers ---------------------
+
+
+def json_lines(log: Path) -> list[dict[str, Any]]:
+    lines = log.read_text().splitlines()
+    parsed = [json.loads(line) for line in lines if line.strip()]
+    assert parsed and len(parsed) == len([line for line in lines if line.strip()])
+    return parsed
+
+
+def stop(process) -> None:  # type: ignore[no-untyped-def]
+    process.terminate()
+    process.wait(timeout=15)
+
+
+def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, tmp_path):
+    environ = {
+        **base_environ,
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'workers.db'}",
+        "IDP_RATE_LIMITING": "off",
+        "HOME": str(tmp_path),
+    }
+    made = run_idp(environ, "clients", "create", "--name", "Metrics", "--redirect-uri", "https://rp.example/cb",
+                   "--grant-type", "client_credentials", check=True)
+    client = json.loads(made.stdout)
+    log = tmp_path / "workers.log"
+    process, url = start_server(environ, log, "--workers", "2")
+    try:
+        ids: dict[str, str] = {}
+        served_by: set[int] = set()
+        issued = 0
+        # Each request on a new connection: the kernel hands connections to both workers.
+        while len(served_by) < 2 or issued < 10:
+            assert issued < 300, "one worker took every connection"
+            response = httpx.post(url + "/token", data={"grant_type": "client_credentials"},
+                                  auth=(client["client_id"], client["client_secret"]), timeout=10)
+            assert response.status_code == 200, response.text
+            issued += 1
+            ids[response.headers["x-request-id"]] = "/token"
+            served_by = {line["pid"] for line in json_lines(log)
+                         if line.get("route") == "/token" and line.get("request_id") in ids}
+        for _ in range(6):  # whichever worker answers shows the sum
+            with httpx.Client(base_url=url, timeout=10) as scraper:
+                assert metric(scraper, "idp_tokens_issued_total", grant_type="client_credentials") == issued
+                assert metric(scraper, "idp_http_requests_total", route="/token", method="POST",
+                              status="200") == issued
+    finally:
+        stop(process)
+
+    lines = json_lines(log)
+    assert {"time", "level", "logger", "message", "pid"} <= set(lines[0])
+    assert not [line for line in lines if line["logger"] == "uvicorn.access"], "uvicorn's access log is off"
+    assert any(line["logger"] == "uvicorn.error" and "Started server process" in line["message"] for line in lines)
+    token_lines = [line for line in lines if line.get("route") == "/token"]
+    assert {line["request_id"] for line in token_lines} == set(ids)
+    for line in token_lines:
+        assert line["logger"] == "idp.access" and line["status"] == 200 and line["method"] == "POST"
+        assert line["client"] == "127.0.0.1" and line["duration_ms"] >= 0
+    assert client["client_secret"] not in log.read_text()
