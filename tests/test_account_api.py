@@ -23,10 +23,11 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from idp.accounts.users import disable_user
+from idp.app import create_app
 from idp.messaging.worker import deliver_due
 from idp.storage import AuditEvent
 
-from .conftest import PASSWORD, TEST_ISSUER
+from .conftest import PASSWORD, TEST_ISSUER, make_settings
 from .flows import hidden_fields, tokens_for
 
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
@@ -596,3 +597,28 @@ def test_each_token_sees_its_own_person(http, browsers, client, make_user, token
     theirs = tokens_for(browsers(FIREFOX), client, other)["access_token"]
     assert http.get("/api/account", headers=bearer(theirs)).json()["sub"] == other.id
     assert http.get("/api/account", headers=bearer(token)).json()["sub"] == person.id
+
+
+def test_phone_verification_shares_the_pages_rate_limit(base_environ, make_user, make_client, documented):
+    """The API is no way around the hosted pages' per-address budget for codes."""
+    settings = make_settings(base_environ, IDP_RATE_LIMITING="on", IDP_RATE_LIMIT_VERIFICATION="2/hour")
+    limited = create_app(settings)
+    person, client = make_user(), make_client()
+    with TestClient(limited, base_url=TEST_ISSUER, follow_redirects=False) as http:
+        access = tokens_for(http, client, person)["access_token"]
+        first = http.post("/api/account/phone", json={"phone": random_phone()}, headers=bearer(access))
+        assert first.status_code == 202, first.text
+        second = http.post("/api/account/phone/verify", json={"code": "000000"}, headers=bearer(access))
+        assert second.status_code == 422
+        third = http.post("/api/account/phone", json={"phone": random_phone()}, headers=bearer(access))
+        body = assert_problem(third, 429, "rate-limited")
+        assert int(third.headers["retry-after"]) > 0 and body["retry_after"] > 0
+        documented.check(third, "/api/account/phone", "post")
+        fourth = http.post("/api/account/phone/verify", json={"code": "000000"}, headers=bearer(access))
+        assert_problem(fourth, 429, "rate-limited")
+        documented.check(fourth, "/api/account/phone/verify", "post")
+    with limited.state.ctx.sessions() as db:
+        refused = db.scalars(select(AuditEvent).where(AuditEvent.event == "rate_limited",
+                                                      AuditEvent.user_id == person.id)).all()
+        assert [e.detail for e in refused] == [{"limit": "verification"}] * 2
+    limited.state.ctx.close()

@@ -25,6 +25,7 @@ from ..accounts.recovery import MAX_PASSWORD_INPUT, WrongCurrentPassword
 from ..accounts.recovery import change_password as change_password_service
 from ..audit import mask
 from ..pages.browser import audit, request_address
+from ..security.rate_limits import Limit
 from ..storage import User
 from .bearer import Caller, authenticate, bearer_token
 from .bodies import Field, Fields, parse_json, read_limited
@@ -179,10 +180,26 @@ def change_password(request: Request, db: Session, caller: Caller, body: dict[st
     return Response(status_code=204)
 
 
+def _throttle(request: Request, db: Session, caller: Caller, limit: Limit) -> None:
+    """The same per-address budget as the hosted pages' verification forms."""
+    refusal = request.app.state.ctx.rate_limiter.check(limit, request_address(request) or "unknown")
+    if refusal is None:
+        return
+    _audit(request, db, caller, "rate_limited", "failure", limit=refusal.limit.value)
+    db.commit()
+    raise Problem(
+        "rate-limited",
+        f"Too many requests. Try again in {refusal.retry_after} seconds.",
+        headers={"Retry-After": str(refusal.retry_after)},
+        extensions={"retry_after": refusal.retry_after},
+    )
+
+
 @operation(PHONE_FIELDS)
 def add_phone(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
     """Send a code to the number; it becomes the person's once the code comes back."""
     ctx = request.app.state.ctx
+    _throttle(request, db, caller, Limit.VERIFICATION)
     try:
         phone = profile.start_phone_verification(ctx, db, caller.user, body["phone"])
     except PhoneError as exc:
@@ -203,6 +220,7 @@ def add_phone(request: Request, db: Session, caller: Caller, body: dict[str, str
 
 @operation(CODE_FIELDS)
 def verify_phone(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    _throttle(request, db, caller, Limit.VERIFICATION)
     phone = profile.pending_phone(db, caller.user)
     if phone is None:
         raise Problem("no-pending-phone", "Add a phone number first: POST /api/account/phone.")

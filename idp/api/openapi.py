@@ -18,6 +18,7 @@ from .problems import KINDS, MEDIA_TYPE
 
 PATH = "/account/openapi.json"
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
 
 _SCHEMAS: dict[str, Any] = {
     "Problem": {
@@ -41,7 +42,7 @@ _SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
-            "retry_after": {"type": "integer", "description": "With `too-many-codes`: seconds to wait."},
+            "retry_after": {"type": "integer", "description": "With a 429: seconds to wait."},
         },
     },
     "Profile": {
@@ -233,10 +234,7 @@ def document(issuer: str) -> dict[str, Any]:
                     {
                         "202": _json("The code is on its way.", _ref("schemas", "PendingPhone")),
                         "422": _problem("`invalid-body`, or `invalid-phone`."),
-                        "429": _problem(
-                            "`too-many-codes`.",
-                            {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
-                        ),
+                        "429": _problem("`too-many-codes`, or `rate-limited`.", RETRY_AFTER),
                     },
                     body="PhoneAdd",
                     description="The number becomes the person's only once the code comes back.",
@@ -250,6 +248,7 @@ def document(issuer: str) -> dict[str, Any]:
                         "200": _json("The profile, with the number verified.", profile),
                         "409": _problem("`no-pending-phone`, or `phone-unavailable`."),
                         "422": _problem("`invalid-body`, or `wrong-code` (three wrong tries spend the code)."),
+                        "429": _problem("`rate-limited`.", RETRY_AFTER),
                     },
                     body="PhoneCode",
                 ),

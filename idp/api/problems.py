@@ -42,6 +42,7 @@ KINDS = {
     "no-pending-phone": Kind(409, "No phone number is waiting for verification"),
     "wrong-code": Kind(422, "The code is not right, or it has expired"),
     "too-many-codes": Kind(429, "Too many codes were sent to this number lately"),
+    "rate-limited": Kind(429, "Too many requests from this address lately"),
     "session-not-found": Kind(404, "There is no such session"),
 }
 

@@ -1,0 +1,267 @@
+"""The benchmark: ``idp serve --workers 2`` under load, beside what the machine itself can do.
+
+    .venv/bin/python bench/run.py [--seconds 8] [--concurrency 16] [--database-url URL] [--redis-url URL]
+
+It measures the machine's RSA-2048 signing and argon2 hashing rates, starts the provider twice
+(on a fresh database, then on the migrated one) to time start-up to a ready ``/readyz``, creates a
+client and a person with the real CLI, drives each scenario from a separate load process
+(``bench/load.py``) for ``--seconds``, and prints Markdown tables: throughput and latency, server
+CPU and resident memory per worker, and the issue's targets with "met" or "not met".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from capacity import HashRate, Rate, argon2_rate, rsa_signing_rate
+from server import Server, environment, free_port, idp
+
+WORKERS = 2
+SCENARIOS = ("discovery", "jwks", "client_credentials", "refresh_token", "introspection", "userinfo", "sign_in")
+REDIRECT_URI = "http://127.0.0.1:9/callback"
+LOAD = Path(__file__).with_name("load.py")
+
+
+@dataclass
+class Scenario:
+    name: str
+    result: dict[str, Any]
+    server_cpu: float
+    peak_rss: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.result["count"] / self.result["elapsed"]
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1000 * self.server_cpu / max(1, self.result["count"])
+
+
+class RssSampler(threading.Thread):
+    """The largest resident size each worker reaches while a scenario runs."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.peak = server.rss()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.1):
+            self.peak = [max(a, b) for a, b in zip(self.peak, self.server.rss(), strict=True)]
+
+
+def machine() -> dict[str, str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    return {
+        "cpus": f"{len(os.sched_getaffinity(0))} (nproc)",
+        "cpu model": model.group(1) if model else platform.processor() or "unknown",
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def run_scenario(server: Server, job: dict[str, Any], name: str) -> Scenario:
+    """Run one scenario's load process; the server's CPU and memory are watched between its start and stop lines."""
+    loader = subprocess.Popen(  # noqa: S603 - this interpreter running bench/load.py
+        [sys.executable, str(LOAD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    watchdog = threading.Timer(job["seconds"] + 300, loader.kill)
+    watchdog.start()
+    sampler = RssSampler(server)
+    try:
+        assert loader.stdin is not None and loader.stdout is not None and loader.stderr is not None
+        loader.stdin.write(json.dumps({**job, "scenario": name}))
+        loader.stdin.close()
+        started = loader.stdout.readline().strip() == "start"
+        if started:
+            sampler.start()
+            cpu_before = server.cpu()
+            loader.stdout.readline()
+            server_cpu = server.cpu() - cpu_before
+            sampler.done.set()
+            sampler.join()
+        output, errors = loader.stdout.read(), loader.stderr.read()
+        loader.wait()
+    finally:
+        watchdog.cancel()
+    if not started or loader.returncode != 0:
+        raise SystemExit(f"load generator failed on {name}: {errors.strip()[-2000:]}")
+    return Scenario(name, json.loads(output), server_cpu, sampler.peak)
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**not met**"
+
+
+def report(
+    about: dict[str, str],
+    rsa: tuple[Rate, Rate],
+    argon2: tuple[HashRate, HashRate],
+    argon2_parameters: str,
+    ready: tuple[float, float],
+    idle_rss: list[float],
+    scenarios: list[Scenario],
+) -> str:
+    by_name = {s.name: s for s in scenarios}
+    out = [table(["machine", ""], [[k, v] for k, v in about.items()])]
+    out.append(
+        table(
+            ["scenario", "per second", "p50 ms", "p99 ms", "done", "errors", "server CPU ms each",
+             f"{WORKERS} cores / server CPU each", "load generator CPU", "peak RSS per worker MB"],
+            [
+                [
+                    "complete password sign-ins" if s.name == "sign_in" else s.name,
+                    fmt(s.rate),
+                    fmt(s.result["p50"] and 1000 * s.result["p50"]),
+                    fmt(s.result["p99"] and 1000 * s.result["p99"]),
+                    str(s.result["count"]),
+                    str(s.result["errors"]),
+                    fmt(s.cpu_ms_per_request, 2),
+                    fmt(WORKERS * 1000 / s.cpu_ms_per_request, 0) if s.cpu_ms_per_request else "-",
+                    f"{100 * s.result['cpu_seconds'] / s.result['elapsed']:.0f}%",
+                    " / ".join(fmt(mb) for mb in s.peak_rss),
+                ]
+                for s in scenarios
+            ],
+        )
+    )
+    errors = [f"- {s.name}: {s.result['errors']} errors, first: {s.result['first_error']}" for s in scenarios
+              if s.result["errors"]]
+    if errors:
+        out.append("\n".join(errors))
+    one_core, two = argon2
+    out.append(
+        table(
+            ["the machine, same run", "per second", "CPU ms each", "how"],
+            [
+                ["RSA-2048 signatures, 1 core", fmt(rsa[0].per_second), fmt(1000 / rsa[0].per_second, 3), rsa[0].how],
+                ["RSA-2048 signatures, 2 cores", fmt(rsa[1].per_second), "-", rsa[1].how],
+                ["argon2 hashes, 1 core", fmt(one_core.per_second), fmt(1000 * one_core.cpu_seconds_per_hash),
+                 f"idp.accounts.passwords.hash_password ({argon2_parameters}), 1 process pinned to 1 core"],
+                ["argon2 hashes, 2 processes", fmt(two.per_second), fmt(1000 * two.cpu_seconds_per_hash),
+                 "the same, 2 processes"],
+            ],
+        )
+    )
+    cc, sign_in = by_name["client_credentials"], by_name["sign_in"]
+    signature_ms = 1000 / rsa[0].per_second
+    cc_ratio = cc.rate / rsa[1].per_second
+    cc_signatures = cc.cpu_ms_per_request / signature_ms
+    sign_in_cpu_ratio = sign_in.cpu_ms_per_request / (1000 * one_core.cpu_seconds_per_hash)
+    sign_in_rate_ratio = two.per_second / sign_in.rate if sign_in.rate else float("inf")
+    peak = max(max(s.peak_rss) for s in scenarios)
+    peak_without_sign_in = max(max(s.peak_rss) for s in scenarios if s.name != "sign_in")
+    out.append(
+        table(
+            ["target (per 2 cores)", "measured", "target", ""],
+            [
+                ["client_credentials per second / RSA-2048 signatures per second on 2 cores", fmt(cc_ratio, 3),
+                 ">= 0.5", verdict(cc_ratio >= 0.5)],
+                ["the same in server CPU: one client_credentials request, in RSA-2048 signatures",
+                 fmt(cc_signatures), "<= 2", verdict(cc_signatures <= 2)],
+                ["a complete password sign-in's server CPU / one argon2 hash's CPU", fmt(sign_in_cpu_ratio, 2),
+                 "<= 1.25", verdict(sign_in_cpu_ratio <= 1.25)],
+                ["the same in throughput: argon2 hashes per second on 2 processes / sign-ins per second",
+                 fmt(sign_in_rate_ratio, 2), "<= 1.25", verdict(sign_in_rate_ratio <= 1.25)],
+                ["ready on a fresh database (migrations, new key), s", fmt(ready[0], 2), "< 1", verdict(ready[0] < 1)],
+                ["ready on a migrated database, s", fmt(ready[1], 2), "< 1", verdict(ready[1] < 1)],
+                ["RSS per worker, idle, MB", " / ".join(fmt(mb) for mb in idle_rss), "< 80",
+                 verdict(max(idle_rss) < 80)],
+                ["RSS per worker under load but sign-ins, peak MB", fmt(peak_without_sign_in), "< 80",
+                 verdict(peak_without_sign_in < 80)],
+                ["RSS per worker under load with sign-ins, peak MB", fmt(peak), "< 80", verdict(peak < 80)],
+            ],
+        )
+    )
+    return "\n\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8, help="seconds of load per scenario (default 8)")
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent request chains (default 16)")
+    parser.add_argument("--max-requests", type=int, default=1_000_000, help="at most this many per scenario")
+    parser.add_argument("--database-url", help="a PostgreSQL database of its own (default: a fresh SQLite file)")
+    parser.add_argument("--redis-url", help="a Redis of its own")
+    args = parser.parse_args()
+    if args.seconds <= 0 or args.concurrency < 1:
+        parser.error("--seconds and --concurrency must be positive")
+
+    about = machine()
+    about["database"] = "PostgreSQL" if args.database_url else "SQLite (a fresh file)"
+    about["redis"] = "yes" if args.redis_url else "no (in-process store)"
+    about["load"] = f"{args.concurrency} concurrent chains, {args.seconds:g} s a scenario, httpx in a separate process"
+    about["load average at start"] = load_average()
+    print(f"measuring the machine, then {len(SCENARIOS)} scenarios of {args.seconds:g} s ...", file=sys.stderr)
+
+    capacity_seconds = max(1, min(3, round(args.seconds)))
+    rsa = (rsa_signing_rate(capacity_seconds, 1), rsa_signing_rate(capacity_seconds, WORKERS))
+    argon2 = (argon2_rate(capacity_seconds, 1), argon2_rate(capacity_seconds, WORKERS))
+    from idp.accounts.passwords import hash_password
+
+    argon2_parameters = "argon2id " + hash_password("parameters").split("$")[3]
+
+    with tempfile.TemporaryDirectory(prefix="idp-bench-") as directory:
+        env = environment(Path(directory), free_port(), args.database_url, args.redis_url)
+        log = Path(directory) / "serve.log"
+        fresh = Server.start(env, WORKERS, log)
+        fresh.stop()
+        client = idp(
+            env, "clients", "create", "--name", "benchmark", "--redirect-uri", REDIRECT_URI, "--first-party",
+            "--grant-type", "authorization_code", "--grant-type", "refresh_token", "--grant-type", "client_credentials",
+        )
+        email, password = f"bench-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(18)
+        idp(env, "users", "create", "--email", email, "--password", password, "--verified", "--name", "Bench Mark")
+        server = Server.start(env, WORKERS, log)
+        try:
+            time.sleep(1)
+            idle_rss = server.rss()
+            job = {
+                "base": server.url, "seconds": args.seconds, "concurrency": args.concurrency,
+                "max_requests": args.max_requests, "client_id": client["client_id"],
+                "client_secret": client["client_secret"], "redirect_uri": REDIRECT_URI, "email": email,
+                "password": password,
+            }
+            scenarios = []
+            for name in SCENARIOS:
+                print(f"  {name} ...", file=sys.stderr)
+                scenarios.append(run_scenario(server, job, name))
+        finally:
+            server.stop()
+    about["load average at end"] = load_average()
+    print(report(about, rsa, argon2, argon2_parameters, (fresh.ready_seconds, server.ready_seconds), idle_rss,
+                 scenarios))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""``idp serve`` under test: started with the real command, watched through /proc, stopped again.
+
+The server runs in a directory of its own (its SQLite file, keys, secret key and working directory,
+so no ``.env`` of the checkout leaks in) with rate limiting off, on a free port of 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+IDP = Path(sys.executable).parent / "idp"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def environment(directory: Path, port: int, database_url: str | None, redis_url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env |= {
+        "IDP_ISSUER": f"http://127.0.0.1:{port}",
+        "IDP_DATABASE_URL": database_url or f"sqlite:///{directory / 'idp.db'}",
+        "IDP_KEYS_DIR": str(directory / "keys"),
+        "IDP_RATE_LIMITING": "off",
+        "HOME": str(directory),
+    }
+    if redis_url:
+        env["IDP_REDIS_URL"] = redis_url
+    return env
+
+
+def idp(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """Run a ``create`` command of the real CLI; the JSON object it printed."""
+    result = subprocess.run(  # noqa: S603 - the project's own console script
+        [str(IDP), *args], env=env, cwd=env["HOME"], capture_output=True, text=True, timeout=120, check=False
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"idp {' '.join(args[:2])} failed: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and b"resource_tracker" not in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system time of every thread of the process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    ready_seconds: float
+    workers: list[int]
+
+    @classmethod
+    def start(cls, env: dict[str, str], workers: int, log: Path) -> Server:
+        """Start ``idp serve`` and time it from the process start to the first ready ``/readyz``."""
+        url = env["IDP_ISSUER"]
+        port = url.rsplit(":", 1)[1]
+        with log.open("ab") as handle:
+            started = time.perf_counter()
+            process = subprocess.Popen(  # noqa: S603 - the project's own console script
+                [str(IDP), "serve", "--port", port, "--workers", str(workers)],
+                env=env, cwd=env["HOME"], stdout=handle, stderr=subprocess.STDOUT,
+            )
+        deadline = started + 60
+        with httpx.Client(timeout=1) as http:
+            while time.perf_counter() < deadline:
+                if process.poll() is not None:
+                    raise SystemExit(f"idp serve exited: {log.read_text()[-2000:]}")
+                try:
+                    if http.get(url + "/readyz").status_code == 200:
+                        ready = time.perf_counter() - started
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.005)
+            else:
+                process.kill()
+                raise SystemExit(f"idp serve was not ready within 60 s: {log.read_text()[-2000:]}")
+            # Every worker must be serving before anything is measured on them.
+            while len(_children(process.pid)) < workers and time.perf_counter() < deadline:
+                time.sleep(0.05)
+            for _ in range(20 * workers):
+                http.get(url + "/readyz")
+        return cls(process, url, ready, _children(process.pid))
+
+    def rss(self) -> list[float]:
+        return [rss_mb(pid) for pid in self.workers]
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.workers)
+
+    def stop(self) -> None:
+        """SIGTERM to the server we started, which stops its own workers; SIGKILL if it lingers."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            for pid in [*self.workers, self.process.pid]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.process.wait(timeout=10)
