@@ -22,10 +22,10 @@ from ..accounts.phones import PhoneError
 from ..accounts.recovery import WrongCurrentPassword
 from ..accounts.recovery import change_password as change_password_service
 from ..audit import mask
-from ..security.forms import FormError, read_form, single_values
 from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
 from .browser import audit, clear_session_cookie, current_session, request_address
+from .forms import posted_form
 from .rendering import error_page, render
 from .throttling import throttled
 
@@ -55,12 +55,9 @@ def _signed_in(on_expired: Renderer) -> Callable[[Handler], Endpoint]:
 
     def wrap(handler: Handler) -> Endpoint:
         async def endpoint(request: Request) -> Response:
-            form: dict[str, str] = {}
-            if request.method == "POST":
-                try:
-                    form, _ = single_values(await read_form(request))
-                except FormError as exc:
-                    return error_page(request, str(exc))
+            form = await posted_form(request)
+            if isinstance(form, Response):
+                return form
             return await run_in_threadpool(_run, request, form, handler, on_expired)
 
         return endpoint

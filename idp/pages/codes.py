@@ -6,7 +6,6 @@ third wrong try spends the code, and asking for a new one shows how long to wait
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -14,9 +13,9 @@ from ..accounts import challenges, otp
 from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
-from ..security.forms import FormError, read_form, single_values
 from ..security.rate_limits import Limit
 from .browser import audit
+from .forms import form_page
 from .rendering import error_page, render
 from .signin import complete_sign_in, pending_cookie, set_pending_cookie
 from .throttling import throttled
@@ -27,42 +26,12 @@ GONE = "This sign-in has expired. Please start again."
 TOO_MANY = "That was the third wrong code, so this sign-in has ended. Please start again."
 
 
-async def request_code(request: Request) -> Response:
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
-    return await run_in_threadpool(_request_code, request, form)
-
-
-async def enter_code(request: Request) -> Response:
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
-    return await run_in_threadpool(_enter_code, request, form)
-
-
-async def resend_code(request: Request) -> Response:
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
-    return await run_in_threadpool(_resend_code, request, form)
-
-
-async def _form(request: Request) -> dict[str, str] | Response:
-    if request.method != "POST":
-        return {}
-    try:
-        form, _ = single_values(await read_form(request))
-    except FormError as exc:
-        return error_page(request, str(exc))
-    return form
-
-
 def _wait_message(wait: int) -> str:
     return f"Too many codes were sent. You can ask for a new one in {wait} seconds."
 
 
-def _request_code(request: Request, form: dict[str, str]) -> Response:
+@form_page
+def request_code(request: Request, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     request_id = form.get("request") if request.method == "POST" else request.query_params.get("request")
     page = {"request_id": request_id, "identifier": form.get("identifier", "")}
@@ -101,7 +70,8 @@ def _request_code(request: Request, form: dict[str, str]) -> Response:
     return response
 
 
-def _enter_code(request: Request, form: dict[str, str]) -> Response:
+@form_page
+def enter_code(request: Request, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     with ctx.sessions() as db:
         pending = challenges.find(db, request.cookies.get(pending_cookie(request)))
@@ -150,7 +120,8 @@ def _enter_code(request: Request, form: dict[str, str]) -> Response:
         return complete_sign_in(request, db, user, amr=amr, authorization_request_id=pending.authorization_request_id)
 
 
-def _resend_code(request: Request, form: dict[str, str]) -> Response:
+@form_page
+def resend_code(request: Request, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     with ctx.sessions() as db:
         pending = challenges.find(db, request.cookies.get(pending_cookie(request)))

@@ -4,29 +4,19 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..oauth import scopes
 from ..oauth.authorization import deny, issue_code, load_pending, needs_sign_in, record_consent
 from ..oauth.errors import BadAuthorizationTarget
-from ..security.forms import FormError, read_form, single_values
 from .browser import current_session
+from .forms import form_page
 from .rendering import authorization_response, error_page, render
 
 
-async def consent(request: Request) -> Response:
-    form: dict[str, str] = {}
-    if request.method == "POST":
-        try:
-            form, _ = single_values(await read_form(request))
-        except FormError as exc:
-            return error_page(request, str(exc))
-    return await run_in_threadpool(_consent, request, form)
-
-
-def _consent(request: Request, form: dict[str, str]) -> Response:
+@form_page
+def consent(request: Request, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     request_id = form.get("request") if request.method == "POST" else request.query_params.get("request")
     with ctx.sessions() as db:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -10,9 +9,9 @@ from ..accounts.authentication import Outcome, sign_in_with_password
 from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
-from ..security.forms import FormError, read_form, single_values
 from ..security.rate_limits import Limit
 from .browser import audit
+from .forms import form_page
 from .rendering import error_page, render
 from .signin import complete_sign_in, start_second_factor
 from .throttling import throttled
@@ -22,17 +21,8 @@ UNVERIFIED = "Verify your email address first: follow the link in the email we s
 EXPIRED_FORM = "This form has expired. Please try again."
 
 
-async def login(request: Request) -> Response:
-    form: dict[str, str] = {}
-    if request.method == "POST":
-        try:
-            form, _ = single_values(await read_form(request))
-        except FormError as exc:
-            return error_page(request, str(exc))
-    return await run_in_threadpool(_login, request, form)
-
-
-def _login(request: Request, form: dict[str, str]) -> Response:
+@form_page
+def login(request: Request, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     request_id = form.get("request") if request.method == "POST" else request.query_params.get("request")
     with ctx.sessions() as db:

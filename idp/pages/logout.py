@@ -8,20 +8,17 @@ from starlette.responses import RedirectResponse, Response
 
 from ..oauth.errors import BadAuthorizationTarget
 from ..oauth.logout import parse_logout
-from ..security.forms import FormError, read_form, single_values
 from ..sessions import end_session
 from .browser import clear_session_cookie, current_session
+from .forms import posted_form
 from .rendering import error_page, render, with_query
 
 
 async def logout(request: Request) -> Response:
-    if request.method == "POST":
-        try:
-            values, _ = single_values(await read_form(request))
-        except FormError as exc:
-            return error_page(request, str(exc))
-    else:
-        values = dict(request.query_params)
+    """RP-Initiated Logout §2: the parameters come by GET or by POST."""
+    values = await posted_form(request) if request.method == "POST" else dict(request.query_params)
+    if isinstance(values, Response):
+        return values
     return await run_in_threadpool(_logout, request, values)
 
 

@@ -8,7 +8,6 @@ keeps the URL itself from leaking to other sites.
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,9 +15,9 @@ from .. import audit as audit_log
 from ..accounts import recovery
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.users import UserError
-from ..security.forms import FormError, read_form, single_values
 from ..security.rate_limits import Limit
 from .browser import audit
+from .forms import form_page
 from .rendering import error_page, render
 from .throttling import throttled
 
@@ -31,31 +30,8 @@ BAD_LINK = (
 MISMATCH = "The two passwords are not the same."
 
 
-async def forgot_password(request: Request) -> Response:
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
-    return await run_in_threadpool(_forgot_password, request, form)
-
-
-async def reset_password(request: Request) -> Response:
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
-    return await run_in_threadpool(_reset_password, request, form)
-
-
-async def _form(request: Request) -> dict[str, str] | Response:
-    if request.method != "POST":
-        return {}
-    try:
-        form, _ = single_values(await read_form(request))
-    except FormError as exc:
-        return error_page(request, str(exc))
-    return form
-
-
-def _forgot_password(request: Request, form: dict[str, str]) -> Response:
+@form_page
+def forgot_password(request: Request, form: dict[str, str]) -> Response:
     """Known, unknown, disabled or over the limit: the same page, after the same kind of work."""
     ctx = request.app.state.ctx
     page = {"email": form.get("email", "")}
@@ -86,7 +62,8 @@ def _forgot_password(request: Request, form: dict[str, str]) -> Response:
     return render(request, "password_forgot_sent.html", {"minutes": recovery.LINK_LIFETIME // 60})
 
 
-def _reset_password(request: Request, form: dict[str, str]) -> Response:
+@form_page
+def reset_password(request: Request, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     token = form.get("token", "") if request.method == "POST" else request.query_params.get("token", "")
     page = {"token": token, "min_length": ctx.settings.password_min_length}

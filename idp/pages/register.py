@@ -22,9 +22,9 @@ from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.cookies import cookie_name
 from ..security.digests import new_token, token_digest
-from ..security.forms import FormError, read_form, single_values
 from ..security.rate_limits import Limit
 from .browser import audit
+from .forms import form_page
 from .rendering import error_page, render
 from .signin import complete_sign_in, start_second_factor
 from .throttling import throttled
@@ -40,36 +40,10 @@ BAD_LINK = (
 RESENT = "If an account with this address is waiting for verification, we sent it a new link."
 
 
-async def register(request: Request) -> Response:
-    if not request.app.state.ctx.settings.self_registration:
-        return error_page(request, NOT_FOUND, status_code=404)
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
-    return await run_in_threadpool(_register, request, form)
-
-
 async def verify_email(request: Request) -> Response:
     if request.method == "HEAD":
         return Response(headers={"Cache-Control": "no-store"})
     return await run_in_threadpool(_verify_email, request)
-
-
-async def resend_verification(request: Request) -> Response:
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
-    return await run_in_threadpool(_resend_verification, request, form)
-
-
-async def _form(request: Request) -> dict[str, str] | Response:
-    if request.method != "POST":
-        return {}
-    try:
-        form, _ = single_values(await read_form(request))
-    except FormError as exc:
-        return error_page(request, str(exc))
-    return form
 
 
 def _browser_cookie_name(request: Request) -> str:
@@ -95,7 +69,10 @@ def _set_browser_cookie(request: Request, response: Response, browser_id: str) -
     return response
 
 
-def _register(request: Request, form: dict[str, str]) -> Response:
+@form_page
+def register(request: Request, form: dict[str, str]) -> Response:
+    if not request.app.state.ctx.settings.self_registration:
+        return error_page(request, NOT_FOUND, status_code=404)
     ctx = request.app.state.ctx
     request_id = (form.get("request") if request.method == "POST" else request.query_params.get("request")) or None
     with ctx.sessions() as db:
@@ -195,7 +172,8 @@ def _still_pending(db: Session, request_id: str | None) -> str | None:
     return request_id
 
 
-def _resend_verification(request: Request, form: dict[str, str]) -> Response:
+@form_page
+def resend_verification(request: Request, form: dict[str, str]) -> Response:
     """Known, unknown, verified or not: the same page; the wait counts requests, not links sent."""
     ctx = request.app.state.ctx
     request_id = form.get("request") or None

@@ -17,11 +17,11 @@ from starlette.responses import RedirectResponse, Response
 
 from ..accounts import otp, second_factor, totp
 from ..accounts.second_factor import NotReauthenticated, SecondFactorError
-from ..security.forms import FormError, read_form, single_values
 from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
 from .browser import audit, current_session
-from .rendering import error_page, render
+from .forms import posted_form
+from .rendering import render
 from .throttling import throttled
 
 EXPIRED_FORM = "This form has expired. Please try again."
@@ -55,10 +55,9 @@ async def recovery_codes(request: Request) -> Response:
 
 
 async def _post(request: Request, handler: Handler) -> Response:
-    try:
-        form, _ = single_values(await read_form(request))
-    except FormError as exc:
-        return error_page(request, str(exc))
+    form = await posted_form(request)
+    if isinstance(form, Response):
+        return form
     return await run_in_threadpool(_signed_in, request, handler, form)
 
 
