@@ -603,7 +603,7 @@ def test_phone_verification_shares_the_pages_rate_limit(base_environ, make_user,
     """The API is no way around the hosted pages' per-address budget for codes."""
     settings = make_settings(base_environ, IDP_RATE_LIMITING="on", IDP_RATE_LIMIT_VERIFICATION="2/hour")
     limited = create_app(settings)
-    person, client = make_user(), make_client()
+    person, client = make_user(), make_client(first_party=True)
     with TestClient(limited, base_url=TEST_ISSUER, follow_redirects=False) as http:
         access = tokens_for(http, client, person)["access_token"]
         first = http.post("/api/account/phone", json={"phone": random_phone()}, headers=bearer(access))
@@ -622,3 +622,18 @@ def test_phone_verification_shares_the_pages_rate_limit(base_environ, make_user,
                                                       AuditEvent.user_id == person.id)).all()
         assert [e.detail for e in refused] == [{"limit": "verification"}] * 2
     limited.state.ctx.close()
+
+
+def test_a_third_party_apps_token_may_not_manage_the_account(browsers, make_client, person, documented):
+    """An app that signs people in must not thereby end their sessions or change their password."""
+    third_party = make_client()
+    browser = browsers(CHROME)
+    access = tokens_for(browser, third_party, person)["access_token"]
+    for method, path, body in (
+        ("get", "/api/account", None),
+        ("post", "/api/account/sessions/end-others", None),
+        ("post", "/api/account/password", {"current_password": PASSWORD, "password": "another long passphrase"}),
+    ):
+        response = browser.request(method.upper(), path, json=body, headers=bearer(access))
+        assert_problem(response, 403, "not-first-party")
+        documented.check(response, path, method)

@@ -303,6 +303,7 @@ def signed_in_browser(site: Site, email: str, address: str) -> TestClient:
         ("/account/phone/verify", {"code": "000000"}),
         ("/account/phone/verify/resend", {}),
         ("/account/security/resend", {"enrolment": "x"}),
+        ("/account/security/enable", {"method": "email", "current_password": PASSWORD}),
     ],
 )
 def test_code_requests_and_verification_are_limited_per_address(open_site, make_user, path, fields):

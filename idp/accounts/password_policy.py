@@ -17,7 +17,6 @@ from functools import cache
 import httpx
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
-from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from ..settings import Settings
 from ..storage import PasswordHistory, User, now
@@ -34,6 +33,9 @@ class PasswordRejected(ValueError):
 
 @cache
 def _common() -> frozenset[str]:
+    """Loaded on first use: zxcvbn's lists hold some 13 MB, which an idle worker need not carry."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
     return frozenset(FREQUENCY_LISTS["passwords"])
 
 

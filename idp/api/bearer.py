@@ -6,7 +6,9 @@ signed by a key in its JWKS, unexpired and unrevoked, with the provider itself a
 (RFC 9068 §4), and granted the ``openid`` scope. It must come from a grant a person made (an
 authorization code and its refresh tokens): a client-credentials token acts for its client alone
 and is refused with 403. The grant also tells which single sign-on session the token was issued
-in, which is the session the API calls "current".
+in, which is the session the API calls "current". Only first-party clients may use it: an app
+that signs people in with an ``openid`` token must not thereby be able to end their sessions or
+change their password.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from starlette.requests import Request
 from ..context import Context
 from ..oauth.errors import InvalidToken
 from ..oauth.tokens import verify_access_token
-from ..storage import Grant, User
+from ..storage import Client, Grant, User
 from .problems import Problem
 
 REQUIRED_SCOPE = "openid"
@@ -80,6 +82,12 @@ def authenticate(ctx: Context, db: Session, token: str) -> Caller:
             headers={
                 "WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", scope="{REQUIRED_SCOPE}"'
             },
+        )
+    client = db.get(Client, grant.client_id)
+    if client is None or not client.first_party:
+        raise Problem(
+            "not-first-party",
+            "Only the provider's own applications (registered with --first-party) may manage the account.",
         )
     user = db.get(User, grant.user_id)
     if user is None or user.disabled:

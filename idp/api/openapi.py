@@ -112,7 +112,7 @@ _RESPONSES: dict[str, Any] = {
     ),
     "Forbidden": _problem(
         f"`no-person`: a client credentials token, which acts for no person; `insufficient-scope`: the token lacks "
-        f"`{REQUIRED_SCOPE}`."
+        f"`{REQUIRED_SCOPE}`; `not-first-party`: the token was issued to a client not registered as first party."
     ),
     "MalformedBody": _problem("`malformed-body`: the body is not well-formed JSON in UTF-8."),
     "BodyTooLarge": _problem("`body-too-large`: the body is over 64 KiB."),

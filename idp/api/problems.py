@@ -30,6 +30,7 @@ KINDS = {
     "invalid-token": Kind(401, "The access token is missing, invalid, expired or revoked"),
     "no-person": Kind(403, "The access token does not act for a person"),
     "insufficient-scope": Kind(403, "The access token lacks a scope this API needs"),
+    "not-first-party": Kind(403, "The access token was issued to an application that may not manage accounts"),
     "malformed-body": Kind(400, "The request body is not valid JSON"),
     "body-too-large": Kind(413, "The request body is too large"),
     "unsupported-media-type": Kind(415, "The request body must be application/json"),

@@ -113,7 +113,10 @@ def _wait_message(wait: int) -> str:
 
 
 def _enable(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    """Email and SMS enrolments send a code, so they spend the verification budget like a resend."""
     ctx = request.app.state.ctx
+    if form.get("method") in ("email", "sms") and (refused := throttled(request, Limit.VERIFICATION, db=db)):
+        return refused
     try:
         second_factor.reauthenticate(ctx, db, active.session, active.user, form.get("current_password", ""))
         enrolment = second_factor.start(ctx, db, active.user, form.get("method", ""))
