@@ -60,6 +60,15 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+@pytest.fixture
+def own_database_url(tmp_path: Path) -> Iterator[str]:
+    """An empty database of this test's own on the suite's back end: ``services.own_database``."""
+    from .services import own_database  # imported here: tests.services imports this module
+
+    with own_database(tmp_path) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str | None:
     url = os.environ.get("IDP_TEST_REDIS_URL")

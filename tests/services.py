@@ -6,6 +6,9 @@ of the suite uses. They never touch the suite's shared database or Redis: they c
 the same server (that of ``IDP_TEST_DATABASE_URL``, else the local one) and drop it afterwards, and
 start their own ``redis-server`` on free ports. Where PostgreSQL or ``redis-server`` is missing they
 are skipped with the reason, except in CI, where that is a failure.
+
+Tests that only need a database of their own take it from ``own_database``: on whichever back end
+the suite runs, so that their journeys run on PostgreSQL too in CI's PostgreSQL pass.
 """
 
 from __future__ import annotations
@@ -58,6 +61,21 @@ def postgresql_database() -> Iterator[URL]:
     finally:
         with psycopg.connect(admin, autocommit=True, connect_timeout=3) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def own_database(directory: Path) -> Iterator[str]:
+    """An empty database of the caller's own on the suite's back end, as a URL.
+
+    Tests that need a database no other app delivers messages from (or whose tables they read
+    whole) still run on PostgreSQL in CI's PostgreSQL pass: a fresh database on the server of
+    ``IDP_TEST_DATABASE_URL``, dropped afterwards; without it, a SQLite file in ``directory``.
+    """
+    if not os.environ.get("IDP_TEST_DATABASE_URL"):
+        yield f"sqlite:///{directory / 'idp.db'}"
+        return
+    with postgresql_database() as url:
+        yield url.render_as_string(hide_password=False)
 
 
 class RedisServer:

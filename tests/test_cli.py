@@ -1,7 +1,7 @@
 """The contract's commands, through the real ``idp`` console script.
 
-Every test has its own SQLite file, keys directory and working directory (``HOME``, which
-``run_idp`` runs in), so that tests never see each other's clients, people or ``.env``.
+Every test has its own database (on the suite's back end), keys directory and working directory
+(``HOME``, which ``run_idp`` runs in), so that tests never see each other's clients, people or ``.env``.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ DEFAULT_SCOPE = "openid profile email phone offline_access"
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+def env(own_database_url: str, tmp_path: Path) -> dict[str, str]:
     return {
-        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "IDP_DATABASE_URL": own_database_url,
         "IDP_KEYS_DIR": str(tmp_path / "keys"),
         "IDP_SECRET_KEY": SECRET_KEY,
         "HOME": str(tmp_path),
@@ -98,6 +98,17 @@ def users(environ: dict[str, str]) -> list[dict[str, Any]]:
 
 def create_client(environ: dict[str, str], *extra: str) -> dict[str, Any]:
     return one(environ, "clients", "create", "--name", "App", "--redirect-uri", "https://rp.example/cb", *extra)
+
+
+def untouched(database_url: str) -> bool:
+    """No SQLite file was made, or no table in the PostgreSQL database made for the test."""
+    if database_url.startswith("sqlite:///"):
+        return not Path(database_url.removeprefix("sqlite:///")).exists()
+    engine = create_engine(database_url)
+    try:
+        return inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
 
 
 # --- clients -----------------------------------------------------------------------------------
@@ -413,7 +424,7 @@ def test_a_bad_setting_stops_every_command_with_one_line(env, tmp_path):
         line = assert_refused(result)
         assert line.removeprefix("idp: ").startswith(_named_variable(name)), (command, line)
     # Nothing was written: no database, no keys.
-    assert not (tmp_path / "cli.db").exists()
+    assert untouched(env["IDP_DATABASE_URL"])
     assert not (tmp_path / "keys").exists()
 
 
@@ -432,7 +443,7 @@ def test_serve_with_a_bad_setting_exits_at_once(env, tmp_path, name, value):
     assert time.monotonic() - started < 20
     line = assert_refused(result)
     assert line.removeprefix("idp: ").startswith(_named_variable(name)), line
-    assert not (tmp_path / "cli.db").exists()
+    assert untouched(env["IDP_DATABASE_URL"])
     assert not (tmp_path / "keys").exists()
 
 
@@ -513,9 +524,9 @@ def test_serve_on_a_bare_machine_makes_what_it_needs(tmp_path):
     assert process.returncode is not None
 
 
-def test_serve_with_two_workers(tmp_path):
+def test_serve_with_two_workers(own_database_url, tmp_path):
     environ = {
-        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'workers.db'}",
+        "IDP_DATABASE_URL": own_database_url,
         "IDP_KEYS_DIR": str(tmp_path / "keys"),
         "HOME": str(tmp_path),
     }

@@ -34,9 +34,9 @@ DAY = 86_400
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+def env(own_database_url: str, tmp_path: Path) -> dict[str, str]:
     environ = {
-        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'house.db'}",
+        "IDP_DATABASE_URL": own_database_url,
         "IDP_KEYS_DIR": str(tmp_path / "keys"),
         "IDP_SECRET_KEY": SECRET_KEY,
         "HOME": str(tmp_path),

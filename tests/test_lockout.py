@@ -28,6 +28,7 @@ from idp.storage import AuditEvent, User, now
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings, run_idp
 from .flows import hidden_fields
+from .services import own_database
 from .test_passwordless import alert_text, ask_for_code, ctx_of, emailed_code, enter_code, messages_to
 
 WRONG = "not the password at all"
@@ -37,11 +38,11 @@ LOCKED_SUBJECT = "Subject: Your account is locked for {minutes} minutes"
 @pytest.fixture(scope="module")
 def environ(
     base_environ: dict[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
+) -> Iterator[dict[str, str]]:
     """The shared settings and signing keys, with a database of this module's own."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('lockout') / 'idp.db'}"
-    upgrade(url)
-    return {**base_environ, "IDP_DATABASE_URL": url}
+    with own_database(tmp_path_factory.mktemp("lockout")) as url:
+        upgrade(url)
+        yield {**base_environ, "IDP_DATABASE_URL": url}
 
 
 @contextmanager

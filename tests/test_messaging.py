@@ -59,11 +59,10 @@ KAVENEGAR_KEY = "6A2B-kavenegar-api-key-not-for-logs"
 
 
 @pytest.fixture
-def environ(base_environ: dict[str, str], tmp_path: Path) -> dict[str, str]:
+def environ(base_environ: dict[str, str], own_database_url: str) -> dict[str, str]:
     """The shared settings, with a fresh database of this test's own."""
-    url = f"sqlite:///{tmp_path / 'outbox.db'}"
-    upgrade(url)
-    return {**base_environ, "IDP_DATABASE_URL": url}
+    upgrade(own_database_url)
+    return {**base_environ, "IDP_DATABASE_URL": own_database_url}
 
 
 @pytest.fixture

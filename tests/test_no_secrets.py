@@ -90,11 +90,11 @@ class Server:
 
 
 @pytest.fixture
-def server(base_environ: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+def server(base_environ: dict[str, str], own_database_url: str, tmp_path: Path) -> Iterator[Server]:
     sink = Sink()
     controller = Controller(sink, hostname="127.0.0.1", port=free_port())
     controller.start()
-    database_url = f"sqlite:///{tmp_path / 'secrets.db'}"
+    database_url = own_database_url
     upgrade(database_url)
     environ = {
         **base_environ,

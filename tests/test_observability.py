@@ -78,10 +78,9 @@ class Isolated:
 
 
 @pytest.fixture
-def isolated(base_environ: dict[str, str], tmp_path: Path) -> Iterator[Isolated]:
-    url = f"sqlite:///{tmp_path / 'observability.db'}"
-    upgrade(url)
-    app = create_app(make_settings(base_environ, IDP_DATABASE_URL=url, IDP_RATE_LIMITING="off"))
+def isolated(base_environ: dict[str, str], own_database_url: str) -> Iterator[Isolated]:
+    upgrade(own_database_url)
+    app = create_app(make_settings(base_environ, IDP_DATABASE_URL=own_database_url, IDP_RATE_LIMITING="off"))
     with TestClient(app, base_url=TEST_ISSUER, follow_redirects=False) as http:
         yield Isolated(http, app.state.ctx)
     app.state.ctx.close()
@@ -328,10 +327,10 @@ def stop(process) -> None:  # type: ignore[no-untyped-def]
     process.wait(timeout=15)
 
 
-def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, tmp_path):
+def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, own_database_url, tmp_path):
     environ = {
         **base_environ,
-        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'workers.db'}",
+        "IDP_DATABASE_URL": own_database_url,
         "IDP_RATE_LIMITING": "off",
         "HOME": str(tmp_path),
     }

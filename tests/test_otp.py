@@ -224,8 +224,7 @@ def test_codes_are_compared_in_constant_time(ctx, identifier, comparisons) -> No
 
 
 def test_two_threads_with_the_right_code_at_once_succeed_once(ctx) -> None:  # type: ignore[no-untyped-def]
-    """Each thread has its own session on the file database; the conditional UPDATE decides."""
-    assert ctx.settings.database_url.startswith("sqlite:///")
+    """Each thread has its own session on the suite's database; the conditional UPDATE decides."""
     for _ in range(10):
         identifier = f"race-{secrets.token_hex(6)}@example.com"
         assert sorted(race(ctx, identifier, issue(ctx, identifier).code)) == [False, True]

@@ -678,12 +678,12 @@ class SmtpServer:
 
 
 @pytest.fixture
-def smtp_server(base_environ: dict[str, str], tmp_path: Path) -> Iterator[SmtpServer]:
+def smtp_server(base_environ: dict[str, str], own_database_url: str, tmp_path: Path) -> Iterator[SmtpServer]:
     """``idp serve`` with its own database, sending email over SMTP to an aiosmtpd sink."""
     sink = Sink()
     controller = Controller(sink, hostname="127.0.0.1", port=free_port())
     controller.start()
-    database_url = f"sqlite:///{tmp_path / 'reset.db'}"
+    database_url = own_database_url
     upgrade(database_url)
     environ = {
         **base_environ,

@@ -43,6 +43,7 @@ from idp.storage import AuditEvent, BrowserSession, OneTimeCode, OutboxMessage, 
 
 from .conftest import TEST_ISSUER, make_settings, start_server
 from .flows import RegisteredClient, authorize_params, hidden_fields, path_of, pkce_pair, query_of
+from .services import own_database
 
 TWILIO_SID = "AC" + "5" * 32
 TWILIO_TOKEN = "twilio-token-for-passwordless-tests"
@@ -156,11 +157,11 @@ def twilio_settings(stub: Stub) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def environ(
     base_environ: dict[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
+) -> Iterator[dict[str, str]]:
     """The shared settings and signing keys (``settings`` makes them), with a database of our own."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('passwordless') / 'idp.db'}"
-    upgrade(url)
-    return {**base_environ, "IDP_DATABASE_URL": url}
+    with own_database(tmp_path_factory.mktemp("passwordless")) as url:
+        upgrade(url)
+        yield {**base_environ, "IDP_DATABASE_URL": url}
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """Registration, email verification and asking for a new link, over HTTP and in Chromium.
 
-Each test gets its own SQLite database and an app that mails through real SMTP to an aiosmtpd
+Each test gets its own database (on the suite's back end) and an app that mails through real SMTP to an aiosmtpd
 sink, so the messages a test reads are exactly the ones it caused. The test clients run without
 the app's lifespan, so no background worker races ``deliver_due``: the test decides when mail goes.
 """
@@ -8,10 +8,10 @@ the app's lifespan, so no background worker races ``deliver_due``: the test deci
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,7 +23,7 @@ import jwt
 import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
-from sqlalchemy import select, text, update
+from sqlalchemy import inspect, select, text, update
 from starlette.testclient import TestClient
 
 from idp.accounts import registration
@@ -48,6 +48,7 @@ from .flows import (
     submit_consent,
     submit_login,
 )
+from .services import own_database
 from .test_browser import RelyingApp
 from .test_messaging import Sink, smtp_sink
 
@@ -71,13 +72,6 @@ def sink(smtp: Controller) -> Sink:
     handler: Sink = smtp.handler
     handler.received.clear()
     return handler
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("registration") / "template.db"
-    upgrade(f"sqlite:///{path}")
-    return path
 
 
 @dataclass
@@ -110,18 +104,21 @@ class Site:
 
 @pytest.fixture
 def make_site(
-    base_environ: dict[str, str], settings: Settings, template_db: Path, tmp_path: Path, smtp: Controller, sink: Sink
+    base_environ: dict[str, str], settings: Settings, tmp_path: Path, smtp: Controller, sink: Sink
 ) -> Iterator[Callable[..., Site]]:
-    """``make_site(IDP_...=...)``: an app on a fresh database of this test's own (``settings``
+    """``make_site(IDP_...=...)``: an app on a fresh database of this site's own (``settings``
     made the signing key they share)."""
     made: list[Site] = []
+    databases = ExitStack()
 
     def make(**overrides: str) -> Site:
-        database = tmp_path / f"site{len(made)}.db"
-        shutil.copy(template_db, database)
+        directory = tmp_path / f"site{len(made)}"
+        directory.mkdir()
+        database_url = databases.enter_context(own_database(directory))
+        upgrade(database_url)
         environ = {
             **base_environ,
-            "IDP_DATABASE_URL": f"sqlite:///{database}",
+            "IDP_DATABASE_URL": database_url,
             "IDP_EMAIL_BACKEND": "smtp",
             "IDP_SMTP_HOST": "127.0.0.1",
             "IDP_SMTP_PORT": str(smtp.port),
@@ -135,6 +132,7 @@ def make_site(
     yield make
     for site in made:
         site.ctx.close()
+    databases.close()
 
 
 @pytest.fixture
@@ -186,8 +184,7 @@ def database_text(ctx: Context) -> str:
     """Every value of every row of every table, as text."""
     values: list[str] = []
     with ctx.engine.connect() as connection:
-        tables = connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'")).scalars().all()
-        for table in tables:
+        for table in inspect(connection).get_table_names():
             for row in connection.execute(text(f'SELECT * FROM "{table}"')):
                 values.extend(str(value) for value in row)
     return "\n".join(values)

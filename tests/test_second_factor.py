@@ -35,6 +35,7 @@ from . import test_browser, test_messaging
 from .conftest import PASSWORD, TEST_ISSUER, LiveServer, make_settings, start_server
 from .flows import RegisteredClient, authorize_params, hidden_fields, pkce_pair, query_of
 from .flows import TestUser as Person
+from .services import own_database
 from .test_browser import exchange, verify_id_token
 from .test_login import alert_text, session_cookies
 from .test_messaging import TWILIO_CREATED, TWILIO_SID, TWILIO_TOKEN, smtp_sink
@@ -54,10 +55,10 @@ stub = test_messaging.stub
 
 
 @pytest.fixture(scope="module")
-def mfa_environ(base_environ: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('second_factor') / 'idp.db'}"
-    upgrade(url)
-    return {**base_environ, "IDP_DATABASE_URL": url}
+def mfa_environ(base_environ: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    with own_database(tmp_path_factory.mktemp("second_factor")) as url:
+        upgrade(url)
+        yield {**base_environ, "IDP_DATABASE_URL": url}
 
 
 @pytest.fixture(scope="module")
@@ -666,9 +667,9 @@ def test_browser_password_and_totp_from_an_app(tab, make_user, live_server, rp):
     assert tab.csp_violations() == []
 
 
-def test_browser_password_and_email_code_from_an_app(browser, base_environ, tmp_path, relying_app):
+def test_browser_password_and_email_code_from_an_app(browser, base_environ, own_database_url, tmp_path, relying_app):
     sink, controller = smtp_sink()
-    url = f"sqlite:///{tmp_path / 'idp.db'}"
+    url = own_database_url
     upgrade(url)
     environ = {**base_environ, "IDP_DATABASE_URL": url, "IDP_EMAIL_BACKEND": "smtp",
                "IDP_SMTP_HOST": "127.0.0.1", "IDP_SMTP_PORT": str(controller.port)}
