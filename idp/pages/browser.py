@@ -11,39 +11,39 @@ from ..security.client_address import client_address
 from ..security.cookies import cookie_name
 from ..sessions import SESSION_LIFETIME, ActiveSession, find_session
 
-BASE_NAME = "idp_session"
+SESSION_COOKIE = "idp_session"
 
 
-def session_cookie(request: Request) -> str:
-    return cookie_name(BASE_NAME, request.app.state.ctx.settings.secure_cookies)
+def browser_cookie(request: Request, base: str) -> str | None:
+    """The value of one of idp's cookies, under its ``__Host-`` name when the issuer is https."""
+    return request.cookies.get(cookie_name(base, request.app.state.ctx.settings.secure_cookies))
+
+
+def set_browser_cookie(request: Request, response: Response, base: str, value: str, *, max_age: int) -> None:
+    """Every idp cookie is HttpOnly and SameSite=Lax: sent on top-level redirects from relying apps,
+    so that ``prompt=none`` works, and never on cross-site POSTs; Secure when the issuer is https."""
+    secure = request.app.state.ctx.settings.secure_cookies
+    response.set_cookie(
+        cookie_name(base, secure), value, max_age=max_age, httponly=True, samesite="lax", secure=secure, path="/"
+    )
+
+
+def clear_browser_cookie(request: Request, response: Response, base: str) -> None:
+    """A deletion carries the same attributes, or browsers refuse it for a ``__Host-`` cookie."""
+    secure = request.app.state.ctx.settings.secure_cookies
+    response.delete_cookie(cookie_name(base, secure), path="/", httponly=True, samesite="lax", secure=secure)
 
 
 def current_session(request: Request, db: Session) -> ActiveSession | None:
-    return find_session(db, request.cookies.get(session_cookie(request)))
+    return find_session(db, browser_cookie(request, SESSION_COOKIE))
 
 
 def set_session_cookie(request: Request, response: Response, token: str) -> None:
-    """HttpOnly and SameSite=Lax: sent on top-level redirects from relying apps, so that
-    ``prompt=none`` works, and never on cross-site POSTs."""
-    response.set_cookie(
-        session_cookie(request),
-        token,
-        max_age=SESSION_LIFETIME,
-        httponly=True,
-        samesite="lax",
-        secure=request.app.state.ctx.settings.secure_cookies,
-        path="/",
-    )
+    set_browser_cookie(request, response, SESSION_COOKIE, token, max_age=SESSION_LIFETIME)
 
 
 def clear_session_cookie(request: Request, response: Response) -> None:
-    response.delete_cookie(
-        session_cookie(request),
-        path="/",
-        httponly=True,
-        samesite="lax",
-        secure=request.app.state.ctx.settings.secure_cookies,
-    )
+    clear_browser_cookie(request, response, SESSION_COOKIE)
 
 
 def request_address(request: Request) -> str | None:

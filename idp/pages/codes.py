@@ -17,7 +17,7 @@ from ..security.rate_limits import Limit
 from .browser import audit
 from .forms import form_page
 from .rendering import error_page, render
-from .signin import complete_sign_in, pending_cookie, set_pending_cookie
+from .signin import complete_sign_in, pending_sign_in, set_pending_cookie
 from .throttling import throttled
 
 EXPIRED_FORM = "This form has expired. Please try again."
@@ -74,7 +74,7 @@ def request_code(request: Request, form: dict[str, str]) -> Response:
 def enter_code(request: Request, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     with ctx.sessions() as db:
-        pending = challenges.find(db, request.cookies.get(pending_cookie(request)))
+        pending = challenges.find(db, pending_sign_in(request))
         if pending is None:
             return error_page(request, GONE)
         page = {
@@ -124,7 +124,7 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
 def resend_code(request: Request, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     with ctx.sessions() as db:
-        pending = challenges.find(db, request.cookies.get(pending_cookie(request)))
+        pending = challenges.find(db, pending_sign_in(request))
         if pending is None:
             return error_page(request, GONE)
         page = {"second_factor": challenges.is_second_factor(pending), "channel": pending.channel}

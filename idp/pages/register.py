@@ -20,10 +20,9 @@ from ..accounts.password_policy import PasswordRejected
 from ..accounts.users import UserError, normalize_email
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
-from ..security.cookies import cookie_name
 from ..security.digests import new_token, token_digest
 from ..security.rate_limits import Limit
-from .browser import audit
+from .browser import audit, browser_cookie, set_browser_cookie
 from .forms import form_page
 from .rendering import error_page, render
 from .signin import complete_sign_in, start_second_factor
@@ -46,26 +45,14 @@ async def verify_email(request: Request) -> Response:
     return await run_in_threadpool(_verify_email, request)
 
 
-def _browser_cookie_name(request: Request) -> str:
-    return cookie_name(BROWSER_COOKIE, request.app.state.ctx.settings.secure_cookies)
-
-
 def _browser_id(request: Request) -> str:
     """This browser's registration cookie value, or a new one."""
-    current = request.cookies.get(_browser_cookie_name(request))
+    current = browser_cookie(request, BROWSER_COOKIE)
     return current if current and 20 <= len(current) <= registration.MAX_TOKEN else new_token()
 
 
 def _set_browser_cookie(request: Request, response: Response, browser_id: str) -> Response:
-    response.set_cookie(
-        _browser_cookie_name(request),
-        browser_id,
-        max_age=registration.LINK_LIFETIME,
-        httponly=True,
-        samesite="lax",
-        secure=request.app.state.ctx.settings.secure_cookies,
-        path="/",
-    )
+    set_browser_cookie(request, response, BROWSER_COOKIE, browser_id, max_age=registration.LINK_LIFETIME)
     return response
 
 
@@ -142,17 +129,21 @@ def register(request: Request, form: dict[str, str]) -> Response:
 def _verify_email(request: Request) -> Response:
     ctx = request.app.state.ctx
     with ctx.sessions() as db:
-        verified = registration.verify(
-            db, request.query_params.get("token"), request.cookies.get(_browser_cookie_name(request))
-        )
+        verified = registration.verify(db, request.query_params.get("token"), browser_cookie(request, BROWSER_COOKIE))
         if verified is None:
             audit(request, db, "email_verified", outcome="failure", detail={"reason": "invalid_link"})
             db.commit()
             return error_page(request, BAD_LINK)
         user = verified.user
         request_id = _still_pending(db, verified.authorization_request_id)
-        audit(request, db, "email_verified", outcome="success", user_id=user.id,
-              detail={"signed_in": verified.same_browser})
+        audit(
+            request,
+            db,
+            "email_verified",
+            outcome="success",
+            user_id=user.id,
+            detail={"signed_in": verified.same_browser},
+        )
         if not verified.same_browser:
             db.commit()
             return render(request, "email_verified.html", {"request_id": request_id})
@@ -193,13 +184,22 @@ def resend_verification(request: Request, form: dict[str, str]) -> Response:
         page = {"email": email, "request_id": request_id}
         wait = registration.requests_wait(db, registration.RESEND_EVENT, key)
         if wait:
-            audit(request, db, registration.RESEND_EVENT, outcome="failure",
-                  detail={"recipient": audit_log.mask(email), "reason": "rate_limited"})
+            audit(
+                request,
+                db,
+                registration.RESEND_EVENT,
+                outcome="failure",
+                detail={"recipient": audit_log.mask(email), "reason": "rate_limited"},
+            )
             db.commit()
             message = f"You asked for several links in a short time. You can ask again in {wait} seconds."
             return render(request, "register_done.html", {**page, "error": message, "wait": wait}, status_code=429)
         user = registration.resend(
-            db, ctx.settings, ctx.secret_key, email, authorization_request_id=request_id,
+            db,
+            ctx.settings,
+            ctx.secret_key,
+            email,
+            authorization_request_id=request_id,
             browser_hash=token_digest(browser_id),
         )
         audit(

@@ -15,29 +15,29 @@ from ..accounts import challenges
 from ..metrics import SIGN_INS
 from ..oauth.authorization import AuthorizationError, decide, load_pending
 from ..oauth.errors import BadAuthorizationTarget
-from ..security.cookies import cookie_name
 from ..sessions import ActiveSession, end_session, start_session
 from ..storage import User
-from .browser import audit, current_session, request_address, set_session_cookie
+from .browser import (
+    audit,
+    browser_cookie,
+    clear_browser_cookie,
+    current_session,
+    request_address,
+    set_browser_cookie,
+    set_session_cookie,
+)
 from .rendering import authorization_response, error_page, next_step
 
 PENDING_COOKIE = "idp_signin"
 
 
-def pending_cookie(request: Request) -> str:
-    return cookie_name(PENDING_COOKIE, request.app.state.ctx.settings.secure_cookies)
+def pending_sign_in(request: Request) -> str | None:
+    """The cookie naming this browser's sign-in under way, if any."""
+    return browser_cookie(request, PENDING_COOKIE)
 
 
 def set_pending_cookie(request: Request, response: Response, value: str) -> None:
-    response.set_cookie(
-        pending_cookie(request),
-        value,
-        max_age=challenges.LIFETIME,
-        httponly=True,
-        samesite="lax",
-        secure=request.app.state.ctx.settings.secure_cookies,
-        path="/",
-    )
+    set_browser_cookie(request, response, PENDING_COOKIE, value, max_age=challenges.LIFETIME)
 
 
 def sign_in_method(amr: list[str]) -> str:
@@ -87,11 +87,5 @@ def complete_sign_in(
     db.commit()
     SIGN_INS.labels(method=sign_in_method(amr), outcome="success").inc()
     set_session_cookie(request, response, cookie)
-    response.delete_cookie(
-        pending_cookie(request),
-        path="/",
-        httponly=True,
-        samesite="lax",
-        secure=request.app.state.ctx.settings.secure_cookies,
-    )
+    clear_browser_cookie(request, response, PENDING_COOKIE)
     return response
