@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, delete, exists, or_
 from sqlalchemy.orm import Session
 
+from .observability.outages import OutageLog
 from .settings import Settings
 from .storage import (
     ActionToken,
@@ -84,7 +85,6 @@ def cleanup(db: Session, settings: Settings) -> dict[str, int]:
     return {name: count for name, count in removed.items() if count}
 
 
-
 def _cleanup_once(ctx: Context) -> dict[str, int]:
     with ctx.sessions.begin() as db:
         return cleanup(db, ctx.settings)
@@ -92,6 +92,7 @@ def _cleanup_once(ctx: Context) -> dict[str, int]:
 
 async def run_housekeeping(ctx: Context, stop: asyncio.Event, interval: float = 3600.0) -> None:
     """Clean up every ``interval`` seconds in every process; deleting twice is harmless."""
+    outage = OutageLog(log, "housekeeping")
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
@@ -99,8 +100,9 @@ async def run_housekeeping(ctx: Context, stop: asyncio.Event, interval: float = 
             return
         try:
             removed = await asyncio.to_thread(_cleanup_once, ctx)
-        except Exception:  # noqa: BLE001 - a database hiccup must not end housekeeping for good
-            log.exception("housekeeping round failed")
+        except Exception as exc:  # noqa: BLE001 - a database hiccup must not end housekeeping for good
+            outage.failed(exc)
             continue
+        outage.succeeded()
         if removed:
             log.info("housekeeping removed %s", removed)

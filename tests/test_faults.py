@@ -8,12 +8,18 @@ liveness holds, and all recovers by itself when the database is back.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
 import re
 import secrets
+import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +29,15 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import URL
 
+from idp.context import Context
+from idp.housekeeping import run_housekeeping
+from idp.messaging.worker import run_worker
+from idp.migrate import upgrade
+from idp.observability import outages
 from idp.security.rate_limits import KEY_PREFIX, REDIS_RETRY
-from idp.storage.database import CONNECT_TIMEOUT
+from idp.settings import Settings
+from idp.storage import make_engine
+from idp.storage.database import CONNECT_TIMEOUT, POSTGRESQL_CONNECT_ARGS
 
 from .conftest import PASSWORD, SECRET_KEY, run_idp, start_server
 from .flows import RegisteredClient, authorize_params, hidden_fields, pkce_pair, tokens_for
@@ -145,7 +158,8 @@ def test_without_redis_sign_in_works_readiness_is_degraded_and_recovers(serve, r
     fell_back_at = time.monotonic()
     assert redis_fallbacks(instance) > fallbacks
     errors = [
-        line for line in instance.log.read_text().splitlines()
+        line
+        for line in instance.log.read_text().splitlines()
         if re.search("redis", line, re.I) and re.search("unavailable|unreachable", line, re.I)
     ]
     assert errors, instance.log.read_text()
@@ -234,3 +248,98 @@ def test_without_the_database_requests_answer_503_quickly_and_recover(serve, pro
         assert refresh(web, client, tokens["refresh_token"]).status_code == 200
     with instance.web() as web:
         tokens_for(web, client, person)
+
+
+# -- a server that vanishes without a word -------------------------------------------------------
+
+# Each libpq keyword of ours and the socket option libpq sets from it.
+SOCKET_OPTIONS = {
+    "keepalives": (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+    "keepalives_idle": (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+    "keepalives_interval": (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+    "keepalives_count": (socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+    "tcp_user_timeout": (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+}
+
+
+@pytest.mark.parametrize("in_url", [{}, {"keepalives_idle": "7", "connect_timeout": "5"}], ids=["defaults", "url"])
+def test_the_kernel_watches_every_postgresql_connection(database_url, in_url):
+    """A server gone without a RST (a dropped route, a dead host) sends no error to read: only TCP
+    keepalives on an idle connection, and the user timeout on one awaiting an answer, end it.
+
+    Read back from the connection libpq really opened, and from its socket; what the URL sets wins.
+    """
+    expected = {key: str(value) for key, value in POSTGRESQL_CONNECT_ARGS.items()} | in_url
+    engine = make_engine(database_url.update_query_dict(in_url).render_as_string(hide_password=False))
+    try:
+        with engine.connect() as connection:
+            libpq = connection.connection.driver_connection
+            parameters = libpq.info.get_parameters()
+            with socket.socket(fileno=os.dup(libpq.pgconn.socket)) as sock:
+                options = {key: sock.getsockopt(*option) for key, option in SOCKET_OPTIONS.items()}
+    finally:
+        engine.dispose()
+    assert {key: parameters.get(key) for key in expected} == expected
+    assert options == {key: int(expected[key]) for key in SOCKET_OPTIONS}
+
+
+# -- the background loops while the database is down --------------------------------------------
+
+REMINDER = 0.5
+
+
+async def _wait_for(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def _through_an_outage(
+    loop: Callable[..., Awaitable[None]], ctx: Context, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Run ``loop`` every 20 ms: up, down for four reminder periods, up until it says so."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(loop(ctx, stop, interval=0.02))
+    try:
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(proxy.stop)
+        await asyncio.sleep(4 * REMINDER)
+        await asyncio.to_thread(proxy.start)
+        await _wait_for(lambda: any("recovered" in record.getMessage() for record in caplog.records), 10)
+    finally:
+        stop.set()
+        await running
+
+
+@pytest.mark.parametrize(
+    ("loop", "logger", "task"),
+    [(run_worker, "idp.outbox", "outbox worker"), (run_housekeeping, "idp.housekeeping", "housekeeping")],
+    ids=["worker", "housekeeping"],
+)
+def test_a_background_loop_logs_an_outage_once_and_its_end(
+    loop, logger, task, database_url, proxy, tmp_path, caplog, monkeypatch
+):
+    """Round after round fails while the database is away: one error with the traceback, a one-line
+    reminder at most every ``REMINDER_SECONDS``, and one line when it is back."""
+    monkeypatch.setattr(outages, "REMINDER_SECONDS", REMINDER)
+    caplog.set_level(logging.INFO)
+    upgrade(database_url.render_as_string(hide_password=False))
+    through_proxy = database_url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    environ = {"IDP_DATABASE_URL": through_proxy, "IDP_KEYS_DIR": str(tmp_path), "IDP_SECRET_KEY": SECRET_KEY}
+    ctx = Context.build(Settings.from_environ(environ, env_file="/nonexistent"))
+    try:
+        # A thread of its own: the session's Playwright browser keeps an event loop running in this one.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, _through_an_outage(loop, ctx, proxy, caplog)).result()
+    finally:
+        ctx.close()
+
+    ours = [record for record in caplog.records if record.name == logger and record.getMessage().startswith(task)]
+    assert [record.levelname for record in ours] == ["ERROR", *["WARNING"] * (len(ours) - 2), "INFO"], caplog.text
+    assert f"{task} recovered after " in ours[-1].getMessage()
+    tracebacks = [record for record in caplog.records if record.exc_info]
+    assert tracebacks == ours[:1], caplog.text
+    failing = [record.created for record in ours[:-1]]
+    assert len(failing) >= 3, "four reminder periods of outage bring reminders"
+    assert all(later - earlier >= REMINDER - 0.05 for earlier, later in pairwise(failing)), caplog.text

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
 
 from idp.migrate import alembic_config, upgrade
 from idp.security.digests import keyed_digest
-from idp.storage import Base, Client, RefreshToken
+from idp.storage import Base, Client, RefreshToken, make_engine
 
 from .flows import exchange, pkce_pair, sign_in
 
@@ -62,8 +63,9 @@ def test_models_and_migrations_agree_on_the_suites_database(database_url):
     assert schema_diff(database_url) == []
 
 
-def test_downgrade_to_base_and_upgrade_again(tmp_path):
-    url = f"sqlite:///{tmp_path / 'roundtrip.db'}"
+def test_downgrade_to_base_and_upgrade_again(own_database_url):
+    """On the suite's back end, so that every downgrade runs on PostgreSQL too in CI."""
+    url = own_database_url
     model_tables = set(Base.metadata.tables)
     upgrade(url)
     assert model_tables <= tables_of(url)
@@ -76,6 +78,48 @@ def test_downgrade_to_base_and_upgrade_again(tmp_path):
     assert current_revision(url) == head_revision(url)
     assert model_tables <= tables_of(url)
     assert schema_diff(url) == []
+
+
+def _only_outbox_row(engine: Engine) -> dict[str, Any]:
+    with engine.connect() as connection:
+        return dict(connection.execute(text("SELECT * FROM outbox")).mappings().one())
+
+
+def test_dropping_the_outbox_subject_keeps_queued_messages(own_database_url):
+    url = own_database_url
+    config = alembic_config(url)
+    command.upgrade(config, "0004")
+    queued = {
+        "id": "m1",
+        "channel": "email",
+        "recipient": "a@example.com",
+        "body": "sealed",
+        "created_at": 1,
+        "attempts": 0,
+        "next_attempt_at": 1,
+    }
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO outbox (id, channel, recipient, body, created_at, attempts, next_attempt_at)"
+                    " VALUES (:id, :channel, :recipient, :body, :created_at, :attempts, :next_attempt_at)"
+                ),
+                queued,
+            )
+
+        upgrade(url)
+        row = _only_outbox_row(engine)
+        assert "subject" not in row
+        assert {key: row[key] for key in queued} == queued
+
+        command.downgrade(config, "0004")
+        row = _only_outbox_row(engine)
+        assert row["subject"] is None
+        assert {key: row[key] for key in queued} == queued
+    finally:
+        engine.dispose()
 
 
 def _every_stored_text(ctx) -> str:
@@ -120,3 +164,19 @@ def test_secrets_rest_only_as_hashes(http, ctx, make_client, make_user):
         assert row.secret_hash != hashlib.sha256(client.client_secret.encode()).hexdigest()
         # The refresh token is findable by its digest: it is stored, only hashed.
         assert db.get(RefreshToken, hashlib.sha256(refresh_token.encode()).hexdigest()) is not None
+
+
+def test_a_busy_sqlite_server_reuses_its_connections(tmp_path):
+    """Fifteen requests at once, twice: the second burst opens no connection (the default pool kept
+    five and reopened ten every time, four PRAGMAs each)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'pool.db'}")
+    opened = []
+    event.listen(engine, "connect", lambda *_: opened.append(1))
+    try:
+        for _ in range(2):
+            connections = [engine.connect() for _ in range(15)]
+            for connection in connections:
+                connection.close()
+        assert len(opened) == 15
+    finally:
+        engine.dispose()

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 
 from .. import audit
 from ..metrics import DELIVERIES_FAILED
+from ..observability.outages import OutageLog
 from ..security.sealing import OUTBOX, Sealer
 from ..storage import OutboxMessage, now
 from .email import Email
@@ -69,10 +70,7 @@ def deliver_due(ctx: Context, limit: int = BATCH) -> int:
     with ctx.sessions() as db:
         due = list(
             db.scalars(
-                select(OutboxMessage.id)
-                .where(*_available(now()))
-                .order_by(OutboxMessage.next_attempt_at)
-                .limit(limit)
+                select(OutboxMessage.id).where(*_available(now())).order_by(OutboxMessage.next_attempt_at).limit(limit)
             )
         )
     sent = 0
@@ -142,8 +140,13 @@ def _failed(ctx: Context, message: Claimed, error: str) -> None:
                 db,
                 "message_failed",
                 outcome="failure",
-                detail={"message_id": message.id, "channel": message.channel,
-                        "recipient": audit.mask(message.recipient), "attempts": attempts, "error": error},
+                detail={
+                    "message_id": message.id,
+                    "channel": message.channel,
+                    "recipient": audit.mask(message.recipient),
+                    "attempts": attempts,
+                    "error": error,
+                },
             )
         else:
             values["next_attempt_at"] = stamp + retry_delay(attempts)
@@ -156,13 +159,20 @@ def _failed(ctx: Context, message: Claimed, error: str) -> None:
     if attempts >= MAX_ATTEMPTS:
         log.error(
             "outbox message %s (%s to %s) failed for good after %d attempts: %s",
-            message.id, message.channel, audit.mask(message.recipient), attempts, error,
+            message.id,
+            message.channel,
+            audit.mask(message.recipient),
+            attempts,
+            error,
         )
         DELIVERIES_FAILED.labels(channel=message.channel).inc()
     else:
         log.warning(
             "outbox message %s: attempt %d failed (%s), retrying in %d s",
-            message.id, attempts, error, retry_delay(attempts),
+            message.id,
+            attempts,
+            error,
+            retry_delay(attempts),
         )
 
 
@@ -171,13 +181,17 @@ async def run_worker(ctx: Context, stop: asyncio.Event, interval: float = 1.0) -
 
     Sending runs in the event loop's default executor, apart from the thread pool that serves
     requests, so a slow provider never holds up a page. A full batch is followed by the next at once.
+    While the database is down every round fails: the log says so once, not every second.
     """
+    outage = OutageLog(log, "outbox worker")
     while not stop.is_set():
         sent = 0
         try:
             sent = await asyncio.to_thread(deliver_due, ctx, BATCH)
-        except Exception:  # noqa: BLE001 - a database hiccup must not end delivery for the life of the process
-            log.exception("outbox worker: a delivery round failed")
+        except Exception as exc:  # noqa: BLE001 - a database hiccup must not end delivery for the life of the process
+            outage.failed(exc)
+        else:
+            outage.succeeded()
         if sent == BATCH:
             continue
         with contextlib.suppress(TimeoutError):

@@ -7,13 +7,33 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 CONNECT_TIMEOUT = 3
+# libpq's TCP settings for PostgreSQL. A server that vanishes without a word (a dropped route, a
+# failed-over host: no RST) leaves a pooled connection open that would otherwise hang its next
+# query for the kernel's ~15 minutes of retransmissions: keepalives find an idle dead connection
+# within 30 s, and the user timeout fails one with unanswered data in flight after as long.
+POSTGRESQL_CONNECT_ARGS = {
+    "connect_timeout": CONNECT_TIMEOUT,
+    "keepalives": 1,
+    "keepalives_idle": 15,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
+# SQLite keeps as many connections as requests may run at once (the thread pool runs 40): with
+# fewer, every request beyond them opens a connection, runs four PRAGMAs and closes it again, just
+# when the server is busiest. PostgreSQL keeps fewer, as every replica's workers share the
+# server's max_connections.
+SQLITE_POOL = {"pool_size": 20, "max_overflow": 20}
+POSTGRESQL_POOL = {"pool_size": 10, "max_overflow": 20}
 
 
 def make_engine(url: str) -> Engine:
     """SQLite gets WAL and a busy timeout so that several worker processes can share one file."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **SQLITE_POOL)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record):  # type: ignore[no-untyped-def]
@@ -26,10 +46,11 @@ def make_engine(url: str) -> Engine:
 
         return engine
     connect_args: dict[str, int] = {}
-    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
-        # An unreachable server must fail a request in seconds (a clean 503), not hang it.
-        connect_args["connect_timeout"] = CONNECT_TIMEOUT
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+    if parsed.get_backend_name() == "postgresql":
+        # An unreachable server must fail a request in seconds (a clean 503), not hang it; what the
+        # URL sets itself wins.
+        connect_args = {key: value for key, value in POSTGRESQL_CONNECT_ARGS.items() if key not in parsed.query}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **POSTGRESQL_POOL)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
