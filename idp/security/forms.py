@@ -6,6 +6,8 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from .null_bytes import holds_nul
+
 MAX_BODY = 64 * 1024
 MAX_FIELDS = 100
 
@@ -29,9 +31,12 @@ async def read_form(request: Request, *, require_form_type: bool = False) -> lis
         if len(body) > MAX_BODY:
             raise FormError("the request body is too large")
     try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS)
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS)
     except (UnicodeDecodeError, ValueError):
         raise FormError("the form is malformed or has too many fields") from None
+    if any(holds_nul(key) or holds_nul(value) for key, value in pairs):
+        raise FormError("the form holds a NUL character")
+    return pairs
 
 
 def single_values(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], set[str]]:
