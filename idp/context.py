@@ -1,11 +1,15 @@
-"""What every service needs, built once per process from the settings."""
+"""What every service needs, built once per process from the settings.
+
+The Redis client library is imported only when ``IDP_REDIS_URL`` names a Redis: a laptop's
+single process on SQLite never loads it (a few MB per worker, and start-up time).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +19,9 @@ from .messaging.sms import SmsBackend, sms_backend
 from .security.rate_limits import RateLimiter
 from .settings import Settings
 from .storage import make_engine, make_sessionmaker
+
+if TYPE_CHECKING:
+    import redis
 
 
 @dataclass
@@ -43,6 +50,8 @@ class Context:
     def redis(self) -> redis.Redis | None:
         if self.settings.redis_url is None:
             return None
+        import redis
+
         return redis.Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
 
     @cached_property

@@ -28,7 +28,7 @@ from starlette.testclient import TestClient
 
 from idp.app import create_app
 from idp.keys import KeyStore
-from idp.migrate import alembic_config
+from idp.migrate import HEAD, alembic_config, current_revision
 from idp.storage import Base, User
 
 from .conftest import PASSWORD, SECRET_KEY, TEST_ISSUER, free_port, make_settings, run_idp, start_server
@@ -310,6 +310,11 @@ def test_unknown_commands_and_ids_are_refused(env):
         (["users", "unlock", "no-such-user"], ["no-such-user"]),
         (["users", "disable", "no-such-user"], ["no-such-user"]),
         (["clients", "delete", "no-such-client"], ["no-such-client"]),
+        (["keys", "retire", "-Xno-such-kid"], ["no key with kid -Xno-such-kid"]),
+        (["keys", "retire", "--no-such-kid", "--force"], ["no key with kid --no-such-kid"]),
+        (["clients", "delete", "-no-such-client"], ["-no-such-client"]),
+        (["users", "unlock", "-no-such-user"], ["-no-such-user"]),
+        (["keys", "list", "--shred"], ["--shred"]),
         (["serve", "--port", "http"], ["port"]),
         (["serve", "--workers", "0"], ["workers"]),
     ]
@@ -464,6 +469,42 @@ def test_migrate_creates_the_tables_at_head(env, tmp_path):
         engine.dispose()
     assert current == ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     assert run_idp(env, "migrate").returncode == 0  # idempotent
+
+
+def test_the_known_head_is_alembics_head(env):
+    assert HEAD == ScriptDirectory.from_config(alembic_config(env["IDP_DATABASE_URL"])).get_current_head()
+
+
+def _imports_after(code: str, environ: dict[str, str]) -> set[str]:
+    """The modules a fresh interpreter has imported once ``code`` has run."""
+    probe = code + "\nimport sys\nprint(' '.join(sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=os.environ | environ, capture_output=True, text=True, timeout=60, check=True
+    )
+    return set(result.stdout.split())
+
+
+def test_a_database_at_head_is_not_migrated_again_and_alembic_is_not_loaded(env):
+    """Start-up time: Alembic is imported only when there is a migration to run."""
+    url = env["IDP_DATABASE_URL"]
+    assert current_revision(url) is None
+    assert "alembic" in _imports_after(f"from idp.migrate import upgrade; upgrade({url!r})", env)
+    assert current_revision(url) == HEAD
+    assert "alembic" not in _imports_after(f"from idp.migrate import upgrade; upgrade({url!r})", env)
+
+
+def test_idp_serve_does_not_load_the_other_commands(env):
+    """Start-up time: choosing ``serve`` imports neither the account layer nor the web application."""
+    loaded = _imports_after("from idp.cli import chosen_group; chosen_group(['serve'])", env)
+    assert "idp.cli.serve" in loaded
+    assert not {"idp.cli.users", "idp.accounts.users", "idp.app", "idp.oauth.clients", "argon2", "jinja2"} & loaded
+
+
+def test_without_a_redis_url_the_redis_library_is_not_loaded(env):
+    """A worker on SQLite and the in-process store leaves the Redis client out of its memory."""
+    build = "from idp.app import create_app; create_app().state.ctx.rate_limiter"
+    assert "redis" not in _imports_after(build, env)
+    assert "redis" in _imports_after(build, env | {"IDP_REDIS_URL": "redis://127.0.0.1:1/0"})
 
 
 def _serve_bare(directory: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
+import zipfile
 from pathlib import Path
 
+import httpx
 import yaml
+
+from .conftest import free_port
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 
@@ -87,3 +95,64 @@ def test_migration_job_service_ingress_autoscaler_and_disruption_budget():
     assert hpa["scaleTargetRef"]["name"] == "idp" and hpa["minReplicas"] >= 2
     pdb = found["PodDisruptionBudget/idp"]["spec"]
     assert pdb["minAvailable"] >= 1 and pdb["selector"]["matchLabels"] == {"app.kubernetes.io/name": "idp"}
+
+
+def test_the_wheel_the_image_installs_serves_on_its_own(tmp_path: Path, own_database_url: str) -> None:
+    """What the Dockerfile's build stage makes: the project's wheel, with the migrations, templates and
+    static files inside it. Unpacked away from the checkout and run with ``idp serve``, it migrates an
+    empty database and serves its pages; no file of the checkout is used."""
+    checkout = Path(__file__).parent.parent
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(wheels), str(checkout)],
+        check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = wheels.glob("idp-*.whl")
+    installed = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        archive.extractall(installed)
+    assert any(name.startswith("idp/migrations/versions/0001_") for name in names)
+    assert "idp/templates/login.html" in names and any(name.startswith("idp/static/") for name in names)
+
+    home = tmp_path / "home"
+    home.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")} | {
+        "PYTHONPATH": str(installed), "HOME": str(home), "IDP_ISSUER": url,
+        "IDP_DATABASE_URL": own_database_url, "IDP_KEYS_DIR": str(home / "keys"),
+    }
+    # The test's own environment has the checkout on sys.path (an editable install): take it off.
+    without_checkout = f"import sys; sys.path = [p for p in sys.path if p.rstrip('/') != {str(checkout)!r}]; "
+    probe = subprocess.run(
+        [sys.executable, "-c", without_checkout + "import idp.migrate as m; print(m.__file__, m.migrations_dir())"],
+        env=environ, cwd=home, capture_output=True, text=True, check=True, timeout=60,
+    )
+    assert probe.stdout.split() == [str(installed / "idp" / "migrate.py"), str(installed / "idp" / "migrations")]
+    log = (home / "serve.log").open("wb")
+    serve = without_checkout + "from idp.cli import main; sys.exit(main())"
+    server = subprocess.Popen(
+        [sys.executable, "-c", serve, "serve", "--port", str(port)],
+        env=environ, cwd=home, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (home / "serve.log").read_text()
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (home / "serve.log").read_text()
+            time.sleep(0.1)
+        login = httpx.get(url + "/login")
+        assert login.status_code == 200 and 'name="username"' in login.text
+        stylesheet = re.search(r'href="(/static/[^"]+\.css)"', login.text)
+        assert stylesheet and httpx.get(url + stylesheet.group(1)).status_code == 200
+        assert httpx.get(url + "/.well-known/openid-configuration").json()["issuer"] == url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

@@ -30,8 +30,7 @@ def _limit(value: str) -> int:
     return int(value)
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = commands.add_parser("audit", help="audit events as JSON lines, oldest first")
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", help="a person's id")
     parser.add_argument("--client", help="a client's id")
     parser.add_argument("--event", action="append", help="an event name, e.g. sign_in (repeatable)")

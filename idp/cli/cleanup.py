@@ -10,8 +10,7 @@ from .clients import _context
 from .output import emit
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = commands.add_parser("cleanup", help="remove what has expired (idp serve also does it hourly)")
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 

@@ -6,13 +6,22 @@ import argparse
 
 from ..context import Context
 from ..migrate import upgrade
-from ..oauth.clients import AUTH_METHODS, DEFAULT_SCOPE, GRANT_TYPES, create_client, delete_client, list_clients
+from ..oauth.clients import (
+    AUTH_METHODS,
+    DEFAULT_SCOPE,
+    GRANT_TYPES,
+    ClientError,
+    create_client,
+    delete_client,
+    list_clients,
+)
 from ..settings import Settings
 from .output import emit
 
+REFUSALS: tuple[type[Exception], ...] = (ClientError,)
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = commands.add_parser("clients", help="relying parties")
+
+def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
     create = actions.add_parser("create", help="register a client; prints its id and secret once")
     create.add_argument("--name", required=True)

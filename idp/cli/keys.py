@@ -10,8 +10,7 @@ from ..settings import Settings
 from .output import emit
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = commands.add_parser("keys", help="signing keys")
+def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
     actions.add_parser("list", help="every published key, the active one last").set_defaults(run=list_keys)
     actions.add_parser("rotate", help="make a new active key; older keys stay published").set_defaults(run=rotate)

@@ -8,8 +8,7 @@ from ..migrate import upgrade
 from ..settings import Settings
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = commands.add_parser("migrate", help="upgrade the database schema to head")
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 

@@ -33,8 +33,7 @@ def _workers(value: str) -> int:
     return int(value)
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = commands.add_parser("serve", help="run the provider")
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=_port, default=8000)
     parser.add_argument("--workers", type=_workers, default=1)
@@ -73,6 +72,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             workers=args.workers,
             proxy_headers=False,
             server_header=False,
+            ws="none",
             log_config=logging_config(logging.INFO),
             access_log=False,
         )

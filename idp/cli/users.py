@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..accounts.users import create_user, disable_user, list_users, unlock_user
+from ..accounts.users import UserError, create_user, disable_user, list_users, unlock_user
 from ..settings import Settings
 from .clients import _context
 from .output import emit
 
+REFUSALS: tuple[type[Exception], ...] = (UserError,)
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = commands.add_parser("users", help="people")
+
+def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
     create = actions.add_parser("create", help="make an account; prints its id")
     create.add_argument("--email", required=True)

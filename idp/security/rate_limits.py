@@ -15,14 +15,17 @@ import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import limits
-import redis
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from .. import metrics
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger("idp.rate_limits")
 
@@ -53,7 +56,11 @@ class RateLimiter:
         self._rates = {limit: limits.parse(getattr(settings, f"rate_limit_{limit.value}")) for limit in Limit}
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._redis: MovingWindowRateLimiter | None = None
+        self._redis_errors: tuple[type[Exception], ...] = ()
         if redis_client is not None and settings.redis_url is not None:
+            import redis
+
+            self._redis_errors = (redis.RedisError,)
             storage = RedisStorage(
                 settings.redis_url, connection_pool=redis_client.connection_pool, key_prefix=KEY_PREFIX
             )
@@ -73,7 +80,7 @@ class RateLimiter:
         strategy = self._strategy()
         try:
             retry_after = _hit(strategy, rate, limit.value, key)
-        except redis.RedisError as exc:
+        except self._redis_errors as exc:
             self._fall_back(exc)
             retry_after = _hit(self._memory, rate, limit.value, key)
         else:
@@ -88,7 +95,7 @@ class RateLimiter:
             return self._memory
         return self._redis
 
-    def _fall_back(self, exc: redis.RedisError) -> None:
+    def _fall_back(self, exc: Exception) -> None:
         self._redis_retry_at = time.monotonic() + REDIS_RETRY
         self._redis_failing = True
         metrics.REDIS_FALLBACKS.inc()

@@ -1,0 +1,1 @@
+"""idp: a standalone OAuth 2.0 / OpenID Connect identity provider."""
