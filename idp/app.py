@@ -35,10 +35,14 @@ from .pages.account import (
     change_password,
     end_one_session,
     end_other_sessions,
+    remove_phone,
     resend_phone_code,
+    send_password_code,
+    set_password,
     update_name,
     verify_phone,
 )
+from .pages.account_email import change_email, confirm_email
 from .pages.codes import enter_code, request_code, resend_code
 from .pages.consent import consent
 from .pages.login import login
@@ -47,6 +51,7 @@ from .pages.password import forgot_password, reset_password
 from .pages.register import register, resend_verification, verify_email
 from .security.csrf import Csrf
 from .security.headers import SecurityHeaders
+from .security.null_bytes import NullBytes
 from .settings import Settings
 
 log = logging.getLogger("idp")
@@ -103,12 +108,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/verify-email/resend", resend_verification, methods=["POST"]),
         Route("/account", account),
         Route("/account/name", update_name, methods=["POST"]),
+        Route("/account/email", change_email, methods=["GET", "POST"]),
+        Route("/account/email/confirm", confirm_email),
         Route("/account/phone", add_phone, methods=["POST"]),
         Route("/account/phone/verify", verify_phone, methods=["GET", "POST"]),
         Route("/account/phone/verify/resend", resend_phone_code, methods=["POST"]),
+        Route("/account/phone/remove", remove_phone, methods=["POST"]),
         Route("/account/sessions/end-others", end_other_sessions, methods=["POST"]),
         Route("/account/sessions/{session_id}/end", end_one_session, methods=["POST"]),
         Route("/account/password", change_password, methods=["POST"]),
+        Route("/account/password/set", set_password, methods=["GET", "POST"]),
+        Route("/account/password/set/code", send_password_code, methods=["POST"]),
         Route("/account/security", security.security),
         Route("/account/security/enable", security.enable, methods=["POST"]),
         Route("/account/security/confirm", security.confirm, methods=["POST"]),
@@ -131,6 +141,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         {issuer, issuer + PATHS["token_endpoint"], issuer + PATHS["revocation_endpoint"],
          issuer + PATHS["introspection_endpoint"]},
     )
+    app.add_middleware(NullBytes)
     app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
     app.add_middleware(RequestObservability, trusted_proxies=settings.trusted_proxies)
     return app

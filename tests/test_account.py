@@ -7,25 +7,20 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from idp.accounts.passwords import verify_password
 from idp.app import create_app
 from idp.messaging.worker import deliver_due
 from idp.storage import AuditEvent, BrowserSession, User
 
-from .conftest import PASSWORD, TEST_ISSUER, make_settings
+from .conftest import CHROME_LINUX, PASSWORD, make_settings
 from .flows import hidden_fields, tokens_for
 
-CHROME_LINUX = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
-)
 FIREFOX_WINDOWS = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0"
 NEW_PASSWORD = "a quite different passphrase 42"
 
@@ -51,18 +46,6 @@ def random_phone() -> str:
     return f"+98912{secrets.randbelow(10_000_000):07d}"
 
 
-@pytest.fixture
-def browsers(app) -> Iterator[Any]:  # type: ignore[no-untyped-def]
-    """Open more browsers (TestClients with their own cookies and User-Agent) on the shared app."""
-    with ExitStack() as stack:
-
-        def open_browser(user_agent: str = CHROME_LINUX, application: Any = None) -> TestClient:
-            client = TestClient(
-                application or app, base_url=TEST_ISSUER, follow_redirects=False, headers={"User-Agent": user_agent}
-            )
-            return stack.enter_context(client)
-
-        yield open_browser
 
 
 @pytest.fixture
@@ -170,6 +153,7 @@ def me(browsers, person) -> TestClient:  # type: ignore[no-untyped-def]
         ("GET", "/account/phone/verify"),
         ("POST", "/account/phone/verify"),
         ("POST", "/account/phone/verify/resend"),
+        ("POST", "/account/phone/remove"),
         ("POST", "/account/sessions/end-others"),
         ("POST", "/account/sessions/abc/end"),
         ("POST", "/account/password"),
@@ -409,6 +393,109 @@ def test_verify_page_without_a_pending_number_goes_back(me):
     assert me.get("/account/phone/verify").headers["location"] == "/account"
 
 
+def remove_phone(browser: TestClient):  # type: ignore[no-untyped-def]
+    return post_form(browser, "/account/phone/remove")
+
+
+@pytest.fixture
+def holder(make_user):  # type: ignore[no-untyped-def]
+    """A person with a verified phone number, as ``(user, number)``."""
+    phone = random_phone()
+    return make_user(phone=phone, verified=True), phone
+
+
+def test_a_removed_number_no_longer_signs_in(browsers, holder, ctx):
+    user, phone = holder
+    opened = browsers()
+    sign_in(opened, phone)
+    response = remove_phone(opened)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/account?done=phone_removed"
+    page = opened.get("/account?done=phone_removed")
+    assert "no longer signs you in" in notice_text(page)
+    assert 'action="/account/phone/remove"' not in page.text
+    stored = stored_user(ctx, user.id)
+    assert (stored.phone, stored.phone_verified) == (None, False)
+    assert events(ctx, user.id, "phone_removed")[-1].detail == {"phone": f"{phone[:6]}***{phone[-4:]}"}
+    stranger = browsers()
+    page = stranger.get("/login")
+    refused = stranger.post("/login", data={**hidden_fields(page.text), "username": phone, "password": PASSWORD})
+    assert refused.status_code == 400
+    assert "not right" in alert_text(refused)
+    sign_in(browsers(), user.email)
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"mfa_method": "sms"}, "Two-step sign-in sends its codes to this number"),
+        ({"email": None}, "Your phone number is how you sign in"),
+    ],
+)
+def test_a_number_still_needed_stays(browsers, holder, ctx, change, says):
+    user, phone = holder
+    opened = browsers()
+    sign_in(opened, user.email)
+    with ctx.sessions.begin() as db:
+        stored = db.get(User, user.id)
+        for name, value in change.items():
+            setattr(stored, name, value)
+    response = remove_phone(opened)
+    assert response.status_code == 400
+    assert says in alert_text(response)
+    assert stored_user(ctx, user.id).phone == phone
+
+
+def test_the_number_of_the_sms_second_factor_cannot_be_swapped_for_another(browsers, holder, ctx, sms_log):
+    """Removing it is refused, and so is replacing it: either would move the second factor away
+    without the proof that turning it off takes."""
+    user, phone = holder
+    opened = browsers()
+    sign_in(opened, user.email)
+    with ctx.sessions.begin() as db:
+        db.get(User, user.id).mfa_method = "sms"
+    other = random_phone()
+    response = start_phone(opened, other)
+    assert response.status_code == 400
+    assert "Two-step sign-in sends its codes to your number" in alert_text(response)
+    deliver_due(ctx)
+    assert not [r for r in sms_log.records if r.getMessage().startswith(f"sms to {other}\n")]
+    assert stored_user(ctx, user.id).phone == phone
+
+
+def test_a_code_sent_before_sms_became_the_second_factor_does_not_swap_its_number(browsers, holder, ctx, sms_log):
+    user, phone = holder
+    opened = browsers()
+    sign_in(opened, user.email)
+    other = random_phone()
+    assert start_phone(opened, other).status_code == 303
+    code = sms_code(ctx, sms_log, other)
+    with ctx.sessions.begin() as db:
+        db.get(User, user.id).mfa_method = "sms"
+    response = enter_phone_code(opened, code)
+    assert response.status_code == 400
+    assert "Two-step sign-in sends its codes to your number" in alert_text(response)
+    assert stored_user(ctx, user.id).phone == phone
+
+
+def test_removing_without_a_number_is_refused(me, ctx, person):
+    assert 'action="/account/phone/remove"' not in me.get("/account").text
+    response = remove_phone(me)
+    assert response.status_code == 400
+    assert alert_text(response) == "There is no phone number on your account."
+    assert events(ctx, person.id, "phone_removed") == []
+
+
+def test_removing_a_number_without_csrf_token_is_refused(browsers, holder, ctx):
+    user, phone = holder
+    opened = browsers()
+    sign_in(opened, user.email)
+    response = opened.post("/account/phone/remove", data={})
+    assert response.status_code == 400
+    assert "expired" in alert_text(response)
+    assert stored_user(ctx, user.id).phone == phone
+
+
 # --- sessions ------------------------------------------------------------------------------------
 
 
@@ -533,6 +620,19 @@ def test_a_wrong_current_password_changes_nothing(me, person, ctx):
     sign_in(me, person.email, PASSWORD)
 
 
+def test_a_locked_account_takes_no_current_password(me, person, ctx):
+    """Guesses here count toward the lockout; once it locks, a borrowed session can guess no more:
+    even the right password is refused until the lock ends."""
+    for _ in range(ctx.settings.lockout_attempts):
+        assert change(me, "not the password", NEW_PASSWORD).status_code == 400
+    assert stored_user(ctx, person.id).locked_until is not None
+    response = change(me, PASSWORD, NEW_PASSWORD)
+    assert response.status_code == 400
+    assert "locked" in alert_text(response)
+    assert events(ctx, person.id, "password_changed")[-1].detail == {"reason": "account_locked"}
+    assert verify_password(stored_user(ctx, person.id).password_hash, PASSWORD)
+
+
 def test_new_passwords_that_differ_are_refused(me, person):
     response = change(me, PASSWORD, NEW_PASSWORD, NEW_PASSWORD + "!")
     assert response.status_code == 400
@@ -548,7 +648,7 @@ def test_the_password_policy_applies(me, person, new, says):
     sign_in(me, person.email, PASSWORD)
 
 
-def test_a_passwordless_account_is_pointed_to_a_reset(browsers, make_user, ctx):
+def test_a_passwordless_account_is_offered_a_code_to_set_one(browsers, make_user, ctx):
     user = make_user()
     opened = browsers()
     sign_in(opened, user.email)
@@ -556,7 +656,7 @@ def test_a_passwordless_account_is_pointed_to_a_reset(browsers, make_user, ctx):
         db.get(User, user.id).password_hash = None
     page = opened.get("/account")
     assert 'name="current_password"' not in page.text
-    assert 'href="/password/forgot"' in page.text
+    assert re.search(r'<form method="post" action="/account/password/set/code">', page.text)
 
 
 # --- in a real browser ---------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import httpx
@@ -24,13 +23,12 @@ from starlette.testclient import TestClient
 
 from idp.accounts.users import disable_user
 from idp.app import create_app
-from idp.messaging.worker import deliver_due
-from idp.storage import AuditEvent
+from idp.storage import AuditEvent, User
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
 from .flows import hidden_fields, tokens_for
+from .test_account import events, sms_code
 
-CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
 FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0"
 NEW_PASSWORD = "a quite different passphrase 42"
 PROBLEM_TYPE = "application/problem+json"
@@ -83,24 +81,6 @@ def sign_in(browser: TestClient, email: str, password: str = PASSWORD) -> None:
     assert response.status_code == 303, response.text
 
 
-def events(ctx, user_id: str, event: str) -> list[AuditEvent]:  # type: ignore[no-untyped-def]
-    with ctx.sessions() as db:
-        query = select(AuditEvent).where(AuditEvent.user_id == user_id, AuditEvent.event == event)
-        found = list(db.scalars(query.order_by(AuditEvent.id)))
-        db.expunge_all()
-        return found
-
-
-def sms_code(ctx, caplog: pytest.LogCaptureFixture, phone: str) -> str:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        deliver_due(ctx)
-        texts = [r.getMessage() for r in caplog.records if r.name == "idp.messages"]
-        texts = [text for text in texts if text.startswith(f"sms to {phone}\n")]
-        if texts:
-            return re.search(r"\b(\d{6})\b", texts[-1]).group(1)  # type: ignore[union-attr]
-        time.sleep(0.05)
-    raise AssertionError(f"no SMS to {phone}")
 
 
 def random_phone() -> str:
@@ -136,16 +116,6 @@ class Documented:
 # --- fixtures ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def browsers(app) -> Iterator[Any]:  # type: ignore[no-untyped-def]
-    """Open more browsers (TestClients with their own cookies and User-Agent) on the shared app."""
-    with ExitStack() as stack:
-
-        def open_browser(user_agent: str = CHROME) -> TestClient:
-            client = TestClient(app, base_url=TEST_ISSUER, follow_redirects=False, headers={"User-Agent": user_agent})
-            return stack.enter_context(client)
-
-        yield open_browser
 
 
 @pytest.fixture
@@ -161,7 +131,7 @@ def client(make_client):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def tokens(browsers, client, person) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """Tokens for ``person`` from the authorization code flow in a Chrome browser."""
-    return tokens_for(browsers(CHROME), client, person)
+    return tokens_for(browsers(), client, person)
 
 
 @pytest.fixture
@@ -472,6 +442,15 @@ def test_a_wrong_current_password_is_403(http, ctx, browsers, token, person, doc
     sign_in(browsers(), person.email, PASSWORD)
 
 
+def test_a_locked_account_takes_no_current_password(http, ctx, token, person, documented):
+    for _ in range(ctx.settings.lockout_attempts):
+        assert_problem(change_password(http, token, "not the password", NEW_PASSWORD), 403, "wrong-password")
+    response = change_password(http, token, PASSWORD, NEW_PASSWORD)
+    assert "locked" in assert_problem(response, 403, "account-locked")["detail"]
+    documented.check(response, "/api/account/password", "post")
+    assert events(ctx, person.id, "password_changed")[-1].detail == {"reason": "account_locked"}
+
+
 @pytest.mark.parametrize(("new", "says"), [("short", "at least"), ("password123", "too common")])
 def test_the_password_policy_is_422_with_its_message(http, browsers, token, person, new, says, documented):
     response = change_password(http, token, PASSWORD, new)
@@ -541,6 +520,50 @@ def test_a_number_another_account_verified_is_409(http, ctx, token, make_user, s
     assert_problem(response, 409, "phone-unavailable")
 
 
+def test_removing_the_phone_number(http, ctx, browsers, client, make_user, documented):
+    phone = random_phone()
+    user = make_user(phone=phone)
+    access = tokens_for(browsers(), client, user)["access_token"]
+    response = http.delete("/api/account/phone", headers=bearer(access))
+    assert response.status_code == 200, response.text
+    assert (response.json()["phone"], response.json()["phone_verified"]) == (None, False)
+    documented.check(response, "/api/account/phone", "delete")
+    assert events(ctx, user.id, "phone_removed")[-1].detail == {"phone": f"{phone[:6]}***{phone[-4:]}"}
+    again = http.delete("/api/account/phone", headers=bearer(access))
+    assert_problem(again, 409, "no-phone")
+    documented.check(again, "/api/account/phone", "delete")
+
+
+def test_the_number_of_the_sms_second_factor_is_needed(http, ctx, browsers, client, make_user, documented):
+    phone = random_phone()
+    user = make_user(phone=phone)
+    access = tokens_for(browsers(), client, user)["access_token"]
+    with ctx.sessions.begin() as db:
+        db.get(User, user.id).mfa_method = "sms"
+    response = http.delete("/api/account/phone", headers=bearer(access))
+    assert "Two-step sign-in" in assert_problem(response, 409, "phone-needed")["detail"]
+    documented.check(response, "/api/account/phone", "delete")
+    assert http.get("/api/account", headers=bearer(access)).json()["phone"] == phone
+
+
+def test_the_number_of_the_sms_second_factor_cannot_be_replaced(http, ctx, browsers, client, make_user, documented):
+    phone = random_phone()
+    user = make_user(phone=phone)
+    access = tokens_for(browsers(), client, user)["access_token"]
+    with ctx.sessions.begin() as db:
+        db.get(User, user.id).mfa_method = "sms"
+    response = http.post("/api/account/phone", headers=bearer(access), json={"phone": random_phone()})
+    assert "Two-step sign-in" in assert_problem(response, 409, "phone-needed")["detail"]
+    documented.check(response, "/api/account/phone", "post")
+    assert http.get("/api/account", headers=bearer(access)).json()["phone"] == phone
+
+
+def test_the_phone_path_names_both_its_methods(http, token):
+    response = http.put("/api/account/phone", headers=bearer(token), json={})
+    assert_problem(response, 405, None)
+    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"POST", "DELETE"}
+
+
 # --- routing errors and the document -------------------------------------------------------------
 
 
@@ -588,7 +611,7 @@ def test_every_route_is_documented_and_every_documented_operation_is_routed(http
         (path, method) for path, item in document["paths"].items() for method in item if method != "parameters"
     }
     routed = _api_routes(app)
-    assert len(routed) == 9
+    assert len(routed) == 13
     assert routed == documented
 
 
@@ -627,7 +650,7 @@ def test_phone_verification_shares_the_pages_rate_limit(base_environ, make_user,
 def test_a_third_party_apps_token_may_not_manage_the_account(browsers, make_client, person, documented):
     """An app that signs people in must not thereby end their sessions or change their password."""
     third_party = make_client()
-    browser = browsers(CHROME)
+    browser = browsers()
     access = tokens_for(browser, third_party, person)["access_token"]
     for method, path, body in (
         ("get", "/api/account", None),

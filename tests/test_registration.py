@@ -48,9 +48,8 @@ from .flows import (
     submit_consent,
     submit_login,
 )
-from .services import own_database
+from .services import SmtpSink, own_database, smtp_sink, text_of
 from .test_browser import RelyingApp
-from .test_messaging import Sink, smtp_sink
 
 LINK = re.compile(r"(https?://\S+/verify-email\?token=[A-Za-z0-9_\-%]+)")
 CSRF_VALUE = re.compile(r'name="csrf_token" value="[^"]*"')
@@ -68,8 +67,8 @@ def smtp() -> Iterator[Controller]:
 
 
 @pytest.fixture
-def sink(smtp: Controller) -> Sink:
-    handler: Sink = smtp.handler
+def sink(smtp: Controller) -> SmtpSink:
+    handler: SmtpSink = smtp.handler
     handler.received.clear()
     return handler
 
@@ -78,7 +77,7 @@ def sink(smtp: Controller) -> Sink:
 class Site:
     ctx: Context
     http: TestClient
-    sink: Sink
+    sink: SmtpSink
     environ: dict[str, str]
 
     def browser(self) -> TestClient:
@@ -104,7 +103,7 @@ class Site:
 
 @pytest.fixture
 def make_site(
-    base_environ: dict[str, str], settings: Settings, tmp_path: Path, smtp: Controller, sink: Sink
+    base_environ: dict[str, str], settings: Settings, tmp_path: Path, smtp: Controller, sink: SmtpSink
 ) -> Iterator[Callable[..., Site]]:
     """``make_site(IDP_...=...)``: an app on a fresh database of this site's own (``settings``
     made the signing key they share)."""
@@ -141,12 +140,6 @@ def site(make_site: Callable[..., Site]) -> Site:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def text_of(message: EmailMessage) -> str:
-    body = message.get_body(("plain",))
-    assert body is not None
-    return body.get_content()
 
 
 def register(client: TestClient, email: str, password: str = PASSWORD, *, confirm: str | None = None,
@@ -628,7 +621,7 @@ class ServedApp:
         self.thread.join(timeout=10)
 
 
-def wait_for_link(sink: Sink, to: str, timeout: float = 15) -> str:
+def wait_for_link(sink: SmtpSink, to: str, timeout: float = 15) -> str:
     """The background worker of the served app delivers the message; wait for it at the sink."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -641,7 +634,7 @@ def wait_for_link(sink: Sink, to: str, timeout: float = 15) -> str:
 
 
 def test_browser_register_verify_and_return_to_the_app(
-    browser: Any, make_site: Callable[..., Site], sink: Sink
+    browser: Any, make_site: Callable[..., Site], sink: SmtpSink
 ) -> None:
     port = free_port()
     site = make_site(IDP_ISSUER=f"http://127.0.0.1:{port}")

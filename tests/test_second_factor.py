@@ -33,12 +33,11 @@ from idp.storage import AuditEvent, BrowserSession, PendingSignIn, User, now
 
 from . import test_browser, test_messaging
 from .conftest import PASSWORD, TEST_ISSUER, LiveServer, make_settings, start_server
-from .flows import RegisteredClient, authorize_params, hidden_fields, pkce_pair, query_of
+from .flows import RegisteredClient, alert_text, authorize_params, hidden_fields, pkce_pair, query_of, session_cookies
 from .flows import TestUser as Person
-from .services import own_database
+from .services import own_database, smtp_sink
 from .test_browser import exchange, verify_id_token
-from .test_login import alert_text, session_cookies
-from .test_messaging import TWILIO_CREATED, TWILIO_SID, TWILIO_TOKEN, smtp_sink
+from .test_messaging import TWILIO_CREATED, TWILIO_SID, TWILIO_TOKEN
 
 RECOVERY_CODE = re.compile(r"<code>([0-9a-f]{5}-[0-9a-f]{5})</code>")
 TOTP_KEY = re.compile(r'<code id="totp-key">([A-Z2-7 ]+)</code>')
@@ -601,6 +600,21 @@ def test_turning_off_needs_the_password(mfa_ctx, browser_of, messages):
 
     other = browser_of()
     assert password_sign_in(other, person).headers["location"] == "/account"
+
+
+def test_a_locked_account_takes_no_password_to_turn_it_off(mfa_ctx, browser_of):
+    """While wrong passwords keep the account locked, the right one works here no more than at sign-in."""
+    person = new_person(mfa_ctx)
+    web = signed_in_browser(browser_of, person)
+    enrol_totp(web)
+    age_sessions(mfa_ctx, person.id)
+    with mfa_ctx.sessions.begin() as db:
+        db.execute(update(User).where(User.id == person.id).values(locked_until=now() + 600))
+
+    refused = security_post(web, "disable", current_password=PASSWORD)
+    assert refused.status_code == 400
+    assert "locked" in alert_text(refused)
+    assert stored(mfa_ctx, person.id).mfa_method == "totp"
 
 
 def test_turning_on_with_an_old_session_needs_the_password(mfa_ctx, browser_of):

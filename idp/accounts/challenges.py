@@ -16,8 +16,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..context import Context
-from ..messaging.outbox import enqueue_email, enqueue_sms
-from ..metrics import CODES_SENT
 from ..security.digests import new_token, token_digest
 from ..sessions import sign_out_everywhere
 from ..storage import PendingSignIn, User, now
@@ -119,12 +117,7 @@ def send_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
     )
     if not _may_receive(ctx, db, pending):
         return  # issued all the same, so that the resend limit answers alike for every identifier
-    message = {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
-    if pending.channel == "email":
-        enqueue_email(db, ctx.secret_key, pending.identifier, "one_time_code", message)
-    else:
-        enqueue_sms(db, ctx.secret_key, pending.identifier, "one_time_code", message)
-    CODES_SENT.labels(channel=pending.channel).inc()
+    otp.deliver(ctx, db, issued, channel=pending.channel, to=pending.identifier, template="one_time_code")
 
 
 def _may_receive(ctx: Context, db: Session, pending: PendingSignIn) -> bool:

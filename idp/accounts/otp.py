@@ -4,6 +4,9 @@ A code comes from ``secrets``, is kept only as an HMAC under ``IDP_SECRET_KEY`` 
 too few for a plain hash: a leaked table would be brute-forced in a moment), lives ``IDP_OTP_TTL``
 seconds, and is spent by the third wrong try. A new code replaces the one before it. At most three
 codes go to one identifier in two minutes, counted in the database so that every process agrees.
+
+Every code sent by email or SMS goes out through :func:`send`, or :func:`issue` then
+:func:`deliver` where a code must be made without being sent.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from dataclasses import dataclass
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
+from ..context import Context
+from ..messaging.outbox import enqueue_email, enqueue_sms
+from ..metrics import CODES_SENT
 from ..security.digests import keyed_digest, new_id
 from ..storage import OneTimeCode, now
 
@@ -57,9 +63,7 @@ def resend_wait(db: Session, identifier: str) -> int:
     return max(1, recent[-1] + RESEND_WINDOW - stamp)
 
 
-def issue(
-    db: Session, secret_key: str, *, purpose: str, identifier: str, user_id: str | None, ttl: int
-) -> IssuedCode:
+def issue(db: Session, secret_key: str, *, purpose: str, identifier: str, user_id: str | None, ttl: int) -> IssuedCode:
     """A new code for ``purpose`` and ``identifier``; every earlier live one of the same purpose dies."""
     wait = resend_wait(db, identifier)
     if wait:
@@ -89,6 +93,43 @@ def issue(
     )
     db.flush()
     return IssuedCode(code=code, expires_at=stamp + ttl)
+
+
+def deliver(ctx: Context, db: Session, issued: IssuedCode, *, channel: str, to: str, template: str) -> None:
+    """Queue ``issued`` to ``to`` by ``channel`` (``email`` or ``sms``) in the message ``template``."""
+    message = {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
+    if channel == "email":
+        enqueue_email(db, ctx.secret_key, to, template, message)
+    else:
+        enqueue_sms(db, ctx.secret_key, to, template, message)
+    CODES_SENT.labels(channel=channel).inc()
+
+
+def send(
+    ctx: Context,
+    db: Session,
+    *,
+    purpose: str,
+    channel: str,
+    identifier: str,
+    user_id: str | None,
+    template: str = "one_time_code",
+) -> None:
+    """A new code for ``purpose``, sent to ``identifier``; raises :class:`ResendTooSoon`."""
+    issued = issue(
+        db, ctx.secret_key, purpose=purpose, identifier=identifier, user_id=user_id, ttl=ctx.settings.otp_ttl
+    )
+    deliver(ctx, db, issued, channel=channel, to=identifier, template=template)
+
+
+def cancel(db: Session, identifier: str) -> None:
+    """Every live code sent to ``identifier`` dies, whatever its purpose: the address or number no
+    longer belongs to the person the codes were for."""
+    db.execute(
+        update(OneTimeCode)
+        .where(OneTimeCode.identifier == identifier, OneTimeCode.consumed_at.is_(None))
+        .values(consumed_at=now())
+    )
 
 
 def verify(db: Session, secret_key: str, *, purpose: str, identifier: str, code: str) -> OneTimeCode | None:

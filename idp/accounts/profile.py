@@ -18,8 +18,6 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from ..context import Context
-from ..messaging.outbox import enqueue_sms
-from ..metrics import CODES_SENT
 from ..sessions import end_session
 from ..storage import BrowserSession, OneTimeCode, User, now
 from . import otp
@@ -28,10 +26,25 @@ from .phones import to_e164
 
 VERIFY_PHONE = "verify_phone"
 MAX_NAME = 200
+SMS_SECOND_FACTOR = (
+    "Two-step sign-in sends its codes to this number. Turn it off under Two-step verification before "
+    "removing the number."
+)
+SMS_SECOND_FACTOR_SWAP = (
+    "Two-step sign-in sends its codes to your number. Turn it off under Two-step verification before "
+    "changing the number."
+)
+ONLY_SIGN_IN = "Your phone number is how you sign in. Add an email address before removing it."
 
 
 class ProfileError(ValueError):
     """A change that cannot be made; the message is for the person."""
+
+
+class PhoneNeeded(ProfileError):
+    """The number cannot be removed or replaced: SMS is the second factor, or it is the only way to
+    sign in. Replacing the number of the second factor would move the factor with no more proof
+    than the session, where turning it off takes the password or a fresh sign-in."""
 
 
 class WrongCode(Exception):
@@ -65,25 +78,20 @@ def start_phone_verification(ctx: Context, db: Session, user: User, raw_phone: s
     """Send a code to the number and return it as E.164.
 
     Raises :class:`~idp.accounts.phones.PhoneError` for a number that is not one,
-    :class:`ProfileError` when it is already this person's verified number, and
-    :class:`otp.ResendTooSoon` when too many codes went to it lately.
+    :class:`ProfileError` when it is already this person's verified number or SMS is the second
+    factor, and :class:`otp.ResendTooSoon` when too many codes went to it lately.
     """
     phone = to_e164(raw_phone, ctx.settings.phone_default_region)
     if phone == user.phone and user.phone_verified:
         raise ProfileError("That number is already verified on your account.")
+    _check_replaceable(user, phone)
     send_phone_code(ctx, db, user, phone)
     return phone
 
 
 def send_phone_code(ctx: Context, db: Session, user: User, phone: str) -> None:
     """A new code by SMS; the one sent before dies. Raises :class:`otp.ResendTooSoon`."""
-    issued = otp.issue(
-        db, ctx.secret_key, purpose=VERIFY_PHONE, identifier=phone, user_id=user.id, ttl=ctx.settings.otp_ttl
-    )
-    enqueue_sms(
-        db, ctx.secret_key, phone, "verify_phone", {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
-    )
-    CODES_SENT.labels(channel="sms").inc()
+    otp.send(ctx, db, purpose=VERIFY_PHONE, channel="sms", identifier=phone, user_id=user.id, template="verify_phone")
 
 
 def pending_phone(db: Session, user: User) -> str | None:
@@ -103,8 +111,10 @@ def pending_phone(db: Session, user: User) -> str | None:
 def confirm_phone(ctx: Context, db: Session, user: User, phone: str, code: str) -> None:
     """Store ``phone`` as the person's verified number if ``code`` is the one sent to it for them.
 
-    Raises :class:`WrongCode` (the try is counted) or :class:`PhoneUnavailable`.
+    Raises :class:`WrongCode` (the try is counted), :class:`PhoneUnavailable` or
+    :class:`PhoneNeeded` (SMS became the second factor since the code was sent).
     """
+    _check_replaceable(user, phone)
     spent = otp.verify(db, ctx.secret_key, purpose=VERIFY_PHONE, identifier=phone, code=code)
     if spent is None or spent.user_id != user.id:
         raise WrongCode
@@ -120,6 +130,29 @@ def confirm_phone(ctx: Context, db: Session, user: User, phone: str, code: str) 
     user.phone_verified = True
     user.updated_at = stamp
     db.flush()
+
+
+def _check_replaceable(user: User, phone: str) -> None:
+    if user.mfa_method == "sms" and phone != user.phone:
+        raise PhoneNeeded(SMS_SECOND_FACTOR_SWAP)
+
+
+def remove_phone(db: Session, user: User) -> str:
+    """Take the number off the account and return it: codes no longer go to it, and it no longer
+    signs the person in. Refused while SMS is the second factor, and on an account with no email
+    address, for which the number is the only way to sign in."""
+    if user.phone is None:
+        raise ProfileError("There is no phone number on your account.")
+    if user.mfa_method == "sms":
+        raise PhoneNeeded(SMS_SECOND_FACTOR)
+    if user.email is None:
+        raise PhoneNeeded(ONLY_SIGN_IN)
+    phone = user.phone
+    user.phone = None
+    user.phone_verified = False
+    user.updated_at = now()
+    db.flush()
+    return phone
 
 
 def _live_sessions(user: User) -> Select[tuple[BrowserSession]]:

@@ -3,12 +3,16 @@
 Asking for a reset answers the same, in words and in time, whether or not the account exists:
 both cases count the recent links to that address and write an audit event, and only a known
 account also gets a token and a queued email (the worker sends it later, so the mail server's
-time never shows). A link lives an hour, is kept only as a SHA-256 digest, and is spent by a
-conditional UPDATE, so two requests racing with one link cannot both use it.
+time never shows). A link (:mod:`.links`) lives an hour.
 
 A reset is how the real owner takes an account back from whoever else may hold it: it ends every
-session, revokes every grant (offline refresh tokens too), ends a lockout, and tells the owner. A
-change by a signed-in person ends every session but the one making the change.
+session, revokes every grant (offline refresh tokens too), spends every other link still waiting
+(a change of email address asked from a stolen session among them), ends a lockout, and tells the
+owner. A change by a signed-in person ends every session but the one making the change.
+
+A signed-in person asked for their password again (to change it, or the email address) cannot
+guess it there either: a wrong one counts toward the lockout, and while the account is locked no
+password is checked at all, as at sign-in.
 """
 
 from __future__ import annotations
@@ -16,17 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from urllib.parse import urlencode
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import audit
 from ..messaging.outbox import enqueue_email
-from ..security.digests import new_token, token_digest
 from ..sessions import sign_out_everywhere
 from ..settings import Settings
 from ..storage import ActionToken, User, now
+from . import links
 from .authentication import count_failure
 from .password_policy import set_password
 from .passwords import verify_password
@@ -36,7 +39,6 @@ PURPOSE = "reset_password"
 LINK_LIFETIME = 3600
 LIMIT = 3
 LIMIT_WINDOW = 15 * 60
-MAX_TOKEN = 100
 MAX_PASSWORD_INPUT = 1024
 
 
@@ -46,6 +48,18 @@ class ResetLinkInvalid(Exception):
 
 class WrongCurrentPassword(Exception):
     """The signed-in person's current password was not right."""
+
+
+class AccountLocked(Exception):
+    """Wrong passwords locked the account, so none is checked until the lock ends; the message is
+    for the person."""
+
+    def __init__(self, locked_until: int) -> None:
+        minutes = max(1, -(-(locked_until - now()) // 60))
+        super().__init__(
+            f"Too many wrong passwords: your account is locked for {minutes} more minutes. "
+            "Resetting your password ends the lock at once."
+        )
 
 
 class Requested(Enum):
@@ -88,26 +102,13 @@ def request_reset(db: Session, settings: Settings, secret_key: str, raw_email: s
         return ResetRequest(Requested.DISABLED, email, user.id)
     if recent >= LIMIT:
         return ResetRequest(Requested.RATE_LIMITED, email, user.id)
-    token = new_token()
-    db.add(
-        ActionToken(
-            token_hash=token_digest(token),
-            purpose=PURPOSE,
-            user_id=user.id,
-            email=email,
-            created_at=stamp,
-            expires_at=stamp + LINK_LIFETIME,
-        )
-    )
+    token = links.issue(db, PURPOSE, user.id, email, LINK_LIFETIME)
     enqueue_email(
         db,
         secret_key,
         email,
         "password_reset",
-        {
-            "link": f"{settings.issuer}/password/reset?{urlencode({'token': token})}",
-            "minutes": LINK_LIFETIME // 60,
-        },
+        {"link": links.url(settings.issuer, "/password/reset", token), "minutes": LINK_LIFETIME // 60},
     )
     db.flush()
     return ResetRequest(Requested.SENT, email, user.id)
@@ -115,12 +116,7 @@ def request_reset(db: Session, settings: Settings, secret_key: str, raw_email: s
 
 def find_reset_link(db: Session, token: str | None) -> ActionToken | None:
     """The live reset link this token belongs to, if any."""
-    if not token or len(token) > MAX_TOKEN:
-        return None
-    link = db.get(ActionToken, token_digest(token))
-    if link is None or link.purpose != PURPOSE or link.used_at is not None or link.expires_at <= now():
-        return None
-    return link
+    return links.find(db, PURPOSE, token)
 
 
 def reset_password(db: Session, settings: Settings, secret_key: str, token: str, password: str) -> tuple[User, int]:
@@ -129,31 +125,17 @@ def reset_password(db: Session, settings: Settings, secret_key: str, token: str,
     Raises :class:`ResetLinkInvalid` or :class:`~.password_policy.PasswordRejected`; after either,
     the caller rolls back, which leaves a link refused for its password still usable.
     """
-    link = find_reset_link(db, token)
+    link = links.spend(db, PURPOSE, token)
     user = db.get(User, link.user_id) if link is not None else None
     if link is None or user is None or user.disabled or user.email != link.email:
         raise ResetLinkInvalid
-    stamp = now()
-    spent = db.execute(
-        update(ActionToken)
-        .where(ActionToken.token_hash == link.token_hash, ActionToken.used_at.is_(None), ActionToken.expires_at > stamp)
-        .values(used_at=stamp)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    if spent != 1:
-        raise ResetLinkInvalid
     set_password(db, settings, user, password)
-    db.execute(
-        update(ActionToken)
-        .where(ActionToken.user_id == user.id, ActionToken.purpose == PURPOSE, ActionToken.used_at.is_(None))
-        .values(used_at=stamp)
-        .execution_options(synchronize_session=False)
-    )
+    links.cancel(db, user.id)
     ended = sign_out_everywhere(db, user.id)
     user.failed_sign_ins = 0
     user.locked_until = None
     user.email_verified = True
-    _notify(db, settings, secret_key, user, stamp)
+    notify_password_changed(db, settings, secret_key, user)
     db.flush()
     return user, ended
 
@@ -174,21 +156,21 @@ def change_password(
 
     The session ``keep_session_id`` stays; every other one ends, and every grant not made in the
     kept session is revoked, so an intruder's refresh tokens die even when their session had
-    already run out. Raises :class:`WrongCurrentPassword` (its audit event is already in the
-    transaction: commit to keep it) or :class:`~.password_policy.PasswordRejected` (nothing
-    changed).
+    already run out. Raises :class:`WrongCurrentPassword` or :class:`AccountLocked` (its audit
+    event is already in the transaction: commit to keep it) or
+    :class:`~.password_policy.PasswordRejected` (nothing changed).
     """
-    if not verify_password(user.password_hash, current_password[:MAX_PASSWORD_INPUT]):
-        audit.record(
-            db, "password_changed", outcome="failure", user_id=user.id, ip=ip, user_agent=user_agent,
-            detail={"reason": "wrong_current_password"},
-        )
-        count_failure(db, settings, secret_key, user)
+    try:
+        right = check_current_password(db, settings, secret_key, user, current_password)
+    except AccountLocked:
+        _refused(db, user, "account_locked", ip, user_agent)
+        raise
+    if not right:
+        _refused(db, user, "wrong_current_password", ip, user_agent)
         raise WrongCurrentPassword
     set_password(db, settings, user, new_password)
-    stamp = now()
     ended = sign_out_everywhere(db, user.id, keep_session_id=keep_session_id)
-    _notify(db, settings, secret_key, user, stamp)
+    notify_password_changed(db, settings, secret_key, user)
     audit.record(
         db, "password_changed", outcome="success", user_id=user.id, ip=ip, user_agent=user_agent,
         detail={"sessions_ended": ended},
@@ -197,7 +179,29 @@ def change_password(
     return ended
 
 
-def _notify(db: Session, settings: Settings, secret_key: str, user: User, stamp: int) -> None:
+def _refused(db: Session, user: User, reason: str, ip: str | None, user_agent: str | None) -> None:
+    audit.record(
+        db, "password_changed", outcome="failure", user_id=user.id, ip=ip, user_agent=user_agent,
+        detail={"reason": reason},
+    )
+
+
+def check_current_password(db: Session, settings: Settings, secret_key: str, user: User, password: str) -> bool:
+    """Whether ``password`` is the signed-in person's; a wrong one counts toward the lockout.
+
+    Raises :class:`AccountLocked`, checking nothing, while the account is locked: otherwise a
+    borrowed session could go on guessing here where sign-in stops.
+    """
+    if user.locked_until is not None and user.locked_until > now():
+        raise AccountLocked(user.locked_until)
+    if verify_password(user.password_hash, password[:MAX_PASSWORD_INPUT]):
+        return True
+    count_failure(db, settings, secret_key, user)
+    return False
+
+
+def notify_password_changed(db: Session, settings: Settings, secret_key: str, user: User) -> None:
+    """Tell the owner's mailbox, with the way back should it not have been them."""
     if user.email is None:
         return
     enqueue_email(
@@ -206,7 +210,7 @@ def _notify(db: Session, settings: Settings, secret_key: str, user: User, stamp:
         user.email,
         "password_changed",
         {
-            "when": datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "when": datetime.fromtimestamp(now(), UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "reset_link": f"{settings.issuer}/password/forgot",
         },
     )

@@ -6,10 +6,9 @@ reset the password). A phone number that already belongs to another account is l
 one without a word, for the same reason; the person can add a phone on ``/account``, where it is
 verified by a code.
 
-A verification link lives 24 hours, is kept only as a SHA-256 digest and is spent by a conditional
-UPDATE. It remembers the digest of a cookie of the browser that registered, so only that browser
-is signed in by following it, and the authorization request the person came from, so they land
-back at the relying app.
+A verification link (:mod:`.links`) lives 24 hours. It remembers the digest of a cookie of the
+browser that registered, so only that browser is signed in by following it, and the authorization
+request the person came from, so they land back at the relying app.
 
 Asking for a new link answers the same for every address, so its limit counts the requests for an
 address, not the links sent: requests are audit events that carry a keyed digest of the address,
@@ -19,16 +18,16 @@ and counting them in the database keeps every process in agreement.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..messaging.outbox import enqueue_email
-from ..security.digests import digests_equal, keyed_digest, new_token, token_digest
+from ..security.digests import digests_equal, keyed_digest, token_digest
 from ..settings import Settings
-from ..storage import ActionToken, AuditEvent, User, now
+from ..storage import AuditEvent, User, now
+from . import links
 from .password_policy import check_new_password, set_password
 from .passwords import hash_password
 from .phones import PhoneError, to_e164
@@ -36,7 +35,6 @@ from .users import UserError, create_user, normalize_email
 
 PURPOSE = "verify_email"
 LINK_LIFETIME = 24 * 60 * 60
-MAX_TOKEN = 100
 MAX_NAME = 200
 LIMIT = 3
 LIMIT_WINDOW = 120
@@ -193,32 +191,22 @@ def send_link(
 ) -> None:
     """A new verification link for ``user``; every earlier unused one is spent."""
     assert user.email is not None
-    stamp = now()
-    db.execute(
-        update(ActionToken)
-        .where(ActionToken.user_id == user.id, ActionToken.purpose == PURPOSE, ActionToken.used_at.is_(None))
-        .values(used_at=stamp)
-        .execution_options(synchronize_session=False)
-    )
-    token = new_token()
-    db.add(
-        ActionToken(
-            token_hash=token_digest(token),
-            purpose=PURPOSE,
-            user_id=user.id,
-            email=user.email,
-            authorization_request_id=authorization_request_id,
-            browser_hash=browser_hash,
-            created_at=stamp,
-            expires_at=stamp + LINK_LIFETIME,
-        )
+    links.cancel(db, user.id, PURPOSE)
+    token = links.issue(
+        db,
+        PURPOSE,
+        user.id,
+        user.email,
+        LINK_LIFETIME,
+        authorization_request_id=authorization_request_id,
+        browser_hash=browser_hash,
     )
     enqueue_email(
         db,
         secret_key,
         user.email,
         "verify_email",
-        {"link": f"{settings.issuer}/verify-email?{urlencode({'token': token})}", "hours": LINK_LIFETIME // 3600},
+        {"link": links.url(settings.issuer, "/verify-email", token), "hours": LINK_LIFETIME // 3600},
     )
     db.flush()
 
@@ -247,32 +235,15 @@ def resend(
 def verify(db: Session, token: str | None, browser_cookie: str | None) -> Verified | None:
     """Spend the link and mark the address verified; None for an unknown, used or expired link,
     or one whose account changed its address since."""
-    if not token or len(token) > MAX_TOKEN:
-        return None
-    stamp = now()
-    digest = token_digest(token)
-    spent = db.execute(
-        update(ActionToken)
-        .where(
-            ActionToken.token_hash == digest,
-            ActionToken.purpose == PURPOSE,
-            ActionToken.used_at.is_(None),
-            ActionToken.expires_at > stamp,
-        )
-        .values(used_at=stamp)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    if spent != 1:
-        return None
-    link = db.get(ActionToken, digest)
+    link = links.spend(db, PURPOSE, token)
     user = db.get(User, link.user_id) if link is not None else None
     if link is None or user is None or user.email != link.email:
         return None
     user.email_verified = True
-    user.updated_at = stamp
+    user.updated_at = now()
     same_browser = bool(
         browser_cookie
-        and len(browser_cookie) <= MAX_TOKEN
+        and len(browser_cookie) <= links.MAX_TOKEN
         and link.browser_hash
         and digests_equal(token_digest(browser_cookie), link.browser_hash)
     )

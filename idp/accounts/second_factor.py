@@ -20,13 +20,11 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy.orm import Session
 
 from ..context import Context
-from ..messaging.outbox import enqueue_email, enqueue_sms
-from ..metrics import CODES_SENT
+from ..messaging.outbox import enqueue_email
 from ..security.sealing import Sealer
 from ..storage import BrowserSession, User, now
 from . import otp, totp
-from .authentication import count_failure
-from .passwords import verify_password
+from .recovery import AccountLocked, check_current_password
 
 METHODS = ("totp", "email", "sms")
 ENABLE_MFA = "enable_mfa"
@@ -76,14 +74,18 @@ def needs_password(session: BrowserSession) -> bool:
 def reauthenticate(ctx: Context, db: Session, session: BrowserSession, user: User, password: str) -> None:
     """Raises :class:`NotReauthenticated` unless the session is fresh or ``password`` is the person's.
 
-    A wrong password counts toward the lockout, so a borrowed session cannot be used to guess it.
+    A wrong password counts toward the lockout, and a locked account takes none, so a borrowed
+    session cannot be used to guess it.
     """
     if not needs_password(session):
         return
     if user.password_hash is None:
         raise NotReauthenticated(NEEDS_SIGN_IN)
-    if not verify_password(user.password_hash, password[:1024]):
-        count_failure(db, ctx.settings, ctx.secret_key, user)
+    try:
+        right = check_current_password(db, ctx.settings, ctx.secret_key, user, password)
+    except AccountLocked as exc:
+        raise NotReauthenticated(str(exc)) from None
+    if not right:
         raise NotReauthenticated(WRONG_PASSWORD)
 
 
@@ -113,20 +115,7 @@ def open_enrolment(ctx: Context, user: User, token: str) -> Enrolment:
 def send_code(ctx: Context, db: Session, user: User, enrolment: Enrolment) -> None:
     """A code to the email or phone being enrolled; raises :class:`otp.ResendTooSoon`."""
     assert enrolment.destination is not None
-    issued = otp.issue(
-        db,
-        ctx.secret_key,
-        purpose=ENABLE_MFA,
-        identifier=enrolment.destination,
-        user_id=user.id,
-        ttl=ctx.settings.otp_ttl,
-    )
-    message = {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
-    if enrolment.method == "email":
-        enqueue_email(db, ctx.secret_key, enrolment.destination, "one_time_code", message)
-    else:
-        enqueue_sms(db, ctx.secret_key, enrolment.destination, "one_time_code", message)
-    CODES_SENT.labels(channel=enrolment.method).inc()
+    otp.send(ctx, db, purpose=ENABLE_MFA, channel=enrolment.method, identifier=enrolment.destination, user_id=user.id)
 
 
 def confirm(ctx: Context, db: Session, user: User, enrolment: Enrolment, code: str) -> list[str] | None:

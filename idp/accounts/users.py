@@ -13,7 +13,7 @@ from ..storage import User, now
 from .passwords import hash_password
 from .phones import PhoneError, to_e164
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")  # PostgreSQL text holds no NUL
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 

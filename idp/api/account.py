@@ -18,15 +18,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..accounts import otp, profile
+from ..accounts import email_change, first_password, otp, profile
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.phones import PhoneError
-from ..accounts.recovery import MAX_PASSWORD_INPUT, WrongCurrentPassword
+from ..accounts.recovery import MAX_PASSWORD_INPUT, AccountLocked, WrongCurrentPassword
 from ..accounts.recovery import change_password as change_password_service
 from ..audit import mask
 from ..pages.browser import audit, request_address
 from ..security.rate_limits import Limit
-from ..storage import User
+from ..storage import BrowserSession, User
 from .bearer import Caller, authenticate, bearer_token
 from .bodies import Field, Fields, parse_json, read_limited
 from .problems import Problem
@@ -43,6 +43,18 @@ PHONE_FIELDS: Fields = {
 }
 CODE_FIELDS: Fields = {
     "code": Field(16, "The code sent by SMS to the number waiting for verification."),
+}
+EMAIL_FIELDS: Fields = {
+    "email": Field(320, "The new address; the link that confirms it goes there."),
+    "current_password": Field(
+        MAX_PASSWORD_INPUT,
+        "The password the person signs in with now; required when the account has one.",
+        required=False,
+    ),
+}
+SET_PASSWORD_FIELDS: Fields = {
+    "code": Field(16, "The code emailed by POST /api/account/password/set/code."),
+    "password": Field(MAX_PASSWORD_INPUT, "The first password; the password policy applies."),
 }
 
 Handler = Callable[[Request, Session, Caller, dict[str, str]], Response]
@@ -174,6 +186,9 @@ def change_password(request: Request, db: Session, caller: Caller, body: dict[st
     except WrongCurrentPassword:
         db.commit()
         raise Problem("wrong-password", "The current password is not right.") from None
+    except AccountLocked as exc:
+        db.commit()
+        raise Problem("account-locked", str(exc)) from None
     except PasswordRejected as exc:
         raise Problem("password-rejected", str(exc)) from None
     db.commit()
@@ -187,11 +202,10 @@ def _throttle(request: Request, db: Session, caller: Caller, limit: Limit) -> No
         return
     _audit(request, db, caller, "rate_limited", "failure", limit=refusal.limit.value)
     db.commit()
-    raise Problem(
+    raise Problem.retry_after(
         "rate-limited",
         f"Too many requests. Try again in {refusal.retry_after} seconds.",
-        headers={"Retry-After": str(refusal.retry_after)},
-        extensions={"retry_after": refusal.retry_after},
+        refusal.retry_after,
     )
 
 
@@ -204,14 +218,15 @@ def add_phone(request: Request, db: Session, caller: Caller, body: dict[str, str
         phone = profile.start_phone_verification(ctx, db, caller.user, body["phone"])
     except PhoneError as exc:
         raise Problem("invalid-phone", f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
+    except profile.PhoneNeeded as exc:
+        raise Problem("phone-needed", str(exc)) from None
     except profile.ProfileError as exc:
         raise Problem("invalid-phone", str(exc)) from None
     except otp.ResendTooSoon as exc:
-        raise Problem(
+        raise Problem.retry_after(
             "too-many-codes",
             f"Too many codes were sent to this number. Ask again in {exc.wait} seconds.",
-            headers={"Retry-After": str(exc.wait)},
-            extensions={"retry_after": exc.wait},
+            exc.wait,
         ) from None
     _audit(request, db, caller, "code_sent", "success", channel="sms", purpose=profile.VERIFY_PHONE, phone=mask(phone))
     db.commit()
@@ -226,6 +241,8 @@ def verify_phone(request: Request, db: Session, caller: Caller, body: dict[str, 
         raise Problem("no-pending-phone", "Add a phone number first: POST /api/account/phone.")
     try:
         profile.confirm_phone(request.app.state.ctx, db, caller.user, phone, body["code"])
+    except profile.PhoneNeeded as exc:
+        raise Problem("phone-needed", str(exc)) from None
     except (profile.WrongCode, profile.PhoneUnavailable) as exc:
         wrong = isinstance(exc, profile.WrongCode)
         reason = "wrong_code" if wrong else "held_by_another_account"
@@ -239,9 +256,126 @@ def verify_phone(request: Request, db: Session, caller: Caller, body: dict[str, 
     return _json(_profile(caller.user))
 
 
+@operation()
+def remove_phone(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    """Codes no longer go to the number, and it no longer signs the person in."""
+    try:
+        phone = profile.remove_phone(db, caller.user)
+    except profile.PhoneNeeded as exc:
+        raise Problem("phone-needed", str(exc)) from None
+    except profile.ProfileError as exc:
+        raise Problem("no-phone", str(exc)) from None
+    _audit(request, db, caller, "phone_removed", "success", phone=mask(phone))
+    db.commit()
+    return _json(_profile(caller.user))
+
+
+def _auth_time(db: Session, caller: Caller) -> int | None:
+    """When the person last signed in, in the session the token was issued in."""
+    session = db.get(BrowserSession, caller.session_id) if caller.session_id else None
+    return session.auth_time if session is not None else None
+
+
+def _not_proven_problem(exc: email_change.NotProven) -> Problem:
+    if isinstance(exc, email_change.WrongPassword):
+        return Problem("wrong-password", "The current password is not right.")
+    if isinstance(exc, email_change.Locked):
+        return Problem("account-locked", str(exc))
+    return Problem("sign-in-required", str(exc))
+
+
+@operation(EMAIL_FIELDS)
+def change_email(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    """A link goes to the new address, or its owner is told when another account has it; the same
+    answer either way. The address changes only when the link is followed."""
+    ctx = request.app.state.ctx
+    _throttle(request, db, caller, Limit.VERIFICATION)
+    try:
+        email = email_change.parse(caller.user, body["email"])
+    except email_change.EmailChangeError as exc:
+        raise Problem("invalid-email", str(exc)) from None
+    try:
+        email_change.check_identity(ctx, db, caller.user, body.get("current_password", ""), _auth_time(db, caller))
+    except email_change.NotProven as exc:
+        _audit(request, db, caller, email_change.REQUEST_EVENT, "failure", reason=exc.reason)
+        db.commit()
+        raise _not_proven_problem(exc) from None
+    try:
+        requested = email_change.request_change(ctx, db, caller.user, email)
+    except email_change.TooManyRequests as exc:
+        _audit(request, db, caller, email_change.REQUEST_EVENT, "failure", recipient=mask(email), reason="rate_limited")
+        db.commit()
+        raise Problem.retry_after(
+            "too-many-emails",
+            f"Several links were asked for this address lately. Ask again in {exc.wait} seconds.",
+            exc.wait,
+        ) from None
+    detail = {"address": requested.address, "recipient": mask(email)}
+    if requested.taken:
+        _audit(request, db, caller, email_change.REQUEST_EVENT, "failure", reason="address_taken", **detail)
+    else:
+        _audit(request, db, caller, email_change.REQUEST_EVENT, "success", **detail)
+    db.commit()
+    return _json({"email": email, "expires_in": email_change.LINK_LIFETIME}, status_code=202)
+
+
+def _first_password_problem(exc: first_password.FirstPasswordError) -> Problem:
+    if isinstance(exc, first_password.AlreadySet):
+        return Problem(
+            "password-already-set", "The account already has a password: change it with POST /api/account/password."
+        )
+    return Problem("no-verified-email", str(exc))
+
+
+@operation()
+def send_password_code(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    """The code that setting a first password needs goes to the verified email address."""
+    ctx = request.app.state.ctx
+    _throttle(request, db, caller, Limit.VERIFICATION)
+    try:
+        email = first_password.send_code(ctx, db, caller.user)
+    except first_password.FirstPasswordError as exc:
+        raise _first_password_problem(exc) from None
+    except otp.ResendTooSoon as exc:
+        raise Problem.retry_after(
+            "too-many-codes",
+            f"Too many codes were sent to this address. Ask again in {exc.wait} seconds.",
+            exc.wait,
+        ) from None
+    _audit(request, db, caller, "code_sent", "success", channel="email", purpose=first_password.PURPOSE)
+    db.commit()
+    return _json({"email": email, "expires_in": ctx.settings.otp_ttl}, status_code=202)
+
+
+@operation(SET_PASSWORD_FIELDS)
+def set_password(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
+    """A password the policy refuses leaves the code usable for another try."""
+    _throttle(request, db, caller, Limit.VERIFICATION)
+    try:
+        ended = first_password.set_first_password(
+            request.app.state.ctx, db, caller.user, body["code"], body["password"], caller.session_id
+        )
+    except first_password.FirstPasswordError as exc:
+        raise _first_password_problem(exc) from None
+    except first_password.WrongCode:
+        _audit(request, db, caller, "password_set", "failure", reason="wrong_code")
+        db.commit()
+        raise Problem("wrong-code", "The code is not right, or it has expired; ask for a new one.") from None
+    except PasswordRejected as exc:
+        raise Problem("password-rejected", str(exc)) from None
+    _audit(request, db, caller, "password_set", "success", sessions_ended=ended)
+    db.commit()
+    return Response(status_code=204)
+
+
 async def account(request: Request) -> Response:
     """One route for both methods of ``/api/account``, so that a 405 lists every method it takes."""
     return await (patch_account if request.method == "PATCH" else get_account)(request)
+
+
+async def phone(request: Request) -> Response:
+    """One route for both methods of ``/api/account/phone``, as for ``/api/account``."""
+    return await (remove_phone if request.method == "DELETE" else add_phone)(request)
 
 
 ROUTES = [
@@ -249,7 +383,10 @@ ROUTES = [
     Route("/account/sessions", list_sessions, methods=["GET"]),
     Route("/account/sessions/end-others", end_other_sessions, methods=["POST"]),
     Route("/account/sessions/{session_id}", end_session, methods=["DELETE"]),
+    Route("/account/email", change_email, methods=["POST"]),
     Route("/account/password", change_password, methods=["POST"]),
-    Route("/account/phone", add_phone, methods=["POST"]),
+    Route("/account/password/set/code", send_password_code, methods=["POST"]),
+    Route("/account/password/set", set_password, methods=["POST"]),
+    Route("/account/phone", phone, methods=["POST", "DELETE"]),
     Route("/account/phone/verify", verify_phone, methods=["POST"]),
 ]

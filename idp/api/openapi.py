@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .account import CODE_FIELDS, NAME_FIELDS, PASSWORD_FIELDS, PHONE_FIELDS
+from .account import CODE_FIELDS, EMAIL_FIELDS, NAME_FIELDS, PASSWORD_FIELDS, PHONE_FIELDS, SET_PASSWORD_FIELDS
 from .bearer import REQUIRED_SCOPE
 from .bodies import JSON_TYPE, Fields, json_schema
 from .problems import KINDS, MEDIA_TYPE
@@ -87,6 +87,24 @@ _SCHEMAS: dict[str, Any] = {
             "expires_in": {"type": "integer", "description": "Seconds the code stays valid."},
         },
     },
+    "PendingEmail": {
+        "type": "object",
+        "required": ["email", "expires_in"],
+        "additionalProperties": False,
+        "properties": {
+            "email": {"type": "string", "description": "The new address, as normalized."},
+            "expires_in": {"type": "integer", "description": "Seconds the link stays valid."},
+        },
+    },
+    "PasswordCode": {
+        "type": "object",
+        "required": ["email", "expires_in"],
+        "additionalProperties": False,
+        "properties": {
+            "email": {"type": "string", "description": "The verified address the code went to."},
+            "expires_in": {"type": "integer", "description": "Seconds the code stays valid."},
+        },
+    },
 }
 
 _BODIES: dict[str, Fields] = {
@@ -94,6 +112,8 @@ _BODIES: dict[str, Fields] = {
     "PasswordChange": PASSWORD_FIELDS,
     "PhoneAdd": PHONE_FIELDS,
     "PhoneCode": CODE_FIELDS,
+    "EmailChange": EMAIL_FIELDS,
+    "FirstPassword": SET_PASSWORD_FIELDS,
 }
 
 
@@ -107,8 +127,12 @@ def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[st
 _RESPONSES: dict[str, Any] = {
     "Unauthorized": _problem(
         "`invalid-token`: no access token, or one that is malformed, expired, revoked or not from this provider.",
-        {"WWW-Authenticate": {"description": 'RFC 6750: `Bearer realm="idp", error="invalid_token" ...`',
-                              "schema": {"type": "string"}}},
+        {
+            "WWW-Authenticate": {
+                "description": 'RFC 6750: `Bearer realm="idp", error="invalid_token" ...`',
+                "schema": {"type": "string"},
+            }
+        },
     ),
     "Forbidden": _problem(
         f"`no-person`: a client credentials token, which acts for no person; `insufficient-scope`: the token lacks "
@@ -221,10 +245,36 @@ def document(issuer: str) -> dict[str, Any]:
                     "Change the password",
                     {
                         "204": {"description": "Changed; every other session ended and its grants revoked."},
-                        "403": _problem("`wrong-password`, or as for any operation."),
+                        "403": _problem(
+                            "`wrong-password`; `account-locked`: wrong passwords locked the account, and no "
+                            "password is checked until the lock ends; or as for any operation."
+                        ),
                         "422": _problem("`invalid-body`, or `password-rejected`: `detail` says which rule."),
                     },
                     body="PasswordChange",
+                ),
+            },
+            "/api/account/email": {
+                "post": _operation(
+                    "changeEmail",
+                    "Send a link to confirm a new email address",
+                    {
+                        "202": _json("The link is on its way.", _ref("schemas", "PendingEmail")),
+                        "403": _problem(
+                            "`wrong-password`; `account-locked`: wrong passwords locked the account, and no "
+                            "password is checked until the lock ends; `sign-in-required`: the account has no "
+                            "password and the person signed in more than five minutes ago; or as for any operation."
+                        ),
+                        "422": _problem("`invalid-body`, or `invalid-email` (not an address, or the current one)."),
+                        "429": _problem("`too-many-emails`, or `rate-limited`.", RETRY_AFTER),
+                    },
+                    body="EmailChange",
+                    description=(
+                        "The current address is told at once; the address changes, verified, only when the "
+                        "person opens the link, and the old address is then told again. A password reset before "
+                        "then spends the link. An address another account has gets the same answer, and its "
+                        "owner a notice instead of the link."
+                    ),
                 ),
             },
             "/api/account/phone": {
@@ -233,11 +283,52 @@ def document(issuer: str) -> dict[str, Any]:
                     "Send a verification code to a phone number",
                     {
                         "202": _json("The code is on its way.", _ref("schemas", "PendingPhone")),
+                        "409": _problem("`phone-needed`: SMS is the second factor, so its number cannot be replaced."),
                         "422": _problem("`invalid-body`, or `invalid-phone`."),
                         "429": _problem("`too-many-codes`, or `rate-limited`.", RETRY_AFTER),
                     },
                     body="PhoneAdd",
                     description="The number becomes the person's only once the code comes back.",
+                ),
+                "delete": _operation(
+                    "removePhone",
+                    "Remove the phone number",
+                    {
+                        "200": _json("The profile, without a number.", profile),
+                        "409": _problem(
+                            "`no-phone`; `phone-needed`: SMS is the second factor, or the account has no email "
+                            "address to sign in with."
+                        ),
+                    },
+                    description="Codes no longer go to the number, and it no longer signs the person in.",
+                ),
+            },
+            "/api/account/password/set/code": {
+                "post": _operation(
+                    "sendPasswordCode",
+                    "Email the code that setting a first password needs",
+                    {
+                        "202": _json("The code is on its way.", _ref("schemas", "PasswordCode")),
+                        "409": _problem("`password-already-set`, or `no-verified-email`."),
+                        "429": _problem("`too-many-codes`, or `rate-limited`.", RETRY_AFTER),
+                    },
+                    description="For an account without a password, which signs in with one-time codes.",
+                ),
+            },
+            "/api/account/password/set": {
+                "post": _operation(
+                    "setPassword",
+                    "Set a first password with the emailed code",
+                    {
+                        "204": {"description": "Set; every other session ended and its grants revoked."},
+                        "409": _problem("`password-already-set`, or `no-verified-email`."),
+                        "422": _problem(
+                            "`invalid-body`; `wrong-code` (three wrong tries spend the code); or `password-rejected` "
+                            "(the code stays usable)."
+                        ),
+                        "429": _problem("`rate-limited`.", RETRY_AFTER),
+                    },
+                    body="FirstPassword",
                 ),
             },
             "/api/account/phone/verify": {
@@ -246,7 +337,10 @@ def document(issuer: str) -> dict[str, Any]:
                     "Verify the number with the code sent to it",
                     {
                         "200": _json("The profile, with the number verified.", profile),
-                        "409": _problem("`no-pending-phone`, or `phone-unavailable`."),
+                        "409": _problem(
+                            "`no-pending-phone`; `phone-unavailable`; or `phone-needed`: SMS became the second "
+                            "factor since the code was sent."
+                        ),
                         "422": _problem("`invalid-body`, or `wrong-code` (three wrong tries spend the code)."),
                         "429": _problem("`rate-limited`.", RETRY_AFTER),
                     },

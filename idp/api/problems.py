@@ -37,12 +37,20 @@ KINDS = {
     "invalid-body": Kind(422, "The request body does not match the operation's schema"),
     "invalid-name": Kind(422, "The name cannot be used"),
     "wrong-password": Kind(403, "The current password is not right"),
+    "account-locked": Kind(403, "Wrong passwords locked the account for a while"),
     "password-rejected": Kind(422, "The new password is refused by the password policy"),
     "invalid-phone": Kind(422, "The phone number cannot be used"),
     "phone-unavailable": Kind(409, "The phone number belongs to another account"),
     "no-pending-phone": Kind(409, "No phone number is waiting for verification"),
     "wrong-code": Kind(422, "The code is not right, or it has expired"),
-    "too-many-codes": Kind(429, "Too many codes were sent to this number lately"),
+    "too-many-codes": Kind(429, "Too many codes were sent to this number or address lately"),
+    "invalid-email": Kind(422, "The email address cannot be used"),
+    "sign-in-required": Kind(403, "The person must sign in again first"),
+    "too-many-emails": Kind(429, "Too many links were asked for this address lately"),
+    "no-phone": Kind(409, "There is no phone number on the account"),
+    "phone-needed": Kind(409, "The phone number is needed to sign in"),
+    "password-already-set": Kind(409, "The account already has a password"),
+    "no-verified-email": Kind(409, "The account has no verified email address"),
     "rate-limited": Kind(429, "Too many requests from this address lately"),
     "session-not-found": Kind(404, "There is no such session"),
 }
@@ -69,6 +77,11 @@ class Problem(Exception):
         self.detail = detail
         self.headers = headers or {}
         self.extensions = extensions or {}
+
+    @classmethod
+    def retry_after(cls, name: str, detail: str, wait: int) -> Problem:
+        """A refusal that ends by itself: the wait goes in ``Retry-After`` and in the body."""
+        return cls(name, detail, headers={"Retry-After": str(wait)}, extensions={"retry_after": wait})
 
 
 def problem_response(

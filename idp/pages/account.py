@@ -1,4 +1,6 @@
-"""The signed-in person's own page: profile, phone verification, sessions, password.
+"""The signed-in person's own page: profile, phone verification and removal, sessions, password
+(changing it, or setting a first one with an emailed code). The email address changes on a page of
+its own (:mod:`idp.pages.account_email`), which shares :func:`signed_in` and :func:`done`.
 
 Each form posts to a path of its own. What worked redirects back to ``/account?done=<what>``
 (post/redirect/get: reloading never submits twice); a refusal shows the page again with the
@@ -16,10 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..accounts import otp, profile
+from ..accounts import email_change, first_password, otp, profile
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.phones import PhoneError
-from ..accounts.recovery import WrongCurrentPassword
+from ..accounts.recovery import AccountLocked, WrongCurrentPassword
 from ..accounts.recovery import change_password as change_password_service
 from ..audit import mask
 from ..security.rate_limits import Limit
@@ -37,7 +39,10 @@ WRONG_PASSWORD = "Your current password is not right."
 NO_SUCH_SESSION = "There is no such session."
 NOTICES = {
     "name": "Your name is saved.",
+    "email": "We sent a link to the new address. Your email address changes when you open it.",
     "phone": "Your phone number is verified.",
+    "phone_removed": "Your phone number is removed: codes no longer go to it, and it no longer signs you in.",
+    "password_set": "Your password is set: you can sign in with it from now on.",
     "session": "The session has ended.",
     "others": "Your other sessions have ended.",
     "password": "Your password is changed. Your other sessions have ended.",
@@ -48,7 +53,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 Renderer = Callable[..., Response]
 
 
-def _signed_in(on_expired: Renderer) -> Callable[[Handler], Endpoint]:
+def signed_in(on_expired: Renderer) -> Callable[[Handler], Endpoint]:
     """Make ``handler`` an endpoint for a signed-in person: it reads a POST's form within limits,
     sends a browser without a session to ``/login``, and answers a POST without a valid CSRF token
     with ``on_expired``."""
@@ -83,7 +88,7 @@ def _sentence(message: str) -> str:
     return f"{message[:1].upper()}{message[1:]}."
 
 
-def _done(what: str) -> Response:
+def done(what: str) -> Response:
     return RedirectResponse(f"/account?done={what}", status_code=303)
 
 
@@ -103,6 +108,7 @@ def _account_page(
         "user": active.user,
         "sessions": profile.list_sessions(db, active.user, active.session.id),
         "pending_phone": profile.pending_phone(db, active.user),
+        "pending_email": email_change.pending_email(db, active.user),
         "when": _when,
         "error": error,
         "section": section,
@@ -133,13 +139,13 @@ def _wait_message(wait: int) -> str:
     return f"Too many codes were sent to this number. You can ask for a new one in {wait} seconds."
 
 
-@_signed_in(_account_page)
+@signed_in(_account_page)
 def account(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     db.commit()
     return _account_page(request, db, active, notice=NOTICES.get(request.query_params.get("done", "")))
 
 
-@_signed_in(_account_page)
+@signed_in(_account_page)
 def update_name(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     try:
         profile.update_name(db, active.user, form.get("name", ""))
@@ -149,10 +155,10 @@ def update_name(request: Request, db: Session, active: ActiveSession, form: dict
         return _account_page(request, db, active, error=str(exc), section="name", values=values, status_code=400)
     audit(request, db, "profile_updated", outcome="success", user_id=active.user.id, detail={"fields": ["name"]})
     db.commit()
-    return _done("name")
+    return done("name")
 
 
-@_signed_in(_account_page)
+@signed_in(_account_page)
 def add_phone(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     """Send a code to the new number; it is stored only once the code comes back."""
     if refused := throttled(request, Limit.VERIFICATION, db=db):
@@ -184,7 +190,7 @@ def add_phone(request: Request, db: Session, active: ActiveSession, form: dict[s
     return RedirectResponse("/account/phone/verify", status_code=303)
 
 
-@_signed_in(_verify_page)
+@signed_in(_verify_page)
 def verify_phone(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     if request.method == "POST" and (refused := throttled(request, Limit.VERIFICATION, db=db)):
         return refused
@@ -196,6 +202,8 @@ def verify_phone(request: Request, db: Session, active: ActiveSession, form: dic
         return _verify_page(request, db, active)
     try:
         profile.confirm_phone(request.app.state.ctx, db, active.user, phone, form.get("code", ""))
+    except profile.PhoneNeeded as exc:
+        return _account_page(request, db, active, error=str(exc), section="phone", status_code=400)
     except (profile.WrongCode, profile.PhoneUnavailable) as exc:
         wrong = isinstance(exc, profile.WrongCode)
         audit(
@@ -212,10 +220,10 @@ def verify_phone(request: Request, db: Session, active: ActiveSession, form: dic
         return _account_page(request, db, active, error=PHONE_UNAVAILABLE, section="phone", status_code=400)
     audit(request, db, "phone_verified", outcome="success", user_id=active.user.id, detail={"phone": mask(phone)})
     db.commit()
-    return _done("phone")
+    return done("phone")
 
 
-@_signed_in(_verify_page)
+@signed_in(_verify_page)
 def resend_phone_code(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     if refused := throttled(request, Limit.VERIFICATION, db=db):
         return refused
@@ -239,7 +247,18 @@ def resend_phone_code(request: Request, db: Session, active: ActiveSession, form
     return _verify_page(request, db, active, notice="We sent you a new code.")
 
 
-@_signed_in(_account_page)
+@signed_in(_account_page)
+def remove_phone(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    try:
+        phone = profile.remove_phone(db, active.user)
+    except profile.ProfileError as exc:
+        return _account_page(request, db, active, error=str(exc), section="phone_remove", status_code=400)
+    audit(request, db, "phone_removed", outcome="success", user_id=active.user.id, detail={"phone": mask(phone)})
+    db.commit()
+    return done("phone_removed")
+
+
+@signed_in(_account_page)
 def end_one_session(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     """End one of the person's sessions; ending this one signs this browser out."""
     session_id = request.path_params["session_id"]
@@ -256,13 +275,13 @@ def end_one_session(request: Request, db: Session, active: ActiveSession, form: 
     )
     db.commit()
     if not current:
-        return _done("session")
+        return done("session")
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookie(request, response)
     return response
 
 
-@_signed_in(_account_page)
+@signed_in(_account_page)
 def end_other_sessions(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     for session_id in profile.end_others(db, active.user, active.session.id):
         audit(
@@ -274,10 +293,10 @@ def end_other_sessions(request: Request, db: Session, active: ActiveSession, for
             detail={"session_id": session_id, "current": False},
         )
     db.commit()
-    return _done("others")
+    return done("others")
 
 
-@_signed_in(_account_page)
+@signed_in(_account_page)
 def change_password(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     """The service checks the current password, applies the policy and ends the other sessions."""
     ctx = request.app.state.ctx
@@ -295,11 +314,82 @@ def change_password(request: Request, db: Session, active: ActiveSession, form: 
             ip=request_address(request),
             user_agent=request.headers.get("user-agent"),
         )
-    except WrongCurrentPassword:
+    except (WrongCurrentPassword, AccountLocked) as exc:
         db.commit()
-        return _account_page(request, db, active, error=WRONG_PASSWORD, section="password", status_code=400)
+        error = str(exc) if isinstance(exc, AccountLocked) else WRONG_PASSWORD
+        return _account_page(request, db, active, error=error, section="password", status_code=400)
     except PasswordRejected as exc:
         db.rollback()
         return _account_page(request, db, active, error=str(exc), section="password", status_code=400)
     db.commit()
-    return _done("password")
+    return done("password")
+
+
+def _password_set_page(
+    request: Request,
+    db: Session,
+    active: ActiveSession,
+    *,
+    error: str | None = None,
+    notice: str | None = None,
+    wait: int | None = None,
+    status_code: int = 200,
+) -> Response:
+    if active.user.password_hash is not None:
+        return RedirectResponse("/account", status_code=303)
+    context = {"email": active.user.email, "error": error, "notice": notice, "wait": wait}
+    return render(request, "account_password_set.html", context, status_code=status_code)
+
+
+@signed_in(_account_page)
+def send_password_code(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    """Email the code that a first password needs; from ``/account``, and again from its form."""
+    if refused := throttled(request, Limit.VERIFICATION, db=db):
+        return refused
+    try:
+        email = first_password.send_code(request.app.state.ctx, db, active.user)
+    except first_password.FirstPasswordError as exc:
+        return _account_page(request, db, active, error=str(exc), section="password", status_code=400)
+    except otp.ResendTooSoon as exc:
+        db.rollback()
+        message = f"Too many codes were sent to your email address. You can ask for a new one in {exc.wait} seconds."
+        return _password_set_page(request, db, active, error=message, wait=exc.wait, status_code=429)
+    audit(
+        request,
+        db,
+        "code_sent",
+        outcome="success",
+        user_id=active.user.id,
+        detail={"channel": "email", "purpose": first_password.PURPOSE},
+    )
+    db.commit()
+    return _password_set_page(request, db, active, notice=f"We sent a code to {email}.")
+
+
+@signed_in(_password_set_page)
+def set_password(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    """The code and the new password; a password the policy refuses leaves the code usable."""
+    if request.method == "POST" and (refused := throttled(request, Limit.VERIFICATION, db=db)):
+        return refused
+    if not first_password.code_pending(db, active.user):
+        return RedirectResponse("/account", status_code=303)
+    if request.method != "POST":
+        db.commit()
+        return _password_set_page(request, db, active)
+    if form.get("password", "") != form.get("password_confirm", ""):
+        return _password_set_page(request, db, active, error=PASSWORDS_DIFFER, status_code=400)
+    ctx = request.app.state.ctx
+    try:
+        ended = first_password.set_first_password(
+            ctx, db, active.user, form.get("code", ""), form.get("password", ""), active.session.id
+        )
+    except first_password.WrongCode:
+        audit(request, db, "password_set", outcome="failure", user_id=active.user.id, detail={"reason": "wrong_code"})
+        db.commit()
+        return _password_set_page(request, db, active, error=WRONG_CODE, status_code=400)
+    except (first_password.FirstPasswordError, PasswordRejected) as exc:
+        db.rollback()
+        return _password_set_page(request, db, active, error=str(exc), status_code=400)
+    audit(request, db, "password_set", outcome="success", user_id=active.user.id, detail={"sessions_ended": ended})
+    db.commit()
+    return done("password_set")

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import audit as audit_log
-from ..accounts import registration
+from ..accounts import links, registration
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.users import UserError, normalize_email
 from ..oauth.authorization import load_pending
@@ -48,7 +48,7 @@ async def verify_email(request: Request) -> Response:
 def _browser_id(request: Request) -> str:
     """This browser's registration cookie value, or a new one."""
     current = browser_cookie(request, BROWSER_COOKIE)
-    return current if current and 20 <= len(current) <= registration.MAX_TOKEN else new_token()
+    return current if current and 20 <= len(current) <= links.MAX_TOKEN else new_token()
 
 
 def _set_browser_cookie(request: Request, response: Response, browser_id: str) -> Response:

@@ -11,7 +11,8 @@ from .base import Base
 class OneTimeCode(Base):
     """A six-digit code for one purpose and one email or phone, kept as a keyed hash.
 
-    Purposes: ``sign_in`` (passwordless), ``second_factor``, ``verify_phone``, ``enable_mfa``.
+    Purposes: ``sign_in`` (passwordless), ``second_factor``, ``verify_phone``, ``enable_mfa``,
+    ``set_password`` (a first password on an account without one).
     """
 
     __tablename__ = "one_time_codes"
@@ -28,7 +29,8 @@ class OneTimeCode(Base):
 
 
 class ActionToken(Base):
-    """The token of an emailed link: ``verify_email`` (24 hours) or ``reset_password`` (1 hour).
+    """The token of an emailed link: ``verify_email`` (24 hours), ``reset_password`` (1 hour) or
+    ``change_email`` (24 hours; ``email`` is then the new address).
 
     ``authorization_request_id`` lets a person who started at a relying app land back there;
     ``browser_hash`` is the digest of a cookie of the browser that asked, so that only that

@@ -1,0 +1,217 @@
+"""A signed-in person changes (or adds) their email address, proven by a link sent to the new one.
+
+Asking takes the current password, as a password change does (and, as there, none is checked
+while wrong ones keep the account locked); an account without a password must have signed in
+within ``REAUTH_WINDOW`` instead, so that a session left open is not enough to hand the account to
+another mailbox. The current address is told at once (OWASP's Authentication Cheat Sheet, "Changing
+A User's Registered Email Address"): should someone else have asked, the owner has until the link
+is followed to reset the password, which spends the link. Nothing changes until the link sent to
+the new address is followed: then the address becomes the person's, verified, the old address is
+told, and the codes still live for it die, so whoever holds the old mailbox signs in no more.
+
+An address another account already has gets the same answer as a free one: a link is made but
+never sent, so the person's page shows it waiting all the same, and the address's owner is told
+that someone tried. The address is checked again when a link is followed, so one taken in the
+meantime fails cleanly. Asking is limited per address like asking for a new verification link:
+the requests are audit events carrying a keyed digest of the address.
+
+A link (:mod:`.links`) lives ``LINK_LIFETIME``; a new request spends the links sent before it.
+
+Sessions stay as they are when the address changes. Ending the others would not stop whoever
+asked with a stolen session and the password (it would sign the owner out instead), and the link
+may be followed in a browser signed in as no one; the notices to the old address are what lets the
+owner act, and a reset ends every session. A second factor by email goes to the new address from
+then on: changing the address takes what turning the second factor off takes, the password (or,
+without one, a fresh sign-in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..audit import mask
+from ..context import Context
+from ..messaging.outbox import enqueue_email
+from ..storage import ActionToken, User, now
+from . import links, otp
+from .recovery import AccountLocked, check_current_password
+from .registration import address_key, requests_wait
+from .second_factor import REAUTH_WINDOW
+from .users import UserError, normalize_email
+
+PURPOSE = "change_email"
+LINK_LIFETIME = 24 * 60 * 60
+REQUEST_EVENT = "email_change_requested"
+
+NOT_AN_EMAIL = "Enter an email address, like name@example.com."
+SAME_EMAIL = "That is already your email address."
+WRONG_PASSWORD = "Your current password is not right."
+NEEDS_SIGN_IN = "Sign in again to change your email address: you signed in too long ago."
+
+
+class EmailChangeError(ValueError):
+    """The request cannot go ahead; the message is for the person."""
+
+
+class NotProven(EmailChangeError):
+    """The person did not show it is them; ``reason`` says why, for the audit log."""
+
+    reason = ""
+
+
+class WrongPassword(NotProven):
+    """The current password was missing or wrong; the try counts toward the lockout."""
+
+    reason = "wrong_password"
+
+
+class Locked(NotProven):
+    """Wrong passwords locked the account: no password is checked until the lock ends."""
+
+    reason = "account_locked"
+
+
+class NeedsSignIn(NotProven):
+    """An account without a password whose session is not fresh."""
+
+    reason = "sign_in_too_old"
+
+
+class TooManyRequests(Exception):
+    """Too many requests named this address lately; ``wait`` seconds until the next may go."""
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(f"wait {wait} s")
+        self.wait = wait
+
+
+class LinkInvalid(Exception):
+    """The link is unknown, used or expired, or its account is gone or disabled."""
+
+
+class AddressTaken(Exception):
+    """Another account took the address after the link was sent; the link is spent."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(user_id)
+        self.user_id = user_id
+
+
+@dataclass(frozen=True)
+class Requested:
+    """``address`` is the keyed digest the request's audit event must carry for the limit to count it;
+    ``taken`` is for the audit log only, never for the person."""
+
+    address: str
+    taken: bool
+
+
+@dataclass(frozen=True)
+class Changed:
+    user: User
+    old_email: str | None
+
+
+def parse(user: User, raw_email: str) -> str:
+    """The normalized new address; raises :class:`EmailChangeError`."""
+    try:
+        email = normalize_email(raw_email)
+    except UserError:
+        raise EmailChangeError(NOT_AN_EMAIL) from None
+    if email == user.email:
+        raise EmailChangeError(SAME_EMAIL)
+    return email
+
+
+def check_identity(ctx: Context, db: Session, user: User, password: str, auth_time: int | None) -> None:
+    """The current password, when the account has one (a wrong one counts toward the lockout);
+    otherwise a sign-in within ``REAUTH_WINDOW``. Raises a :class:`NotProven`."""
+    if user.password_hash is None:
+        if auth_time is None or now() - auth_time >= REAUTH_WINDOW:
+            raise NeedsSignIn(NEEDS_SIGN_IN)
+        return
+    try:
+        right = check_current_password(db, ctx.settings, ctx.secret_key, user, password)
+    except AccountLocked as exc:
+        raise Locked(str(exc)) from None
+    if not right:
+        raise WrongPassword(WRONG_PASSWORD)
+
+
+def request_change(ctx: Context, db: Session, user: User, email: str) -> Requested:
+    """Send the link to ``email`` (as :func:`parse` made it), or tell its owner when another
+    account has it; either way the current address is told. Raises :class:`TooManyRequests` alike
+    for free and taken addresses."""
+    key = address_key(ctx.secret_key, email)
+    wait = requests_wait(db, REQUEST_EVENT, key)
+    if wait:
+        raise TooManyRequests(wait)
+    links.cancel(db, user.id, PURPOSE)
+    token = links.issue(db, PURPOSE, user.id, email, LINK_LIFETIME)
+    db.flush()
+    hours = LINK_LIFETIME // 3600
+    if user.email is not None:
+        enqueue_email(
+            db,
+            ctx.secret_key,
+            user.email,
+            "email_change_requested",
+            {"new_email": mask(email), "hours": hours, "reset_link": f"{ctx.settings.issuer}/password/forgot"},
+        )
+    if db.scalar(select(User.id).where(User.email == email)) is not None:
+        # The link is made all the same, never sent: the person's page shows it waiting either way.
+        enqueue_email(db, ctx.secret_key, email, "email_change_taken", {"login_link": f"{ctx.settings.issuer}/login"})
+        return Requested(key, taken=True)
+    link = links.url(ctx.settings.issuer, "/account/email/confirm", token)
+    enqueue_email(db, ctx.secret_key, email, "email_change", {"link": link, "hours": hours})
+    return Requested(key, taken=False)
+
+
+def pending_email(db: Session, user: User) -> str | None:
+    """The address a live link was sent to for this person, if any."""
+    return db.scalar(
+        select(ActionToken.email)
+        .where(
+            ActionToken.user_id == user.id,
+            ActionToken.purpose == PURPOSE,
+            ActionToken.used_at.is_(None),
+            ActionToken.expires_at > now(),
+        )
+        .order_by(ActionToken.created_at.desc())
+        .limit(1)
+    )
+
+
+def confirm(ctx: Context, db: Session, token: str | None) -> Changed:
+    """Spend the link and make its address the person's, verified; the old address is told.
+
+    Raises :class:`LinkInvalid`, or :class:`AddressTaken` with the link spent (commit to keep
+    that). Every other live link of the person's, for the old address or the new, is spent too,
+    and so is every live code sent to the old address.
+    """
+    link = links.spend(db, PURPOSE, token)
+    user = db.get(User, link.user_id) if link is not None else None
+    if link is None or user is None or user.disabled:
+        raise LinkInvalid
+    stamp = now()
+    old_email = user.email
+    try:
+        with db.begin_nested():
+            if db.scalar(select(User.id).where(User.email == link.email, User.id != user.id)) is not None:
+                raise AddressTaken(link.user_id)
+            user.email = link.email
+            user.email_verified = True
+            user.updated_at = stamp
+            db.flush()
+    except IntegrityError:
+        raise AddressTaken(link.user_id) from None
+    links.cancel(db, user.id)
+    if old_email is not None:
+        otp.cancel(db, old_email)
+        enqueue_email(db, ctx.secret_key, old_email, "email_changed", {"new_email": mask(link.email)})
+    db.flush()
+    return Changed(user, old_email)

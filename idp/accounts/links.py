@@ -1,0 +1,93 @@
+"""Single-use links sent by email: verifying an address, resetting a password, confirming a new address.
+
+The token travels only in the link; the database keeps its SHA-256 digest, so a copy of the table
+opens nothing. A link is spent by one conditional UPDATE (unused and unexpired at that instant), so
+two requests racing with one link cannot both use it, however many processes serve them.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from ..security.digests import new_token, token_digest
+from ..storage import ActionToken, now
+
+MAX_TOKEN = 100
+
+
+def issue(
+    db: Session,
+    purpose: str,
+    user_id: str,
+    email: str,
+    lifetime: int,
+    *,
+    authorization_request_id: str | None = None,
+    browser_hash: str | None = None,
+) -> str:
+    """A new link's token for the caller to send to ``email``; it is never stored."""
+    token = new_token()
+    stamp = now()
+    db.add(
+        ActionToken(
+            token_hash=token_digest(token),
+            purpose=purpose,
+            user_id=user_id,
+            email=email,
+            authorization_request_id=authorization_request_id,
+            browser_hash=browser_hash,
+            created_at=stamp,
+            expires_at=stamp + lifetime,
+        )
+    )
+    return token
+
+
+def url(issuer: str, path: str, token: str) -> str:
+    return f"{issuer}{path}?{urlencode({'token': token})}"
+
+
+def find(db: Session, purpose: str, token: str | None) -> ActionToken | None:
+    """The live link of ``purpose`` the token belongs to, left unspent: for a page that shows its
+    form before the link is used."""
+    if not token or len(token) > MAX_TOKEN:
+        return None
+    link = db.get(ActionToken, token_digest(token))
+    if link is None or link.purpose != purpose or link.used_at is not None or link.expires_at <= now():
+        return None
+    return link
+
+
+def spend(db: Session, purpose: str, token: str | None) -> ActionToken | None:
+    """The link, now spent; ``None`` for one that is unknown, used, expired or of another purpose.
+
+    A caller that then refuses the link rolls back to leave it usable, or commits to spend it.
+    """
+    if not token or len(token) > MAX_TOKEN:
+        return None
+    stamp = now()
+    digest = token_digest(token)
+    spent = db.execute(
+        update(ActionToken)
+        .where(
+            ActionToken.token_hash == digest,
+            ActionToken.purpose == purpose,
+            ActionToken.used_at.is_(None),
+            ActionToken.expires_at > stamp,
+        )
+        .values(used_at=stamp)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    return db.get(ActionToken, digest) if spent == 1 else None
+
+
+def cancel(db: Session, user_id: str, purpose: str | None = None) -> None:
+    """Spend every live link of the person's, or only those of ``purpose``: a newer link replaces
+    them, or the account changed so that they must no longer work."""
+    query = update(ActionToken).where(ActionToken.user_id == user_id, ActionToken.used_at.is_(None))
+    if purpose is not None:
+        query = query.where(ActionToken.purpose == purpose)
+    db.execute(query.values(used_at=now()).execution_options(synchronize_session=False))

@@ -1,0 +1,119 @@
+"""Changing the email address from ``/account/email``, and the link sent to the new address.
+
+The form takes ``email`` and, when the account has a password, ``current_password``. Asking
+answers the same whether or not another account has the address; the address changes only when
+the link is followed, in any browser, signed in or not.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..accounts import email_change
+from ..audit import mask
+from ..security.rate_limits import Limit
+from ..sessions import ActiveSession
+from .account import done, signed_in
+from .browser import audit
+from .rendering import error_page, render
+from .throttling import throttled
+
+LINK_INVALID = (
+    "This link to change your email address is not valid: it was already used, it expired, or it is "
+    "incomplete. Sign in and ask for a new one."
+)
+TAKEN = "This email address now belongs to another account, so yours did not change."
+
+
+def _email_page(
+    request: Request,
+    db: Session,
+    active: ActiveSession,
+    *,
+    error: str | None = None,
+    values: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    context = {
+        "user": active.user,
+        "pending_email": email_change.pending_email(db, active.user),
+        "error": error,
+        "values": values or {},
+    }
+    return render(request, "account_email.html", context, status_code=status_code)
+
+
+def _requested(request: Request, db: Session, active: ActiveSession, outcome: str, **detail: object) -> None:
+    audit(request, db, email_change.REQUEST_EVENT, outcome=outcome, user_id=active.user.id, detail=detail)
+
+
+@signed_in(_email_page)
+def change_email(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+    """The form, and asking for the link; a taken address gets the same answer as a free one."""
+    if request.method != "POST":
+        db.commit()
+        return _email_page(request, db, active)
+    if refused := throttled(request, Limit.VERIFICATION, db=db):
+        return refused
+    ctx = request.app.state.ctx
+    values = {"email": form.get("email", "")}
+    try:
+        email = email_change.parse(active.user, form.get("email", ""))
+        email_change.check_identity(ctx, db, active.user, form.get("current_password", ""), active.session.auth_time)
+    except email_change.NotProven as exc:
+        _requested(request, db, active, "failure", reason=exc.reason)
+        db.commit()
+        return _email_page(request, db, active, error=str(exc), values=values, status_code=400)
+    except email_change.EmailChangeError as exc:
+        return _email_page(request, db, active, error=str(exc), values=values, status_code=400)
+    try:
+        requested = email_change.request_change(ctx, db, active.user, email)
+    except email_change.TooManyRequests as exc:
+        _requested(request, db, active, "failure", recipient=mask(email), reason="rate_limited")
+        db.commit()
+        message = (
+            f"You asked for several links to this address in a short time. You can ask again in {exc.wait} seconds."
+        )
+        return _email_page(request, db, active, error=message, values=values, status_code=429)
+    if requested.taken:
+        _requested(
+            request, db, active, "failure", address=requested.address, recipient=mask(email), reason="address_taken"
+        )
+    else:
+        _requested(request, db, active, "success", address=requested.address, recipient=mask(email))
+    db.commit()
+    return done("email")
+
+
+async def confirm_email(request: Request) -> Response:
+    """The link sent to the new address: it works in any browser, signed in or not."""
+    if request.method == "HEAD":
+        return Response(headers={"Cache-Control": "no-store"})
+    return await run_in_threadpool(_confirm_email, request)
+
+
+def _confirm_email(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    with ctx.sessions() as db:
+        try:
+            changed = email_change.confirm(ctx, db, request.query_params.get("token"))
+        except email_change.LinkInvalid:
+            db.rollback()
+            audit(request, db, "email_changed", outcome="failure", detail={"reason": "invalid_link"})
+            db.commit()
+            return error_page(request, LINK_INVALID)
+        except email_change.AddressTaken as exc:
+            audit(
+                request, db, "email_changed", outcome="failure", user_id=exc.user_id, detail={"reason": "address_taken"}
+            )
+            db.commit()
+            return error_page(request, TAKEN, status_code=409)
+        new_email = changed.user.email
+        assert new_email is not None
+        detail = {"from": mask(changed.old_email) if changed.old_email else None, "to": mask(new_email)}
+        audit(request, db, "email_changed", outcome="success", user_id=changed.user.id, detail=detail)
+        db.commit()
+    return render(request, "account_email_changed.html", {"email": new_email})
