@@ -1,11 +1,13 @@
-"""The load generator: one scenario, a fixed number of concurrent request chains, in its own process.
+"""The load generator of the stateful scenarios: one scenario, a fixed number of concurrent chains, in its own process.
 
-``bench/run.py`` starts this file with a JSON job on stdin; on stdout it writes a line ``start`` when
-the timed part begins (what a scenario needs, like the refresh chains' first sign-ins, is made
-before), a line ``stop`` when it ends, and then one JSON result;
-running apart from the benchmark's own process keeps the measuring out of the server's way and
-the load generator's CPU time measurable on its own. Every loop ends by itself: at the deadline
-or after ``max_requests`` in all, whichever comes first.
+Refresh chains and complete password sign-ins change state with every request (each refresh
+presents the token the previous one returned, each sign-in is a new browser), which a replayed
+request cannot do; the stateless scenarios are wrk's (``bench/stateless.py``). ``bench/run.py``
+starts this file with a JSON job on stdin; on stdout it writes a line ``start`` when the timed part
+begins (what a scenario needs, like the refresh chains' first sign-ins, is made before), a line
+``stop`` when it ends, and then one JSON result; running apart from the benchmark's own process
+keeps the measuring out of the server's way and the load generator's CPU time measurable on its
+own. Every loop ends by itself at the deadline.
 """
 
 from __future__ import annotations
@@ -37,9 +39,8 @@ class UnexpectedAnswer(Exception):
 class Job:
     base: str
     scenario: str
-    seconds: float
+    seconds: int
     concurrency: int
-    max_requests: int
     client_id: str
     client_secret: str
     redirect_uri: str
@@ -101,48 +102,26 @@ async def sign_in(http: httpx.AsyncClient, job: Job, endpoints: dict[str, str]) 
 Step = Callable[[httpx.AsyncClient], Awaitable[None]]
 
 
+async def endpoints_of(http: httpx.AsyncClient, base: str) -> dict[str, str]:
+    """The provider's own endpoints by their discovery names, as paths."""
+    discovery = _expect(await http.get("/.well-known/openid-configuration"), 200).json()
+    return {
+        name: urlsplit(url).path for name, url in discovery.items() if isinstance(url, str) and url.startswith(base)
+    }
+
+
 async def _steps(http: httpx.AsyncClient, job: Job, endpoints: dict[str, str]) -> list[Step]:
     """One step per chain for the scenario; what a step needs is prepared here, before the clock starts."""
-    scenario = job.scenario
-
-    async def get(path: str, client: httpx.AsyncClient, **kwargs: Any) -> None:
-        _expect(await client.get(path, **kwargs), 200)
-
-    if scenario == "discovery":
-        return [lambda c: get("/.well-known/openid-configuration", c)] * job.concurrency
-    if scenario == "jwks":
-        return [lambda c: get(endpoints["jwks_uri"], c)] * job.concurrency
-    if scenario == "client_credentials":
-
-        async def client_credentials(client: httpx.AsyncClient) -> None:
-            data = {"grant_type": "client_credentials"}
-            _expect(await client.post(endpoints["token_endpoint"], data=data, auth=job.auth), 200)
-
-        return [client_credentials] * job.concurrency
-    if scenario == "sign_in":
+    if job.scenario == "sign_in":
 
         async def complete_sign_in(client: httpx.AsyncClient) -> None:
             await sign_in(client, job, endpoints)
 
         return [complete_sign_in] * job.concurrency
-    if scenario == "refresh_token":
+    if job.scenario == "refresh_token":
         return [_refresh_chain(job, endpoints, (await sign_in(http, job, endpoints))["refresh_token"])
                 for _ in range(job.concurrency)]
-    access_token = (await sign_in(http, job, endpoints))["access_token"]
-    if scenario == "userinfo":
-        bearer = {"Authorization": f"Bearer {access_token}"}
-        return [lambda c: get(endpoints["userinfo_endpoint"], c, headers=bearer)] * job.concurrency
-    if scenario == "introspection":
-
-        async def introspect(client: httpx.AsyncClient) -> None:
-            answer = _expect(
-                await client.post(endpoints["introspection_endpoint"], data={"token": access_token}, auth=job.auth), 200
-            ).json()
-            if answer.get("active") is not True:
-                raise UnexpectedAnswer(f"introspection said {answer}")
-
-        return [introspect] * job.concurrency
-    raise SystemExit(f"unknown scenario {scenario!r}")
+    raise SystemExit(f"unknown scenario {job.scenario!r}")
 
 
 def _refresh_chain(job: Job, endpoints: dict[str, str], first: str) -> Step:
@@ -164,17 +143,12 @@ async def run(job: Job) -> dict[str, Any]:
         raise SystemExit("the benchmark only sends traffic to 127.0.0.1")
     limits = httpx.Limits(max_connections=job.concurrency + 1, max_keepalive_connections=job.concurrency + 1)
     async with httpx.AsyncClient(base_url=job.base, limits=limits, timeout=30, follow_redirects=False) as http:
-        discovery = _expect(await http.get("/.well-known/openid-configuration"), 200).json()
-        endpoints = {name: urlsplit(url).path for name, url in discovery.items() if isinstance(url, str) and
-                     url.startswith(job.base)}
+        endpoints = await endpoints_of(http, job.base)
         steps = await _steps(http, job, endpoints)
         tally = Tally()
-        issued = 0
 
         async def chain(step: Step, client: httpx.AsyncClient) -> None:
-            nonlocal issued
-            while time.perf_counter() < deadline and issued < job.max_requests:
-                issued += 1
+            while time.perf_counter() < deadline:
                 begun = time.perf_counter()
                 try:
                     await step(client)

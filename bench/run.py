@@ -4,9 +4,11 @@
 
 It measures the machine's RSA-2048 signing and argon2 hashing rates, starts the provider twice
 (on a fresh database, then on the migrated one) to time start-up to a ready ``/readyz``, creates a
-client and a person with the real CLI, drives each scenario from a separate load process
-(``bench/load.py``) for ``--seconds``, and prints Markdown tables: throughput and latency, server
-CPU and resident memory per worker, and the issue's targets with "met" or "not met".
+client and a person with the real CLI, drives each scenario for ``--seconds`` from a separate load
+process (wrk for the stateless ones, ``bench/wrk.py``; the async httpx loop of ``bench/load.py``
+for refresh chains and sign-ins), and prints Markdown tables: throughput and latency, server CPU
+and resident memory per worker, the load generator's CPU, and the issue's targets with "met" or
+"not met".
 """
 
 from __future__ import annotations
@@ -22,11 +24,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import stateless
+import wrk
 from capacity import HashRate, Rate, argon2_rate, rsa_signing_rate
+from load import Job
 from server import Server, environment, free_port, idp
 
 WORKERS = 2
@@ -49,6 +56,12 @@ class Scenario:
     @property
     def cpu_ms_per_request(self) -> float:
         return 1000 * self.server_cpu / max(1, self.result["count"])
+
+
+@dataclass
+class Watch:
+    server_cpu: float = 0.0
+    peak_rss: list[float] = field(default_factory=list)
 
 
 class RssSampler(threading.Thread):
@@ -80,33 +93,54 @@ def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def run_scenario(server: Server, job: dict[str, Any], name: str) -> Scenario:
+@contextmanager
+def watching(server: Server) -> Iterator[Watch]:
+    """The server's CPU time and each worker's peak resident size over the block."""
+    watch = Watch()
+    sampler = RssSampler(server)
+    sampler.start()
+    cpu_before = server.cpu()
+    try:
+        yield watch
+    finally:
+        watch.server_cpu = server.cpu() - cpu_before
+        sampler.done.set()
+        sampler.join()
+        watch.peak_rss = sampler.peak
+
+
+def run_stateless(
+    server: Server, scenario: stateless.Stateless, seconds: int, concurrency: int, directory: Path
+) -> Scenario:
+    """One request checked with httpx, then wrk for ``seconds``; the server is watched while wrk runs."""
+    stateless.confirm(server.url, scenario)
+    with watching(server) as watch:
+        result = wrk.run(server.url, scenario.request, seconds, concurrency, directory)
+    return Scenario(scenario.name, result, watch.server_cpu, watch.peak_rss)
+
+
+def run_stateful(server: Server, job: dict[str, Any], name: str) -> Scenario:
     """Run one scenario's load process; the server's CPU and memory are watched between its start and stop lines."""
     loader = subprocess.Popen(  # noqa: S603 - this interpreter running bench/load.py
         [sys.executable, str(LOAD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     watchdog = threading.Timer(job["seconds"] + 300, loader.kill)
     watchdog.start()
-    sampler = RssSampler(server)
     try:
         assert loader.stdin is not None and loader.stdout is not None and loader.stderr is not None
         loader.stdin.write(json.dumps({**job, "scenario": name}))
         loader.stdin.close()
         started = loader.stdout.readline().strip() == "start"
         if started:
-            sampler.start()
-            cpu_before = server.cpu()
-            loader.stdout.readline()
-            server_cpu = server.cpu() - cpu_before
-            sampler.done.set()
-            sampler.join()
+            with watching(server) as watch:
+                loader.stdout.readline()
         output, errors = loader.stdout.read(), loader.stderr.read()
         loader.wait()
     finally:
         watchdog.cancel()
     if not started or loader.returncode != 0:
         raise SystemExit(f"load generator failed on {name}: {errors.strip()[-2000:]}")
-    return Scenario(name, json.loads(output), server_cpu, sampler.peak)
+    return Scenario(name, json.loads(output), watch.server_cpu, watch.peak_rss)
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -130,6 +164,7 @@ def report(
     argon2_parameters: str,
     ready: tuple[float, float],
     idle_rss: list[float],
+    idle_pss: list[float],
     scenarios: list[Scenario],
 ) -> str:
     by_name = {s.name: s for s in scenarios}
@@ -197,6 +232,8 @@ def report(
                 ["ready on a migrated database, s", fmt(ready[1], 2), "< 1", verdict(ready[1] < 1)],
                 ["RSS per worker, idle, MB", " / ".join(fmt(mb) for mb in idle_rss), "< 80",
                  verdict(max(idle_rss) < 80)],
+                ["PSS per worker, idle, MB (shared pages split among the processes)",
+                 " / ".join(fmt(mb) for mb in idle_pss), "-", "-"],
                 ["RSS per worker under load but sign-ins, peak MB", fmt(peak_without_sign_in), "< 80",
                  verdict(peak_without_sign_in < 80)],
                 ["RSS per worker under load with sign-ins, peak MB", fmt(peak), "< 80", verdict(peak < 80)],
@@ -208,23 +245,26 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=8, help="seconds of load per scenario (default 8)")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent request chains (default 16)")
-    parser.add_argument("--max-requests", type=int, default=1_000_000, help="at most this many per scenario")
+    parser.add_argument("--seconds", type=int, default=8, help="whole seconds of load per scenario (default 8)")
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent connections or chains (default 16)")
     parser.add_argument("--database-url", help="a PostgreSQL database of its own (default: a fresh SQLite file)")
     parser.add_argument("--redis-url", help="a Redis of its own")
     args = parser.parse_args()
-    if args.seconds <= 0 or args.concurrency < 1:
+    if args.seconds < 1 or args.concurrency < 1:
         parser.error("--seconds and --concurrency must be positive")
+    wrk.installed()
 
     about = machine()
     about["database"] = "PostgreSQL" if args.database_url else "SQLite (a fresh file)"
     about["redis"] = "yes" if args.redis_url else "no (in-process store)"
-    about["load"] = f"{args.concurrency} concurrent chains, {args.seconds:g} s a scenario, httpx in a separate process"
+    about["load"] = (
+        f"{args.concurrency} concurrent connections, {args.seconds} s a scenario, in a separate process: "
+        "wrk -t1 for the stateless scenarios, an async httpx loop for refresh chains and sign-ins"
+    )
     about["load average at start"] = load_average()
-    print(f"measuring the machine, then {len(SCENARIOS)} scenarios of {args.seconds:g} s ...", file=sys.stderr)
+    print(f"measuring the machine, then {len(SCENARIOS)} scenarios of {args.seconds} s ...", file=sys.stderr)
 
-    capacity_seconds = max(1, min(3, round(args.seconds)))
+    capacity_seconds = min(3, args.seconds)
     rsa = (rsa_signing_rate(capacity_seconds, 1), rsa_signing_rate(capacity_seconds, WORKERS))
     argon2 = (argon2_rate(capacity_seconds, 1), argon2_rate(capacity_seconds, WORKERS))
     from idp.accounts.passwords import hash_password
@@ -241,26 +281,31 @@ def main() -> None:
             "--grant-type", "authorization_code", "--grant-type", "refresh_token", "--grant-type", "client_credentials",
         )
         email, password = f"bench-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(18)
-        idp(env, "users", "create", "--email", email, "--password", password, "--verified", "--name", "Bench Mark")
+        person = idp(env, "users", "create", "--email", email, "--password", password, "--verified", "--name",
+                     "Bench Mark")
         server = Server.start(env, WORKERS, log)
         try:
             time.sleep(1)
-            idle_rss = server.rss()
+            idle_rss, idle_pss = server.rss(), server.pss()
             job = {
                 "base": server.url, "seconds": args.seconds, "concurrency": args.concurrency,
-                "max_requests": args.max_requests, "client_id": client["client_id"],
-                "client_secret": client["client_secret"], "redirect_uri": REDIRECT_URI, "email": email,
-                "password": password,
+                "client_id": client["client_id"], "client_secret": client["client_secret"],
+                "redirect_uri": REDIRECT_URI, "email": email, "password": password,
             }
-            scenarios = []
+            replayed = {s.name: s for s in stateless.scenarios(Job(**job, scenario="sign_in"), person["id"])}
+            measured = []
             for name in SCENARIOS:
                 print(f"  {name} ...", file=sys.stderr)
-                scenarios.append(run_scenario(server, job, name))
+                if name in replayed:
+                    measured.append(run_stateless(server, replayed[name], args.seconds, args.concurrency,
+                                                  Path(directory)))
+                else:
+                    measured.append(run_stateful(server, job, name))
         finally:
             server.stop()
     about["load average at end"] = load_average()
     print(report(about, rsa, argon2, argon2_parameters, (fresh.ready_seconds, server.ready_seconds), idle_rss,
-                 scenarios))
+                 idle_pss, measured))
 
 
 if __name__ == "__main__":

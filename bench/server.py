@@ -76,6 +76,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """The proportional set size: each shared page (libraries, copy-on-write) split among the
+    processes that map it, so the workers' figures add up to what they really hold together."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system time of every thread of the process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -124,6 +133,9 @@ class Server:
 
     def rss(self) -> list[float]:
         return [rss_mb(pid) for pid in self.workers]
+
+    def pss(self) -> list[float]:
+        return [pss_mb(pid) for pid in self.workers]
 
     def cpu(self) -> float:
         return sum(cpu_seconds(pid) for pid in self.workers)

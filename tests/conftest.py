@@ -7,6 +7,7 @@ a live ``idp serve`` for real relying-party clients and the browser.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -14,7 +15,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -254,3 +257,28 @@ def browser():  # type: ignore[no-untyped-def]
         )
         yield instance
         instance.close()
+
+CHROME_LINUX = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+)
+
+
+@pytest.fixture
+def browsers(app) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    """Open more browsers (TestClients with their own cookies and User-Agent) on the shared app."""
+    with ExitStack() as stack:
+
+        def open_browser(user_agent: str = CHROME_LINUX, application: Any = None) -> TestClient:
+            client = TestClient(
+                application or app, base_url=TEST_ISSUER, follow_redirects=False, headers={"User-Agent": user_agent}
+            )
+            return stack.enter_context(client)
+
+        yield open_browser
+
+
+@pytest.fixture
+def mail_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """The messages the delivery worker sends, as log records of ``idp.messages``."""
+    caplog.set_level(logging.INFO, logger="idp.messages")
+    return caplog

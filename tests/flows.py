@@ -1,18 +1,31 @@
-"""Steps of the browser flow, for tests that drive the provider over HTTP without a browser."""
+"""Steps of the browser flow, for tests that drive the provider over HTTP without a browser, and
+what such a test reads back from an in-process app (its context, the codes it emailed)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from idp.context import Context
+from idp.messaging.worker import deliver_due
+from idp.storage import OutboxMessage
 
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
+_ALERT = re.compile(r'<[^>]*role="alert"[^>]*>(.*?)</', re.DOTALL)
+WRONG_PASSWORD = "not the password at all"
+EMAIL_CODE = re.compile(r"Your one-time code is (\d{6})\.")
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,82 @@ def submit_login(http: httpx.Client, login_location: str, email: str, password: 
     assert page.status_code == 200, page.text
     fields = hidden_fields(page.text)
     return http.post("/login", data={**fields, "username": email, "password": password})
+
+
+def post_login(http: httpx.Client, username: str, password: str, **extra: str) -> httpx.Response:
+    """Fill in the sign-in page as a browser would."""
+    page = http.get("/login")
+    assert page.status_code == 200, page.text
+    return http.post("/login", data={**hidden_fields(page.text), "username": username, "password": password, **extra})
+
+
+def fail_times(http: httpx.Client, email: str, times: int) -> None:
+    for _ in range(times):
+        assert_generic_failure(post_login(http, email, WRONG_PASSWORD))
+
+
+def ask_for_code(http: httpx.Client, identifier: str, request_id: str | None = None) -> httpx.Response:
+    """Ask the sign-in-by-code page for a code, for the sign-in request ``request_id`` if given."""
+    page = http.get("/login/code", params={"request": request_id} if request_id else None)
+    assert page.status_code == 200, page.text
+    return http.post("/login/code", data={**hidden_fields(page.text), "identifier": identifier})
+
+
+def enter_code(http: httpx.Client, code: str) -> httpx.Response:
+    page = http.get("/login/verify")
+    assert page.status_code == 200, page.text
+    return http.post("/login/verify", data={**hidden_fields(page.text), "code": code})
+
+
+def ctx_of(client: TestClient) -> Context:
+    """The context of the in-process app ``client`` drives."""
+    return client.app.state.ctx  # type: ignore[attr-defined]
+
+
+def emailed_code(client: TestClient, caplog: pytest.LogCaptureFixture, email: str) -> str:
+    """The code in the last email to ``email``, delivered now rather than by the worker's next round,
+    as the console backend logged it (``caplog`` at INFO for ``idp.messages``)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        deliver_due(ctx_of(client))
+        logged = [r.getMessage() for r in caplog.records if r.name == "idp.messages"]
+        sent = [message for message in logged if message.startswith(f"email to {email}\n")]
+        if sent:
+            found = EMAIL_CODE.search(sent[-1])
+            assert found, sent[-1]
+            return found.group(1)
+        time.sleep(0.05)
+    raise AssertionError(f"no email to {email}")
+
+
+def messages_to(client: TestClient, recipient: str) -> int:
+    """How many messages the app queued for ``recipient``, sent or not."""
+    with ctx_of(client).sessions() as db:
+        return db.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.recipient == recipient))
+
+
+def alert_text(response: httpx.Response) -> str:
+    found = _ALERT.search(response.text)
+    assert found, response.text
+    return html.unescape(found.group(1)).strip()
+
+
+def session_cookies(response: httpx.Response) -> list[str]:
+    return [c for c in response.headers.get_list("set-cookie") if "idp_session=" in c.split(";")[0]]
+
+
+def assert_signed_in(response: httpx.Response) -> None:
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/account"
+    assert session_cookies(response)
+
+
+def assert_generic_failure(response: httpx.Response) -> str:
+    """A failed sign-in: the form again with its alert, and no session."""
+    assert response.status_code == 400, response.text
+    assert "location" not in response.headers
+    assert not session_cookies(response)
+    return alert_text(response)
 
 
 def submit_consent(http: httpx.Client, consent_location: str, decision: str = "allow") -> httpx.Response:

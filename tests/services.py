@@ -1,5 +1,7 @@
-"""Real back ends a test owns: a PostgreSQL database of its own, ``redis-server`` processes, and a
-TCP proxy in front of PostgreSQL that can be cut and restored.
+"""Real back ends a test owns: a PostgreSQL database of its own, ``redis-server`` processes, a
+TCP proxy in front of PostgreSQL that can be cut and restored, an SMTP server that keeps what it
+receives, an ``idp serve`` mailing to it, HTTP servers that stand in for a provider's API, and the
+app itself in-process on settings of the test's choosing.
 
 The tests of several instances and of faults run on PostgreSQL and Redis whatever back end the rest
 of the suite uses. They never touch the suite's shared database or Redis: they create a database on
@@ -14,6 +16,8 @@ the suite runs, so that their journeys run on PostgreSQL too in CI's PostgreSQL 
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import os
 import secrets
 import shutil
@@ -22,14 +26,23 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import redis
+from aiosmtpd.controller import Controller
 from sqlalchemy.engine import URL, make_url
+from starlette.testclient import TestClient
 
-from .conftest import free_port
+from idp.app import create_app
+from idp.context import Context
+
+from .conftest import TEST_ISSUER, LiveServer, free_port, make_settings, start_server
 
 LOCAL_POSTGRESQL = "postgresql+psycopg://postgres@127.0.0.1:5432/"
 
@@ -78,6 +91,18 @@ def own_database(directory: Path) -> Iterator[str]:
         yield url.render_as_string(hide_password=False)
 
 
+@contextlib.contextmanager
+def running_app(environ: dict[str, str], **overrides: str) -> Iterator[TestClient]:
+    """A browser-like client of an app with these settings, its lifespan (and so its delivery
+    worker) running; redirects are not followed."""
+    app = create_app(make_settings(environ, **overrides))
+    try:
+        with TestClient(app, base_url=TEST_ISSUER, follow_redirects=False) as client:
+            yield client
+    finally:
+        app.state.ctx.close()
+
+
 class RedisServer:
     """A ``redis-server`` of the test's own that can be killed and restarted on the same port."""
 
@@ -94,8 +119,21 @@ class RedisServer:
     def start(self) -> None:
         log = (self.directory / f"redis-{self.port}.log").open("ab")
         self.process = subprocess.Popen(
-            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.directory)],
+            [
+                self.executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -200,3 +238,115 @@ class TcpProxy:
                 end.shutdown(socket.SHUT_RDWR)
         with self._lock:
             self._open.discard(source)
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+    tls: bool
+    login: bytes | None
+
+
+class SmtpSink:
+    """An aiosmtpd handler keeping every message it accepts."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        login = session.auth_data.login if session.authenticated else None
+        tls = session.ssl is not None
+        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message, tls, login))
+        return "250 OK"
+
+    def wait_for(self, to: str, subject_starts: str, seconds: float = 20) -> EmailMessage:
+        """The last email to ``to`` whose subject starts so, waiting for a server's worker to send it."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            found = [
+                r.message
+                for r in list(self.received)
+                if to in r.rcpt_tos and str(r.message["Subject"]).startswith(subject_starts)
+            ]
+            if found:
+                return found[-1]
+            time.sleep(0.05)
+        subjects = [r.message["Subject"] for r in self.received]
+        raise AssertionError(f"no email {subject_starts!r}... to {to}; got {subjects}")
+
+
+def smtp_sink(**kwargs: Any) -> tuple[SmtpSink, Controller]:
+    """An SMTP server on a free port of 127.0.0.1 (``kwargs`` go to aiosmtpd's ``Controller``: TLS,
+    AUTH); the caller stops the controller."""
+    sink = SmtpSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), **kwargs)
+    controller.start()
+    return sink, controller
+
+
+def text_of(message: EmailMessage) -> str:
+    body = message.get_body(("plain",))
+    assert body is not None
+    return body.get_content()
+
+
+@dataclass
+class MailingServer:
+    live: LiveServer
+    ctx: Context
+    sink: SmtpSink
+
+
+@contextlib.contextmanager
+def mailing_server(environ: dict[str, str], log: Path) -> Iterator[MailingServer]:
+    """``idp serve`` with ``environ`` sending email over real SMTP to a sink, and a context on its
+    database, so that a test reads the messages the server's own delivery worker sent."""
+    sink, controller = smtp_sink()
+    try:
+        environ = environ | {
+            "IDP_EMAIL_BACKEND": "smtp",
+            "IDP_SMTP_HOST": "127.0.0.1",
+            "IDP_SMTP_PORT": str(controller.port),
+        }
+        process, url = start_server(environ, log)
+        live = LiveServer(url, environ | {"IDP_ISSUER": url}, process, log)
+        ctx = Context.build(make_settings(live.environ))
+        try:
+            yield MailingServer(live, ctx, sink)
+        finally:
+            ctx.close()
+            process.terminate()
+            process.wait(timeout=15)
+    finally:
+        controller.stop()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A stub's request handler: one call answers, and nothing is printed over the test output."""
+
+    def respond(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` serving on a free port of 127.0.0.1 from a thread of its own; its origin."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -17,6 +15,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
 from .flows import exchange, pkce_pair, sign_in
+from .services import QuietHandler, http_server
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 TOKEN_ENDPOINT = "http://testserver/token"
@@ -195,26 +194,16 @@ class JwksServer:
     """A client's JWKS endpoint on 127.0.0.1: one document per path, changeable by the test."""
 
     def __init__(self) -> None:
+        self.url = ""
         self.documents: dict[str, dict[str, Any]] = {}
         documents = self.documents
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 document = documents.get(self.path)
-                body = json.dumps(document).encode() if document is not None else b"{}"
-                self.send_response(200 if document is not None else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.respond(200 if document is not None else 404, json.dumps(document or {}).encode())
 
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.handler = Handler
 
     def publish(self, *keys: RSAKey) -> str:
         """Serve the public halves of ``keys`` at a new path; its URL."""
@@ -222,16 +211,13 @@ class JwksServer:
         self.documents[path] = KeySet(list(keys)).as_dict(private=False)
         return self.url + path
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture(scope="module")
 def jwks_server() -> Iterator[JwksServer]:
     server = JwksServer()
-    yield server
-    server.close()
+    with http_server(server.handler) as url:
+        server.url = url
+        yield server
 
 
 def new_key() -> RSAKey:

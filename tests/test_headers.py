@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import time
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -20,15 +19,13 @@ import pytest
 from starlette.testclient import TestClient
 
 from idp.app import create_app
-from idp.messaging.worker import deliver_due
 
 from .conftest import PASSWORD, make_settings
-from .flows import authorize_params, hidden_fields, path_of, pkce_pair, submit_login
+from .flows import authorize_params, emailed_code, hidden_fields, path_of, pkce_pair, submit_login
 
 HTTPS_ISSUER = "https://idp.example"
 TEMPLATES = Path(__file__).parent.parent / "idp" / "templates"
 PAGES = ["/login", "/login/code", "/register", "/password/forgot", "/password/reset?token=x", "/verify-email?token=x"]
-EMAIL_CODE = re.compile(r"Your one-time code is (\d{6})\.")
 
 
 def directives(response: httpx.Response) -> dict[str, list[str]]:
@@ -137,17 +134,6 @@ def test_over_http_cookies_have_plain_names(http):
     name, attributes = cookie_attributes(header)
     assert name == "idp_csrf"
     assert "secure" not in attributes
-
-
-def emailed_code(client: TestClient, caplog: pytest.LogCaptureFixture, email: str) -> str:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        deliver_due(client.app.state.ctx)  # type: ignore[attr-defined]
-        sent = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"email to {email}\n")]
-        if sent:
-            return EMAIL_CODE.search(sent[-1]).group(1)  # type: ignore[union-attr]
-        time.sleep(0.05)
-    raise AssertionError(f"no email to {email}")
 
 
 def test_over_https_every_cookie_set_or_deleted_is_host_prefixed_and_secure(https_site, make_user, caplog):

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -20,14 +17,13 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from idp.accounts.users import create_user
-from idp.context import Context
 from idp.oauth.clients import create_client
 
 from . import test_browser
-from .conftest import PASSWORD, LiveServer, make_settings, run_idp, start_server
+from .conftest import PASSWORD, run_idp
 from .flows import RegisteredClient, authorize_params, pkce_pair
+from .services import MailingServer, mailing_server, text_of
 from .test_browser import RelyingApp, exchange, verify_id_token
-from .test_messaging import Sink, smtp_sink
 
 # The relying app of the browser tests.
 relying_app = test_browser.relying_app
@@ -36,45 +32,11 @@ WRONG = "not the password at all"
 LOCKED_SUBJECT = "Your account is locked for 30 minutes"
 
 
-@dataclass
-class MailingServer:
-    live: LiveServer
-    ctx: Context
-    sink: Sink
-
-    def wait_for_mail(self, to: str, subject: str) -> EmailMessage:
-        """The server's worker delivers about once a second; wait for its message to reach the sink."""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            found = [r.message for r in self.sink.received if to in r.rcpt_tos and r.message["Subject"] == subject]
-            if found:
-                return found[-1]
-            time.sleep(0.1)
-        raise AssertionError(f"no email {subject!r} to {to}; got {[r.message['Subject'] for r in self.sink.received]}")
-
-
 @pytest.fixture
 def server(base_environ: dict[str, str], own_database_url: str, tmp_path: Path) -> Iterator[MailingServer]:
     """``idp serve`` on a database of this test's own, mailing to an aiosmtpd sink."""
-    sink, controller = smtp_sink()
-    environ = {
-        **base_environ,
-        "IDP_DATABASE_URL": own_database_url,
-        "IDP_EMAIL_BACKEND": "smtp",
-        "IDP_SMTP_HOST": "127.0.0.1",
-        "IDP_SMTP_PORT": str(controller.port),
-    }
-    log = tmp_path / "serve.log"
-    process, url = start_server(environ, log)
-    live = LiveServer(url, environ | {"IDP_ISSUER": url}, process, log)
-    ctx = Context.build(make_settings(live.environ))
-    try:
-        yield MailingServer(live, ctx, sink)
-    finally:
-        ctx.close()
-        process.terminate()
-        process.wait(timeout=10)
-        controller.stop()
+    with mailing_server(base_environ | {"IDP_DATABASE_URL": own_database_url}, tmp_path / "serve.log") as server:
+        yield server
 
 
 def sign_in(page: Any, email: str, password: str) -> None:
@@ -123,7 +85,7 @@ def test_browser_lockout_email_unlock_and_sign_in_at_the_relying_app(browser, se
         assert not [c for c in context.cookies() if c["name"].endswith("idp_session")]
 
         # The owner hears of it by email, with the way to reset.
-        body = server.wait_for_mail(email, LOCKED_SUBJECT).get_body(("plain",)).get_content()
+        body = text_of(server.sink.wait_for(email, LOCKED_SUBJECT))
         assert "5 times in a row" in body
         assert f"{live.url}/password/forgot" in body
         assert PASSWORD not in body and WRONG not in body

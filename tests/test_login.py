@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import re
 import secrets
 
@@ -15,39 +14,14 @@ from idp.accounts.users import disable_user
 from idp.storage import User, now
 
 from .conftest import PASSWORD, run_idp
-from .flows import hidden_fields
-
-_ALERT = re.compile(r'<[^>]*role="alert"[^>]*>(.*?)</', re.DOTALL)
-
-
-def alert_text(response) -> str:  # type: ignore[no-untyped-def]
-    found = _ALERT.search(response.text)
-    assert found, response.text
-    return html.unescape(found.group(1)).strip()
-
-
-def session_cookies(response) -> list[str]:  # type: ignore[no-untyped-def]
-    return [c for c in response.headers.get_list("set-cookie") if "idp_session=" in c.split(";")[0]]
-
-
-def post_login(http, username: str, password: str, **extra: str):  # type: ignore[no-untyped-def]
-    """Fill in the sign-in page as a browser would."""
-    page = http.get("/login")
-    assert page.status_code == 200, page.text
-    return http.post("/login", data={**hidden_fields(page.text), "username": username, "password": password, **extra})
-
-
-def assert_signed_in(response) -> None:  # type: ignore[no-untyped-def]
-    assert response.status_code == 303, response.text
-    assert response.headers["location"] == "/account"
-    assert session_cookies(response)
-
-
-def assert_generic_failure(response) -> str:  # type: ignore[no-untyped-def]
-    assert response.status_code == 400, response.text
-    assert "location" not in response.headers
-    assert not session_cookies(response)
-    return alert_text(response)
+from .flows import (
+    assert_generic_failure,
+    assert_signed_in,
+    fail_times,
+    hidden_fields,
+    post_login,
+    session_cookies,
+)
 
 
 def generic_error(http) -> str:  # type: ignore[no-untyped-def]
@@ -174,11 +148,6 @@ def test_unverified_user_signs_in_when_verification_is_not_required(base_environ
 
 
 # --- lockout ---------------------------------------------------------------------------------
-
-
-def fail_times(http, email: str, times: int) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(times):
-        assert_generic_failure(post_login(http, email, "not the password at all"))
 
 
 def test_five_failures_lock_the_account_until_unlocked(http, make_user, base_environ):

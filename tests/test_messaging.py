@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import email
-import email.policy
 import ipaddress
 import json
 import logging
@@ -20,15 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography import x509
 from cryptography.fernet import InvalidToken
@@ -48,6 +43,7 @@ from idp.security.sealing import OUTBOX, Sealer
 from idp.storage import AuditEvent, OutboxMessage, now
 
 from .conftest import SECRET_KEY, TEST_ISSUER, free_port, make_settings
+from .services import QuietHandler, http_server, smtp_sink
 
 PHONE = "+989121234567"
 TWILIO_SID = "AC0123456789abcdef0123456789abcdef"
@@ -118,64 +114,20 @@ class Stub:
 def stub() -> Iterator[Stub]:
     state = Stub()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             request = Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
             answer = state.next_answer(request)
             time.sleep(answer.delay)
-            data = json.dumps(answer.payload).encode()
             try:
-                self.send_response(answer.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.respond(answer.status, json.dumps(answer.payload).encode())
             except OSError:
                 pass  # the client gave up waiting: that is what the slow-provider test wants
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
-
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    message: EmailMessage
-    tls: bool
-    login: bytes | None
-
-
-class Sink:
-    """An aiosmtpd handler keeping every message it accepts."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        login = session.auth_data.login if session.authenticated else None
-        tls = session.ssl is not None
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message, tls, login))
-        return "250 OK"
-
-
-def smtp_sink(**kwargs: Any) -> tuple[Sink, Controller]:
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), **kwargs)
-    controller.start()
-    return sink, controller
+    with http_server(Handler) as url:
+        state.url = url
+        yield state
 
 
 def certificate_for_localhost(directory: Path) -> tuple[Path, Path, Path]:

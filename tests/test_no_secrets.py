@@ -4,7 +4,9 @@ A real ``idp serve`` (its own SQLite database, email by SMTP to an aiosmtpd sink
 messages are not printed as the console backend prints them by contract) goes through a person's
 day: a sign-in by the code flow with PKCE, tokens, a refresh, userinfo, a failed sign-in with
 another password, a reset through the emailed link, a sign-in with the new password and one with a
-code sent by email. Then every line it wrote, every audit event (every column, the JSON detail
+code sent by email, a change of email address (a wrong password first, then the emailed link), and a
+newcomer who signs up with a code and sets a first password with the code emailed for it. Then every
+line it wrote, every audit event (every column, the JSON detail
 too) and every outbox row are searched for each secret used on the way; the credentials must not
 be anywhere in the database in the clear either.
 """
@@ -17,56 +19,35 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email import message_from_bytes
-from email import policy as email_policy
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, inspect, text
 
 from idp.accounts.users import create_user
-from idp.context import Context
-from idp.migrate import upgrade
 from idp.oauth.clients import create_client
 from idp.storage import AuditEvent, OutboxMessage
 
-from .conftest import free_port, make_settings, start_server
-from .flows import RegisteredClient, exchange, hidden_fields, pkce_pair, query_of, sign_in
+from .flows import (
+    EMAIL_CODE,
+    RegisteredClient,
+    ask_for_code,
+    enter_code,
+    exchange,
+    hidden_fields,
+    pkce_pair,
+    post_login,
+    query_of,
+    sign_in,
+)
 from .flows import TestUser as Person
-from .test_login import post_login
+from .services import SmtpSink, mailing_server, text_of
 
 RESET_LINK = re.compile(r"\S+/password/reset\?token=[A-Za-z0-9_\-%]+")
-EMAIL_CODE = re.compile(r"Your one-time code is (\d{6})\.")
-
-
-@dataclass
-class Sink:
-    """An aiosmtpd handler keeping every message it accepts."""
-
-    received: list[EmailMessage] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        message = message_from_bytes(envelope.content, policy=email_policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append(message)
-        return "250 OK"
-
-    def wait_for(self, to: str, subject_starts: str) -> str:
-        """The text of the first email to ``to`` whose subject starts so."""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            for message in list(self.received):
-                if message["To"] == to and str(message["Subject"]).startswith(subject_starts):
-                    body = message.get_body(("plain",))
-                    assert body is not None
-                    return body.get_content()
-            time.sleep(0.05)
-        raise AssertionError(f"no email {subject_starts!r}... to {to}")
+CHANGE_LINK = re.compile(r"\S+/account/email/confirm\?token=[A-Za-z0-9_\-%]+")
+SET_PASSWORD_CODE = re.compile(r"set a password for your account is (\d{6})")
 
 
 @dataclass
@@ -74,7 +55,7 @@ class Server:
     url: str
     log: Path
     database_url: str
-    sink: Sink
+    sink: SmtpSink
     client: RegisteredClient
     person: Person
     request_ids: set[str] = field(default_factory=set)
@@ -91,35 +72,15 @@ class Server:
 
 @pytest.fixture
 def server(base_environ: dict[str, str], own_database_url: str, tmp_path: Path) -> Iterator[Server]:
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    database_url = own_database_url
-    upgrade(database_url)
-    environ = {
-        **base_environ,
-        "IDP_DATABASE_URL": database_url,
-        "IDP_EMAIL_BACKEND": "smtp",
-        "IDP_SMTP_HOST": "127.0.0.1",
-        "IDP_SMTP_PORT": str(controller.port),
-    }
-    log = tmp_path / "serve.log"
-    process, url = start_server(environ, log)
-    ctx = Context.build(make_settings(environ, IDP_ISSUER=url))
-    password = "first passphrase " + secrets.token_urlsafe(12)
-    with ctx.sessions.begin() as db:
-        made = create_client(db, ctx.secret_key, name="Secretive app", redirect_uris=["https://rp.example/cb"],
-                             first_party=True, allow_http=True)
-        user = create_user(db, email=f"keeper-{secrets.token_hex(4)}@example.com", password=password, verified=True)
-        client = RegisteredClient(made.client.id, made.secret, "https://rp.example/cb")
-        person = Person(user.id, user.email, password)
-    ctx.close()
-    try:
-        yield Server(url, log, database_url, sink, client, person)
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        controller.stop()
+    with mailing_server(base_environ | {"IDP_DATABASE_URL": own_database_url}, tmp_path / "serve.log") as mailing:
+        password = "first passphrase " + secrets.token_urlsafe(12)
+        with mailing.ctx.sessions.begin() as db:
+            made = create_client(db, mailing.ctx.secret_key, name="Secretive app", redirect_uris=["https://rp.example/cb"],
+                                 first_party=True, allow_http=True)
+            user = create_user(db, email=f"keeper-{secrets.token_hex(4)}@example.com", password=password, verified=True)
+            client = RegisteredClient(made.client.id, made.secret, "https://rp.example/cb")
+            person = Person(user.id, user.email, password)
+        yield Server(mailing.live.url, mailing.live.log, own_database_url, mailing.sink, client, person)
 
 
 def cookie_values(web: httpx.Client) -> list[str]:
@@ -139,6 +100,13 @@ def rows_of(database_url: str, *tables: str) -> dict[str, list[str]]:
             }
     finally:
         engine.dispose()
+
+
+def appears(secret: str, text: str) -> bool:
+    """A six-digit code counts only as a whole word: timestamps and digests hold runs of digits."""
+    if not secret.isdigit():
+        return secret in text
+    return re.search(rf"(?<![0-9A-Za-z]){secret}(?![0-9A-Za-z])", text) is not None
 
 
 def test_no_password_code_or_token_is_logged_audited_or_queued(server: Server) -> None:
@@ -174,7 +142,7 @@ def test_no_password_code_or_token_is_logged_audited_or_queued(server: Server) -
     with server.browser() as web:
         page = web.get("/password/forgot")
         assert web.post("/password/forgot", data={**hidden_fields(page.text), "email": person.email}).status_code == 200
-        found = RESET_LINK.search(server.sink.wait_for(person.email, "Reset your password"))
+        found = RESET_LINK.search(text_of(server.sink.wait_for(person.email, "Reset your password")))
         assert found, "the reset email holds a link"
         link = urlsplit(found.group(0))
         used["reset token"] = query_of(found.group(0))["token"]
@@ -189,35 +157,72 @@ def test_no_password_code_or_token_is_logged_audited_or_queued(server: Server) -
 
     # A sign-in with a one-time code sent by email.
     with server.browser() as web:
-        page = web.get("/login/code")
-        asked = web.post("/login/code", data={**hidden_fields(page.text), "identifier": person.email})
+        asked = ask_for_code(web, person.email)
         assert asked.status_code == 303, asked.text
-        code = EMAIL_CODE.search(server.sink.wait_for(person.email, "Your sign-in code"))
+        code = EMAIL_CODE.search(text_of(server.sink.wait_for(person.email, "Your sign-in code")))
         assert code, "the code email holds a code"
         used["one-time code"] = code.group(1)
-        page = web.get("/login/verify")
-        entered = web.post("/login/verify", data={**hidden_fields(page.text), "code": code.group(1)})
+        entered = enter_code(web, code.group(1))
         assert entered.status_code == 303, entered.text
+
+    # A change of email address: a wrong password first, then the right one and the emailed link.
+    new_email = f"moved-{secrets.token_hex(4)}@example.org"
+    wrong_again = "not my passphrase " + secrets.token_urlsafe(12)
+    used["wrong password on the email form"] = wrong_again
+    with server.browser() as web:
+        assert post_login(web, person.email, new_password).status_code == 303
+        for typed in (wrong_again, new_password):
+            page = web.get("/account/email")
+            fields = {**hidden_fields(page.text), "email": new_email, "current_password": typed}
+            asked = web.post("/account/email", data=fields)
+        assert asked.status_code == 303, asked.text
+        found = CHANGE_LINK.search(text_of(server.sink.wait_for(new_email, "Confirm your new email address")))
+        assert found, "the email holds a link"
+        used["email change token"] = query_of(found.group(0))["token"]
+        link = urlsplit(found.group(0))
+        assert web.get(f"{link.path}?{link.query}").status_code == 200
+
+    # A newcomer signs up with a code, then sets a first password with the code emailed for it.
+    newcomer = f"newcomer-{secrets.token_hex(4)}@example.com"
+    first_password = "first of mine " + secrets.token_urlsafe(12)
+    used["first password"] = first_password
+    with server.browser() as web:
+        assert ask_for_code(web, newcomer).status_code == 303
+        code = EMAIL_CODE.search(text_of(server.sink.wait_for(newcomer, "Your sign-in code")))
+        assert code, "the code email holds a code"
+        used["newcomer's code"] = code.group(1)
+        assert enter_code(web, code.group(1)).status_code == 303
+        page = web.get("/account")
+        assert web.post("/account/password/set/code", data=hidden_fields(page.text)).status_code == 200
+        code = SET_PASSWORD_CODE.search(text_of(server.sink.wait_for(newcomer, "Your code to set a password")))
+        assert code, "the email holds a code"
+        used["set-password code"] = code.group(1)
+        page = web.get("/account/password/set")
+        fields = {"code": code.group(1), "password": first_password, "password_confirm": first_password}
+        assert web.post("/account/password/set", data={**hidden_fields(page.text), **fields}).status_code == 303
 
     log_text = server.log.read_text()
     audited, queued = AuditEvent.__tablename__, OutboxMessage.__tablename__
     kept = rows_of(server.database_url, audited, queued)
     events = " ".join(kept[audited])
     # The search is not vacuous: the day's requests and events are all there to search.
-    for route in ("/authorize", "/login", "/token", "/userinfo", "/password/reset", "/login/verify"):
+    for route in ("/authorize", "/login", "/token", "/userinfo", "/password/reset", "/login/verify", "/account/email",
+                  "/account/email/confirm", "/account/password/set"):
         assert f'"route": "{route}"' in log_text, route
-    for event in ("sign_in", "password_reset", "code_sent", "code_verified"):
+    for event in ("sign_in", "password_reset", "code_sent", "code_verified", "email_change_requested",
+                  "email_changed", "password_set"):
         assert f'"event": "{event}"' in events, event
     assert len(kept[queued]) >= 2
 
     assert all(used.values()) and len(set(used.values())) == len(used)
-    leaks = [f"{name} in the log" for name, value in used.items() if value in log_text]
+    leaks = [f"{name} in the log" for name, value in used.items() if appears(value, log_text)]
     for table in (audited, queued):
-        leaks += [f"{name} in {table}" for name, value in used.items() if any(value in row for row in kept[table])]
+        leaks += [f"{name} in {table}" for name, value in used.items()
+                  if any(appears(value, row) for row in kept[table])]
     # The credentials are in no table in the clear; only what the client sent back as-is (state) may be.
     for table, rows in rows_of(server.database_url).items():
         leaks += [f"{name} in {table}" for name, value in used.items()
-                  if name != "state" and any(value in row for row in rows)]
+                  if name != "state" and any(appears(value, row) for row in rows)]
     assert leaks == []
 
 

@@ -34,10 +34,8 @@ from idp.observability.middleware import UNMATCHED
 from idp.storage import OutboxMessage
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings, run_idp, start_server
-from .flows import hidden_fields, tokens_for
-from .test_login import post_login
+from .flows import ask_for_code, emailed_code, enter_code, post_login, tokens_for
 
-EMAIL_CODE = re.compile(r"Your one-time code is (\d{6})\.")
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -84,31 +82,6 @@ def isolated(base_environ: dict[str, str], own_database_url: str) -> Iterator[Is
     with TestClient(app, base_url=TEST_ISSUER, follow_redirects=False) as http:
         yield Isolated(http, app.state.ctx)
     app.state.ctx.close()
-
-
-def ask_for_code(http: TestClient, identifier: str) -> None:
-    page = http.get("/login/code")
-    assert page.status_code == 200, page.text
-    response = http.post("/login/code", data={**hidden_fields(page.text), "identifier": identifier})
-    assert response.status_code == 303, response.text
-
-
-def enter_code(http: TestClient, code: str) -> httpx.Response:
-    page = http.get("/login/verify")
-    assert page.status_code == 200, page.text
-    return http.post("/login/verify", data={**hidden_fields(page.text), "code": code})
-
-
-def emailed_code(ctx: Context, caplog: pytest.LogCaptureFixture, address: str) -> str:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        deliver_due(ctx)
-        found = [EMAIL_CODE.search(r.getMessage()) for r in caplog.records
-                 if r.name == "idp.messages" and address in r.getMessage()]
-        if found and found[-1]:
-            return found[-1].group(1)
-        time.sleep(0.05)
-    raise AssertionError(f"no code emailed to {address}")
 
 
 # --- request ids ---------------------------------------------------------------------------------
@@ -268,14 +241,14 @@ def test_tokens_are_counted_by_grant_type(http, make_client, make_user):
 
 def test_codes_sent_and_code_sign_ins_are_counted(isolated, make_user, caplog):
     caplog.set_level(logging.INFO, logger="idp.messages")
-    http, ctx = isolated.http, isolated.ctx
+    http = isolated.http
     address = f"coded-{secrets.token_hex(4)}@example.com"
     sent = metric(http, "idp_codes_sent_total", channel="email")
     success = metric(http, "idp_sign_ins_total", method="code", outcome="success")
     failure = metric(http, "idp_sign_ins_total", method="code", outcome="failure")
 
-    ask_for_code(http, address)
-    code = emailed_code(ctx, caplog, address)
+    assert ask_for_code(http, address).status_code == 303
+    code = emailed_code(http, caplog, address)
     assert enter_code(http, "12345").status_code == 400
     assert enter_code(http, code).status_code == 303
 
@@ -296,7 +269,7 @@ def test_a_message_given_up_is_counted(isolated):
     ctx.email_backend = Refusing()
     before = metric(http, "idp_deliveries_failed_total", channel="email")
     address = f"unreachable-{secrets.token_hex(4)}@example.com"
-    ask_for_code(http, address)
+    assert ask_for_code(http, address).status_code == 303
 
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -9,11 +9,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +28,7 @@ from idp.storage import PasswordHistory, User
 
 from .conftest import TEST_ISSUER, free_port, make_settings
 from .flows import hidden_fields
+from .services import QuietHandler, http_server
 
 BREACHED = "Tr0ub4dor&3-breached"
 CLEAN = "a clean and rather long passphrase"
@@ -192,30 +190,18 @@ def range_api() -> Iterator[RangeApi]:
     state = RangeApi()
     digest = hashlib.sha1(BREACHED.encode()).hexdigest().upper()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             state.seen.append((self.path, str(self.headers), body))
             lines = ["0" * 35 + ":0", "F" * 35 + ":0"]
             if self.path == f"/range/{digest[:5]}":
                 lines.insert(1, f"{digest[5:]}:52579")
-            data = "\r\n".join(lines).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.respond(200, "\r\n".join(lines).encode(), "text/plain")
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
+    with http_server(Handler) as url:
+        state.url = url
+        yield state
 
 
 @pytest.fixture

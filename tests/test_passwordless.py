@@ -15,12 +15,10 @@ import json
 import logging
 import re
 import secrets
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -32,26 +30,36 @@ from sqlalchemy import func, select, update
 from starlette.testclient import TestClient
 
 from idp.accounts.users import create_user, disable_user
-from idp.app import create_app
 from idp.context import Context
 from idp.messaging.worker import deliver_due
 from idp.migrate import upgrade
 from idp.oauth.clients import create_client
 from idp.sessions import start_session
 from idp.settings import Settings
-from idp.storage import AuditEvent, BrowserSession, OneTimeCode, OutboxMessage, User
+from idp.storage import AuditEvent, BrowserSession, OneTimeCode, User
 
 from .conftest import TEST_ISSUER, make_settings, start_server
-from .flows import RegisteredClient, authorize_params, hidden_fields, path_of, pkce_pair, query_of
-from .services import own_database
+from .flows import (
+    RegisteredClient,
+    alert_text,
+    ask_for_code,
+    authorize_params,
+    ctx_of,
+    emailed_code,
+    enter_code,
+    hidden_fields,
+    messages_to,
+    path_of,
+    pkce_pair,
+    query_of,
+)
+from .services import QuietHandler, http_server, own_database, running_app
 
 TWILIO_SID = "AC" + "5" * 32
 TWILIO_TOKEN = "twilio-token-for-passwordless-tests"
 TWILIO_FROM = "+15005550006"
 SMS_BODY = re.compile(r"^Your code is (\d{6})\. It expires in 5 minutes\. Do not share it\.$")
-EMAIL_CODE = re.compile(r"Your one-time code is (\d{6})\.")
 WAIT = r"Too many codes were sent\. You can ask for a new one in (\d+) seconds\."
-_ALERT = re.compile(r'<[^>]*role="alert"[^>]*>(.*?)</', re.DOTALL)
 _CSRF = re.compile(r'name="csrf_token" value="[^"]*"')
 
 
@@ -102,7 +110,7 @@ def _check_twilio_request(handler: BaseHTTPRequestHandler, body: bytes) -> dict[
 def stub() -> Iterator[Stub]:
     state = Stub()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             checked = _check_twilio_request(self, body)
@@ -121,24 +129,11 @@ def stub() -> Iterator[Stub]:
             self._answer(200, {"app": "back at the relying app"})
 
         def _answer(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.respond(status, json.dumps(payload).encode())
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
+    with http_server(Handler) as url:
+        state.url = url
+        yield state
 
 
 def twilio_settings(stub: Stub) -> dict[str, str]:
@@ -164,42 +159,27 @@ def environ(
         yield {**base_environ, "IDP_DATABASE_URL": url}
 
 
-@contextmanager
-def running(environ: dict[str, str], **overrides: str) -> Iterator[TestClient]:
-    """A browser-like client of an app with these settings, its lifespan (and worker) running."""
-    app = create_app(make_settings(environ, **overrides))
-    try:
-        with TestClient(app, base_url=TEST_ISSUER, follow_redirects=False) as client:
-            yield client
-    finally:
-        app.state.ctx.close()
-
-
 @pytest.fixture
 def site(environ: dict[str, str]) -> Iterator[TestClient]:
-    with running(environ) as client:
+    with running_app(environ) as client:
         yield client
 
 
 @pytest.fixture
 def sms_site(environ: dict[str, str], stub: Stub) -> Iterator[TestClient]:
-    with running(environ, IDP_PHONE_DEFAULT_REGION="IR", **twilio_settings(stub)) as client:
+    with running_app(environ, IDP_PHONE_DEFAULT_REGION="IR", **twilio_settings(stub)) as client:
         yield client
 
 
 @pytest.fixture
 def closed_site(environ: dict[str, str]) -> Iterator[TestClient]:
-    with running(environ, IDP_SELF_REGISTRATION="off") as client:
+    with running_app(environ, IDP_SELF_REGISTRATION="off") as client:
         yield client
 
 
 @pytest.fixture(autouse=True)
 def _messages_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="idp.messages")
-
-
-def ctx_of(client: TestClient) -> Context:
-    return client.app.state.ctx  # type: ignore[attr-defined]
 
 
 def new_email() -> str:
@@ -238,53 +218,15 @@ def add_client(client: TestClient, **kwargs: Any) -> RegisteredClient:
 # --- steps --------------------------------------------------------------------------------------
 
 
-def ask_for_code(client: TestClient, identifier: str, request_id: str | None = None) -> httpx.Response:
-    page = client.get("/login/code", params={"request": request_id} if request_id else None)
-    assert page.status_code == 200, page.text
-    return client.post("/login/code", data={**hidden_fields(page.text), "identifier": identifier})
-
-
-def enter_code(client: TestClient, code: str) -> httpx.Response:
-    page = client.get("/login/verify")
-    assert page.status_code == 200, page.text
-    return client.post("/login/verify", data={**hidden_fields(page.text), "code": code})
-
-
 def resend(client: TestClient) -> httpx.Response:
     page = client.get("/login/verify")
     assert page.status_code == 200, page.text
     return client.post("/login/verify/resend", data=hidden_fields(page.text))
 
 
-def emailed_code(client: TestClient, caplog: pytest.LogCaptureFixture, email: str) -> str:
-    """The code in the last email to ``email``, delivered now rather than by the worker's next round."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        deliver_due(ctx_of(client))
-        logged = [r.getMessage() for r in caplog.records if r.name == "idp.messages"]
-        sent = [message for message in logged if message.startswith(f"email to {email}\n")]
-        if sent:
-            found = EMAIL_CODE.search(sent[-1])
-            assert found, sent[-1]
-            return found.group(1)
-        time.sleep(0.05)
-    raise AssertionError(f"no email to {email}")
-
-
 def texted_code(client: TestClient, stub: Stub, phone: str) -> str:
     deliver_due(ctx_of(client))
     return stub.code_for(phone)
-
-
-def messages_to(client: TestClient, recipient: str) -> int:
-    with ctx_of(client).sessions() as db:
-        return db.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.recipient == recipient))
-
-
-def alert_text(response: httpx.Response) -> str:
-    found = _ALERT.search(response.text)
-    assert found, response.text
-    return html.unescape(found.group(1)).strip()
 
 
 def without_csrf(text: str) -> str:
