@@ -34,7 +34,7 @@ import stateless
 import wrk
 from capacity import HashRate, Rate, argon2_rate, rsa_signing_rate
 from load import Job
-from server import Server, environment, free_port, idp
+from server import Server, environment, free_port, idp, pss_mb
 
 WORKERS = 2
 SCENARIOS = ("discovery", "jwks", "client_credentials", "refresh_token", "introspection", "userinfo", "sign_in")
@@ -165,6 +165,7 @@ def report(
     ready: tuple[float, float],
     idle_rss: list[float],
     idle_pss: list[float],
+    parent_pss: float,
     scenarios: list[Scenario],
 ) -> str:
     by_name = {s.name: s for s in scenarios}
@@ -234,6 +235,7 @@ def report(
                  verdict(max(idle_rss) < 80)],
                 ["PSS per worker, idle, MB (shared pages split among the processes)",
                  " / ".join(fmt(mb) for mb in idle_pss), "-", "-"],
+                ["PSS of the parent that forks the workers, idle, MB", fmt(parent_pss), "-", "-"],
                 ["RSS per worker under load but sign-ins, peak MB", fmt(peak_without_sign_in), "< 80",
                  verdict(peak_without_sign_in < 80)],
                 ["RSS per worker under load with sign-ins, peak MB", fmt(peak), "< 80", verdict(peak < 80)],
@@ -286,7 +288,7 @@ def main() -> None:
         server = Server.start(env, WORKERS, log)
         try:
             time.sleep(1)
-            idle_rss, idle_pss = server.rss(), server.pss()
+            idle_rss, idle_pss, parent_pss = server.rss(), server.pss(), pss_mb(server.process.pid)
             job = {
                 "base": server.url, "seconds": args.seconds, "concurrency": args.concurrency,
                 "client_id": client["client_id"], "client_secret": client["client_secret"],
@@ -305,7 +307,7 @@ def main() -> None:
             server.stop()
     about["load average at end"] = load_average()
     print(report(about, rsa, argon2, argon2_parameters, (fresh.ready_seconds, server.ready_seconds), idle_rss,
-                 idle_pss, measured))
+                 idle_pss, parent_pss, measured))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """``idp serve``: upgrade the database, make a signing key if none exists, serve.
 
 Everything shared is prepared once, in this process, before the workers start: the workers share
-nothing but the database, Redis and the keys directory.
+nothing but the database, Redis and the keys directory. One worker is served by uvicorn in this
+process; several are forks of it made by gunicorn's arbiter (:mod:`idp.prefork`), which is imported
+only then.
 """
 
 from __future__ import annotations
@@ -63,17 +65,22 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     store.ensure()
     if settings.secret_key is None:
         store.secret_key()
+    log_config = logging_config(logging.INFO)
     with _metrics_shared_by(args.workers):
-        uvicorn.run(
-            "idp.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            proxy_headers=False,
-            server_header=False,
-            ws="none",
-            log_config=logging_config(logging.INFO),
-            access_log=False,
-        )
+        if args.workers == 1:
+            uvicorn.run(
+                "idp.app:create_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                proxy_headers=False,
+                server_header=False,
+                ws="none",
+                log_config=log_config,
+                access_log=False,
+            )
+        else:
+            from ..prefork import PreforkServer
+
+            PreforkServer(settings, host=args.host, port=args.port, workers=args.workers, logging=log_config).run()
     return 0

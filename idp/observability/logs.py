@@ -4,8 +4,9 @@ Every line has ``time``, ``level``, ``logger``, ``message`` and the worker's ``p
 request it also has that request's ``request_id``: the middleware sets a context variable, which
 Starlette carries into the thread pool, and :class:`RequestIdFilter` stamps it on each record as it
 is emitted. Fields given as ``extra={...}`` become fields of the line.
-``idp serve`` hands :func:`logging_config` to uvicorn, so uvicorn's own lines are JSON too and its
-access log, which would print query strings, stays off: ours replaces it.
+``idp serve`` hands :func:`logging_config` to uvicorn and to gunicorn's arbiter, so their own lines
+are JSON too (uvicorn's workers under gunicorn write through ``gunicorn.error``'s handler) and their
+access logs, which would print query strings, stay off: ours replaces them.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def logging_config(level: int) -> dict[str, Any]:
             "uvicorn": {"level": name, "handlers": [], "propagate": True},
             "uvicorn.error": {"level": name, "handlers": [], "propagate": True},
             "uvicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+            "gunicorn.error": {"level": name, "handlers": ["stderr"], "propagate": False},
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
         },
     }
 

@@ -1,0 +1,69 @@
+"""``idp serve --workers N``: the workers are forks of the process that built the app, a worker that
+dies is replaced, and SIGTERM ends them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from .conftest import start_server
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def two_workers(pid: int) -> set[int] | None:
+    found = children(pid)
+    return found if len(found) == 2 else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(condition, seconds: float = 20):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_workers_are_forks_a_dead_one_is_replaced_and_sigterm_ends_all(base_environ, own_database_url, tmp_path):
+    environ = {**base_environ, "IDP_DATABASE_URL": own_database_url, "HOME": str(tmp_path)}
+    process, url = start_server(environ, tmp_path / "serve.log", "--workers", "2")
+    try:
+        workers = wait_for(lambda: two_workers(process.pid))
+        command = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        # A forked worker keeps its parent's command line; a spawned one would run multiprocessing's.
+        assert all(Path(f"/proc/{pid}/cmdline").read_bytes() == command for pid in workers)
+
+        killed = min(workers)
+        os.kill(killed, signal.SIGKILL)
+        replaced = wait_for(lambda: killed not in (found := two_workers(process.pid) or {killed}) and found)
+        assert replaced & workers == workers - {killed}
+        for _ in range(10):
+            assert httpx.get(url + "/readyz", timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert not [pid for pid in replaced | workers if alive(pid)]
