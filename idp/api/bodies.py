@@ -51,7 +51,7 @@ async def read_limited(request: Request) -> bytes:
     """The raw body; raises a 413 :class:`Problem` as soon as it is known to be over the limit."""
     too_large = Problem("body-too-large", f"The request body may have at most {MAX_BODY} bytes.")
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+    if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > MAX_BODY):
         raise too_large
     body = bytearray()
     async for chunk in request.stream():

@@ -11,7 +11,7 @@ from ..oauth.client_auth import read_credentials
 from ..oauth.errors import InvalidClient, InvalidRequest, OAuthError
 from ..oauth.introspection import introspect
 from ..oauth.revocation import revoke
-from ..security.forms import FormError, read_form, single_values
+from ..security.forms import FormError, given, read_form, single_values
 from .responses import json_response, oauth_error
 from .throttling import throttle_client
 
@@ -34,7 +34,7 @@ async def _client_endpoint(request: Request, handler) -> Response:  # type: igno
 
 def _authenticated(request: Request, pairs: list[tuple[str, str]], handler) -> Response:  # type: ignore[no-untyped-def]
     state = request.app.state
-    form, repeated = single_values(pairs)
+    form, repeated = single_values(given(pairs))
     try:
         if repeated:
             raise InvalidRequest(f"parameters sent more than once: {', '.join(sorted(repeated))}")

@@ -10,7 +10,7 @@ from ..metrics import TOKENS
 from ..oauth.client_auth import read_credentials
 from ..oauth.errors import InvalidRequest, OAuthError, UnsupportedGrantType
 from ..oauth.grants import authorization_code, client_credentials, refresh_token
-from ..security.forms import FormError, read_form, single_values
+from ..security.forms import FormError, given, read_form, single_values
 from .responses import json_response, oauth_error
 from .throttling import throttle_client
 
@@ -27,7 +27,7 @@ async def token(request: Request) -> Response:
 
 def _token(request: Request, pairs: list[tuple[str, str]]) -> Response:
     state = request.app.state
-    form, repeated = single_values(pairs)
+    form, repeated = single_values(given(pairs))
     try:
         if repeated:
             raise InvalidRequest(f"parameters sent more than once: {', '.join(sorted(repeated))}")

@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from ..keys import KeyRing
 from ..security.digests import new_token, token_digest
-from ..security.forms import single_values
+from ..security.forms import given, single_values
 from ..sessions import ActiveSession
 from ..storage import AuthorizationCode, AuthorizationRequest, Client, Consent, now
 from . import scopes as scope_rules
+from .clients import redirect_uri_registered
 from .errors import (
     AccessDenied,
     BadAuthorizationTarget,
@@ -41,6 +42,7 @@ PENDING_LIFETIME = 30 * 60
 CODE_LIFETIME = 60
 MAX_VALUE_LENGTH = {"state": 2048, "nonce": 512, "login_hint": 320, "id_token_hint": 8192}
 _CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+_MAX_AGE = re.compile(r"[0-9]{1,10}")
 
 
 @dataclass
@@ -103,8 +105,11 @@ Next = AuthorizationResponse | ShowLogin | ShowConsent
 def parse_request(
     db: Session, keyring: KeyRing, issuer: str, items: list[tuple[str, str]]
 ) -> tuple[Client, AuthorizationParams]:
-    """Validate in the order RFC 6749 §4.1.2.1 needs: the redirect target first, then the rest."""
-    values, repeated = single_values(items)
+    """Validate in the order RFC 6749 §4.1.2.1 needs: the redirect target first, then the rest.
+
+    A parameter sent without a value is treated as if it were omitted (RFC 6749 §3.1).
+    """
+    values, repeated = single_values(given(items))
     client_id = values.get("client_id")
     if not client_id or "client_id" in repeated:
         raise BadAuthorizationTarget("The request names no client, or names it more than once.")
@@ -114,7 +119,7 @@ def parse_request(
     redirect_uri = values.get("redirect_uri")
     if not redirect_uri or "redirect_uri" in repeated:
         raise BadAuthorizationTarget("The request must carry exactly one redirect_uri.")
-    if redirect_uri not in client.redirect_uris:
+    if not redirect_uri_registered(redirect_uri, client.redirect_uris):
         raise BadAuthorizationTarget("The redirect_uri is not one the client registered.")
 
     response_mode = values.get("response_mode", "query")
@@ -174,8 +179,9 @@ def parse_request(
 
     max_age = None
     if "max_age" in values:
+        # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
         raw = values["max_age"]
-        if not raw.isdigit() or len(raw) > 10:
+        if not _MAX_AGE.fullmatch(raw):
             raise fail(InvalidRequest("max_age must be a whole number of seconds"))
         max_age = int(raw)
 
@@ -358,4 +364,3 @@ def issue_code(
     if params.state is not None:
         response["state"] = params.state
     return AuthorizationResponse(params.redirect_uri, response, params.response_mode)
-

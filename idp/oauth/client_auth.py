@@ -49,11 +49,12 @@ def read_credentials(authorization: str | None, form: Mapping[str, str]) -> Cred
     """Find the one authentication method the request uses; two at once is refused (§2.3)."""
     has_secret = "client_secret" in form
     has_assertion = "client_assertion" in form or "client_assertion_type" in form
-    if authorization is not None and authorization[:6].lower() == "basic ":
+    scheme, _, encoded = (authorization or "").strip().partition(" ")
+    if scheme.lower() == "basic":
         if has_secret or has_assertion:
             raise InvalidRequest("use one client authentication method, not several")
         try:
-            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
             raw_id, raw_secret = decoded.split(":", 1)
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise InvalidClient("malformed Basic credentials", used_basic=True) from None

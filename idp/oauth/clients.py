@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 DEFAULT_SCOPE = "openid profile email phone offline_access"
 MAX_URI_LENGTH = 2000
+_LOOPBACK_IP_URI = re.compile(r"http://(127\.0\.0\.1|\[::1\])(?::([0-9]{1,5}))?([/?][^#]*)?")
 
 
 class ClientError(ValueError):
@@ -59,6 +61,23 @@ def check_redirect_uri(uri: str, *, allow_http: bool, option: str = "--redirect-
     if parts.scheme not in ("http", "https", "javascript", "data", "file") and "." in parts.scheme:
         return uri
     raise ClientError(f"{option}: {uri!r} must be https (http only on loopback), or a private-use scheme")
+
+
+def redirect_uri_registered(uri: str, registered: list[str]) -> bool:
+    """Character for character (RFC 9700 §2.1), except the port of a loopback IP address: a native
+    app listens on whatever port the system gives it, and RFC 8252 §7.3 says any port MUST be
+    accepted there. ``localhost`` gets no such exception (RFC 8252 §8.3)."""
+    if uri in registered:
+        return True
+    presented = _loopback_without_port(uri)
+    return presented is not None and any(_loopback_without_port(r) == presented for r in registered)
+
+
+def _loopback_without_port(uri: str) -> tuple[str, str] | None:
+    match = _LOOPBACK_IP_URI.fullmatch(uri)
+    if match is None or int(match[2] or 80) > 65535:
+        return None
+    return match[1], match[3] or ""
 
 
 def create_client(

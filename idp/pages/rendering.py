@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -35,8 +35,8 @@ def error_page(request: Request, message: str, status_code: int = 400) -> Respon
 def with_query(uri: str, params: dict[str, str]) -> str:
     """Add ``params`` to ``uri`` and keep the query it already has (RFC 6749 §3.1.2)."""
     parts = urlsplit(uri)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    query = "&".join(part for part in (parts.query, urlencode(params)) if part)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
 def authorization_response(request: Request, response: AuthorizationResponse) -> Response:

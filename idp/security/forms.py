@@ -23,7 +23,7 @@ async def read_form(request: Request, *, require_form_type: bool = False) -> lis
         if require_form_type or content_type:
             raise FormError("the body must be application/x-www-form-urlencoded")
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+    if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > MAX_BODY):
         raise FormError("the request body is too large")
     body = bytearray()
     async for chunk in request.stream():
@@ -37,6 +37,12 @@ async def read_form(request: Request, *, require_form_type: bool = False) -> lis
     if any(holds_nul(key) or holds_nul(value) for key, value in pairs):
         raise FormError("the form holds a NUL character")
     return pairs
+
+
+def given(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The pairs that have a value: at OAuth endpoints a parameter sent without one counts as
+    omitted (RFC 6749 §3.1 and §3.2), so ``scope=`` or ``client_secret=`` is not a value."""
+    return [(key, value) for key, value in pairs if value]
 
 
 def single_values(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], set[str]]:

@@ -2,7 +2,8 @@
 
 A code is spent with one conditional UPDATE, so that of two requests racing with the same code
 exactly one wins. A code presented again revokes everything the first exchange issued
-(RFC 6749 §4.1.2, RFC 9700 §4.5).
+(RFC 6749 §4.1.2, RFC 9700 §4.5). A code outlives no sign-in session: ending one revokes the
+grants made in it, so its codes must not start new ones afterwards.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from ...security.digests import new_id, token_digest
-from ...storage import AuthorizationCode, Client, Grant, User, now
+from ...storage import AuthorizationCode, BrowserSession, Client, Grant, User, now
 from ..errors import InvalidGrant, InvalidRequest, UnauthorizedClient
 from .issuance import TokenIssuer
 from .revocation import revoke_grant
@@ -50,6 +51,7 @@ def exchange(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str
     if form["redirect_uri"] != row.redirect_uri:
         raise InvalidGrant("redirect_uri does not match the authorization request")
     _check_pkce(row, form.get("code_verifier"))
+    _check_session_alive(db, row)
 
     grant_id = new_id()
     spent = db.execute(
@@ -89,6 +91,19 @@ def _revoke_first_use(db: Session, row: AuthorizationCode) -> None:
         revoke_grant(db, row.grant_id)
         db.commit()
     raise InvalidGrant("the code was already used")
+
+
+def _check_session_alive(db: Session, row: AuthorizationCode) -> None:
+    """Refuse a code whose sign-in session has ended (signed out, signed out everywhere, disabled).
+
+    The session row stays locked until this exchange commits, so that a sign-out running at the
+    same time waits for it and then revokes the grant made here along with the others.
+    """
+    if row.session_id is None:
+        return
+    session = db.get(BrowserSession, row.session_id, with_for_update=True)
+    if session is None or session.ended_at is not None:
+        raise InvalidGrant("the sign-in session of this code has ended")
 
 
 def _check_pkce(row: AuthorizationCode, verifier: str | None) -> None:

@@ -56,9 +56,7 @@ def refresh(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str,
     user = db.get(User, grant.user_id)
     if user is None or user.disabled:
         raise InvalidGrant("the person of this grant can no longer sign in")
-    response = issuer.for_user(
-        db, client=client, user=user, grant=grant, scope=requested, refresh_scope=kept_scope
-    )
+    response = issuer.for_user(db, client=client, user=user, grant=grant, scope=requested, refresh_scope=kept_scope)
     db.commit()
     return response
 
