@@ -14,12 +14,15 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from idp.accounts.passwords import verify_password
+from idp.accounts.users import create_user
 from idp.app import create_app
 from idp.messaging.worker import deliver_due
+from idp.migrate import upgrade
 from idp.storage import AuditEvent, BrowserSession, User
 
-from .conftest import CHROME_LINUX, PASSWORD, make_settings
-from .flows import hidden_fields, tokens_for
+from .conftest import CHROME_LINUX, PASSWORD, TEST_ISSUER, make_settings
+from .flows import ctx_of, hidden_fields, tokens_for
+from .services import running_app, smtp_sink, text_of
 
 FIREFOX_WINDOWS = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0"
 NEW_PASSWORD = "a quite different passphrase 42"
@@ -118,6 +121,21 @@ def sms_code(ctx, caplog: pytest.LogCaptureFixture, phone: str) -> str:  # type:
             return re.search(r"\b(\d{6})\b", texts[-1]).group(1)  # type: ignore[union-attr]
         time.sleep(0.05)
     raise AssertionError(f"no SMS to {phone}")
+
+
+def emailed(ctx, caplog: pytest.LogCaptureFixture, to: str, subject: str) -> str:  # type: ignore[no-untyped-def]
+    """The newest email to ``to`` with ``subject`` as the console backend printed it; the app's own
+    worker may have sent it already."""
+    heading = f"email to {to}\nSubject: {subject}\n"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        deliver_due(ctx)
+        printed = [r.getMessage() for r in caplog.records if r.name == "idp.messages"]
+        found = [text for text in printed if text.startswith(heading)]
+        if found:
+            return found[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"no email {subject!r} to {to}")
 
 
 def start_phone(browser: TestClient, phone: str):  # type: ignore[no-untyped-def]
@@ -404,7 +422,7 @@ def holder(make_user):  # type: ignore[no-untyped-def]
     return make_user(phone=phone, verified=True), phone
 
 
-def test_a_removed_number_no_longer_signs_in(browsers, holder, ctx):
+def test_a_removed_number_no_longer_signs_in(browsers, holder, ctx, mail_log):
     user, phone = holder
     opened = browsers()
     sign_in(opened, phone)
@@ -417,6 +435,8 @@ def test_a_removed_number_no_longer_signs_in(browsers, holder, ctx):
     stored = stored_user(ctx, user.id)
     assert (stored.phone, stored.phone_verified) == (None, False)
     assert events(ctx, user.id, "phone_removed")[-1].detail == {"phone": f"{phone[:6]}***{phone[-4:]}"}
+    notice = emailed(ctx, mail_log, user.email, PHONE_REMOVED)
+    assert f"{phone[:6]}***{phone[-4:]}" in notice and phone not in notice
     stranger = browsers()
     page = stranger.get("/login")
     refused = stranger.post("/login", data={**hidden_fields(page.text), "username": phone, "password": PASSWORD})
@@ -476,6 +496,35 @@ def test_a_code_sent_before_sms_became_the_second_factor_does_not_swap_its_numbe
     assert response.status_code == 400
     assert "Two-step sign-in sends its codes to your number" in alert_text(response)
     assert stored_user(ctx, user.id).phone == phone
+
+
+PHONE_REMOVED = "A phone number was removed from your account"
+
+
+def test_removing_a_number_emails_a_notice_that_holds_no_secret(base_environ, settings, own_database_url):
+    """Delivered over SMTP by the app's own worker, as a person's mailbox gets it: the number masked
+    as in the audit log, the way back, and nothing that signs anyone in."""
+    upgrade(own_database_url)
+    sink, controller = smtp_sink()
+    phone = random_phone()
+    try:
+        smtp = {"IDP_EMAIL_BACKEND": "smtp", "IDP_SMTP_HOST": "127.0.0.1", "IDP_SMTP_PORT": str(controller.port)}
+        with running_app(base_environ | {"IDP_DATABASE_URL": own_database_url}, **smtp) as web:
+            with ctx_of(web).sessions.begin() as db:
+                create_user(db, email="owner@example.com", password=PASSWORD, phone=phone, verified=True)
+            sign_in(web, "owner@example.com")
+            cookie = web.cookies["idp_session"]
+            assert remove_phone(web).status_code == 303
+            notice = sink.wait_for("owner@example.com", PHONE_REMOVED)
+    finally:
+        controller.stop()
+    text, page = text_of(notice), notice.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    for body in (text, page):
+        assert f"{phone[:6]}***{phone[-4:]}" in body
+        assert f"{TEST_ISSUER}/password/forgot" in body
+        for secret in (phone, PASSWORD, cookie, "token="):
+            assert secret not in body
+    assert not re.search(r"\b\d{6}\b", text), "no code"
 
 
 def test_removing_without_a_number_is_refused(me, ctx, person):

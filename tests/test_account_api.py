@@ -27,7 +27,7 @@ from idp.storage import AuditEvent, User
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
 from .flows import hidden_fields, tokens_for
-from .test_account import events, sms_code
+from .test_account import PHONE_REMOVED, emailed, events, sms_code
 
 FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0"
 NEW_PASSWORD = "a quite different passphrase 42"
@@ -520,7 +520,7 @@ def test_a_number_another_account_verified_is_409(http, ctx, token, make_user, s
     assert_problem(response, 409, "phone-unavailable")
 
 
-def test_removing_the_phone_number(http, ctx, browsers, client, make_user, documented):
+def test_removing_the_phone_number(http, ctx, browsers, client, make_user, documented, mail_log):
     phone = random_phone()
     user = make_user(phone=phone)
     access = tokens_for(browsers(), client, user)["access_token"]
@@ -529,6 +529,8 @@ def test_removing_the_phone_number(http, ctx, browsers, client, make_user, docum
     assert (response.json()["phone"], response.json()["phone_verified"]) == (None, False)
     documented.check(response, "/api/account/phone", "delete")
     assert events(ctx, user.id, "phone_removed")[-1].detail == {"phone": f"{phone[:6]}***{phone[-4:]}"}
+    notice = emailed(ctx, mail_log, user.email, PHONE_REMOVED)
+    assert f"{phone[:6]}***{phone[-4:]}" in notice and phone not in notice
     again = http.delete("/api/account/phone", headers=bearer(access))
     assert_problem(again, 409, "no-phone")
     documented.check(again, "/api/account/phone", "delete")

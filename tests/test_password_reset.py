@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from idp.accounts import recovery
+from idp.accounts import reauthentication, recovery
 from idp.accounts.password_policy import PasswordRejected
 from idp.accounts.passwords import verify_password
 from idp.accounts.users import create_user, disable_user
@@ -582,7 +582,7 @@ def change(ctx: Context, user_id: str, current: str, new: str, keep: str | None)
 
 def test_change_refuses_a_wrong_current_password(make_user, ctx):
     user = make_user()
-    with pytest.raises(recovery.WrongCurrentPassword):
+    with pytest.raises(reauthentication.WrongPassword):
         change(ctx, user.id, "not the password", NEW_PASSWORD, None)
     assert verify_password(stored(ctx, user.id).password_hash, PASSWORD)
     (event,) = events(ctx, "password_changed", user.id)

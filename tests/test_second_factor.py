@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from idp.accounts import second_factor, totp
+from idp.accounts import reauthentication, second_factor, totp
 from idp.accounts.users import create_user
 from idp.app import create_app
 from idp.context import Context
@@ -440,6 +440,15 @@ def test_code_factors_need_a_verified_destination(mfa_ctx, browser_of):
     assert stored(mfa_ctx, person.id).mfa_method is None
 
 
+@pytest.mark.parametrize("code", ["²²²²²²", "١٢٣٤٥٦", "１２３４５６"])
+def test_digits_of_other_scripts_are_a_wrong_authenticator_code_not_an_error(mfa_ctx, browser_of, code):
+    """str.isdigit() takes them; comparing them in constant time raised TypeError, a 500."""
+    web = signed_in_browser(browser_of, new_person(mfa_ctx))
+    page = security_post(web, "enable", method="totp")
+    refused = confirm(web, page, code)
+    assert refused.status_code == 400 and "not right" in alert_text(refused)
+
+
 def test_a_wrong_enrolment_code_turns_nothing_on(mfa_ctx, browser_of, messages):
     person = new_person(mfa_ctx)
     web = signed_in_browser(browser_of, person)
@@ -577,7 +586,7 @@ def test_turning_off_needs_the_password(mfa_ctx, browser_of, messages):
     for password in ("", "not the password"):
         refused = security_post(web, "disable", current_password=password)
         assert refused.status_code == 400
-        assert alert_text(refused) == second_factor.WRONG_PASSWORD
+        assert alert_text(refused) == reauthentication.WRONG_PASSWORD
         assert stored(mfa_ctx, person.id).mfa_method == "totp"
     assert len(events(mfa_ctx, person.id, "reauthentication")) == 2
 
@@ -617,13 +626,42 @@ def test_a_locked_account_takes_no_password_to_turn_it_off(mfa_ctx, browser_of):
     assert stored(mfa_ctx, person.id).mfa_method == "totp"
 
 
+def test_wrong_passwords_to_turn_it_off_lock_the_account(mfa_ctx, browser_of):
+    """They count toward the lockout as wrong passwords at sign-in do, and the lock then refuses
+    even the right one here."""
+    person = new_person(mfa_ctx)
+    web = signed_in_browser(browser_of, person)
+    enrol_totp(web)
+    age_sessions(mfa_ctx, person.id)
+    for _ in range(mfa_ctx.settings.lockout_attempts):
+        refused = security_post(web, "disable", current_password="not the password")
+        assert refused.status_code == 400 and "not right" in alert_text(refused)
+    assert stored(mfa_ctx, person.id).locked_until is not None
+    refused = security_post(web, "disable", current_password=PASSWORD)
+    assert "locked" in alert_text(refused)
+    assert stored(mfa_ctx, person.id).mfa_method == "totp"
+
+
+def test_a_passwordless_account_with_an_old_session_must_sign_in_again(mfa_ctx, browser_of):
+    person = new_person(mfa_ctx)
+    web = signed_in_browser(browser_of, person)
+    with mfa_ctx.sessions.begin() as db:
+        db.execute(update(User).where(User.id == person.id).values(password_hash=None))
+    assert security_post(web, "enable", method="totp").status_code == 200, "signed in just now"
+    age_sessions(mfa_ctx, person.id)
+    refused = security_post(web, "enable", method="totp")
+    assert refused.status_code == 400
+    assert "Sign in again" in alert_text(refused)
+    assert events(mfa_ctx, person.id, "reauthentication")[-1].outcome == "failure"
+
+
 def test_turning_on_with_an_old_session_needs_the_password(mfa_ctx, browser_of):
     person = new_person(mfa_ctx)
     web = signed_in_browser(browser_of, person)
     age_sessions(mfa_ctx, person.id)
     refused = security_post(web, "enable", method="totp")
     assert refused.status_code == 400
-    assert alert_text(refused) == second_factor.WRONG_PASSWORD
+    assert alert_text(refused) == reauthentication.WRONG_PASSWORD
     assert not TOTP_KEY.search(refused.text)
     page = security_post(web, "enable", method="totp", current_password=PASSWORD)
     assert page.status_code == 200 and TOTP_KEY.search(page.text)

@@ -2,12 +2,13 @@
 
 Asking takes the current password, as a password change does (and, as there, none is checked
 while wrong ones keep the account locked); an account without a password must have signed in
-within ``REAUTH_WINDOW`` instead, so that a session left open is not enough to hand the account to
-another mailbox. The current address is told at once (OWASP's Authentication Cheat Sheet, "Changing
-A User's Registered Email Address"): should someone else have asked, the owner has until the link
-is followed to reset the password, which spends the link. Nothing changes until the link sent to
-the new address is followed: then the address becomes the person's, verified, the old address is
-told, and the codes still live for it die, so whoever holds the old mailbox signs in no more.
+recently instead (:mod:`.reauthentication`), so that a session left open is not enough to hand
+the account to another mailbox. The current address is told at once (OWASP's Authentication Cheat
+Sheet, "Changing A User's Registered Email Address"): should someone else have asked, the owner has
+until the link is followed to reset the password, which spends the link. Nothing changes until the
+link sent to the new address is followed: then the address becomes the person's, verified, the old
+address is told, and the codes still live for it die, so whoever holds the old mailbox signs in no
+more.
 
 An address another account already has gets the same answer as a free one: a link is made but
 never sent, so the person's page shows it waiting all the same, and the address's owner is told
@@ -38,9 +39,7 @@ from ..context import Context
 from ..messaging.outbox import enqueue_email
 from ..storage import ActionToken, User, now
 from . import links, otp
-from .recovery import AccountLocked, check_current_password
 from .registration import address_key, requests_wait
-from .second_factor import REAUTH_WINDOW
 from .users import UserError, normalize_email
 
 PURPOSE = "change_email"
@@ -49,36 +48,10 @@ REQUEST_EVENT = "email_change_requested"
 
 NOT_AN_EMAIL = "Enter an email address, like name@example.com."
 SAME_EMAIL = "That is already your email address."
-WRONG_PASSWORD = "Your current password is not right."
-NEEDS_SIGN_IN = "Sign in again to change your email address: you signed in too long ago."
 
 
 class EmailChangeError(ValueError):
     """The request cannot go ahead; the message is for the person."""
-
-
-class NotProven(EmailChangeError):
-    """The person did not show it is them; ``reason`` says why, for the audit log."""
-
-    reason = ""
-
-
-class WrongPassword(NotProven):
-    """The current password was missing or wrong; the try counts toward the lockout."""
-
-    reason = "wrong_password"
-
-
-class Locked(NotProven):
-    """Wrong passwords locked the account: no password is checked until the lock ends."""
-
-    reason = "account_locked"
-
-
-class NeedsSignIn(NotProven):
-    """An account without a password whose session is not fresh."""
-
-    reason = "sign_in_too_old"
 
 
 class TooManyRequests(Exception):
@@ -125,21 +98,6 @@ def parse(user: User, raw_email: str) -> str:
     if email == user.email:
         raise EmailChangeError(SAME_EMAIL)
     return email
-
-
-def check_identity(ctx: Context, db: Session, user: User, password: str, auth_time: int | None) -> None:
-    """The current password, when the account has one (a wrong one counts toward the lockout);
-    otherwise a sign-in within ``REAUTH_WINDOW``. Raises a :class:`NotProven`."""
-    if user.password_hash is None:
-        if auth_time is None or now() - auth_time >= REAUTH_WINDOW:
-            raise NeedsSignIn(NEEDS_SIGN_IN)
-        return
-    try:
-        right = check_current_password(db, ctx.settings, ctx.secret_key, user, password)
-    except AccountLocked as exc:
-        raise Locked(str(exc)) from None
-    if not right:
-        raise WrongPassword(WRONG_PASSWORD)
 
 
 def request_change(ctx: Context, db: Session, user: User, email: str) -> Requested:

@@ -6,7 +6,9 @@ does not know. The password policy applies as to every password. A password the 
 rolls back with the code it came with, so the person tries another one with the same code.
 
 Once set, it is a credential change like any other (OWASP ASVS 2.2.3, 3.3.3): every session but
-the one that set it ends, with the grants not made in it, and the mailbox is told.
+the one that set it ends, with the grants not made in it, and the mailbox is told. Setting it locks
+the person's row first, so a password set meanwhile (by a reset, or from another browser) is seen
+and this one refused as already set.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..storage import OneTimeCode, User, now
 from . import otp
 from .password_policy import set_password
 from .recovery import notify_password_changed
+from .users import lock_user
 
 PURPOSE = "set_password"
 
@@ -83,6 +86,7 @@ def set_first_password(
     Raises :class:`FirstPasswordError`, :class:`WrongCode` (commit to keep the try counted) or
     :class:`~.password_policy.PasswordRejected` (roll back: the code stays usable).
     """
+    lock_user(db, user.id)
     email = destination(user)
     spent = otp.verify(db, ctx.secret_key, purpose=PURPOSE, identifier=email, code=code)
     if spent is None or spent.user_id != user.id:

@@ -2,18 +2,22 @@
 
 The token travels only in the link; the database keeps its SHA-256 digest, so a copy of the table
 opens nothing. A link is spent by one conditional UPDATE (unused and unexpired at that instant), so
-two requests racing with one link cannot both use it, however many processes serve them.
+two requests racing with one link cannot both use it, however many processes serve them. The
+link's person is locked first (:func:`~.users.lock_user`): what spending a link leads to (a new
+password, a new address) spends the person's other links and ends sessions, and two of them at once
+must queue on the person rather than each hold a link the other is waiting to spend.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..security.digests import new_token, token_digest
 from ..storage import ActionToken, now
+from .users import lock_user
 
 MAX_TOKEN = 100
 
@@ -64,12 +68,17 @@ def find(db: Session, purpose: str, token: str | None) -> ActionToken | None:
 def spend(db: Session, purpose: str, token: str | None) -> ActionToken | None:
     """The link, now spent; ``None`` for one that is unknown, used, expired or of another purpose.
 
-    A caller that then refuses the link rolls back to leave it usable, or commits to spend it.
+    The link's person is locked before the link is spent, and stays locked: the caller changes the
+    account under that lock. A caller that then refuses the link rolls back to leave it usable, or
+    commits to spend it.
     """
     if not token or len(token) > MAX_TOKEN:
         return None
-    stamp = now()
     digest = token_digest(token)
+    owner = db.scalar(select(ActionToken.user_id).where(ActionToken.token_hash == digest))
+    if owner is None or lock_user(db, owner) is None:
+        return None
+    stamp = now()
     spent = db.execute(
         update(ActionToken)
         .where(

@@ -8,21 +8,30 @@ the number waits in the one-time code itself (purpose ``verify_phone``, identifi
 ``user_id`` the person), so nothing half-verified is ever stored on the account. A number another
 account has verified is refused with the same words as any other refusal; one another account
 merely typed in and never verified gives way to the person who proves they hold it.
+
+Taking a number off the account tells the owner's mailbox, as a new password or address does: the
+number may have been how they got their codes, and whoever removed it had their session. Changes
+to the number lock the person's row first (:func:`~.users.lock_user`), so two at once run one
+after the other.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from ..audit import mask
 from ..context import Context
+from ..messaging.outbox import enqueue_email
 from ..sessions import end_session
 from ..storage import BrowserSession, OneTimeCode, User, now
 from . import otp
 from .devices import describe
 from .phones import to_e164
+from .users import lock_user
 
 VERIFY_PHONE = "verify_phone"
 MAX_NAME = 200
@@ -114,6 +123,7 @@ def confirm_phone(ctx: Context, db: Session, user: User, phone: str, code: str) 
     Raises :class:`WrongCode` (the try is counted), :class:`PhoneUnavailable` or
     :class:`PhoneNeeded` (SMS became the second factor since the code was sent).
     """
+    lock_user(db, user.id)
     _check_replaceable(user, phone)
     spent = otp.verify(db, ctx.secret_key, purpose=VERIFY_PHONE, identifier=phone, code=code)
     if spent is None or spent.user_id != user.id:
@@ -137,10 +147,11 @@ def _check_replaceable(user: User, phone: str) -> None:
         raise PhoneNeeded(SMS_SECOND_FACTOR_SWAP)
 
 
-def remove_phone(db: Session, user: User) -> str:
-    """Take the number off the account and return it: codes no longer go to it, and it no longer
-    signs the person in. Refused while SMS is the second factor, and on an account with no email
-    address, for which the number is the only way to sign in."""
+def remove_phone(ctx: Context, db: Session, user: User) -> str:
+    """Take the number off the account, tell the owner's mailbox, and return the number: codes no
+    longer go to it, and it no longer signs the person in. Refused while SMS is the second factor,
+    and on an account with no email address, for which the number is the only way to sign in."""
+    lock_user(db, user.id)
     if user.phone is None:
         raise ProfileError("There is no phone number on your account.")
     if user.mfa_method == "sms":
@@ -148,11 +159,28 @@ def remove_phone(db: Session, user: User) -> str:
     if user.email is None:
         raise PhoneNeeded(ONLY_SIGN_IN)
     phone = user.phone
+    email = user.email
     user.phone = None
     user.phone_verified = False
     user.updated_at = now()
     db.flush()
+    notify_phone_removed(ctx, db, email, phone)
     return phone
+
+
+def notify_phone_removed(ctx: Context, db: Session, email: str, phone: str) -> None:
+    """The number masked as the audit log has it, and the way back should it not have been them."""
+    enqueue_email(
+        db,
+        ctx.secret_key,
+        email,
+        "phone_removed",
+        {
+            "phone": mask(phone),
+            "when": datetime.fromtimestamp(now(), UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "reset_link": f"{ctx.settings.issuer}/password/forgot",
+        },
+    )
 
 
 def _live_sessions(user: User) -> Select[tuple[BrowserSession]]:

@@ -10,9 +10,12 @@ session, revokes every grant (offline refresh tokens too), spends every other li
 (a change of email address asked from a stolen session among them), ends a lockout, and tells the
 owner. A change by a signed-in person ends every session but the one making the change.
 
-A signed-in person asked for their password again (to change it, or the email address) cannot
-guess it there either: a wrong one counts toward the lockout, and while the account is locked no
-password is checked at all, as at sign-in.
+A signed-in person changing the password gives the current one (:mod:`.reauthentication`):
+a wrong one counts toward the lockout, and while the account is locked none is checked at all.
+
+Both lock the person's row before anything else (a reset by spending its link), so a reset and a
+change at once run one after the other: the reset has the last word, either by running second or
+by ending the session the change came from before the change may check its password.
 """
 
 from __future__ import annotations
@@ -30,36 +33,18 @@ from ..sessions import sign_out_everywhere
 from ..settings import Settings
 from ..storage import ActionToken, User, now
 from . import links
-from .authentication import count_failure
 from .password_policy import set_password
-from .passwords import verify_password
+from .reauthentication import AccountLocked, NotReauthenticated, reauthenticate
 from .users import normalize_email
 
 PURPOSE = "reset_password"
 LINK_LIFETIME = 3600
 LIMIT = 3
 LIMIT_WINDOW = 15 * 60
-MAX_PASSWORD_INPUT = 1024
 
 
 class ResetLinkInvalid(Exception):
     """The link is unknown, used, expired, or its account changed since it was sent."""
-
-
-class WrongCurrentPassword(Exception):
-    """The signed-in person's current password was not right."""
-
-
-class AccountLocked(Exception):
-    """Wrong passwords locked the account, so none is checked until the lock ends; the message is
-    for the person."""
-
-    def __init__(self, locked_until: int) -> None:
-        minutes = max(1, -(-(locked_until - now()) // 60))
-        super().__init__(
-            f"Too many wrong passwords: your account is locked for {minutes} more minutes. "
-            "Resetting your password ends the lock at once."
-        )
 
 
 class Requested(Enum):
@@ -156,23 +141,26 @@ def change_password(
 
     The session ``keep_session_id`` stays; every other one ends, and every grant not made in the
     kept session is revoked, so an intruder's refresh tokens die even when their session had
-    already run out. Raises :class:`WrongCurrentPassword` or :class:`AccountLocked` (its audit
-    event is already in the transaction: commit to keep it) or
-    :class:`~.password_policy.PasswordRejected` (nothing changed).
+    already run out. Raises a :class:`~.reauthentication.NotReauthenticated` (its audit event,
+    and a wrong password's count toward the lockout, are already in the transaction: commit to keep
+    them) or :class:`~.password_policy.PasswordRejected` (nothing changed).
     """
     try:
-        right = check_current_password(db, settings, secret_key, user, current_password)
-    except AccountLocked:
-        _refused(db, user, "account_locked", ip, user_agent)
+        reauthenticate(db, settings, secret_key, user, current_password)
+    except NotReauthenticated as exc:
+        reason = "account_locked" if isinstance(exc, AccountLocked) else "wrong_current_password"
+        _refused(db, user, reason, ip, user_agent)
         raise
-    if not right:
-        _refused(db, user, "wrong_current_password", ip, user_agent)
-        raise WrongCurrentPassword
     set_password(db, settings, user, new_password)
     ended = sign_out_everywhere(db, user.id, keep_session_id=keep_session_id)
     notify_password_changed(db, settings, secret_key, user)
     audit.record(
-        db, "password_changed", outcome="success", user_id=user.id, ip=ip, user_agent=user_agent,
+        db,
+        "password_changed",
+        outcome="success",
+        user_id=user.id,
+        ip=ip,
+        user_agent=user_agent,
         detail={"sessions_ended": ended},
     )
     db.flush()
@@ -181,23 +169,14 @@ def change_password(
 
 def _refused(db: Session, user: User, reason: str, ip: str | None, user_agent: str | None) -> None:
     audit.record(
-        db, "password_changed", outcome="failure", user_id=user.id, ip=ip, user_agent=user_agent,
+        db,
+        "password_changed",
+        outcome="failure",
+        user_id=user.id,
+        ip=ip,
+        user_agent=user_agent,
         detail={"reason": reason},
     )
-
-
-def check_current_password(db: Session, settings: Settings, secret_key: str, user: User, password: str) -> bool:
-    """Whether ``password`` is the signed-in person's; a wrong one counts toward the lockout.
-
-    Raises :class:`AccountLocked`, checking nothing, while the account is locked: otherwise a
-    borrowed session could go on guessing here where sign-in stops.
-    """
-    if user.locked_until is not None and user.locked_until > now():
-        raise AccountLocked(user.locked_until)
-    if verify_password(user.password_hash, password[:MAX_PASSWORD_INPUT]):
-        return True
-    count_failure(db, settings, secret_key, user)
-    return False
 
 
 def notify_password_changed(db: Session, settings: Settings, secret_key: str, user: User) -> None:
@@ -214,4 +193,3 @@ def notify_password_changed(db: Session, settings: Settings, secret_key: str, us
             "reset_link": f"{settings.issuer}/password/forgot",
         },
     )
-

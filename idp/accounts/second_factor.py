@@ -7,8 +7,10 @@ page itself, as a token sealed under ``IDP_SECRET_KEY`` that names the person, t
 new authenticator secret and the time: no schema change, nothing half-enrolled on the account,
 and a token is useless to anyone else or after ``ENROLMENT_LIFETIME``.
 
-Changing the second factor asks for the current password, unless the session signed in within
-``REAUTH_WINDOW``: a browser left signed in must not be enough to turn the protection off.
+Changing the second factor asks for the current password, unless the session signed in a few
+minutes ago (:mod:`.reauthentication`, ``RecentSignIn.ALWAYS``): a browser left signed in must not
+be enough to turn the protection off. Each change locks the person's row first, so two at once (two
+browsers, say) run one after the other and the second sees what the first did.
 """
 
 from __future__ import annotations
@@ -24,17 +26,15 @@ from ..messaging.outbox import enqueue_email
 from ..security.sealing import Sealer
 from ..storage import BrowserSession, User, now
 from . import otp, totp
-from .recovery import AccountLocked, check_current_password
+from .reauthentication import signed_in_recently
+from .users import lock_user
 
 METHODS = ("totp", "email", "sms")
 ENABLE_MFA = "enable_mfa"
 ENROLMENT_LIFETIME = 10 * 60
-REAUTH_WINDOW = 5 * 60
 _ENROLMENT = b"idp second factor enrolment"
 
 EXPIRED = "This setup has expired. Please start again."
-NEEDS_SIGN_IN = "Sign in again to change how you sign in."
-WRONG_PASSWORD = "That password is not right."
 UNVERIFIED = {
     "email": "Verify your email address first: codes can only go to a verified address.",
     "sms": "Add and verify a phone number first: codes can only go to a verified number.",
@@ -43,10 +43,6 @@ UNVERIFIED = {
 
 class SecondFactorError(ValueError):
     """The change cannot be made; the message is for the person."""
-
-
-class NotReauthenticated(SecondFactorError):
-    """The session is not fresh and the current password was missing or wrong."""
 
 
 @dataclass(frozen=True)
@@ -68,25 +64,8 @@ class Enrolment:
 
 
 def needs_password(session: BrowserSession) -> bool:
-    return now() - session.auth_time >= REAUTH_WINDOW
-
-
-def reauthenticate(ctx: Context, db: Session, session: BrowserSession, user: User, password: str) -> None:
-    """Raises :class:`NotReauthenticated` unless the session is fresh or ``password`` is the person's.
-
-    A wrong password counts toward the lockout, and a locked account takes none, so a borrowed
-    session cannot be used to guess it.
-    """
-    if not needs_password(session):
-        return
-    if user.password_hash is None:
-        raise NotReauthenticated(NEEDS_SIGN_IN)
-    try:
-        right = check_current_password(db, ctx.settings, ctx.secret_key, user, password)
-    except AccountLocked as exc:
-        raise NotReauthenticated(str(exc)) from None
-    if not right:
-        raise NotReauthenticated(WRONG_PASSWORD)
+    """Whether a change asks for the password: the session did not sign in recently."""
+    return not signed_in_recently(session.auth_time)
 
 
 def start(ctx: Context, db: Session, user: User, method: str) -> Enrolment:
@@ -124,6 +103,7 @@ def confirm(ctx: Context, db: Session, user: User, enrolment: Enrolment, code: s
     ``None`` when the code is wrong. An authenticator's confirming step is recorded as used, so
     the same code cannot also pass the next sign-in.
     """
+    lock_user(db, user.id)
     if enrolment.method == "totp":
         assert enrolment.secret is not None
         step = totp.matching_step(enrolment.secret, code)
@@ -146,6 +126,7 @@ def confirm(ctx: Context, db: Session, user: User, enrolment: Enrolment, code: s
 def turn_off(ctx: Context, db: Session, user: User) -> str:
     """Sign-in goes back to the password alone; every recovery code dies and the owner is told.
     Returns the method that was on."""
+    lock_user(db, user.id)
     method = user.mfa_method
     if method is None:
         raise SecondFactorError("Two-step sign-in is already off.")
@@ -166,6 +147,7 @@ def turn_off(ctx: Context, db: Session, user: User) -> str:
 
 
 def new_recovery_codes(ctx: Context, db: Session, user: User) -> list[str]:
+    lock_user(db, user.id)
     if user.mfa_method is None:
         raise SecondFactorError("Turn on two-step sign-in first.")
     return totp.new_recovery_codes(db, ctx.secret_key, user)

@@ -47,7 +47,7 @@ def open_sealed(secret_key: str, sealed: str) -> str:
 def matching_step(secret: str, code: str, at: float | None = None) -> int | None:
     """The time step ``code`` belongs to, allowing one step of clock drift either way."""
     code = code.strip().replace(" ", "")
-    if len(code) != 6 or not code.isdigit():
+    if len(code) != 6 or not (code.isascii() and code.isdigit()):
         return None
     totp = pyotp.TOTP(secret)
     current = int((at if at is not None else time.time()) // STEP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..security.digests import new_id
@@ -93,6 +93,32 @@ def find_by_identifier(db: Session, identifier: str, phone_region: str | None) -
         return db.scalar(select(User).where(User.phone == to_e164(identifier, phone_region)))
     except PhoneError:
         return None
+
+
+def lock_user(db: Session, user_id: str) -> User | None:
+    """The person's row, read afresh and locked until the transaction ends; ``None`` when gone.
+
+    Every action that spends a link or changes what proves the person (a reset, a new password,
+    address, phone or second factor) takes this lock before it writes anything else. Two such
+    actions on one person then run one after the other, whatever other rows (links, sessions,
+    codes) each goes on to lock, so they cannot deadlock; and the second sees what the first did.
+    On PostgreSQL it is ``FOR NO KEY UPDATE``, the lock an ``UPDATE`` of the row takes anyway:
+    it queues behind the others' and still lets rows that merely refer to the person (a session,
+    an authorization code) be inserted meanwhile. ``FOR UPDATE`` would not: an app's sign-in in the
+    person's other browser, having noted its session's last-seen time, would wait to store its code
+    for a reset that waits to end that very session. SQLite has no row locks: a write that changes
+    nothing takes its one database write lock instead.
+    """
+    if db.get_bind().dialect.name == "sqlite":
+        db.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(updated_at=User.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+    return db.scalar(
+        select(User).where(User.id == user_id).with_for_update(key_share=True).execution_options(populate_existing=True)
+    )
 
 
 def list_users(db: Session) -> list[User]:

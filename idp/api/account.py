@@ -1,9 +1,10 @@
 """The account JSON API: what ``/account`` offers a person, for programs that hold their access token.
 
 Each operation reads the bearer token from the header and its JSON body (within limits), then
-runs in a worker thread inside one transaction: authenticate, call the service in
-:mod:`idp.accounts`, write the audit event, commit. The services are the same the hosted page
-calls; only the answers differ (JSON and RFC 9457 problems instead of pages and redirects).
+runs in a worker thread inside one transaction: authenticate, lock the person's row (for any
+operation but a read), call the service in :mod:`idp.accounts`, write the audit event, commit.
+The services are the same the hosted page calls; only the answers differ (JSON and RFC 9457
+problems instead of pages and redirects).
 """
 
 from __future__ import annotations
@@ -21,9 +22,18 @@ from starlette.routing import Route
 from ..accounts import email_change, first_password, otp, profile
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.phones import PhoneError
-from ..accounts.recovery import MAX_PASSWORD_INPUT, AccountLocked, WrongCurrentPassword
+from ..accounts.reauthentication import (
+    MAX_PASSWORD_INPUT,
+    AccountLocked,
+    NotReauthenticated,
+    RecentSignIn,
+    WrongPassword,
+    reauthenticate,
+)
 from ..accounts.recovery import change_password as change_password_service
+from ..accounts.users import lock_user
 from ..audit import mask
+from ..context import Context
 from ..pages.browser import audit, request_address
 from ..security.rate_limits import Limit
 from ..storage import BrowserSession, User
@@ -87,7 +97,18 @@ def _run(request: Request, token: str, raw: bytes, fields: Fields | None, handle
     with ctx.sessions() as db:
         caller = authenticate(ctx, db, token)
         values = parse_json(request, raw, fields) if fields is not None else {}
+        if request.method != "GET":
+            caller = _locked(ctx, db, caller, token)
         return handler(request, db, caller, values)
+
+
+def _locked(ctx: Context, db: Session, caller: Caller, token: str) -> Caller:
+    """Lock the person's row before the operation writes anything, as the hosted pages do, so that
+    two changes of one account run one after the other; then check the token again, afresh: what
+    held the lock before us (a password reset) may have revoked it."""
+    lock_user(db, caller.user.id)
+    db.expire_all()
+    return authenticate(ctx, db, token)
 
 
 def _json(body: Any, status_code: int = 200) -> Response:
@@ -183,12 +204,9 @@ def change_password(request: Request, db: Session, caller: Caller, body: dict[st
             ip=request_address(request),
             user_agent=request.headers.get("user-agent"),
         )
-    except WrongCurrentPassword:
+    except NotReauthenticated as exc:
         db.commit()
-        raise Problem("wrong-password", "The current password is not right.") from None
-    except AccountLocked as exc:
-        db.commit()
-        raise Problem("account-locked", str(exc)) from None
+        raise _not_reauthenticated_problem(exc) from None
     except PasswordRejected as exc:
         raise Problem("password-rejected", str(exc)) from None
     db.commit()
@@ -260,7 +278,7 @@ def verify_phone(request: Request, db: Session, caller: Caller, body: dict[str, 
 def remove_phone(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
     """Codes no longer go to the number, and it no longer signs the person in."""
     try:
-        phone = profile.remove_phone(db, caller.user)
+        phone = profile.remove_phone(request.app.state.ctx, db, caller.user)
     except profile.PhoneNeeded as exc:
         raise Problem("phone-needed", str(exc)) from None
     except profile.ProfileError as exc:
@@ -276,10 +294,10 @@ def _auth_time(db: Session, caller: Caller) -> int | None:
     return session.auth_time if session is not None else None
 
 
-def _not_proven_problem(exc: email_change.NotProven) -> Problem:
-    if isinstance(exc, email_change.WrongPassword):
+def _not_reauthenticated_problem(exc: NotReauthenticated) -> Problem:
+    if isinstance(exc, WrongPassword):
         return Problem("wrong-password", "The current password is not right.")
-    if isinstance(exc, email_change.Locked):
+    if isinstance(exc, AccountLocked):
         return Problem("account-locked", str(exc))
     return Problem("sign-in-required", str(exc))
 
@@ -295,11 +313,19 @@ def change_email(request: Request, db: Session, caller: Caller, body: dict[str, 
     except email_change.EmailChangeError as exc:
         raise Problem("invalid-email", str(exc)) from None
     try:
-        email_change.check_identity(ctx, db, caller.user, body.get("current_password", ""), _auth_time(db, caller))
-    except email_change.NotProven as exc:
+        reauthenticate(
+            db,
+            ctx.settings,
+            ctx.secret_key,
+            caller.user,
+            body.get("current_password", ""),
+            recent_sign_in=RecentSignIn.WITHOUT_PASSWORD,
+            auth_time=_auth_time(db, caller),
+        )
+    except NotReauthenticated as exc:
         _audit(request, db, caller, email_change.REQUEST_EVENT, "failure", reason=exc.reason)
         db.commit()
-        raise _not_proven_problem(exc) from None
+        raise _not_reauthenticated_problem(exc) from None
     try:
         requested = email_change.request_change(ctx, db, caller.user, email)
     except email_change.TooManyRequests as exc:

@@ -5,6 +5,10 @@ its own (:mod:`idp.pages.account_email`), which shares :func:`signed_in` and :fu
 Each form posts to a path of its own. What worked redirects back to ``/account?done=<what>``
 (post/redirect/get: reloading never submits twice); a refusal shows the page again with the
 message next to the form it concerns. A browser without a session goes to ``/login``.
+
+A form posted locks the person's row before anything else (:func:`lock_person`), so the actions of
+two browsers, or of a browser and a reset link, run one after the other; and one whose session the
+other ended meanwhile goes to ``/login`` instead.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,11 +26,13 @@ from starlette.responses import RedirectResponse, Response
 from ..accounts import email_change, first_password, otp, profile
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.phones import PhoneError
-from ..accounts.recovery import AccountLocked, WrongCurrentPassword
+from ..accounts.reauthentication import NotReauthenticated
 from ..accounts.recovery import change_password as change_password_service
+from ..accounts.users import lock_user
 from ..audit import mask
 from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
+from ..storage import BrowserSession, now
 from .browser import audit, clear_session_cookie, current_session, request_address
 from .forms import posted_form
 from .rendering import error_page, render
@@ -35,7 +42,6 @@ EXPIRED_FORM = "This form has expired. Please try again."
 WRONG_CODE = "That code is not right, or it has expired. Check it, or ask for a new one."
 PHONE_UNAVAILABLE = "This phone number cannot be added to your account."
 PASSWORDS_DIFFER = "The two new passwords are not the same."
-WRONG_PASSWORD = "Your current password is not right."
 NO_SUCH_SESSION = "There is no such session."
 NOTICES = {
     "name": "Your name is saved.",
@@ -75,9 +81,32 @@ def _run(request: Request, form: dict[str, str], handler: Handler, on_expired: R
         active = current_session(request, db)
         if active is None:
             return RedirectResponse("/login", status_code=303)
-        if request.method == "POST" and not request.app.state.csrf.valid(request, form.get("csrf_token")):
-            return on_expired(request, db, active, error=EXPIRED_FORM, status_code=400)
+        if request.method == "POST":
+            if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+                return on_expired(request, db, active, error=EXPIRED_FORM, status_code=400)
+            if not lock_person(db, active):
+                return RedirectResponse("/login", status_code=303)
         return handler(request, db, active, form)
+
+
+def lock_person(db: Session, active: ActiveSession) -> bool:
+    """Lock the signed-in person's row, first of all; whether their session still lives.
+
+    Finding the session may have noted its last-seen time, a write still pending: it must come
+    after the person's lock, or this request would hold the session row while waiting for the
+    person, as a reset holding the person waits to end that session. Once the lock is ours, any
+    action that got it first is done, and may have ended this session or disabled the account.
+    """
+    with db.no_autoflush:
+        user = lock_user(db, active.user.id)
+        live = db.scalar(
+            select(BrowserSession.id).where(
+                BrowserSession.id == active.session.id,
+                BrowserSession.ended_at.is_(None),
+                BrowserSession.expires_at > now(),
+            )
+        )
+    return user is not None and not user.disabled and live is not None
 
 
 def _when(stamp: int) -> str:
@@ -250,7 +279,7 @@ def resend_phone_code(request: Request, db: Session, active: ActiveSession, form
 @signed_in(_account_page)
 def remove_phone(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     try:
-        phone = profile.remove_phone(db, active.user)
+        phone = profile.remove_phone(request.app.state.ctx, db, active.user)
     except profile.ProfileError as exc:
         return _account_page(request, db, active, error=str(exc), section="phone_remove", status_code=400)
     audit(request, db, "phone_removed", outcome="success", user_id=active.user.id, detail={"phone": mask(phone)})
@@ -314,10 +343,9 @@ def change_password(request: Request, db: Session, active: ActiveSession, form: 
             ip=request_address(request),
             user_agent=request.headers.get("user-agent"),
         )
-    except (WrongCurrentPassword, AccountLocked) as exc:
+    except NotReauthenticated as exc:
         db.commit()
-        error = str(exc) if isinstance(exc, AccountLocked) else WRONG_PASSWORD
-        return _account_page(request, db, active, error=error, section="password", status_code=400)
+        return _account_page(request, db, active, error=str(exc), section="password", status_code=400)
     except PasswordRejected as exc:
         db.rollback()
         return _account_page(request, db, active, error=str(exc), section="password", status_code=400)

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..accounts import email_change
+from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauthenticate
 from ..audit import mask
 from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
@@ -62,8 +63,16 @@ def change_email(request: Request, db: Session, active: ActiveSession, form: dic
     values = {"email": form.get("email", "")}
     try:
         email = email_change.parse(active.user, form.get("email", ""))
-        email_change.check_identity(ctx, db, active.user, form.get("current_password", ""), active.session.auth_time)
-    except email_change.NotProven as exc:
+        reauthenticate(
+            db,
+            ctx.settings,
+            ctx.secret_key,
+            active.user,
+            form.get("current_password", ""),
+            recent_sign_in=RecentSignIn.WITHOUT_PASSWORD,
+            auth_time=active.session.auth_time,
+        )
+    except NotReauthenticated as exc:
         _requested(request, db, active, "failure", reason=exc.reason)
         db.commit()
         return _email_page(request, db, active, error=str(exc), values=values, status_code=400)

@@ -3,7 +3,8 @@ turn it off, make new recovery codes.
 
 Turning it on is two pages: ``enable`` starts an enrolment (the QR code, or a code sent) and
 ``confirm`` takes the ``code`` that proves it works, then shows the recovery codes once. Every
-change asks for ``current_password`` unless the session signed in a few minutes ago.
+change asks for ``current_password`` unless the session signed in a few minutes ago. A form posted
+locks the person's row first, as on ``/account`` (:func:`~idp.pages.account.lock_person`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import otp, second_factor, totp
-from ..accounts.second_factor import NotReauthenticated, SecondFactorError
+from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauthenticate
+from ..accounts.second_factor import SecondFactorError
 from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
+from .account import lock_person
 from .browser import audit, current_session
 from .forms import posted_form
 from .rendering import render
@@ -67,8 +70,11 @@ def _signed_in(request: Request, handler: Handler, form: dict[str, str]) -> Resp
         active = current_session(request, db)
         if active is None:
             return RedirectResponse("/login", status_code=303)
-        if request.method == "POST" and not request.app.state.csrf.valid(request, form.get("csrf_token")):
-            return _overview(request, db, active, error=EXPIRED_FORM, status_code=400)
+        if request.method == "POST":
+            if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+                return _overview(request, db, active, error=EXPIRED_FORM, status_code=400)
+            if not lock_person(db, active):
+                return RedirectResponse("/login", status_code=303)
         response = handler(request, db, active, form)
         db.commit()
         return response
@@ -97,15 +103,37 @@ def _overview(
     return render(request, "account_security.html", page, status_code=status_code)
 
 
-def _refused(request: Request, db: Session, active: ActiveSession, exc: SecondFactorError) -> Response:
+def _refused(
+    request: Request, db: Session, active: ActiveSession, exc: SecondFactorError | NotReauthenticated
+) -> Response:
     """Nothing changed; a wrong or missing password is recorded, and its count toward the lockout
     (written by the check, before anything else) is kept."""
     if isinstance(exc, NotReauthenticated):
-        audit(request, db, "reauthentication", outcome="failure", user_id=active.user.id,
-              detail={"purpose": "second_factor"})
+        audit(
+            request,
+            db,
+            "reauthentication",
+            outcome="failure",
+            user_id=active.user.id,
+            detail={"purpose": "second_factor"},
+        )
     else:
         db.rollback()
     return _overview(request, db, active, error=str(exc), status_code=400)
+
+
+def _reauthenticate(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> None:
+    """A recent sign-in will do; otherwise the current password. Raises :class:`NotReauthenticated`."""
+    ctx = request.app.state.ctx
+    reauthenticate(
+        db,
+        ctx.settings,
+        ctx.secret_key,
+        active.user,
+        form.get("current_password", ""),
+        recent_sign_in=RecentSignIn.ALWAYS,
+        auth_time=active.session.auth_time,
+    )
 
 
 def _wait_message(wait: int) -> str:
@@ -118,16 +146,22 @@ def _enable(request: Request, db: Session, active: ActiveSession, form: dict[str
     if form.get("method") in ("email", "sms") and (refused := throttled(request, Limit.VERIFICATION, db=db)):
         return refused
     try:
-        second_factor.reauthenticate(ctx, db, active.session, active.user, form.get("current_password", ""))
+        _reauthenticate(request, db, active, form)
         enrolment = second_factor.start(ctx, db, active.user, form.get("method", ""))
-    except SecondFactorError as exc:
+    except (NotReauthenticated, SecondFactorError) as exc:
         return _refused(request, db, active, exc)
     except otp.ResendTooSoon as exc:
         db.rollback()
         return _overview(request, db, active, error=_wait_message(exc.wait), status_code=429)
     if enrolment.destination is not None:
-        audit(request, db, "code_sent", outcome="success", user_id=active.user.id,
-              detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA})
+        audit(
+            request,
+            db,
+            "code_sent",
+            outcome="success",
+            user_id=active.user.id,
+            detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA},
+        )
     return render(request, "account_security_enrol.html", {"enrolment": enrolment})
 
 
@@ -139,12 +173,24 @@ def _confirm(request: Request, db: Session, active: ActiveSession, form: dict[st
         return _refused(request, db, active, exc)
     codes = second_factor.confirm(ctx, db, active.user, enrolment, form.get("code", ""))
     if codes is None:
-        audit(request, db, "code_verified", outcome="failure", user_id=active.user.id,
-              detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA})
+        audit(
+            request,
+            db,
+            "code_verified",
+            outcome="failure",
+            user_id=active.user.id,
+            detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA},
+        )
         page = {"enrolment": enrolment, "error": WRONG_CODE}
         return render(request, "account_security_enrol.html", page, status_code=400)
-    audit(request, db, "second_factor_enabled", outcome="success", user_id=active.user.id,
-          detail={"method": enrolment.method})
+    audit(
+        request,
+        db,
+        "second_factor_enabled",
+        outcome="success",
+        user_id=active.user.id,
+        detail={"method": enrolment.method},
+    )
     notice = "Two-step sign-in is on."
     return render(request, "account_security_recovery.html", {"codes": codes, "notice": notice})
 
@@ -165,8 +211,14 @@ def _resend(request: Request, db: Session, active: ActiveSession, form: dict[str
         db.rollback()
         page = {"enrolment": enrolment, "error": _wait_message(exc.wait), "wait": exc.wait}
         return render(request, "account_security_enrol.html", page, status_code=429)
-    audit(request, db, "code_sent", outcome="success", user_id=active.user.id,
-          detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA})
+    audit(
+        request,
+        db,
+        "code_sent",
+        outcome="success",
+        user_id=active.user.id,
+        detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA},
+    )
     page = {"enrolment": enrolment, "notice": "We sent you a new code."}
     return render(request, "account_security_enrol.html", page)
 
@@ -174,21 +226,20 @@ def _resend(request: Request, db: Session, active: ActiveSession, form: dict[str
 def _disable(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     try:
-        second_factor.reauthenticate(ctx, db, active.session, active.user, form.get("current_password", ""))
+        _reauthenticate(request, db, active, form)
         method = second_factor.turn_off(ctx, db, active.user)
-    except SecondFactorError as exc:
+    except (NotReauthenticated, SecondFactorError) as exc:
         return _refused(request, db, active, exc)
-    audit(request, db, "second_factor_disabled", outcome="success", user_id=active.user.id,
-          detail={"method": method})
+    audit(request, db, "second_factor_disabled", outcome="success", user_id=active.user.id, detail={"method": method})
     return _overview(request, db, active, notice="Two-step sign-in is off.")
 
 
 def _recovery_codes(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     try:
-        second_factor.reauthenticate(ctx, db, active.session, active.user, form.get("current_password", ""))
+        _reauthenticate(request, db, active, form)
         codes = second_factor.new_recovery_codes(ctx, db, active.user)
-    except SecondFactorError as exc:
+    except (NotReauthenticated, SecondFactorError) as exc:
         return _refused(request, db, active, exc)
     audit(request, db, "recovery_codes_regenerated", outcome="success", user_id=active.user.id)
     notice = "Your new recovery codes are ready; the earlier ones no longer work."

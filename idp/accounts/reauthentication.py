@@ -1,0 +1,118 @@
+"""Asking a signed-in person to show again that it is them, before a change that would otherwise
+hand the account to whoever holds the session: a new password, a new email address, turning
+two-step sign-in on or off, new recovery codes.
+
+One check serves them all; they differ only in whether a recent sign-in (within
+``REAUTH_WINDOW``) may stand in for the current password (:class:`RecentSignIn`). A wrong
+password counts toward the lockout as one at sign-in does, and while the account is locked no
+password is checked at all: otherwise a borrowed session could go on guessing here where sign-in
+stops.
+
+The person's row is locked first (:func:`~.users.lock_user`), so the check reads the account as it
+is now (a reset a moment ago may have changed the password or ended the lock), and the change that
+follows happens under the same lock.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from sqlalchemy.orm import Session
+
+from ..settings import Settings
+from ..storage import User, now
+from .authentication import count_failure
+from .passwords import verify_password
+from .users import lock_user
+
+REAUTH_WINDOW = 5 * 60
+MAX_PASSWORD_INPUT = 1024
+
+WRONG_PASSWORD = "Your current password is not right."
+SIGN_IN_TOO_OLD = "Sign in again to make this change: you signed in too long ago."
+
+
+class RecentSignIn(Enum):
+    """Whether a sign-in within ``REAUTH_WINDOW`` may stand in for the current password."""
+
+    NEVER = "never"
+    """A new password: only the current one proves the person, and a passwordless account sets
+    its first with an emailed code instead (:mod:`.first_password`)."""
+    WITHOUT_PASSWORD = "without_password"
+    """A new email address: an account with a password gives it; one without shows a recent sign-in."""
+    ALWAYS = "always"
+    """The second factor: a sign-in a few minutes ago checked every factor the account has."""
+
+
+class NotReauthenticated(Exception):
+    """The person did not show it is them. The message is for them; ``reason`` is for the audit log."""
+
+    reason = ""
+
+
+class WrongPassword(NotReauthenticated):
+    """The current password was missing or wrong; the try counted toward the lockout."""
+
+    reason = "wrong_password"
+
+    def __init__(self) -> None:
+        super().__init__(WRONG_PASSWORD)
+
+
+class AccountLocked(NotReauthenticated):
+    """Wrong passwords locked the account, so none is checked until the lock ends."""
+
+    reason = "account_locked"
+
+    def __init__(self, locked_until: int) -> None:
+        minutes = max(1, -(-(locked_until - now()) // 60))
+        super().__init__(
+            f"Too many wrong passwords: your account is locked for {minutes} more minutes. "
+            "Resetting your password ends the lock at once."
+        )
+
+
+class SignInTooOld(NotReauthenticated):
+    """The account has no password to give, and the session did not sign in recently."""
+
+    reason = "sign_in_too_old"
+
+    def __init__(self) -> None:
+        super().__init__(SIGN_IN_TOO_OLD)
+
+
+def signed_in_recently(auth_time: int | None) -> bool:
+    return auth_time is not None and now() - auth_time < REAUTH_WINDOW
+
+
+def reauthenticate(
+    db: Session,
+    settings: Settings,
+    secret_key: str,
+    user: User,
+    password: str,
+    *,
+    recent_sign_in: RecentSignIn = RecentSignIn.NEVER,
+    auth_time: int | None = None,
+) -> None:
+    """Lock the person's row, then return if they showed it is them; raise a
+    :class:`NotReauthenticated` otherwise.
+
+    ``auth_time`` is when the session signed in (``None``: unknown). After :class:`WrongPassword`
+    the failure's count (and the lock and its email, when it locked) is in the transaction:
+    commit to keep it.
+    """
+    lock_user(db, user.id)
+    if signed_in_recently(auth_time) and (
+        recent_sign_in is RecentSignIn.ALWAYS
+        or (recent_sign_in is RecentSignIn.WITHOUT_PASSWORD and user.password_hash is None)
+    ):
+        return
+    if user.password_hash is None and recent_sign_in is not RecentSignIn.NEVER:
+        raise SignInTooOld
+    if user.locked_until is not None and user.locked_until > now():
+        raise AccountLocked(user.locked_until)
+    if verify_password(user.password_hash, password[:MAX_PASSWORD_INPUT]):
+        return
+    count_failure(db, settings, secret_key, user)
+    raise WrongPassword
