@@ -1,7 +1,10 @@
 """What every service needs, built once per process from the settings.
 
 The Redis client library is imported only when ``IDP_REDIS_URL`` names a Redis: a laptop's
-single process on SQLite never loads it (a few MB per worker, and start-up time).
+single process on SQLite never loads it (a few MB per worker, and start-up time). When it does, the
+client is made with the context, before ``idp serve`` forks its workers, so that they share the
+library's pages instead of each importing it on its first request; it connects on first use, in
+each worker (redis-py opens new connections in a process that is not the one that made them).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Context:
     keystore: KeyStore
     keyring: KeyRing
     secret_key: str
+    redis: redis.Redis | None
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -44,15 +48,8 @@ class Context:
             keystore=keystore,
             keyring=KeyRing(keystore),
             secret_key=settings.secret_key or keystore.secret_key(),
+            redis=_redis_client(settings.redis_url),
         )
-
-    @cached_property
-    def redis(self) -> redis.Redis | None:
-        if self.settings.redis_url is None:
-            return None
-        import redis
-
-        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:
@@ -67,6 +64,14 @@ class Context:
         return sms_backend(self.settings)
 
     def close(self) -> None:
-        if self.settings.redis_url is not None:
-            self.redis.close()  # type: ignore[union-attr]
+        if self.redis is not None:
+            self.redis.close()
         self.engine.dispose()
+
+
+def _redis_client(url: str | None) -> redis.Redis | None:
+    if url is None:
+        return None
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
