@@ -73,6 +73,19 @@ def test_deployment_has_two_replicas_probes_secrets_and_a_read_only_keys_volume(
     assert {"IDP_KEYS_DIR": mount["mountPath"]} == {e["name"]: e["value"] for e in container["env"]}
 
 
+def test_the_read_only_container_has_a_writable_tmp_for_its_workers():
+    """With ``--workers`` above 1 the metrics files and gunicorn's heartbeats go to the temporary
+    directory, which a read-only root file system would refuse: the server would not start."""
+    found = manifests()
+    pod = found["Deployment/idp"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert int(container["args"][container["args"].index("--workers") + 1]) > 1
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+    assert not mount.get("readOnly")
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == mount["name"])
+
+
 def test_secrets_hold_the_secret_key_and_the_signing_keys():
     found = manifests()
     assert "IDP_SECRET_KEY" in found["Secret/idp-secrets"]["stringData"]

@@ -67,3 +67,23 @@ def test_workers_are_forks_a_dead_one_is_replaced_and_sigterm_ends_all(base_envi
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert not [pid for pid in replaced | workers if alive(pid)]
+
+
+def test_workers_keep_their_files_in_the_temporary_directory_only(base_environ, own_database_url, tmp_path):
+    """A container with a read-only root gives the server one writable directory, ``TMPDIR`` or
+    /tmp: the workers' metrics files and heartbeats go there, and nothing to ``HOME``."""
+    temporary, home = tmp_path / "tmp", tmp_path / "home"
+    temporary.mkdir()
+    home.mkdir()
+    environ = {**base_environ, "IDP_DATABASE_URL": own_database_url, "HOME": str(home), "TMPDIR": str(temporary)}
+    process, url = start_server(environ, tmp_path / "serve.log", "--workers", "2")
+    try:
+        assert httpx.get(url + "/metrics", timeout=5).status_code == 200
+        # gunicorn's heartbeat files are unlinked as soon as they are open: only the metrics show.
+        [metrics] = temporary.iterdir()
+        assert metrics.name.startswith("idp-metrics-") and any(metrics.iterdir())
+        assert list(home.iterdir()) == []
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert list(temporary.iterdir()) == []
