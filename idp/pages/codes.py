@@ -14,10 +14,11 @@ from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
+from ..storage import PendingSignIn, User
 from .browser import audit
 from .forms import form_page
 from .rendering import error_page, render
-from .signin import complete_sign_in, pending_sign_in, set_pending_cookie
+from .signin import complete_sign_in, pending_sign_in, set_pending_cookie, start_second_factor
 from .throttling import throttled
 
 EXPIRED_FORM = "This form has expired. Please try again."
@@ -90,8 +91,14 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
         try:
             result = challenges.verify(ctx, db, pending, form.get("code", ""))
         except challenges.TooManyWrongCodes:
-            audit(request, db, "code_verified", outcome="failure", user_id=pending.user_id,
-                  detail={"channel": pending.channel, "reason": "too_many_wrong_codes"})
+            audit(
+                request,
+                db,
+                "code_verified",
+                outcome="failure",
+                user_id=pending.user_id,
+                detail={"channel": pending.channel, "reason": "too_many_wrong_codes"},
+            )
             db.commit()
             return error_page(request, TOO_MANY)
         purpose = "second_factor" if challenges.is_second_factor(pending) else "sign_in"
@@ -117,7 +124,19 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
             detail={"channel": pending.channel, "purpose": purpose},
         )
         challenges.finish(db, pending)
-        return complete_sign_in(request, db, user, amr=amr, authorization_request_id=pending.authorization_request_id)
+        request_id = pending.authorization_request_id
+        if _second_factor_due(user, pending):
+            return start_second_factor(request, db, user, authorization_request_id=request_id, first_factor=tuple(amr))
+        return complete_sign_in(request, db, user, amr=amr, authorization_request_id=request_id)
+
+
+def _second_factor_due(user: User, pending: PendingSignIn) -> bool:
+    """A one-time code by email or SMS proves that one channel: an account with two-step
+    verification still owes its second factor, unless that factor is the very channel the code
+    just proved (a second code to the same mailbox would prove nothing more)."""
+    if challenges.is_second_factor(pending):
+        return False
+    return user.mfa_method is not None and user.mfa_method != pending.channel
 
 
 @form_page

@@ -47,9 +47,19 @@ def sign_in_method(amr: list[str]) -> str:
     return "password" if "pwd" in amr else "code"
 
 
-def start_second_factor(request: Request, db: Session, user: User, *, authorization_request_id: str | None) -> Response:
-    """The password was right and a second factor is due: on to the code page."""
-    _, cookie = challenges.start_second_factor(request.app.state.ctx, db, user, authorization_request_id)
+def start_second_factor(
+    request: Request,
+    db: Session,
+    user: User,
+    *,
+    authorization_request_id: str | None,
+    first_factor: tuple[str, ...] = ("pwd",),
+) -> Response:
+    """A first factor was right (a password unless ``first_factor`` says otherwise) and a second
+    factor is due: on to the code page. The pending sign-in records the first factor it got, so
+    that the session's ``amr`` names what was really presented."""
+    pending, cookie = challenges.start_second_factor(request.app.state.ctx, db, user, authorization_request_id)
+    pending.amr = list(first_factor)
     audit(
         request, db, "second_factor_requested", outcome="success", user_id=user.id, detail={"method": user.mfa_method}
     )
@@ -62,7 +72,11 @@ def start_second_factor(request: Request, db: Session, user: User, *, authorizat
 def complete_sign_in(
     request: Request, db: Session, user: User, *, amr: list[str], authorization_request_id: str | None
 ) -> Response:
-    """Start the session, continue the authorization request (or go to /account), commit."""
+    """Start the session, continue the authorization request (or go to /account), commit.
+
+    ``amr`` names each method once (RFC 8176): an email code followed by an authenticator code
+    are both ``otp``."""
+    amr = list(dict.fromkeys(amr))
     previous = current_session(request, db)
     if previous is not None:
         end_session(db, previous.session.id)
