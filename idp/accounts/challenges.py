@@ -5,6 +5,12 @@ email, by SMS or from an authenticator app. Asking for a passwordless code answe
 whether or not the account exists; an unknown identifier is sent a code only when
 self-registration is on, and then the first sign-in creates the account, its email or phone
 already verified by the code itself.
+
+Whatever spends or sends a code of a known person's takes the person's row lock first
+(:func:`~.users.lock_user`), as every action that changes the account does: an email change
+holding the person while it cancels the codes sent to the old address, or a reset ending every
+session, then runs wholly before or wholly after the sign-in. Without it a sign-in holding its
+code row while it waits to store its session referring to the person would deadlock with them.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from ..storage import PendingSignIn, User, now
 from . import otp, totp
 from .authentication import count_failure, reset_failures
 from .phones import PhoneError, to_e164
-from .users import UserError, create_user, normalize_email
+from .users import UserError, create_user, lock_user, normalize_email
 
 LIFETIME = 10 * 60
 MAX_WRONG_CODES = 3
@@ -106,6 +112,8 @@ def send_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
     it to. Raises :class:`otp.ResendTooSoon` when too many went out lately."""
     if pending.channel == "totp" or pending.identifier is None:
         return
+    if pending.user_id is not None:
+        lock_user(db, pending.user_id)
     purpose = SECOND_FACTOR if is_second_factor(pending) else SIGN_IN
     issued = otp.issue(
         db,
@@ -125,13 +133,20 @@ def _may_receive(ctx: Context, db: Session, pending: PendingSignIn) -> bool:
     if pending.user_id is None:
         return ctx.settings.self_registration
     user = db.get(User, pending.user_id)
-    return user is not None and not user.disabled
+    return user is not None and not user.disabled and _still_theirs(user, pending)
+
+
+def _still_theirs(user: User, pending: PendingSignIn) -> bool:
+    """The address or number the sign-in began with is still the person's: one they changed since
+    must no longer receive codes that sign them in."""
+    return pending.identifier == {"email": user.email, "sms": user.phone}.get(pending.channel)
 
 
 def start_second_factor(
     ctx: Context, db: Session, user: User, authorization_request_id: str | None
 ) -> tuple[PendingSignIn, str]:
     """After a right password: wait for the person's second factor, sending a code if it is sent."""
+    user = lock_user(db, user.id) or user
     identifier = {"email": user.email, "sms": user.phone}.get(user.mfa_method or "")
     pending, cookie = start(
         db,
@@ -153,7 +168,10 @@ def start_passwordless(
 ) -> tuple[PendingSignIn, str]:
     """Raises :class:`otp.ResendTooSoon`; answers alike for known and unknown identifiers."""
     column = User.email if identifier.channel == "email" else User.phone
-    user = db.scalar(select(User).where(column == identifier.value))
+    found = db.scalar(select(User.id).where(column == identifier.value))
+    user = lock_user(db, found) if found is not None else None
+    if user is not None and getattr(user, column.key) != identifier.value:
+        user = None  # the address or number moved to someone else while we waited for the lock
     pending, cookie = start(
         db,
         user_id=user.id if user else None,
@@ -171,6 +189,8 @@ def verify(ctx: Context, db: Session, pending: PendingSignIn, code: str) -> tupl
 
     Raises :class:`TooManyWrongCodes` when this wrong code was the last one allowed.
     """
+    if pending.user_id is not None:
+        lock_user(db, pending.user_id)
     if is_second_factor(pending):
         result = _verify_second_factor(ctx, db, pending, code)
     else:
@@ -205,6 +225,8 @@ def _verify_second_factor(
     user = db.get(User, pending.user_id) if pending.user_id else None
     if user is None or user.disabled or (user.locked_until is not None and user.locked_until > now()):
         return None
+    if pending.identifier is not None and not _still_theirs(user, pending):
+        return None
     if pending.channel == "totp":
         ok = totp.verify(db, ctx.secret_key, user, code)
         method = "otp"
@@ -226,6 +248,8 @@ def _verify_passwordless(ctx: Context, db: Session, pending: PendingSignIn, code
         return None
     method = "sms" if pending.channel == "sms" else "otp"
     user = db.get(User, pending.user_id) if pending.user_id else None
+    if user is not None and not _still_theirs(user, pending):
+        return None
     if user is not None and pending.channel == "sms" and not user.phone_verified:
         # Whoever made that account only claimed the number; the person who proved it is someone else.
         user.phone = None

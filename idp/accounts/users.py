@@ -140,8 +140,14 @@ def unlock_user(db: Session, user_id: str) -> User:
 
 
 def disable_user(db: Session, user_id: str) -> User:
-    """A disabled person loses every session and every grant at once."""
-    user = get_user(db, user_id)
+    """A disabled person loses every session and every grant at once.
+
+    The person's lock comes first: a sign-in or a reset under way finishes before, and its sessions
+    end with the rest, or it waits and then finds the account disabled.
+    """
+    user = lock_user(db, user_id)
+    if user is None:
+        raise UserError(f"no user with id {user_id}")
     user.disabled = True
     user.updated_at = now()
     sign_out_everywhere(db, user.id)
