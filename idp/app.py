@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/password/forgot", forgot_password, methods=["GET", "POST"]),
         Route("/password/reset", reset_password, methods=["GET", "POST"]),
         Route("/register", register, methods=["GET", "POST"]),
-        Route("/verify-email", verify_email),
+        Route("/verify-email", verify_email, methods=["GET", "POST"]),
         Route("/verify-email/resend", resend_verification, methods=["POST"]),
         Route("/account", account),
         Route("/account/name", update_name, methods=["POST"]),

@@ -142,12 +142,24 @@ def site(make_site: Callable[..., Site]) -> Site:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def register(client: TestClient, email: str, password: str = PASSWORD, *, confirm: str | None = None,
-             request_id: str | None = None, **extra: str) -> httpx.Response:
+def register(
+    client: TestClient,
+    email: str,
+    password: str = PASSWORD,
+    *,
+    confirm: str | None = None,
+    request_id: str | None = None,
+    **extra: str,
+) -> httpx.Response:
     page = client.get("/register" + (f"?{urlencode({'request': request_id})}" if request_id else ""))
     assert page.status_code == 200, page.text
-    data = {**hidden_fields(page.text), "email": email, "password": password,
-            "password_confirm": password if confirm is None else confirm, **extra}
+    data = {
+        **hidden_fields(page.text),
+        "email": email,
+        "password": password,
+        "password_confirm": password if confirm is None else confirm,
+        **extra,
+    }
     return client.post("/register", data=data)
 
 
@@ -262,8 +274,9 @@ def test_national_phone_number_is_stored_as_e164(make_site: Callable[..., Site])
 
 
 def test_csrf_missing_is_400_and_makes_nothing(site: Site) -> None:
-    response = site.http.post("/register", data={"email": "ann@example.com", "password": PASSWORD,
-                                                 "password_confirm": PASSWORD})
+    response = site.http.post(
+        "/register", data={"email": "ann@example.com", "password": PASSWORD, "password_confirm": PASSWORD}
+    )
     assert response.status_code == 400
     assert alert(response.text) == "This form has expired. Please try again."
     assert site.user("ann@example.com") is None
@@ -275,8 +288,9 @@ def test_self_registration_off_hides_the_page_and_the_link(make_site: Callable[.
     site = make_site(IDP_SELF_REGISTRATION="off")
     assert site.http.get("/register").status_code == 404
     fields = hidden_fields(site.http.get("/login").text)
-    response = site.http.post("/register", data={**fields, "email": "ann@example.com", "password": PASSWORD,
-                                                 "password_confirm": PASSWORD})
+    response = site.http.post(
+        "/register", data={**fields, "email": "ann@example.com", "password": PASSWORD, "password_confirm": PASSWORD}
+    )
     assert response.status_code == 404
     assert site.user("ann@example.com") is None
     assert "/register" not in site.http.get("/login").text
@@ -344,14 +358,20 @@ def test_a_taken_email_gets_the_same_answer_and_its_owner_a_notice(site: Site) -
     owner = site.user("owner@example.com")
     assert owner is not None
     assert (owner.id, owner.name, owner.password_hash, owner.updated_at) == (
-        owner_before.id, owner_before.name, owner_before.password_hash, owner_before.updated_at)
+        owner_before.id,
+        owner_before.name,
+        owner_before.password_hash,
+        owner_before.updated_at,
+    )
     with site.ctx.sessions() as db:
         assert len(list(db.scalars(select(User)))) == 2
         assert len(list(db.scalars(select(PasswordHistory).where(PasswordHistory.user_id == owner.id)))) == 1
 
     messages = site.mail("owner@example.com")
     assert [m["Subject"] for m in messages] == [
-        "Verify your email address", "Someone tried to register with your email address"]
+        "Verify your email address",
+        "Someone tried to register with your email address",
+    ]
     notice = text_of(messages[-1])
     assert f"{TEST_ISSUER}/login" in notice and f"{TEST_ISSUER}/password/forgot" in notice
     assert "verify-email" not in notice
@@ -409,12 +429,19 @@ def test_the_link_in_the_registering_browser_signs_in(site: Site) -> None:
     assert event.outcome == "success" and event.user_id == user.id and event.detail == {"signed_in": True}
 
 
+def verify_elsewhere(client: TestClient, link: str, password: str = PASSWORD) -> httpx.Response:
+    """Open the link in a browser that did not register, and give the password it asks for."""
+    form = client.get(path_of(link))
+    assert form.status_code == 200 and 'name="password"' in form.text, form.text
+    return client.post("/verify-email", data={**hidden_fields(form.text), "password": password})
+
+
 def test_the_link_in_another_browser_verifies_without_signing_in(site: Site) -> None:
     request_id, _, _ = start_authorization(site.http, make_rp(site.ctx))
     register(site.http, "ann@example.com", request_id=request_id)
     (link,) = site.links("ann@example.com")
     other = site.browser()
-    response = other.get(path_of(link))
+    response = verify_elsewhere(other, link)
     assert response.status_code == 200
     assert "Your email is verified" in response.text
     assert f'href="/login?request={request_id}"' in response.text
@@ -429,7 +456,7 @@ def test_the_link_in_another_browser_verifies_without_signing_in(site: Site) -> 
 def test_the_link_works_once(site: Site) -> None:
     register(site.http, "ann@example.com")
     (link,) = site.links("ann@example.com")
-    assert site.browser().get(path_of(link)).status_code == 200
+    assert site.http.get(path_of(link)).status_code == 303
     again = site.http.get(path_of(link))
     assert again.status_code == 400
     assert "already used, it expired" in alert(again.text)
@@ -523,12 +550,15 @@ def test_a_new_link_replaces_the_old_one(site: Site) -> None:
 
 def test_asking_for_a_link_answers_the_same_for_every_address(site: Site) -> None:
     register(site.browser(), "waiting@example.com")
-    register(site.browser(), "verified@example.com")
+    registering = site.browser()
+    register(registering, "verified@example.com")
     (verified_link,) = site.links("verified@example.com")
-    site.browser().get(path_of(verified_link))
+    assert registering.get(path_of(verified_link)).status_code == 303
 
-    answers = {email: resend(site.browser(), email) for email in
-               ("waiting@example.com", "verified@example.com", "nobody@example.com")}
+    answers = {
+        email: resend(site.browser(), email)
+        for email in ("waiting@example.com", "verified@example.com", "nobody@example.com")
+    }
     assert {r.status_code for r in answers.values()} == {200}
     assert len({same_page(r.text, email) for email, r in answers.items()}) == 1
     assert len(site.links("waiting@example.com")) == 2
@@ -546,8 +576,7 @@ def test_asking_for_links_is_limited_alike_for_every_address(site: Site) -> None
         assert response.status_code == 429
         wait = re.search(r"You can ask again in (\d+) seconds\.", alert(response.text))
         assert wait and 0 < int(wait.group(1)) <= registration.LIMIT_WINDOW
-    assert len({same_page(re.sub(r"\d+ seconds", "N seconds", r.text), email)
-                for email, r in limited.items()}) == 1
+    assert len({same_page(re.sub(r"\d+ seconds", "N seconds", r.text), email) for email, r in limited.items()}) == 1
     assert len(site.links("waiting@example.com")) == 1 + registration.LIMIT
     # Refused requests do not push the wait further out.
     with site.ctx.sessions.begin() as db:
@@ -564,8 +593,9 @@ def test_a_new_link_asked_for_in_another_browser_does_not_sign_in_the_first(site
     register(site.http, "ann@example.com")
     resend(site.browser(), "ann@example.com")
     _, link = site.links("ann@example.com")
-    response = site.http.get(path_of(link))
+    response = verify_elsewhere(site.http, link)
     assert response.status_code == 200 and "Your email is verified" in response.text
+    assert "idp_session" not in response.headers.get("set-cookie", "")
 
 
 # --- the audit ----------------------------------------------------------------------------------
@@ -586,7 +616,9 @@ def test_audit_events_exist_and_hold_no_secret(site: Site) -> None:
     assert registered.detail is not None
     assert registered.detail["account"] == "new" and registered.detail["recipient"] == "a***@example.com"
     assert [(e.outcome, e.user_id) for e in site.audit("verification_resent")] == [
-        ("success", user.id), ("success", None)]
+        ("success", user.id),
+        ("success", None),
+    ]
     assert [e.outcome for e in site.audit("email_verified")] == ["success", "failure"]
     assert registered.ip and registered.user_agent
 
@@ -673,8 +705,12 @@ def test_browser_register_verify_and_return_to_the_app(
 
             response = httpx.post(
                 served.url + "/token",
-                data={"grant_type": "authorization_code", "code": callback["code"],
-                      "redirect_uri": rp.redirect_uri, "code_verifier": verifier},
+                data={
+                    "grant_type": "authorization_code",
+                    "code": callback["code"],
+                    "redirect_uri": rp.redirect_uri,
+                    "code_verifier": verifier,
+                },
                 auth=rp.auth,
             )
             assert response.status_code == 200, response.text

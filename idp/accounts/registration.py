@@ -8,7 +8,10 @@ verified by a code.
 
 A verification link (:mod:`.links`) lives 24 hours. It remembers the digest of a cookie of the
 browser that registered, so only that browser is signed in by following it, and the authorization
-request the person came from, so they land back at the relying app.
+request the person came from, so they land back at the relying app. In any other browser the link
+asks for the password chosen at registration before it verifies the address: anyone can register
+someone else's address, and the owner's click must not make the stranger's password open an
+account with a verified address.
 
 Asking for a new link answers the same for every address, so its limit counts the requests for an
 address, not the links sent: requests are audit events that carry a keyed digest of the address,
@@ -26,12 +29,13 @@ from sqlalchemy.orm import Session
 from ..messaging.outbox import enqueue_email
 from ..security.digests import digests_equal, keyed_digest, token_digest
 from ..settings import Settings
-from ..storage import AuditEvent, User, now
+from ..storage import ActionToken, AuditEvent, User, now
 from . import links
 from .password_policy import check_new_password, set_password
 from .passwords import hash_password
 from .phones import PhoneError, to_e164
-from .users import UserError, create_user, normalize_email
+from .reauthentication import RecentSignIn, reauthenticate
+from .users import UserError, create_user, lock_user, normalize_email
 
 PURPOSE = "verify_email"
 LINK_LIFETIME = 24 * 60 * 60
@@ -44,6 +48,10 @@ RESEND_EVENT = "verification_resent"
 
 class RegistrationError(ValueError):
     """The form cannot make an account; the message is for the person."""
+
+
+class PasswordNeeded(Exception):
+    """The link was opened in another browser: the password chosen at registration must come first."""
 
 
 @dataclass(frozen=True)
@@ -153,8 +161,9 @@ def register(
         phone_taken = True
         user = create_user(db, email=email, name=name)
     set_password(db, settings, user, form.password)
-    send_link(db, settings, secret_key, user, authorization_request_id=authorization_request_id,
-              browser_hash=browser_hash)
+    send_link(
+        db, settings, secret_key, user, authorization_request_id=authorization_request_id, browser_hash=browser_hash
+    )
     return Registered(user, created=True, phone_dropped=phone_taken)
 
 
@@ -222,30 +231,69 @@ def resend(
 ) -> User | None:
     """A new link when ``email`` (normalized) has an account waiting for verification; the person
     it went to, or None. The caller answers the same either way."""
-    user = db.scalar(
-        select(User).where(User.email == email, User.email_verified.is_(False), User.disabled.is_(False))
-    )
+    user = db.scalar(select(User).where(User.email == email, User.email_verified.is_(False), User.disabled.is_(False)))
     if user is None:
         return None
-    send_link(db, settings, secret_key, user, authorization_request_id=authorization_request_id,
-              browser_hash=browser_hash)
+    send_link(
+        db, settings, secret_key, user, authorization_request_id=authorization_request_id, browser_hash=browser_hash
+    )
     return user
 
 
-def verify(db: Session, token: str | None, browser_cookie: str | None) -> Verified | None:
+def verify(
+    db: Session,
+    settings: Settings,
+    secret_key: str,
+    token: str | None,
+    browser_cookie: str | None,
+    password: str | None = None,
+) -> Verified | None:
     """Spend the link and mark the address verified; None for an unknown, used or expired link,
-    or one whose account changed its address since."""
+    or one whose account changed its address since.
+
+    Opened in a browser other than the one that registered, the link verifies only with the
+    password chosen at registration: whoever registered someone else's address chose that password,
+    and the owner following the link must not hand them an account with a verified address. Raises
+    :class:`PasswordNeeded` when ``password`` is None there, or a
+    :class:`~.reauthentication.NotReauthenticated` (the link left unspent; after a wrong password,
+    commit to keep its count toward the lockout).
+    """
+    link = links.find(db, PURPOSE, token)
+    if link is None:
+        return None
+    same_browser = _same_browser(link, browser_cookie)
+    if not same_browser:
+        _check_password(db, settings, secret_key, link, password)
     link = links.spend(db, PURPOSE, token)
     user = db.get(User, link.user_id) if link is not None else None
     if link is None or user is None or user.email != link.email:
         return None
     user.email_verified = True
     user.updated_at = now()
-    same_browser = bool(
+    return Verified(user, link.authorization_request_id, same_browser and not user.disabled)
+
+
+def is_live(db: Session, token: str | None) -> bool:
+    """The link is known, unused and unexpired: a form for it is worth showing."""
+    return links.find(db, PURPOSE, token) is not None
+
+
+def _same_browser(link: ActionToken, browser_cookie: str | None) -> bool:
+    """The link is opened in the browser that asked for it, whose cookie's digest it holds."""
+    return bool(
         browser_cookie
         and len(browser_cookie) <= links.MAX_TOKEN
         and link.browser_hash
         and digests_equal(token_digest(browser_cookie), link.browser_hash)
     )
-    return Verified(user, link.authorization_request_id, same_browser and not user.disabled)
 
+
+def _check_password(db: Session, settings: Settings, secret_key: str, link: ActionToken, password: str | None) -> None:
+    """Return when the link's person gave their password (or has none to give), as a sign-in
+    would check it: a wrong one counts toward the lockout, and a locked account checks none."""
+    user = lock_user(db, link.user_id)
+    if user is None or user.email != link.email or user.password_hash is None:
+        return
+    if password is None:
+        raise PasswordNeeded
+    reauthenticate(db, settings, secret_key, user, password, recent_sign_in=RecentSignIn.NEVER)

@@ -2,7 +2,9 @@
 the emailed link that verifies the address, and asking for a new link (``email``).
 
 Registering sets a "registration browser" cookie whose digest goes into the link's token: the
-link signs the person in only in that browser, and elsewhere just verifies the address. A new and
+link signs the person in only in that browser. Elsewhere it asks for the password chosen at
+registration (``password``, POSTed back with the link's ``token``) and then only verifies the
+address, so someone who registered another person's address cannot have that person verify it. A new and
 a taken address get the same page, status and cookie; so do known and unknown addresses asking
 for a new link.
 """
@@ -17,13 +19,14 @@ from starlette.responses import Response
 from .. import audit as audit_log
 from ..accounts import links, registration
 from ..accounts.password_policy import PasswordRejected
+from ..accounts.reauthentication import NotReauthenticated, WrongPassword
 from ..accounts.users import UserError, normalize_email
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.digests import new_token, token_digest
 from ..security.rate_limits import Limit
 from .browser import audit, browser_cookie, set_browser_cookie
-from .forms import form_page
+from .forms import form_page, posted_form
 from .rendering import error_page, render
 from .signin import complete_sign_in, start_second_factor
 from .throttling import throttled
@@ -36,13 +39,18 @@ BAD_LINK = (
     "This link to verify your email address is not valid: it was already used, it expired, or it is "
     "incomplete. Sign in to ask for a new one."
 )
+WRONG_PASSWORD = "That is not the password chosen when this account was registered."
 RESENT = "If an account with this address is waiting for verification, we sent it a new link."
 
 
 async def verify_email(request: Request) -> Response:
+    """GET follows the emailed link; POST sends the password the link asks for in another browser."""
     if request.method == "HEAD":
         return Response(headers={"Cache-Control": "no-store"})
-    return await run_in_threadpool(_verify_email, request)
+    form = await posted_form(request)
+    if isinstance(form, Response):
+        return form
+    return await run_in_threadpool(_verify_email, request, form)
 
 
 def _browser_id(request: Request) -> str:
@@ -126,10 +134,27 @@ def register(request: Request, form: dict[str, str]) -> Response:
     return _set_browser_cookie(request, response, browser_id)
 
 
-def _verify_email(request: Request) -> Response:
+def _verify_email(request: Request, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
+    posted = request.method == "POST"
+    token = form.get("token") if posted else request.query_params.get("token")
+    password = form.get("password", "") if posted else None
     with ctx.sessions() as db:
-        verified = registration.verify(db, request.query_params.get("token"), browser_cookie(request, BROWSER_COOKIE))
+        if posted and not request.app.state.csrf.valid(request, form.get("csrf_token")):
+            if not registration.is_live(db, token):
+                return error_page(request, BAD_LINK)
+            return _password_page(request, token, EXPIRED_FORM)
+        try:
+            verified = registration.verify(
+                db, ctx.settings, ctx.secret_key, token, browser_cookie(request, BROWSER_COOKIE), password
+            )
+        except registration.PasswordNeeded:
+            db.rollback()
+            return _password_page(request, token)
+        except NotReauthenticated as exc:
+            audit(request, db, "email_verified", outcome="failure", detail={"reason": exc.reason})
+            db.commit()
+            return _password_page(request, token, WRONG_PASSWORD if isinstance(exc, WrongPassword) else str(exc))
         if verified is None:
             audit(request, db, "email_verified", outcome="failure", detail={"reason": "invalid_link"})
             db.commit()
@@ -150,6 +175,16 @@ def _verify_email(request: Request) -> Response:
         if user.mfa_method:
             return start_second_factor(request, db, user, authorization_request_id=request_id)
         return complete_sign_in(request, db, user, amr=["pwd"], authorization_request_id=request_id)
+
+
+def _password_page(request: Request, token: str | None, error: str | None = None) -> Response:
+    """The form asking for the password chosen at registration, for a link opened in another browser."""
+    return render(
+        request,
+        "verify_email_password.html",
+        {"token": token or "", "error": error},
+        status_code=400 if error else 200,
+    )
 
 
 def _still_pending(db: Session, request_id: str | None) -> str | None:
