@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import jwt
 import pyotp
 import pytest
@@ -196,3 +199,33 @@ def test_consent_with_another_browsers_csrf_token_issues_no_code(app, http, make
     allowed = http.post("/consent", data={**hidden_fields(consent.text), "decision": "allow"})
     assert allowed.status_code == 303
     assert "code" in query_of(allowed.headers["location"]), "the request was still pending"
+
+
+def _consent_page(http: TestClient, make_client, make_user) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    client = make_client()
+    person = make_user()
+    started = http.get("/authorize", params=authorize_params(client, pkce_pair()[1]))
+    signed_in = submit_login(http, started.headers["location"], person.email, person.password)
+    return hidden_fields(http.get(path_of(signed_in.headers["location"])).text)
+
+
+def _answer_together(http: TestClient, fields: dict[str, str], decisions: tuple[str, str]) -> list[httpx.Response]:
+    barrier = threading.Barrier(2)
+
+    def answer(decision: str) -> httpx.Response:
+        barrier.wait(timeout=10)
+        return http.post("/consent", data={**fields, "decision": decision})
+
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(answer, decisions))
+
+
+@pytest.mark.parametrize("decisions", [("allow", "allow"), ("allow", "deny")])
+def test_a_pending_request_is_answered_once_even_by_two_clicks_at_once(http, make_client, make_user, decisions):
+    """Two consent answers racing (a double click, two tabs): one redirects to the app, the other
+    shows an error page (the request was answered, or is gone); never two redirects, never a 5xx."""
+    for _ in range(3):
+        answers = _answer_together(http, _consent_page(http, make_client, make_user), decisions)
+        assert sorted(a.status_code for a in answers) == [303, 400], [a.text[:200] for a in answers]
+        refused = next(a for a in answers if a.status_code == 400)
+        assert re.search(r"already been answered|has expired", alert_text(refused))

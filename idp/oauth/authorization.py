@@ -40,6 +40,7 @@ RESPONSE_MODES = ("query", "form_post")
 PROMPTS = ("none", "login", "consent", "select_account")
 PENDING_LIFETIME = 30 * 60
 CODE_LIFETIME = 60
+ANSWERED = "This sign-in request has already been answered. Go back to the application and start again."
 MAX_VALUE_LENGTH = {"state": 2048, "nonce": 512, "login_hint": 320, "id_token_hint": 8192}
 _CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 _MAX_AGE = re.compile(r"[0-9]{1,10}")
@@ -307,7 +308,7 @@ def decide(
     if fresh and params.hint_subject is not None and params.hint_subject != active.user.id:
         assert pending is not None
         # This answer ends the request: its consent page must not give a code afterwards.
-        db.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == pending.id))
+        _answer(db, pending)
         raise _redirect_error(params, LoginRequired("the person who signed in is not the one id_token_hint names"))
     if needs_consent(db, client, params, active.user.id):
         if "none" in params.prompt:
@@ -332,8 +333,15 @@ def record_consent(db: Session, client: Client, params: AuthorizationParams, use
         consent.granted_at = now()
 
 
+def _answer(db: Session, pending: AuthorizationRequest) -> None:
+    """A pending request is answered once: of two answers at once (a double click on "allow",
+    "allow" in one tab and "deny" in another), the one that comes second finds it gone."""
+    if db.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == pending.id)).rowcount != 1:
+        raise BadAuthorizationTarget(ANSWERED)
+
+
 def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest) -> AuthorizationError:
-    db.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == pending.id))
+    _answer(db, pending)
     return _redirect_error(params, AccessDenied("the person declined"))
 
 
@@ -359,7 +367,7 @@ def issue_code(
         )
     )
     if pending is not None:
-        db.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == pending.id))
+        _answer(db, pending)
     response = {"code": code}
     if params.state is not None:
         response["state"] = params.state

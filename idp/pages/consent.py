@@ -42,12 +42,17 @@ def consent(request: Request, form: dict[str, str]) -> Response:
         if not request.app.state.csrf.valid(request, form.get("csrf_token")):
             return error_page(request, "This form has expired. Go back to the application and start again.")
         decision = form.get("decision")
-        if decision == "allow":
-            record_consent(db, client, params, active.user.id)
-            response = authorization_response(request, issue_code(db, params, active, pending))
-        elif decision == "deny":
-            response = authorization_response(request, deny(db, params, pending).response)
-        else:
-            return error_page(request, "Choose allow or deny.")
+        try:
+            if decision == "allow":
+                # The request is answered first: a second answer racing this one stops there.
+                response = authorization_response(request, issue_code(db, params, active, pending))
+                record_consent(db, client, params, active.user.id)
+            elif decision == "deny":
+                response = authorization_response(request, deny(db, params, pending).response)
+            else:
+                return error_page(request, "Choose allow or deny.")
+        except BadAuthorizationTarget as exc:
+            db.rollback()
+            return error_page(request, str(exc))
         db.commit()
     return response

@@ -97,6 +97,8 @@ def complete_sign_in(
                 response = next_step(request, decide(db, client, params, ActiveSession(session, user), pending))
             except AuthorizationError as exc:
                 response = authorization_response(request, exc.response)
+            except BadAuthorizationTarget as exc:
+                response = error_page(request, str(exc))
     audit(request, db, "sign_in", outcome="success", user_id=user.id, client_id=client_id, detail={"amr": amr})
     db.commit()
     SIGN_INS.labels(method=sign_in_method(amr), outcome="success").inc()
