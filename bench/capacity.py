@@ -29,8 +29,14 @@ def rsa_signing_rate(seconds: int, processes: int) -> Rate:
     """RSA-2048 signatures a second: ``openssl speed``, or cryptography's sign timed here without it."""
     openssl = shutil.which("openssl")
     if openssl is not None:
-        command = [openssl, "speed", "-seconds", str(seconds), *(["-multi", str(processes)] if processes > 1 else []),
-                   "rsa2048"]
+        command = [
+            openssl,
+            "speed",
+            "-seconds",
+            str(seconds),
+            *(["-multi", str(processes)] if processes > 1 else []),
+            "rsa2048",
+        ]
         result = subprocess.run(  # noqa: S603 - openssl from PATH with fixed arguments
             command, capture_output=True, text=True, timeout=60 + 10 * seconds, check=False
         )

@@ -94,7 +94,10 @@ async def sign_in(http: httpx.AsyncClient, job: Job, endpoints: dict[str, str]) 
         raise UnexpectedAnswer(f"sign-in went to {callback[:200]}")
     code = parse_qs(urlsplit(callback).query)["code"][0]
     data = {
-        "grant_type": "authorization_code", "code": code, "redirect_uri": job.redirect_uri, "code_verifier": verifier
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": job.redirect_uri,
+        "code_verifier": verifier,
     }
     return _expect(await http.post(endpoints["token_endpoint"], data=data, auth=job.auth), 200).json()
 
@@ -119,8 +122,10 @@ async def _steps(http: httpx.AsyncClient, job: Job, endpoints: dict[str, str]) -
 
         return [complete_sign_in] * job.concurrency
     if job.scenario == "refresh_token":
-        return [_refresh_chain(job, endpoints, (await sign_in(http, job, endpoints))["refresh_token"])
-                for _ in range(job.concurrency)]
+        return [
+            _refresh_chain(job, endpoints, (await sign_in(http, job, endpoints))["refresh_token"])
+            for _ in range(job.concurrency)
+        ]
     raise SystemExit(f"unknown scenario {job.scenario!r}")
 
 
@@ -163,7 +168,8 @@ async def run(job: Job) -> dict[str, Any]:
             # Sign-ins keep cookies: every chain is a browser of its own.
             clients = [
                 await stack.enter_async_context(httpx.AsyncClient(base_url=job.base, timeout=30))
-                if job.scenario == "sign_in" else http
+                if job.scenario == "sign_in"
+                else http
                 for _ in steps
             ]
             print("start", flush=True)

@@ -172,8 +172,18 @@ def report(
     out = [table(["machine", ""], [[k, v] for k, v in about.items()])]
     out.append(
         table(
-            ["scenario", "per second", "p50 ms", "p99 ms", "done", "errors", "server CPU ms each",
-             f"{WORKERS} cores / server CPU each", "load generator CPU", "peak RSS per worker MB"],
+            [
+                "scenario",
+                "per second",
+                "p50 ms",
+                "p99 ms",
+                "done",
+                "errors",
+                "server CPU ms each",
+                f"{WORKERS} cores / server CPU each",
+                "load generator CPU",
+                "peak RSS per worker MB",
+            ],
             [
                 [
                     "complete password sign-ins" if s.name == "sign_in" else s.name,
@@ -191,8 +201,11 @@ def report(
             ],
         )
     )
-    errors = [f"- {s.name}: {s.result['errors']} errors, first: {s.result['first_error']}" for s in scenarios
-              if s.result["errors"]]
+    errors = [
+        f"- {s.name}: {s.result['errors']} errors, first: {s.result['first_error']}"
+        for s in scenarios
+        if s.result["errors"]
+    ]
     if errors:
         out.append("\n".join(errors))
     one_core, two = argon2
@@ -202,10 +215,18 @@ def report(
             [
                 ["RSA-2048 signatures, 1 core", fmt(rsa[0].per_second), fmt(1000 / rsa[0].per_second, 3), rsa[0].how],
                 ["RSA-2048 signatures, 2 cores", fmt(rsa[1].per_second), "-", rsa[1].how],
-                ["argon2 hashes, 1 core", fmt(one_core.per_second), fmt(1000 * one_core.cpu_seconds_per_hash),
-                 f"idp.accounts.passwords.hash_password ({argon2_parameters}), 1 process pinned to 1 core"],
-                ["argon2 hashes, 2 processes", fmt(two.per_second), fmt(1000 * two.cpu_seconds_per_hash),
-                 "the same, 2 processes"],
+                [
+                    "argon2 hashes, 1 core",
+                    fmt(one_core.per_second),
+                    fmt(1000 * one_core.cpu_seconds_per_hash),
+                    f"idp.accounts.passwords.hash_password ({argon2_parameters}), 1 process pinned to 1 core",
+                ],
+                [
+                    "argon2 hashes, 2 processes",
+                    fmt(two.per_second),
+                    fmt(1000 * two.cpu_seconds_per_hash),
+                    "the same, 2 processes",
+                ],
             ],
         )
     )
@@ -221,23 +242,51 @@ def report(
         table(
             ["target (per 2 cores)", "measured", "target", ""],
             [
-                ["client_credentials per second / RSA-2048 signatures per second on 2 cores", fmt(cc_ratio, 3),
-                 ">= 0.5", verdict(cc_ratio >= 0.5)],
-                ["the same in server CPU: one client_credentials request, in RSA-2048 signatures",
-                 fmt(cc_signatures), "<= 2", verdict(cc_signatures <= 2)],
-                ["a complete password sign-in's server CPU / one argon2 hash's CPU", fmt(sign_in_cpu_ratio, 2),
-                 "<= 1.25", verdict(sign_in_cpu_ratio <= 1.25)],
-                ["the same in throughput: argon2 hashes per second on 2 processes / sign-ins per second",
-                 fmt(sign_in_rate_ratio, 2), "<= 1.25", verdict(sign_in_rate_ratio <= 1.25)],
+                [
+                    "client_credentials per second / RSA-2048 signatures per second on 2 cores",
+                    fmt(cc_ratio, 3),
+                    ">= 0.5",
+                    verdict(cc_ratio >= 0.5),
+                ],
+                [
+                    "the same in server CPU: one client_credentials request, in RSA-2048 signatures",
+                    fmt(cc_signatures),
+                    "<= 2",
+                    verdict(cc_signatures <= 2),
+                ],
+                [
+                    "a complete password sign-in's server CPU / one argon2 hash's CPU",
+                    fmt(sign_in_cpu_ratio, 2),
+                    "<= 1.25",
+                    verdict(sign_in_cpu_ratio <= 1.25),
+                ],
+                [
+                    "the same in throughput: argon2 hashes per second on 2 processes / sign-ins per second",
+                    fmt(sign_in_rate_ratio, 2),
+                    "<= 1.25",
+                    verdict(sign_in_rate_ratio <= 1.25),
+                ],
                 ["ready on a fresh database (migrations, new key), s", fmt(ready[0], 2), "< 1", verdict(ready[0] < 1)],
                 ["ready on a migrated database, s", fmt(ready[1], 2), "< 1", verdict(ready[1] < 1)],
-                ["RSS per worker, idle, MB", " / ".join(fmt(mb) for mb in idle_rss), "< 80",
-                 verdict(max(idle_rss) < 80)],
-                ["PSS per worker, idle, MB (shared pages split among the processes)",
-                 " / ".join(fmt(mb) for mb in idle_pss), "-", "-"],
+                [
+                    "RSS per worker, idle, MB",
+                    " / ".join(fmt(mb) for mb in idle_rss),
+                    "< 80",
+                    verdict(max(idle_rss) < 80),
+                ],
+                [
+                    "PSS per worker, idle, MB (shared pages split among the processes)",
+                    " / ".join(fmt(mb) for mb in idle_pss),
+                    "-",
+                    "-",
+                ],
                 ["PSS of the parent that forks the workers, idle, MB", fmt(parent_pss), "-", "-"],
-                ["RSS per worker under load but sign-ins, peak MB", fmt(peak_without_sign_in), "< 80",
-                 verdict(peak_without_sign_in < 80)],
+                [
+                    "RSS per worker under load but sign-ins, peak MB",
+                    fmt(peak_without_sign_in),
+                    "< 80",
+                    verdict(peak_without_sign_in < 80),
+                ],
                 ["RSS per worker under load with sign-ins, peak MB", fmt(peak), "< 80", verdict(peak < 80)],
             ],
         )
@@ -279,35 +328,65 @@ def main() -> None:
         fresh = Server.start(env, WORKERS, log)
         fresh.stop()
         client = idp(
-            env, "clients", "create", "--name", "benchmark", "--redirect-uri", REDIRECT_URI, "--first-party",
-            "--grant-type", "authorization_code", "--grant-type", "refresh_token", "--grant-type", "client_credentials",
+            env,
+            "clients",
+            "create",
+            "--name",
+            "benchmark",
+            "--redirect-uri",
+            REDIRECT_URI,
+            "--first-party",
+            "--grant-type",
+            "authorization_code",
+            "--grant-type",
+            "refresh_token",
+            "--grant-type",
+            "client_credentials",
         )
         email, password = f"bench-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(18)
-        person = idp(env, "users", "create", "--email", email, "--password", password, "--verified", "--name",
-                     "Bench Mark")
+        person = idp(
+            env, "users", "create", "--email", email, "--password", password, "--verified", "--name", "Bench Mark"
+        )
         server = Server.start(env, WORKERS, log)
         try:
             time.sleep(1)
             idle_rss, idle_pss, parent_pss = server.rss(), server.pss(), pss_mb(server.process.pid)
             job = {
-                "base": server.url, "seconds": args.seconds, "concurrency": args.concurrency,
-                "client_id": client["client_id"], "client_secret": client["client_secret"],
-                "redirect_uri": REDIRECT_URI, "email": email, "password": password,
+                "base": server.url,
+                "seconds": args.seconds,
+                "concurrency": args.concurrency,
+                "client_id": client["client_id"],
+                "client_secret": client["client_secret"],
+                "redirect_uri": REDIRECT_URI,
+                "email": email,
+                "password": password,
             }
             replayed = {s.name: s for s in stateless.scenarios(Job(**job, scenario="sign_in"), person["id"])}
             measured = []
             for name in SCENARIOS:
                 print(f"  {name} ...", file=sys.stderr)
                 if name in replayed:
-                    measured.append(run_stateless(server, replayed[name], args.seconds, args.concurrency,
-                                                  Path(directory)))
+                    measured.append(
+                        run_stateless(server, replayed[name], args.seconds, args.concurrency, Path(directory))
+                    )
                 else:
                     measured.append(run_stateful(server, job, name))
         finally:
             server.stop()
     about["load average at end"] = load_average()
-    print(report(about, rsa, argon2, argon2_parameters, (fresh.ready_seconds, server.ready_seconds), idle_rss,
-                 idle_pss, parent_pss, measured))
+    print(
+        report(
+            about,
+            rsa,
+            argon2,
+            argon2_parameters,
+            (fresh.ready_seconds, server.ready_seconds),
+            idle_rss,
+            idle_pss,
+            parent_pss,
+            measured,
+        )
+    )
 
 
 if __name__ == "__main__":

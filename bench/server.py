@@ -105,7 +105,10 @@ class Server:
             started = time.perf_counter()
             process = subprocess.Popen(  # noqa: S603 - the project's own console script
                 [str(IDP), "serve", "--port", port, "--workers", str(workers)],
-                env=env, cwd=env["HOME"], stdout=handle, stderr=subprocess.STDOUT,
+                env=env,
+                cwd=env["HOME"],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
             )
         deadline = started + 60
         with httpx.Client(timeout=1) as http:

@@ -138,8 +138,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.issuer = TokenIssuer(ctx.keyring, settings)
     app.state.authenticator = ClientAuthenticator(
         ctx.secret_key,
-        {issuer, issuer + PATHS["token_endpoint"], issuer + PATHS["revocation_endpoint"],
-         issuer + PATHS["introspection_endpoint"]},
+        {
+            issuer,
+            issuer + PATHS["token_endpoint"],
+            issuer + PATHS["revocation_endpoint"],
+            issuer + PATHS["introspection_endpoint"],
+        },
     )
     app.add_middleware(NullBytes)
     app.add_middleware(SecurityHeaders, https=settings.secure_cookies)

@@ -77,9 +77,7 @@ def end_session(db: Session, session_id: str) -> None:
         .where(BrowserSession.id == session_id, BrowserSession.ended_at.is_(None))
         .values(ended_at=stamp)
     )
-    db.execute(
-        update(Grant).where(Grant.session_id == session_id, Grant.revoked_at.is_(None)).values(revoked_at=stamp)
-    )
+    db.execute(update(Grant).where(Grant.session_id == session_id, Grant.revoked_at.is_(None)).values(revoked_at=stamp))
 
 
 def sign_out_everywhere(db: Session, user_id: str, *, keep_session_id: str | None = None) -> int:

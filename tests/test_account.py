@@ -49,8 +49,6 @@ def random_phone() -> str:
     return f"+98912{secrets.randbelow(10_000_000):07d}"
 
 
-
-
 @pytest.fixture
 def sms_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO, logger="idp.messages")
@@ -208,8 +206,10 @@ def test_unverified_email_is_shown_as_such(me, ctx, person):
     [
         ("/account/name", {"name": "Mallory"}),
         ("/account/phone", {"phone": "+14155550123"}),
-        ("/account/password", {"current_password": PASSWORD, "password": NEW_PASSWORD,
-                               "password_confirm": NEW_PASSWORD}),
+        (
+            "/account/password",
+            {"current_password": PASSWORD, "password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD},
+        ),
     ],
 )
 def test_a_post_without_csrf_token_is_refused(me, ctx, person, path, fields):

@@ -69,8 +69,16 @@ def own_token(ctx, key: RSAKey | None = None, **claims: Any) -> str:  # type: ig
     """An access token shaped like the provider's, signed by its active key unless ``key`` is given."""
     active = ctx.keyring.snapshot().active
     stamp = int(time.time())
-    body = {"iss": TEST_ISSUER, "aud": TEST_ISSUER, "client_id": "c", "scope": "openid",
-            "jti": secrets.token_urlsafe(16), "iat": stamp, "exp": stamp + 300, **claims}
+    body = {
+        "iss": TEST_ISSUER,
+        "aud": TEST_ISSUER,
+        "client_id": "c",
+        "scope": "openid",
+        "jti": secrets.token_urlsafe(16),
+        "iat": stamp,
+        "exp": stamp + 300,
+        **claims,
+    }
     signer = key or active.key
     return jwt.encode({"alg": "RS256", "kid": signer.kid if key else active.kid, "typ": "at+jwt"}, body, signer)
 
@@ -79,8 +87,6 @@ def sign_in(browser: TestClient, email: str, password: str = PASSWORD) -> None:
     page = browser.get("/login")
     response = browser.post("/login", data={**hidden_fields(page.text), "username": email, "password": password})
     assert response.status_code == 303, response.text
-
-
 
 
 def random_phone() -> str:
@@ -114,8 +120,6 @@ class Documented:
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-
-
 
 
 @pytest.fixture
@@ -227,9 +231,7 @@ def test_malformed_json_is_400(http, token, raw, documented):
     documented.check(response, "/api/account", "patch")
 
 
-@pytest.mark.parametrize(
-    "content_type", [None, "application/x-www-form-urlencoded", "text/plain", "application/jsonx"]
-)
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain", "application/jsonx"])
 def test_a_body_that_is_not_json_is_415(http, token, content_type, documented):
     headers = bearer(token) | ({"Content-Type": content_type} if content_type else {})
     response = http.patch("/api/account", headers=headers, content=b'{"name": "Eve"}')
@@ -294,8 +296,9 @@ def test_a_revoked_token_is_401(http, token, client):
 def test_a_token_signed_by_another_key_is_401(http, ctx, tokens, person):
     grant_jti = pyjwt.decode(tokens["access_token"], options={"verify_signature": False})["jti"]
     stranger = RSAKey.generate_key(2048, auto_kid=True)
-    assert_invalid_token(http.get("/api/account", headers=bearer(own_token(ctx, stranger, sub=person.id,
-                                                                           jti=grant_jti))))
+    assert_invalid_token(
+        http.get("/api/account", headers=bearer(own_token(ctx, stranger, sub=person.id, jti=grant_jti)))
+    )
 
 
 def test_an_id_token_is_not_an_access_token(http, tokens):
@@ -419,8 +422,9 @@ def test_end_others_keeps_the_tokens_session(browsers, http, ctx, tokens, client
 
 
 def change_password(http: TestClient, token: str, current: str, new: str) -> httpx.Response:
-    return http.post("/api/account/password", headers=bearer(token), json={"current_password": current,
-                                                                          "password": new})
+    return http.post(
+        "/api/account/password", headers=bearer(token), json={"current_password": current, "password": new}
+    )
 
 
 def test_changing_the_password_ends_the_other_sessions(browsers, http, ctx, tokens, client, person, documented):
@@ -476,8 +480,9 @@ def test_a_phone_number_is_verified_with_the_code_sent_to_it(http, ctx, token, p
     assert response.json() == {"phone": phone, "expires_in": ctx.settings.otp_ttl}
     documented.check(response, "/api/account/phone", "post")
     code = sms_code(ctx, sms_log, phone)
-    wrong = http.post("/api/account/phone/verify", headers=bearer(token), json={"code": "000000" if code != "000000"
-                                                                                     else "111111"})
+    wrong = http.post(
+        "/api/account/phone/verify", headers=bearer(token), json={"code": "000000" if code != "000000" else "111111"}
+    )
     assert_problem(wrong, 422, "wrong-code")
     documented.check(wrong, "/api/account/phone/verify", "post")
     assert http.get("/api/account", headers=bearer(token)).json()["phone"] is None
@@ -643,8 +648,9 @@ def test_phone_verification_shares_the_pages_rate_limit(base_environ, make_user,
         assert_problem(fourth, 429, "rate-limited")
         documented.check(fourth, "/api/account/phone/verify", "post")
     with limited.state.ctx.sessions() as db:
-        refused = db.scalars(select(AuditEvent).where(AuditEvent.event == "rate_limited",
-                                                      AuditEvent.user_id == person.id)).all()
+        refused = db.scalars(
+            select(AuditEvent).where(AuditEvent.event == "rate_limited", AuditEvent.user_id == person.id)
+        ).all()
         assert [e.detail for e in refused] == [{"limit": "verification"}] * 2
     limited.state.ctx.close()
 

@@ -75,8 +75,6 @@ def ask(browser: TestClient, email: str, password: str | None = PASSWORD):  # ty
     return post_form(browser, "/account/email", form_page="/account/email", **fields)
 
 
-
-
 @pytest.fixture
 def person(make_user):  # type: ignore[no-untyped-def]
     return make_user(name="Ada Email")

@@ -75,8 +75,6 @@ def submit(browser: TestClient, code: str, password: str = FIRST_PASSWORD, confi
     )
 
 
-
-
 @pytest.fixture
 def person(make_user):  # type: ignore[no-untyped-def]
     return make_user()

@@ -20,11 +20,25 @@ def events(ctx: Context, event: str) -> list[AuditEvent]:
 def test_record_writes_every_field_and_detail_round_trips(ctx: Context, make_user) -> None:  # type: ignore[no-untyped-def]
     user = make_user()
     name = f"test_event_{secrets.token_hex(4)}"
-    detail = {"reason": "wrong_password", "channel": "email", "recipient": "a***@example.com",
-              "attempts": 3, "methods": ["pwd", "otp"], "nested": {"ok": True, "none": None}}
+    detail = {
+        "reason": "wrong_password",
+        "channel": "email",
+        "recipient": "a***@example.com",
+        "attempts": 3,
+        "methods": ["pwd", "otp"],
+        "nested": {"ok": True, "none": None},
+    }
     with ctx.sessions.begin() as db:
-        audit.record(db, name, outcome="failure", user_id=user.id, client_id="client-1", ip="2001:db8::1",
-                     user_agent="Mozilla/5.0 (X11; Linux x86_64)", detail=detail)
+        audit.record(
+            db,
+            name,
+            outcome="failure",
+            user_id=user.id,
+            client_id="client-1",
+            ip="2001:db8::1",
+            user_agent="Mozilla/5.0 (X11; Linux x86_64)",
+            detail=detail,
+        )
 
     (event,) = events(ctx, name)
     assert isinstance(event.id, int)

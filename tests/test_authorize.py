@@ -714,8 +714,9 @@ def test_request_ended_by_an_error_after_sign_in_cannot_be_consented_later(http,
 # --- native apps on a loopback port (RFC 8252 §7.3) --------------------------------------------
 
 
-@pytest.mark.parametrize("registered", ["http://127.0.0.1/callback", "http://127.0.0.1:8400/callback",
-                                        "http://[::1]/callback"])
+@pytest.mark.parametrize(
+    "registered", ["http://127.0.0.1/callback", "http://127.0.0.1:8400/callback", "http://[::1]/callback"]
+)
 def test_a_loopback_ip_redirect_uri_takes_any_port(http, make_client, make_user, registered):
     """RFC 8252 §7.3: the server MUST allow any port for a loopback IP redirect URI; the code is
     then bound to the URI with the port the app used."""
@@ -731,16 +732,19 @@ def test_a_loopback_ip_redirect_uri_takes_any_port(http, make_client, make_user,
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("presented", [
-    "http://127.0.0.1:53123/other",
-    "http://127.0.0.1:53123/callback?x=1",
-    "http://127.0.0.1:53123/callback#frag",
-    "http://127.0.0.1:99999/callback",
-    "http://127.0.0.1:53123@evil.example/callback",
-    "https://127.0.0.1:53123/callback",
-    "http://127.0.0.2:53123/callback",
-    "http://localhost:53123/callback",
-])
+@pytest.mark.parametrize(
+    "presented",
+    [
+        "http://127.0.0.1:53123/other",
+        "http://127.0.0.1:53123/callback?x=1",
+        "http://127.0.0.1:53123/callback#frag",
+        "http://127.0.0.1:99999/callback",
+        "http://127.0.0.1:53123@evil.example/callback",
+        "https://127.0.0.1:53123/callback",
+        "http://127.0.0.2:53123/callback",
+        "http://localhost:53123/callback",
+    ],
+)
 def test_only_the_port_of_a_loopback_redirect_uri_may_differ(http, make_client, presented):
     client = make_client(redirect_uris=["http://127.0.0.1/callback", "http://localhost/callback"])
     assert_error_page(get_authorize(http, authorize_params(replace(client, redirect_uri=presented), _CHALLENGE)))

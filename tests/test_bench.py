@@ -27,10 +27,21 @@ import pytest
 from .services import own_database
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
-SCENARIOS = ("discovery", "jwks", "client_credentials", "refresh_token", "introspection", "userinfo",
-             "complete password sign-ins")
-TARGETS = ("client_credentials per second / RSA-2048", "password sign-in's server CPU / one argon2 hash",
-           "ready on a migrated database", "RSS per worker, idle")
+SCENARIOS = (
+    "discovery",
+    "jwks",
+    "client_credentials",
+    "refresh_token",
+    "introspection",
+    "userinfo",
+    "complete password sign-ins",
+)
+TARGETS = (
+    "client_credentials per second / RSA-2048",
+    "password sign-in's server CPU / one argon2 hash",
+    "ready on a migrated database",
+    "RSS per worker, idle",
+)
 ODD_HEADER = 'Basic "quoted" back\\slash 100% {braces}'
 ODD_BODY = 'token=a%2Bb&note="it\'s"\\n\u00e9\nnext line'
 
@@ -114,8 +125,12 @@ def test_a_200_with_the_wrong_body_stops_the_benchmark(bench: dict[str, ModuleTy
 
 def test_without_wrk_the_benchmark_stops_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--seconds", "1"], env={"PATH": str(tmp_path)},
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, str(BENCH), "--seconds", "1"],
+        env={"PATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
@@ -142,7 +157,10 @@ def test_a_short_run_prints_every_scenario_and_target(tmp_path: Path) -> None:
             back_end += ["--redis-url", os.environ["IDP_TEST_REDIS_URL"]]
         result = subprocess.run(
             [sys.executable, str(BENCH), "--seconds", "1", "--concurrency", "2", *back_end],
-            capture_output=True, text=True, timeout=580, check=False,
+            capture_output=True,
+            text=True,
+            timeout=580,
+            check=False,
         )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _rows(result.stdout)

@@ -150,9 +150,11 @@ def tab(browser, live_server: LiveServer, rp: RegisteredClient, relying_app: Rel
     page.on("console", lambda message: opened.console.append(f"{message.type}: {message.text}"))
     page.on(
         "response",
-        lambda response: opened.documents.append(response)
-        if response.url.startswith(live_server.url) and response.request.resource_type == "document"
-        else None,
+        lambda response: (
+            opened.documents.append(response)
+            if response.url.startswith(live_server.url) and response.request.resource_type == "document"
+            else None
+        ),
     )
     yield opened
     context.close()
@@ -161,8 +163,12 @@ def tab(browser, live_server: LiveServer, rp: RegisteredClient, relying_app: Rel
 def exchange(server: LiveServer, client: RegisteredClient, code: str, verifier: str) -> dict[str, Any]:
     response = httpx.post(
         server.url + "/token",
-        data={"grant_type": "authorization_code", "code": code, "redirect_uri": client.redirect_uri,
-              "code_verifier": verifier},
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": client.redirect_uri,
+            "code_verifier": verifier,
+        },
         auth=client.auth,
     )
     assert response.status_code == 200, response.text

@@ -161,24 +161,38 @@ def test_public_and_private_key_jwt_clients_get_no_secret(env):
 
 def test_clients_create_with_every_option(env):
     made = one(
-        env, "clients", "create",
-        "--name", "Shop",
-        "--redirect-uri", "https://shop.example/cb",
-        "--redirect-uri", "https://shop.example/cb2",
-        "--redirect-uri", "http://127.0.0.1:8765/callback",
-        "--post-logout-redirect-uri", "https://shop.example/bye",
-        "--post-logout-redirect-uri", "https://shop.example/bye2",
-        "--scope", "openid email",
-        "--grant-type", "authorization_code",
-        "--grant-type", "client_credentials",
-        "--token-endpoint-auth-method", "client_secret_post",
+        env,
+        "clients",
+        "create",
+        "--name",
+        "Shop",
+        "--redirect-uri",
+        "https://shop.example/cb",
+        "--redirect-uri",
+        "https://shop.example/cb2",
+        "--redirect-uri",
+        "http://127.0.0.1:8765/callback",
+        "--post-logout-redirect-uri",
+        "https://shop.example/bye",
+        "--post-logout-redirect-uri",
+        "https://shop.example/bye2",
+        "--scope",
+        "openid email",
+        "--grant-type",
+        "authorization_code",
+        "--grant-type",
+        "client_credentials",
+        "--token-endpoint-auth-method",
+        "client_secret_post",
         "--first-party",
     )
     [listed] = clients(env)
     assert listed["client_id"] == made["client_id"]
     assert listed["name"] == "Shop"
     assert listed["redirect_uris"] == [
-        "https://shop.example/cb", "https://shop.example/cb2", "http://127.0.0.1:8765/callback"
+        "https://shop.example/cb",
+        "https://shop.example/cb2",
+        "http://127.0.0.1:8765/callback",
     ]
     assert listed["post_logout_redirect_uris"] == ["https://shop.example/bye", "https://shop.example/bye2"]
     assert listed["scope"] == "openid email"
@@ -216,14 +230,20 @@ def test_clients_create_refuses_bad_input_and_writes_nothing(env):
         (https, ["--name", "App", "--redirect-uri", "http://rp.example/cb"], ["--redirect-uri"]),
         (https, [*good, "--post-logout-redirect-uri", "http://rp.example/bye"], ["--post-logout-redirect-uri"]),
         (env, [*good, "--post-logout-redirect-uri", "https://rp.example/bye#x"], ["--post-logout-redirect-uri"]),
-        (env, [*good, "--redirect-uri", "https://rp.example/ok", "--redirect-uri", "javascript:alert(1)"],
-         ["--redirect-uri"]),
+        (
+            env,
+            [*good, "--redirect-uri", "https://rp.example/ok", "--redirect-uri", "javascript:alert(1)"],
+            ["--redirect-uri"],
+        ),
         (env, [*good, "--grant-type", "implicit"], ["--grant-type", "implicit"]),
         (env, [*good, "--grant-type", "password"], ["--grant-type"]),
         (env, [*good, "--token-endpoint-auth-method", "client_secret_jwt"], ["--token-endpoint-auth-method"]),
         (env, [*good, "--token-endpoint-auth-method", "private_key_jwt"], ["--jwks-uri"]),
-        (env, [*good, "--token-endpoint-auth-method", "none", "--grant-type", "client_credentials"],
-         ["client_credentials"]),
+        (
+            env,
+            [*good, "--token-endpoint-auth-method", "none", "--grant-type", "client_credentials"],
+            ["client_credentials"],
+        ),
         (env, ["--redirect-uri", "https://rp.example/cb"], ["--name"]),
         (env, ["--name", "   ", "--redirect-uri", "https://rp.example/cb"], ["--name"]),
         (env, ["--name", "App"], ["--redirect-uri"]),
@@ -419,9 +439,14 @@ def _named_variable(name: str) -> str:
 
 def test_a_bad_setting_stops_every_command_with_one_line(env, tmp_path):
     commands = [
-        ["clients", "list"], ["users", "create", "--email", "x@example.com"], ["keys", "rotate"], ["migrate"],
-        ["clients", "create", "--name", "App", "--redirect-uri", "https://rp.example/cb"], ["keys", "list"],
-        ["users", "list"], ["clients", "delete", "some-id"],
+        ["clients", "list"],
+        ["users", "create", "--email", "x@example.com"],
+        ["keys", "rotate"],
+        ["migrate"],
+        ["clients", "create", "--name", "App", "--redirect-uri", "https://rp.example/cb"],
+        ["keys", "list"],
+        ["users", "list"],
+        ["clients", "delete", "some-id"],
     ]
     jobs = [(name, env | {name: value}, command) for (name, value), command in zip(BAD_SETTINGS, commands, strict=True)]
     results = run_all([(environ, command) for _, environ, command in jobs])
@@ -513,7 +538,10 @@ def _serve_bare(directory: Path, port: int, log: Path) -> subprocess.Popen[bytes
     with log.open("wb") as handle:
         return subprocess.Popen(
             [str(Path(sys.executable).parent / "idp"), "serve", "--port", str(port)],
-            env=environ, cwd=directory, stdout=handle, stderr=subprocess.STDOUT,
+            env=environ,
+            cwd=directory,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
         )
 
 

@@ -435,8 +435,13 @@ def test_private_key_jwt_without_kid_is_tried_against_every_published_key(http, 
     )
     for key in (current, old):
         stamp = int(time.time())
-        claims = {"iss": client.client_id, "sub": client.client_id, "aud": TOKEN_ENDPOINT,
-                  "exp": stamp + 60, "jti": secrets.token_urlsafe(16)}
+        claims = {
+            "iss": client.client_id,
+            "sub": client.client_id,
+            "aud": TOKEN_ENDPOINT,
+            "exp": stamp + 60,
+            "jti": secrets.token_urlsafe(16),
+        }
         signed = jwt.encode({"alg": "RS256"}, claims, key)
         response = http.post("/token", data=with_assertion(signed))
         assert response.status_code == 200, response.text

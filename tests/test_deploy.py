@@ -101,9 +101,10 @@ def test_migration_job_service_ingress_autoscaler_and_disruption_budget():
     backend = found["Ingress/idp"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == "idp"
     assert found["Ingress/idp"]["spec"]["tls"]
-    assert "location = /metrics { deny all; }" in found["Ingress/idp"]["metadata"]["annotations"][
-        "nginx.ingress.kubernetes.io/server-snippet"
-    ], "the metrics are not routed to the world"
+    assert (
+        "location = /metrics { deny all; }"
+        in found["Ingress/idp"]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/server-snippet"]
+    ), "the metrics are not routed to the world"
     hpa = found["HorizontalPodAutoscaler/idp"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == "idp" and hpa["minReplicas"] >= 2
     pdb = found["PodDisruptionBudget/idp"]["spec"]
@@ -118,7 +119,9 @@ def test_the_wheel_the_image_installs_serves_on_its_own(tmp_path: Path, own_data
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(wheels), str(checkout)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (wheel,) = wheels.glob("idp-*.whl")
     installed = tmp_path / "site"
@@ -133,21 +136,32 @@ def test_the_wheel_the_image_installs_serves_on_its_own(tmp_path: Path, own_data
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     environ = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")} | {
-        "PYTHONPATH": str(installed), "HOME": str(home), "IDP_ISSUER": url,
-        "IDP_DATABASE_URL": own_database_url, "IDP_KEYS_DIR": str(home / "keys"),
+        "PYTHONPATH": str(installed),
+        "HOME": str(home),
+        "IDP_ISSUER": url,
+        "IDP_DATABASE_URL": own_database_url,
+        "IDP_KEYS_DIR": str(home / "keys"),
     }
     # The test's own environment has the checkout on sys.path (an editable install): take it off.
     without_checkout = f"import sys; sys.path = [p for p in sys.path if p.rstrip('/') != {str(checkout)!r}]; "
     probe = subprocess.run(
         [sys.executable, "-c", without_checkout + "import idp.migrate as m; print(m.__file__, m.migrations_dir())"],
-        env=environ, cwd=home, capture_output=True, text=True, check=True, timeout=60,
+        env=environ,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     assert probe.stdout.split() == [str(installed / "idp" / "migrate.py"), str(installed / "idp" / "migrations")]
     log = (home / "serve.log").open("wb")
     serve = without_checkout + "from idp.cli import main; sys.exit(main())"
     server = subprocess.Popen(
         [sys.executable, "-c", serve, "serve", "--port", str(port)],
-        env=environ, cwd=home, stdout=log, stderr=subprocess.STDOUT,
+        env=environ,
+        cwd=home,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60

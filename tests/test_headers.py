@@ -45,7 +45,7 @@ def cookie_attributes(header: str) -> tuple[str, dict[str, str]]:
     """The cookie's name and its attributes, by lower-case name."""
     parsed = SimpleCookie()
     parsed.load(header)
-    (name, morsel), = parsed.items()
+    ((name, morsel),) = parsed.items()
     return name, {key: str(value) for key, value in morsel.items() if value}
 
 
@@ -109,8 +109,12 @@ def test_the_pages_and_answers_that_carry_codes_and_tokens_send_no_referrer(http
     assert "script-src 'self'" in carrying_code.headers["content-security-policy"]
     tokens = http.post(
         "/token",
-        data={"grant_type": "authorization_code", "code": fields["code"], "redirect_uri": client.redirect_uri,
-              "code_verifier": verifier},
+        data={
+            "grant_type": "authorization_code",
+            "code": fields["code"],
+            "redirect_uri": client.redirect_uri,
+            "code_verifier": verifier,
+        },
         auth=client.auth,
     )
     assert tokens.status_code == 200, tokens.text

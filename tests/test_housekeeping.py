@@ -57,35 +57,130 @@ def _seed(ctx: Context) -> None:
     with ctx.sessions.begin() as db:
         db.add(User(id="u1", email="a@example.com", created_at=stamp, updated_at=stamp, failed_sign_ins=0))
         db.flush()
-        db.add(Client(id="c1", name="c", redirect_uris=[], post_logout_redirect_uris=[], scope="openid",
-                      grant_types=[], token_endpoint_auth_method="none", created_at=stamp))
+        db.add(
+            Client(
+                id="c1",
+                name="c",
+                redirect_uris=[],
+                post_logout_redirect_uris=[],
+                scope="openid",
+                grant_types=[],
+                token_endpoint_auth_method="none",
+                created_at=stamp,
+            )
+        )
         db.flush()
         for name, expires in (("old", stamp - 10), ("new", stamp + 600)):
-            db.add(AuthorizationRequest(id=f"req-{name}", client_id="c1", params={}, created_at=stamp,
-                                        expires_at=expires))
+            db.add(
+                AuthorizationRequest(id=f"req-{name}", client_id="c1", params={}, created_at=stamp, expires_at=expires)
+            )
             db.add(RevokedAccessToken(jti=f"jti-{name}", expires_at=expires))
         for name, expires in (("old", stamp - 2 * 3600), ("new", stamp - 10)):
-            db.add(AuthorizationCode(code_hash=f"code-{name}", client_id="c1", user_id="u1", redirect_uri="x",
-                                     scope="openid", auth_time=stamp, amr=[], created_at=stamp, expires_at=expires))
-            db.add(OneTimeCode(id=new_id(), purpose="sign_in", identifier=f"x-{name}", code_hash="h", attempts=0,
-                               created_at=stamp, expires_at=expires))
-        db.add(Grant(id="g-old", client_id="c1", user_id="u1", scope="openid", auth_time=0, amr=[],
-                     created_at=stamp - 2 * DAY))
-        db.add(Grant(id="g-live", client_id="c1", user_id="u1", scope="openid", auth_time=0, amr=[],
-                     created_at=stamp - 2 * DAY))
+            db.add(
+                AuthorizationCode(
+                    code_hash=f"code-{name}",
+                    client_id="c1",
+                    user_id="u1",
+                    redirect_uri="x",
+                    scope="openid",
+                    auth_time=stamp,
+                    amr=[],
+                    created_at=stamp,
+                    expires_at=expires,
+                )
+            )
+            db.add(
+                OneTimeCode(
+                    id=new_id(),
+                    purpose="sign_in",
+                    identifier=f"x-{name}",
+                    code_hash="h",
+                    attempts=0,
+                    created_at=stamp,
+                    expires_at=expires,
+                )
+            )
+        db.add(
+            Grant(
+                id="g-old",
+                client_id="c1",
+                user_id="u1",
+                scope="openid",
+                auth_time=0,
+                amr=[],
+                created_at=stamp - 2 * DAY,
+            )
+        )
+        db.add(
+            Grant(
+                id="g-live",
+                client_id="c1",
+                user_id="u1",
+                scope="openid",
+                auth_time=0,
+                amr=[],
+                created_at=stamp - 2 * DAY,
+            )
+        )
         db.flush()
-        db.add(RefreshToken(token_hash="rt-old", grant_id="g-old", scope="openid", created_at=0,
-                            expires_at=stamp - 10, used_at=stamp - 20))
-        db.add(RefreshToken(token_hash="rt-rotated", grant_id="g-live", scope="openid", created_at=0,
-                            expires_at=stamp + DAY, used_at=stamp - 20))
+        db.add(
+            RefreshToken(
+                token_hash="rt-old",
+                grant_id="g-old",
+                scope="openid",
+                created_at=0,
+                expires_at=stamp - 10,
+                used_at=stamp - 20,
+            )
+        )
+        db.add(
+            RefreshToken(
+                token_hash="rt-rotated",
+                grant_id="g-live",
+                scope="openid",
+                created_at=0,
+                expires_at=stamp + DAY,
+                used_at=stamp - 20,
+            )
+        )
         for name, ended in (("old", stamp - 40 * DAY), ("new", stamp - DAY)):
-            db.add(BrowserSession(id=f"s-{name}", token_hash=f"t-{name}", user_id="u1", auth_time=0, amr=[],
-                                  created_at=0, last_seen_at=0, expires_at=stamp, ended_at=ended))
+            db.add(
+                BrowserSession(
+                    id=f"s-{name}",
+                    token_hash=f"t-{name}",
+                    user_id="u1",
+                    auth_time=0,
+                    amr=[],
+                    created_at=0,
+                    last_seen_at=0,
+                    expires_at=stamp,
+                    ended_at=ended,
+                )
+            )
         for name, sent in (("old", stamp - 8 * DAY), ("new", stamp - DAY)):
-            db.add(OutboxMessage(id=f"m-{name}", channel="email", recipient="a@example.com", body=None,
-                                 created_at=0, attempts=1, next_attempt_at=0, sent_at=sent))
-        db.add(OutboxMessage(id="m-queued", channel="email", recipient="a@example.com", body="sealed",
-                             created_at=0, attempts=0, next_attempt_at=0))
+            db.add(
+                OutboxMessage(
+                    id=f"m-{name}",
+                    channel="email",
+                    recipient="a@example.com",
+                    body=None,
+                    created_at=0,
+                    attempts=1,
+                    next_attempt_at=0,
+                    sent_at=sent,
+                )
+            )
+        db.add(
+            OutboxMessage(
+                id="m-queued",
+                channel="email",
+                recipient="a@example.com",
+                body="sealed",
+                created_at=0,
+                attempts=0,
+                next_attempt_at=0,
+            )
+        )
         for name, at in (("old", stamp - 400 * DAY), ("new", stamp - DAY)):
             db.add(AuditEvent(at=at, event=f"event-{name}", outcome="success", user_id="u1"))
 
@@ -126,8 +221,16 @@ def test_audit_lists_and_filters_events_as_json_lines(env):
     ctx = Context.build(make_settings(env))
     stamp = now()
     with ctx.sessions.begin() as db:
-        db.add(AuditEvent(at=stamp - 3 * DAY, event="sign_in", outcome="failure", user_id="u1", client_id="c1",
-                          detail={"reason": "wrong_password"}))
+        db.add(
+            AuditEvent(
+                at=stamp - 3 * DAY,
+                event="sign_in",
+                outcome="failure",
+                user_id="u1",
+                client_id="c1",
+                detail={"reason": "wrong_password"},
+            )
+        )
         db.add(AuditEvent(at=stamp - DAY, event="sign_in", outcome="success", user_id="u1", client_id="c2"))
         db.add(AuditEvent(at=stamp, event="password_reset", outcome="success", user_id="u2"))
     every = ok(env, "audit")

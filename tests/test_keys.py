@@ -237,7 +237,10 @@ def test_running_server_sees_a_rotation_without_restart(live_server, make_client
         keyset = pyjwt.PyJWKSet.from_dict(web.get("/jwks.json").json())
         old_key = next(k for k in keyset.keys if k.key_id == old_kid)
         id_claims = pyjwt.decode(
-            old_tokens["id_token"], old_key.key, algorithms=["RS256"], audience=client.client_id,
+            old_tokens["id_token"],
+            old_key.key,
+            algorithms=["RS256"],
+            audience=client.client_id,
             issuer=live_server.url,
         )
         assert id_claims["sub"] == user.id
@@ -251,8 +254,11 @@ def test_running_server_sees_a_rotation_without_restart(live_server, make_client
         # An ID token hint signed by the rotated, still published key is honoured at end_session.
         ended = web.get(
             "/logout",
-            params={"id_token_hint": old_tokens["id_token"], "post_logout_redirect_uri": "https://rp.example/bye",
-                    "state": "s1"},
+            params={
+                "id_token_hint": old_tokens["id_token"],
+                "post_logout_redirect_uri": "https://rp.example/bye",
+                "state": "s1",
+            },
         )
         assert ended.status_code in (302, 303), ended.text
         assert ended.headers["location"] == "https://rp.example/bye?state=s1"

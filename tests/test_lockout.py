@@ -87,7 +87,8 @@ def lock_emails(client: TestClient, caplog: pytest.LogCaptureFixture, email: str
     while True:
         deliver_due(ctx_of(client))
         sent = [
-            r.getMessage() for r in caplog.records
+            r.getMessage()
+            for r in caplog.records
             if r.name == "idp.messages"
             and r.getMessage().startswith(f"email to {email}\nSubject: Your account is locked")
         ]

@@ -56,8 +56,14 @@ def test_browser_lockout_email_unlock_and_sign_in_at_the_relying_app(browser, se
     live = server.live
     with server.ctx.sessions.begin() as db:
         user = create_user(db, email=f"locked-{secrets.token_hex(4)}@example.com", password=PASSWORD, verified=True)
-        made = create_client(db, server.ctx.secret_key, name="Lockout app", redirect_uris=[relying_app.origin + "/cb"],
-                             first_party=True, allow_http=True)
+        made = create_client(
+            db,
+            server.ctx.secret_key,
+            name="Lockout app",
+            redirect_uris=[relying_app.origin + "/cb"],
+            first_party=True,
+            allow_http=True,
+        )
         user_id, email = user.id, user.email or ""
         client = RegisteredClient(made.client.id, made.secret, relying_app.origin + "/cb")
 

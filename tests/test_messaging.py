@@ -137,8 +137,13 @@ def certificate_for_localhost(directory: Path) -> tuple[Path, Path, Path]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp test CA")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
@@ -148,8 +153,11 @@ def certificate_for_localhost(directory: Path) -> tuple[Path, Path, Path]:
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -194,8 +202,12 @@ def make_due(ctx: Context, message_id: str) -> None:
 
 def twilio(build: Callable[..., Context], stub: Stub, **overrides: str) -> Context:
     return build(
-        IDP_SMS_BACKEND="twilio", IDP_TWILIO_ACCOUNT_SID=TWILIO_SID, IDP_TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
-        IDP_TWILIO_FROM="+15005550006", IDP_TWILIO_API_BASE=stub.url, **overrides,
+        IDP_SMS_BACKEND="twilio",
+        IDP_TWILIO_ACCOUNT_SID=TWILIO_SID,
+        IDP_TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
+        IDP_TWILIO_FROM="+15005550006",
+        IDP_TWILIO_API_BASE=stub.url,
+        **overrides,
     )
 
 
@@ -208,8 +220,12 @@ TWILIO_CREATED = Answer(201, {"sid": "SM" + "0" * 32, "status": "queued"})
 def test_smtp_delivers_text_and_html_with_sender_recipient_and_subject(build: Callable[..., Context]) -> None:
     sink, controller = smtp_sink()
     try:
-        ctx = build(IDP_EMAIL_BACKEND="smtp", IDP_SMTP_HOST="127.0.0.1", IDP_SMTP_PORT=str(controller.port),
-                    IDP_EMAIL_FROM="accounts@idp.example")
+        ctx = build(
+            IDP_EMAIL_BACKEND="smtp",
+            IDP_SMTP_HOST="127.0.0.1",
+            IDP_SMTP_PORT=str(controller.port),
+            IDP_EMAIL_FROM="accounts@idp.example",
+        )
         message_id = queue_email(ctx, to="ann@example.com", name="<b>Ann</b>", code="493817")
         assert sink.received == [], "queueing sends nothing"
 
@@ -250,19 +266,27 @@ def _authenticator(username: bytes, password: bytes) -> Callable[..., AuthResult
     return check
 
 
-def test_smtp_starttls_and_login(build: Callable[..., Context], tmp_path: Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_smtp_starttls_and_login(
+    build: Callable[..., Context], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ca, cert, key = certificate_for_localhost(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the client trusts the test CA through the default store
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
     sink, controller = smtp_sink(
-        tls_context=tls, require_starttls=True, authenticator=_authenticator(b"mailer", b"s3cret-pass"),
+        tls_context=tls,
+        require_starttls=True,
+        authenticator=_authenticator(b"mailer", b"s3cret-pass"),
         auth_required=True,
     )
     try:
-        settings = {"IDP_EMAIL_BACKEND": "smtp", "IDP_SMTP_HOST": "127.0.0.1", "IDP_SMTP_PORT": str(controller.port),
-                    "IDP_SMTP_STARTTLS": "on", "IDP_SMTP_USERNAME": "mailer"}
+        settings = {
+            "IDP_EMAIL_BACKEND": "smtp",
+            "IDP_SMTP_HOST": "127.0.0.1",
+            "IDP_SMTP_PORT": str(controller.port),
+            "IDP_SMTP_STARTTLS": "on",
+            "IDP_SMTP_USERNAME": "mailer",
+        }
         wrong = build(**settings, IDP_SMTP_PASSWORD="wrong-password")
         refused = queue_email(wrong)
         assert deliver_due(wrong) == 0
@@ -326,11 +350,19 @@ def test_twilio_error_names_status_and_code_but_no_secret(build: Callable[..., C
 
 @pytest.mark.parametrize("sender", ["10004346", None])
 def test_kavenegar_send_api_request(build: Callable[..., Context], stub: Stub, sender: str | None) -> None:
-    stub.answers = [Answer(200, {"return": {"status": 200, "message": "تایید شد"},
-                                 "entries": [{"messageid": 8792343, "status": 1, "receptor": PHONE}]})]
+    stub.answers = [
+        Answer(
+            200,
+            {
+                "return": {"status": 200, "message": "تایید شد"},
+                "entries": [{"messageid": 8792343, "status": 1, "receptor": PHONE}],
+            },
+        )
+    ]
     extra = {"IDP_KAVENEGAR_SENDER": sender} if sender else {}
-    ctx = build(IDP_SMS_BACKEND="kavenegar", IDP_KAVENEGAR_API_KEY=KAVENEGAR_KEY,
-                IDP_KAVENEGAR_API_BASE=stub.url, **extra)
+    ctx = build(
+        IDP_SMS_BACKEND="kavenegar", IDP_KAVENEGAR_API_KEY=KAVENEGAR_KEY, IDP_KAVENEGAR_API_BASE=stub.url, **extra
+    )
     message_id = queue_sms(ctx, code="141421")
 
     assert deliver_due(ctx) == 1
@@ -346,10 +378,14 @@ def test_kavenegar_send_api_request(build: Callable[..., Context], stub: Stub, s
 @pytest.mark.parametrize(
     ("answer", "error"),
     [
-        (Answer(200, {"return": {"status": 412, "message": "sender is invalid"}, "entries": None}),
-         "kavenegar: status 412"),
-        (Answer(418, {"return": {"status": 418, "message": "credit is not enough"}, "entries": None}),
-         "kavenegar: HTTP 418 (code 418)"),
+        (
+            Answer(200, {"return": {"status": 412, "message": "sender is invalid"}, "entries": None}),
+            "kavenegar: status 412",
+        ),
+        (
+            Answer(418, {"return": {"status": 418, "message": "credit is not enough"}, "entries": None}),
+            "kavenegar: HTTP 418 (code 418)",
+        ),
         (Answer(200, ["not", "what", "kavenegar", "says"]), "kavenegar: unexpected answer"),
     ],
 )
@@ -390,8 +426,9 @@ def test_unreachable_provider_is_a_transport_error(build: Callable[..., Context]
     assert row(ctx, message_id).last_error == "webhook: ConnectError"
 
 
-def test_console_backends_print_messages_to_the_log(build: Callable[..., Context],
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_console_backends_print_messages_to_the_log(
+    build: Callable[..., Context], caplog: pytest.LogCaptureFixture
+) -> None:
     ctx = build()
     queue_email(ctx, to="dev@example.com", code="112358")
     queue_sms(ctx, code="132134")
@@ -467,8 +504,13 @@ def test_after_max_attempts_the_message_fails_with_audit_event_and_log_line(
     with ctx.sessions() as db:
         (event,) = db.scalars(select(AuditEvent).where(AuditEvent.event == "message_failed"))
     assert event.outcome == "failure"
-    assert event.detail == {"message_id": message_id, "channel": "sms", "recipient": "+98912***4567",
-                            "attempts": MAX_ATTEMPTS, "error": "twilio: HTTP 503"}
+    assert event.detail == {
+        "message_id": message_id,
+        "channel": "sms",
+        "recipient": "+98912***4567",
+        "attempts": MAX_ATTEMPTS,
+        "error": "twilio: HTTP 503",
+    }
 
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and message_id in errors[0].getMessage()
@@ -499,9 +541,13 @@ def test_a_restart_loses_nothing_and_the_app_worker_delivers(
     build: Callable[..., Context], environ: dict[str, str], stub: Stub
 ) -> None:
     stub.answers = [TWILIO_CREATED]
-    overrides = {"IDP_SMS_BACKEND": "twilio", "IDP_TWILIO_ACCOUNT_SID": TWILIO_SID,
-                 "IDP_TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "IDP_TWILIO_FROM": "+15005550006",
-                 "IDP_TWILIO_API_BASE": stub.url}
+    overrides = {
+        "IDP_SMS_BACKEND": "twilio",
+        "IDP_TWILIO_ACCOUNT_SID": TWILIO_SID,
+        "IDP_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "IDP_TWILIO_FROM": "+15005550006",
+        "IDP_TWILIO_API_BASE": stub.url,
+    }
     first = build(**overrides)
     message_id = queue_sms(first, code="577215")
     first.close()  # the process that queued it is gone before any delivery
@@ -546,9 +592,7 @@ def test_two_workers_racing_send_each_message_exactly_once(build: Callable[..., 
         assert db.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))) == 0
 
 
-def test_the_stored_body_is_sealed_and_cleared_after_delivery(
-    build: Callable[..., Context], stub: Stub
-) -> None:
+def test_the_stored_body_is_sealed_and_cleared_after_delivery(build: Callable[..., Context], stub: Stub) -> None:
     stub.answers = [TWILIO_CREATED]
     ctx = twilio(build, stub)
     email_id = queue_email(ctx, code="662607")

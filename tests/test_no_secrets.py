@@ -75,8 +75,14 @@ def server(base_environ: dict[str, str], own_database_url: str, tmp_path: Path) 
     with mailing_server(base_environ | {"IDP_DATABASE_URL": own_database_url}, tmp_path / "serve.log") as mailing:
         password = "first passphrase " + secrets.token_urlsafe(12)
         with mailing.ctx.sessions.begin() as db:
-            made = create_client(db, mailing.ctx.secret_key, name="Secretive app", redirect_uris=["https://rp.example/cb"],
-                                 first_party=True, allow_http=True)
+            made = create_client(
+                db,
+                mailing.ctx.secret_key,
+                name="Secretive app",
+                redirect_uris=["https://rp.example/cb"],
+                first_party=True,
+                allow_http=True,
+            )
             user = create_user(db, email=f"keeper-{secrets.token_hex(4)}@example.com", password=password, verified=True)
             client = RegisteredClient(made.client.id, made.secret, "https://rp.example/cb")
             person = Person(user.id, user.email, password)
@@ -94,8 +100,10 @@ def rows_of(database_url: str, *tables: str) -> dict[str, list[str]]:
         names = tables or tuple(inspect(engine).get_table_names())
         with engine.connect() as connection:
             return {
-                name: [json.dumps(dict(row._mapping), default=str)
-                       for row in connection.execute(text(f'SELECT * FROM "{name}"'))]  # noqa: S608
+                name: [
+                    json.dumps(dict(row._mapping), default=str)
+                    for row in connection.execute(text(f'SELECT * FROM "{name}"'))
+                ]  # noqa: S608
                 for name in names
             }
     finally:
@@ -119,13 +127,19 @@ def test_no_password_code_or_token_is_logged_audited_or_queued(server: Server) -
         callback = sign_in(web, client, person, challenge)
         used |= {"authorization code": callback["code"], "state": callback["state"], "PKCE verifier": verifier}
         tokens = exchange(web, client, callback["code"], verifier).json()
-        used |= {"access token": tokens["access_token"], "refresh token": tokens["refresh_token"],
-                 "ID token": tokens["id_token"]}
-        refreshed = web.post("/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
-                             auth=client.auth)
+        used |= {
+            "access token": tokens["access_token"],
+            "refresh token": tokens["refresh_token"],
+            "ID token": tokens["id_token"],
+        }
+        refreshed = web.post(
+            "/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, auth=client.auth
+        )
         assert refreshed.status_code == 200, refreshed.text
-        used |= {"rotated refresh token": refreshed.json()["refresh_token"],
-                 "refreshed access token": refreshed.json()["access_token"]}
+        used |= {
+            "rotated refresh token": refreshed.json()["refresh_token"],
+            "refreshed access token": refreshed.json()["access_token"],
+        }
         bearer = {"Authorization": f"Bearer {refreshed.json()['access_token']}"}
         assert web.get("/userinfo", headers=bearer).status_code == 200
         used |= {f"session cookie {i}": value for i, value in enumerate(cookie_values(web))}
@@ -148,8 +162,10 @@ def test_no_password_code_or_token_is_logged_audited_or_queued(server: Server) -
         used["reset token"] = query_of(found.group(0))["token"]
         page = web.get(f"{link.path}?{link.query}")
         assert page.status_code == 200, page.text
-        done = web.post("/password/reset", data={**hidden_fields(page.text), "password": new_password,
-                                                 "password_confirm": new_password})
+        done = web.post(
+            "/password/reset",
+            data={**hidden_fields(page.text), "password": new_password, "password_confirm": new_password},
+        )
         assert done.status_code == 200, done.text
     with server.browser() as web:
         assert post_login(web, person.email, new_password).status_code == 303
@@ -206,23 +222,43 @@ def test_no_password_code_or_token_is_logged_audited_or_queued(server: Server) -
     kept = rows_of(server.database_url, audited, queued)
     events = " ".join(kept[audited])
     # The search is not vacuous: the day's requests and events are all there to search.
-    for route in ("/authorize", "/login", "/token", "/userinfo", "/password/reset", "/login/verify", "/account/email",
-                  "/account/email/confirm", "/account/password/set"):
+    for route in (
+        "/authorize",
+        "/login",
+        "/token",
+        "/userinfo",
+        "/password/reset",
+        "/login/verify",
+        "/account/email",
+        "/account/email/confirm",
+        "/account/password/set",
+    ):
         assert f'"route": "{route}"' in log_text, route
-    for event in ("sign_in", "password_reset", "code_sent", "code_verified", "email_change_requested",
-                  "email_changed", "password_set"):
+    for event in (
+        "sign_in",
+        "password_reset",
+        "code_sent",
+        "code_verified",
+        "email_change_requested",
+        "email_changed",
+        "password_set",
+    ):
         assert f'"event": "{event}"' in events, event
     assert len(kept[queued]) >= 2
 
     assert all(used.values()) and len(set(used.values())) == len(used)
     leaks = [f"{name} in the log" for name, value in used.items() if appears(value, log_text)]
     for table in (audited, queued):
-        leaks += [f"{name} in {table}" for name, value in used.items()
-                  if any(appears(value, row) for row in kept[table])]
+        leaks += [
+            f"{name} in {table}" for name, value in used.items() if any(appears(value, row) for row in kept[table])
+        ]
     # The credentials are in no table in the clear; only what the client sent back as-is (state) may be.
     for table, rows in rows_of(server.database_url).items():
-        leaks += [f"{name} in {table}" for name, value in used.items()
-                  if name != "state" and any(appears(value, row) for row in rows)]
+        leaks += [
+            f"{name} in {table}"
+            for name, value in used.items()
+            if name != "state" and any(appears(value, row) for row in rows)
+        ]
     assert leaks == []
 
 
@@ -239,5 +275,7 @@ def test_serve_writes_json_lines_with_request_ids(server: Server) -> None:
     access = [line for line in lines if line["logger"] == "idp.access"]
     assert {line["request_id"] for line in access} >= server.request_ids
     assert [line["route"] for line in access if line["request_id"] in server.request_ids] == [
-        "/login", "/login", "/healthz"
+        "/login",
+        "/login",
+        "/healthz",
     ]

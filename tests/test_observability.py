@@ -222,8 +222,9 @@ def test_tokens_are_counted_by_grant_type(http, make_client, make_user):
     before = {grant: metric(http, "idp_tokens_issued_total", grant_type=grant) for grant in grants}
 
     tokens = tokens_for(http, client, make_user())
-    refreshed = http.post("/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
-                          auth=client.auth)
+    refreshed = http.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, auth=client.auth
+    )
     assert refreshed.status_code == 200, refreshed.text
     for _ in range(2):
         issued = http.post("/token", data={"grant_type": "client_credentials"}, auth=client.auth)
@@ -307,8 +308,18 @@ def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, own_dat
         "IDP_RATE_LIMITING": "off",
         "HOME": str(tmp_path),
     }
-    made = run_idp(environ, "clients", "create", "--name", "Metrics", "--redirect-uri", "https://rp.example/cb",
-                   "--grant-type", "client_credentials", check=True)
+    made = run_idp(
+        environ,
+        "clients",
+        "create",
+        "--name",
+        "Metrics",
+        "--redirect-uri",
+        "https://rp.example/cb",
+        "--grant-type",
+        "client_credentials",
+        check=True,
+    )
     client = json.loads(made.stdout)
     log = tmp_path / "workers.log"
     process, url = start_server(environ, log, "--workers", "2")
@@ -319,18 +330,24 @@ def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, own_dat
         # Each request on a new connection: the kernel hands connections to both workers.
         while len(served_by) < 2 or issued < 10:
             assert issued < 300, "one worker took every connection"
-            response = httpx.post(url + "/token", data={"grant_type": "client_credentials"},
-                                  auth=(client["client_id"], client["client_secret"]), timeout=10)
+            response = httpx.post(
+                url + "/token",
+                data={"grant_type": "client_credentials"},
+                auth=(client["client_id"], client["client_secret"]),
+                timeout=10,
+            )
             assert response.status_code == 200, response.text
             issued += 1
             ids[response.headers["x-request-id"]] = "/token"
-            served_by = {line["pid"] for line in json_lines(log)
-                         if line.get("route") == "/token" and line.get("request_id") in ids}
+            served_by = {
+                line["pid"]
+                for line in json_lines(log)
+                if line.get("route") == "/token" and line.get("request_id") in ids
+            }
         for _ in range(6):  # whichever worker answers shows the sum
             with httpx.Client(base_url=url, timeout=10) as scraper:
                 assert metric(scraper, "idp_tokens_issued_total", grant_type="client_credentials") == issued
-                assert metric(scraper, "idp_http_requests_total", route="/token", method="POST",
-                              status="200") == issued
+                assert metric(scraper, "idp_http_requests_total", route="/token", method="POST", status="200") == issued
     finally:
         stop(process)
 

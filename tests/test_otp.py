@@ -211,7 +211,7 @@ def test_codes_are_compared_in_constant_time(ctx, identifier, comparisons) -> No
     """Every try, right or wrong, goes through ``hmac.compare_digest`` on equal-length digests,
     so the time taken says nothing about how many leading digits were right."""
     issued = issue(ctx, identifier)
-    near_misses = [issued.code[:i] + str((int(issued.code[i]) + 1) % 10) + issued.code[i + 1:] for i in (0, 5)]
+    near_misses = [issued.code[:i] + str((int(issued.code[i]) + 1) % 10) + issued.code[i + 1 :] for i in (0, 5)]
     for attempt in near_misses:
         assert not verify(ctx, identifier, attempt)
     assert verify(ctx, identifier, issued.code)

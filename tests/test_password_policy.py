@@ -65,13 +65,12 @@ def stored_hash(ctx: Context, user_id: str) -> str:
 
 def register(client: TestClient, email: str, password: str) -> httpx.Response:
     fields = hidden_fields(client.get("/register").text)
-    return client.post("/register", data={**fields, "email": email, "password": password,
-                                          "password_confirm": password})
+    return client.post("/register", data={**fields, "email": email, "password": password, "password_confirm": password})
 
 
 def alert(response: httpx.Response) -> str:
     start = response.text.index('role="alert">') + len('role="alert">')
-    return response.text[start:response.text.index("<", start)]
+    return response.text[start : response.text.index("<", start)]
 
 
 # --- set_password -------------------------------------------------------------------------------
@@ -160,8 +159,11 @@ def test_registration_applies_the_policy(http: TestClient, ctx: Context, passwor
 
 
 def test_registration_uses_the_configured_minimum(base_environ: dict[str, str], ctx: Context) -> None:
-    client = TestClient(create_app(make_settings(base_environ, IDP_PASSWORD_MIN_LENGTH="12")),
-                        base_url=TEST_ISSUER, follow_redirects=False)
+    client = TestClient(
+        create_app(make_settings(base_environ, IDP_PASSWORD_MIN_LENGTH="12")),
+        base_url=TEST_ISSUER,
+        follow_redirects=False,
+    )
     try:
         response = register(client, fresh_email(), "elevenchars")
         assert response.status_code == 400 and alert(response) == "Use at least 12 characters."
@@ -263,4 +265,3 @@ def test_an_unreachable_range_api_lets_the_password_through_with_a_warning(
     assert BREACHED not in caplog.text
     with ctx.sessions() as db:
         assert db.scalar(select(User).where(User.email == email)) is not None
-

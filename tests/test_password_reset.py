@@ -383,8 +383,11 @@ def test_link_works_once(http, make_user, mailbox):
     assert_bad_link(open_link(http, link))
     again = http.post(
         "/password/reset",
-        data={**hidden_fields(page.text), "password": "yet another passphrase 7", "password_confirm":
-              "yet another passphrase 7"},
+        data={
+            **hidden_fields(page.text),
+            "password": "yet another passphrase 7",
+            "password_confirm": "yet another passphrase 7",
+        },
     )
     assert_bad_link(again)
 
@@ -680,8 +683,14 @@ def test_journey_forgot_link_new_password_ends_the_old_session(browser, smtp_ser
     server = smtp_server
     with server.ctx.sessions.begin() as db:
         user = create_user(db, email=f"journey-{secrets.token_hex(4)}@example.com", password=PASSWORD, verified=True)
-        made = create_client(db, server.ctx.secret_key, name="Journey app", redirect_uris=[relying_app.origin + "/cb"],
-                             first_party=True, allow_http=True)
+        made = create_client(
+            db,
+            server.ctx.secret_key,
+            name="Journey app",
+            redirect_uris=[relying_app.origin + "/cb"],
+            first_party=True,
+            allow_http=True,
+        )
         email, client = user.email, RegisteredClient(made.client.id, made.secret, relying_app.origin + "/cb")
     assert email is not None
 
@@ -698,8 +707,12 @@ def test_journey_forgot_link_new_password_ends_the_old_session(browser, smtp_ser
     code = query_of(relying_app.callbacks[-1])["code"]
     tokens = httpx.post(
         server.live.url + "/token",
-        data={"grant_type": "authorization_code", "code": code, "redirect_uri": client.redirect_uri,
-              "code_verifier": verifier},
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": client.redirect_uri,
+            "code_verifier": verifier,
+        },
         auth=client.auth,
     ).json()
     assert "refresh_token" in tokens
@@ -730,7 +743,8 @@ def test_journey_forgot_link_new_password_ends_the_old_session(browser, smtp_ser
     page_a.goto(server.live.url + "/account")
     assert urlsplit(page_a.url).path == "/login"
     refused = httpx.post(
-        server.live.url + "/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        server.live.url + "/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
         auth=client.auth,
     )
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"

@@ -209,9 +209,7 @@ def stored_user(client: TestClient, **where: str) -> User | None:
 
 def add_client(client: TestClient, **kwargs: Any) -> RegisteredClient:
     with ctx_of(client).sessions.begin() as db:
-        made = create_client(
-            db, ctx_of(client).secret_key, name="Passwordless app", allow_http=True, **kwargs
-        )
+        made = create_client(db, ctx_of(client).secret_key, name="Passwordless app", allow_http=True, **kwargs)
         return RegisteredClient(made.client.id, made.secret, made.client.redirect_uris[0])
 
 
@@ -630,8 +628,12 @@ def test_code_sign_in_continues_the_authorization_request(site, caplog):
 
     tokens = site.post(
         "/token",
-        data={"grant_type": "authorization_code", "code": callback["code"], "redirect_uri": app.redirect_uri,
-              "code_verifier": verifier},
+        data={
+            "grant_type": "authorization_code",
+            "code": callback["code"],
+            "redirect_uri": app.redirect_uri,
+            "code_verifier": verifier,
+        },
         auth=app.auth,
     )
     assert tokens.status_code == 200, tokens.text
@@ -709,8 +711,12 @@ def test_browser_passwordless_by_sms_from_a_relying_app_to_its_tokens(browser, s
     assert callback["state"] == params["state"] and callback["iss"] == url
     tokens = httpx.post(
         url + "/token",
-        data={"grant_type": "authorization_code", "code": callback["code"], "redirect_uri": app.redirect_uri,
-              "code_verifier": verifier},
+        data={
+            "grant_type": "authorization_code",
+            "code": callback["code"],
+            "redirect_uri": app.redirect_uri,
+            "code_verifier": verifier,
+        },
         auth=app.auth,
     )
     assert tokens.status_code == 200, tokens.text

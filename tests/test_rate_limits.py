@@ -133,9 +133,7 @@ def client_credentials(site: Site, client: RegisteredClient, secret: str | None 
 
 def refusals(site: Site, **where: str) -> list[AuditEvent]:
     with site.ctx.sessions() as db:
-        return list(
-            db.scalars(select(AuditEvent).filter_by(event="rate_limited", **where).order_by(AuditEvent.id))
-        )
+        return list(db.scalars(select(AuditEvent).filter_by(event="rate_limited", **where).order_by(AuditEvent.id)))
 
 
 def refused_count(limit: str) -> float:

@@ -66,8 +66,15 @@ def register_app(live_server: LiveServer, *extra: str) -> App:
     base = f"http://127.0.0.1:{free_port()}"
     redirect_uri, bye = base + "/cb", base + "/bye"
     done = live_server.idp(
-        "clients", "create", "--name", "Relying app", "--redirect-uri", redirect_uri,
-        "--post-logout-redirect-uri", bye, *extra,
+        "clients",
+        "create",
+        "--name",
+        "Relying app",
+        "--redirect-uri",
+        redirect_uri,
+        "--post-logout-redirect-uri",
+        bye,
+        *extra,
     )
     assert done.returncode == 0, done.stderr
     made = json.loads(done.stdout)

@@ -111,8 +111,9 @@ def new_person(ctx: Context, **kwargs: Any) -> Person:
 
 def new_app_client(ctx: Context, redirect_uri: str = "https://rp.example/cb") -> RegisteredClient:
     with ctx.sessions.begin() as db:
-        made = create_client(db, ctx.secret_key, name="MFA app", redirect_uris=[redirect_uri], first_party=True,
-                             allow_http=True)
+        made = create_client(
+            db, ctx.secret_key, name="MFA app", redirect_uris=[redirect_uri], first_party=True, allow_http=True
+        )
         return RegisteredClient(made.client.id, made.secret, redirect_uri)
 
 
@@ -142,7 +143,8 @@ def age_sessions(ctx: Context, user_id: str, seconds: int = 10 * 60) -> None:
     """The person signed in a while ago: changes need the password again."""
     with ctx.sessions.begin() as db:
         db.execute(
-            update(BrowserSession).where(BrowserSession.user_id == user_id)
+            update(BrowserSession)
+            .where(BrowserSession.user_id == user_id)
             .values(auth_time=BrowserSession.auth_time - seconds)
         )
 
@@ -220,8 +222,12 @@ def id_token_claims(web: TestClient, client: RegisteredClient, callback: str, ve
     assert callback.startswith(client.redirect_uri), callback
     response = web.post(
         "/token",
-        data={"grant_type": "authorization_code", "code": query_of(callback)["code"],
-              "redirect_uri": client.redirect_uri, "code_verifier": verifier},
+        data={
+            "grant_type": "authorization_code",
+            "code": query_of(callback)["code"],
+            "redirect_uri": client.redirect_uri,
+            "code_verifier": verifier,
+        },
         auth=client.auth,
     )
     assert response.status_code == 200, response.text
@@ -382,8 +388,11 @@ def test_an_enrolment_belongs_to_one_person_and_expires(mfa_ctx, browser_of, mon
 
     stolen = bob_web.post(
         "/account/security/confirm",
-        data={"csrf_token": hidden_fields(bob_web.get("/account/security").text)["csrf_token"],
-              "enrolment": hidden_fields(page.text)["enrolment"], "code": pyotp.TOTP(secret).now()},
+        data={
+            "csrf_token": hidden_fields(bob_web.get("/account/security").text)["csrf_token"],
+            "enrolment": hidden_fields(page.text)["enrolment"],
+            "code": pyotp.TOTP(secret).now(),
+        },
     )
     assert stolen.status_code == 400
     assert alert_text(stolen) == second_factor.EXPIRED
@@ -461,10 +470,16 @@ def test_a_wrong_enrolment_code_turns_nothing_on(mfa_ctx, browser_of, messages):
 
 def test_sms_second_factor_through_twilio(mfa_environ, mfa_ctx, stub):
     stub.answers = [TWILIO_CREATED]
-    app = create_app(make_settings(
-        mfa_environ, IDP_SMS_BACKEND="twilio", IDP_TWILIO_ACCOUNT_SID=TWILIO_SID,
-        IDP_TWILIO_AUTH_TOKEN=TWILIO_TOKEN, IDP_TWILIO_FROM="+15005550006", IDP_TWILIO_API_BASE=stub.url,
-    ))
+    app = create_app(
+        make_settings(
+            mfa_environ,
+            IDP_SMS_BACKEND="twilio",
+            IDP_TWILIO_ACCOUNT_SID=TWILIO_SID,
+            IDP_TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
+            IDP_TWILIO_FROM="+15005550006",
+            IDP_TWILIO_API_BASE=stub.url,
+        )
+    )
     ctx = app.state.ctx
     person = new_person(ctx, phone=PHONE)
 
@@ -556,7 +571,7 @@ def test_resend_limit_shows_a_wait(mfa_ctx, browser_of):
     answers = [web.post("/login/verify/resend", data=fields) for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert re.search(r"ask for a new one in \d+ seconds", alert_text(answers[-1]))
-    assert re.search(r'<button[^>]*disabled', answers[-1].text)
+    assert re.search(r"<button[^>]*disabled", answers[-1].text)
 
 
 def test_a_pending_sign_in_ends_after_ten_minutes(mfa_ctx, browser_of):
@@ -723,8 +738,13 @@ def test_browser_password_and_email_code_from_an_app(browser, base_environ, own_
     sink, controller = smtp_sink()
     url = own_database_url
     upgrade(url)
-    environ = {**base_environ, "IDP_DATABASE_URL": url, "IDP_EMAIL_BACKEND": "smtp",
-               "IDP_SMTP_HOST": "127.0.0.1", "IDP_SMTP_PORT": str(controller.port)}
+    environ = {
+        **base_environ,
+        "IDP_DATABASE_URL": url,
+        "IDP_EMAIL_BACKEND": "smtp",
+        "IDP_SMTP_HOST": "127.0.0.1",
+        "IDP_SMTP_PORT": str(controller.port),
+    }
     process, server_url = start_server(environ, tmp_path / "serve.log")
     server = LiveServer(server_url, environ | {"IDP_ISSUER": server_url}, process, Path(tmp_path / "serve.log"))
     ctx = Context.build(make_settings(environ))

@@ -94,7 +94,9 @@ def test_every_variable_is_parsed():
     assert settings.email_from == "login@example.com"
     assert settings.sms_backend == "twilio"
     assert (settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_from) == (
-        "AC123", "tok", "+14155550100"
+        "AC123",
+        "tok",
+        "+14155550100",
     )
     assert settings.twilio_api_base == "http://127.0.0.1:9999"
     assert (settings.kavenegar_api_key, settings.kavenegar_sender) == ("kv", "1000")
@@ -116,8 +118,18 @@ def test_every_variable_is_parsed():
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("on", True), ("ON", True), ("true", True), ("1", True), ("yes", True),
-     ("off", False), ("Off", False), ("false", False), ("0", False), ("no", False)],
+    [
+        ("on", True),
+        ("ON", True),
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("off", False),
+        ("Off", False),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+    ],
 )
 def test_flags_accept_on_and_off_spellings(value, expected):
     assert parse(IDP_RATE_LIMITING=value).rate_limiting is expected
@@ -186,18 +198,24 @@ def test_sms_backend_without_its_settings_names_the_missing_variable(backend, mi
     with pytest.raises(SettingsError) as raised:
         parse(IDP_SMS_BACKEND=backend, **missing)
     message = str(raised.value)
-    absent = [k for k in ("IDP_TWILIO_ACCOUNT_SID", "IDP_TWILIO_AUTH_TOKEN", "IDP_TWILIO_FROM",
-                          "IDP_KAVENEGAR_API_KEY", "IDP_SMS_WEBHOOK_URL") if not missing.get(k)]
+    absent = [
+        k
+        for k in (
+            "IDP_TWILIO_ACCOUNT_SID",
+            "IDP_TWILIO_AUTH_TOKEN",
+            "IDP_TWILIO_FROM",
+            "IDP_KAVENEGAR_API_KEY",
+            "IDP_SMS_WEBHOOK_URL",
+        )
+        if not missing.get(k)
+    ]
     assert any(message.startswith(name) for name in absent), message
 
 
 def test_dotenv_file_is_read_and_the_environment_wins(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text(
-        "# comment\n"
-        "IDP_ACCESS_TOKEN_TTL=600\n"
-        "IDP_EMAIL_BACKEND=smtp\n"
-        "IDP_ISSUER=https://from-file.example\n"
+        "# comment\nIDP_ACCESS_TOKEN_TTL=600\nIDP_EMAIL_BACKEND=smtp\nIDP_ISSUER=https://from-file.example\n"
     )
     from_file = parse(env_file)
     assert from_file.access_token_ttl == 600

@@ -35,9 +35,7 @@ class Csrf:
         return self._token(browser_id), browser_id
 
     def set_cookie(self, response: Response, browser_id: str) -> None:
-        response.set_cookie(
-            self.cookie, browser_id, httponly=True, samesite="lax", secure=self._secure, path="/"
-        )
+        response.set_cookie(self.cookie, browser_id, httponly=True, samesite="lax", secure=self._secure, path="/")
 
     def valid(self, request: Request, submitted: str | None) -> bool:
         browser_id = request.cookies.get(self.cookie)
