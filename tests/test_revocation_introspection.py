@@ -77,7 +77,7 @@ def test_revoking_a_refresh_token_revokes_its_family(http, client, person, resou
     for access_token in (first["access_token"], second["access_token"]):
         assert userinfo_status(http, access_token) == 401
         assert introspect(http, resource_server, access_token) == INACTIVE
-    assert introspect(http, resource_server, second["refresh_token"]) == INACTIVE
+    assert introspect(http, client, second["refresh_token"]) == INACTIVE
 
 
 @pytest.mark.parametrize("hint", [None, "access_token", "refresh_token"])
@@ -196,15 +196,26 @@ def test_introspection_of_a_client_credentials_token(http, resource_server):
 
 def test_introspection_of_an_active_refresh_token(http, client, person, resource_server):
     tokens = tokens_for(http, client, person)
-    body = introspect(http, resource_server, tokens["refresh_token"])
+    body = introspect(http, client, tokens["refresh_token"])
     assert body["active"] is True
     assert body["client_id"] == client.client_id
     assert body["sub"] == person.id
     assert set(body["scope"].split()) == {"openid", "profile", "email", "offline_access"}
     assert body["exp"] > time.time()
     # The hint is only a hint.
-    assert introspect(http, resource_server, tokens["refresh_token"], token_type_hint="access_token")["active"] is True
+    assert introspect(http, client, tokens["refresh_token"], token_type_hint="access_token")["active"] is True
     assert introspect(http, resource_server, tokens["access_token"], token_type_hint="refresh_token")["active"] is True
+
+
+def test_a_refresh_token_is_inactive_to_any_client_but_its_own(http, client, person, resource_server, make_client):
+    """RFC 7662 §4: whether the token can be used where the question comes from; a refresh token
+    is used at no resource server, and another client holding it holds a stolen one."""
+    tokens = tokens_for(http, client, person)
+    other_app = make_client()
+    assert introspect(http, resource_server, tokens["refresh_token"]) == INACTIVE
+    assert introspect(http, other_app, tokens["refresh_token"]) == INACTIVE
+    assert introspect(http, client, tokens["refresh_token"])["active"] is True
+    assert introspect(http, resource_server, tokens["access_token"])["active"] is True
 
 
 def test_client_introspects_its_own_tokens(http, client, person):
@@ -245,21 +256,21 @@ def test_introspection_of_an_expired_refresh_token_is_inactive(http, ctx, client
         db.execute(
             update(RefreshToken).where(RefreshToken.grant_id.in_(grant_ids)).values(expires_at=int(time.time()) - 1)
         )
-    assert introspect(http, resource_server, tokens["refresh_token"]) == INACTIVE
+    assert introspect(http, client, tokens["refresh_token"]) == INACTIVE
 
 
 def test_introspection_of_revoked_tokens_is_inactive(http, client, person, resource_server):
     tokens = tokens_for(http, client, person)
     revoke(http, client, tokens["refresh_token"])
-    assert introspect(http, resource_server, tokens["refresh_token"]) == INACTIVE
+    assert introspect(http, client, tokens["refresh_token"]) == INACTIVE
     assert introspect(http, resource_server, tokens["access_token"]) == INACTIVE
 
 
 def test_introspection_of_a_rotated_away_refresh_token_is_inactive(http, client, person, resource_server):
     tokens = tokens_for(http, client, person)
     rotated = refresh(http, client, tokens["refresh_token"]).json()
-    assert introspect(http, resource_server, tokens["refresh_token"]) == INACTIVE
-    assert introspect(http, resource_server, rotated["refresh_token"])["active"] is True
+    assert introspect(http, client, tokens["refresh_token"]) == INACTIVE
+    assert introspect(http, client, rotated["refresh_token"])["active"] is True
 
 
 def test_public_client_cannot_introspect(http, make_client, person):

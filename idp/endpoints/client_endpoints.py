@@ -61,4 +61,5 @@ def _introspect(request: Request, db, client, form) -> Response:  # type: ignore
     if client.is_public:
         raise InvalidClient("public clients cannot introspect tokens")
     ctx = request.app.state.ctx
-    return json_response(introspect(db, ctx.keyring, ctx.settings.issuer, form["token"], form.get("token_type_hint")))
+    answer = introspect(db, ctx.keyring, ctx.settings.issuer, client.id, form["token"], form.get("token_type_hint"))
+    return json_response(answer)
