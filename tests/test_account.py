@@ -248,6 +248,23 @@ def test_a_phone_code_without_csrf_token_is_refused(me, ctx, person, sms_log):
 # --- name ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["Ada\x1b[31m", "Ada\nLovelace", "Ada \u202eecalevol", "Ada\u2066x"])
+def test_a_name_with_control_or_direction_characters_is_refused(me, ctx, person, name):
+    """A name goes into pages, ID tokens and logs, where these would recolour, split or reorder
+    what follows it."""
+    before = stored_user(ctx, person.id).name
+    response = post_form(me, "/account/name", name=name)
+    assert response.status_code == 400
+    assert "control characters" in alert_text(response)
+    assert stored_user(ctx, person.id).name == before
+
+
+def test_names_in_any_script_and_with_emoji_are_kept(me, ctx, person):
+    name = "مریم میرزاخانی 👩\u200d🔬"
+    assert post_form(me, "/account/name", name=name).status_code == 303
+    assert stored_user(ctx, person.id).name == name
+
+
 def test_name_can_be_changed_and_removed(me, ctx, person):
     response = post_form(me, "/account/name", name="  Ada Lovelace ")
     assert response.status_code == 303

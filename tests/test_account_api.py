@@ -190,6 +190,14 @@ def test_patch_changes_the_name_and_an_empty_one_removes_it(http, ctx, token, pe
     assert len(updated) == 2 and updated[-1].client_id == client.client_id
 
 
+def test_patch_refuses_a_name_with_control_characters(http, token, documented):
+    response = http.patch("/api/account", headers=bearer(token), json={"name": "Ada\u001b[2J"})
+    assert response.status_code == 422, response.text
+    assert response.json()["type"].endswith("/invalid-name")
+    documented.check(response, "/api/account", "patch")
+    assert http.get("/api/account", headers=bearer(token)).json()["name"] == "Ada Api"
+
+
 def test_patch_with_no_member_changes_nothing(http, token):
     response = http.patch("/api/account", headers=bearer(token), json={})
     assert response.status_code == 200

@@ -304,6 +304,8 @@ def test_users_create_refuses_bad_input_and_writes_nothing(env):
         (["--email", "new3@example.com", "--password", "seven77"], ["password", "8"]),
         (["--email", "new4@example.com", "--password", "x" * 257], ["password", "256"]),
         (["--password", PASSWORD], ["--email"]),
+        (["--email", "new5@example.com", "--name", "x" * 201], ["name", "200"]),
+        (["--email", "new6@example.com", "--name", "Eve\x1b[2J"], ["name", "control characters"]),
     ]
     results = run_all([(env, ["users", "create", *args]) for args, _ in cases])
     for (_, named), result in zip(cases, results, strict=True):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +21,11 @@ from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
 from idp.accounts import totp
+from idp.app import create_app
 from idp.messaging.worker import deliver_due
 from idp.storage import BrowserSession, User
 
-from .conftest import TEST_ISSUER
+from .conftest import TEST_ISSUER, make_settings
 from .flows import (
     alert_text,
     ask_for_code,
@@ -42,6 +42,7 @@ from .flows import (
     session_cookies,
     submit_login,
 )
+from .test_account import random_phone
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +119,7 @@ def texted_code(client, caplog: pytest.LogCaptureFixture, phone: str) -> str:
 
 
 def test_an_email_code_does_not_skip_an_sms_second_factor(http, ctx, make_user, caplog):
-    phone = f"+4915{secrets.randbelow(10**9):09d}"
+    phone = random_phone()
     person = make_user(phone=phone)
     with_second_factor(ctx, person.id, "sms")
     ask_for_code(http, person.email)
@@ -229,3 +230,31 @@ def test_a_pending_request_is_answered_once_even_by_two_clicks_at_once(http, mak
         assert sorted(a.status_code for a in answers) == [303, 400], [a.text[:200] for a in answers]
         refused = next(a for a in answers if a.status_code == 400)
         assert re.search(r"already been answered|has expired", alert_text(refused))
+
+
+def test_password_change_tries_on_the_account_page_are_rate_limited(base_environ, make_user):
+    """As at sign-in: a stolen session gets a bounded number of guesses of the current password,
+    and the right one is refused too once the budget is spent."""
+    limited = create_app(make_settings(base_environ, IDP_RATE_LIMITING="on", IDP_RATE_LIMIT_SIGN_IN="3/hour"))
+    person = make_user()
+    new = "a quite different passphrase 42"
+    try:
+        with TestClient(limited, base_url=TEST_ISSUER, follow_redirects=False) as web:
+            page = web.get("/login")
+            signed_in = web.post(
+                "/login", data={**hidden_fields(page.text), "username": person.email, "password": person.password}
+            )
+            assert signed_in.headers["location"] == "/account"
+
+            def change(current: str) -> httpx.Response:
+                token = hidden_fields(web.get("/account").text)["csrf_token"]
+                return web.post(
+                    "/account/password",
+                    data={"csrf_token": token, "current_password": current, "password": new, "password_confirm": new},
+                )
+
+            assert [change("not the password").status_code for _ in range(2)] == [400, 400]
+            refused = change(person.password)
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    finally:
+        limited.state.ctx.close()

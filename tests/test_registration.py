@@ -241,7 +241,7 @@ def test_sign_in_page_links_to_registration_with_the_pending_request(site: Site)
         ({"confirm": "another long password"}, "The two passwords are not the same."),
         ({"phone": "12"}, "That is not a phone number"),
         ({"phone": "+1 555 000"}, "That phone number does not exist"),
-        ({"name": "x" * 201}, "Your name can have at most 200 characters."),
+        ({"name": "x" * 201}, "The name can have at most 200 characters."),
         ({"password": "short"}, "Use at least 8 characters."),
         ({"password": "password1"}, "This password is too common."),
     ],

@@ -31,10 +31,9 @@ from ..storage import BrowserSession, OneTimeCode, User, now
 from . import otp
 from .devices import describe
 from .phones import to_e164
-from .users import lock_user
+from .users import NameRefused, clean_name, lock_user
 
 VERIFY_PHONE = "verify_phone"
-MAX_NAME = 200
 SMS_SECOND_FACTOR = (
     "Two-step sign-in sends its codes to this number. Turn it off under Two-step verification before "
     "removing the number."
@@ -76,10 +75,10 @@ class SessionSummary:
 
 def update_name(db: Session, user: User, name: str) -> None:
     """An empty name removes it."""
-    name = name.strip()
-    if len(name) > MAX_NAME:
-        raise ProfileError(f"The name must have at most {MAX_NAME} characters.")
-    user.name = name or None
+    try:
+        user.name = clean_name(name)
+    except NameRefused as exc:
+        raise ProfileError(str(exc)) from None
     user.updated_at = now()
 
 

@@ -35,11 +35,10 @@ from .password_policy import check_new_password, set_password
 from .passwords import hash_password
 from .phones import PhoneError, to_e164
 from .reauthentication import RecentSignIn, reauthenticate
-from .users import UserError, create_user, lock_user, normalize_email
+from .users import NameRefused, UserError, clean_name, create_user, lock_user, normalize_email
 
 PURPOSE = "verify_email"
 LINK_LIFETIME = 24 * 60 * 60
-MAX_NAME = 200
 LIMIT = 3
 LIMIT_WINDOW = 120
 REGISTRATION_EVENT = "registration"
@@ -118,9 +117,10 @@ def parse(settings: Settings, form: Application) -> tuple[str, str | None, str |
         raise RegistrationError("Enter your email address, like name@example.com.") from None
     if form.password != form.password_confirm:
         raise RegistrationError("The two passwords are not the same.")
-    name = form.name.strip() or None
-    if name is not None and len(name) > MAX_NAME:
-        raise RegistrationError(f"Your name can have at most {MAX_NAME} characters.")
+    try:
+        name = clean_name(form.name)
+    except NameRefused as exc:
+        raise RegistrationError(str(exc)) from None
     phone = None
     if form.phone.strip():
         try:

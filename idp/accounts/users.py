@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -36,6 +37,26 @@ def check_password(password: str) -> None:
         raise UserError(f"the password must have at most {MAX_PASSWORD} characters")
 
 
+MAX_NAME = 200
+# Text-direction embeddings, overrides and isolates, and line and paragraph separators: a name is
+# shown in pages, put in ID tokens and logged, where these would reorder or split what follows.
+_LAYOUT_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029")
+
+
+class NameRefused(ValueError):
+    """A display name that cannot be kept; the message says why, for the person."""
+
+
+def clean_name(raw: str | None) -> str | None:
+    """The display name to keep (``None`` for an empty one), or :class:`NameRefused`."""
+    name = (raw or "").strip()
+    if len(name) > MAX_NAME:
+        raise NameRefused(f"The name can have at most {MAX_NAME} characters.")
+    if any(unicodedata.category(c) == "Cc" or c in _LAYOUT_CONTROLS for c in name):
+        raise NameRefused("The name cannot hold control characters or text-direction overrides.")
+    return name or None
+
+
 def create_user(
     db: Session,
     *,
@@ -54,8 +75,10 @@ def create_user(
         e164 = to_e164(phone, phone_region) if phone else None
     except PhoneError as exc:
         raise UserError(str(exc)) from None
-    if name is not None and len(name.strip()) > 200:
-        raise UserError("the name must have at most 200 characters")
+    try:
+        name = clean_name(name)
+    except NameRefused as exc:
+        raise UserError(str(exc)) from None
     if password is not None:
         check_password(password)
     if email and db.scalar(select(User.id).where(User.email == email)) is not None:
@@ -69,7 +92,7 @@ def create_user(
         email_verified=verified and email is not None,
         phone=e164,
         phone_verified=verified and e164 is not None,
-        name=(name or "").strip() or None,
+        name=name,
         password_hash=hash_password(password) if password is not None else None,
         disabled=False,
         failed_sign_ins=0,

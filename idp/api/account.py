@@ -31,7 +31,7 @@ from ..accounts.reauthentication import (
     reauthenticate,
 )
 from ..accounts.recovery import change_password as change_password_service
-from ..accounts.users import lock_user
+from ..accounts.users import MAX_NAME, lock_user
 from ..audit import mask
 from ..context import Context
 from ..pages.browser import audit, request_address
@@ -42,7 +42,7 @@ from .bodies import Field, Fields, parse_json, read_limited
 from .problems import Problem
 
 NAME_FIELDS: Fields = {
-    "name": Field(profile.MAX_NAME, "The name to show; an empty string removes it.", required=False),
+    "name": Field(MAX_NAME, "The name to show; an empty string removes it.", required=False),
 }
 PASSWORD_FIELDS: Fields = {
     "current_password": Field(MAX_PASSWORD_INPUT, "The password the person signs in with now."),
@@ -190,8 +190,11 @@ def end_other_sessions(request: Request, db: Session, caller: Caller, body: dict
 
 @operation(PASSWORD_FIELDS)
 def change_password(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
-    """Every session but the token's ends, and every grant not made in it is revoked."""
+    """Every session but the token's ends, and every grant not made in it is revoked. Each try
+    spends the per-address budget for password guesses: the lockout alone would let a stolen
+    token hash passwords (and lock the person out) without end."""
     ctx = request.app.state.ctx
+    _throttle(request, db, caller, Limit.SIGN_IN)
     try:
         change_password_service(
             db,
@@ -214,7 +217,7 @@ def change_password(request: Request, db: Session, caller: Caller, body: dict[st
 
 
 def _throttle(request: Request, db: Session, caller: Caller, limit: Limit) -> None:
-    """The same per-address budget as the hosted pages' verification forms."""
+    """The same per-address budgets as the hosted pages' forms (``limit``)."""
     refusal = request.app.state.ctx.rate_limiter.check(limit, request_address(request) or "unknown")
     if refusal is None:
         return

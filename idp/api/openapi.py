@@ -126,7 +126,10 @@ def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[st
 
 _RESPONSES: dict[str, Any] = {
     "Unauthorized": _problem(
-        "`invalid-token`: no access token, or one that is malformed, expired, revoked or not from this provider.",
+        (
+            "`invalid-token`: no access token, or one that is malformed, expired, revoked or not from this "
+            "provider, or whose person is disabled."
+        ),
         {
             "WWW-Authenticate": {
                 "description": 'RFC 6750: `Bearer realm="idp", error="invalid_token" ...`',
@@ -142,6 +145,7 @@ _RESPONSES: dict[str, Any] = {
     "BodyTooLarge": _problem("`body-too-large`: the body is over 64 KiB."),
     "UnsupportedMediaType": _problem(f"`unsupported-media-type`: the body is not `{JSON_TYPE}`."),
     "InvalidBody": _problem("`invalid-body`: the body is not an object of the documented members (see `errors`)."),
+    "Unavailable": _problem("`temporarily-unavailable`: the database cannot be reached for now.", RETRY_AFTER),
 }
 
 
@@ -161,8 +165,12 @@ def _operation(
     body: str | None = None,
     description: str | None = None,
 ) -> dict[str, Any]:
-    """Every operation may answer 401 and 403; one with a body also 400, 413, 415 and 422."""
-    common = {"401": _ref("responses", "Unauthorized"), "403": _ref("responses", "Forbidden")}
+    """Every operation may answer 401, 403 and 503; one with a body also 400, 413, 415 and 422."""
+    common = {
+        "401": _ref("responses", "Unauthorized"),
+        "403": _ref("responses", "Forbidden"),
+        "503": _ref("responses", "Unavailable"),
+    }
     operation: dict[str, Any] = {"operationId": operation_id, "summary": summary}
     if description:
         operation["description"] = description
@@ -192,9 +200,9 @@ def document(issuer: str) -> dict[str, Any]:
             "version": "1",
             "description": (
                 "The signed-in person's own account, as on the `/account` page. Authorize each request with "
-                "`Authorization: Bearer <access token>`: an access token this provider issued to any client for "
-                f"the person, with the `{REQUIRED_SCOPE}` scope. Every error is `{MEDIA_TYPE}` (RFC 9457).\n\n"
-                + _problem_types(issuer)
+                "`Authorization: Bearer <access token>`: an access token this provider issued for the person to "
+                f"one of its first-party clients, with the `{REQUIRED_SCOPE}` scope. Every error is "
+                f"`{MEDIA_TYPE}` (RFC 9457).\n\n" + _problem_types(issuer)
             ),
         },
         "servers": [{"url": issuer}],
@@ -250,6 +258,7 @@ def document(issuer: str) -> dict[str, Any]:
                             "password is checked until the lock ends; or as for any operation."
                         ),
                         "422": _problem("`invalid-body`, or `password-rejected`: `detail` says which rule."),
+                        "429": _problem("`rate-limited`: too many password tries from this address.", RETRY_AFTER),
                     },
                     body="PasswordChange",
                 ),
@@ -366,7 +375,8 @@ def document(issuer: str) -> dict[str, Any]:
                     "bearerFormat": "JWT",
                     "description": (
                         "An RFC 9068 access token from this provider's token endpoint, issued for a person "
-                        f"(authorization code or refresh token grant) with the `{REQUIRED_SCOPE}` scope."
+                        f"(authorization code or refresh token grant) to a first-party client, with the "
+                        f"`{REQUIRED_SCOPE}` scope."
                     ),
                 },
             },

@@ -8,15 +8,20 @@ status phrase as title, as RFC 9457 §4.2.1 says.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+log = logging.getLogger("idp")
+
 MEDIA_TYPE = "application/problem+json"
+DATABASE_RETRY_AFTER = 5
 ROUTER_DETAILS = {404: "There is nothing at this path.", 405: "This path does not take this method."}
 
 
@@ -53,6 +58,7 @@ KINDS = {
     "no-verified-email": Kind(409, "The account has no verified email address"),
     "rate-limited": Kind(429, "Too many requests from this address lately"),
     "session-not-found": Kind(404, "There is no such session"),
+    "temporarily-unavailable": Kind(503, "The service is temporarily unavailable"),
 }
 
 
@@ -114,4 +120,16 @@ async def handle_http_exception(_request: Request, exc: Exception) -> Response:
     )
 
 
-HANDLERS = {Problem: handle_problem, HTTPException: handle_http_exception}
+async def handle_database_error(request: Request, exc: Exception) -> Response:
+    """A database that fails is the app's quick 503, but as a problem: without this the app's own
+    handler would answer it in the RFC 6749 shape of the OAuth endpoints."""
+    log.error("database unavailable: %s", type(exc).__name__)
+    problem = Problem.retry_after(
+        "temporarily-unavailable",
+        f"The service is temporarily unavailable. Try again in {DATABASE_RETRY_AFTER} seconds.",
+        DATABASE_RETRY_AFTER,
+    )
+    return await handle_problem(request, problem)
+
+
+HANDLERS = {Problem: handle_problem, HTTPException: handle_http_exception, DBAPIError: handle_database_error}

@@ -327,8 +327,13 @@ def end_other_sessions(request: Request, db: Session, active: ActiveSession, for
 
 @signed_in(_account_page)
 def change_password(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
-    """The service checks the current password, applies the policy and ends the other sessions."""
+    """The service checks the current password, applies the policy and ends the other sessions.
+
+    Each try spends one of the address's sign-in budget: a stolen session must not make the server
+    hash guesses of the current password without end (the lockout stops them only per account)."""
     ctx = request.app.state.ctx
+    if refused := throttled(request, Limit.SIGN_IN, db=db):
+        return refused
     if form.get("password", "") != form.get("password_confirm", ""):
         return _account_page(request, db, active, error=PASSWORDS_DIFFER, section="password", status_code=400)
     try:
