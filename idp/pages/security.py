@@ -154,14 +154,7 @@ def _enable(request: Request, db: Session, active: ActiveSession, form: dict[str
         db.rollback()
         return _overview(request, db, active, error=_wait_message(exc.wait), status_code=429)
     if enrolment.destination is not None:
-        audit(
-            request,
-            db,
-            "code_sent",
-            outcome="success",
-            user_id=active.user.id,
-            detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA},
-        )
+        _audit_code_sent(request, db, active, enrolment)
     return render(request, "account_security_enrol.html", {"enrolment": enrolment})
 
 
@@ -211,14 +204,7 @@ def _resend(request: Request, db: Session, active: ActiveSession, form: dict[str
         db.rollback()
         page = {"enrolment": enrolment, "error": _wait_message(exc.wait), "wait": exc.wait}
         return render(request, "account_security_enrol.html", page, status_code=429)
-    audit(
-        request,
-        db,
-        "code_sent",
-        outcome="success",
-        user_id=active.user.id,
-        detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA},
-    )
+    _audit_code_sent(request, db, active, enrolment)
     page = {"enrolment": enrolment, "notice": "We sent you a new code."}
     return render(request, "account_security_enrol.html", page)
 
@@ -244,3 +230,15 @@ def _recovery_codes(request: Request, db: Session, active: ActiveSession, form: 
     audit(request, db, "recovery_codes_regenerated", outcome="success", user_id=active.user.id)
     notice = "Your new recovery codes are ready; the earlier ones no longer work."
     return render(request, "account_security_recovery.html", {"codes": codes, "notice": notice})
+
+
+def _audit_code_sent(request: Request, db: Session, active: ActiveSession, enrolment: second_factor.Enrolment) -> None:
+    """Sending the first code of an enrolment and resending it are the same event."""
+    audit(
+        request,
+        db,
+        "code_sent",
+        outcome="success",
+        user_id=active.user.id,
+        detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA},
+    )
