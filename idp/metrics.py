@@ -17,7 +17,7 @@ SIGN_INS = Counter("idp_sign_ins_total", "Sign-in attempts by method and outcome
 TOKENS = Counter("idp_tokens_issued_total", "Token responses by grant type", ["grant_type"])
 CODES_SENT = Counter("idp_codes_sent_total", "One-time codes sent by channel", ["channel"])
 DELIVERIES_FAILED = Counter(
-    "idp_deliveries_failed_total", "Messages given up after every retry, by channel", ["channel"]
+    "idp_deliveries_failed_total", "Messages dropped unsent once no longer useful, by channel", ["channel"]
 )
 RATE_LIMITED = Counter("idp_rate_limited_total", "Requests refused by a rate limit, by limit", ["limit"])
 REDIS_FALLBACKS = Counter("idp_redis_fallbacks_total", "Times Redis was unreachable and in-process state was used")

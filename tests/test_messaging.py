@@ -16,6 +16,7 @@ import logging
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,20 +31,23 @@ from cryptography.fernet import InvalidToken
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text, update
 from starlette.testclient import TestClient
 
+from idp.accounts import otp, recovery, registration
+from idp.accounts.users import create_user
 from idp.app import create_app
 from idp.context import Context
 from idp.messaging.outbox import enqueue_email, enqueue_sms
 from idp.messaging.sms import sms_backend
-from idp.messaging.worker import MAX_ATTEMPTS, deliver_due
+from idp.messaging.worker import MAX_RETRY, deliver_due
 from idp.migrate import upgrade
 from idp.security.sealing import OUTBOX, Sealer
-from idp.storage import AuditEvent, OutboxMessage, now
+from idp.storage import ActionToken, AuditEvent, OneTimeCode, OutboxMessage, now
 
 from .conftest import SECRET_KEY, TEST_ISSUER, free_port, make_settings
-from .services import QuietHandler, http_server, smtp_sink
+from .services import QuietHandler, SmtpSink, TcpProxy, http_server, smtp_sink
 
 PHONE = "+989121234567"
 TWILIO_SID = "AC0123456789abcdef0123456789abcdef"
@@ -176,15 +180,15 @@ def certificate_for_localhost(directory: Path) -> tuple[Path, Path, Path]:
 # --- helpers
 
 
-def queue_sms(ctx: Context, code: str = "493817", to: str = PHONE) -> str:
+def queue_sms(ctx: Context, code: str = "493817", to: str = PHONE, useful_for: int = 3600) -> str:
     with ctx.sessions.begin() as db:
-        return enqueue_sms(db, ctx.secret_key, to, "test_message", {"code": code}).id
+        return enqueue_sms(db, ctx.secret_key, to, "test_message", {"code": code}, useful_until=now() + useful_for).id
 
 
 def queue_email(ctx: Context, to: str = "ann@example.com", name: str = "Ann", code: str = "493817") -> str:
     context = {"name": name, "code": code, "link": "https://idp.example/verify?t=abc&u=1"}
     with ctx.sessions.begin() as db:
-        return enqueue_email(db, ctx.secret_key, to, "test_message", context).id
+        return enqueue_email(db, ctx.secret_key, to, "test_message", context, useful_until=now() + 3600).id
 
 
 def row(ctx: Context, message_id: str) -> OutboxMessage:
@@ -469,37 +473,50 @@ def test_a_provider_error_is_retried_later_then_delivered_once(build: Callable[.
     assert deliver_due(ctx) == 0 and len(stub.requests) == 2, "delivered once"
 
 
-def test_backoff_doubles(build: Callable[..., Context], stub: Stub) -> None:
+def test_backoff_doubles_up_to_two_minutes_and_a_quarter_of_the_life_left(
+    build: Callable[..., Context], stub: Stub
+) -> None:
     stub.answers = [Answer(503, {})]
     ctx = twilio(build, stub)
-    message_id = queue_sms(ctx)
+    message_id = queue_sms(ctx, useful_for=24 * 3600)
     waits = []
-    for _ in range(4):
+    for _ in range(8):
         make_due(ctx, message_id)
         stamp = now()
         deliver_due(ctx)
         waits.append(row(ctx, message_id).next_attempt_at - stamp)
-    assert [round(w / 5) * 5 for w in waits] == [5, 10, 20, 40]
+    assert [round(w / 5) * 5 for w in waits] == [5, 10, 20, 40, 80, MAX_RETRY, MAX_RETRY, MAX_RETRY]
+
+    code_id = queue_sms(ctx, useful_for=200)
+    for _ in range(5):
+        make_due(ctx, code_id)
+        deliver_due(ctx)
+    stamp = now()
+    make_due(ctx, code_id)
+    deliver_due(ctx)
+    assert row(ctx, code_id).next_attempt_at - stamp <= 50, "no wait of 80 s for a code with 200 s to live"
 
 
-def test_after_max_attempts_the_message_fails_with_audit_event_and_log_line(
+def test_a_message_no_longer_useful_is_dropped_unsent_with_audit_event_log_line_and_metric(
     build: Callable[..., Context], stub: Stub, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stub.answers = [Answer(503, {"message": "unavailable"})]
+    stub.answers = [Answer(503, {"message": "unavailable"}), TWILIO_CREATED]
     ctx = twilio(build, stub)
-    message_id = queue_sms(ctx, code="918273")
+    message_id = queue_sms(ctx, code="918273", useful_for=60)
+    before = dropped_count("sms")
 
     with caplog.at_level(logging.INFO):
-        for attempt in range(MAX_ATTEMPTS):
-            make_due(ctx, message_id)
-            assert deliver_due(ctx) == 0
-            assert (row(ctx, message_id).failed_at is None) == (attempt < MAX_ATTEMPTS - 1)
+        assert deliver_due(ctx) == 0
+        assert row(ctx, message_id).next_attempt_at <= now() + 15, "a quarter of its minute at most"
+        travel(ctx, 60)
+        assert deliver_due(ctx) == 0
 
-    failed = row(ctx, message_id)
-    assert failed.attempts == MAX_ATTEMPTS and len(stub.requests) == MAX_ATTEMPTS
-    assert failed.failed_at is not None and failed.sent_at is None
-    assert failed.body is None, "nothing keeps the code once the message is given up"
-    assert failed.last_error == "twilio: HTTP 503"
+    assert len(stub.requests) == 1, "the provider is back, but a code past its expiry is not sent"
+    dropped = row(ctx, message_id)
+    assert dropped.failed_at is not None and dropped.sent_at is None and dropped.attempts == 1
+    assert dropped.body is None, "nothing keeps the code once the message is dropped"
+    assert dropped.last_error == "twilio: HTTP 503"
+    assert dropped_count("sms") == before + 1
 
     with ctx.sessions() as db:
         (event,) = db.scalars(select(AuditEvent).where(AuditEvent.event == "message_failed"))
@@ -508,18 +525,20 @@ def test_after_max_attempts_the_message_fails_with_audit_event_and_log_line(
         "message_id": message_id,
         "channel": "sms",
         "recipient": "+98912***4567",
-        "attempts": MAX_ATTEMPTS,
+        "attempts": 1,
         "error": "twilio: HTTP 503",
+        "reason": "expired",
     }
 
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and message_id in errors[0].getMessage()
+    assert "no longer useful" in errors[0].getMessage()
     for record in caplog.records:
         assert "918273" not in record.getMessage(), "no log line carries the message"
         assert TWILIO_TOKEN not in record.getMessage()
 
     make_due(ctx, message_id)
-    assert deliver_due(ctx) == 0 and len(stub.requests) == MAX_ATTEMPTS, "a failed message stays failed"
+    assert deliver_due(ctx) == 0 and len(stub.requests) == 1, "a dropped message stays dropped"
 
 
 def test_a_slow_provider_fails_the_attempt_within_the_timeout(build: Callable[..., Context], stub: Stub) -> None:
@@ -615,10 +634,191 @@ def test_the_stored_body_is_sealed_and_cleared_after_delivery(build: Callable[..
 def test_a_message_queued_in_a_rolled_back_transaction_does_not_exist(build: Callable[..., Context]) -> None:
     ctx = build()
     with ctx.sessions() as db:
-        enqueue_sms(db, ctx.secret_key, "+15551230000", "test_message", {"code": "000001"})
+        enqueue_sms(db, ctx.secret_key, "+15551230000", "test_message", {"code": "000001"}, useful_until=now() + 60)
         db.rollback()
     with ctx.sessions() as db, db.begin():
-        enqueue_sms(db, ctx.secret_key, "+15551239999", "test_message", {"code": "000002"})
+        enqueue_sms(db, ctx.secret_key, "+15551239999", "test_message", {"code": "000002"}, useful_until=now() + 60)
 
     with ctx.sessions() as db:
         assert list(db.scalars(select(OutboxMessage.recipient))) == ["+15551239999"]
+
+
+# --- outages: a message is retried for as long as it is useful, and no longer
+
+
+def travel(ctx: Context, seconds: int) -> None:
+    """``seconds`` go by: every time stored for the messages, codes and links moves that far into the past."""
+    with ctx.sessions.begin() as db:
+        for model in (OutboxMessage, OneTimeCode, ActionToken):
+            table = model.__table__
+            moved = {column.name: column - seconds for column in table.c if column.name.endswith(("_at", "_until"))}
+            db.execute(update(table).values(moved))
+
+
+def next_due(ctx: Context) -> int | None:
+    """When the next attempt at a message neither sent nor dropped is due."""
+    with ctx.sessions() as db:
+        return db.scalar(
+            select(func.min(OutboxMessage.next_attempt_at)).where(
+                OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None)
+            )
+        )
+
+
+def run_for(workers: list[Context], seconds: int) -> None:
+    """The workers' rounds through ``seconds`` of time, racing as processes do; the clock jumps from
+    each retry the worker scheduled to the next, so hours pass in moments through the real code."""
+    left = seconds
+    while (due := next_due(workers[0])) is not None and due - now() <= left:
+        wait = max(0, due - now())
+        travel(workers[0], wait)
+        left -= wait
+        race(workers)
+    travel(workers[0], left)
+
+
+def race(workers: list[Context]) -> None:
+    """One round of every worker at once."""
+    start = threading.Barrier(len(workers))
+
+    def work(ctx: Context) -> None:
+        start.wait()
+        deliver_due(ctx)
+
+    threads = [threading.Thread(target=work, args=(ctx,)) for ctx in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+
+def queued_by(ctx: Context, action: Callable[[Any], object]) -> str:
+    """The outbox row ``action`` queued, committed with what caused it as the pages do."""
+    with ctx.sessions() as db:
+        before = set(db.scalars(select(OutboxMessage.id)))
+    with ctx.sessions.begin() as db:
+        action(db)
+    with ctx.sessions() as db:
+        (made,) = set(db.scalars(select(OutboxMessage.id))) - before
+    return made
+
+
+def queue_one_of_each(ctx: Context) -> dict[str, str]:
+    """What the pages queue, by the services that queue it: a code by email and by SMS, a reset
+    link (an hour), a verification link (a day) and a notice; name -> outbox id."""
+    with ctx.sessions.begin() as db:
+        ann = create_user(db, email="ann@example.com", verified=True).id
+        bob = create_user(db, email="bob@example.com").id
+    settings, key = ctx.settings, ctx.secret_key
+
+    def sign_in_code(db: Any) -> None:
+        otp.send(ctx, db, purpose="sign_in", channel="email", identifier="ann@example.com", user_id=ann)
+
+    def phone_code(db: Any) -> None:
+        otp.send(ctx, db, purpose="verify_phone", channel="sms", identifier=PHONE, user_id=ann)
+
+    def verification_link(db: Any) -> None:
+        user = db.get_one(registration.User, bob)
+        registration.send_link(db, settings, key, user, authorization_request_id=None, browser_hash="0" * 64)
+
+    def notice(db: Any) -> None:
+        recovery.notify_password_changed(db, settings, key, db.get_one(registration.User, ann))
+
+    return {
+        "email code": queued_by(ctx, sign_in_code),
+        "sms code": queued_by(ctx, phone_code),
+        "reset link": queued_by(ctx, lambda db: recovery.request_reset(db, settings, key, "ann@example.com")),
+        "verification link": queued_by(ctx, verification_link),
+        "notice": queued_by(ctx, notice),
+    }
+
+
+SUBJECTS = {
+    "email code": "Your sign-in code is ",
+    "reset link": "Reset your password",
+    "verification link": "Verify your email address",
+    "notice": "Your password was changed",
+}
+
+
+def delivered_emails(sink: SmtpSink) -> Counter[str]:
+    """How many times each queued email arrived, by name."""
+    return Counter(
+        name
+        for received in sink.received
+        for name, subject in SUBJECTS.items()
+        if str(received.message["Subject"]).startswith(subject)
+    )
+
+
+def dropped_count(channel: str) -> float:
+    return REGISTRY.get_sample_value("idp_deliveries_failed_total", {"channel": channel}) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("minutes", "dropped"),
+    [
+        (4, set()),
+        (20, {"email code", "sms code"}),
+        (120, {"email code", "sms code", "reset link"}),
+    ],
+    ids=["past-six-attempts", "past-the-codes", "past-the-reset-link"],
+)
+def test_an_outage_loses_no_message_while_it_is_useful_and_drops_the_rest_out_loud(
+    build: Callable[..., Context], stub: Stub, caplog: pytest.LogCaptureFixture, minutes: int, dropped: set[str]
+) -> None:
+    """Mail and SMS are down far longer than six attempts took (2.5 minutes): each message is tried
+    until it is no longer useful, then dropped with an audit event, an error line and the metric; what
+    is still useful when the servers come back arrives exactly once, with two workers racing."""
+    sink, controller = smtp_sink()
+    proxy = TcpProxy(("127.0.0.1", controller.port))
+    proxy.start()
+    try:
+        settings = {
+            "IDP_EMAIL_BACKEND": "smtp",
+            "IDP_SMTP_HOST": "127.0.0.1",
+            "IDP_SMTP_PORT": str(proxy.port),
+            "IDP_SMS_BACKEND": "webhook",
+            "IDP_SMS_WEBHOOK_URL": stub.url + "/sms",
+        }
+        workers = [build(**settings), build(**settings)]
+        proxy.stop()
+        stub.answers = [Answer(503, {})]
+        queued = queue_one_of_each(workers[0])
+        before = {channel: dropped_count(channel) for channel in ("email", "sms")}
+
+        with caplog.at_level(logging.INFO):
+            run_for(workers, minutes * 60)
+            assert sink.received == [], "nothing gets through the outage"
+            failed_sms = len(stub.requests)
+            assert failed_sms > 6, "the code is tried more than six times"
+            proxy.start()
+            stub.answers = [Answer(204, None)]
+            run_for(workers, 3 * 24 * 3600)
+    finally:
+        proxy.stop()
+        controller.stop()
+
+    kept = set(queued) - dropped
+    assert delivered_emails(sink) == Counter(name for name in kept if name != "sms code"), "each once"
+    assert len(stub.requests) - failed_sms == (0 if "sms code" in dropped else 1)
+    rows = {name: row(workers[0], message_id) for name, message_id in queued.items()}
+    assert {name for name, message in rows.items() if message.sent_at is not None} == kept
+    assert {name for name, message in rows.items() if message.failed_at is not None} == dropped
+    assert all(message.body is None for message in rows.values()), "nothing keeps a code or link"
+
+    with workers[0].sessions() as db:
+        events = list(db.scalars(select(AuditEvent).where(AuditEvent.event == "message_failed")))
+    by_id = {event.detail["message_id"]: event for event in events}
+    assert set(by_id) == {queued[name] for name in dropped}, "one event per dropped message"
+    for name in dropped:
+        detail = by_id[queued[name]].detail
+        assert detail["reason"] == "expired" and detail["attempts"] > 6
+        assert detail["error"] in ("smtp: ConnectionRefusedError", "webhook: HTTP 503")
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert sorted(queued[name] for name in dropped) == sorted(
+        message_id for message in errors for message_id in queued.values() if message_id in message
+    ), errors
+    for channel in ("email", "sms"):
+        lost = sum(1 for name in dropped if (name == "sms code") == (channel == "sms"))
+        assert dropped_count(channel) - before[channel] == lost

@@ -15,7 +15,7 @@ from enum import Enum
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from ..messaging.outbox import enqueue_email
+from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..settings import Settings
 from ..storage import User, now
 from .passwords import hash_password, needs_rehash, verify_password
@@ -93,5 +93,6 @@ def count_failure(db: Session, settings: Settings, secret_key: str, user: User) 
             "attempts": settings.lockout_attempts,
             "reset_link": f"{settings.issuer}/password/forgot",
         },
+        useful_until=notice_useful_until(),
     )
     return True

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from ..audit import mask
 from ..context import Context
-from ..messaging.outbox import enqueue_email
+from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..storage import ActionToken, User, now
 from . import links, otp
 from .registration import address_key, requests_wait
@@ -119,13 +119,23 @@ def request_change(ctx: Context, db: Session, user: User, email: str) -> Request
             user.email,
             "email_change_requested",
             {"new_email": mask(email), "hours": hours, "reset_link": f"{ctx.settings.issuer}/password/forgot"},
+            useful_until=notice_useful_until(),
         )
     if db.scalar(select(User.id).where(User.email == email)) is not None:
         # The link is made all the same, never sent: the person's page shows it waiting either way.
-        enqueue_email(db, ctx.secret_key, email, "email_change_taken", {"login_link": f"{ctx.settings.issuer}/login"})
+        enqueue_email(
+            db,
+            ctx.secret_key,
+            email,
+            "email_change_taken",
+            {"login_link": f"{ctx.settings.issuer}/login"},
+            useful_until=notice_useful_until(),
+        )
         return Requested(key, taken=True)
     link = links.url(ctx.settings.issuer, "/account/email/confirm", token)
-    enqueue_email(db, ctx.secret_key, email, "email_change", {"link": link, "hours": hours})
+    enqueue_email(
+        db, ctx.secret_key, email, "email_change", {"link": link, "hours": hours}, useful_until=now() + LINK_LIFETIME
+    )
     return Requested(key, taken=False)
 
 
@@ -170,6 +180,13 @@ def confirm(ctx: Context, db: Session, token: str | None) -> Changed:
     links.cancel(db, user.id)
     if old_email is not None:
         otp.cancel(db, old_email)
-        enqueue_email(db, ctx.secret_key, old_email, "email_changed", {"new_email": mask(link.email)})
+        enqueue_email(
+            db,
+            ctx.secret_key,
+            old_email,
+            "email_changed",
+            {"new_email": mask(link.email)},
+            useful_until=notice_useful_until(),
+        )
     db.flush()
     return Changed(user, old_email)

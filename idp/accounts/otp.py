@@ -99,9 +99,9 @@ def deliver(ctx: Context, db: Session, issued: IssuedCode, *, channel: str, to: 
     """Queue ``issued`` to ``to`` by ``channel`` (``email`` or ``sms``) in the message ``template``."""
     message = {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
     if channel == "email":
-        enqueue_email(db, ctx.secret_key, to, template, message)
+        enqueue_email(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at)
     else:
-        enqueue_sms(db, ctx.secret_key, to, template, message)
+        enqueue_sms(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at)
     CODES_SENT.labels(channel=channel).inc()
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from ..audit import mask
 from ..context import Context
-from ..messaging.outbox import enqueue_email
+from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..sessions import end_session
 from ..storage import BrowserSession, OneTimeCode, User, now
 from . import otp
@@ -179,6 +179,7 @@ def notify_phone_removed(ctx: Context, db: Session, email: str, phone: str) -> N
             "when": datetime.fromtimestamp(now(), UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "reset_link": f"{ctx.settings.issuer}/password/forgot",
         },
+        useful_until=notice_useful_until(),
     )
 
 

@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import audit
-from ..messaging.outbox import enqueue_email
+from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..sessions import sign_out_everywhere
 from ..settings import Settings
 from ..storage import ActionToken, User, now
@@ -94,6 +94,7 @@ def request_reset(db: Session, settings: Settings, secret_key: str, raw_email: s
         email,
         "password_reset",
         {"link": links.url(settings.issuer, "/password/reset", token), "minutes": LINK_LIFETIME // 60},
+        useful_until=stamp + LINK_LIFETIME,
     )
     db.flush()
     return ResetRequest(Requested.SENT, email, user.id)
@@ -192,4 +193,5 @@ def notify_password_changed(db: Session, settings: Settings, secret_key: str, us
             "when": datetime.fromtimestamp(now(), UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "reset_link": f"{settings.issuer}/password/forgot",
         },
+        useful_until=notice_useful_until(),
     )

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..messaging.outbox import enqueue_email
+from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..security.digests import digests_equal, keyed_digest, token_digest
 from ..settings import Settings
 from ..storage import ActionToken, AuditEvent, User, now
@@ -185,6 +185,7 @@ def _already_registered(db: Session, settings: Settings, secret_key: str, user: 
             user.email,
             "already_registered",
             {"login_link": f"{settings.issuer}/login", "reset_link": f"{settings.issuer}/password/forgot"},
+            useful_until=notice_useful_until(),
         )
     return Registered(user, created=False)
 
@@ -216,6 +217,7 @@ def send_link(
         user.email,
         "verify_email",
         {"link": links.url(settings.issuer, "/verify-email", token), "hours": LINK_LIFETIME // 3600},
+        useful_until=now() + LINK_LIFETIME,
     )
     db.flush()
 

@@ -22,7 +22,7 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy.orm import Session
 
 from ..context import Context
-from ..messaging.outbox import enqueue_email
+from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..security.sealing import Sealer
 from ..storage import BrowserSession, User, now
 from . import otp, totp
@@ -142,6 +142,7 @@ def turn_off(ctx: Context, db: Session, user: User) -> str:
             user.email,
             "second_factor_disabled",
             {"account_link": f"{ctx.settings.issuer}/account/security"},
+            useful_until=notice_useful_until(),
         )
     return method
 

@@ -6,6 +6,10 @@ a message is sent exactly when that change is real, and the worker never blocks 
 An email template pair is ``email/<name>.txt`` and ``email/<name>.html``; the first line of the
 text template is the subject, the rest is the text. An SMS template is ``sms/<name>.txt``.
 The subject is sealed with the text, as a subject may carry a code too.
+
+Every message says until when it is worth sending (``useful_until``): a code until it expires, a
+link for its lifetime, a notice for ``NOTICE_LIFETIME``. The worker retries it until then, however
+long the mail or SMS provider is down, and drops it after.
 """
 
 from __future__ import annotations
@@ -20,6 +24,12 @@ from sqlalchemy.orm import Session
 from ..security.digests import new_id
 from ..security.sealing import OUTBOX, Sealer
 from ..storage import OutboxMessage, now
+
+NOTICE_LIFETIME = 3 * 24 * 3600
+"""A notice (password changed, phone removed, account locked, ...) tells the owner of a change they
+may not have made: it is worth as much after a weekend's outage as on the day, since the way back
+it offers (a password reset) still works. Three days covers an outage from a Friday evening to a
+Monday morning; a notice older than that is no longer news, and the audit log keeps the change."""
 
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent.parent / "templates"),
@@ -39,17 +49,28 @@ def render_sms(template: str, context: dict[str, Any]) -> str:
     return _templates.get_template(f"sms/{template}.txt").render(context).strip()
 
 
-def enqueue_email(db: Session, secret_key: str, to: str, template: str, context: dict[str, Any]) -> OutboxMessage:
+def notice_useful_until() -> int:
+    """When a notice queued now stops being worth sending."""
+    return now() + NOTICE_LIFETIME
+
+
+def enqueue_email(
+    db: Session, secret_key: str, to: str, template: str, context: dict[str, Any], *, useful_until: int
+) -> OutboxMessage:
     subject, text, html = render_email(template, context)
-    return _enqueue(db, secret_key, "email", to, {"subject": subject, "text": text, "html": html})
+    return _enqueue(db, secret_key, "email", to, {"subject": subject, "text": text, "html": html}, useful_until)
 
 
-def enqueue_sms(db: Session, secret_key: str, to: str, template: str, context: dict[str, Any]) -> OutboxMessage:
+def enqueue_sms(
+    db: Session, secret_key: str, to: str, template: str, context: dict[str, Any], *, useful_until: int
+) -> OutboxMessage:
     """``to`` is an E.164 number, as ``idp.accounts.phones`` makes it."""
-    return _enqueue(db, secret_key, "sms", to, {"text": render_sms(template, context)})
+    return _enqueue(db, secret_key, "sms", to, {"text": render_sms(template, context)}, useful_until)
 
 
-def _enqueue(db: Session, secret_key: str, channel: str, to: str, content: dict[str, str]) -> OutboxMessage:
+def _enqueue(
+    db: Session, secret_key: str, channel: str, to: str, content: dict[str, str], useful_until: int
+) -> OutboxMessage:
     stamp = now()
     message = OutboxMessage(
         id=new_id(),
@@ -59,6 +80,7 @@ def _enqueue(db: Session, secret_key: str, channel: str, to: str, content: dict[
         created_at=stamp,
         attempts=0,
         next_attempt_at=stamp,
+        useful_until=useful_until,
     )
     db.add(message)
     db.flush()

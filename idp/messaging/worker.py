@@ -2,9 +2,12 @@
 
 A worker claims one due message at a time with a conditional UPDATE, so several processes (or
 threads) never send the same message twice; a claim lasts longer than any send can take and lapses
-if the process dies, so a crash loses nothing. A failed send is retried with exponential backoff;
-after ``MAX_ATTEMPTS`` the message is marked failed, an audit event and an error line record it.
-Sealed bodies are cleared once a message is sent or given up: nothing keeps the secret after that.
+if the process dies, so a crash loses nothing. A failed send is retried with exponential backoff,
+for as long as the message is useful (``useful_until``, set by whoever queued it): an outage of the
+mail or SMS provider, however long, loses no message that is still worth sending when it ends. One
+no longer useful (a code past its expiry, a link past its lifetime) is dropped unsent: an audit
+event, an error line and ``idp_deliveries_failed_total`` record it, and the person asks again.
+Sealed bodies are cleared once a message is sent or dropped: nothing keeps the secret after that.
 """
 
 from __future__ import annotations
@@ -31,9 +34,8 @@ from .sms import Sms
 if TYPE_CHECKING:
     from ..context import Context
 
-MAX_ATTEMPTS = 6
 FIRST_RETRY = 5
-MAX_RETRY = 600
+MAX_RETRY = 120
 CLAIM_SECONDS = 120
 BATCH = 20
 log = logging.getLogger("idp.outbox")
@@ -48,11 +50,16 @@ class Claimed:
     recipient: str
     body: str
     attempts: int
+    useful_until: int
+    last_error: str | None
 
 
-def retry_delay(attempts: int) -> int:
-    """5 s after the first failure, doubling each time, never more than 10 minutes."""
-    return min(FIRST_RETRY * 2 ** (attempts - 1), MAX_RETRY)
+def retry_delay(attempts: int, life_left: int) -> int:
+    """5 s after the first failure, doubling each time, never more than 2 minutes: a provider back
+    from an outage gets every message within 2 minutes. Never more than a quarter of the life the
+    message has left either (but never under 5 s), so that a code of a few minutes is tried often
+    enough near its end to arrive soon after the provider is back, not after it expired."""
+    return max(FIRST_RETRY, min(FIRST_RETRY * 2 ** (attempts - 1), MAX_RETRY, life_left // 4))
 
 
 def _available(stamp: int) -> tuple[ColumnElement[bool], ...]:
@@ -76,7 +83,11 @@ def deliver_due(ctx: Context, limit: int = BATCH) -> int:
     sent = 0
     for message_id in due:
         message = _claim(ctx, message_id)
-        if message is not None and _deliver(ctx, message):
+        if message is None:
+            continue
+        if message.useful_until <= now():
+            _drop(ctx, message)
+        elif _deliver(ctx, message):
             sent += 1
     return sent
 
@@ -95,7 +106,7 @@ def _claim(ctx: Context, message_id: str) -> Claimed | None:
             return None
         row = db.get_one(OutboxMessage, message_id)
         assert row.body is not None
-        return Claimed(row.id, row.channel, row.recipient, row.body, row.attempts)
+        return Claimed(row.id, row.channel, row.recipient, row.body, row.attempts, row.useful_until, row.last_error)
 
 
 def _deliver(ctx: Context, message: Claimed) -> bool:
@@ -130,50 +141,58 @@ def _send(ctx: Context, message: Claimed) -> None:
 
 
 def _failed(ctx: Context, message: Claimed, error: str) -> None:
+    """The next attempt waits its backoff, and never past the message's usefulness: it is then due
+    at that instant, to be dropped, not left waiting."""
     attempts = message.attempts + 1
     stamp = now()
-    values: dict[str, object] = {"attempts": attempts, "claimed_until": None, "last_error": error[:200]}
+    delay = retry_delay(attempts, message.useful_until - stamp)
     with ctx.sessions.begin() as db:
-        if attempts >= MAX_ATTEMPTS:
-            values.update(failed_at=stamp, body=None)
-            audit.record(
-                db,
-                "message_failed",
-                outcome="failure",
-                detail={
-                    "message_id": message.id,
-                    "channel": message.channel,
-                    "recipient": audit.mask(message.recipient),
-                    "attempts": attempts,
-                    "error": error,
-                },
-            )
-        else:
-            values["next_attempt_at"] = stamp + retry_delay(attempts)
         db.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == message.id)
-            .values(**values)
+            .values(
+                attempts=attempts,
+                claimed_until=None,
+                last_error=error[:200],
+                next_attempt_at=min(stamp + delay, message.useful_until),
+            )
             .execution_options(synchronize_session=False)
         )
-    if attempts >= MAX_ATTEMPTS:
-        log.error(
-            "outbox message %s (%s to %s) failed for good after %d attempts: %s",
-            message.id,
-            message.channel,
-            audit.mask(message.recipient),
-            attempts,
-            error,
+    log.warning("outbox message %s: attempt %d failed (%s), retrying in %d s", message.id, attempts, error, delay)
+
+
+def _drop(ctx: Context, message: Claimed) -> None:
+    """Too late to be of use: a code past its expiry would be refused, a link past its lifetime
+    leads nowhere. Recorded so that an operator sees what an outage cost."""
+    with ctx.sessions.begin() as db:
+        db.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message.id)
+            .values(failed_at=now(), body=None, claimed_until=None)
+            .execution_options(synchronize_session=False)
         )
-        DELIVERIES_FAILED.labels(channel=message.channel).inc()
-    else:
-        log.warning(
-            "outbox message %s: attempt %d failed (%s), retrying in %d s",
-            message.id,
-            attempts,
-            error,
-            retry_delay(attempts),
+        audit.record(
+            db,
+            "message_failed",
+            outcome="failure",
+            detail={
+                "message_id": message.id,
+                "channel": message.channel,
+                "recipient": audit.mask(message.recipient),
+                "attempts": message.attempts,
+                "error": message.last_error,
+                "reason": "expired",
+            },
         )
+    log.error(
+        "outbox message %s (%s to %s) dropped unsent: no longer useful after %d attempts (last error: %s)",
+        message.id,
+        message.channel,
+        audit.mask(message.recipient),
+        message.attempts,
+        message.last_error,
+    )
+    DELIVERIES_FAILED.labels(channel=message.channel).inc()
 
 
 async def run_worker(ctx: Context, stop: asyncio.Event, interval: float = 1.0) -> None:

@@ -3,6 +3,8 @@
 A row exists exactly when what caused it committed, so a restart or a crash loses nothing: any
 process's worker picks it up. ``body`` holds the rendered message sealed with a key derived from
 ``IDP_SECRET_KEY`` (it carries one-time codes and links), and is cleared once it is no longer needed.
+``useful_until`` is when what the message carries stops being worth sending (a code's expiry, a
+link's, a notice's staleness): the worker retries until then, and drops it after.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class OutboxMessage(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    useful_until: Mapped[int] = mapped_column(BigInteger)
     claimed_until: Mapped[int | None] = mapped_column(BigInteger)
     sent_at: Mapped[int | None] = mapped_column(BigInteger)
     failed_at: Mapped[int | None] = mapped_column(BigInteger)
