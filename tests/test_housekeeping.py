@@ -167,6 +167,7 @@ def _seed(ctx: Context) -> None:
                     created_at=0,
                     attempts=1,
                     next_attempt_at=0,
+                    useful_until=0,
                     sent_at=sent,
                 )
             )
@@ -179,6 +180,7 @@ def _seed(ctx: Context) -> None:
                 created_at=0,
                 attempts=0,
                 next_attempt_at=0,
+                useful_until=0,
             )
         )
         for name, at in (("old", stamp - 400 * DAY), ("new", stamp - DAY)):

@@ -122,6 +122,25 @@ def test_dropping_the_outbox_subject_keeps_queued_messages(own_database_url):
         engine.dispose()
 
 
+def test_a_message_queued_before_useful_until_existed_is_retried_for_an_hour(own_database_url):
+    """Its lifetime is unknown: an hour, a reset link's, the shortest a link has."""
+    url = own_database_url
+    command.upgrade(alembic_config(url), "0005")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO outbox (id, channel, recipient, body, created_at, attempts, next_attempt_at)"
+                    " VALUES ('m1', 'email', 'a@example.com', 'sealed', 1000, 2, 1040)"
+                )
+            )
+        upgrade(url)
+        assert _only_outbox_row(engine)["useful_until"] == 1000 + 3600
+    finally:
+        engine.dispose()
+
+
 def _every_stored_text(ctx) -> str:
     """Every value of every column of every table, as one string to search secrets in."""
     chunks: list[str] = []
