@@ -63,7 +63,7 @@ def retry_delay(attempts: int, life_left: int) -> int:
 
 
 def _available(stamp: int) -> tuple[ColumnElement[bool], ...]:
-    """Not yet sent or given up, due, and claimed by no live worker."""
+    """Not yet sent or dropped, due, and claimed by no live worker."""
     return (
         OutboxMessage.sent_at.is_(None),
         OutboxMessage.failed_at.is_(None),
