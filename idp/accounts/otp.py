@@ -26,6 +26,7 @@ from ..messaging.outbox import enqueue_email, enqueue_sms
 from ..metrics import CODES_SENT
 from ..security.digests import keyed_digest, new_id
 from ..storage import OneTimeCode, now
+from . import sms_budget
 
 MAX_TRIES = 3
 RESEND_WINDOW = 120
@@ -123,10 +124,13 @@ def send(
     user_id: str | None,
     template: str = "one_time_code",
 ) -> None:
-    """A new code for ``purpose``, sent to ``identifier``; raises :class:`ResendTooSoon`."""
+    """A new code for ``purpose``, sent to ``identifier``; raises :class:`ResendTooSoon`, and
+    :class:`~.sms_budget.SmsRefused` for a text message that may not go."""
     issued = issue(
         db, ctx.secret_key, purpose=purpose, identifier=identifier, user_id=user_id, ttl=ctx.settings.otp_ttl
     )
+    if channel == "sms":
+        sms_budget.spend(ctx, identifier)
     deliver(ctx, db, issued, channel=channel, to=identifier, template=template)
 
 
