@@ -34,7 +34,7 @@ REDIS_RETRY = 2.0
 
 
 class Limit(StrEnum):
-    """Each limit is the setting ``IDP_RATE_LIMIT_<NAME>``, but for the SMS budgets."""
+    """Each limit is the setting ``IDP_RATE_LIMIT_<NAME>``, except the SMS budgets (below)."""
 
     REGISTRATION = "registration"
     SIGN_IN = "sign_in"
