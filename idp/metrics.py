@@ -21,3 +21,6 @@ DELIVERIES_FAILED = Counter(
 )
 RATE_LIMITED = Counter("idp_rate_limited_total", "Requests refused by a rate limit, by limit", ["limit"])
 REDIS_FALLBACKS = Counter("idp_redis_fallbacks_total", "Times Redis was unreachable and in-process state was used")
+SMS_BUDGET_SPENT = Counter(
+    "idp_sms_budget_spent_total", "Text messages refused because an hourly SMS budget was spent, by budget", ["budget"]
+)

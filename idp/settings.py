@@ -63,6 +63,9 @@ class Settings:
     refresh_token_ttl: int = 1_209_600
     otp_ttl: int = 300
     phone_default_region: str | None = None
+    phone_regions: frozenset[str] | None = None
+    sms_budget_hour: int = 1000
+    sms_budget_country_hour: int = 200
     self_registration: bool = True
     require_verified_email: bool = True
     pwned_passwords: bool = False
@@ -206,6 +209,11 @@ class Settings:
             refresh_token_ttl=number("IDP_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, 300, 31_536_000),
             otp_ttl=number("IDP_OTP_TTL", cls.otp_ttl, 60, 3600),
             phone_default_region=region,
+            phone_regions=_regions(text("IDP_PHONE_REGIONS")),
+            sms_budget_hour=number("IDP_SMS_BUDGET_HOUR", cls.sms_budget_hour, 1, MAX_RATE_AMOUNT),
+            sms_budget_country_hour=number(
+                "IDP_SMS_BUDGET_COUNTRY_HOUR", cls.sms_budget_country_hour, 1, MAX_RATE_AMOUNT
+            ),
             self_registration=flag("IDP_SELF_REGISTRATION", True),
             require_verified_email=flag("IDP_REQUIRE_VERIFIED_EMAIL", True),
             pwned_passwords=flag("IDP_PWNED_PASSWORDS", False),
@@ -218,6 +226,17 @@ class Settings:
         )
         _check_backends(settings)
         return settings
+
+
+def _regions(value: str | None) -> frozenset[str] | None:
+    """``IR,DE``: the regions whose numbers may receive text messages; unset, every region."""
+    if value is None:
+        return None
+    regions = [part.strip().upper() for part in value.split(",")]
+    for region in regions:
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise SettingsError(f"IDP_PHONE_REGIONS: {region!r} is not a region code like IR or US")
+    return frozenset(regions)
 
 
 def _check_database_url(value: str) -> None:

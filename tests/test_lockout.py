@@ -1,5 +1,5 @@
 """Lockout after repeated wrong passwords: the owner's email, the audit trail, the generic answer,
-and every way out of a lock (time, ``idp users unlock``, a one-time code by email).
+and the ways out of a lock (time, ``idp users unlock``).
 
 The tests run their own app on a database of this module's own, so that only this process's
 delivery worker sends the messages the log capture reads.
@@ -182,15 +182,17 @@ def test_idp_users_unlock_ends_the_lock(site, environ):
     assert_signed_in(post_login(site, user.email, PASSWORD))
 
 
-def test_passwordless_sign_in_by_email_works_while_locked(site, caplog):
-    """The owner's way back: a code sent to their own address proves it is them."""
+def test_a_right_code_does_not_sign_in_while_locked(site, caplog):
+    """A lock holds for every way of signing in; the owner, who alone holds the code, is told why
+    and how to end it."""
     user = add_user(site)
     fail_times(site, user.email, 5)
-    assert post_login(site, user.email, PASSWORD).status_code == 400
     assert ask_for_code(site, user.email).status_code == 303
     response = enter_code(site, emailed_code(site, caplog, user.email))
-    assert_signed_in(response)
-    assert site.get("/account").status_code == 200
+    assert response.status_code == 400
+    assert not any(c.startswith("idp_session=") for c in response.headers.get_list("set-cookie"))
+    assert alert_text(response).startswith("Too many failed sign-ins: your account is locked for 30 more minutes.")
+    assert "Resetting your password ends the lock" in alert_text(response)
 
 
 # --- settings -----------------------------------------------------------------------------------

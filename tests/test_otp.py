@@ -173,21 +173,28 @@ def test_at_most_three_codes_per_identifier_in_two_minutes(ctx, identifier) -> N
     assert verify(ctx, identifier, fresh.code)
 
 
-def test_the_ration_counts_every_purpose_of_an_identifier(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
-    for purpose in ("sign_in", "second_factor", "verify_phone"):
-        issue(ctx, identifier, purpose=purpose)
+def test_each_purpose_of_an_identifier_has_a_ration_of_its_own(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    """Sign-in codes anyone may ask for never spend the codes of a second factor."""
+    for _ in range(3):
+        issue(ctx, identifier, purpose="sign_in")
     with pytest.raises(otp.ResendTooSoon):
-        issue(ctx, identifier)
-    issue(ctx, "another-" + identifier)
+        issue(ctx, identifier, purpose="sign_in")
+    issue(ctx, identifier, purpose="second_factor")
+    issue(ctx, identifier, purpose="verify_phone")
+    issue(ctx, "another-" + identifier, purpose="sign_in")
 
 
 def test_resend_wait_is_zero_while_codes_may_go(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
     with ctx.sessions() as db:
-        assert otp.resend_wait(db, identifier) == 0
+        assert otp.resend_wait(db, identifier, PURPOSE) == 0
     issue(ctx, identifier)
     issue(ctx, identifier)
     with ctx.sessions() as db:
-        assert otp.resend_wait(db, identifier) == 0
+        assert otp.resend_wait(db, identifier, PURPOSE) == 0
+    issue(ctx, identifier)
+    with ctx.sessions() as db:
+        assert otp.resend_wait(db, identifier, PURPOSE) > 0
+        assert otp.resend_wait(db, identifier, "second_factor") == 0
 
 
 # --- comparison ------------------------------------------------------------------------------

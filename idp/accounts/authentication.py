@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
 from ..messaging.outbox import enqueue_email, notice_useful_until
@@ -43,10 +43,9 @@ def sign_in_with_password(
     correct = verify_password(user.password_hash if user else None, password[:1024])
     if user is None:
         return SignInResult(Outcome.FAILED, reason="unknown_account")
-    stamp = now()
     if user.disabled:
         return SignInResult(Outcome.FAILED, user, "disabled")
-    if user.locked_until is not None and user.locked_until > stamp:
+    if is_locked(user):
         return SignInResult(Outcome.FAILED, user, "locked")
     if not correct:
         locked = count_failure(db, settings, secret_key, user)
@@ -60,6 +59,10 @@ def sign_in_with_password(
     return SignInResult(Outcome.SIGNED_IN, user)
 
 
+def is_locked(user: User) -> bool:
+    return user.locked_until is not None and user.locked_until > now()
+
+
 def reset_failures(user: User) -> None:
     """A whole sign-in succeeded: with a second factor, only once that factor was right too."""
     if user.failed_sign_ins or user.locked_until is not None:
@@ -68,16 +71,18 @@ def reset_failures(user: User) -> None:
 
 
 def count_failure(db: Session, settings: Settings, secret_key: str, user: User) -> bool:
-    """Count one failed proof of identity (a password, a second-factor code, a re-entered current
-    password); lock and tell the owner when it is one too many. True when it locked."""
+    """Count one failed proof of identity (a password, a one-time or second-factor code, a
+    re-entered current password); lock and tell the owner when it is one too many. True when it
+    locked. Failures during a lock are not counted: the lock already holds, and its owner was told
+    once."""
     stamp = now()
     failures = db.execute(
         update(User)
-        .where(User.id == user.id)
+        .where(User.id == user.id, or_(User.locked_until.is_(None), User.locked_until <= stamp))
         .values(failed_sign_ins=User.failed_sign_ins + 1)
         .returning(User.failed_sign_ins)
-    ).scalar_one()
-    if failures < settings.lockout_attempts:
+    ).scalar_one_or_none()
+    if failures is None or failures < settings.lockout_attempts:
         return False
     locked_until = stamp + settings.lockout_seconds
     db.execute(update(User).where(User.id == user.id).values(failed_sign_ins=0, locked_until=locked_until))

@@ -21,12 +21,13 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .. import audit
 from ..context import Context
 from ..security.digests import new_token, token_digest
 from ..sessions import sign_out_everywhere
 from ..storage import PendingSignIn, User, now
-from . import otp, totp
-from .authentication import count_failure, reset_failures
+from . import otp, sms_budget, totp
+from .authentication import count_failure, is_locked, reset_failures
 from .phones import PhoneError, to_e164
 from .users import UserError, create_user, lock_user, normalize_email
 
@@ -38,6 +39,18 @@ SIGN_IN = "sign_in"
 
 class TooManyWrongCodes(Exception):
     """The sign-in ended after its third wrong code; what was counted must still be committed."""
+
+
+class AccountLocked(Exception):
+    """The code was right, but wrong codes or passwords locked the account. Only whoever holds the
+    code learns it, and that is the owner of the address or number: the message is for them."""
+
+    def __init__(self, locked_until: int) -> None:
+        minutes = max(1, -(-(locked_until - now()) // 60))
+        super().__init__(
+            f"Too many failed sign-ins: your account is locked for {minutes} more minutes. "
+            "Resetting your password ends the lock at once."
+        )
 
 
 class IdentifierError(ValueError):
@@ -109,7 +122,8 @@ def is_second_factor(pending: PendingSignIn) -> bool:
 
 def send_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
     """Send a code for this pending sign-in, if its channel sends codes and there is someone to send
-    it to. Raises :class:`otp.ResendTooSoon` when too many went out lately."""
+    it to. Raises :class:`otp.ResendTooSoon` when too many went out lately, and
+    :class:`~.sms_budget.SmsRefused` when no text message may go to the number."""
     if pending.channel == "totp" or pending.identifier is None:
         return
     if pending.user_id is not None:
@@ -123,8 +137,10 @@ def send_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
         user_id=pending.user_id,
         ttl=ctx.settings.otp_ttl,
     )
+    if pending.channel == "sms":
+        sms_budget.spend(ctx, pending.identifier)
     if not _may_receive(ctx, db, pending):
-        return  # issued all the same, so that the resend limit answers alike for every identifier
+        return  # issued and counted all the same, so that the limits answer alike for every identifier
     otp.deliver(ctx, db, issued, channel=pending.channel, to=pending.identifier, template="one_time_code")
 
 
@@ -157,16 +173,18 @@ def start_second_factor(
         authorization_request_id=authorization_request_id,
     )
     try:
-        send_code(ctx, db, pending)
-    except otp.ResendTooSoon:
-        pass
+        with db.begin_nested():
+            send_code(ctx, db, pending)
+    except (otp.ResendTooSoon, sms_budget.SmsRefused):
+        pass  # the code page tells why when the person asks for the code again
     return pending, cookie
 
 
 def start_passwordless(
     ctx: Context, db: Session, identifier: Identifier, authorization_request_id: str | None
 ) -> tuple[PendingSignIn, str]:
-    """Raises :class:`otp.ResendTooSoon`; answers alike for known and unknown identifiers."""
+    """Raises :class:`otp.ResendTooSoon` and :class:`~.sms_budget.SmsRefused`; answers alike for
+    known and unknown identifiers."""
     column = User.email if identifier.channel == "email" else User.phone
     found = db.scalar(select(User.id).where(column == identifier.value))
     user = lock_user(db, found) if found is not None else None
@@ -187,7 +205,9 @@ def start_passwordless(
 def verify(ctx: Context, db: Session, pending: PendingSignIn, code: str) -> tuple[User, list[str]] | None:
     """The person and the ``amr`` of the finished sign-in, or ``None`` when the code is wrong.
 
-    Raises :class:`TooManyWrongCodes` when this wrong code was the last one allowed.
+    Raises :class:`TooManyWrongCodes` when this wrong code was the last one allowed, and
+    :class:`AccountLocked` when a right passwordless code names a locked account; either way what
+    was counted or spent must still be committed.
     """
     if pending.user_id is not None:
         lock_user(db, pending.user_id)
@@ -201,19 +221,20 @@ def verify(ctx: Context, db: Session, pending: PendingSignIn, code: str) -> tupl
 
 
 def _count_wrong_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
-    """The third wrong code ends the pending sign-in, and a wrong second factor counts toward the
-    lockout like a wrong password: an authenticator code, which no resend limit protects, cannot
-    be guessed by signing in with the password again and again."""
+    """The third wrong code ends the pending sign-in, and a wrong code for an account counts toward
+    its lockout like a wrong password: neither an authenticator code, which no resend limit
+    protects, nor a passwordless code, of which a fresh one can be had every few minutes, can be
+    guessed by starting again and again."""
     tries = db.execute(
         update(PendingSignIn)
         .where(PendingSignIn.token_hash == pending.token_hash)
         .values(attempts=PendingSignIn.attempts + 1)
         .returning(PendingSignIn.attempts)
     ).scalar_one_or_none()
-    if is_second_factor(pending) and pending.user_id is not None:
+    if pending.user_id is not None:
         user = db.get(User, pending.user_id)
-        if user is not None:
-            count_failure(db, ctx.settings, ctx.secret_key, user)
+        if user is not None and count_failure(db, ctx.settings, ctx.secret_key, user):
+            audit.record(db, "account_locked", outcome="success", user_id=user.id, detail={"by": "wrong_codes"})
     if tries is not None and tries >= MAX_WRONG_CODES:
         finish(db, pending)
         raise TooManyWrongCodes
@@ -223,7 +244,7 @@ def _verify_second_factor(
     ctx: Context, db: Session, pending: PendingSignIn, code: str
 ) -> tuple[User, list[str]] | None:
     user = db.get(User, pending.user_id) if pending.user_id else None
-    if user is None or user.disabled or (user.locked_until is not None and user.locked_until > now()):
+    if user is None or user.disabled or is_locked(user):
         return None
     if pending.identifier is not None and not _still_theirs(user, pending):
         return None
@@ -263,11 +284,25 @@ def _verify_passwordless(ctx: Context, db: Session, pending: PendingSignIn, code
             return None
     if user.disabled:
         return None
+    if is_locked(user):
+        assert user.locked_until is not None
+        raise AccountLocked(user.locked_until)
     if pending.channel == "email" and not user.email_verified:
         _reclaim(db, ctx, user)
     if pending.channel == "sms":
         user.phone_verified = True
+    if not second_factor_due(user, pending):
+        reset_failures(user)
     return user, [method]
+
+
+def second_factor_due(user: User, pending: PendingSignIn) -> bool:
+    """A one-time code by email or SMS proves that one channel: an account with two-step
+    verification still owes its second factor, unless that factor is the very channel the code
+    just proved (a second code to the same mailbox would prove nothing more)."""
+    if is_second_factor(pending):
+        return False
+    return user.mfa_method is not None and user.mfa_method != pending.channel
 
 
 def _reclaim(db: Session, ctx: Context, user: User) -> None:

@@ -3,7 +3,10 @@
 A code comes from ``secrets``, is kept only as an HMAC under ``IDP_SECRET_KEY`` (six digits are
 too few for a plain hash: a leaked table would be brute-forced in a moment), lives ``IDP_OTP_TTL``
 seconds, and is spent by the third wrong try. A new code replaces the one before it. At most three
-codes go to one identifier in two minutes, counted in the database so that every process agrees.
+codes of one purpose go to one identifier in two minutes, counted in the database so that every
+process agrees. Each purpose has a budget of its own: anyone may ask for sign-in codes to an
+address, and that must not spend the codes its owner needs for a second factor after their
+password, or to verify a phone.
 
 Every code sent by email or SMS goes out through :func:`send`, or :func:`issue` then
 :func:`deliver` where a code must be made without being sent.
@@ -23,6 +26,7 @@ from ..messaging.outbox import enqueue_email, enqueue_sms
 from ..metrics import CODES_SENT
 from ..security.digests import keyed_digest, new_id
 from ..storage import OneTimeCode, now
+from . import sms_budget
 
 MAX_TRIES = 3
 RESEND_WINDOW = 120
@@ -30,7 +34,8 @@ RESEND_LIMIT = 3
 
 
 class ResendTooSoon(Exception):
-    """Too many codes went to this identifier lately; ``wait`` seconds until the next may go."""
+    """Too many codes for this purpose went to this identifier lately; ``wait`` seconds until the
+    next may go."""
 
     def __init__(self, wait: int) -> None:
         super().__init__(f"wait {wait} s")
@@ -47,13 +52,17 @@ def _digest(secret_key: str, purpose: str, identifier: str, code: str) -> str:
     return keyed_digest(secret_key, f"otp:{purpose}:{identifier}:{code}")
 
 
-def resend_wait(db: Session, identifier: str) -> int:
-    """Seconds before another code may go to ``identifier``; 0 when one may go now."""
+def resend_wait(db: Session, identifier: str, purpose: str) -> int:
+    """Seconds before another code for ``purpose`` may go to ``identifier``; 0 when one may go now."""
     stamp = now()
     recent = list(
         db.scalars(
             select(OneTimeCode.created_at)
-            .where(OneTimeCode.identifier == identifier, OneTimeCode.created_at > stamp - RESEND_WINDOW)
+            .where(
+                OneTimeCode.identifier == identifier,
+                OneTimeCode.purpose == purpose,
+                OneTimeCode.created_at > stamp - RESEND_WINDOW,
+            )
             .order_by(OneTimeCode.created_at.desc())
             .limit(RESEND_LIMIT)
         )
@@ -65,7 +74,7 @@ def resend_wait(db: Session, identifier: str) -> int:
 
 def issue(db: Session, secret_key: str, *, purpose: str, identifier: str, user_id: str | None, ttl: int) -> IssuedCode:
     """A new code for ``purpose`` and ``identifier``; every earlier live one of the same purpose dies."""
-    wait = resend_wait(db, identifier)
+    wait = resend_wait(db, identifier, purpose)
     if wait:
         raise ResendTooSoon(wait)
     stamp = now()
@@ -115,10 +124,13 @@ def send(
     user_id: str | None,
     template: str = "one_time_code",
 ) -> None:
-    """A new code for ``purpose``, sent to ``identifier``; raises :class:`ResendTooSoon`."""
+    """A new code for ``purpose``, sent to ``identifier``; raises :class:`ResendTooSoon`, and
+    :class:`~.sms_budget.SmsRefused` for a text message that may not go."""
     issued = issue(
         db, ctx.secret_key, purpose=purpose, identifier=identifier, user_id=user_id, ttl=ctx.settings.otp_ttl
     )
+    if channel == "sms":
+        sms_budget.spend(ctx, identifier)
     deliver(ctx, db, issued, channel=channel, to=identifier, template=template)
 
 

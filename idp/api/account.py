@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..accounts import email_change, first_password, otp, profile
+from ..accounts import email_change, first_password, otp, profile, sms_budget
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.phones import PhoneError
 from ..accounts.reauthentication import (
@@ -249,6 +249,10 @@ def add_phone(request: Request, db: Session, caller: Caller, body: dict[str, str
             f"Too many codes were sent to this number. Ask again in {exc.wait} seconds.",
             exc.wait,
         ) from None
+    except sms_budget.SmsRefused as exc:
+        if exc.retry_after is None:
+            raise Problem("invalid-phone", str(exc)) from None
+        raise Problem.retry_after("too-many-codes", str(exc), exc.retry_after) from None
     _audit(request, db, caller, "code_sent", "success", channel="sms", purpose=profile.VERIFY_PHONE, phone=mask(phone))
     db.commit()
     return _json({"phone": phone, "expires_in": ctx.settings.otp_ttl}, status_code=202)

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..accounts import email_change, first_password, otp, profile
+from ..accounts import email_change, first_password, otp, profile, sms_budget
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.phones import PhoneError
 from ..accounts.reauthentication import NotReauthenticated
@@ -207,6 +207,10 @@ def add_phone(request: Request, db: Session, active: ActiveSession, form: dict[s
         return _account_page(
             request, db, active, error=_wait_message(exc.wait), section="phone", values=values, status_code=429
         )
+    except sms_budget.SmsRefused as exc:
+        db.rollback()
+        status = 400 if exc.retry_after is None else 429
+        return _account_page(request, db, active, error=str(exc), section="phone", values=values, status_code=status)
     audit(
         request,
         db,
@@ -264,6 +268,9 @@ def resend_phone_code(request: Request, db: Session, active: ActiveSession, form
     except otp.ResendTooSoon as exc:
         db.rollback()
         return _verify_page(request, db, active, error=_wait_message(exc.wait), wait=exc.wait, status_code=429)
+    except sms_budget.SmsRefused as exc:
+        db.rollback()
+        return _verify_page(request, db, active, error=str(exc), wait=exc.retry_after, status_code=429)
     audit(
         request,
         db,

@@ -6,15 +6,16 @@ third wrong try spends the code, and asking for a new one shows how long to wait
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..accounts import challenges, otp
+from ..accounts import challenges, otp, sms_budget
 from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
-from ..storage import PendingSignIn, User
 from .browser import audit
 from .forms import form_page
 from .rendering import error_page, render
@@ -29,6 +30,15 @@ TOO_MANY = "That was the third wrong code, so this sign-in has ended. Please sta
 
 def _wait_message(wait: int) -> str:
     return f"Too many codes were sent. You can ask for a new one in {wait} seconds."
+
+
+def _sms_refused(request: Request, template: str, page: dict[str, Any], refused: sms_budget.SmsRefused) -> Response:
+    """429 with ``Retry-After`` while a budget is spent; 400 for a number no message may go to."""
+    if refused.retry_after is None:
+        return render(request, template, {**page, "error": str(refused)}, status_code=400)
+    response = render(request, template, {**page, "error": str(refused), "wait": refused.retry_after}, status_code=429)
+    response.headers["Retry-After"] = str(refused.retry_after)
+    return response
 
 
 @form_page
@@ -57,6 +67,9 @@ def request_code(request: Request, form: dict[str, str]) -> Response:
         except otp.ResendTooSoon as exc:
             db.rollback()
             return render(request, "code_request.html", {**page, "error": _wait_message(exc.wait)}, status_code=429)
+        except sms_budget.SmsRefused as exc:
+            db.rollback()
+            return _sms_refused(request, "code_request.html", page, exc)
         audit(
             request,
             db,
@@ -101,6 +114,18 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
             )
             db.commit()
             return error_page(request, TOO_MANY)
+        except challenges.AccountLocked as exc:
+            audit(
+                request,
+                db,
+                "code_verified",
+                outcome="failure",
+                user_id=pending.user_id,
+                detail={"channel": pending.channel, "reason": "account_locked"},
+            )
+            challenges.finish(db, pending)
+            db.commit()
+            return error_page(request, str(exc))
         purpose = "second_factor" if challenges.is_second_factor(pending) else "sign_in"
         if result is None:
             audit(
@@ -125,18 +150,9 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
         )
         challenges.finish(db, pending)
         request_id = pending.authorization_request_id
-        if _second_factor_due(user, pending):
+        if challenges.second_factor_due(user, pending):
             return start_second_factor(request, db, user, authorization_request_id=request_id, first_factor=tuple(amr))
         return complete_sign_in(request, db, user, amr=amr, authorization_request_id=request_id)
-
-
-def _second_factor_due(user: User, pending: PendingSignIn) -> bool:
-    """A one-time code by email or SMS proves that one channel: an account with two-step
-    verification still owes its second factor, unless that factor is the very channel the code
-    just proved (a second code to the same mailbox would prove nothing more)."""
-    if challenges.is_second_factor(pending):
-        return False
-    return user.mfa_method is not None and user.mfa_method != pending.channel
 
 
 @form_page
@@ -161,6 +177,9 @@ def resend_code(request: Request, form: dict[str, str]) -> Response:
                 {**page, "error": _wait_message(exc.wait), "wait": exc.wait},
                 status_code=429,
             )
+        except sms_budget.SmsRefused as exc:
+            db.rollback()
+            return _sms_refused(request, "code_enter.html", page, exc)
         purpose = "second_factor" if challenges.is_second_factor(pending) else "sign_in"
         detail = {"channel": pending.channel, "purpose": purpose}
         audit(request, db, "code_sent", outcome="success", user_id=pending.user_id, detail=detail)

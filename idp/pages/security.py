@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..accounts import otp, second_factor, totp
+from ..accounts import otp, second_factor, sms_budget, totp
 from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauthenticate
 from ..accounts.second_factor import SecondFactorError
 from ..security.rate_limits import Limit
@@ -153,6 +153,9 @@ def _enable(request: Request, db: Session, active: ActiveSession, form: dict[str
     except otp.ResendTooSoon as exc:
         db.rollback()
         return _overview(request, db, active, error=_wait_message(exc.wait), status_code=429)
+    except sms_budget.SmsRefused as exc:
+        db.rollback()
+        return _overview(request, db, active, error=str(exc), status_code=400 if exc.retry_after is None else 429)
     if enrolment.destination is not None:
         _audit_code_sent(request, db, active, enrolment)
     return render(request, "account_security_enrol.html", {"enrolment": enrolment})
@@ -203,6 +206,10 @@ def _resend(request: Request, db: Session, active: ActiveSession, form: dict[str
     except otp.ResendTooSoon as exc:
         db.rollback()
         page = {"enrolment": enrolment, "error": _wait_message(exc.wait), "wait": exc.wait}
+        return render(request, "account_security_enrol.html", page, status_code=429)
+    except sms_budget.SmsRefused as exc:
+        db.rollback()
+        page = {"enrolment": enrolment, "error": str(exc), "wait": exc.retry_after}
         return render(request, "account_security_enrol.html", page, status_code=429)
     _audit_code_sent(request, db, active, enrolment)
     page = {"enrolment": enrolment, "notice": "We sent you a new code."}

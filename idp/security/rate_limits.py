@@ -34,7 +34,7 @@ REDIS_RETRY = 2.0
 
 
 class Limit(StrEnum):
-    """Each limit is the setting ``IDP_RATE_LIMIT_<NAME>``."""
+    """Each limit is the setting ``IDP_RATE_LIMIT_<NAME>``, except the SMS budgets (below)."""
 
     REGISTRATION = "registration"
     SIGN_IN = "sign_in"
@@ -42,6 +42,13 @@ class Limit(StrEnum):
     RESET = "reset"
     VERIFICATION = "verification"
     TOKEN = "token"
+    SMS = "sms"
+    SMS_COUNTRY = "sms_country"
+
+
+# Text messages cost money: their hourly budgets (``IDP_SMS_BUDGET_HOUR``,
+# ``IDP_SMS_BUDGET_COUNTRY_HOUR``) hold even with ``IDP_RATE_LIMITING`` off.
+BUDGETS = frozenset({Limit.SMS, Limit.SMS_COUNTRY})
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class Refusal:
 class RateLimiter:
     def __init__(self, settings: Settings, redis_client: redis.Redis | None) -> None:
         self.enabled = settings.rate_limiting
-        self._rates = {limit: limits.parse(getattr(settings, f"rate_limit_{limit.value}")) for limit in Limit}
+        self._rates = {limit: _rate(settings, limit) for limit in Limit}
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._redis: MovingWindowRateLimiter | None = None
         self._redis_errors: tuple[type[Exception], ...] = ()
@@ -74,7 +81,7 @@ class RateLimiter:
         A refused request is not counted, so a client that keeps retrying is let in again as soon
         as its earliest counted request leaves the window.
         """
-        if not self.enabled:
+        if not self.enabled and limit not in BUDGETS:
             return None
         rate = self._rates[limit]
         strategy = self._strategy()
@@ -109,6 +116,14 @@ class RateLimiter:
         if strategy is self._redis and self._redis_failing:
             self._redis_failing = False
             log.info("rate limits: Redis answers again; counting there")
+
+
+def _rate(settings: Settings, limit: Limit) -> limits.RateLimitItem:
+    if limit is Limit.SMS:
+        return limits.RateLimitItemPerHour(settings.sms_budget_hour)
+    if limit is Limit.SMS_COUNTRY:
+        return limits.RateLimitItemPerHour(settings.sms_budget_country_hour)
+    return limits.parse(getattr(settings, f"rate_limit_{limit.value}"))
 
 
 def _hit(strategy: MovingWindowRateLimiter, rate: limits.RateLimitItem, *identifiers: str) -> int | None:
