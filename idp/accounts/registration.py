@@ -16,9 +16,9 @@ that, like any link opened in another browser, asks for the password chosen at r
 it verifies anything, and then only verifies. The owner who does not know that password proves the
 address another way, and that first proof takes the account back from whoever made it
 (:mod:`.reclaim`). The digest is kept only until the account first proves anything (its address
-verified, or a sign-in, which may be of a password changed since): from then on no browser skips
-the password. A browser signed in by the link authenticated when it chose the password, so its
-session's ``auth_time`` is the registration's.
+verified, or a sign-in, after which the password may change): from then on no browser skips the
+password. While it is kept the password is still the one typed at registration, so a browser
+signed in by the link authenticated then: its session's ``auth_time`` is the registration's.
 
 The link (:mod:`.links`) also remembers the authorization request the person came from, so they
 land back at the relying app. A registration waits ``LINK_LIFETIME`` from when it was made: links
