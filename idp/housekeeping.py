@@ -1,8 +1,14 @@
-"""Removing what has expired: codes, tokens, sessions, delivered messages, old audit events.
+"""Removing what has expired: codes, tokens, sessions, delivered messages, old audit events, and
+registrations nobody proved.
 
 Each row goes only once it can no longer matter: a rotated refresh token stays until it would have
 expired, because presenting it again must still revoke its family; a grant stays while any refresh
-token of it or any access token naming it can still be presented.
+token of it or any access token naming it can still be presented. An account made on
+``/register`` that has proven nothing (no verified email or phone, never signed in: it still keeps
+the registering browser's digest) goes once its registration's lifetime is over and no link to
+verify it can still be followed: it would otherwise hold its address for good, and someone who
+registered another person's address would keep that person from registering it or moving an
+account of theirs to it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, delete, exists, or_
 from sqlalchemy.orm import Session
 
+from .accounts.registration import LINK_LIFETIME as REGISTRATION_LIFETIME
+from .accounts.registration import PURPOSE as VERIFY_EMAIL
 from .observability.outages import OutageLog
 from .settings import Settings
 from .storage import (
@@ -30,6 +38,7 @@ from .storage import (
     PendingSignIn,
     RefreshToken,
     RevokedAccessToken,
+    User,
     now,
 )
 
@@ -48,7 +57,20 @@ def cleanup(db: Session, settings: Settings) -> dict[str, int]:
     stamp = now()
     signed_token_life = settings.max_signed_token_ttl
     live_refresh_token = exists().where(RefreshToken.grant_id == Grant.id)
+    live_verification_link = exists().where(
+        ActionToken.user_id == User.id,
+        ActionToken.purpose == VERIFY_EMAIL,
+        ActionToken.used_at.is_(None),
+        ActionToken.expires_at > stamp,
+    )
     statements = {
+        "unproven_registrations": delete(User).where(
+            User.registration_browser_hash.is_not(None),
+            User.email_verified.is_(False),
+            User.phone_verified.is_(False),
+            User.created_at < stamp - REGISTRATION_LIFETIME,
+            ~live_verification_link,
+        ),
         "authorization_requests": delete(AuthorizationRequest).where(AuthorizationRequest.expires_at < stamp),
         "authorization_codes": delete(AuthorizationCode).where(AuthorizationCode.expires_at < stamp - CODE_RETENTION),
         "refresh_tokens": delete(RefreshToken).where(RefreshToken.expires_at < stamp),

@@ -25,16 +25,29 @@ class ActiveSession:
 
 
 def start_session(
-    db: Session, user: User, *, amr: list[str], ip: str | None, user_agent: str | None
+    db: Session,
+    user: User,
+    *,
+    amr: list[str],
+    ip: str | None,
+    user_agent: str | None,
+    auth_time: int | None = None,
 ) -> tuple[BrowserSession, str]:
-    """Returns the session and the cookie value, which is never stored."""
+    """Returns the session and the cookie value, which is never stored.
+
+    ``auth_time`` is when the person authenticated, when that was before now (a password typed at
+    registration). A sign-in is a proof the account is in use: a registration that was waiting
+    for one is no longer removed by cleanup, and its verification links sign in no browser.
+    """
     token = new_token()
     stamp = now()
+    if user.registration_browser_hash is not None:
+        user.registration_browser_hash = None
     session = BrowserSession(
         id=new_id(),
         token_hash=token_digest(token),
         user_id=user.id,
-        auth_time=stamp,
+        auth_time=stamp if auth_time is None else auth_time,
         amr=amr,
         created_at=stamp,
         last_seen_at=stamp,

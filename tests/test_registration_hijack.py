@@ -3,32 +3,61 @@
 Anyone can register any address with a password of their choosing; the link goes to the address's
 owner. Opened in a browser other than the one that registered, the link asks for that password
 before it verifies anything, so the owner's click alone does not make the stranger's password open
-an account with a verified address. Each test drives separate ``TestClient`` browsers over HTTP.
+an account with a verified address; a link sent again, whoever asked for it, signs in only the
+browser that registered. When the owner first proves the address some other way (a code, a reset)
+nothing the stranger set stays, a verified phone included; and a registration nobody proved is
+removed by ``idp cleanup`` once its link has expired, so that it no longer holds the address.
+Each test drives separate ``TestClient`` browsers over HTTP (and the real ``idp`` command).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import httpx
+import jwt
 import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from idp.storage import ActionToken, User
+from idp.accounts import registration
+from idp.security.digests import token_digest
+from idp.storage import ActionToken, BrowserSession, RecoveryCode, User
 
 from . import test_registration as shared
-from .conftest import PASSWORD
-from .flows import hidden_fields, path_of, query_of, submit_login
+from .conftest import PASSWORD, run_idp
+from .flows import (
+    EMAIL_CODE,
+    RegisteredClient,
+    ask_for_code,
+    assert_signed_in,
+    authorize_params,
+    enter_code,
+    exchange,
+    hidden_fields,
+    path_of,
+    pkce_pair,
+    query_of,
+    submit_consent,
+    submit_login,
+)
 from .services import text_of
-from .test_registration import Site, alert, register
+from .test_account import enter_phone_code, random_phone, sign_in, sms_code, start_phone
+from .test_account_email import LINK as CHANGE_LINK
+from .test_account_email import ask as ask_email_change
+from .test_registration import Site, alert, make_rp, register, resend
+from .test_second_factor import enrol_totp
 
 # The fixtures of test_registration: a site on a database of its own, mailing to an SMTP sink.
 smtp, sink, make_site, site = shared.smtp, shared.sink, shared.make_site, shared.site
 
 ATTACKER_PASSWORD = "mallory's own passphrase"
 WRONG = "That is not the password chosen when this account was registered."
+OWNER_PASSWORD = "the owner's passphrase"
+VICTIM = "victim@example.com"
 RESET_LINK = re.compile(r"(https?://\S+/password/reset\?token=[A-Za-z0-9_\-%]+)")
 
 
@@ -42,6 +71,17 @@ def give_password(client: TestClient, form: httpx.Response, password: str) -> ht
     return client.post("/verify-email", data={**hidden_fields(form.text), "password": password})
 
 
+def reset_by_email(site: Site, browser: TestClient, email: str, password: str) -> httpx.Response:
+    """Ask for a reset link for ``email``, follow the newest one and choose ``password``."""
+    page = browser.get("/password/forgot")
+    browser.post("/password/forgot", data={**hidden_fields(page.text), "email": email})
+    reset_link = [found.group(1) for m in site.mail(email) if (found := RESET_LINK.search(text_of(m)))][-1]
+    page = browser.get(path_of(reset_link))
+    return browser.post(
+        "/password/reset", data={**hidden_fields(page.text), "password": password, "password_confirm": password}
+    )
+
+
 def verified(site: Site, email: str) -> bool:
     user = site.user(email)
     assert user is not None
@@ -50,8 +90,8 @@ def verified(site: Site, email: str) -> bool:
 
 def link_spent(site: Site, link: str) -> bool:
     with site.ctx.sessions() as db:
-        stored = db.scalar(select(ActionToken).where(ActionToken.purpose == "verify_email"))
-        assert stored is not None
+        stored = db.get(ActionToken, token_digest(query_of(link)["token"]))
+        assert stored is not None and stored.purpose == "verify_email"
         return stored.used_at is not None
 
 
@@ -155,20 +195,7 @@ def test_the_attackers_registration_stays_unverified_until_the_owner_takes_it_ba
     assert attacker.get("/account").status_code == 303
 
     # The page's advice works: a reset by the owner verifies the address and ends the stranger's password.
-    page = victim.get("/password/forgot")
-    victim.post("/password/forgot", data={**hidden_fields(page.text), "email": "victim@example.com"})
-    (reset_link,) = [
-        found.group(1) for m in site.mail("victim@example.com") if (found := RESET_LINK.search(text_of(m)))
-    ]
-    page = victim.get(path_of(reset_link))
-    done = victim.post(
-        "/password/reset",
-        data={
-            **hidden_fields(page.text),
-            "password": "the owner's passphrase",
-            "password_confirm": "the owner's passphrase",
-        },
-    )
+    done = reset_by_email(site, victim, "victim@example.com", OWNER_PASSWORD)
     assert done.status_code == 200, alert(done.text)
     assert verified(site, "victim@example.com")
     assert submit_login(attacker, "/login", "victim@example.com", ATTACKER_PASSWORD).status_code == 400
@@ -230,3 +257,242 @@ def test_a_body_that_is_not_a_form_is_a_400(site: Site, content: bytes) -> None:
         "/verify-email", content=content, headers={"content-type": "application/x-www-form-urlencoded"}
     )
     assert response.status_code in (400, 413), response.text
+
+
+# --- a link sent again -------------------------------------------------------------------------
+
+
+def test_a_link_the_owner_asks_for_again_still_asks_for_the_squatters_password(site: Site) -> None:
+    """The owner registers their own address in their own browser, gets the same "check your email"
+    page as anyone, and asks for the link again there: that link must not sign them in to the
+    account whose password the stranger chose."""
+    attacker, owner = site.browser(), site.browser()
+    assert register(attacker, VICTIM, ATTACKER_PASSWORD).status_code == 200
+    assert shared.DONE in register(owner, VICTIM, OWNER_PASSWORD).text
+    assert resend(owner, VICTIM).status_code == 200
+    link = site.links(VICTIM)[-1]
+
+    opened = owner.get(path_of(link))
+    assert opened.status_code == 200 and 'name="password"' in opened.text, opened.headers
+    assert "idp_session" not in opened.headers.get("set-cookie", "")
+    assert not verified(site, VICTIM) and not link_spent(site, link)
+    refused = give_password(owner, opened, OWNER_PASSWORD)
+    assert refused.status_code == 400 and alert(refused.text) == WRONG
+    assert not verified(site, VICTIM)
+    assert owner.get("/account").status_code == 303
+
+
+def test_a_link_sent_again_signs_in_only_the_browser_that_registered(site: Site) -> None:
+    registering, other = site.browser(), site.browser()
+    register(registering, "ann@example.com")
+    resend(other, "ann@example.com")
+    _, link = site.links("ann@example.com")
+    assert password_form(other, link).status_code == 200, "another browser is asked for the password"
+    response = registering.get(path_of(link))
+    assert response.status_code == 303 and response.headers["location"] == "/account"
+    assert verified(site, "ann@example.com")
+
+
+# --- when the link signs in -------------------------------------------------------------------
+
+
+def start_at_the_app(site: Site, **overrides: str) -> tuple[RegisteredClient, str, str]:
+    """A relying app's authorization request: the app, the request's id and the PKCE verifier."""
+    rp = make_rp(site.ctx)
+    verifier, challenge = pkce_pair()
+    started = site.http.get("/authorize", params=authorize_params(rp, challenge, **overrides))
+    assert started.status_code == 303, started.text
+    return rp, query_of(started.headers["location"])["request"], verifier
+
+
+def test_the_links_sign_in_dates_from_when_the_password_was_typed(site: Site) -> None:
+    rp, request_id, verifier = start_at_the_app(site)
+    before = int(time.time())
+    register(site.http, "ann@example.com", request_id=request_id)
+    after = int(time.time())
+    (link,) = site.links("ann@example.com")
+    time.sleep(1.5)
+    response = site.http.get(path_of(link))
+    assert response.headers["location"] == f"/consent?request={request_id}"
+    callback = query_of(submit_consent(site.http, response.headers["location"]).headers["location"])
+    tokens = exchange(site.http, rp, callback["code"], verifier)
+    assert tokens.status_code == 200, tokens.text
+    claims = jwt.decode(tokens.json()["id_token"], options={"verify_signature": False})
+    assert claims["amr"] == ["pwd"]
+    assert before <= claims["auth_time"] <= after, "the password was typed at registration, not now"
+
+
+def test_an_app_asking_for_a_recent_sign_in_gets_one_after_a_late_link(site: Site) -> None:
+    _, request_id, _ = start_at_the_app(site, max_age="1")
+    register(site.http, "ann@example.com", request_id=request_id)
+    (link,) = site.links("ann@example.com")
+    time.sleep(2.1)
+    response = site.http.get(path_of(link))
+    assert response.status_code == 303
+    assert urlsplit(response.headers["location"]).path == "/login", response.headers["location"]
+    assert query_of(response.headers["location"])["request"] == request_id
+    assert verified(site, "ann@example.com")
+
+
+# --- the owner's first proof of the address takes everything back -----------------------------
+
+
+def squat_with_a_phone_and_an_authenticator(site: Site, caplog: pytest.LogCaptureFixture) -> tuple[TestClient, str]:
+    """The stranger registers the victim's address, signs in (the site lets unverified addresses
+    sign in with their password), proves a phone of their own and turns on an authenticator app;
+    the stranger's browser and phone number."""
+    attacker = site.browser()
+    assert register(attacker, VICTIM, ATTACKER_PASSWORD).status_code == 200
+    sign_in(attacker, VICTIM, ATTACKER_PASSWORD)
+    phone = random_phone()
+    start_phone(attacker, phone)
+    enter_phone_code(attacker, sms_code(site.ctx, caplog, phone))
+    enrol_totp(attacker)
+    squatted = site.user(VICTIM)
+    assert squatted is not None and squatted.phone == phone and squatted.phone_verified
+    assert squatted.mfa_method == "totp"
+    return attacker, phone
+
+
+def signed_in_account(site: Site, browser: TestClient) -> str | None:
+    """The account the browser's live session belongs to."""
+    cookie = browser.cookies.get("idp_session")
+    if not cookie:
+        return None
+    with site.ctx.sessions() as db:
+        return db.scalar(
+            select(BrowserSession.user_id).where(
+                BrowserSession.token_hash == token_digest(cookie), BrowserSession.ended_at.is_(None)
+            )
+        )
+
+
+def sign_in_by_text(site: Site, caplog: pytest.LogCaptureFixture, phone: str) -> TestClient:
+    browser = site.browser()
+    ask_for_code(browser, phone)
+    assert_signed_in(enter_code(browser, sms_code(site.ctx, caplog, phone)))
+    return browser
+
+
+def assert_nothing_of_the_squatters_stays(
+    site: Site, attacker: TestClient, caplog: pytest.LogCaptureFixture, phone: str
+) -> None:
+    account = site.user(VICTIM)
+    assert account is not None and account.email_verified
+    assert account.phone is None and not account.phone_verified, "the stranger's phone is not the owner's"
+    assert account.mfa_method is None and account.totp_secret is None
+    with site.ctx.sessions() as db:
+        unused = select(RecoveryCode).where(RecoveryCode.user_id == account.id, RecoveryCode.used_at.is_(None))
+        assert db.scalars(unused).all() == [], "the stranger's recovery codes are spent"
+    assert attacker.get("/account").status_code == 303, "the stranger's session ended"
+    comeback = sign_in_by_text(site, caplog, phone)
+    assert signed_in_account(site, comeback) not in (None, account.id), "their phone opens another account"
+
+
+def test_a_code_to_the_address_takes_back_even_a_phone_the_squatter_proved(
+    make_site: Callable[..., Site], mail_log: pytest.LogCaptureFixture
+) -> None:
+    site = make_site(IDP_REQUIRE_VERIFIED_EMAIL="off")
+    attacker, phone = squat_with_a_phone_and_an_authenticator(site, mail_log)
+    owner = site.browser()
+    ask_for_code(owner, VICTIM)
+    codes = [found.group(1) for m in site.mail(VICTIM) if (found := EMAIL_CODE.search(text_of(m)))]
+    assert_signed_in(enter_code(owner, codes[-1]))
+    account = site.user(VICTIM)
+    assert account is not None and account.password_hash is None
+    assert_nothing_of_the_squatters_stays(site, attacker, mail_log, phone)
+
+
+def test_a_reset_of_an_unproven_address_takes_back_what_the_squatter_set(
+    make_site: Callable[..., Site], mail_log: pytest.LogCaptureFixture
+) -> None:
+    site = make_site(IDP_REQUIRE_VERIFIED_EMAIL="off")
+    attacker, phone = squat_with_a_phone_and_an_authenticator(site, mail_log)
+    owner = site.browser()
+    done = reset_by_email(site, owner, VICTIM, OWNER_PASSWORD)
+    assert done.status_code == 200, alert(done.text)
+    sign_in(owner, VICTIM, OWNER_PASSWORD)  # straight to /account: the stranger's authenticator asks nothing
+    assert_nothing_of_the_squatters_stays(site, attacker, mail_log, phone)
+
+
+# --- registrations nobody proved expire ----------------------------------------------------------
+
+
+def age(site: Site, email: str, seconds: int) -> None:
+    """Move the account's registration and its links ``seconds`` into the past."""
+    with site.ctx.sessions.begin() as db:
+        user = db.scalar(select(User).where(User.email == email))
+        assert user is not None
+        user.created_at -= seconds
+        user.updated_at -= seconds
+        db.execute(
+            update(ActionToken)
+            .where(ActionToken.user_id == user.id)
+            .values(created_at=ActionToken.created_at - seconds, expires_at=ActionToken.expires_at - seconds)
+        )
+
+
+def cleanup(site: Site) -> None:
+    result = run_idp(site.environ, "cleanup")
+    assert result.returncode == 0, result.stderr
+
+
+def test_cleanup_frees_a_squatted_address_for_its_owners_email_change(site: Site) -> None:
+    owner = site.browser()
+    register(owner, "owner@example.com", OWNER_PASSWORD)
+    (link,) = site.links("owner@example.com")
+    assert owner.get(path_of(link)).headers["location"] == "/account"
+    register(site.browser(), VICTIM, ATTACKER_PASSWORD)
+
+    assert ask_email_change(owner, VICTIM, OWNER_PASSWORD).status_code == 303
+    assert not any(CHANGE_LINK.search(text_of(m)) for m in site.mail(VICTIM)), "the squat holds the address"
+
+    age(site, VICTIM, registration.LINK_LIFETIME + 60)
+    cleanup(site)
+    assert site.user(VICTIM) is None
+    assert ask_email_change(owner, VICTIM, OWNER_PASSWORD).status_code == 303
+    (change_link,) = [found.group(1) for m in site.mail(VICTIM) if (found := CHANGE_LINK.search(text_of(m)))]
+    assert owner.get(path_of(change_link)).status_code == 200
+    moved = site.user(VICTIM)
+    assert moved is not None and moved.email_verified and site.user("owner@example.com") is None
+
+
+def test_links_sent_again_do_not_keep_a_squat_alive(site: Site) -> None:
+    register(site.browser(), VICTIM, ATTACKER_PASSWORD)
+    age(site, VICTIM, registration.LINK_LIFETIME - 3600)
+    assert resend(site.browser(), VICTIM).status_code == 200
+    _, link = site.links(VICTIM)
+    with site.ctx.sessions() as db:
+        squatted = db.scalar(select(User).where(User.email == VICTIM))
+        resent = db.get(ActionToken, token_digest(query_of(link)["token"]))
+        assert squatted is not None and resent is not None
+        assert resent.expires_at == squatted.created_at + registration.LINK_LIFETIME, "it expires with the first"
+    age(site, VICTIM, 2 * 3600)
+    cleanup(site)
+    assert site.user(VICTIM) is None
+    assert site.http.get(path_of(link)).status_code == 400
+
+
+def test_cleanup_keeps_every_account_that_proved_something_or_is_young(
+    make_site: Callable[..., Site],
+) -> None:
+    site = make_site(IDP_REQUIRE_VERIFIED_EMAIL="off")
+    register(site.browser(), "squat@example.com")
+    verifying = site.browser()
+    register(verifying, "verified@example.com")
+    (link,) = site.links("verified@example.com")
+    assert verifying.get(path_of(link)).status_code == 303
+    signing_in = site.browser()
+    register(signing_in, "signed-in@example.com")
+    sign_in(signing_in, "signed-in@example.com")
+    made = run_idp(site.environ, "users", "create", "--email", "made@example.com", "--password", PASSWORD)
+    assert made.returncode == 0, made.stderr
+    old = ("squat@example.com", "verified@example.com", "signed-in@example.com", "made@example.com")
+    for email in old:
+        age(site, email, registration.LINK_LIFETIME + 60)
+    register(site.browser(), "young@example.com")
+
+    cleanup(site)
+    assert site.user("squat@example.com") is None
+    for email in ("verified@example.com", "signed-in@example.com", "made@example.com", "young@example.com"):
+        assert site.user(email) is not None, email

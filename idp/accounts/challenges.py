@@ -24,11 +24,11 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..context import Context
 from ..security.digests import new_token, token_digest
-from ..sessions import sign_out_everywhere
 from ..storage import PendingSignIn, User, now
 from . import otp, sms_budget, totp
 from .authentication import count_failure, is_locked, reset_failures
 from .phones import PhoneError, to_e164
+from .reclaim import take_back
 from .users import UserError, create_user, lock_user, normalize_email
 
 LIFETIME = 10 * 60
@@ -288,7 +288,7 @@ def _verify_passwordless(ctx: Context, db: Session, pending: PendingSignIn, code
         assert user.locked_until is not None
         raise AccountLocked(user.locked_until)
     if pending.channel == "email" and not user.email_verified:
-        _reclaim(db, ctx, user)
+        _reclaim(db, user)
     if pending.channel == "sms":
         user.phone_verified = True
     if not second_factor_due(user, pending):
@@ -305,19 +305,12 @@ def second_factor_due(user: User, pending: PendingSignIn) -> bool:
     return user.mfa_method is not None and user.mfa_method != pending.channel
 
 
-def _reclaim(db: Session, ctx: Context, user: User) -> None:
+def _reclaim(db: Session, user: User) -> None:
     """The first proof of this email address: whoever made the account before never proved it, so
-    nothing they set stays (their password, second factor, unverified phone, sessions and grants).
-    This is what stops an account being hijacked before its owner ever signs in."""
+    nothing they set stays (:mod:`.reclaim`), a phone they proved included. This is what stops an
+    account being hijacked before its owner ever signs in."""
+    take_back(db, user)
     user.email_verified = True
-    user.password_hash = None
-    user.mfa_method = None
-    user.totp_secret = None
-    user.totp_last_step = None
-    if not user.phone_verified:
-        user.phone = None
-    totp.spend_recovery_codes(db, user)
-    sign_out_everywhere(db, user.id)
 
 
 def _register_on_first_sign_in(db: Session, pending: PendingSignIn) -> User | None:

@@ -8,7 +8,9 @@ time never shows). A link (:mod:`.links`) lives an hour.
 A reset is how the real owner takes an account back from whoever else may hold it: it ends every
 session, revokes every grant (offline refresh tokens too), spends every other link still waiting
 (a change of email address asked from a stolen session among them), ends a lockout, and tells the
-owner. A change by a signed-in person ends every session but the one making the change.
+owner. A reset of an account whose address was never proven is the first proof of it, and
+takes the account back from whoever registered it (:mod:`.reclaim`): their phone, second factor
+and name go too. A change by a signed-in person ends every session but the one making the change.
 
 A signed-in person changing the password gives the current one (:mod:`.reauthentication`):
 a wrong one counts toward the lockout, and while the account is locked none is checked at all.
@@ -35,6 +37,7 @@ from ..storage import ActionToken, User, now
 from . import links
 from .password_policy import set_password
 from .reauthentication import AccountLocked, NotReauthenticated, reauthenticate
+from .reclaim import take_back
 from .users import normalize_email
 
 PURPOSE = "reset_password"
@@ -115,6 +118,8 @@ def reset_password(db: Session, settings: Settings, secret_key: str, token: str,
     user = db.get(User, link.user_id) if link is not None else None
     if link is None or user is None or user.disabled or user.email != link.email:
         raise ResetLinkInvalid
+    if not user.email_verified:
+        take_back(db, user)
     set_password(db, settings, user, password)
     links.cancel(db, user.id)
     ended = sign_out_everywhere(db, user.id)

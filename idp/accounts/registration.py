@@ -6,12 +6,24 @@ reset the password). A phone number that already belongs to another account is l
 one without a word, for the same reason; the person can add a phone on ``/account``, where it is
 verified by a code.
 
-A verification link (:mod:`.links`) lives 24 hours. It remembers the digest of a cookie of the
-browser that registered, so only that browser is signed in by following it, and the authorization
-request the person came from, so they land back at the relying app. In any other browser the link
-asks for the password chosen at registration before it verifies the address: anyone can register
-someone else's address, and the owner's click must not make the stranger's password open an
-account with a verified address.
+Anyone can register someone else's address with a password of their own, so the link must not let
+the address's owner verify it into the stranger's hands. The account keeps the digest of a cookie
+of the browser that registered it and chose its password (``registration_browser_hash``), and only
+that browser is signed in by a verification link: the first link and every link sent again
+carry that digest, whoever asks for them, so the owner registering the same address in their own
+browser (they get the same "check your email" page) and asking for a new link there gets a link
+that, like any link opened in another browser, asks for the password chosen at registration before
+it verifies anything, and then only verifies. The owner who does not know that password proves the
+address another way, and that first proof takes the account back from whoever made it
+(:mod:`.reclaim`). The digest is kept only until the account first proves anything (its address
+verified, or a sign-in, after which the password may change): from then on no browser skips the
+password. While it is kept the password is still the one typed at registration, so a browser
+signed in by the link authenticated then: its session's ``auth_time`` is the registration's.
+
+The link (:mod:`.links`) also remembers the authorization request the person came from, so they
+land back at the relying app. A registration waits ``LINK_LIFETIME`` from when it was made: links
+sent again expire with it, and cleanup (:mod:`idp.housekeeping`) then removes an account that never
+proved anything, so that asking for links again and again cannot hold someone else's address.
 
 Asking for a new link answers the same for every address, so its limit counts the requests for an
 address, not the links sent: requests are audit events that carry a keyed digest of the address,
@@ -75,9 +87,12 @@ class Registered:
 
 @dataclass(frozen=True)
 class Verified:
+    """``same_browser``: the browser that chose the password, to be signed in as at ``registered_at``."""
+
     user: User
     authorization_request_id: str | None
     same_browser: bool
+    registered_at: int
 
 
 def address_key(secret_key: str, email: str) -> str:
@@ -161,9 +176,8 @@ def register(
         phone_taken = True
         user = create_user(db, email=email, name=name)
     set_password(db, settings, user, form.password)
-    send_link(
-        db, settings, secret_key, user, authorization_request_id=authorization_request_id, browser_hash=browser_hash
-    )
+    user.registration_browser_hash = browser_hash
+    send_link(db, settings, secret_key, user, authorization_request_id=authorization_request_id)
     return Registered(user, created=True, phone_dropped=phone_taken)
 
 
@@ -197,29 +211,42 @@ def send_link(
     user: User,
     *,
     authorization_request_id: str | None,
-    browser_hash: str,
-) -> None:
-    """A new verification link for ``user``; every earlier unused one is spent."""
+) -> bool:
+    """A new verification link for ``user``, for the browser that registered it if it still may be
+    signed in by one; every earlier unused one is spent. False when the registration has expired
+    and no link is sent."""
     assert user.email is not None
+    lifetime = _link_lifetime(user)
+    if lifetime <= 0:
+        return False
     links.cancel(db, user.id, PURPOSE)
     token = links.issue(
         db,
         PURPOSE,
         user.id,
         user.email,
-        LINK_LIFETIME,
+        lifetime,
         authorization_request_id=authorization_request_id,
-        browser_hash=browser_hash,
+        browser_hash=user.registration_browser_hash,
     )
     enqueue_email(
         db,
         secret_key,
         user.email,
         "verify_email",
-        {"link": links.url(settings.issuer, "/verify-email", token), "hours": LINK_LIFETIME // 3600},
-        useful_until=now() + LINK_LIFETIME,
+        {"link": links.url(settings.issuer, "/verify-email", token), "hours": -(-lifetime // 3600)},
+        useful_until=now() + lifetime,
     )
     db.flush()
+    return True
+
+
+def _link_lifetime(user: User) -> int:
+    """Seconds a new link lives: a registration still waiting for its first proof ends
+    ``LINK_LIFETIME`` after it was made, and a link sent again ends with it."""
+    if user.registration_browser_hash is None:
+        return LINK_LIFETIME
+    return min(LINK_LIFETIME, user.created_at + LINK_LIFETIME - now())
 
 
 def resend(
@@ -229,17 +256,16 @@ def resend(
     email: str,
     *,
     authorization_request_id: str | None,
-    browser_hash: str,
 ) -> User | None:
     """A new link when ``email`` (normalized) has an account waiting for verification; the person
-    it went to, or None. The caller answers the same either way."""
+    it went to, or None. The caller answers the same either way.
+
+    The link signs in only the browser that registered, never the one asking: anyone may ask."""
     user = db.scalar(select(User).where(User.email == email, User.email_verified.is_(False), User.disabled.is_(False)))
     if user is None:
         return None
-    send_link(
-        db, settings, secret_key, user, authorization_request_id=authorization_request_id, browser_hash=browser_hash
-    )
-    return user
+    sent = send_link(db, settings, secret_key, user, authorization_request_id=authorization_request_id)
+    return user if sent else None
 
 
 def verify(
@@ -253,9 +279,9 @@ def verify(
     """Spend the link and mark the address verified; None for an unknown, used or expired link,
     or one whose account changed its address since.
 
-    Opened in a browser other than the one that registered, the link verifies only with the
-    password chosen at registration: whoever registered someone else's address chose that password,
-    and the owner following the link must not hand them an account with a verified address. Raises
+    Opened in a browser other than the one that registered and chose the password, the link
+    verifies only with that password: whoever registered someone else's address chose it, and the
+    owner following the link must not hand them an account with a verified address. Raises
     :class:`PasswordNeeded` when ``password`` is None there, or a
     :class:`~.reauthentication.NotReauthenticated` (the link left unspent; after a wrong password,
     commit to keep its count toward the lockout).
@@ -263,16 +289,19 @@ def verify(
     link = links.find(db, PURPOSE, token)
     if link is None:
         return None
-    same_browser = _same_browser(link, browser_cookie)
+    holder = lock_user(db, link.user_id)
+    same_browser = holder is not None and _same_browser(link, holder, browser_cookie)
     if not same_browser:
         _check_password(db, settings, secret_key, link, password)
     link = links.spend(db, PURPOSE, token)
     user = db.get(User, link.user_id) if link is not None else None
     if link is None or user is None or user.email != link.email:
         return None
+    registered_at = user.created_at
     user.email_verified = True
+    user.registration_browser_hash = None
     user.updated_at = now()
-    return Verified(user, link.authorization_request_id, same_browser and not user.disabled)
+    return Verified(user, link.authorization_request_id, same_browser and not user.disabled, registered_at)
 
 
 def is_live(db: Session, token: str | None) -> bool:
@@ -280,13 +309,15 @@ def is_live(db: Session, token: str | None) -> bool:
     return links.find(db, PURPOSE, token) is not None
 
 
-def _same_browser(link: ActionToken, browser_cookie: str | None) -> bool:
-    """The link is opened in the browser that asked for it, whose cookie's digest it holds."""
+def _same_browser(link: ActionToken, user: User, browser_cookie: str | None) -> bool:
+    """The link is opened in the browser that registered the account and chose its password: the
+    link was sent for it, the account still waits for it, and the cookie's digest is its."""
     return bool(
         browser_cookie
         and len(browser_cookie) <= links.MAX_TOKEN
-        and link.browser_hash
-        and digests_equal(token_digest(browser_cookie), link.browser_hash)
+        and user.registration_browser_hash
+        and link.browser_hash == user.registration_browser_hash
+        and digests_equal(token_digest(browser_cookie), user.registration_browser_hash)
     )
 
 

@@ -1,4 +1,5 @@
-"""``idp cleanup``: remove expired codes, tokens, sessions, delivered messages and old audit events."""
+"""``idp cleanup``: remove expired codes, tokens, sessions, delivered messages, old audit events and
+registrations nobody proved."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """Registration (``email``, ``password``, ``password_confirm``, optional ``name`` and ``phone``),
 the emailed link that verifies the address, and asking for a new link (``email``).
 
-Registering sets a "registration browser" cookie whose digest goes into the link's token: the
-link signs the person in only in that browser. Elsewhere it asks for the password chosen at
-registration (``password``, POSTed back with the link's ``token``) and then only verifies the
-address, so someone who registered another person's address cannot have that person verify it. A new and
-a taken address get the same page, status and cookie; so do known and unknown addresses asking
-for a new link.
+Registering sets a "registration browser" cookie whose digest the new account keeps: its links,
+the first and any sent again whoever asks, sign the person in only in that browser. Elsewhere a
+link asks for the password chosen at registration (``password``, POSTed back with the link's
+``token``) and then only verifies the address, so someone who registered another person's address
+cannot have that person verify it. A new and a taken address get the same page, status and
+cookie; known and unknown addresses asking for a new link get the same page.
 """
 
 from __future__ import annotations
@@ -174,7 +174,9 @@ def _verify_email(request: Request, form: dict[str, str]) -> Response:
             return render(request, "email_verified.html", {"request_id": request_id})
         if user.mfa_method:
             return start_second_factor(request, db, user, authorization_request_id=request_id)
-        return complete_sign_in(request, db, user, amr=["pwd"], authorization_request_id=request_id)
+        return complete_sign_in(
+            request, db, user, amr=["pwd"], authorization_request_id=request_id, auth_time=verified.registered_at
+        )
 
 
 def _password_page(request: Request, token: str | None, error: str | None = None) -> Response:
@@ -213,7 +215,6 @@ def resend_verification(request: Request, form: dict[str, str]) -> Response:
     except UserError:
         return render(request, "register_done.html", {**page, "error": NOT_AN_EMAIL}, status_code=400)
     key = registration.address_key(ctx.secret_key, email)
-    browser_id = _browser_id(request)
     with ctx.sessions() as db:
         request_id = _still_pending(db, request_id)
         page = {"email": email, "request_id": request_id}
@@ -229,14 +230,7 @@ def resend_verification(request: Request, form: dict[str, str]) -> Response:
             db.commit()
             message = f"You asked for several links in a short time. You can ask again in {wait} seconds."
             return render(request, "register_done.html", {**page, "error": message, "wait": wait}, status_code=429)
-        user = registration.resend(
-            db,
-            ctx.settings,
-            ctx.secret_key,
-            email,
-            authorization_request_id=request_id,
-            browser_hash=token_digest(browser_id),
-        )
+        user = registration.resend(db, ctx.settings, ctx.secret_key, email, authorization_request_id=request_id)
         audit(
             request,
             db,
@@ -246,5 +240,4 @@ def resend_verification(request: Request, form: dict[str, str]) -> Response:
             detail={"address": key, "recipient": audit_log.mask(email), "sent": user is not None},
         )
         db.commit()
-    response = render(request, "register_done.html", {**page, "notice": RESENT})
-    return _set_browser_cookie(request, response, browser_id)
+    return render(request, "register_done.html", {**page, "notice": RESENT})

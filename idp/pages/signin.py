@@ -70,18 +70,31 @@ def start_second_factor(
 
 
 def complete_sign_in(
-    request: Request, db: Session, user: User, *, amr: list[str], authorization_request_id: str | None
+    request: Request,
+    db: Session,
+    user: User,
+    *,
+    amr: list[str],
+    authorization_request_id: str | None,
+    auth_time: int | None = None,
 ) -> Response:
     """Start the session, continue the authorization request (or go to /account), commit.
 
     ``amr`` names each method once (RFC 8176): an email code followed by an authenticator code
-    are both ``otp``."""
+    are both ``otp``. A sign-in whose authentication happened earlier (``auth_time``) is not one
+    made for the request: the request's ``max_age`` and ``prompt=login`` judge it as they judge an
+    older session."""
     amr = list(dict.fromkeys(amr))
     previous = current_session(request, db)
     if previous is not None:
         end_session(db, previous.session.id)
     session, cookie = start_session(
-        db, user, amr=amr, ip=request_address(request), user_agent=request.headers.get("user-agent")
+        db,
+        user,
+        amr=amr,
+        ip=request_address(request),
+        user_agent=request.headers.get("user-agent"),
+        auth_time=auth_time,
     )
     response: Response = RedirectResponse("/account", status_code=303)
     client_id = None
@@ -92,7 +105,8 @@ def complete_sign_in(
             response = error_page(request, str(exc))
         else:
             client_id = client.id
-            pending.session_id = session.id
+            if auth_time is None:
+                pending.session_id = session.id
             try:
                 response = next_step(request, decide(db, client, params, ActiveSession(session, user), pending))
             except AuthorizationError as exc:

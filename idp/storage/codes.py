@@ -33,8 +33,8 @@ class ActionToken(Base):
     ``change_email`` (24 hours; ``email`` is then the new address).
 
     ``authorization_request_id`` lets a person who started at a relying app land back there;
-    ``browser_hash`` is the digest of a cookie of the browser that asked, so that only that
-    browser is signed in by following the link.
+    ``browser_hash`` is the digest of a cookie of the one browser the link may sign in: for
+    ``verify_email``, the browser that registered the account, whoever asked for the link.
     """
 
     __tablename__ = "action_tokens"

@@ -9,6 +9,12 @@ from .base import Base
 
 
 class User(Base):
+    """``registration_browser_hash`` is the digest of the registration cookie of the browser that
+    registered the account on ``/register`` and chose its password, kept until the account first
+    proves anything (its address verified, or a sign-in): only that browser is signed in by a
+    verification link, and a registration still holding it after the link's lifetime is removed by
+    cleanup (:mod:`idp.accounts.registration`)."""
+
     __tablename__ = "users"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -24,6 +30,7 @@ class User(Base):
     mfa_method: Mapped[str | None] = mapped_column(String(8))
     totp_secret: Mapped[str | None] = mapped_column(Text)
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    registration_browser_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
