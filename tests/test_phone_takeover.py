@@ -17,7 +17,7 @@ from sqlalchemy import select
 from idp.storage import OneTimeCode
 
 from .conftest import CHROME_LINUX, PASSWORD
-from .flows import ask_for_code, enter_code, hidden_fields
+from .flows import ask_for_code, emailed_code, enter_code, hidden_fields
 from .test_account import (
     emailed,
     enter_phone_code,
@@ -38,6 +38,7 @@ from .test_account_api import (  # noqa: F401 - fixtures
     token,
     tokens,
 )
+from .test_account_email import age_sessions, drop_password
 
 NEW_PASSWORD = "a quite different passphrase 42"
 PHONE_ADDED = "A phone number was added to your account"
@@ -107,6 +108,38 @@ def test_a_session_alone_cannot_add_a_phone_on_the_account_page(browsers, ctx, m
 
     add_phone(intruder, ctx, sms_log, phone)
     assert (stored_user(ctx, victim.id).phone, stored_user(ctx, victim.id).phone_verified) == (phone, True)
+
+
+def test_without_a_password_only_a_fresh_sign_in_adds_a_phone_and_it_goes_with_the_other_sessions(
+    browsers,
+    ctx,
+    make_user,
+    sms_log,  # noqa: F811
+):
+    victim = make_user()
+    intruder = browsers(CHROME_LINUX)
+    sign_in(intruder, victim.email)
+    drop_password(ctx, victim.id)
+    assert 'name="current_password"' not in intruder.get("/account").text
+    age_sessions(ctx, victim.id)
+    phone = random_phone()
+
+    refused = post_form(intruder, "/account/phone", phone=phone)
+    assert refused.status_code == 400 and "Sign in again" in refused.text
+    assert codes_sent_to(ctx, phone) == 0
+
+    age_sessions(ctx, victim.id, seconds=-10 * 60)
+    assert post_form(intruder, "/account/phone", phone=phone).headers["location"] == "/account/phone/verify"
+    assert enter_phone_code(intruder, sms_code(ctx, sms_log, phone)).headers["location"] == "/account?done=phone"
+    owner = browsers(CHROME_LINUX)
+    sign_in_by_email_code(owner, ctx, sms_log, victim.email)
+    assert post_form(owner, "/account/sessions/end-others").headers["location"] == "/account?done=others_phone"
+    assert stored_user(ctx, victim.id).phone is None, "a code sign-in vouches for no number"
+
+
+def sign_in_by_email_code(browser, ctx, caplog, email: str) -> None:  # type: ignore[no-untyped-def]
+    assert ask_for_code(browser, email).status_code == 303
+    assert enter_code(browser, emailed_code(browser, caplog, email)).status_code == 303
 
 
 def test_a_first_party_token_alone_cannot_add_a_phone(http, ctx, token, sms_log, documented):  # noqa: F811
