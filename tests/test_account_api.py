@@ -93,6 +93,11 @@ def random_phone() -> str:
     return f"+98912{secrets.randbelow(10_000_000):07d}"
 
 
+def adding(phone: str) -> dict[str, str]:
+    """The body that adds ``phone``: adding a number asks for the current password."""
+    return {"phone": phone, "current_password": PASSWORD}
+
+
 class Documented:
     """Checks answers against the OpenAPI document the app serves: the status must be one the
     operation documents, and the body must match the schema documented for it."""
@@ -407,7 +412,7 @@ def test_another_persons_token_cannot_end_my_session(browsers, http, client, tok
     assert_problem(unknown, 404, "session-not-found")
     assert http.get("/api/account", headers=bearer(tokens["access_token"])).status_code == 200
     ended = http.post("/api/account/sessions/end-others", headers=bearer(stranger["access_token"]))
-    assert ended.json() == {"ended": 0}
+    assert ended.json() == {"ended": 0, "phone_removed": None}
     assert http.get("/api/account", headers=bearer(tokens["access_token"])).status_code == 200
 
 
@@ -417,7 +422,7 @@ def test_end_others_keeps_the_tokens_session(browsers, http, ctx, tokens, client
     sign_in(elsewhere, person.email)
     response = http.post("/api/account/sessions/end-others", headers=bearer(tokens["access_token"]))
     assert response.status_code == 200, response.text
-    assert response.json() == {"ended": 2}
+    assert response.json() == {"ended": 2, "phone_removed": None}
     documented.check(response, "/api/account/sessions/end-others", "post")
     assert_invalid_token(http.get("/api/account", headers=bearer(there["access_token"])))
     assert elsewhere.get("/account").status_code == 303
@@ -483,7 +488,7 @@ def test_a_password_change_needs_both_members(http, token):
 
 def test_a_phone_number_is_verified_with_the_code_sent_to_it(http, ctx, token, person, sms_log, documented):
     phone = random_phone()
-    response = http.post("/api/account/phone", headers=bearer(token), json={"phone": phone})
+    response = http.post("/api/account/phone", headers=bearer(token), json=adding(phone))
     assert response.status_code == 202, response.text
     assert response.json() == {"phone": phone, "expires_in": ctx.settings.otp_ttl}
     documented.check(response, "/api/account/phone", "post")
@@ -503,7 +508,7 @@ def test_a_phone_number_is_verified_with_the_code_sent_to_it(http, ctx, token, p
 
 @pytest.mark.parametrize("typed", ["12", "not a number", "+1 555 0100 0100 0100"])
 def test_an_invalid_phone_number_is_422(http, token, typed, documented):
-    response = http.post("/api/account/phone", headers=bearer(token), json={"phone": typed})
+    response = http.post("/api/account/phone", headers=bearer(token), json=adding(typed))
     assert_problem(response, 422, "invalid-phone")
     documented.check(response, "/api/account/phone", "post")
 
@@ -517,8 +522,8 @@ def test_verifying_without_a_pending_number_is_409(http, token, documented):
 def test_too_many_codes_is_429_with_retry_after(http, token, documented):
     phone = random_phone()
     for _ in range(3):
-        assert http.post("/api/account/phone", headers=bearer(token), json={"phone": phone}).status_code == 202
-    response = http.post("/api/account/phone", headers=bearer(token), json={"phone": phone})
+        assert http.post("/api/account/phone", headers=bearer(token), json=adding(phone)).status_code == 202
+    response = http.post("/api/account/phone", headers=bearer(token), json=adding(phone))
     problem = assert_problem(response, 429, "too-many-codes")
     assert int(response.headers["retry-after"]) == problem["retry_after"] > 0
     documented.check(response, "/api/account/phone", "post")
@@ -527,7 +532,7 @@ def test_too_many_codes_is_429_with_retry_after(http, token, documented):
 def test_a_number_another_account_verified_is_409(http, ctx, token, make_user, sms_log):
     phone = random_phone()
     make_user(phone=phone)
-    assert http.post("/api/account/phone", headers=bearer(token), json={"phone": phone}).status_code == 202
+    assert http.post("/api/account/phone", headers=bearer(token), json=adding(phone)).status_code == 202
     code = sms_code(ctx, sms_log, phone)
     response = http.post("/api/account/phone/verify", headers=bearer(token), json={"code": code})
     assert_problem(response, 409, "phone-unavailable")
@@ -567,7 +572,7 @@ def test_the_number_of_the_sms_second_factor_cannot_be_replaced(http, ctx, brows
     access = tokens_for(browsers(), client, user)["access_token"]
     with ctx.sessions.begin() as db:
         db.get(User, user.id).mfa_method = "sms"
-    response = http.post("/api/account/phone", headers=bearer(access), json={"phone": random_phone()})
+    response = http.post("/api/account/phone", headers=bearer(access), json=adding(random_phone()))
     assert "Two-step sign-in" in assert_problem(response, 409, "phone-needed")["detail"]
     documented.check(response, "/api/account/phone", "post")
     assert http.get("/api/account", headers=bearer(access)).json()["phone"] == phone
@@ -644,11 +649,11 @@ def test_phone_verification_shares_the_pages_rate_limit(base_environ, make_user,
     person, client = make_user(), make_client(first_party=True)
     with TestClient(limited, base_url=TEST_ISSUER, follow_redirects=False) as http:
         access = tokens_for(http, client, person)["access_token"]
-        first = http.post("/api/account/phone", json={"phone": random_phone()}, headers=bearer(access))
+        first = http.post("/api/account/phone", json=adding(random_phone()), headers=bearer(access))
         assert first.status_code == 202, first.text
         second = http.post("/api/account/phone/verify", json={"code": "000000"}, headers=bearer(access))
         assert second.status_code == 422
-        third = http.post("/api/account/phone", json={"phone": random_phone()}, headers=bearer(access))
+        third = http.post("/api/account/phone", json=adding(random_phone()), headers=bearer(access))
         body = assert_problem(third, 429, "rate-limited")
         assert int(third.headers["retry-after"]) > 0 and body["retry_after"] > 0
         documented.check(third, "/api/account/phone", "post")

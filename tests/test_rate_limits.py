@@ -297,7 +297,7 @@ def signed_in_browser(site: Site, email: str, address: str) -> TestClient:
         ("/login/code", {"identifier": new_email()}),
         ("/login/verify/resend", {}),
         ("/verify-email/resend", {"email": new_email()}),
-        ("/account/phone", {"phone": "+15555550100"}),
+        ("/account/phone", {"phone": "+15555550100", "current_password": PASSWORD}),
         ("/account/phone/verify", {"code": "000000"}),
         ("/account/phone/verify/resend", {}),
         ("/account/security/resend", {"enrolment": "x"}),

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..settings import Settings
 from ..storage import User, now
+from .confirmation import confirm_identity
 from .passwords import hash_password, needs_rehash, verify_password
 from .users import find_by_identifier
 
@@ -56,6 +57,7 @@ def sign_in_with_password(
         user.password_hash = hash_password(password)
     if settings.require_verified_email and not user.email_verified:
         return SignInResult(Outcome.EMAIL_NOT_VERIFIED, user, "email_not_verified")
+    confirm_identity(user)
     return SignInResult(Outcome.SIGNED_IN, user)
 
 

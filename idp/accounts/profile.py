@@ -3,6 +3,12 @@
 The hosted ``/account`` page and the account API both call these; each function works inside the
 caller's transaction and leaves the commit, and the audit event, to the caller.
 
+Adding or changing a phone number first asks the person to show it is them (the current password,
+or for an account without one a recent sign-in: :mod:`.reauthentication`), since a number signs in
+by SMS code: a session alone must not be enough to plant one. The owner's mailbox is told once the
+number is verified, and the time is noted, so that a later reset or "sign out everywhere" can take
+off a number nobody has vouched for since (:mod:`.confirmation`).
+
 A phone number becomes the person's only once they have entered the code sent to it. Until then
 the number waits in the one-time code itself (purpose ``verify_phone``, identifier the number,
 ``user_id`` the person), so nothing half-verified is ever stored on the account. A number another
@@ -29,8 +35,10 @@ from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..sessions import end_session
 from ..storage import BrowserSession, OneTimeCode, User, now
 from . import otp
+from .confirmation import drop_unconfirmed_phone
 from .devices import describe
 from .phones import to_e164
+from .reauthentication import RecentSignIn, reauthenticate
 from .users import NameRefused, clean_name, lock_user
 
 VERIFY_PHONE = "verify_phone"
@@ -64,6 +72,14 @@ class PhoneUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class OthersEnded:
+    sessions: list[str]
+    """The ids of the sessions ended."""
+    phone_removed: str | None
+    """The number taken off because it came after the person last showed who they are."""
+
+
+@dataclass(frozen=True)
 class SessionSummary:
     id: str
     device: str
@@ -82,14 +98,27 @@ def update_name(db: Session, user: User, name: str) -> None:
     user.updated_at = now()
 
 
-def start_phone_verification(ctx: Context, db: Session, user: User, raw_phone: str) -> str:
-    """Send a code to the number and return it as E.164.
+def start_phone_verification(
+    ctx: Context, db: Session, user: User, raw_phone: str, current_password: str, auth_time: int | None
+) -> str:
+    """Send a code to the number and return it as E.164, once the person showed it is them
+    (``auth_time``: when the session signed in).
 
-    Raises :class:`~idp.accounts.phones.PhoneError` for a number that is not one,
-    :class:`ProfileError` when it is already this person's verified number or SMS is the second
-    factor, and :class:`otp.ResendTooSoon` when too many codes went to it lately.
+    Raises :class:`~idp.accounts.phones.PhoneError` for a number that is not one (no password is
+    checked then), a :class:`~.reauthentication.NotReauthenticated` (commit to keep a wrong
+    password counted), :class:`ProfileError` when it is already this person's verified number or
+    SMS is the second factor, and :class:`otp.ResendTooSoon` when too many codes went to it lately.
     """
     phone = to_e164(raw_phone, ctx.settings.phone_default_region)
+    reauthenticate(
+        db,
+        ctx.settings,
+        ctx.secret_key,
+        user,
+        current_password,
+        recent_sign_in=RecentSignIn.WITHOUT_PASSWORD,
+        auth_time=auth_time,
+    )
     if phone == user.phone and user.phone_verified:
         raise ProfileError("That number is already verified on your account.")
     _check_replaceable(user, phone)
@@ -117,7 +146,8 @@ def pending_phone(db: Session, user: User) -> str | None:
 
 
 def confirm_phone(ctx: Context, db: Session, user: User, phone: str, code: str) -> None:
-    """Store ``phone`` as the person's verified number if ``code`` is the one sent to it for them.
+    """Store ``phone`` as the person's verified number if ``code`` is the one sent to it for them,
+    and tell the owner's mailbox.
 
     Raises :class:`WrongCode` (the try is counted), :class:`PhoneUnavailable` or
     :class:`PhoneNeeded` (SMS became the second factor since the code was sent).
@@ -137,8 +167,11 @@ def confirm_phone(ctx: Context, db: Session, user: User, phone: str, code: str) 
         db.flush()
     user.phone = phone
     user.phone_verified = True
+    user.phone_verified_at = stamp
     user.updated_at = stamp
     db.flush()
+    if user.email is not None:
+        _notify(ctx, db, user.email, "phone_added", phone)
 
 
 def _check_replaceable(user: User, phone: str) -> None:
@@ -161,19 +194,20 @@ def remove_phone(ctx: Context, db: Session, user: User) -> str:
     email = user.email
     user.phone = None
     user.phone_verified = False
+    user.phone_verified_at = None
     user.updated_at = now()
     db.flush()
-    notify_phone_removed(ctx, db, email, phone)
+    _notify(ctx, db, email, "phone_removed", phone)
     return phone
 
 
-def notify_phone_removed(ctx: Context, db: Session, email: str, phone: str) -> None:
+def _notify(ctx: Context, db: Session, email: str, template: str, phone: str) -> None:
     """The number masked as the audit log has it, and the way back should it not have been them."""
     enqueue_email(
         db,
         ctx.secret_key,
         email,
-        "phone_removed",
+        template,
         {
             "phone": mask(phone),
             "when": datetime.fromtimestamp(now(), UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -215,10 +249,17 @@ def end_one(db: Session, user: User, session_id: str) -> bool:
     return True
 
 
-def end_others(db: Session, user: User, keep_session_id: str) -> list[str]:
-    """End every live session of the person but ``keep_session_id``; the ids of those ended."""
+def end_others(ctx: Context, db: Session, user: User, keep_session_id: str) -> OthersEnded:
+    """End every live session of the person but ``keep_session_id``, and take off a phone number
+    added since the person last showed who they are (telling the owner's mailbox): signing out an
+    intruder must also stop them signing back in by SMS code. The caller holds the person's lock."""
     others = _live_sessions(user).where(BrowserSession.id != keep_session_id)
     ended = list(db.scalars(others.with_only_columns(BrowserSession.id)))
     for session_id in ended:
         end_session(db, session_id)
-    return ended
+    phone = drop_unconfirmed_phone(user)
+    if phone is not None:
+        db.flush()
+        assert user.email is not None
+        _notify(ctx, db, user.email, "phone_removed", phone)
+    return OthersEnded(ended, phone)

@@ -1,12 +1,15 @@
 """Asking a signed-in person to show again that it is them, before a change that would otherwise
-hand the account to whoever holds the session: a new password, a new email address, turning
-two-step sign-in on or off, new recovery codes.
+hand the account to whoever holds the session: a new password, a new email address or phone
+number, turning two-step sign-in on or off, new recovery codes.
 
 One check serves them all; they differ only in whether a recent sign-in (within
 ``REAUTH_WINDOW``) may stand in for the current password (:class:`RecentSignIn`). A wrong
 password counts toward the lockout as one at sign-in does, and while the account is locked no
 password is checked at all: otherwise a borrowed session could go on guessing here where sign-in
 stops.
+
+A right password is noted as the person's latest confirmation (:mod:`.confirmation`); a recent
+sign-in standing in for it is not, since a stolen session carries it too.
 
 The person's row is locked first (:func:`~.users.lock_user`), so the check reads the account as it
 is now (a reset a moment ago may have changed the password or ended the lock), and the change that
@@ -22,6 +25,7 @@ from sqlalchemy.orm import Session
 from ..settings import Settings
 from ..storage import User, now
 from .authentication import count_failure
+from .confirmation import confirm_identity
 from .passwords import verify_password
 from .users import lock_user
 
@@ -39,7 +43,8 @@ class RecentSignIn(Enum):
     """A new password: only the current one proves the person, and a passwordless account sets
     its first with an emailed code instead (:mod:`.first_password`)."""
     WITHOUT_PASSWORD = "without_password"
-    """A new email address: an account with a password gives it; one without shows a recent sign-in."""
+    """A new email address or phone number: an account with a password gives it; one without shows
+    a recent sign-in."""
     ALWAYS = "always"
     """The second factor: a sign-in a few minutes ago checked every factor the account has."""
 
@@ -113,6 +118,7 @@ def reauthenticate(
     if user.locked_until is not None and user.locked_until > now():
         raise AccountLocked(user.locked_until)
     if verify_password(user.password_hash, password[:MAX_PASSWORD_INPUT]):
+        confirm_identity(user)
         return
     count_failure(db, settings, secret_key, user)
     raise WrongPassword

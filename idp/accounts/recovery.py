@@ -7,10 +7,12 @@ time never shows). A link (:mod:`.links`) lives an hour.
 
 A reset is how the real owner takes an account back from whoever else may hold it: it ends every
 session, revokes every grant (offline refresh tokens too), spends every other link still waiting
-(a change of email address asked from a stolen session among them), ends a lockout, and tells the
-owner. A reset of an account whose address was never proven is the first proof of it, and
-takes the account back from whoever registered it (:mod:`.reclaim`): their phone, second factor
-and name go too. A change by a signed-in person ends every session but the one making the change.
+(a change of email address asked from a stolen session among them), ends a lockout, takes off a
+phone number added since the person last showed who they are (:mod:`.confirmation`: whoever added
+it could otherwise sign back in by SMS code), and tells the owner, naming that number. A reset of
+an account whose address was never proven is the first proof of it, and takes the account back
+from whoever registered it (:mod:`.reclaim`): their phone, second factor and name go too. A change
+by a signed-in person ends every session but the one making the change.
 
 A signed-in person changing the password gives the current one (:mod:`.reauthentication`):
 a wrong one counts toward the lockout, and while the account is locked none is checked at all.
@@ -30,11 +32,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import audit
+from ..audit import mask
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..sessions import sign_out_everywhere
 from ..settings import Settings
 from ..storage import ActionToken, User, now
 from . import links
+from .confirmation import confirm_identity, drop_unconfirmed_phone
 from .password_policy import set_password
 from .reauthentication import AccountLocked, NotReauthenticated, reauthenticate
 from .reclaim import take_back
@@ -57,6 +61,14 @@ class Requested(Enum):
     UNKNOWN_ACCOUNT = "unknown_account"
     DISABLED = "disabled"
     RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True)
+class Reset:
+    user: User
+    sessions_ended: int
+    phone_removed: str | None
+    """The number taken off because it came after the person last showed who they are."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +120,8 @@ def find_reset_link(db: Session, token: str | None) -> ActionToken | None:
     return links.find(db, PURPOSE, token)
 
 
-def reset_password(db: Session, settings: Settings, secret_key: str, token: str, password: str) -> tuple[User, int]:
-    """Spend the link and make ``password`` the account's; the person and how many sessions ended.
+def reset_password(db: Session, settings: Settings, secret_key: str, token: str, password: str) -> Reset:
+    """Spend the link and make ``password`` the account's.
 
     Raises :class:`ResetLinkInvalid` or :class:`~.password_policy.PasswordRejected`; after either,
     the caller rolls back, which leaves a link refused for its password still usable.
@@ -126,9 +138,11 @@ def reset_password(db: Session, settings: Settings, secret_key: str, token: str,
     user.failed_sign_ins = 0
     user.locked_until = None
     user.email_verified = True
-    notify_password_changed(db, settings, secret_key, user)
+    phone = drop_unconfirmed_phone(user)
+    confirm_identity(user)
+    notify_password_changed(db, settings, secret_key, user, phone_removed=phone)
     db.flush()
-    return user, ended
+    return Reset(user, ended, phone)
 
 
 def change_password(
@@ -185,8 +199,11 @@ def _refused(db: Session, user: User, reason: str, ip: str | None, user_agent: s
     )
 
 
-def notify_password_changed(db: Session, settings: Settings, secret_key: str, user: User) -> None:
-    """Tell the owner's mailbox, with the way back should it not have been them."""
+def notify_password_changed(
+    db: Session, settings: Settings, secret_key: str, user: User, *, phone_removed: str | None = None
+) -> None:
+    """Tell the owner's mailbox, with the way back should it not have been them, and the number
+    taken off the account with it, masked."""
     if user.email is None:
         return
     enqueue_email(
@@ -197,6 +214,7 @@ def notify_password_changed(db: Session, settings: Settings, secret_key: str, us
         {
             "when": datetime.fromtimestamp(now(), UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "reset_link": f"{settings.issuer}/password/forgot",
+            "phone_removed": mask(phone_removed) if phone_removed else None,
         },
         useful_until=notice_useful_until(),
     )

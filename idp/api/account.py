@@ -50,6 +50,11 @@ PASSWORD_FIELDS: Fields = {
 }
 PHONE_FIELDS: Fields = {
     "phone": Field(64, "The number in E.164 (+14155550100), or national in the provider's default region."),
+    "current_password": Field(
+        MAX_PASSWORD_INPUT,
+        "The password the person signs in with now; required when the account has one.",
+        required=False,
+    ),
 }
 CODE_FIELDS: Fields = {
     "code": Field(16, "The code sent by SMS to the number waiting for verification."),
@@ -181,11 +186,15 @@ def end_session(request: Request, db: Session, caller: Caller, body: dict[str, s
 
 @operation()
 def end_other_sessions(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
-    ended = profile.end_others(db, caller.user, caller.session_id or "")
-    for session_id in ended:
+    """A phone number nobody vouched for since it was added goes too."""
+    ended = profile.end_others(request.app.state.ctx, db, caller.user, caller.session_id or "")
+    for session_id in ended.sessions:
         _audit(request, db, caller, "session_ended", "success", session_id=session_id, current=False)
+    if ended.phone_removed is not None:
+        phone = mask(ended.phone_removed)
+        _audit(request, db, caller, "phone_removed", "success", phone=phone, reason="added_since_confirmation")
     db.commit()
-    return _json({"ended": len(ended)})
+    return _json({"ended": len(ended.sessions), "phone_removed": ended.phone_removed})
 
 
 @operation(PASSWORD_FIELDS)
@@ -232,11 +241,19 @@ def _throttle(request: Request, db: Session, caller: Caller, limit: Limit) -> No
 
 @operation(PHONE_FIELDS)
 def add_phone(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
-    """Send a code to the number; it becomes the person's once the code comes back."""
+    """Send a code to the number once the person gave their current password (an account without
+    one: signed in a few minutes ago); it becomes the person's once the code comes back."""
     ctx = request.app.state.ctx
     _throttle(request, db, caller, Limit.VERIFICATION)
     try:
-        phone = profile.start_phone_verification(ctx, db, caller.user, body["phone"])
+        phone = profile.start_phone_verification(
+            ctx, db, caller.user, body["phone"], body.get("current_password", ""), _auth_time(db, caller)
+        )
+    except NotReauthenticated as exc:
+        purpose = profile.VERIFY_PHONE
+        _audit(request, db, caller, "code_sent", "failure", channel="sms", purpose=purpose, reason=exc.reason)
+        db.commit()
+        raise _not_reauthenticated_problem(exc) from None
     except PhoneError as exc:
         raise Problem("invalid-phone", f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
     except profile.PhoneNeeded as exc:

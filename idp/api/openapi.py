@@ -74,9 +74,18 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Ended": {
         "type": "object",
-        "required": ["ended"],
+        "required": ["ended", "phone_removed"],
         "additionalProperties": False,
-        "properties": {"ended": {"type": "integer", "minimum": 0}},
+        "properties": {
+            "ended": {"type": "integer", "minimum": 0},
+            "phone_removed": {
+                "type": ["string", "null"],
+                "description": (
+                    "The phone number taken off the account because it was added after the person last gave "
+                    "their password or reset it; null when none was."
+                ),
+            },
+        },
     },
     "PendingPhone": {
         "type": "object",
@@ -245,6 +254,11 @@ def document(issuer: str) -> dict[str, Any]:
                     "endOtherSessions",
                     "End every session but the current one",
                     {"200": _json("How many sessions ended.", _ref("schemas", "Ended"))},
+                    description=(
+                        "A phone number added after the person last gave their password (or reset it) is taken "
+                        "off too, and the owner's email address told: whoever added it could otherwise sign back "
+                        "in by SMS code."
+                    ),
                 ),
             },
             "/api/account/password": {
@@ -292,12 +306,21 @@ def document(issuer: str) -> dict[str, Any]:
                     "Send a verification code to a phone number",
                     {
                         "202": _json("The code is on its way.", _ref("schemas", "PendingPhone")),
+                        "403": _problem(
+                            "`wrong-password`; `account-locked`: wrong passwords locked the account, and no "
+                            "password is checked until the lock ends; `sign-in-required`: the account has no "
+                            "password and the person signed in more than five minutes ago; or as for any operation."
+                        ),
                         "409": _problem("`phone-needed`: SMS is the second factor, so its number cannot be replaced."),
                         "422": _problem("`invalid-body`, or `invalid-phone`."),
                         "429": _problem("`too-many-codes`, or `rate-limited`.", RETRY_AFTER),
                     },
                     body="PhoneAdd",
-                    description="The number becomes the person's only once the code comes back.",
+                    description=(
+                        "The number becomes the person's only once the code comes back; the owner's email address "
+                        "is then told. A password reset or signing out everywhere takes it off again unless the "
+                        "person has given their password since."
+                    ),
                 ),
                 "delete": _operation(
                     "removePhone",

@@ -51,6 +51,10 @@ NOTICES = {
     "password_set": "Your password is set: you can sign in with it from now on.",
     "session": "The session has ended.",
     "others": "Your other sessions have ended.",
+    "others_phone": (
+        "Your other sessions have ended, and your phone number was taken off your account: it was added after "
+        "you last signed in with your password, so it no longer signs you in. If it is yours, add it again."
+    ),
     "password": "Your password is changed. Your other sessions have ended.",
 }
 
@@ -189,13 +193,27 @@ def update_name(request: Request, db: Session, active: ActiveSession, form: dict
 
 @signed_in(_account_page)
 def add_phone(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
-    """Send a code to the new number; it is stored only once the code comes back."""
+    """Send a code to the new number once the person gave their current password (an account
+    without one: signed in a few minutes ago); the number is stored only once the code comes back."""
     if refused := throttled(request, Limit.VERIFICATION, db=db):
         return refused
     ctx = request.app.state.ctx
     values = {"phone": form.get("phone", "")}
     try:
-        phone = profile.start_phone_verification(ctx, db, active.user, form.get("phone", ""))
+        phone = profile.start_phone_verification(
+            ctx, db, active.user, form.get("phone", ""), form.get("current_password", ""), active.session.auth_time
+        )
+    except NotReauthenticated as exc:
+        audit(
+            request,
+            db,
+            "code_sent",
+            outcome="failure",
+            user_id=active.user.id,
+            detail={"channel": "sms", "purpose": profile.VERIFY_PHONE, "reason": exc.reason},
+        )
+        db.commit()
+        return _account_page(request, db, active, error=str(exc), section="phone", values=values, status_code=400)
     except PhoneError as exc:
         return _account_page(
             request, db, active, error=_sentence(str(exc)), section="phone", values=values, status_code=400
@@ -319,7 +337,9 @@ def end_one_session(request: Request, db: Session, active: ActiveSession, form: 
 
 @signed_in(_account_page)
 def end_other_sessions(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
-    for session_id in profile.end_others(db, active.user, active.session.id):
+    """Sign out everywhere else; a phone number nobody vouched for since it was added goes too."""
+    ended = profile.end_others(request.app.state.ctx, db, active.user, active.session.id)
+    for session_id in ended.sessions:
         audit(
             request,
             db,
@@ -328,8 +348,17 @@ def end_other_sessions(request: Request, db: Session, active: ActiveSession, for
             user_id=active.user.id,
             detail={"session_id": session_id, "current": False},
         )
+    if ended.phone_removed is not None:
+        audit(
+            request,
+            db,
+            "phone_removed",
+            outcome="success",
+            user_id=active.user.id,
+            detail={"phone": mask(ended.phone_removed), "reason": "added_since_confirmation"},
+        )
     db.commit()
-    return done("others")
+    return done("others" if ended.phone_removed is None else "others_phone")
 
 
 @signed_in(_account_page)

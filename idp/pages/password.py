@@ -78,13 +78,30 @@ def reset_password(request: Request, form: dict[str, str]) -> Response:
         if password != form.get("password_confirm", ""):
             return render(request, "password_reset.html", {**page, "error": MISMATCH}, status_code=400)
         try:
-            user, ended = recovery.reset_password(db, ctx.settings, ctx.secret_key, token, password)
+            reset = recovery.reset_password(db, ctx.settings, ctx.secret_key, token, password)
         except recovery.ResetLinkInvalid:
             db.rollback()
             return error_page(request, BAD_LINK)
         except PasswordRejected as exc:
             db.rollback()
             return render(request, "password_reset.html", {**page, "error": str(exc)}, status_code=400)
-        audit(request, db, "password_reset", outcome="success", user_id=user.id, detail={"sessions_ended": ended})
+        audit(
+            request,
+            db,
+            "password_reset",
+            outcome="success",
+            user_id=reset.user.id,
+            detail={"sessions_ended": reset.sessions_ended},
+        )
+        if reset.phone_removed is not None:
+            audit(
+                request,
+                db,
+                "phone_removed",
+                outcome="success",
+                user_id=reset.user.id,
+                detail={"phone": audit_log.mask(reset.phone_removed), "reason": "added_since_confirmation"},
+            )
         db.commit()
-    return render(request, "password_reset_done.html")
+    phone_removed = audit_log.mask(reset.phone_removed) if reset.phone_removed else None
+    return render(request, "password_reset_done.html", {"phone_removed": phone_removed})

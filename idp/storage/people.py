@@ -22,11 +22,16 @@ class User(Base):
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     phone: Mapped[str | None] = mapped_column(String(20), unique=True)
     phone_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    phone_verified_at: Mapped[int | None] = mapped_column(BigInteger)
+    """When the number was verified from a signed-in session; ``None`` for one the account came with."""
     name: Mapped[str | None] = mapped_column(String(200))
     password_hash: Mapped[str | None] = mapped_column(String(255))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[int | None] = mapped_column(BigInteger)
+    identity_confirmed_at: Mapped[int | None] = mapped_column(BigInteger)
+    """When the person last gave their password (to sign in, or to the "confirm it is you" check) or
+    followed a reset link: what a stolen session cannot do."""
     mfa_method: Mapped[str | None] = mapped_column(String(8))
     totp_secret: Mapped[str | None] = mapped_column(Text)
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)

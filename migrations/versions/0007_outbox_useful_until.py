@@ -1,7 +1,7 @@
 """outbox.useful_until: a message is retried until it is no longer useful, then dropped
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-04 16:51:00.000000
 
 A message queued before this revision has no known lifetime: it gets an hour from when it was
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
