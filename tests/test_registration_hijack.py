@@ -45,7 +45,7 @@ from .flows import (
     submit_login,
 )
 from .services import text_of
-from .test_account import enter_phone_code, random_phone, sign_in, sms_code, start_phone
+from .test_account import enter_phone_code, post_form, random_phone, sign_in, sms_code
 from .test_account_email import LINK as CHANGE_LINK
 from .test_account_email import ask as ask_email_change
 from .test_registration import Site, alert, make_rp, register, resend
@@ -345,7 +345,7 @@ def squat_with_a_phone_and_an_authenticator(site: Site, caplog: pytest.LogCaptur
     assert register(attacker, VICTIM, ATTACKER_PASSWORD).status_code == 200
     sign_in(attacker, VICTIM, ATTACKER_PASSWORD)
     phone = random_phone()
-    start_phone(attacker, phone)
+    post_form(attacker, "/account/phone", phone=phone, current_password=ATTACKER_PASSWORD)
     enter_phone_code(attacker, sms_code(site.ctx, caplog, phone))
     enrol_totp(attacker)
     squatted = site.user(VICTIM)
