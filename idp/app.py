@@ -136,15 +136,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.metadata = discovery.metadata(issuer)
     app.state.csrf = Csrf(ctx.secret_key, settings.secure_cookies)
     app.state.issuer = TokenIssuer(ctx.keyring, settings)
-    app.state.authenticator = ClientAuthenticator(
-        ctx.secret_key,
-        {
-            issuer,
-            issuer + PATHS["token_endpoint"],
-            issuer + PATHS["revocation_endpoint"],
-            issuer + PATHS["introspection_endpoint"],
-        },
-    )
+    app.state.authenticator = ClientAuthenticator(ctx.secret_key, issuer)
     app.add_middleware(NullBytes)
     app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
     app.add_middleware(RequestObservability, trusted_proxies=settings.trusted_proxies)

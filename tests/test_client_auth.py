@@ -18,7 +18,7 @@ from .flows import exchange, pkce_pair, sign_in
 from .services import QuietHandler, http_server
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-TOKEN_ENDPOINT = "http://testserver/token"
+ISSUER = "http://testserver"
 
 
 def assert_invalid_client(response: httpx.Response, *, basic: bool) -> None:
@@ -245,7 +245,7 @@ def assertion(client_id: str, key: RSAKey, **overrides: Any) -> str:
     claims: dict[str, Any] = {
         "iss": client_id,
         "sub": client_id,
-        "aud": TOKEN_ENDPOINT,
+        "aud": ISSUER,
         "iat": stamp,
         "exp": stamp + 60,
         "jti": secrets.token_urlsafe(16),
@@ -271,10 +271,26 @@ def test_private_key_jwt_with_client_id_in_the_body(http, jwt_client, client_key
     assert response.status_code == 200, response.text
 
 
-def test_private_key_jwt_issuer_as_audience(http, jwt_client, client_key):
-    """RFC 7523 §3: the audience may be the authorization server's issuer identifier."""
-    signed = assertion(jwt_client.client_id, client_key, aud="http://testserver")
-    assert http.post("/token", data=with_assertion(signed)).status_code == 200
+@pytest.mark.parametrize(
+    "audience",
+    [
+        pytest.param(ISSUER + "/token", id="token-endpoint"),
+        pytest.param(ISSUER + "/revoke", id="revocation-endpoint"),
+        pytest.param(ISSUER + "/introspect", id="introspection-endpoint"),
+        pytest.param([ISSUER], id="array-of-the-issuer"),
+        pytest.param([ISSUER, ISSUER + "/token"], id="array-with-the-issuer"),
+        pytest.param(ISSUER + "/", id="issuer-with-a-slash"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/token", "/revoke", "/introspect"])
+def test_private_key_jwt_audience_is_the_issuer_alone(http, jwt_client, client_key, audience, path):
+    """draft-ietf-oauth-rfc7523bis §4 (RFC 7523 §3 item 3, case b): a client authentication JWT's
+    aud "MUST use the issuer identifier [RFC8414] of the authorization server as its sole value";
+    "the token endpoint URL of the authorization server MUST NOT be used as an audience value". An
+    assertion a client made for another audience, leaked or phished, is no credential here."""
+    signed = assertion(jwt_client.client_id, client_key, aud=audience)
+    data = with_assertion(signed) if path == "/token" else with_assertion(signed, token="anything")
+    assert_invalid_client(http.post(path, data=data), basic=False)
 
 
 def test_private_key_jwt_replay_is_refused(http, jwt_client, client_key):
@@ -331,7 +347,7 @@ def test_private_key_jwt_signed_by_the_right_key_with_a_foreign_kid_is_refused(h
     claims = {
         "iss": jwt_client.client_id,
         "sub": jwt_client.client_id,
-        "aud": TOKEN_ENDPOINT,
+        "aud": ISSUER,
         "exp": int(time.time()) + 60,
         "jti": secrets.token_urlsafe(8),
     }
@@ -386,7 +402,7 @@ def test_authlib_private_key_jwt_client(live_server, jwks_server):
     token_endpoint = live_server.url + "/token"
     pem = key.as_pem(private=True).decode()
     with OAuth2Client(
-        client_id=output["client_id"], client_secret=pem, token_endpoint_auth_method=PrivateKeyJWT(token_endpoint)
+        client_id=output["client_id"], client_secret=pem, token_endpoint_auth_method=PrivateKeyJWT(live_server.url)
     ) as client:
         token = client.fetch_token(token_endpoint, grant_type="client_credentials")
         assert token["access_token"]
@@ -402,7 +418,7 @@ def test_private_key_jwt_unsigned_assertion_is_refused(http, jwt_client):
     claims = {
         "iss": jwt_client.client_id,
         "sub": jwt_client.client_id,
-        "aud": TOKEN_ENDPOINT,
+        "aud": ISSUER,
         "exp": int(time.time()) + 60,
         "jti": secrets.token_urlsafe(8),
     }
@@ -438,7 +454,7 @@ def test_private_key_jwt_without_kid_is_tried_against_every_published_key(http, 
         claims = {
             "iss": client.client_id,
             "sub": client.client_id,
-            "aud": TOKEN_ENDPOINT,
+            "aud": ISSUER,
             "exp": stamp + 60,
             "jti": secrets.token_urlsafe(16),
         }

@@ -75,11 +75,11 @@ def read_credentials(authorization: str | None, form: Mapping[str, str]) -> Cred
 
 
 class ClientAuthenticator:
-    """Checks credentials against the registered client; needs the audiences a JWT may name."""
+    """Checks credentials against the registered client; an assertion's audience is ``issuer``."""
 
-    def __init__(self, secret_key: str, audiences: set[str]) -> None:
+    def __init__(self, secret_key: str, issuer: str) -> None:
         self.secret_key = secret_key
-        self.audiences = audiences
+        self.issuer = issuer
 
     def authenticate(self, db: Session, credentials: Credentials) -> Client:
         used_basic = credentials.method == "client_secret_basic"
@@ -145,10 +145,11 @@ class ClientAuthenticator:
     def _check_assertion_claims(self, client: Client, claims: dict) -> None:  # type: ignore[type-arg]
         if claims.get("iss") != client.id or claims.get("sub") != client.id:
             raise InvalidClient("client_assertion iss and sub must be the client_id")
-        audience = claims.get("aud")
-        audiences = audience if isinstance(audience, list) else [audience]
-        if not any(isinstance(a, str) and a in self.audiences for a in audiences):
-            raise InvalidClient("client_assertion aud must name this provider or its token endpoint")
+        # draft-ietf-oauth-rfc7523bis §4, RFC 7523 §3 item 3 case b: the aud claim "MUST use the
+        # issuer identifier [RFC8414] of the authorization server as its sole value", and "the
+        # token endpoint URL of the authorization server MUST NOT be used as an audience value".
+        if claims.get("aud") != self.issuer:
+            raise InvalidClient(f"client_assertion aud must be the issuer {self.issuer} alone, as a string")
         exp = claims.get("exp")
         stamp = time.time()
         if not isinstance(exp, int) or exp <= stamp:
