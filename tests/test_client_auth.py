@@ -576,3 +576,13 @@ def test_a_rotated_key_is_fetched_once_the_interval_has_passed(http, ctx, make_c
     response = http.post("/token", data=with_assertion(assertion(client.client_id, rotated)))
     assert response.status_code == 200, response.text
     assert jwks_server.fetches(jwks_uri) == 2
+
+
+def test_an_oversized_jwks_is_not_taken(http, make_client, jwks_server, client_key):
+    """A JWKS host cannot make us read, parse and store a document of any size."""
+    jwks_uri = jwks_server.publish(client_key)
+    path = jwks_uri.removeprefix(jwks_server.url)
+    jwks_server.documents[path] = {**jwks_server.documents[path], "padding": "x" * 70_000}
+    client = make_jwt_client(make_client, jwks_uri)
+    signed = assertion(client.client_id, client_key)
+    assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)

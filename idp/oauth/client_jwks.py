@@ -119,7 +119,7 @@ class ClientJwks:
                 update(Client).where(Client.id == client_id, due).values(jwks_checked_at=stamp),
                 execution_options={"synchronize_session": False},
             )
-            return claimed.rowcount == 1  # type: ignore[attr-defined]
+            return claimed.rowcount == 1
 
     def _store(self, client_id: str, document: dict[str, Any], stamp: int) -> None:
         with self._sessions.begin() as db:
@@ -149,7 +149,7 @@ def _download(client_id: str, uri: str) -> dict[str, Any] | None:
         document = json.loads(body)
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
-        KeySet.import_key_set(document)  # type: ignore[arg-type]
+        KeySet.import_key_set(document)
     except (httpx.HTTPError, ValueError, JoseError, TypeError, KeyError, AttributeError) as exc:
         log.warning("client %s: JWKS could not be fetched: %s", client_id, type(exc).__name__)
         return None
@@ -163,7 +163,7 @@ def _verified_claims(jwks: dict[str, Any], assertion: str) -> dict[str, Any] | N
     key, so that a client publishing two keys while it rotates keeps working.
     """
     try:
-        keyset = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+        keyset = KeySet.import_key_set(jwks)
         header = jws.extract_compact(assertion.encode()).headers()
     except (JoseError, ValueError, TypeError, KeyError):
         return None
