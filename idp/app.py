@@ -26,6 +26,7 @@ from .endpoints.userinfo import userinfo
 from .housekeeping import run_housekeeping
 from .messaging.worker import run_worker
 from .oauth.client_auth import ClientAuthenticator
+from .oauth.client_jwks import ClientJwks
 from .oauth.grants.issuance import TokenIssuer
 from .observability.middleware import RequestObservability
 from .pages import security
@@ -136,15 +137,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.metadata = discovery.metadata(issuer)
     app.state.csrf = Csrf(ctx.secret_key, settings.secure_cookies)
     app.state.issuer = TokenIssuer(ctx.keyring, settings)
-    app.state.authenticator = ClientAuthenticator(
-        ctx.secret_key,
-        {
-            issuer,
-            issuer + PATHS["token_endpoint"],
-            issuer + PATHS["revocation_endpoint"],
-            issuer + PATHS["introspection_endpoint"],
-        },
-    )
+    app.state.authenticator = ClientAuthenticator(ctx.secret_key, issuer, ClientJwks(ctx.sessions))
     app.add_middleware(NullBytes)
     app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
     app.add_middleware(RequestObservability, trusted_proxies=settings.trusted_proxies)

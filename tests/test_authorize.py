@@ -720,7 +720,7 @@ def test_request_ended_by_an_error_after_sign_in_cannot_be_consented_later(http,
 def test_a_loopback_ip_redirect_uri_takes_any_port(http, make_client, make_user, registered):
     """RFC 8252 §7.3: the server MUST allow any port for a loopback IP redirect URI; the code is
     then bound to the URI with the port the app used."""
-    client = make_client(redirect_uris=[registered], first_party=True)
+    client = make_client(redirect_uris=[registered], first_party=True, auth_method="none")
     host = "[::1]" if "[::1]" in registered else "127.0.0.1"
     used = f"http://{host}:53123/callback"
     verifier, challenge = pkce_pair()
@@ -746,7 +746,7 @@ def test_a_loopback_ip_redirect_uri_takes_any_port(http, make_client, make_user,
     ],
 )
 def test_only_the_port_of_a_loopback_redirect_uri_may_differ(http, make_client, presented):
-    client = make_client(redirect_uris=["http://127.0.0.1/callback", "http://localhost/callback"])
+    client = make_client(redirect_uris=["http://127.0.0.1/callback", "http://localhost/callback"], auth_method="none")
     assert_error_page(get_authorize(http, authorize_params(replace(client, redirect_uri=presented), _CHALLENGE)))
 
 

@@ -5,20 +5,26 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
+from sqlalchemy import update
+
+from idp.storage import Client
 
 from .flows import exchange, pkce_pair, sign_in
 from .services import QuietHandler, http_server
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-TOKEN_ENDPOINT = "http://testserver/token"
+ISSUER = "http://testserver"
 
 
 def assert_invalid_client(response: httpx.Response, *, basic: bool) -> None:
@@ -191,17 +197,28 @@ def test_confidential_client_sending_only_client_id_is_refused(http, make_client
 
 
 class JwksServer:
-    """A client's JWKS endpoint on 127.0.0.1: one document per path, changeable by the test."""
+    """A client's JWKS endpoint on 127.0.0.1: one document per path, changeable by the test, each
+    path answered after its own delay, or with a 500; it counts the requests to each path."""
 
     def __init__(self) -> None:
         self.url = ""
         self.documents: dict[str, dict[str, Any]] = {}
-        documents = self.documents
+        self.delays: dict[str, float] = {}
+        self.broken: set[str] = set()
+        self.hits: Counter[str] = Counter()
+        lock = threading.Lock()
+        server = self
 
         class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                document = documents.get(self.path)
-                self.respond(200 if document is not None else 404, json.dumps(document or {}).encode())
+                with lock:
+                    server.hits[self.path] += 1
+                time.sleep(server.delays.get(self.path, 0))
+                document = server.documents.get(self.path)
+                if self.path in server.broken:
+                    self.respond(500, b"{}")
+                else:
+                    self.respond(200 if document is not None else 404, json.dumps(document or {}).encode())
 
         self.handler = Handler
 
@@ -210,6 +227,9 @@ class JwksServer:
         path = f"/{secrets.token_hex(8)}/jwks.json"
         self.documents[path] = KeySet(list(keys)).as_dict(private=False)
         return self.url + path
+
+    def fetches(self, url: str) -> int:
+        return self.hits[url.removeprefix(self.url)]
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +265,7 @@ def assertion(client_id: str, key: RSAKey, **overrides: Any) -> str:
     claims: dict[str, Any] = {
         "iss": client_id,
         "sub": client_id,
-        "aud": TOKEN_ENDPOINT,
+        "aud": ISSUER,
         "iat": stamp,
         "exp": stamp + 60,
         "jti": secrets.token_urlsafe(16),
@@ -271,10 +291,26 @@ def test_private_key_jwt_with_client_id_in_the_body(http, jwt_client, client_key
     assert response.status_code == 200, response.text
 
 
-def test_private_key_jwt_issuer_as_audience(http, jwt_client, client_key):
-    """RFC 7523 §3: the audience may be the authorization server's issuer identifier."""
-    signed = assertion(jwt_client.client_id, client_key, aud="http://testserver")
-    assert http.post("/token", data=with_assertion(signed)).status_code == 200
+@pytest.mark.parametrize(
+    "audience",
+    [
+        pytest.param(ISSUER + "/token", id="token-endpoint"),
+        pytest.param(ISSUER + "/revoke", id="revocation-endpoint"),
+        pytest.param(ISSUER + "/introspect", id="introspection-endpoint"),
+        pytest.param([ISSUER], id="array-of-the-issuer"),
+        pytest.param([ISSUER, ISSUER + "/token"], id="array-with-the-issuer"),
+        pytest.param(ISSUER + "/", id="issuer-with-a-slash"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/token", "/revoke", "/introspect"])
+def test_private_key_jwt_audience_is_the_issuer_alone(http, jwt_client, client_key, audience, path):
+    """draft-ietf-oauth-rfc7523bis §4 (RFC 7523 §3 item 3, case b): a client authentication JWT's
+    aud "MUST use the issuer identifier [RFC8414] of the authorization server as its sole value";
+    "the token endpoint URL of the authorization server MUST NOT be used as an audience value". An
+    assertion a client made for another audience, leaked or phished, is no credential here."""
+    signed = assertion(jwt_client.client_id, client_key, aud=audience)
+    data = with_assertion(signed) if path == "/token" else with_assertion(signed, token="anything")
+    assert_invalid_client(http.post(path, data=data), basic=False)
 
 
 def test_private_key_jwt_replay_is_refused(http, jwt_client, client_key):
@@ -331,7 +367,7 @@ def test_private_key_jwt_signed_by_the_right_key_with_a_foreign_kid_is_refused(h
     claims = {
         "iss": jwt_client.client_id,
         "sub": jwt_client.client_id,
-        "aud": TOKEN_ENDPOINT,
+        "aud": ISSUER,
         "exp": int(time.time()) + 60,
         "jti": secrets.token_urlsafe(8),
     }
@@ -386,7 +422,7 @@ def test_authlib_private_key_jwt_client(live_server, jwks_server):
     token_endpoint = live_server.url + "/token"
     pem = key.as_pem(private=True).decode()
     with OAuth2Client(
-        client_id=output["client_id"], client_secret=pem, token_endpoint_auth_method=PrivateKeyJWT(token_endpoint)
+        client_id=output["client_id"], client_secret=pem, token_endpoint_auth_method=PrivateKeyJWT(live_server.url)
     ) as client:
         token = client.fetch_token(token_endpoint, grant_type="client_credentials")
         assert token["access_token"]
@@ -402,7 +438,7 @@ def test_private_key_jwt_unsigned_assertion_is_refused(http, jwt_client):
     claims = {
         "iss": jwt_client.client_id,
         "sub": jwt_client.client_id,
-        "aud": TOKEN_ENDPOINT,
+        "aud": ISSUER,
         "exp": int(time.time()) + 60,
         "jti": secrets.token_urlsafe(8),
     }
@@ -438,7 +474,7 @@ def test_private_key_jwt_without_kid_is_tried_against_every_published_key(http, 
         claims = {
             "iss": client.client_id,
             "sub": client.client_id,
-            "aud": TOKEN_ENDPOINT,
+            "aud": ISSUER,
             "exp": stamp + 60,
             "jti": secrets.token_urlsafe(16),
         }
@@ -447,3 +483,106 @@ def test_private_key_jwt_without_kid_is_tried_against_every_published_key(http, 
         assert response.status_code == 200, response.text
     stranger = jwt.encode({"alg": "RS256"}, {**claims, "jti": secrets.token_urlsafe(16)}, new_key())
     assert_invalid_client(http.post("/token", data=with_assertion(stranger)), basic=False)
+
+
+# -- fetching a client's JWKS: once an interval, outside any transaction -----------------------
+
+
+def make_jwt_client(make_client, jwks_uri: str):  # type: ignore[no-untyped-def]
+    return make_client(
+        redirect_uris=[],
+        grant_types=["client_credentials"],
+        scope="api.read",
+        auth_method="private_key_jwt",
+        jwks_uri=jwks_uri,
+    )
+
+
+def test_bad_assertions_fetch_the_jwks_once_an_interval(http, make_client, jwks_server, client_key):
+    """Each assertion signed by a key the client never published sent us to its JWKS endpoint again:
+    the time of the last fetch was written in the transaction the failure rolled back."""
+    jwks_uri = jwks_server.publish(client_key)
+    client = make_jwt_client(make_client, jwks_uri)
+    stranger = new_key()
+    for _ in range(8):
+        signed = assertion(client.client_id, stranger)
+        assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
+    assert jwks_server.fetches(jwks_uri) == 1
+    good = http.post("/token", data=with_assertion(assertion(client.client_id, client_key)))
+    assert good.status_code == 200, good.text
+    assert jwks_server.fetches(jwks_uri) == 1
+
+
+def test_a_failing_jwks_endpoint_is_asked_once_an_interval(http, make_client, jwks_server, client_key):
+    jwks_uri = jwks_server.publish(client_key)
+    jwks_server.broken.add(jwks_uri.removeprefix(jwks_server.url))
+    client = make_jwt_client(make_client, jwks_uri)
+    for _ in range(8):
+        signed = assertion(client.client_id, client_key)
+        assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
+    assert jwks_server.fetches(jwks_uri) == 1
+
+
+def test_concurrent_bad_assertions_fetch_the_jwks_once(http, make_client, jwks_server, client_key):
+    jwks_uri = jwks_server.publish(client_key)
+    client = make_jwt_client(make_client, jwks_uri)
+    stranger = new_key()
+    signed = [assertion(client.client_id, stranger) for _ in range(16)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(lambda one: http.post("/token", data=with_assertion(one)).status_code, signed))
+    assert statuses == [401] * 16
+    assert jwks_server.fetches(jwks_uri) == 1
+
+
+def test_a_slow_jwks_host_does_not_stall_other_clients(http, make_client, jwks_server, client_key):
+    """Sixty bad assertions for a client whose JWKS host takes seconds to answer held every worker
+    thread (and on PostgreSQL a pooled connection each) for as long: another client's token
+    request waited behind them."""
+    slow_uri = jwks_server.publish(client_key)
+    jwks_server.delays[slow_uri.removeprefix(jwks_server.url)] = 6.0
+    slow = make_jwt_client(make_client, slow_uri)
+    other_key = new_key()
+    other = make_jwt_client(make_client, jwks_server.publish(other_key))
+    stranger = new_key()
+    signed = [assertion(slow.client_id, stranger) for _ in range(60)]
+    with ThreadPoolExecutor(max_workers=60) as pool:
+        pending = [pool.submit(http.post, "/token", data=with_assertion(one)) for one in signed]
+        deadline = time.monotonic() + 10
+        while jwks_server.fetches(slow_uri) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        started = time.monotonic()
+        response = http.post("/token", data=with_assertion(assertion(other.client_id, other_key)))
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200, response.text
+        assert elapsed < 2.5, f"another client's token request took {elapsed:.1f} s"
+        assert [p.result().status_code for p in pending] == [401] * 60
+    assert jwks_server.fetches(slow_uri) == 1
+
+
+def test_a_rotated_key_is_fetched_once_the_interval_has_passed(http, ctx, make_client, jwks_server, client_key):
+    jwks_uri = jwks_server.publish(client_key)
+    client = make_jwt_client(make_client, jwks_uri)
+    assert http.post("/token", data=with_assertion(assertion(client.client_id, client_key))).status_code == 200
+    rotated = new_key()
+    jwks_server.documents[jwks_uri.removeprefix(jwks_server.url)] = KeySet([rotated]).as_dict(private=False)
+    signed = assertion(client.client_id, rotated)
+    assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
+    assert jwks_server.fetches(jwks_uri) == 1
+    with ctx.sessions.begin() as db:
+        db.execute(
+            update(Client).where(Client.id == client.client_id).values(jwks_checked_at=Client.jwks_checked_at - 31)
+        )
+    response = http.post("/token", data=with_assertion(assertion(client.client_id, rotated)))
+    assert response.status_code == 200, response.text
+    assert jwks_server.fetches(jwks_uri) == 2
+
+
+def test_an_oversized_jwks_is_not_taken(http, make_client, jwks_server, client_key):
+    """A JWKS host cannot make us read, parse and store a document of any size."""
+    jwks_uri = jwks_server.publish(client_key)
+    path = jwks_uri.removeprefix(jwks_server.url)
+    jwks_server.documents[path] = {**jwks_server.documents[path], "padding": "x" * 70_000}
+    client = make_jwt_client(make_client, jwks_uri)
+    signed = assertion(client.client_id, client_key)
+    assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)

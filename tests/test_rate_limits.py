@@ -30,10 +30,10 @@ from starlette.testclient import TestClient
 from idp.app import create_app
 from idp.security import rate_limits
 from idp.settings import Settings, SettingsError
-from idp.storage import AuditEvent
+from idp.storage import AuditEvent, AuthorizationRequest
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
-from .flows import RegisteredClient, hidden_fields
+from .flows import RegisteredClient, authorize_params, hidden_fields, pkce_pair
 from .services import RedisServer
 
 PROXY = "127.0.0.1"
@@ -46,6 +46,7 @@ LIMITS = (
     "IDP_RATE_LIMIT_RESET",
     "IDP_RATE_LIMIT_VERIFICATION",
     "IDP_RATE_LIMIT_TOKEN",
+    "IDP_RATE_LIMIT_AUTHORIZE",
 )
 _ALERT = re.compile(r'<[^>]*role="alert"[^>]*>(.*?)</', re.DOTALL)
 
@@ -175,7 +176,8 @@ def test_defaults_are_the_issues():
         settings.rate_limit_reset,
         settings.rate_limit_verification,
         settings.rate_limit_token,
-    ) == ("5/hour", "25/hour", "10/hour", "5/hour", "10/hour", "600/minute")
+        settings.rate_limit_authorize,
+    ) == ("5/hour", "25/hour", "10/hour", "5/hour", "10/hour", "600/minute", "120/minute")
 
 
 @pytest.mark.parametrize("name", LIMITS)
@@ -323,6 +325,38 @@ def test_code_requests_share_one_budget(open_site):
     assert post(browser, "/verify-email/resend", email=new_email()).status_code == 200
     assert_refused_page(post(browser, "/login/verify/resend"))
     assert_recorded(site, address, "verification")
+
+
+# --- the authorization endpoint -----------------------------------------------------------------
+
+
+def pending_requests(site: Site, client: RegisteredClient) -> int:
+    with site.ctx.sessions() as db:
+        return len(db.scalars(select(AuthorizationRequest.id).filter_by(client_id=client.client_id)).all())
+
+
+def test_authorization_requests_that_wait_are_limited_per_address(open_site, make_client):
+    """An unauthenticated GET /authorize keeps a request of up to a few KB for 30 minutes: past the
+    limit, one address stores nothing more, and gets the 429 page instead of the sign-in page."""
+    site = open_site(IDP_RATE_LIMIT_AUTHORIZE="3/minute")
+    client = make_client()
+    address = new_address()
+    browser = site.browser(address)
+    long_state = "s" * 2048
+    before = refused_count("authorize")
+    for _ in range(3):
+        response = browser.get("/authorize", params=authorize_params(client, pkce_pair()[1], state=long_state))
+        assert response.status_code == 303, response.text
+        assert response.headers["location"].startswith("/login?")
+    for _ in range(5):
+        refused = site.browser(address).get("/authorize", params=authorize_params(client, pkce_pair()[1]))
+        assert_refused_page(refused, window=60)
+    assert pending_requests(site, client) == 3
+    assert [e.detail for e in refusals(site, ip=address)] == [{"limit": "authorize"}] * 5
+    assert refused_count("authorize") == before + 5
+    elsewhere = site.browser().get("/authorize", params=authorize_params(client, pkce_pair()[1]))
+    assert elsewhere.status_code == 303, elsewhere.text
+    assert pending_requests(site, client) == 4
 
 
 # --- endpoints where a client authenticates -----------------------------------------------------

@@ -6,11 +6,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..oauth.authorization import AuthorizationError, decide, parse_request
+from ..oauth.authorization import AuthorizationError, ShowConsent, ShowLogin, decide, parse_request
 from ..oauth.errors import BadAuthorizationTarget
 from ..pages.browser import current_session
 from ..pages.rendering import authorization_response, error_page, next_step
+from ..pages.throttling import throttled_writes
 from ..security.forms import FormError, read_form
+from ..security.rate_limits import Limit
 
 
 async def authorize(request: Request) -> Response:
@@ -30,6 +32,11 @@ def _authorize(request: Request, pairs: list[tuple[str, str]]) -> Response:
         try:
             client, params = parse_request(db, ctx.keyring, ctx.settings.issuer, pairs)
             step = decide(db, client, params, current_session(request, db))
+            # Sign-in and consent wait on a pending request that decide has just written: anyone can
+            # make one without signing in, so how many one address may keep is limited.
+            waits = isinstance(step, ShowLogin | ShowConsent)
+            if waits and (refused := throttled_writes(request, Limit.AUTHORIZE, db)):
+                return refused
             db.commit()
         except BadAuthorizationTarget as exc:
             return error_page(request, str(exc))

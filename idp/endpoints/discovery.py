@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..oauth import scopes
-from ..oauth.client_auth import ASSERTION_ALGORITHMS
+from ..oauth.client_jwks import ASSERTION_ALGORITHMS
 from ..oauth.clients import AUTH_METHODS, GRANT_TYPES
 
 PATHS = {

@@ -120,7 +120,7 @@ def parse_request(
     redirect_uri = values.get("redirect_uri")
     if not redirect_uri or "redirect_uri" in repeated:
         raise BadAuthorizationTarget("The request must carry exactly one redirect_uri.")
-    if not redirect_uri_registered(redirect_uri, client.redirect_uris):
+    if not redirect_uri_registered(redirect_uri, client):
         raise BadAuthorizationTarget("The redirect_uri is not one the client registered.")
 
     response_mode = values.get("response_mode", "query")

@@ -13,24 +13,21 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_plus
 
-import httpx
-from joserfc import jws, jwt
+from joserfc import jws
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..security.digests import digests_equal, keyed_digest
-from ..storage import Client, ClientAssertion, now
+from ..storage import Client, ClientAssertion
+from .client_jwks import ClientJwks
 from .errors import InvalidClient, InvalidRequest
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
 ASSERTION_MAX_LIFETIME = 3600
-JWKS_CACHE_SECONDS = 300
-JWKS_REFETCH_AFTER = 30
 MAX_CREDENTIAL_LENGTH = 4096
 _DUMMY_SECRET_HASH = "0" * 64
 
@@ -75,13 +72,17 @@ def read_credentials(authorization: str | None, form: Mapping[str, str]) -> Cred
 
 
 class ClientAuthenticator:
-    """Checks credentials against the registered client; needs the audiences a JWT may name."""
+    """Checks credentials against the registered client; an assertion's audience is ``issuer``."""
 
-    def __init__(self, secret_key: str, audiences: set[str]) -> None:
+    def __init__(self, secret_key: str, issuer: str, jwks: ClientJwks) -> None:
         self.secret_key = secret_key
-        self.audiences = audiences
+        self.issuer = issuer
+        self.jwks = jwks
 
     def authenticate(self, db: Session, credentials: Credentials) -> Client:
+        """The client, or ``InvalidClient``. An assertion's signature is checked before ``db`` is
+        first used, so that no connection or transaction of the request is held while the
+        client's JWKS is fetched."""
         used_basic = credentials.method == "client_secret_basic"
         if credentials.method == "private_key_jwt":
             return self._authenticate_assertion(db, credentials)
@@ -115,10 +116,10 @@ class ClientAuthenticator:
         client_id = credentials.client_id or issuer
         if not isinstance(client_id, str) or len(client_id) > 64:
             raise InvalidClient("client_assertion names no client")
+        claims = self.jwks.verified_claims(client_id, assertion)
         client = db.get(Client, client_id)
-        if client is None or client.token_endpoint_auth_method != "private_key_jwt" or not client.jwks_uri:
+        if client is None or client.token_endpoint_auth_method != "private_key_jwt":
             raise InvalidClient("client authentication failed")
-        claims = self._verify_assertion(db, client, assertion)
         self._check_assertion_claims(client, claims)
         try:
             with db.begin_nested():
@@ -127,28 +128,14 @@ class ClientAuthenticator:
             raise InvalidClient("this client_assertion was already used") from None
         return client
 
-    def _verify_assertion(self, db: Session, client: Client, assertion: str) -> dict:  # type: ignore[type-arg]
-        stamp = now()
-        fresh = client.jwks is not None and stamp - (client.jwks_fetched_at or 0) < JWKS_CACHE_SECONDS
-        if not fresh:
-            _refresh_jwks(client, stamp)
-        claims = _verified_claims(client.jwks, assertion)
-        # The client may have rotated its key since we cached its JWKS: fetch once more, but not
-        # on every bad assertion, or anyone could make us hammer the client's JWKS endpoint.
-        if claims is None and fresh and stamp - (client.jwks_fetched_at or 0) >= JWKS_REFETCH_AFTER:
-            _refresh_jwks(client, stamp)
-            claims = _verified_claims(client.jwks, assertion)
-        if claims is None:
-            raise InvalidClient("client_assertion signature does not verify")
-        return claims
-
-    def _check_assertion_claims(self, client: Client, claims: dict) -> None:  # type: ignore[type-arg]
+    def _check_assertion_claims(self, client: Client, claims: dict[str, Any]) -> None:
         if claims.get("iss") != client.id or claims.get("sub") != client.id:
             raise InvalidClient("client_assertion iss and sub must be the client_id")
-        audience = claims.get("aud")
-        audiences = audience if isinstance(audience, list) else [audience]
-        if not any(isinstance(a, str) and a in self.audiences for a in audiences):
-            raise InvalidClient("client_assertion aud must name this provider or its token endpoint")
+        # draft-ietf-oauth-rfc7523bis §4, RFC 7523 §3 item 3 case b: the aud claim "MUST use the
+        # issuer identifier [RFC8414] of the authorization server as its sole value", and "the
+        # token endpoint URL of the authorization server MUST NOT be used as an audience value".
+        if claims.get("aud") != self.issuer:
+            raise InvalidClient(f"client_assertion aud must be the issuer {self.issuer} alone, as a string")
         exp = claims.get("exp")
         stamp = time.time()
         if not isinstance(exp, int) or exp <= stamp:
@@ -164,37 +151,3 @@ class ClientAuthenticator:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > 255:
             raise InvalidClient("client_assertion needs a jti")
-
-
-def _verified_claims(jwks: dict | None, assertion: str) -> dict | None:  # type: ignore[type-arg]
-    """The claims if one of the client's keys signed the assertion.
-
-    An assertion without ``kid`` (Authlib's ``PrivateKeyJWT`` sends none) is tried against each
-    key, so that a client publishing two keys while it rotates keeps working.
-    """
-    try:
-        keyset = KeySet.import_key_set(jwks or {"keys": []})
-        header = jws.extract_compact(assertion.encode()).headers()
-    except (JoseError, ValueError, TypeError, KeyError):
-        return None
-    candidates: list[KeySet | object] = [keyset] if header.get("kid") else list(keyset.keys)
-    for key in candidates:
-        try:
-            return jwt.decode(assertion, key, algorithms=ASSERTION_ALGORITHMS).claims  # type: ignore[arg-type]
-        except (JoseError, ValueError, TypeError, KeyError):
-            continue
-    return None
-
-
-def _refresh_jwks(client: Client, stamp: int) -> None:
-    try:
-        response = httpx.get(client.jwks_uri or "", timeout=5.0, follow_redirects=False)
-        response.raise_for_status()
-        document = response.json()
-        KeySet.import_key_set(document)
-    except (httpx.HTTPError, ValueError, JoseError, TypeError, KeyError):
-        if client.jwks is None:
-            raise InvalidClient("the client's JWKS could not be fetched") from None
-        return
-    client.jwks = document
-    client.jwks_fetched_at = stamp

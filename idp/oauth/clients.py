@@ -63,12 +63,17 @@ def check_redirect_uri(uri: str, *, allow_http: bool, option: str = "--redirect-
     raise ClientError(f"{option}: {uri!r} must be https (http only on loopback), or a private-use scheme")
 
 
-def redirect_uri_registered(uri: str, registered: list[str]) -> bool:
-    """Character for character (RFC 9700 §2.1), except the port of a loopback IP address: a native
-    app listens on whatever port the system gives it, and RFC 8252 §7.3 says any port MUST be
-    accepted there. ``localhost`` gets no such exception (RFC 8252 §8.3)."""
+def redirect_uri_registered(uri: str, client: Client) -> bool:
+    """Character for character (RFC 9700 §2.1), except the port of a native app's loopback IP
+    address: it listens on whatever port the system gives it, and RFC 8252 §7.3 says any port MUST
+    be accepted there. A native app is a public client (RFC 8252 §8.4); a confidential web client
+    keeps its registered port, so that its codes never go to another program on its host.
+    ``localhost`` gets no such exception (RFC 8252 §8.3)."""
+    registered = client.redirect_uris
     if uri in registered:
         return True
+    if not client.is_public:
+        return False
     presented = _loopback_without_port(uri)
     return presented is not None and any(_loopback_without_port(r) == presented for r in registered)
 

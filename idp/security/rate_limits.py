@@ -42,6 +42,7 @@ class Limit(StrEnum):
     RESET = "reset"
     VERIFICATION = "verification"
     TOKEN = "token"
+    AUTHORIZE = "authorize"
     SMS = "sms"
     SMS_COUNTRY = "sms_country"
 

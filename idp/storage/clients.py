@@ -24,6 +24,8 @@ class Client(Base):
     jwks_uri: Mapped[str | None] = mapped_column(String(2000))
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     jwks_fetched_at: Mapped[int | None] = mapped_column(BigInteger)
+    # When ``jwks_uri`` was last asked, whether or not it answered: at most once an interval.
+    jwks_checked_at: Mapped[int | None] = mapped_column(BigInteger)
     first_party: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
