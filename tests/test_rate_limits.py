@@ -27,10 +27,12 @@ from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from idp.accounts import links, password_policy, recovery
+from idp.accounts.passwords import verify_password
 from idp.app import create_app
 from idp.security import rate_limits
 from idp.settings import Settings, SettingsError
-from idp.storage import AuditEvent
+from idp.storage import AuditEvent, User
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
 from .flows import RegisteredClient, hidden_fields
@@ -283,6 +285,44 @@ def test_password_reset_requests_are_limited_per_address(open_site, make_user):
     assert_refused_page(post(browser, "/password/forgot", email=user.email))
     assert_recorded(site, address, "reset")
     assert post(site.browser(), "/password/forgot", email=user.email).status_code == 200
+
+
+def reset_token(site: Site, user_id: str, email: str) -> str:
+    """A live reset link's token, as the emailed link carries it."""
+    with site.ctx.sessions.begin() as db:
+        return links.issue(db, recovery.PURPOSE, user_id, email, recovery.LINK_LIFETIME)
+
+
+def test_new_passwords_on_a_reset_link_spend_the_sign_in_budget(open_site, make_user, monkeypatch):
+    """Each refused new password costs argon2 checks against the history and leaves the link usable:
+    the tries share the address's sign-in budget, and past it nothing is hashed or set."""
+    site = open_site(IDP_RATE_LIMIT_SIGN_IN="3/hour")
+    user = make_user()
+    token = reset_token(site, user.id, user.email)
+    address = new_address()
+    browser = site.browser(address)
+
+    def reset(password: str) -> httpx.Response:
+        page = browser.get("/password/reset", params={"token": token})
+        assert page.status_code == 200, page.text
+        return browser.post(
+            "/password/reset", data={**hidden_fields(page.text), "password": password, "password_confirm": password}
+        )
+
+    assert login(browser, user.email).status_code == 400
+    assert reset(PASSWORD).status_code == 400  # a password of the history: refused after argon2 checks
+    assert reset(PASSWORD).status_code == 400
+    argon2: list[str] = []
+    monkeypatch.setattr(password_policy, "hash_password", lambda password: argon2.append("hash") or "")
+    monkeypatch.setattr(password_policy, "verify_password", lambda stored, password: argon2.append("verify") or False)
+    refused = reset("a brand new passphrase 42")
+    assert_refused_page(refused)
+    assert_recorded(site, address, "sign_in")
+    assert argon2 == []
+    with site.ctx.sessions() as db:
+        assert verify_password(db.get_one(User, user.id).password_hash, PASSWORD)
+        assert recovery.find_reset_link(db, token) is not None
+    assert login(browser, user.email, PASSWORD).status_code == 429
 
 
 def signed_in_browser(site: Site, email: str, address: str) -> TestClient:
