@@ -192,6 +192,19 @@ def test_good_rates_are_taken(value):
     assert Settings.from_environ({"IDP_RATE_LIMIT_SIGN_IN": value}, env_file="/nonexistent").rate_limit_sign_in == value
 
 
+def test_ipv6_addresses_are_grouped_by_a_64_by_default():
+    assert Settings.from_environ({}, env_file="/nonexistent").rate_limit_ipv6_prefix == 64
+    for value in ("32", "48", "128"):
+        settings = Settings.from_environ({"IDP_RATE_LIMIT_IPV6_PREFIX": value}, env_file="/nonexistent")
+        assert settings.rate_limit_ipv6_prefix == int(value)
+
+
+@pytest.mark.parametrize("value", ["31", "129", "0", "-64", "64.5", "/64", "sixty-four"])
+def test_a_bad_ipv6_prefix_stops_start_up_naming_the_variable(value):
+    with pytest.raises(SettingsError, match=r"^IDP_RATE_LIMIT_IPV6_PREFIX: "):
+        Settings.from_environ({"IDP_RATE_LIMIT_IPV6_PREFIX": value}, env_file="/nonexistent")
+
+
 # --- hosted pages -------------------------------------------------------------------------------
 
 
@@ -430,6 +443,61 @@ def test_forwarded_for_from_a_trusted_proxy_names_the_client(open_site, make_use
     assert_refused_page(refused)
     assert_recorded(site, address, "sign_in")
     assert login(site.browser(forwarded=f"{address}, {new_address()}"), user.email, PASSWORD).status_code == 303
+
+
+def new_ipv6_network(prefix: int = 64) -> ipaddress.IPv6Network:
+    """A random network of documentation addresses (2001:db8::/32), so runs never share a budget."""
+    base = ipaddress.IPv6Address("2001:db8::") + (secrets.randbits(prefix - 32) << (128 - prefix))
+    return ipaddress.IPv6Network(f"{base}/{prefix}")
+
+
+def in_network(network: ipaddress.IPv6Network) -> str:
+    return str(network[secrets.randbits(128 - network.prefixlen)])
+
+
+def test_ipv6_addresses_of_one_64_share_one_budget(open_site, make_user):
+    """One host of an IPv6 network usually holds a whole /64: a budget per address would be one per guess."""
+    site = open_site(IDP_RATE_LIMIT_SIGN_IN="2/hour")
+    user, network = make_user(), new_ipv6_network()
+    first, second, third = (in_network(network) for _ in range(3))
+    assert login(site.browser(first), user.email).status_code == 400
+    assert login(site.browser(second), user.email).status_code == 400
+    refused = login(site.browser(third), user.email, PASSWORD)
+    assert_refused_page(refused)
+    assert_recorded(site, third, "sign_in")  # the audit log keeps the whole address
+    # The next /64 has a budget of its own.
+    neighbour = ipaddress.IPv6Address(int(network.network_address) + network.num_addresses)
+    assert login(site.browser(str(neighbour)), user.email, PASSWORD).status_code == 303
+
+
+def test_the_ipv6_prefix_is_a_setting(open_site, make_user):
+    user = make_user()
+    whole = open_site(IDP_RATE_LIMIT_SIGN_IN="1/hour", IDP_RATE_LIMIT_IPV6_PREFIX="128")
+    network = new_ipv6_network()
+    assert login(whole.browser(in_network(network)), user.email).status_code == 400
+    assert login(whole.browser(in_network(network)), user.email, PASSWORD).status_code == 303
+    wide = open_site(IDP_RATE_LIMIT_SIGN_IN="1/hour", IDP_RATE_LIMIT_IPV6_PREFIX="48")
+    network = new_ipv6_network(48)
+    assert login(wide.browser(in_network(network)), user.email).status_code == 400
+    assert_refused_page(login(wide.browser(in_network(network)), user.email, PASSWORD))
+
+
+def test_ipv4_addresses_keep_a_budget_each(open_site, make_user):
+    site = open_site(IDP_RATE_LIMIT_SIGN_IN="1/hour")
+    user = make_user()
+    address = ipaddress.IPv4Address(new_address())
+    assert login(site.browser(str(address)), user.email).status_code == 400
+    assert login(site.browser(str(address + 1)), user.email, PASSWORD).status_code == 303
+    assert_refused_page(login(site.browser(f"::ffff:{address}"), user.email, PASSWORD))  # the same IPv4 address
+
+
+def test_ipv4_mapped_addresses_are_not_one_ipv6_network(open_site, make_user):
+    """Every IPv4 address mapped into IPv6 lies in one /96: grouping them by prefix would make all of
+    IPv4 one client."""
+    site = open_site(IDP_RATE_LIMIT_SIGN_IN="1/hour")
+    user = make_user()
+    assert login(site.browser(f"::ffff:{new_address()}"), user.email).status_code == 400
+    assert login(site.browser(f"::ffff:{new_address()}"), user.email, PASSWORD).status_code == 303
 
 
 # --- Redis --------------------------------------------------------------------------------------

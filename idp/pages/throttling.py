@@ -17,7 +17,7 @@ from starlette.responses import Response
 from ..accounts.challenges import IdentifierError, parse_identifier
 from ..security.digests import keyed_digest
 from ..security.rate_limits import Limit, Refusal
-from .browser import audit, request_address
+from .browser import audit, rate_limit_address
 from .rendering import error_page
 
 
@@ -31,7 +31,7 @@ def throttled(
     is committed in it rather than in a second session that could wait on the first.
     """
     ctx = request.app.state.ctx
-    address = request_address(request) or "unknown"
+    address = rate_limit_address(request)
     checks = [(limit, address) for limit in limits]
     if account is not None:
         checks.append((Limit.SIGN_IN_ACCOUNT, _account_key(request, account)))
