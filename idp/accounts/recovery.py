@@ -84,6 +84,7 @@ def request_reset(db: Session, settings: Settings, secret_key: str, raw_email: s
         )
     )
     user = db.scalar(select(User).where(User.email == email))
+    user_id = user.id if user is not None else None
     if user is None:
         result = Requested.UNKNOWN_ACCOUNT
     elif user.disabled:
@@ -93,10 +94,10 @@ def request_reset(db: Session, settings: Settings, secret_key: str, raw_email: s
     else:
         result = Requested.SENT
     with db.begin_nested() as link_work:
-        _queue_link(db, settings, secret_key, email, user.id if user is not None else None)
+        _queue_link(db, settings, secret_key, email, user_id)
         if result is not Requested.SENT:
             link_work.rollback()
-    return ResetRequest(result, email, user.id if user is not None else None)
+    return ResetRequest(result, email, user_id)
 
 
 def _queue_link(db: Session, settings: Settings, secret_key: str, email: str, user_id: str | None) -> None:
