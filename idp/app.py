@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/account", account),
         Route("/account/name", update_name, methods=["POST"]),
         Route("/account/email", change_email, methods=["GET", "POST"]),
-        Route("/account/email/confirm", confirm_email),
+        Route("/account/email/confirm", confirm_email, methods=["GET", "POST"]),
         Route("/account/phone", add_phone, methods=["POST"]),
         Route("/account/phone/verify", verify_phone, methods=["GET", "POST"]),
         Route("/account/phone/verify/resend", resend_phone_code, methods=["POST"]),

@@ -114,6 +114,14 @@ def enter_code(http: httpx.Client, code: str) -> httpx.Response:
     return http.post("/login/verify", data={**hidden_fields(page.text), "code": code})
 
 
+def follow_email_change_link(http: httpx.Client, path: str) -> httpx.Response:
+    """Open the link sent to a new address and press its button; the page of a link refused."""
+    page = http.get(path)
+    if page.status_code != 200:
+        return page
+    return http.post("/account/email/confirm", data=hidden_fields(page.text))
+
+
 def ctx_of(client: TestClient) -> Context:
     """The context of the in-process app ``client`` drives."""
     return client.app.state.ctx  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ from . import flows
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
 from .flows import RegisteredClient, tokens_for
 from .test_account_api import Documented, assert_invalid_token, assert_problem, bearer
-from .test_rate_limits import new_address
+from .test_rate_limits import in_network, new_address, new_ipv6_network
 
 EVIL_ORIGIN = "https://evil.example"
 
@@ -209,6 +209,26 @@ def test_password_change_tries_are_rate_limited(base_environ, make_user, make_cl
                 headers=bearer(access),
             )
             assert_problem(right, 429, "rate-limited")
+    finally:
+        limited.state.ctx.close()
+
+
+def test_password_change_tries_from_one_ipv6_64_share_a_budget(base_environ, make_user, make_client):
+    """An IPv6 host holds a whole /64: a fresh address for each guess must not bring a fresh budget."""
+    settings = make_settings(base_environ, IDP_RATE_LIMITING="on", IDP_RATE_LIMIT_SIGN_IN="3/hour")
+    limited = create_app(settings)
+    person, client, network = make_user(), make_client(first_party=True), new_ipv6_network()
+    body = {"current_password": "not the password", "password": "a quite different passphrase 42"}
+    try:
+        peer = (in_network(network), 50000)
+        with TestClient(limited, base_url=TEST_ISSUER, follow_redirects=False, client=peer) as http:
+            access = tokens_for(http, client, person)["access_token"]  # the sign-in spends one
+        answers = []
+        for _ in range(3):
+            with TestClient(limited, base_url=TEST_ISSUER, client=(in_network(network), 50000)) as http:
+                answers.append(http.post("/api/account/password", json=body, headers=bearer(access)))
+        assert [a.status_code for a in answers[:-1]] == [403, 403]
+        assert_problem(answers[-1], 429, "rate-limited")
     finally:
         limited.state.ctx.close()
 

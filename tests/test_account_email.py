@@ -16,7 +16,7 @@ from idp.messaging.worker import deliver_due
 from idp.storage import BrowserSession, User
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
-from .flows import EMAIL_CODE, ask_for_code, enter_code, hidden_fields, tokens_for
+from .flows import EMAIL_CODE, ask_for_code, enter_code, follow_email_change_link, hidden_fields, query_of, tokens_for
 from .test_account import (
     alert_text,
     events,
@@ -107,7 +107,7 @@ def test_the_address_changes_only_when_the_link_is_followed(me, browsers, ctx, p
     (message,) = mail_to(ctx, mail_log, new)
     elsewhere = browsers()
     assert elsewhere.head(link_in(message)).status_code == 200, "a mail scanner's HEAD spends nothing"
-    followed = elsewhere.get(link_in(message))
+    followed = follow_email_change_link(elsewhere, link_in(message))
     assert followed.status_code == 200, followed.text
     assert f"Your email address is now {new}" in notice_text(followed)
     user = stored_user(ctx, person.id)
@@ -123,11 +123,71 @@ def test_the_address_changes_only_when_the_link_is_followed(me, browsers, ctx, p
     assert changed[0].detail == {"from": f"{person.email[0]}***@example.com", "to": "m***@example.org"}
     assert new not in str(requested[0].detail) + str(changed[0].detail)
 
-    again = elsewhere.get(link_in(message))
+    again = follow_email_change_link(elsewhere, link_in(message))
     assert again.status_code == 400
     assert "not valid" in alert_text(again)
     assert f"We sent a link to {new}" not in me.get("/account").text
     sign_in(browsers(), new)
+
+
+def test_opening_the_link_changes_nothing_until_its_button_is_pressed(me, browsers, ctx, person, mail_log):
+    """A mail scanner fetches the links of the mail it reads: a GET only shows a page whose button
+    posts the link's token back with the page's CSRF token."""
+    new = new_address()
+    ask(me, new)
+    path = link_in(mail_to(ctx, mail_log, new)[0])
+    mailbox = browsers()
+    for _ in range(2):
+        page = mailbox.get(path)
+        assert page.status_code == 200, page.text
+        assert page.headers["cache-control"] == "no-store"
+        assert re.search(r'<form method="post" action="/account/email/confirm">', page.text)
+        assert set(hidden_fields(page.text)) == {"csrf_token", "token"}
+        assert hidden_fields(page.text)["token"] == query_of(path)["token"]
+        assert new in page.text
+    assert stored_user(ctx, person.id).email == person.email
+    assert events(ctx, person.id, "email_changed") == []
+
+    confirmed = mailbox.post("/account/email/confirm", data=hidden_fields(page.text))
+    assert confirmed.status_code == 200, confirmed.text
+    assert f"Your email address is now {new}" in notice_text(confirmed)
+    assert stored_user(ctx, person.id).email == new
+
+
+@pytest.mark.parametrize("csrf_token", [None, "", "forged", "another browser's"])
+def test_confirming_without_a_valid_csrf_token_changes_nothing(me, browsers, ctx, person, mail_log, csrf_token):
+    new = new_address()
+    ask(me, new)
+    path = link_in(mail_to(ctx, mail_log, new)[0])
+    mailbox = browsers()
+    fields = hidden_fields(mailbox.get(path).text)
+    if csrf_token is None:
+        del fields["csrf_token"]
+    elif csrf_token == "another browser's":
+        fields["csrf_token"] = hidden_fields(browsers().get(path).text)["csrf_token"]
+    else:
+        fields["csrf_token"] = csrf_token
+    refused = mailbox.post("/account/email/confirm", data=fields)
+    assert refused.status_code == 400, refused.text
+    assert "expired" in alert_text(refused)
+    assert stored_user(ctx, person.id).email == person.email
+    assert events(ctx, person.id, "email_changed") == []
+    # The link still works from its own page.
+    assert follow_email_change_link(mailbox, path).status_code == 200
+    assert stored_user(ctx, person.id).email == new
+
+
+def test_a_confirmation_without_the_links_token_changes_nothing(me, browsers, ctx, person, mail_log):
+    new = new_address()
+    ask(me, new)
+    path = link_in(mail_to(ctx, mail_log, new)[0])
+    mailbox = browsers()
+    fields = hidden_fields(mailbox.get(path).text)
+    for token in ("", "x" * 500, fields["token"][:-2]):
+        refused = mailbox.post("/account/email/confirm", data={**fields, "token": token})
+        assert refused.status_code == 400
+        assert "not valid" in alert_text(refused)
+    assert stored_user(ctx, person.id).email == person.email
 
 
 def test_a_wrong_password_changes_nothing_and_counts_toward_the_lockout(me, ctx, person, mail_log):
@@ -186,13 +246,13 @@ def test_an_address_taken_after_the_link_was_sent_fails_cleanly(me, browsers, ma
     ask(me, new)
     (message,) = mail_to(ctx, mail_log, new)
     quicker = make_user(email=new)
-    response = browsers().get(link_in(message))
+    response = follow_email_change_link(browsers(), link_in(message))
     assert response.status_code == 409
     assert "belongs to another account" in alert_text(response)
     assert stored_user(ctx, person.id).email == person.email
     assert stored_user(ctx, quicker.id).email == new
     assert events(ctx, person.id, "email_changed")[-1].detail == {"reason": "address_taken"}
-    assert browsers().get(link_in(message)).status_code == 400, "the link is spent"
+    assert follow_email_change_link(browsers(), link_in(message)).status_code == 400, "the link is spent"
 
 
 def test_a_link_followed_in_another_accounts_browser_changes_only_the_account_that_asked(
@@ -204,7 +264,7 @@ def test_a_link_followed_in_another_accounts_browser_changes_only_the_account_th
     someone = make_user()
     theirs = browsers()
     sign_in(theirs, someone.email)
-    assert theirs.get(link_in(message)).status_code == 200
+    assert follow_email_change_link(theirs, link_in(message)).status_code == 200
     assert stored_user(ctx, person.id).email == new
     assert stored_user(ctx, someone.id).email == someone.email
     assert signed_in(theirs), "following a link signs no one in or out"
@@ -216,8 +276,8 @@ def test_a_new_request_spends_the_link_before_it(me, browsers, ctx, person, mail
     ask(me, second)
     (old_link,) = mail_to(ctx, mail_log, first)
     (new_link,) = mail_to(ctx, mail_log, second)
-    assert browsers().get(link_in(old_link)).status_code == 400
-    assert browsers().get(link_in(new_link)).status_code == 200
+    assert follow_email_change_link(browsers(), link_in(old_link)).status_code == 400
+    assert follow_email_change_link(browsers(), link_in(new_link)).status_code == 200
     assert stored_user(ctx, person.id).email == second
 
 
@@ -257,7 +317,7 @@ def test_a_password_reset_stops_a_change_asked_before_it(me, browsers, ctx, pers
     ask(me, new)
     (message,) = mail_to(ctx, mail_log, new)
     reset_password(browsers(), ctx, mail_log, person.email)
-    response = browsers().get(link_in(message))
+    response = follow_email_change_link(browsers(), link_in(message))
     assert response.status_code == 400
     assert "not valid" in alert_text(response)
     assert stored_user(ctx, person.id).email == person.email
@@ -272,7 +332,7 @@ def test_a_code_sent_to_the_old_address_dies_with_the_change(me, browsers, ctx, 
     assert code, sent
     new = new_address()
     ask(me, new)
-    assert browsers().get(link_in(mail_to(ctx, mail_log, new)[-1])).status_code == 200
+    assert follow_email_change_link(browsers(), link_in(mail_to(ctx, mail_log, new)[-1])).status_code == 200
     response = enter_code(other, code.group(1))
     assert response.status_code == 400
     assert not signed_in(other)
@@ -357,7 +417,8 @@ def test_an_account_without_a_password_needs_a_recent_sign_in(me, browsers, ctx,
     assert refused.status_code == 400
     assert "Sign in again" in alert_text(refused)
     assert events(ctx, person.id, "email_change_requested")[-1].detail == {"reason": "sign_in_too_old"}
-    assert browsers().get(link_in(message)).status_code == 200, "the link asked for in time still works"
+    followed = follow_email_change_link(browsers(), link_in(message))
+    assert followed.status_code == 200, "the link asked for in time still works"
     assert stored_user(ctx, person.id).email == new
 
 
@@ -374,7 +435,7 @@ def test_an_account_without_an_email_can_add_one(browsers, make_user, ctx, mail_
     new = new_address()
     assert ask(browser, new).status_code == 303
     (message,) = mail_to(ctx, mail_log, new)
-    assert browsers().get(link_in(message)).status_code == 200
+    assert follow_email_change_link(browsers(), link_in(message)).status_code == 200
     stored = stored_user(ctx, user.id)
     assert (stored.email, stored.email_verified, stored.phone) == (new, True, phone)
     assert events(ctx, user.id, "email_changed")[-1].detail == {"from": None, "to": "m***@example.org"}
@@ -406,7 +467,7 @@ def test_the_api_sends_the_link_and_the_page_follows_it(http, browsers, ctx, tok
     documented.check(response, "/api/account/email", "post")
     assert http.get("/api/account", headers=bearer(token)).json()["email"] == person.email
     (message,) = mail_to(ctx, mail_log, new)
-    assert browsers().get(link_in(message)).status_code == 200
+    assert follow_email_change_link(browsers(), link_in(message)).status_code == 200
     profile = http.get("/api/account", headers=bearer(token)).json()
     assert (profile["email"], profile["email_verified"]) == (new, True)
     assert events(ctx, person.id, "email_change_requested")[-1].client_id is not None

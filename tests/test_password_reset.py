@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import event as sql_events
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
@@ -30,9 +31,11 @@ from idp.accounts.password_policy import PasswordRejected
 from idp.accounts.passwords import verify_password
 from idp.accounts.users import create_user, disable_user
 from idp.context import Context
+from idp.messaging import outbox
 from idp.messaging.email import Email
 from idp.messaging.worker import deliver_due
 from idp.oauth.clients import create_client
+from idp.security import sealing
 from idp.security.digests import token_digest
 from idp.sessions import find_session
 from idp.storage import ActionToken, AuditEvent, BrowserSession, Grant, OutboxMessage, RefreshToken, User
@@ -274,6 +277,76 @@ def test_known_and_unknown_accounts_take_similar_time(http, make_user):
             timings[kind].append(time.perf_counter() - started)
     known_median, unknown_median = statistics.median(timings["known"]), statistics.median(timings["unknown"])
     assert known_median < 3 * unknown_median and unknown_median < 3 * known_median, timings
+
+
+@dataclass
+class RequestWork:
+    """What one request did of a sent link's work: emails rendered, bodies sealed, rows inserted."""
+
+    rendered: list[str] = field(default_factory=list)
+    sealed: int = 0
+    inserted: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def watch_work(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], RequestWork]]:
+    """Record the work of the requests made until the next call, through the real code path."""
+    work = RequestWork()
+    render, seal = outbox.render_email, sealing.Sealer.seal
+
+    def rendering(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
+        work.rendered.append(template)
+        return render(template, context)
+
+    def sealing_(self: sealing.Sealer, plaintext: str) -> str:
+        work.sealed += 1
+        return seal(self, plaintext)
+
+    def executing(conn, cursor, statement: str, *args: Any) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("INSERT INTO"):
+            work.inserted.append(statement.split()[2].strip('"'))
+
+    def taken() -> RequestWork:
+        nonlocal work
+        done, work = work, RequestWork()
+        return done
+
+    monkeypatch.setattr(outbox, "render_email", rendering)
+    monkeypatch.setattr(sealing.Sealer, "seal", sealing_)
+    sql_events.listen(ctx.engine, "before_cursor_execute", executing)
+    try:
+        yield taken
+    finally:
+        sql_events.remove(ctx.engine, "before_cursor_execute", executing)
+
+
+def test_every_address_costs_a_sent_links_work(http, make_user, ctx, mailbox, watch_work):
+    """The time of the answer must not tell known addresses from unknown ones: an unknown, disabled
+    or limited address makes, renders, seals and writes the email a known one gets, and only a link
+    that may go is kept. This compares the work done, not the time it took."""
+    known, disabled, limited = make_user(), make_user(), make_user()
+    with ctx.sessions.begin() as db:
+        disable_user(db, disabled.id)
+    for _ in range(recovery.LIMIT):
+        ask_for_link(http, limited.email)
+    addresses = {"known": known.email, "unknown": unknown_email(), "disabled": disabled.email, "limited": limited.email}
+    work = {}
+    for kind, email in addresses.items():
+        fields = hidden_fields(http.get("/password/forgot").text)
+        watch_work()
+        assert http.post("/password/forgot", data={**fields, "email": email}).status_code == 200
+        work[kind] = watch_work()
+    assert work["known"].rendered == ["password_reset"] and work["known"].sealed == 1
+    assert sorted(work["known"].inserted) == ["action_tokens", "audit_events", "outbox"]
+    for kind in ("unknown", "disabled", "limited"):
+        assert (work[kind].rendered, work[kind].sealed) == (work["known"].rendered, work["known"].sealed), kind
+        assert "outbox" in work[kind].inserted, kind
+    assert sorted(work["disabled"].inserted) == sorted(work["limited"].inserted) == sorted(work["known"].inserted)
+    assert len(queued_to(ctx, known.email)) == 1
+    assert queued_to(ctx, addresses["unknown"]) == [] and queued_to(ctx, disabled.email) == []
+    assert len(queued_to(ctx, limited.email)) == recovery.LIMIT
+    assert tokens_of(ctx, addresses["unknown"]) == [] and tokens_of(ctx, disabled.email) == []
+    assert len(tokens_of(ctx, limited.email)) == recovery.LIMIT
 
 
 def test_the_email_carries_a_link_valid_one_hour_kept_only_as_a_digest(http, make_user, ctx, mailbox):

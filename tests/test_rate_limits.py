@@ -27,10 +27,12 @@ from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from idp.accounts import links, password_policy, recovery
+from idp.accounts.passwords import verify_password
 from idp.app import create_app
 from idp.security import rate_limits
 from idp.settings import Settings, SettingsError
-from idp.storage import AuditEvent, AuthorizationRequest
+from idp.storage import AuditEvent, AuthorizationRequest, User
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
 from .flows import RegisteredClient, authorize_params, hidden_fields, pkce_pair
@@ -192,6 +194,19 @@ def test_good_rates_are_taken(value):
     assert Settings.from_environ({"IDP_RATE_LIMIT_SIGN_IN": value}, env_file="/nonexistent").rate_limit_sign_in == value
 
 
+def test_ipv6_addresses_are_grouped_by_a_64_by_default():
+    assert Settings.from_environ({}, env_file="/nonexistent").rate_limit_ipv6_prefix == 64
+    for value in ("32", "48", "128"):
+        settings = Settings.from_environ({"IDP_RATE_LIMIT_IPV6_PREFIX": value}, env_file="/nonexistent")
+        assert settings.rate_limit_ipv6_prefix == int(value)
+
+
+@pytest.mark.parametrize("value", ["31", "129", "0", "-64", "64.5", "/64", "sixty-four"])
+def test_a_bad_ipv6_prefix_stops_start_up_naming_the_variable(value):
+    with pytest.raises(SettingsError, match=r"^IDP_RATE_LIMIT_IPV6_PREFIX: "):
+        Settings.from_environ({"IDP_RATE_LIMIT_IPV6_PREFIX": value}, env_file="/nonexistent")
+
+
 # --- hosted pages -------------------------------------------------------------------------------
 
 
@@ -285,6 +300,44 @@ def test_password_reset_requests_are_limited_per_address(open_site, make_user):
     assert_refused_page(post(browser, "/password/forgot", email=user.email))
     assert_recorded(site, address, "reset")
     assert post(site.browser(), "/password/forgot", email=user.email).status_code == 200
+
+
+def reset_token(site: Site, user_id: str, email: str) -> str:
+    """A live reset link's token, as the emailed link carries it."""
+    with site.ctx.sessions.begin() as db:
+        return links.issue(db, recovery.PURPOSE, user_id, email, recovery.LINK_LIFETIME)
+
+
+def test_new_passwords_on_a_reset_link_spend_the_sign_in_budget(open_site, make_user, monkeypatch):
+    """Each refused new password costs argon2 checks against the history and leaves the link usable:
+    the tries share the address's sign-in budget, and past it nothing is hashed or set."""
+    site = open_site(IDP_RATE_LIMIT_SIGN_IN="3/hour")
+    user = make_user()
+    token = reset_token(site, user.id, user.email)
+    address = new_address()
+    browser = site.browser(address)
+
+    def reset(password: str) -> httpx.Response:
+        page = browser.get("/password/reset", params={"token": token})
+        assert page.status_code == 200, page.text
+        return browser.post(
+            "/password/reset", data={**hidden_fields(page.text), "password": password, "password_confirm": password}
+        )
+
+    assert login(browser, user.email).status_code == 400
+    assert reset(PASSWORD).status_code == 400  # a password of the history: refused after argon2 checks
+    assert reset(PASSWORD).status_code == 400
+    argon2: list[str] = []
+    monkeypatch.setattr(password_policy, "hash_password", lambda password: argon2.append("hash") or "")
+    monkeypatch.setattr(password_policy, "verify_password", lambda stored, password: argon2.append("verify") or False)
+    refused = reset("a brand new passphrase 42")
+    assert_refused_page(refused)
+    assert_recorded(site, address, "sign_in")
+    assert argon2 == []
+    with site.ctx.sessions() as db:
+        assert verify_password(db.get_one(User, user.id).password_hash, PASSWORD)
+        assert recovery.find_reset_link(db, token) is not None
+    assert login(browser, user.email, PASSWORD).status_code == 429
 
 
 def signed_in_browser(site: Site, email: str, address: str) -> TestClient:
@@ -424,6 +477,61 @@ def test_forwarded_for_from_a_trusted_proxy_names_the_client(open_site, make_use
     assert_refused_page(refused)
     assert_recorded(site, address, "sign_in")
     assert login(site.browser(forwarded=f"{address}, {new_address()}"), user.email, PASSWORD).status_code == 303
+
+
+def new_ipv6_network(prefix: int = 64) -> ipaddress.IPv6Network:
+    """A random network of documentation addresses (2001:db8::/32), so runs never share a budget."""
+    base = ipaddress.IPv6Address("2001:db8::") + (secrets.randbits(prefix - 32) << (128 - prefix))
+    return ipaddress.IPv6Network(f"{base}/{prefix}")
+
+
+def in_network(network: ipaddress.IPv6Network) -> str:
+    return str(network[secrets.randbits(128 - network.prefixlen)])
+
+
+def test_ipv6_addresses_of_one_64_share_one_budget(open_site, make_user):
+    """One host of an IPv6 network usually holds a whole /64: a budget per address would be one per guess."""
+    site = open_site(IDP_RATE_LIMIT_SIGN_IN="2/hour")
+    user, network = make_user(), new_ipv6_network()
+    first, second, third = (in_network(network) for _ in range(3))
+    assert login(site.browser(first), user.email).status_code == 400
+    assert login(site.browser(second), user.email).status_code == 400
+    refused = login(site.browser(third), user.email, PASSWORD)
+    assert_refused_page(refused)
+    assert_recorded(site, third, "sign_in")  # the audit log keeps the whole address
+    # The next /64 has a budget of its own.
+    neighbour = ipaddress.IPv6Address(int(network.network_address) + network.num_addresses)
+    assert login(site.browser(str(neighbour)), user.email, PASSWORD).status_code == 303
+
+
+def test_the_ipv6_prefix_is_a_setting(open_site, make_user):
+    user = make_user()
+    whole = open_site(IDP_RATE_LIMIT_SIGN_IN="1/hour", IDP_RATE_LIMIT_IPV6_PREFIX="128")
+    network = new_ipv6_network()
+    assert login(whole.browser(in_network(network)), user.email).status_code == 400
+    assert login(whole.browser(in_network(network)), user.email, PASSWORD).status_code == 303
+    wide = open_site(IDP_RATE_LIMIT_SIGN_IN="1/hour", IDP_RATE_LIMIT_IPV6_PREFIX="48")
+    network = new_ipv6_network(48)
+    assert login(wide.browser(in_network(network)), user.email).status_code == 400
+    assert_refused_page(login(wide.browser(in_network(network)), user.email, PASSWORD))
+
+
+def test_ipv4_addresses_keep_a_budget_each(open_site, make_user):
+    site = open_site(IDP_RATE_LIMIT_SIGN_IN="1/hour")
+    user = make_user()
+    address = ipaddress.IPv4Address(new_address())
+    assert login(site.browser(str(address)), user.email).status_code == 400
+    assert login(site.browser(str(address + 1)), user.email, PASSWORD).status_code == 303
+    assert_refused_page(login(site.browser(f"::ffff:{address}"), user.email, PASSWORD))  # the same IPv4 address
+
+
+def test_ipv4_mapped_addresses_are_not_one_ipv6_network(open_site, make_user):
+    """Every IPv4 address mapped into IPv6 lies in one /96: grouping them by prefix would make all of
+    IPv4 one client."""
+    site = open_site(IDP_RATE_LIMIT_SIGN_IN="1/hour")
+    user = make_user()
+    assert login(site.browser(f"::ffff:{new_address()}"), user.email).status_code == 400
+    assert login(site.browser(f"::ffff:{new_address()}"), user.email, PASSWORD).status_code == 303
 
 
 # --- Redis --------------------------------------------------------------------------------------

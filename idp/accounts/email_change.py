@@ -154,6 +154,14 @@ def pending_email(db: Session, user: User) -> str | None:
     )
 
 
+def find_link(db: Session, token: str | None) -> ActionToken | None:
+    """The live link this token belongs to, left unspent, of an account that may still use it: for
+    the page that asks to confirm it."""
+    link = links.find(db, PURPOSE, token)
+    user = db.get(User, link.user_id) if link is not None else None
+    return link if user is not None and not user.disabled else None
+
+
 def confirm(ctx: Context, db: Session, token: str | None) -> Changed:
     """Spend the link and make its address the person's, verified; the old address is told.
 

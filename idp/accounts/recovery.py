@@ -1,9 +1,11 @@
 """Getting back into an account (a reset by emailed link) and changing a known password.
 
 Asking for a reset answers the same, in words and in time, whether or not the account exists:
-both cases count the recent links to that address and write an audit event, and only a known
-account also gets a token and a queued email (the worker sends it later, so the mail server's
-time never shows). A link (:mod:`.links`) lives an hour.
+every request counts the recent links to that address, makes a token, renders and seals the email
+that carries it and writes it to the outbox, and the page writes an audit event. Only a link that
+may go (a known, enabled account under its limit) is kept, with its token's row; any other is
+rolled back to a savepoint, so nothing is sent to an address without an account. The worker sends
+what was kept later, so the mail server's time never shows. A link (:mod:`.links`) lives an hour.
 
 A reset is how the real owner takes an account back from whoever else may hold it: it ends every
 session, revokes every grant (offline refresh tokens too), spends every other link still waiting
@@ -34,6 +36,7 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..audit import mask
 from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..security.digests import new_token
 from ..sessions import sign_out_everywhere
 from ..settings import Settings
 from ..storage import ActionToken, User, now
@@ -96,23 +99,34 @@ def request_reset(db: Session, settings: Settings, secret_key: str, raw_email: s
         )
     )
     user = db.scalar(select(User).where(User.email == email))
+    user_id = user.id if user is not None else None
     if user is None:
-        return ResetRequest(Requested.UNKNOWN_ACCOUNT, email)
-    if user.disabled:
-        return ResetRequest(Requested.DISABLED, email, user.id)
-    if recent >= LIMIT:
-        return ResetRequest(Requested.RATE_LIMITED, email, user.id)
-    token = links.issue(db, PURPOSE, user.id, email, LINK_LIFETIME)
+        result = Requested.UNKNOWN_ACCOUNT
+    elif user.disabled:
+        result = Requested.DISABLED
+    elif recent >= LIMIT:
+        result = Requested.RATE_LIMITED
+    else:
+        result = Requested.SENT
+    with db.begin_nested() as link_work:
+        _queue_link(db, settings, secret_key, email, user_id)
+        if result is not Requested.SENT:
+            link_work.rollback()
+    return ResetRequest(result, email, user_id)
+
+
+def _queue_link(db: Session, settings: Settings, secret_key: str, email: str, user_id: str | None) -> None:
+    """Issue a reset link and queue the email that carries it to ``email``. Without an account
+    there is no row for the token (it would name no person): the token is made all the same."""
+    token = links.issue(db, PURPOSE, user_id, email, LINK_LIFETIME) if user_id is not None else new_token()
     enqueue_email(
         db,
         secret_key,
         email,
         "password_reset",
         {"link": links.url(settings.issuer, "/password/reset", token), "minutes": LINK_LIFETIME // 60},
-        useful_until=stamp + LINK_LIFETIME,
+        useful_until=now() + LINK_LIFETIME,
     )
-    db.flush()
-    return ResetRequest(Requested.SENT, email, user.id)
 
 
 def find_reset_link(db: Session, token: str | None) -> ActionToken | None:

@@ -34,7 +34,7 @@ from ..accounts.recovery import change_password as change_password_service
 from ..accounts.users import MAX_NAME, lock_user
 from ..audit import mask
 from ..context import Context
-from ..pages.browser import audit, request_address
+from ..pages.browser import audit, rate_limit_address, request_address
 from ..security.rate_limits import Limit
 from ..storage import BrowserSession, User
 from .bearer import Caller, authenticate, bearer_token
@@ -227,7 +227,7 @@ def change_password(request: Request, db: Session, caller: Caller, body: dict[st
 
 def _throttle(request: Request, db: Session, caller: Caller, limit: Limit) -> None:
     """The same per-address budgets as the hosted pages' forms (``limit``)."""
-    refusal = request.app.state.ctx.rate_limiter.check(limit, request_address(request) or "unknown")
+    refusal = request.app.state.ctx.rate_limiter.check(limit, rate_limit_address(request))
     if refusal is None:
         return
     _audit(request, db, caller, "rate_limited", "failure", limit=refusal.limit.value)

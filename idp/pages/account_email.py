@@ -3,12 +3,15 @@
 The form takes ``email`` and, when the account has a password, ``current_password``. Asking
 answers the same whether or not another account has the address; the address changes only when
 the link is followed, in any browser, signed in or not.
+
+Opening the link changes nothing: mail scanners fetch the links of the mail they read. Its page
+has a button that posts ``token`` back with the page's ``csrf_token``, and that POST changes the
+address.
 """
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -17,8 +20,9 @@ from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauth
 from ..audit import mask
 from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
-from .account import done, signed_in
+from .account import EXPIRED_FORM, done, signed_in
 from .browser import audit
+from .forms import form_page
 from .rendering import error_page, render
 from .throttling import throttled
 
@@ -97,18 +101,28 @@ def change_email(request: Request, db: Session, active: ActiveSession, form: dic
     return done("email")
 
 
-async def confirm_email(request: Request) -> Response:
-    """The link sent to the new address: it works in any browser, signed in or not."""
-    if request.method == "HEAD":
-        return Response(headers={"Cache-Control": "no-store"})
-    return await run_in_threadpool(_confirm_email, request)
+def _confirm_page(request: Request, db: Session, token: str | None, *, error: str | None = None) -> Response:
+    """The page of a live link, with the button that confirms it; the error page of any other."""
+    link = email_change.find_link(db, token)
+    if link is None:
+        return error_page(request, LINK_INVALID)
+    context = {"token": token, "email": link.email, "error": error}
+    return render(request, "account_email_confirm.html", context, status_code=400 if error else 200)
 
 
-def _confirm_email(request: Request) -> Response:
+@form_page
+def confirm_email(request: Request, form: dict[str, str]) -> Response:
+    """The link sent to the new address: it works in any browser, signed in or not. Opening it only
+    shows the button; the POST with the page's CSRF token changes the address."""
     ctx = request.app.state.ctx
     with ctx.sessions() as db:
+        if request.method != "POST":
+            return _confirm_page(request, db, request.query_params.get("token"))
+        token = form.get("token")
+        if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+            return _confirm_page(request, db, token, error=EXPIRED_FORM)
         try:
-            changed = email_change.confirm(ctx, db, request.query_params.get("token"))
+            changed = email_change.confirm(ctx, db, token)
         except email_change.LinkInvalid:
             db.rollback()
             audit(request, db, "email_changed", outcome="failure", detail={"reason": "invalid_link"})

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import audit as audit_log
-from ..security.client_address import client_address
+from ..security.client_address import client_address, rate_limit_key
 from ..security.cookies import cookie_name
 from ..sessions import SESSION_LIFETIME, ActiveSession, find_session
 
@@ -48,6 +48,11 @@ def clear_session_cookie(request: Request, response: Response) -> None:
 
 def request_address(request: Request) -> str | None:
     return client_address(request, request.app.state.ctx.settings.trusted_proxies)
+
+
+def rate_limit_address(request: Request) -> str:
+    """The client whose budget a request spends: an IPv6 address counts as its network."""
+    return rate_limit_key(request_address(request), request.app.state.ctx.settings.rate_limit_ipv6_prefix)
 
 
 def audit(

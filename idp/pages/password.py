@@ -64,6 +64,8 @@ def forgot_password(request: Request, form: dict[str, str]) -> Response:
 
 @form_page
 def reset_password(request: Request, form: dict[str, str]) -> Response:
+    """Each new password tried spends one of the address's sign-in budget, as a password change
+    does: a refused one costs argon2 checks against the history and leaves the link usable."""
     ctx = request.app.state.ctx
     token = form.get("token", "") if request.method == "POST" else request.query_params.get("token", "")
     page = {"token": token, "min_length": ctx.settings.password_min_length}
@@ -74,6 +76,8 @@ def reset_password(request: Request, form: dict[str, str]) -> Response:
             return render(request, "password_reset.html", page)
         if not request.app.state.csrf.valid(request, form.get("csrf_token")):
             return render(request, "password_reset.html", {**page, "error": EXPIRED_FORM}, status_code=400)
+        if refused := throttled(request, Limit.SIGN_IN, db=db):
+            return refused
         password = form.get("password", "")
         if password != form.get("password_confirm", ""):
             return render(request, "password_reset.html", {**page, "error": MISMATCH}, status_code=400)

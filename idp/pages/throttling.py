@@ -17,7 +17,7 @@ from starlette.responses import Response
 from ..accounts.challenges import IdentifierError, parse_identifier
 from ..security.digests import keyed_digest
 from ..security.rate_limits import Limit, Refusal
-from .browser import audit, request_address
+from .browser import audit, rate_limit_address
 from .rendering import error_page
 
 
@@ -31,7 +31,7 @@ def throttled(
     is committed in it rather than in a second session that could wait on the first.
     """
     ctx = request.app.state.ctx
-    address = _address(request)
+    address = rate_limit_address(request)
     checks = [(limit, address) for limit in limits]
     if account is not None:
         checks.append((Limit.SIGN_IN_ACCOUNT, _account_key(request, account)))
@@ -46,15 +46,11 @@ def throttled_writes(request: Request, limit: Limit, db: Session) -> Response | 
     """Count this request against ``limit`` for the client's address, where what the limit
     protects is what the handler has written in ``db`` and not yet committed: a refusal rolls
     that back, so that nothing of it is stored, and commits only its audit event."""
-    refusal = request.app.state.ctx.rate_limiter.check(limit, _address(request))
+    refusal = request.app.state.ctx.rate_limiter.check(limit, rate_limit_address(request))
     if refusal is None:
         return None
     db.rollback()
     return _refused(request, refusal, db)
-
-
-def _address(request: Request) -> str:
-    return request_address(request) or "unknown"
 
 
 def _account_key(request: Request, account: str) -> str:

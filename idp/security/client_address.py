@@ -2,6 +2,12 @@
 
 ``X-Forwarded-For`` is believed only from ``IDP_TRUSTED_PROXIES``; from there it is read right to
 left, skipping trusted hops, so a client cannot forge its address by sending the header itself.
+
+Rate limits count per client, and an IPv6 client is a network: a host chooses the low 64 bits of
+its address itself (RFC 4291, section 2.5.1: "Interface IDs are required to be 64 bits long"), so
+a budget per address would let it take a fresh one for every request. Its address counts as its
+network of ``IDP_RATE_LIMIT_IPV6_PREFIX`` bits; an IPv4 address, mapped into IPv6 or not, counts
+as itself.
 """
 
 from __future__ import annotations
@@ -34,3 +40,18 @@ def client_address(request: Request, proxies: Sequence[Network]) -> str | None:
             except ValueError:
                 return peer
     return peer
+
+
+def rate_limit_key(address: str | None, ipv6_prefix: int) -> str:
+    """Whom a rate limit counts ``address`` as: itself for IPv4, its network for IPv6."""
+    if address is None:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+    return str(ip)
