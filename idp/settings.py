@@ -62,6 +62,8 @@ class Settings:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 1_209_600
     otp_ttl: int = 300
+    session_ttl: int = 43_200
+    session_idle_ttl: int | None = None
     phone_default_region: str | None = None
     self_registration: bool = True
     require_verified_email: bool = True
@@ -127,6 +129,9 @@ class Settings:
             if not low <= parsed <= high:
                 raise SettingsError(f"{name}: must be between {low} and {high}, not {parsed}")
             return parsed
+
+        def optional_number(name: str, low: int, high: int) -> int | None:
+            return None if text(name) is None else number(name, low, low, high)
 
         def url(name: str, default: str | None, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
             value = text(name, default)
@@ -205,6 +210,8 @@ class Settings:
             access_token_ttl=number("IDP_ACCESS_TOKEN_TTL", cls.access_token_ttl, 60, 86_400),
             refresh_token_ttl=number("IDP_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, 300, 31_536_000),
             otp_ttl=number("IDP_OTP_TTL", cls.otp_ttl, 60, 3600),
+            session_ttl=number("IDP_SESSION_TTL", cls.session_ttl, 300, 31_536_000),
+            session_idle_ttl=optional_number("IDP_SESSION_IDLE_TTL", 300, 31_536_000),
             phone_default_region=region,
             self_registration=flag("IDP_SELF_REGISTRATION", True),
             require_verified_email=flag("IDP_REQUIRE_VERIFIED_EMAIL", True),

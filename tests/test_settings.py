@@ -43,6 +43,7 @@ def test_defaults_are_the_contracts_table(monkeypatch):
     assert settings.pwned_passwords is False
     assert settings.trusted_proxies == ()
     assert settings.secure_cookies is False
+    assert (settings.session_ttl, settings.session_idle_ttl) == (43_200, None)
 
 
 def test_process_environment_is_read_when_no_mapping_is_given(monkeypatch):
@@ -168,6 +169,11 @@ def test_other_sms_backends_with_their_settings(backend):
         ("IDP_ACCESS_TOKEN_TTL", "1.5"),
         ("IDP_REFRESH_TOKEN_TTL", "two weeks"),
         ("IDP_OTP_TTL", "0"),
+        ("IDP_SESSION_TTL", "0"),
+        ("IDP_SESSION_TTL", "forever"),
+        ("IDP_SESSION_IDLE_TTL", "60"),
+        ("IDP_SESSION_IDLE_TTL", "-1"),
+        ("IDP_SESSION_IDLE_TTL", "15m"),
         ("IDP_PHONE_DEFAULT_REGION", "XX"),
         ("IDP_SELF_REGISTRATION", "perhaps"),
         ("IDP_REQUIRE_VERIFIED_EMAIL", "2"),
@@ -267,3 +273,8 @@ def test_blank_values_mean_the_default():
     assert settings.access_token_ttl == 900
     assert settings.email_backend == "console"
     assert settings.secret_key is None
+
+
+def test_session_lifetimes_are_read():
+    settings = parse(IDP_SESSION_TTL="28800", IDP_SESSION_IDLE_TTL="1800")
+    assert (settings.session_ttl, settings.session_idle_ttl) == (28_800, 1_800)

@@ -21,8 +21,8 @@ from .browser import (
     audit,
     browser_cookie,
     clear_browser_cookie,
-    current_session,
     request_address,
+    session_to_end,
     set_browser_cookie,
     set_session_cookie,
 )
@@ -77,11 +77,16 @@ def complete_sign_in(
     ``amr`` names each method once (RFC 8176): an email code followed by an authenticator code
     are both ``otp``."""
     amr = list(dict.fromkeys(amr))
-    previous = current_session(request, db)
+    previous = session_to_end(request, db)
     if previous is not None:
         end_session(db, previous.session.id)
     session, cookie = start_session(
-        db, user, amr=amr, ip=request_address(request), user_agent=request.headers.get("user-agent")
+        db,
+        user,
+        amr=amr,
+        ip=request_address(request),
+        user_agent=request.headers.get("user-agent"),
+        lifetime=request.app.state.ctx.settings.session_ttl,
     )
     response: Response = RedirectResponse("/account", status_code=303)
     client_id = None
