@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ _TRUE = {"on", "true", "1", "yes"}
 MAX_RATE_AMOUNT = 100_000
 MAX_RATE_WINDOW = 86_400
 _FALSE = {"off", "false", "0", "no"}
+# Words of example values, compared with the key lowercased and stripped of all but letters and
+# digits: fewer than one random key in 100 million holds one of them by chance.
+_PLACEHOLDER_MARKERS = ("changeme", "replaceme", "replacewith", "placeholder", "goeshere", "example")
+_REPEATED = re.compile(r"^(.+?)\1{2,}$", re.DOTALL)
+_KEY_RECIPE = "the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
 class SettingsError(ValueError):
@@ -168,8 +174,8 @@ class Settings:
         _check_database_url(database_url)
 
         secret_key = text("IDP_SECRET_KEY")
-        if secret_key is not None and len(secret_key) < 32:
-            raise SettingsError("IDP_SECRET_KEY: must be at least 32 characters")
+        if secret_key is not None:
+            _check_secret_key(secret_key)
 
         region = text("IDP_PHONE_DEFAULT_REGION")
         if region is not None:
@@ -237,6 +243,16 @@ def _check_database_url(value: str) -> None:
         raise SettingsError(f"IDP_DATABASE_URL: {value.split(':', 1)[0]!r}... is not a SQLAlchemy URL") from None
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise SettingsError("IDP_DATABASE_URL: only sqlite and postgresql databases are supported")
+
+
+def _check_secret_key(value: str) -> None:
+    """Refuse a key anyone could know: too short, copied from an example, or one short run typed
+    over and over. The value itself is never repeated in the message."""
+    if len(value) < 32:
+        raise SettingsError("IDP_SECRET_KEY: must be at least 32 characters")
+    letters = re.sub(r"[^a-z0-9]", "", value.lower())
+    if any(marker in letters for marker in _PLACEHOLDER_MARKERS) or _REPEATED.match(value):
+        raise SettingsError(f"IDP_SECRET_KEY: is a placeholder, not a secret; set it to {_KEY_RECIPE}")
 
 
 def _proxies(value: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, update
@@ -475,6 +476,17 @@ def test_serve_with_a_bad_setting_exits_at_once(env, tmp_path, name, value):
     assert time.monotonic() - started < 20
     line = assert_refused(result)
     assert line.removeprefix("idp: ").startswith(_named_variable(name)), line
+    assert untouched(env["IDP_DATABASE_URL"])
+    assert not (tmp_path / "keys").exists()
+
+
+def test_serve_with_the_shipped_placeholder_secret_key_exits_at_once(env, tmp_path):
+    secret = yaml.safe_load_all((Path(__file__).parent.parent / "deploy/kubernetes/secret.yaml").read_text())
+    placeholder = next(document for document in secret if document["metadata"]["name"] == "idp-secrets")
+    environ = env | {"IDP_SECRET_KEY": placeholder["stringData"]["IDP_SECRET_KEY"]}
+    result = run_idp(environ, "serve", "--port", str(free_port()))
+    line = assert_refused(result)
+    assert line.removeprefix("idp: ").startswith("IDP_SECRET_KEY"), line
     assert untouched(env["IDP_DATABASE_URL"])
     assert not (tmp_path / "keys").exists()
 

@@ -11,7 +11,10 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
+
+from idp.settings import Settings, SettingsError
 
 from .conftest import free_port
 
@@ -91,6 +94,18 @@ def test_secrets_hold_the_secret_key_and_the_signing_keys():
     assert "IDP_SECRET_KEY" in found["Secret/idp-secrets"]["stringData"]
     assert "IDP_DATABASE_URL" in found["Secret/idp-secrets"]["stringData"]
     assert found["Secret/idp-keys"]["type"] == "Opaque"
+
+
+def test_no_secret_key_shipped_in_deploy_would_be_accepted():
+    """An operator who applies the examples as they are gets a refusal at start-up, not a
+    provider whose key everyone who read the repository knows."""
+    shipped = [found["stringData"]["IDP_SECRET_KEY"] for found in [manifests()["Secret/idp-secrets"]]]
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["idp"]["environment"]
+    shipped += [compose["IDP_SECRET_KEY"]] if "IDP_SECRET_KEY" in compose else []
+    assert shipped
+    for value in shipped:
+        with pytest.raises(SettingsError, match="^IDP_SECRET_KEY"):
+            Settings.from_environ({"IDP_SECRET_KEY": value}, env_file="/nonexistent")
 
 
 def test_migration_job_service_ingress_autoscaler_and_disruption_budget():

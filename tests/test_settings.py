@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def test_every_variable_is_parsed():
         IDP_DATABASE_URL="postgresql+psycopg://idp:pw@db.example:5432/idp",
         IDP_REDIS_URL="redis://cache.example:6379/2",
         IDP_KEYS_DIR="/var/lib/idp/keys",
-        IDP_SECRET_KEY="k" * 40,
+        IDP_SECRET_KEY="Qw7-kR2p_Zt9xLm4Vb8nYc3sDf6gHj1uEo5aTi0WqXe",
         IDP_EMAIL_BACKEND="smtp",
         IDP_SMTP_HOST="mail.example",
         IDP_SMTP_PORT="587",
@@ -88,7 +89,7 @@ def test_every_variable_is_parsed():
     assert settings.database_url == "postgresql+psycopg://idp:pw@db.example:5432/idp"
     assert settings.redis_url == "redis://cache.example:6379/2"
     assert settings.keys_dir == Path("/var/lib/idp/keys")
-    assert settings.secret_key == "k" * 40
+    assert settings.secret_key == "Qw7-kR2p_Zt9xLm4Vb8nYc3sDf6gHj1uEo5aTi0WqXe"
     assert settings.email_backend == "smtp"
     assert (settings.smtp_host, settings.smtp_port) == ("mail.example", 587)
     assert (settings.smtp_username, settings.smtp_password, settings.smtp_starttls) == ("mailer", "hunter22", True)
@@ -278,3 +279,36 @@ def test_blank_values_mean_the_default():
 def test_session_lifetimes_are_read():
     settings = parse(IDP_SESSION_TTL="28800", IDP_SESSION_IDLE_TTL="1800")
     assert (settings.session_ttl, settings.session_idle_ttl) == (28_800, 1_800)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "replace-with-48-random-characters-from-python-secrets",
+        "change-me-to-48-random-characters-change-me-to-48-random",
+        "changeme" * 4,
+        "CHANGE_ME_PLEASE_0123456789abcdefghij",
+        "Replace-Me-With-A-Long-Random-Secret-Value",
+        "placeholder-placeholder-placeholder",
+        "your-secret-key-goes-here-0123456789",
+        "secret" * 6,
+        "secret-" * 6,
+        "x" * 40,
+        "0123456789" * 4,
+    ],
+)
+def test_a_placeholder_secret_key_is_refused(value):
+    """A key copied from an example passes the length check but is no secret: anyone who read the
+    example could forge CSRF tokens and test guesses at client secrets offline."""
+    with pytest.raises(SettingsError) as raised:
+        parse(IDP_SECRET_KEY=value)
+    message = str(raised.value)
+    assert message.startswith("IDP_SECRET_KEY"), message
+    assert "\n" not in message and value not in message
+
+
+def test_a_random_secret_key_is_accepted():
+    for _ in range(200):
+        key = secrets.token_urlsafe(32)
+        assert parse(IDP_SECRET_KEY=key).secret_key == key
+    assert parse(IDP_SECRET_KEY=secrets.token_hex(16)).secret_key is not None
