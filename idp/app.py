@@ -27,6 +27,7 @@ from .housekeeping import run_housekeeping
 from .messaging.worker import run_worker
 from .oauth.client_auth import ClientAuthenticator
 from .oauth.grants.issuance import TokenIssuer
+from .observability.metrics_port import MetricsPort
 from .observability.middleware import RequestObservability
 from .pages import security
 from .pages.account import (
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             issuer + PATHS["introspection_endpoint"],
         },
     )
+    app.add_middleware(MetricsPort, port=settings.metrics_port)
     app.add_middleware(NullBytes)
     app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
     app.add_middleware(RequestObservability, trusted_proxies=settings.trusted_proxies)

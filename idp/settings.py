@@ -70,6 +70,7 @@ class Settings:
     otp_ttl: int = 300
     session_ttl: int = 43_200
     session_idle_ttl: int | None = None
+    metrics_port: int | None = None
     phone_default_region: str | None = None
     self_registration: bool = True
     require_verified_email: bool = True
@@ -218,6 +219,7 @@ class Settings:
             otp_ttl=number("IDP_OTP_TTL", cls.otp_ttl, 60, 3600),
             session_ttl=number("IDP_SESSION_TTL", cls.session_ttl, 300, 31_536_000),
             session_idle_ttl=optional_number("IDP_SESSION_IDLE_TTL", 300, 31_536_000),
+            metrics_port=optional_number("IDP_METRICS_PORT", 1, 65535),
             phone_default_region=region,
             self_registration=flag("IDP_SELF_REGISTRATION", True),
             require_verified_email=flag("IDP_REQUIRE_VERIFIED_EMAIL", True),

@@ -116,14 +116,27 @@ def test_migration_job_service_ingress_autoscaler_and_disruption_budget():
     backend = found["Ingress/idp"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == "idp"
     assert found["Ingress/idp"]["spec"]["tls"]
-    assert (
-        "location = /metrics { deny all; }"
-        in found["Ingress/idp"]["metadata"]["annotations"]["nginx.ingress.kubernetes.io/server-snippet"]
-    ), "the metrics are not routed to the world"
     hpa = found["HorizontalPodAutoscaler/idp"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == "idp" and hpa["minReplicas"] >= 2
     pdb = found["PodDisruptionBudget/idp"]["spec"]
     assert pdb["minAvailable"] >= 1 and pdb["selector"]["matchLabels"] == {"app.kubernetes.io/name": "idp"}
+
+
+def test_the_metrics_have_a_port_the_ingress_does_not_route_to():
+    """The metrics are kept from the world by the server itself (``IDP_METRICS_PORT``), not by a
+    snippet annotation that ingress-nginx disables by default (CVE-2021-25742)."""
+    found = manifests()
+    ingress = found["Ingress/idp"]
+    assert not any("snippet" in name for name in ingress["metadata"].get("annotations", {}))
+    metrics_port = int(found["ConfigMap/idp-settings"]["data"]["IDP_METRICS_PORT"])
+    container = found["Deployment/idp"]["spec"]["template"]["spec"]["containers"][0]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports["metrics"] == metrics_port
+    assert ports["http"] == int(container["args"][container["args"].index("--port") + 1]) != metrics_port
+    routed = {path["backend"]["service"]["name"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]}
+    for name in routed:
+        assert [port["targetPort"] for port in found[f"Service/{name}"]["spec"]["ports"]] == ["http"]
+    assert [port["targetPort"] for port in found["Service/idp-metrics"]["spec"]["ports"]] == ["metrics"]
 
 
 def test_the_wheel_the_image_installs_serves_on_its_own(tmp_path: Path, own_database_url: str) -> None:

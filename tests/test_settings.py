@@ -45,6 +45,7 @@ def test_defaults_are_the_contracts_table(monkeypatch):
     assert settings.trusted_proxies == ()
     assert settings.secure_cookies is False
     assert (settings.session_ttl, settings.session_idle_ttl) == (43_200, None)
+    assert settings.metrics_port is None
 
 
 def test_process_environment_is_read_when_no_mapping_is_given(monkeypatch):
@@ -175,6 +176,9 @@ def test_other_sms_backends_with_their_settings(backend):
         ("IDP_SESSION_IDLE_TTL", "60"),
         ("IDP_SESSION_IDLE_TTL", "-1"),
         ("IDP_SESSION_IDLE_TTL", "15m"),
+        ("IDP_METRICS_PORT", "0"),
+        ("IDP_METRICS_PORT", "65536"),
+        ("IDP_METRICS_PORT", "metrics"),
         ("IDP_PHONE_DEFAULT_REGION", "XX"),
         ("IDP_SELF_REGISTRATION", "perhaps"),
         ("IDP_REQUIRE_VERIFIED_EMAIL", "2"),
@@ -312,3 +316,7 @@ def test_a_random_secret_key_is_accepted():
         key = secrets.token_urlsafe(32)
         assert parse(IDP_SECRET_KEY=key).secret_key == key
     assert parse(IDP_SECRET_KEY=secrets.token_hex(16)).secret_key is not None
+
+
+def test_metrics_port_is_read():
+    assert parse(IDP_METRICS_PORT="9000").metrics_port == 9000
