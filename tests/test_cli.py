@@ -590,9 +590,11 @@ def test_serve_with_a_bad_setting_exits_at_once(env, tmp_path, name, value):
 
 
 def test_serve_with_the_shipped_placeholder_secret_key_exits_at_once(env, tmp_path):
+    """As in the pod: the Secret's ``.env`` in the working directory, the example left in it."""
     secret = yaml.safe_load_all((Path(__file__).parent.parent / "deploy/kubernetes/secret.yaml").read_text())
     placeholder = next(document for document in secret if document["metadata"]["name"] == "idp-secrets")
-    environ = env | {"IDP_SECRET_KEY": placeholder["stringData"]["IDP_SECRET_KEY"]}
+    (tmp_path / ".env").write_text(placeholder["stringData"][".env"])
+    environ = {name: value for name, value in env.items() if name != "IDP_SECRET_KEY"}
     result = run_idp(environ, "serve", "--port", str(free_port()))
     line = assert_refused(result)
     assert line.removeprefix("idp: ").startswith("IDP_SECRET_KEY"), line
