@@ -26,7 +26,7 @@ _FALSE = {"off", "false", "0", "no"}
 # Words of example values, compared with the key lowercased and stripped of all but letters and
 # digits: fewer than one random key in 100 million holds one of them by chance.
 _PLACEHOLDER_MARKERS = ("changeme", "replaceme", "replacewith", "placeholder", "goeshere", "example")
-_REPEATED = re.compile(r"^(.+?)\1{2,}$", re.DOTALL)
+_REPEATED = re.compile(r"^(.{1,16}?)\1{2,}$", re.DOTALL)
 _KEY_RECIPE = "the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
