@@ -28,6 +28,7 @@ from .messaging.worker import run_worker
 from .oauth.client_auth import ClientAuthenticator
 from .oauth.client_jwks import ClientJwks
 from .oauth.grants.issuance import TokenIssuer
+from .observability.metrics_port import MetricsPort
 from .observability.middleware import RequestObservability
 from .pages import security
 from .pages.account import (
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.csrf = Csrf(ctx.secret_key, settings.secure_cookies)
     app.state.issuer = TokenIssuer(ctx.keyring, settings)
     app.state.authenticator = ClientAuthenticator(ctx.secret_key, issuer, ClientJwks(ctx.sessions))
+    app.add_middleware(MetricsPort, port=settings.metrics_port)
     app.add_middleware(NullBytes)
     app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
     app.add_middleware(RequestObservability, trusted_proxies=settings.trusted_proxies)

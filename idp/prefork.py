@@ -40,10 +40,12 @@ def _after_fork(_arbiter: Any, worker: Worker) -> None:
 
 
 class PreforkServer(BaseApplication):  # type: ignore[misc]
-    def __init__(self, settings: Settings, *, host: str, port: int, workers: int, logging: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: Settings, *, host: str, ports: list[int], workers: int, logging: dict[str, Any]
+    ) -> None:
         self.settings = settings
         self.options = {
-            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for port in ports],
             "workers": workers,
             "worker_class": Worker,
             "preload_app": True,

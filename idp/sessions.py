@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 from .security.digests import new_id, new_token, token_digest
 from .storage import BrowserSession, Grant, User, now
 
-SESSION_LIFETIME = 12 * 3600
 LAST_SEEN_RESOLUTION = 60
 
 
@@ -31,9 +30,11 @@ def start_session(
     amr: list[str],
     ip: str | None,
     user_agent: str | None,
+    lifetime: int,
     auth_time: int | None = None,
 ) -> tuple[BrowserSession, str]:
-    """Returns the session and the cookie value, which is never stored.
+    """Returns the session, which ends ``lifetime`` seconds from now however much it is used, and
+    the cookie value, which is never stored.
 
     ``auth_time`` is when the person authenticated, when that was before now (a password typed at
     registration). A sign-in is a proof the account is in use: a registration that was waiting
@@ -51,7 +52,7 @@ def start_session(
         amr=amr,
         created_at=stamp,
         last_seen_at=stamp,
-        expires_at=stamp + SESSION_LIFETIME,
+        expires_at=stamp + lifetime,
         ip=(ip or "")[:64] or None,
         user_agent=(user_agent or "")[:512] or None,
     )
@@ -60,7 +61,13 @@ def start_session(
     return session, token
 
 
-def find_session(db: Session, cookie: str | None) -> ActiveSession | None:
+def find_session(db: Session, cookie: str | None, *, idle_timeout: int | None) -> ActiveSession | None:
+    """The live session the cookie names, unless nobody used it for ``idle_timeout`` seconds.
+
+    Use is noted at most once every ``LAST_SEEN_RESOLUTION`` seconds, so that a browser's every
+    request is not a write; a session in use therefore looks up to that much older than it is,
+    which an idle timeout of minutes absorbs.
+    """
     if not cookie or len(cookie) > 100:
         return None
     stamp = now()
@@ -77,6 +84,8 @@ def find_session(db: Session, cookie: str | None) -> ActiveSession | None:
     if row is None:
         return None
     session, user = row
+    if idle_timeout is not None and stamp - session.last_seen_at >= idle_timeout:
+        return None
     if stamp - session.last_seen_at >= LAST_SEEN_RESOLUTION:
         session.last_seen_at = stamp
     return ActiveSession(session=session, user=user)

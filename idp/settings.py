@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ _TRUE = {"on", "true", "1", "yes"}
 MAX_RATE_AMOUNT = 100_000
 MAX_RATE_WINDOW = 86_400
 _FALSE = {"off", "false", "0", "no"}
+# Words of example values, compared with the key lowercased and stripped of all but letters and
+# digits: fewer than one random key in 100 million holds one of them by chance.
+_PLACEHOLDER_MARKERS = ("changeme", "replaceme", "replacewith", "placeholder", "goeshere", "example")
+_REPEATED = re.compile(r"^(.{1,16}?)\1{2,}$", re.DOTALL)
+_KEY_RECIPE = "the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
 class SettingsError(ValueError):
@@ -64,6 +70,9 @@ class Settings:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 1_209_600
     otp_ttl: int = 300
+    session_ttl: int = 43_200
+    session_idle_ttl: int | None = None
+    metrics_port: int | None = None
     phone_default_region: str | None = None
     phone_regions: frozenset[str] | None = None
     sms_budget_hour: int = 1000
@@ -133,6 +142,9 @@ class Settings:
                 raise SettingsError(f"{name}: must be between {low} and {high}, not {parsed}")
             return parsed
 
+        def optional_number(name: str, low: int, high: int) -> int | None:
+            return None if text(name) is None else number(name, low, low, high)
+
         def url(name: str, default: str | None, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
             value = text(name, default)
             if value is None:
@@ -168,8 +180,8 @@ class Settings:
         _check_database_url(database_url)
 
         secret_key = text("IDP_SECRET_KEY")
-        if secret_key is not None and len(secret_key) < 32:
-            raise SettingsError("IDP_SECRET_KEY: must be at least 32 characters")
+        if secret_key is not None:
+            _check_secret_key(secret_key)
 
         region = text("IDP_PHONE_DEFAULT_REGION")
         if region is not None:
@@ -212,6 +224,9 @@ class Settings:
             access_token_ttl=number("IDP_ACCESS_TOKEN_TTL", cls.access_token_ttl, 60, 86_400),
             refresh_token_ttl=number("IDP_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, 300, 31_536_000),
             otp_ttl=number("IDP_OTP_TTL", cls.otp_ttl, 60, 3600),
+            session_ttl=number("IDP_SESSION_TTL", cls.session_ttl, 300, 31_536_000),
+            session_idle_ttl=optional_number("IDP_SESSION_IDLE_TTL", 300, 31_536_000),
+            metrics_port=optional_number("IDP_METRICS_PORT", 1, 65535),
             phone_default_region=region,
             phone_regions=_regions(text("IDP_PHONE_REGIONS")),
             sms_budget_hour=number("IDP_SMS_BUDGET_HOUR", cls.sms_budget_hour, 1, MAX_RATE_AMOUNT),
@@ -253,6 +268,16 @@ def _check_database_url(value: str) -> None:
         raise SettingsError(f"IDP_DATABASE_URL: {value.split(':', 1)[0]!r}... is not a SQLAlchemy URL") from None
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise SettingsError("IDP_DATABASE_URL: only sqlite and postgresql databases are supported")
+
+
+def _check_secret_key(value: str) -> None:
+    """Refuse a key anyone could know: too short, copied from an example, or one short run typed
+    over and over. The value itself is never repeated in the message."""
+    if len(value) < 32:
+        raise SettingsError("IDP_SECRET_KEY: must be at least 32 characters")
+    letters = re.sub(r"[^a-z0-9]", "", value.lower())
+    if any(marker in letters for marker in _PLACEHOLDER_MARKERS) or _REPEATED.match(value):
+        raise SettingsError(f"IDP_SECRET_KEY: is a placeholder, not a secret; set it to {_KEY_RECIPE}")
 
 
 def _proxies(value: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -183,11 +183,21 @@ class LiveServer:
         return run_idp(self.environ, *args)
 
 
-def run_idp(environ: dict[str, str], *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+def run_idp(
+    environ: dict[str, str], *args: str, check: bool = False, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``input``, when given, is the command's standard input (a pipe); otherwise it inherits the suite's."""
     script = Path(sys.executable).parent / "idp"
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")} | environ
     return subprocess.run(
-        [str(script), *args], env=env, capture_output=True, text=True, timeout=60, check=check, cwd=env.get("HOME", "/")
+        [str(script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+        cwd=env.get("HOME", "/"),
+        input=input,
     )
 
 

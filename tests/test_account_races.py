@@ -242,7 +242,7 @@ def test_a_reset_and_a_first_password_at_once(ctx, make_user, browsers, round_):
 def sign_in_by_session(ctx: Context, browser: TestClient, user_id: str) -> None:
     """A person signed in just now (by a code, say): a session straight from the sessions module."""
     with ctx.sessions.begin() as db:
-        _, cookie = start_session(db, db.get_one(User, user_id), amr=["otp"], ip=None, user_agent=None)
+        _, cookie = start_session(db, db.get_one(User, user_id), amr=["otp"], ip=None, user_agent=None, lifetime=3600)
     browser.cookies.set(SESSION_COOKIE, cookie)
     assert browser.get("/account").status_code == 200
 

@@ -6,6 +6,7 @@ Every test has its own database (on the suite's back end), keys directory and wo
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -13,17 +14,20 @@ import signal
 import stat
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from select import select as select_fds
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, update
+from sqlalchemy import create_engine, inspect, select, update
 from starlette.testclient import TestClient
 
 from idp.app import create_app
@@ -32,7 +36,7 @@ from idp.migrate import HEAD, alembic_config, current_revision
 from idp.storage import Base, User
 
 from .conftest import PASSWORD, SECRET_KEY, TEST_ISSUER, free_port, make_settings, run_idp, start_server
-from .flows import RegisteredClient, authorize_params, submit_login, tokens_for
+from .flows import RegisteredClient, authorize_params, post_login, submit_login, tokens_for
 from .flows import TestUser as Person
 
 URLSAFE_SECRET = re.compile(r"^[A-Za-z0-9_-]{43,}$")
@@ -419,6 +423,112 @@ def test_users_unlock_ends_a_lockout(env, cli_app):
         assert tokens_for(browser, client, user)["id_token"]
 
 
+def _signs_in(app: TestClient, email: str, password: str) -> bool:
+    with _browser(app) as browser:
+        response = post_login(browser, email, password)
+        return response.status_code == 303 and response.headers["location"] == "/account"
+
+
+def _password_hash(env: dict[str, str], user_id: str) -> str | None:
+    engine = create_engine(env["IDP_DATABASE_URL"])
+    try:
+        with engine.connect() as connection:
+            return connection.execute(select(User.password_hash).where(User.id == user_id)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_users_create_reads_the_password_from_a_pipe_with_password_dash(env, cli_app):
+    """``--password -`` keeps the password out of argv, ``ps`` and the shell's history."""
+    made = run_idp(
+        env,
+        *("users", "create", "--email", "pipe@example.com", "--password", "-", "--verified"),
+        input=f"{PASSWORD}\nthe second line is not read\n",
+    )
+    assert made.returncode == 0, made.stderr
+    assert _signs_in(cli_app, "pipe@example.com", PASSWORD)
+
+
+def test_users_create_reads_a_last_line_without_a_newline(env, cli_app):
+    made = run_idp(env, "users", "create", "--email", "nl@example.com", "--password", "-", "--verified", input=PASSWORD)
+    assert made.returncode == 0, made.stderr
+    assert _signs_in(cli_app, "nl@example.com", PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [("", ["standard input"]), ("\n", ["standard input"]), ("short\n", ["password", "8"])],
+)
+def test_users_create_refuses_a_missing_or_bad_password_on_standard_input(env, given, named):
+    result = run_idp(env, "users", "create", "--email", "none@example.com", "--password", "-", input=given)
+    assert_refused(result, *named)
+    assert users(env) == []
+
+
+def test_users_create_without_password_still_makes_a_passwordless_account(env):
+    """Standard input is read only when ``--password -`` asks for it: scripts that pipe something
+    else, or nothing, into ``users create`` keep making passwordless accounts."""
+    made = run_idp(env, "users", "create", "--email", "free@example.com", input=f"{PASSWORD}\n")
+    assert made.returncode == 0, made.stderr
+    assert _password_hash(env, json.loads(made.stdout)["id"]) is None
+
+
+def _run_on_a_terminal(environ: dict[str, str], args: Sequence[str], answers: Sequence[str]) -> tuple[int, str, str]:
+    """Run ``idp`` with a pseudo-terminal as its controlling terminal and standard input, typing
+    each answer after the next prompt; its exit status, what the terminal showed, and its stderr."""
+    controller, terminal = os.openpty()
+
+    def take_the_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")} | environ
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "idp"), *args],
+        env=env,
+        cwd=env["HOME"],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=take_the_terminal,
+    )
+    os.close(terminal)
+    shown = b""
+    try:
+        for answer in answers:
+            prompts = shown.count(b":")
+            deadline = time.monotonic() + 30
+            while shown.count(b":") == prompts:
+                assert time.monotonic() < deadline and process.poll() is None, (shown, process.stderr)
+                readable, _, _ = select_fds([controller], [], [], 0.2)
+                if readable:
+                    shown += os.read(controller, 1024)
+            os.write(controller, answer.encode() + b"\n")
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+    assert stdout.count(b"\n") <= 1
+    return process.returncode, shown.decode(errors="replace"), stderr.decode()
+
+
+def test_users_create_prompts_twice_on_a_terminal(env, cli_app):
+    args = ["users", "create", "--email", "tty@example.com", "--password", "-", "--verified"]
+    status, shown, stderr = _run_on_a_terminal(env, args, [PASSWORD, PASSWORD])
+    assert status == 0, stderr
+    assert shown.count("assword") == 2 and PASSWORD not in shown, "the prompts show, the typing does not"
+    assert _signs_in(cli_app, "tty@example.com", PASSWORD)
+
+
+def test_users_create_refuses_two_different_passwords_on_a_terminal(env):
+    args = ["users", "create", "--email", "typo@example.com", "--password", "-"]
+    status, _, stderr = _run_on_a_terminal(env, args, [PASSWORD, PASSWORD + "!"])
+    assert status == 2
+    assert len(stderr.strip().splitlines()) == 1 and "match" in stderr, stderr
+    assert users(env) == []
+
+
 # --- settings ----------------------------------------------------------------------------------
 
 
@@ -475,6 +585,19 @@ def test_serve_with_a_bad_setting_exits_at_once(env, tmp_path, name, value):
     assert time.monotonic() - started < 20
     line = assert_refused(result)
     assert line.removeprefix("idp: ").startswith(_named_variable(name)), line
+    assert untouched(env["IDP_DATABASE_URL"])
+    assert not (tmp_path / "keys").exists()
+
+
+def test_serve_with_the_shipped_placeholder_secret_key_exits_at_once(env, tmp_path):
+    """As in the pod: the Secret's ``.env`` in the working directory, the example left in it."""
+    secret = yaml.safe_load_all((Path(__file__).parent.parent / "deploy/kubernetes/secret.yaml").read_text())
+    placeholder = next(document for document in secret if document["metadata"]["name"] == "idp-secrets")
+    (tmp_path / ".env").write_text(placeholder["stringData"][".env"])
+    environ = {name: value for name, value in env.items() if name != "IDP_SECRET_KEY"}
+    result = run_idp(environ, "serve", "--port", str(free_port()))
+    line = assert_refused(result)
+    assert line.removeprefix("idp: ").startswith("IDP_SECRET_KEY"), line
     assert untouched(env["IDP_DATABASE_URL"])
     assert not (tmp_path / "keys").exists()
 

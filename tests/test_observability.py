@@ -33,7 +33,7 @@ from idp.observability.logs import JsonFormatter, RequestIdFilter
 from idp.observability.middleware import UNMATCHED
 from idp.storage import OutboxMessage, now
 
-from .conftest import PASSWORD, TEST_ISSUER, make_settings, run_idp, start_server
+from .conftest import PASSWORD, TEST_ISSUER, free_port, make_settings, run_idp, start_server
 from .flows import ask_for_code, emailed_code, enter_code, post_login, tokens_for
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -363,3 +363,58 @@ def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, own_dat
         assert line["logger"] == "idp.access" and line["status"] == 200 and line["method"] == "POST"
         assert line["client"] == "127.0.0.1" and line["duration_ms"] >= 0
     assert client["client_secret"] not in log.read_text()
+
+
+# --- a port of their own for the metrics ---------------------------------------------------------
+
+
+def _two_free_ports() -> tuple[int, int]:
+    first = free_port()
+    second = free_port()
+    while second == first:
+        second = free_port()
+    return first, second
+
+
+def test_with_a_metrics_port_the_app_does_not_answer_metrics(base_environ, settings):  # type: ignore[no-untyped-def]
+    app = create_app(make_settings(base_environ, IDP_METRICS_PORT="9464"))
+    try:
+        with TestClient(app, base_url=TEST_ISSUER) as client:
+            assert client.get("/metrics").status_code == 404
+            assert client.get("/healthz").status_code == 200
+    finally:
+        app.state.ctx.close()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_answers_metrics_on_the_metrics_port_only(base_environ, own_database_url, tmp_path, workers):
+    """``IDP_METRICS_PORT`` keeps ``/metrics`` off the port the ingress routes to, whatever the
+    ingress controller allows; the metrics port serves nothing else."""
+    _, metrics_port = _two_free_ports()
+    environ = {
+        **base_environ,
+        "IDP_DATABASE_URL": own_database_url,
+        "HOME": str(tmp_path),
+        "IDP_METRICS_PORT": str(metrics_port),
+    }
+    process, url = start_server(environ, tmp_path / "serve.log", "--workers", workers)
+    metrics_url = f"http://127.0.0.1:{metrics_port}"
+    try:
+        assert httpx.get(url + "/metrics", timeout=5).status_code == 404
+        for _ in range(4):
+            assert httpx.get(url + "/jwks.json", timeout=5).status_code == 200
+        with httpx.Client(base_url=metrics_url, timeout=5) as scraper:
+            assert metric(scraper, "idp_http_requests_total", route="/jwks.json", method="GET", status="200") == 4
+            for path in ("/", "/healthz", "/login", "/jwks.json", "/.well-known/openid-configuration"):
+                assert scraper.get(path).status_code == 404, path
+    finally:
+        stop(process)
+
+
+def test_serve_refuses_a_metrics_port_that_is_the_app_port(base_environ, own_database_url, tmp_path):
+    port, _ = _two_free_ports()
+    environ = {**base_environ, "IDP_DATABASE_URL": own_database_url, "HOME": str(tmp_path)}
+    result = run_idp(environ | {"IDP_METRICS_PORT": str(port)}, "serve", "--port", str(port))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("idp: IDP_METRICS_PORT"), result.stderr

@@ -222,7 +222,7 @@ def refresh(http: TestClient, client: RegisteredClient, refresh_token: str) -> h
 
 def session_of(ctx: Context, browser: TestClient) -> str:
     with ctx.sessions() as db:
-        active = find_session(db, browser.cookies.get("idp_session"))
+        active = find_session(db, browser.cookies.get("idp_session"), idle_timeout=None)
         assert active is not None
         return active.session.id
 

@@ -316,7 +316,7 @@ def test_a_code_on_an_unproven_email_takes_the_account_back_from_whoever_made_it
         stored = db.get(User, squatter.id)
         stored.mfa_method = "email"
     with ctx_of(site).sessions.begin() as db:
-        start_session(db, db.get(User, squatter.id), amr=["pwd"], ip=None, user_agent=None)
+        start_session(db, db.get(User, squatter.id), amr=["pwd"], ip=None, user_agent=None, lifetime=3600)
     ask_for_code(site, victim)
     assert_signed_in(enter_code(site, emailed_code(site, caplog, victim)))
     reclaimed = stored_user(site, id=squatter.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,8 @@ def test_defaults_are_the_contracts_table(monkeypatch):
     assert settings.pwned_passwords is False
     assert settings.trusted_proxies == ()
     assert settings.secure_cookies is False
+    assert (settings.session_ttl, settings.session_idle_ttl) == (43_200, None)
+    assert settings.metrics_port is None
 
 
 def test_process_environment_is_read_when_no_mapping_is_given(monkeypatch):
@@ -56,7 +59,7 @@ def test_every_variable_is_parsed():
         IDP_DATABASE_URL="postgresql+psycopg://idp:pw@db.example:5432/idp",
         IDP_REDIS_URL="redis://cache.example:6379/2",
         IDP_KEYS_DIR="/var/lib/idp/keys",
-        IDP_SECRET_KEY="k" * 40,
+        IDP_SECRET_KEY="Qw7-kR2p_Zt9xLm4Vb8nYc3sDf6gHj1uEo5aTi0WqXe",
         IDP_EMAIL_BACKEND="smtp",
         IDP_SMTP_HOST="mail.example",
         IDP_SMTP_PORT="587",
@@ -87,7 +90,7 @@ def test_every_variable_is_parsed():
     assert settings.database_url == "postgresql+psycopg://idp:pw@db.example:5432/idp"
     assert settings.redis_url == "redis://cache.example:6379/2"
     assert settings.keys_dir == Path("/var/lib/idp/keys")
-    assert settings.secret_key == "k" * 40
+    assert settings.secret_key == "Qw7-kR2p_Zt9xLm4Vb8nYc3sDf6gHj1uEo5aTi0WqXe"
     assert settings.email_backend == "smtp"
     assert (settings.smtp_host, settings.smtp_port) == ("mail.example", 587)
     assert (settings.smtp_username, settings.smtp_password, settings.smtp_starttls) == ("mailer", "hunter22", True)
@@ -168,6 +171,14 @@ def test_other_sms_backends_with_their_settings(backend):
         ("IDP_ACCESS_TOKEN_TTL", "1.5"),
         ("IDP_REFRESH_TOKEN_TTL", "two weeks"),
         ("IDP_OTP_TTL", "0"),
+        ("IDP_SESSION_TTL", "0"),
+        ("IDP_SESSION_TTL", "forever"),
+        ("IDP_SESSION_IDLE_TTL", "60"),
+        ("IDP_SESSION_IDLE_TTL", "-1"),
+        ("IDP_SESSION_IDLE_TTL", "15m"),
+        ("IDP_METRICS_PORT", "0"),
+        ("IDP_METRICS_PORT", "65536"),
+        ("IDP_METRICS_PORT", "metrics"),
         ("IDP_PHONE_DEFAULT_REGION", "XX"),
         ("IDP_SELF_REGISTRATION", "perhaps"),
         ("IDP_REQUIRE_VERIFIED_EMAIL", "2"),
@@ -267,3 +278,45 @@ def test_blank_values_mean_the_default():
     assert settings.access_token_ttl == 900
     assert settings.email_backend == "console"
     assert settings.secret_key is None
+
+
+def test_session_lifetimes_are_read():
+    settings = parse(IDP_SESSION_TTL="28800", IDP_SESSION_IDLE_TTL="1800")
+    assert (settings.session_ttl, settings.session_idle_ttl) == (28_800, 1_800)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "replace-with-48-random-characters-from-python-secrets",
+        "change-me-to-48-random-characters-change-me-to-48-random",
+        "changeme" * 4,
+        "CHANGE_ME_PLEASE_0123456789abcdefghij",
+        "Replace-Me-With-A-Long-Random-Secret-Value",
+        "placeholder-placeholder-placeholder",
+        "your-secret-key-goes-here-0123456789",
+        "secret" * 6,
+        "secret-" * 6,
+        "x" * 40,
+        "0123456789" * 4,
+    ],
+)
+def test_a_placeholder_secret_key_is_refused(value):
+    """A key copied from an example passes the length check but is no secret: anyone who read the
+    example could forge CSRF tokens and test guesses at client secrets offline."""
+    with pytest.raises(SettingsError) as raised:
+        parse(IDP_SECRET_KEY=value)
+    message = str(raised.value)
+    assert message.startswith("IDP_SECRET_KEY"), message
+    assert "\n" not in message and value not in message
+
+
+def test_a_random_secret_key_is_accepted():
+    for _ in range(200):
+        key = secrets.token_urlsafe(32)
+        assert parse(IDP_SECRET_KEY=key).secret_key == key
+    assert parse(IDP_SECRET_KEY=secrets.token_hex(16)).secret_key is not None
+
+
+def test_metrics_port_is_read():
+    assert parse(IDP_METRICS_PORT="9000").metrics_port == 9000

@@ -14,13 +14,15 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from ..keys import KeyStore
 from ..migrate import upgrade
 from ..observability.logs import configure_logging, logging_config
-from ..settings import Settings
+from ..settings import Settings, SettingsError
 
 
 def _port(value: str) -> int:
@@ -59,6 +61,8 @@ def _metrics_shared_by(workers: int) -> Iterator[None]:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.metrics_port == args.port:
+        raise SettingsError(f"IDP_METRICS_PORT: must differ from the port idp serve answers on ({args.port})")
     configure_logging(logging.INFO)
     upgrade(settings.database_url)
     store = KeyStore(settings.keys_dir)
@@ -66,21 +70,32 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if settings.secret_key is None:
         store.secret_key()
     log_config = logging_config(logging.INFO)
+    ports = [args.port] if settings.metrics_port is None else [args.port, settings.metrics_port]
     with _metrics_shared_by(args.workers):
         if args.workers == 1:
-            uvicorn.run(
-                "idp.app:create_app",
-                factory=True,
-                host=args.host,
-                port=args.port,
-                proxy_headers=False,
-                server_header=False,
-                ws="none",
-                log_config=log_config,
-                access_log=False,
-            )
-        else:
-            from ..prefork import PreforkServer
+            return _serve_in_this_process(args.host, ports, log_config)
+        from ..prefork import PreforkServer
 
-            PreforkServer(settings, host=args.host, port=args.port, workers=args.workers, logging=log_config).run()
+        PreforkServer(settings, host=args.host, ports=ports, workers=args.workers, logging=log_config).run()
     return 0
+
+
+def _serve_in_this_process(host: str, ports: list[int], log_config: dict[str, Any]) -> int:
+    """uvicorn on one socket per port, each bound (and logged) as ``uvicorn.run`` binds its one."""
+    configs = [
+        uvicorn.Config(
+            "idp.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            proxy_headers=False,
+            server_header=False,
+            ws="none",
+            log_config=log_config,
+            access_log=False,
+        )
+        for port in ports
+    ]
+    server = uvicorn.Server(configs[0])
+    server.run(sockets=[config.bind_socket() for config in configs])
+    return 0 if server.started else STARTUP_FAILURE

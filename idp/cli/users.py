@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
 
 from ..accounts.users import UserError, create_user, disable_user, list_users, unlock_user
 from ..settings import Settings
 from .clients import _context
 from .output import emit
 
-REFUSALS: tuple[type[Exception], ...] = (UserError,)
+# Read from standard input this many bytes at most: a password is at most 256 characters.
+MAX_PASSWORD_LINE = 4096
+FROM_STANDARD_INPUT = "-"
+
+
+class PasswordInputError(ValueError):
+    """``--password -`` found no usable password on standard input."""
+
+
+REFUSALS: tuple[type[Exception], ...] = (UserError, PasswordInputError)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
     create = actions.add_parser("create", help="make an account; prints its id")
     create.add_argument("--email", required=True)
-    create.add_argument("--password")
+    create.add_argument(
+        "--password",
+        help="the password; - reads it from standard input (asked twice on a terminal) so that it "
+        "stays out of the command line; without it the account is passwordless",
+    )
     create.add_argument("--phone")
     create.add_argument("--name")
     create.add_argument("--verified", action="store_true", help="mark the email (and phone) verified")
@@ -32,12 +47,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def create_command(settings: Settings, args: argparse.Namespace) -> int:
+    password = read_password() if args.password == FROM_STANDARD_INPUT else args.password
     ctx = _context(settings)
     with ctx.sessions.begin() as db:
         user = create_user(
             db,
             email=args.email,
-            password=args.password,
+            password=password,
             phone=args.phone,
             name=args.name,
             verified=args.verified,
@@ -81,3 +97,26 @@ def disable_command(settings: Settings, args: argparse.Namespace) -> int:
         disable_user(db, args.user_id)
     emit({"id": args.user_id, "disabled": True})
     return 0
+
+
+def read_password() -> str:
+    """The password for ``--password -``: asked twice without echo on a terminal, so that a typo
+    does not lock its owner out; else the first line of standard input, for scripts and secret
+    stores (``vault read ... | idp users create --password -``)."""
+    if sys.stdin.isatty():
+        try:
+            first = getpass.getpass("Password: ")
+            second = getpass.getpass("Password (again): ")
+        except EOFError:
+            raise PasswordInputError("--password -: no password was typed") from None
+        if first != second:
+            raise PasswordInputError("--password -: the two passwords do not match")
+        return first
+    line = sys.stdin.buffer.readline(MAX_PASSWORD_LINE)
+    try:
+        password = line.decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError:
+        raise PasswordInputError("--password -: standard input is not UTF-8") from None
+    if not password:
+        raise PasswordInputError("--password -: standard input held no password on its first line")
+    return password

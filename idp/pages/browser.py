@@ -9,7 +9,7 @@ from starlette.responses import Response
 from .. import audit as audit_log
 from ..security.client_address import client_address, rate_limit_key
 from ..security.cookies import cookie_name
-from ..sessions import SESSION_LIFETIME, ActiveSession, find_session
+from ..sessions import ActiveSession, find_session
 
 SESSION_COOKIE = "idp_session"
 
@@ -35,11 +35,20 @@ def clear_browser_cookie(request: Request, response: Response, base: str) -> Non
 
 
 def current_session(request: Request, db: Session) -> ActiveSession | None:
-    return find_session(db, browser_cookie(request, SESSION_COOKIE))
+    """The browser's session if it may still sign its person in: live, and not idle too long."""
+    idle_timeout = request.app.state.ctx.settings.session_idle_ttl
+    return find_session(db, browser_cookie(request, SESSION_COOKIE), idle_timeout=idle_timeout)
+
+
+def session_to_end(request: Request, db: Session) -> ActiveSession | None:
+    """The browser's live session, idle or not: signing out of an idle session still ends it, and
+    with it the grants made in it."""
+    return find_session(db, browser_cookie(request, SESSION_COOKIE), idle_timeout=None)
 
 
 def set_session_cookie(request: Request, response: Response, token: str) -> None:
-    set_browser_cookie(request, response, SESSION_COOKIE, token, max_age=SESSION_LIFETIME)
+    max_age = request.app.state.ctx.settings.session_ttl
+    set_browser_cookie(request, response, SESSION_COOKIE, token, max_age=max_age)
 
 
 def clear_session_cookie(request: Request, response: Response) -> None:

@@ -9,7 +9,7 @@ from starlette.responses import RedirectResponse, Response
 from ..oauth.errors import BadAuthorizationTarget
 from ..oauth.logout import parse_logout
 from ..sessions import end_session
-from .browser import clear_session_cookie, current_session
+from .browser import clear_session_cookie, session_to_end
 from .forms import posted_form
 from .rendering import error_page, render, with_query
 
@@ -34,7 +34,7 @@ def _logout(request: Request, values: dict[str, str]) -> Response:
             ask = parse_logout(db, ctx.keyring, ctx.settings.issuer, values)
         except BadAuthorizationTarget as exc:
             return error_page(request, str(exc))
-        active = current_session(request, db)
+        active = session_to_end(request, db)
         if active is not None and not confirming and not ask.hint_names(active):
             return render(
                 request,

@@ -21,8 +21,8 @@ from .browser import (
     audit,
     browser_cookie,
     clear_browser_cookie,
-    current_session,
     request_address,
+    session_to_end,
     set_browser_cookie,
     set_session_cookie,
 )
@@ -85,7 +85,7 @@ def complete_sign_in(
     made for the request: the request's ``max_age`` and ``prompt=login`` judge it as they judge an
     older session."""
     amr = list(dict.fromkeys(amr))
-    previous = current_session(request, db)
+    previous = session_to_end(request, db)
     if previous is not None:
         end_session(db, previous.session.id)
     session, cookie = start_session(
@@ -95,6 +95,7 @@ def complete_sign_in(
         ip=request_address(request),
         user_agent=request.headers.get("user-agent"),
         auth_time=auth_time,
+        lifetime=request.app.state.ctx.settings.session_ttl,
     )
     response: Response = RedirectResponse("/account", status_code=303)
     client_id = None

@@ -1,0 +1,153 @@
+"""Single sign-on sessions end after ``IDP_SESSION_TTL`` whatever happens, and after
+``IDP_SESSION_IDLE_TTL`` of disuse: a browser left signed in on a shared machine stops signing
+anyone in once nobody has used it for that long (ASVS V7.3.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import update
+from starlette.testclient import TestClient
+
+from idp.app import create_app
+from idp.storage import BrowserSession, now
+
+from .conftest import TEST_ISSUER, make_settings
+from .flows import assert_signed_in, authorize_params, pkce_pair, post_login, query_of, sign_in
+
+IDLE_TTL = 900
+
+
+@pytest.fixture(scope="module")
+def idle_app(base_environ, settings):  # type: ignore[no-untyped-def]
+    """An app with an idle timeout, on the suite's database (``settings`` made the signing key)."""
+    application = create_app(make_settings(base_environ, IDP_SESSION_IDLE_TTL=str(IDLE_TTL)))
+    yield application
+    application.state.ctx.close()
+
+
+@pytest.fixture
+def browser(idle_app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    with TestClient(idle_app, base_url=TEST_ISSUER, follow_redirects=False) as client:
+        yield client
+
+
+def _signed_in(browser: TestClient, make_user) -> str:  # type: ignore[no-untyped-def]
+    """Sign a new person in; the session's id."""
+    user = make_user()
+    response = post_login(browser, user.email, user.password)
+    assert_signed_in(response)
+    with browser.app.state.ctx.sessions() as db:  # type: ignore[attr-defined]
+        return db.query(BrowserSession.id).filter_by(user_id=user.id).one()[0]
+
+
+def _idle_for(browser: TestClient, session_id: str, seconds: int) -> None:
+    """The session was last used ``seconds`` ago."""
+    with browser.app.state.ctx.sessions.begin() as db:  # type: ignore[attr-defined]
+        db.execute(update(BrowserSession).where(BrowserSession.id == session_id).values(last_seen_at=now() - seconds))
+
+
+def _last_seen(browser: TestClient, session_id: str) -> int:
+    with browser.app.state.ctx.sessions() as db:  # type: ignore[attr-defined]
+        return db.get_one(BrowserSession, session_id).last_seen_at
+
+
+def test_an_idle_session_no_longer_opens_the_account(browser, make_user):
+    session_id = _signed_in(browser, make_user)
+    assert browser.get("/account").status_code == 200
+    _idle_for(browser, session_id, IDLE_TTL + 1)
+    response = browser.get("/account")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login"
+
+
+def test_an_idle_session_is_asked_to_sign_in_again_at_authorize(browser, make_user, make_client):
+    client = make_client()
+    user = make_user()
+    sign_in(browser, client, user, pkce_pair()[1])
+    with browser.app.state.ctx.sessions() as db:  # type: ignore[attr-defined]
+        session_id = db.query(BrowserSession.id).filter_by(user_id=user.id).one()[0]
+    _idle_for(browser, session_id, IDLE_TTL + 1)
+
+    response = browser.get("/authorize", params=authorize_params(client, pkce_pair()[1]))
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/login"), response.headers["location"]
+
+    silent = browser.get("/authorize", params=authorize_params(client, pkce_pair()[1], prompt="none"))
+    assert silent.status_code == 303
+    assert query_of(silent.headers["location"])["error"] == "login_required"
+
+
+def test_use_renews_a_session_before_it_goes_idle(browser, make_user):
+    session_id = _signed_in(browser, make_user)
+    _idle_for(browser, session_id, IDLE_TTL - 60)
+    assert browser.get("/account").status_code == 200
+    assert _last_seen(browser, session_id) >= now() - 5
+
+    _idle_for(browser, session_id, IDLE_TTL - 60)
+    assert browser.get("/account").status_code == 200
+
+
+def test_use_writes_the_last_use_at_most_once_a_minute(browser, make_user):
+    session_id = _signed_in(browser, make_user)
+    _idle_for(browser, session_id, 30)
+    seen = _last_seen(browser, session_id)
+    assert browser.get("/account").status_code == 200
+    assert _last_seen(browser, session_id) == seen
+
+
+def test_an_idle_session_can_still_be_signed_out_and_its_grants_end(browser, make_user, make_client):
+    client = make_client()
+    user = make_user()
+    verifier, challenge = pkce_pair()
+    code = sign_in(browser, client, user, challenge)["code"]
+    tokens = browser.post(
+        "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": client.redirect_uri,
+            "code_verifier": verifier,
+        },
+        auth=client.auth,
+    ).json()
+    with browser.app.state.ctx.sessions() as db:  # type: ignore[attr-defined]
+        session_id = db.query(BrowserSession.id).filter_by(user_id=user.id).one()[0]
+    _idle_for(browser, session_id, IDLE_TTL + 1)
+
+    response = browser.get(
+        "/logout", params={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://rp.example/bye"}
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "https://rp.example/bye"
+    with browser.app.state.ctx.sessions() as db:  # type: ignore[attr-defined]
+        assert db.get_one(BrowserSession, session_id).ended_at is not None
+    refresh = browser.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, auth=client.auth
+    )
+    assert refresh.status_code == 400
+
+
+def test_session_lifetime_comes_from_the_setting(base_environ, settings, make_user):  # type: ignore[no-untyped-def]
+    application = create_app(make_settings(base_environ, IDP_SESSION_TTL="3600"))
+    try:
+        with TestClient(application, base_url=TEST_ISSUER, follow_redirects=False) as client:
+            user = make_user()
+            response = post_login(client, user.email, user.password)
+            assert_signed_in(response)
+            assert "Max-Age=3600" in response.headers["set-cookie"]
+            with application.state.ctx.sessions() as db:
+                row = db.query(BrowserSession).filter_by(user_id=user.id).one()
+                assert row.expires_at - row.created_at == 3600
+    finally:
+        application.state.ctx.close()
+
+
+def test_without_an_idle_timeout_an_old_last_use_still_signs_in(http, make_user):
+    user = make_user()
+    assert_signed_in(post_login(http, user.email, user.password))
+    with http.app.state.ctx.sessions.begin() as db:  # type: ignore[attr-defined]
+        long_ago = now() - 11 * 3600
+        db.execute(update(BrowserSession).where(BrowserSession.user_id == user.id).values(last_seen_at=long_ago))
+    assert http.get("/account").status_code == 200
