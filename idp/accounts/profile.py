@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from ..audit import mask
@@ -127,8 +127,21 @@ def start_phone_verification(
 
 
 def send_phone_code(ctx: Context, db: Session, user: User, phone: str) -> None:
-    """A new code by SMS; the one sent before dies. Raises :class:`otp.ResendTooSoon`."""
+    """A new code by SMS; the one sent before dies, and so does every code this person asked for
+    another number: one number is verified at a time, the one asked for last, even when two asks
+    fall in the same second (which ``created_at`` cannot order). Raises :class:`otp.ResendTooSoon`."""
     otp.send(ctx, db, purpose=VERIFY_PHONE, channel="sms", identifier=phone, user_id=user.id, template="verify_phone")
+    stamp = now()
+    db.execute(
+        update(OneTimeCode)
+        .where(
+            OneTimeCode.user_id == user.id,
+            OneTimeCode.purpose == VERIFY_PHONE,
+            OneTimeCode.identifier != phone,
+            OneTimeCode.expires_at > stamp,
+        )
+        .values(expires_at=stamp, consumed_at=func.coalesce(OneTimeCode.consumed_at, stamp))
+    )
 
 
 def pending_phone(db: Session, user: User) -> str | None:
