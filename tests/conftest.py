@@ -38,10 +38,26 @@ SECRET_KEY = "test-secret-key-" + "x" * 32
 PASSWORD = "correct horse battery staple"
 
 
+# The sockets that keep the ports ``free_port`` gave out from anyone else, open until the run ends.
+_RESERVED_PORTS: list[socket.socket] = []
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port of 127.0.0.1 for a server of the test's own, or for an address where nothing listens.
+
+    A port that was merely free when looked at could be handed to another process (CI runs two
+    suites side by side) before our server binds it: ours would then fail to start, or worse, our
+    readiness check would be answered by theirs. So the port stays bound, with SO_REUSEADDR and
+    never listening, for the rest of the run: the kernel then gives it to nobody who asks for a free
+    port or connects out, while a server binding it by number with SO_REUSEADDR (uvicorn, gunicorn,
+    redis-server, asyncio's and http.server's servers all do) still can, and a connection to it
+    while nothing listens is refused as at any closed port.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    _RESERVED_PORTS.append(sock)
+    return sock.getsockname()[1]
 
 
 def _reset_postgresql(url: str) -> None:
@@ -240,8 +256,12 @@ def chromium_path() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def browser():  # type: ignore[no-untyped-def]
-    """Debian's Chromium driven by Playwright. Skipped with a reason where it is missing, never in CI."""
+def browser(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Debian's Chromium driven by Playwright. Skipped with a reason where it is missing, never in CI.
+
+    Its profile is a fresh temporary one; its ``HOME`` (where it keeps crash reports and settings
+    whatever the profile) is the run's own too, so that runs side by side share no browser file.
+    """
     executable = chromium_path()
     if executable is None:
         if os.environ.get("CI") == "true":
@@ -252,6 +272,7 @@ def browser():  # type: ignore[no-untyped-def]
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(
             executable_path=executable,
+            env=dict(os.environ) | {"HOME": str(tmp_path_factory.mktemp("chromium-home"))},
             args=[
                 "--no-sandbox",
                 "--disable-gpu",
