@@ -7,6 +7,7 @@ a live ``idp serve`` for real relying-party clients and the browser.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -18,12 +19,15 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
+from idp.accounts import users
+from idp.accounts.passwords import hash_password
 from idp.accounts.users import create_user
 from idp.app import create_app
 from idp.context import Context
@@ -172,15 +176,23 @@ def make_client(ctx: Context):  # type: ignore[no-untyped-def]
     return make
 
 
+@functools.cache
+def _password_hash(password: str) -> str:
+    """The argon2 hash (the app's own parameters) that every person ``make_user`` gives this
+    password shares. Hashing is most of the suite's time; a sign-in still verifies it for real."""
+    return hash_password(password)
+
+
 @pytest.fixture
 def make_user(ctx: Context):  # type: ignore[no-untyped-def]
+    """Make a person as ``idp.accounts.users.create_user`` does; the password is hashed once a run."""
     counter = iter(range(1_000_000))
 
     def make(**kwargs) -> TestUser:  # type: ignore[no-untyped-def]
         kwargs.setdefault("email", f"person{next(counter)}-{os.urandom(4).hex()}@example.com")
         kwargs.setdefault("password", PASSWORD)
         kwargs.setdefault("verified", True)
-        with ctx.sessions.begin() as db:
+        with ctx.sessions.begin() as db, mock.patch.object(users, "hash_password", _password_hash):
             user = create_user(db, **kwargs)
             return TestUser(id=user.id, email=user.email, password=kwargs["password"])
 
