@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -178,9 +178,16 @@ def make_client(ctx: Context):  # type: ignore[no-untyped-def]
 
 @functools.cache
 def _password_hash(password: str) -> str:
-    """The argon2 hash (the app's own parameters) that every person ``make_user`` gives this
-    password shares. Hashing is most of the suite's time; a sign-in still verifies it for real."""
     return hash_password(password)
+
+
+@contextmanager
+def passwords_hashed_once() -> Iterator[None]:
+    """While open, ``create_user`` gives everyone with one password the same argon2 hash (the app's
+    own parameters), made once a run: hashing was most of the suite's time, and the people tests
+    make are not what they test. A sign-in still verifies the hash for real."""
+    with mock.patch.object(users, "hash_password", _password_hash):
+        yield
 
 
 @pytest.fixture
@@ -192,7 +199,7 @@ def make_user(ctx: Context):  # type: ignore[no-untyped-def]
         kwargs.setdefault("email", f"person{next(counter)}-{os.urandom(4).hex()}@example.com")
         kwargs.setdefault("password", PASSWORD)
         kwargs.setdefault("verified", True)
-        with ctx.sessions.begin() as db, mock.patch.object(users, "hash_password", _password_hash):
+        with ctx.sessions.begin() as db, passwords_hashed_once():
             user = create_user(db, **kwargs)
             return TestUser(id=user.id, email=user.email, password=kwargs["password"])
 
