@@ -23,10 +23,22 @@ IDP = Path(sys.executable).parent / "idp"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+# The sockets that keep the ports ``free_port`` gave out from anyone else while the benchmark runs.
+_RESERVED_PORTS: list[socket.socket] = []
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port of 127.0.0.1 that stays ours while the benchmark runs, though its server stops and starts.
+
+    Bound with SO_REUSEADDR and never listening, the socket keeps the kernel from giving the port to
+    another process (the suite may run beside the benchmark) while ``idp serve``, which binds with
+    SO_REUSEADDR too, can still take it.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    _RESERVED_PORTS.append(sock)
+    return sock.getsockname()[1]
 
 
 def environment(directory: Path, port: int, database_url: str | None, redis_url: str | None) -> dict[str, str]:

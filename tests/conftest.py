@@ -7,6 +7,7 @@ a live ``idp serve`` for real relying-party clients and the browser.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -15,15 +16,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
+from idp.accounts import users
+from idp.accounts.passwords import hash_password
 from idp.accounts.users import create_user
 from idp.app import create_app
 from idp.context import Context
@@ -38,10 +42,26 @@ SECRET_KEY = "test-secret-key-" + "x" * 32
 PASSWORD = "correct horse battery staple"
 
 
+# The sockets that keep the ports ``free_port`` gave out from anyone else, open until the run ends.
+_RESERVED_PORTS: list[socket.socket] = []
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port of 127.0.0.1 for a server of the test's own, or for an address where nothing listens.
+
+    A port that was merely free when looked at could be handed to another process (CI runs two
+    suites side by side) before our server binds it: ours would then fail to start, or worse, our
+    readiness check would be answered by theirs. So the port stays bound, with SO_REUSEADDR and
+    never listening, for the rest of the run: the kernel then gives it to nobody who asks for a free
+    port or connects out, while a server binding it by number with SO_REUSEADDR (uvicorn, gunicorn,
+    redis-server, asyncio's and http.server's servers all do) still can, and a connection to it
+    while nothing listens is refused as at any closed port.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    _RESERVED_PORTS.append(sock)
+    return sock.getsockname()[1]
 
 
 def _reset_postgresql(url: str) -> None:
@@ -156,15 +176,30 @@ def make_client(ctx: Context):  # type: ignore[no-untyped-def]
     return make
 
 
+@functools.cache
+def _password_hash(password: str) -> str:
+    return hash_password(password)
+
+
+@contextmanager
+def passwords_hashed_once() -> Iterator[None]:
+    """While open, ``create_user`` gives everyone with one password the same argon2 hash (the app's
+    own parameters), made once a run: hashing was most of the suite's time, and the people tests
+    make are not what they test. A sign-in still verifies the hash for real."""
+    with mock.patch.object(users, "hash_password", _password_hash):
+        yield
+
+
 @pytest.fixture
 def make_user(ctx: Context):  # type: ignore[no-untyped-def]
+    """Make a person as ``idp.accounts.users.create_user`` does; the password is hashed once a run."""
     counter = iter(range(1_000_000))
 
     def make(**kwargs) -> TestUser:  # type: ignore[no-untyped-def]
         kwargs.setdefault("email", f"person{next(counter)}-{os.urandom(4).hex()}@example.com")
         kwargs.setdefault("password", PASSWORD)
         kwargs.setdefault("verified", True)
-        with ctx.sessions.begin() as db:
+        with ctx.sessions.begin() as db, passwords_hashed_once():
             user = create_user(db, **kwargs)
             return TestUser(id=user.id, email=user.email, password=kwargs["password"])
 
@@ -250,8 +285,12 @@ def chromium_path() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def browser():  # type: ignore[no-untyped-def]
-    """Debian's Chromium driven by Playwright. Skipped with a reason where it is missing, never in CI."""
+def browser(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Debian's Chromium driven by Playwright. Skipped with a reason where it is missing, never in CI.
+
+    Its profile is a fresh temporary one; its ``HOME`` (where it keeps crash reports and settings
+    whatever the profile) is the run's own too, so that runs side by side share no browser file.
+    """
     executable = chromium_path()
     if executable is None:
         if os.environ.get("CI") == "true":
@@ -262,6 +301,7 @@ def browser():  # type: ignore[no-untyped-def]
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(
             executable_path=executable,
+            env=dict(os.environ) | {"HOME": str(tmp_path_factory.mktemp("chromium-home"))},
             args=[
                 "--no-sandbox",
                 "--disable-gpu",

@@ -24,7 +24,7 @@ from idp.migrate import upgrade
 from idp.settings import Settings
 from idp.storage import AuditEvent, User, now
 
-from .conftest import PASSWORD, TEST_ISSUER, run_idp
+from .conftest import PASSWORD, TEST_ISSUER, passwords_hashed_once, run_idp
 from .flows import (
     WRONG_PASSWORD,
     alert_text,
@@ -67,7 +67,7 @@ def add_user(client: TestClient, **kwargs: Any) -> User:
     kwargs.setdefault("email", f"lock-{secrets.token_hex(5)}@example.com")
     kwargs.setdefault("password", PASSWORD)
     kwargs.setdefault("verified", True)
-    with ctx_of(client).sessions.begin() as db:
+    with ctx_of(client).sessions.begin() as db, passwords_hashed_once():
         user = create_user(db, **kwargs)
         db.expunge(user)
         return user

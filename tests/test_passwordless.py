@@ -38,7 +38,7 @@ from idp.sessions import start_session
 from idp.settings import Settings
 from idp.storage import AuditEvent, BrowserSession, OneTimeCode, User
 
-from .conftest import TEST_ISSUER, make_settings, start_server
+from .conftest import TEST_ISSUER, make_settings, passwords_hashed_once, start_server
 from .flows import (
     RegisteredClient,
     alert_text,
@@ -193,7 +193,7 @@ def new_phone() -> str:
 
 def add_user(client: TestClient, **kwargs: Any) -> User:
     kwargs.setdefault("verified", True)
-    with ctx_of(client).sessions.begin() as db:
+    with ctx_of(client).sessions.begin() as db, passwords_hashed_once():
         user = create_user(db, **kwargs)
         db.expunge(user)
         return user

@@ -11,7 +11,7 @@ import base64
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -22,6 +22,9 @@ import pytest
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 from joserfc.errors import InvalidClaimError
+
+from idp.context import Context
+from idp.settings import Settings
 
 from .conftest import PASSWORD, LiveServer, free_port
 from .flows import hidden_fields, query_of
@@ -86,14 +89,19 @@ def app(live_server: LiveServer) -> App:
     return register_app(live_server)
 
 
+@pytest.fixture(scope="module")
+def ctx(settings: Settings) -> Iterator[Context]:
+    """The live server's database, where ``make_user`` puts the people who sign in (``app`` is the
+    relying app here, not the in-process one)."""
+    context = Context.build(settings)
+    yield context
+    context.close()
+
+
 @pytest.fixture
-def person(live_server: LiveServer) -> Person:
-    email = f"rp-{secrets.token_hex(4)}@example.com"
-    done = live_server.idp(
-        "users", "create", "--email", email, "--password", PASSWORD, "--name", "Ada RP", "--verified"
-    )
-    assert done.returncode == 0, done.stderr
-    return Person(json.loads(done.stdout)["id"], email)
+def person(make_user: Callable[..., Any]) -> Person:
+    user = make_user(email=f"rp-{secrets.token_hex(4)}@example.com", name="Ada RP")
+    return Person(user.id, user.email)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from idp.oauth.clients import create_client
 from idp.storage import AuditEvent, BrowserSession, PendingSignIn, User, now
 
 from . import test_browser, test_messaging
-from .conftest import PASSWORD, TEST_ISSUER, LiveServer, make_settings, start_server
+from .conftest import PASSWORD, TEST_ISSUER, LiveServer, make_settings, passwords_hashed_once, start_server
 from .flows import RegisteredClient, alert_text, authorize_params, hidden_fields, pkce_pair, query_of, session_cookies
 from .flows import TestUser as Person
 from .services import own_database, smtp_sink
@@ -104,7 +104,7 @@ def new_person(ctx: Context, **kwargs: Any) -> Person:
     kwargs.setdefault("email", f"mfa-{time.monotonic_ns()}@example.com")
     kwargs.setdefault("password", PASSWORD)
     kwargs.setdefault("verified", True)
-    with ctx.sessions.begin() as db:
+    with ctx.sessions.begin() as db, passwords_hashed_once():
         user = create_user(db, **kwargs)
         return Person(id=user.id, email=user.email or "", password=kwargs["password"])
 
