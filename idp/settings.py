@@ -1,6 +1,6 @@
 """The contract's settings, parsed and checked once at start-up.
 
-Every variable of ``CONTRACT.md`` is read from the environment, then from a ``.env`` file in the
+Every ``IDP_*`` variable is read from the environment, then from a ``.env`` file in the
 working directory. A bad value raises :class:`SettingsError` whose message names the variable, so
 start-up stops with one line an operator can act on.
 """

@@ -289,3 +289,32 @@ def test_the_wheel_the_image_installs_serves_on_its_own(tmp_path: Path, own_data
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+def test_the_image_installs_pinned_versions_of_every_runtime_dependency() -> None:
+    """The Dockerfile builds its wheels under ``deploy/constraints.txt``, which pins each of the
+    project's runtime dependencies to one version its own requirement admits, and nothing that is
+    only for the tests."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]
+    pins: dict[str, str] = {}
+    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not pinned: {line}"
+            pins[canonicalize_name(name)] = version
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        pinned = pins.get(canonicalize_name(requirement.name))
+        assert pinned is not None, f"{requirement.name} is not pinned"
+        assert requirement.specifier.contains(pinned, prereleases=True), (text, pinned)
+    for text in project["optional-dependencies"]["test"]:
+        assert canonicalize_name(Requirement(text).name) not in pins, f"{text} is for the tests only"
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "deploy/constraints.txt" in dockerfile and "--constraint constraints.txt" in dockerfile
