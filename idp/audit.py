@@ -7,6 +7,7 @@ never a secret: no password, code or token goes into an event, and recipients ar
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -26,7 +27,7 @@ def record(
     client_id: str | None = None,
     ip: str | None = None,
     user_agent: str | None = None,
-    detail: dict[str, Any] | None = None,
+    detail: Mapping[str, Any] | None = None,
 ) -> None:
     """Add an event to the caller's transaction.
 
@@ -45,7 +46,7 @@ def record(
             client_id=client_id,
             ip=ip,
             user_agent=user_agent[:MAX_USER_AGENT] if user_agent is not None else None,
-            detail=detail,
+            detail=dict(detail) if detail is not None else None,
         )
     )
 

@@ -39,6 +39,7 @@ from .storage import (
     RefreshToken,
     RevokedAccessToken,
     User,
+    changed_rows,
     now,
 )
 
@@ -101,7 +102,7 @@ def cleanup(db: Session, settings: Settings) -> dict[str, int]:
         cutoff = stamp - settings.audit_retention_days * DAY
         statements["audit_events"] = delete(AuditEvent).where(AuditEvent.at < cutoff)
     removed = {
-        name: db.execute(statement.execution_options(synchronize_session=False)).rowcount
+        name: changed_rows(db.execute(statement.execution_options(synchronize_session=False)))
         for name, statement in statements.items()
     }
     return {name: count for name, count in removed.items() if count}

@@ -176,6 +176,6 @@ class KeyRing:
         }
         return KeySnapshot(
             active=keys[-1],
-            keyset=KeySet(published),
+            keyset=KeySet([*published]),
             jwks_json=json.dumps(document, separators=(",", ":")).encode(),
         )

@@ -39,7 +39,7 @@ def _after_fork(_arbiter: Any, worker: Worker) -> None:
     worker.app.wsgi().state.ctx.engine.dispose(close=False)
 
 
-class PreforkServer(BaseApplication):  # type: ignore[misc]
+class PreforkServer(BaseApplication):
     def __init__(
         self, settings: Settings, *, host: str, ports: list[int], workers: int, logging: dict[str, Any]
     ) -> None:

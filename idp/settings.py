@@ -106,10 +106,10 @@ class Settings:
         cls, environ: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] = ".env"
     ) -> Settings:
         environ = os.environ if environ is None else environ  # an explicit empty mapping means nothing is set
-        source = Config(env_file if Path(env_file).is_file() else None, environ=environ)
+        source = Config(Path(env_file) if Path(env_file).is_file() else None, environ=environ)
 
         def text(name: str, default: str | None = None) -> str | None:
-            value = source(name, default=default)
+            value: str | None = source(name, cast=str, default=default)
             if value is None or value.strip() == "":
                 return default
             return value.strip()

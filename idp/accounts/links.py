@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..security.digests import new_token, token_digest
-from ..storage import ActionToken, now
+from ..storage import ActionToken, changed_rows, now
 from .users import lock_user
 
 MAX_TOKEN = 100
@@ -79,17 +79,19 @@ def spend(db: Session, purpose: str, token: str | None) -> ActionToken | None:
     if owner is None or lock_user(db, owner) is None:
         return None
     stamp = now()
-    spent = db.execute(
-        update(ActionToken)
-        .where(
-            ActionToken.token_hash == digest,
-            ActionToken.purpose == purpose,
-            ActionToken.used_at.is_(None),
-            ActionToken.expires_at > stamp,
+    spent = changed_rows(
+        db.execute(
+            update(ActionToken)
+            .where(
+                ActionToken.token_hash == digest,
+                ActionToken.purpose == purpose,
+                ActionToken.used_at.is_(None),
+                ActionToken.expires_at > stamp,
+            )
+            .values(used_at=stamp)
+            .execution_options(synchronize_session=False)
         )
-        .values(used_at=stamp)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+    )
     return db.get(ActionToken, digest) if spent == 1 else None
 
 

@@ -25,7 +25,7 @@ from ..context import Context
 from ..messaging.outbox import enqueue_email, enqueue_sms
 from ..metrics import CODES_SENT
 from ..security.digests import keyed_digest, new_id
-from ..storage import OneTimeCode, now
+from ..storage import OneTimeCode, changed_rows, now
 from . import sms_budget
 
 MAX_TRIES = 3
@@ -167,11 +167,13 @@ def verify(db: Session, secret_key: str, *, purpose: str, identifier: str, code:
     candidate = code.strip()
     presented = _digest(secret_key, purpose, identifier, candidate if len(candidate) <= 16 else "")
     if hmac.compare_digest(presented.encode(), live.code_hash.encode()):
-        spent = db.execute(
-            update(OneTimeCode)
-            .where(OneTimeCode.id == live.id, OneTimeCode.consumed_at.is_(None))
-            .values(consumed_at=stamp)
-        ).rowcount
+        spent = changed_rows(
+            db.execute(
+                update(OneTimeCode)
+                .where(OneTimeCode.id == live.id, OneTimeCode.consumed_at.is_(None))
+                .values(consumed_at=stamp)
+            )
+        )
         return live if spent == 1 else None
     db.execute(
         update(OneTimeCode)

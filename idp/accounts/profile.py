@@ -230,7 +230,7 @@ def _notify(ctx: Context, db: Session, email: str, template: str, phone: str) ->
     )
 
 
-def _live_sessions(user: User) -> Select[tuple[BrowserSession]]:
+def _live_sessions(user: User) -> Select[BrowserSession]:
     return select(BrowserSession).where(
         BrowserSession.user_id == user.id, BrowserSession.ended_at.is_(None), BrowserSession.expires_at > now()
     )

@@ -104,7 +104,7 @@ def request_reset(db: Session, settings: Settings, secret_key: str, raw_email: s
         result = Requested.UNKNOWN_ACCOUNT
     elif user.disabled:
         result = Requested.DISABLED
-    elif recent >= LIMIT:
+    elif (recent or 0) >= LIMIT:
         result = Requested.RATE_LIMITED
     else:
         result = Requested.SENT

@@ -3,6 +3,9 @@ and introspection (RFC 7662 §2)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,8 +15,11 @@ from ..oauth.errors import InvalidClient, InvalidRequest, OAuthError
 from ..oauth.introspection import introspect
 from ..oauth.revocation import revoke
 from ..security.forms import FormError, given, read_form, single_values
+from ..storage import Client
 from .responses import json_response, oauth_error
 from .throttling import throttle_client
+
+Handler = Callable[[Request, Session, Client, dict[str, str]], Response]
 
 
 async def revocation(request: Request) -> Response:
@@ -24,7 +30,7 @@ async def introspection(request: Request) -> Response:
     return await _client_endpoint(request, _introspect)
 
 
-async def _client_endpoint(request: Request, handler) -> Response:  # type: ignore[no-untyped-def]
+async def _client_endpoint(request: Request, handler: Handler) -> Response:
     try:
         pairs = await read_form(request, require_form_type=True)
     except FormError as exc:
@@ -32,7 +38,7 @@ async def _client_endpoint(request: Request, handler) -> Response:  # type: igno
     return await run_in_threadpool(_authenticated, request, pairs, handler)
 
 
-def _authenticated(request: Request, pairs: list[tuple[str, str]], handler) -> Response:  # type: ignore[no-untyped-def]
+def _authenticated(request: Request, pairs: list[tuple[str, str]], handler: Handler) -> Response:
     state = request.app.state
     form, repeated = single_values(given(pairs))
     try:
@@ -42,7 +48,7 @@ def _authenticated(request: Request, pairs: list[tuple[str, str]], handler) -> R
         if "token" not in form:
             raise InvalidRequest("token is required")
         with state.ctx.sessions() as db:
-            client = state.authenticator.authenticate(db, credentials)
+            client: Client = state.authenticator.authenticate(db, credentials)
             db.commit()
             throttle_client(request, db, client)
             return handler(request, db, client, form)
@@ -50,13 +56,13 @@ def _authenticated(request: Request, pairs: list[tuple[str, str]], handler) -> R
         return oauth_error(exc)
 
 
-def _revoke(request: Request, db, client, form) -> Response:  # type: ignore[no-untyped-def]
+def _revoke(request: Request, db: Session, client: Client, form: dict[str, str]) -> Response:
     ctx = request.app.state.ctx
     revoke(db, ctx.keyring, ctx.settings.issuer, client, form["token"], form.get("token_type_hint"))
     return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
 
-def _introspect(request: Request, db, client, form) -> Response:  # type: ignore[no-untyped-def]
+def _introspect(request: Request, db: Session, client: Client, form: dict[str, str]) -> Response:
     """RFC 7662 §2.1: the caller must be a confidential client."""
     if client.is_public:
         raise InvalidClient("public clients cannot introspect tokens")

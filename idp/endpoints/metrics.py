@@ -20,7 +20,7 @@ def _registry() -> CollectorRegistry:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return REGISTRY
     combined = CollectorRegistry()
-    MultiProcessCollector(combined)
+    MultiProcessCollector(combined)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
     return combined
 
 

@@ -26,7 +26,7 @@ from .. import audit
 from ..metrics import DELIVERIES_FAILED
 from ..observability.outages import OutageLog
 from ..security.sealing import OUTBOX, Sealer
-from ..storage import OutboxMessage, now
+from ..storage import OutboxMessage, changed_rows, now
 from .email import Email
 from .errors import DeliveryError
 from .sms import Sms
@@ -59,7 +59,8 @@ def retry_delay(attempts: int, life_left: int) -> int:
     from an outage gets every message within 2 minutes. Never more than a quarter of the life the
     message has left either (but never under 5 s), so that a code of a few minutes is tried often
     enough near its end to arrive soon after the provider is back, not after it expired."""
-    return max(FIRST_RETRY, min(FIRST_RETRY * 2 ** (attempts - 1), MAX_RETRY, life_left // 4))
+    doubled: int = FIRST_RETRY * 2 ** (attempts - 1)
+    return max(FIRST_RETRY, min(doubled, MAX_RETRY, life_left // 4))
 
 
 def _available(stamp: int) -> tuple[ColumnElement[bool], ...]:
@@ -102,7 +103,7 @@ def _claim(ctx: Context, message_id: str) -> Claimed | None:
             .values(claimed_until=stamp + CLAIM_SECONDS)
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if changed_rows(result) != 1:
             return None
         row = db.get_one(OutboxMessage, message_id)
         assert row.body is not None

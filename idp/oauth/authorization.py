@@ -18,7 +18,7 @@ from ..keys import KeyRing
 from ..security.digests import new_token, token_digest
 from ..security.forms import given, single_values
 from ..sessions import ActiveSession
-from ..storage import AuthorizationCode, AuthorizationRequest, Client, Consent, now
+from ..storage import AuthorizationCode, AuthorizationRequest, Client, Consent, changed_rows, now
 from . import scopes as scope_rules
 from .clients import redirect_uri_registered
 from .errors import (
@@ -26,6 +26,7 @@ from .errors import (
     BadAuthorizationTarget,
     ConsentRequired,
     InvalidRequest,
+    InvalidScope,
     InvalidToken,
     LoginRequired,
     OAuthError,
@@ -153,7 +154,7 @@ def parse_request(
     try:
         scope = scope_rules.parse(values.get("scope"))
         if not scope:
-            raise scope_rules.InvalidScope("scope is required")
+            raise InvalidScope("scope is required")
         scope_rules.check_allowed(scope, client.scopes)
     except OAuthError as exc:
         raise fail(exc) from None
@@ -336,7 +337,7 @@ def record_consent(db: Session, client: Client, params: AuthorizationParams, use
 def _answer(db: Session, pending: AuthorizationRequest) -> None:
     """A pending request is answered once: of two answers at once (a double click on "allow",
     "allow" in one tab and "deny" in another), the one that comes second finds it gone."""
-    if db.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == pending.id)).rowcount != 1:
+    if changed_rows(db.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == pending.id))) != 1:
         raise BadAuthorizationTarget(ANSWERED)
 
 

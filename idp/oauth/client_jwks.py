@@ -23,16 +23,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, KeySetSerialization
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..storage import Client, now
+from ..storage import Client, changed_rows, now
 from .errors import InvalidClient
 
 log = logging.getLogger("idp.client_jwks")
@@ -119,7 +119,7 @@ class ClientJwks:
                 update(Client).where(Client.id == client_id, due).values(jwks_checked_at=stamp),
                 execution_options={"synchronize_session": False},
             )
-            return claimed.rowcount == 1
+            return changed_rows(claimed) == 1
 
     def _store(self, client_id: str, document: dict[str, Any], stamp: int) -> None:
         with self._sessions.begin() as db:
@@ -149,7 +149,7 @@ def _download(client_id: str, uri: str) -> dict[str, Any] | None:
         document = json.loads(body)
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
-        KeySet.import_key_set(document)
+        KeySet.import_key_set(cast(KeySetSerialization, document))
     except (httpx.HTTPError, ValueError, JoseError, TypeError, KeyError, AttributeError) as exc:
         log.warning("client %s: JWKS could not be fetched: %s", client_id, type(exc).__name__)
         return None
@@ -163,7 +163,7 @@ def _verified_claims(jwks: dict[str, Any], assertion: str) -> dict[str, Any] | N
     key, so that a client publishing two keys while it rotates keeps working.
     """
     try:
-        keyset = KeySet.import_key_set(jwks)
+        keyset = KeySet.import_key_set(cast(KeySetSerialization, jwks))
         header = jws.extract_compact(assertion.encode()).headers()
     except (JoseError, ValueError, TypeError, KeyError):
         return None

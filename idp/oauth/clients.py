@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from ..security.digests import keyed_digest, new_token
 from ..storage import Client, now
 from . import scopes as scope_rules
+from .errors import InvalidScope
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
@@ -91,7 +93,7 @@ def create_client(
     *,
     name: str,
     redirect_uris: list[str],
-    post_logout_redirect_uris: list[str] = (),  # type: ignore[assignment]
+    post_logout_redirect_uris: Sequence[str] = (),
     scope: str = DEFAULT_SCOPE,
     grant_types: list[str] | None = None,
     auth_method: str = "client_secret_basic",
@@ -120,7 +122,7 @@ def create_client(
     ]
     try:
         scopes = scope_rules.parse(scope)
-    except scope_rules.InvalidScope as exc:
+    except InvalidScope as exc:
         raise ClientError(f"--scope: {exc.description}") from None
     if not scopes:
         raise ClientError("--scope: must name at least one scope")

@@ -33,8 +33,8 @@ class LogoutRequest:
             return True
         sid = self.hint.get("sid")
         if sid is not None:
-            return sid == active.session.id
-        return self.hint.get("sub") == active.user.id
+            return bool(sid == active.session.id)
+        return bool(self.hint.get("sub") == active.user.id)
 
 
 def parse_logout(db: Session, keyring: KeyRing, issuer: str, values: dict[str, str]) -> LogoutRequest:

@@ -8,6 +8,7 @@ own, or one we do not know, is answered with 200 all the same (§2.2).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -19,11 +20,13 @@ from .errors import InvalidToken
 from .grants.revocation import revoke_grant
 from .tokens import MAX_TOKEN_LENGTH, decode_signed
 
+Revoker = Callable[[Session, KeyRing, str, Client, str], bool]
+
 
 def revoke(db: Session, keyring: KeyRing, issuer: str, client: Client, token: str, hint: str | None) -> None:
     if len(token) > MAX_TOKEN_LENGTH:
         return
-    order = (_revoke_access_token, _revoke_refresh_token)
+    order: tuple[Revoker, Revoker] = (_revoke_access_token, _revoke_refresh_token)
     if hint == "refresh_token":
         order = (_revoke_refresh_token, _revoke_access_token)
     for attempt in order:

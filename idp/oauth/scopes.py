@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..storage import User
 from .errors import InvalidScope
 
 SUPPORTED = ("openid", "profile", "email", "phone", "offline_access")
@@ -39,7 +40,7 @@ def check_allowed(requested: list[str], allowed: set[str]) -> None:
         raise InvalidScope(f"scope not allowed for this client: {' '.join(unknown)}")
 
 
-def user_claims(user, scopes: list[str] | set[str]) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def user_claims(user: User, scopes: list[str] | set[str]) -> dict[str, object]:
     """The claims a person's granted scopes release, and no others."""
     claims: dict[str, object] = {}
     if "profile" in scopes:

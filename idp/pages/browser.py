@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -72,7 +74,7 @@ def audit(
     outcome: str,
     user_id: str | None = None,
     client_id: str | None = None,
-    detail: dict[str, object] | None = None,
+    detail: Mapping[str, object] | None = None,
 ) -> None:
     """An audit event with the request's address and user agent, in the caller's transaction."""
     audit_log.record(

@@ -4,7 +4,7 @@ from .audit import AuditEvent
 from .base import Base, now
 from .clients import Client, ClientAssertion
 from .codes import ActionToken, OneTimeCode
-from .database import make_engine, make_sessionmaker
+from .database import changed_rows, make_engine, make_sessionmaker
 from .grants import AuthorizationCode, AuthorizationRequest, Grant, RefreshToken, RevokedAccessToken
 from .outbox import OutboxMessage
 from .people import PasswordHistory, RecoveryCode, User
@@ -29,6 +29,7 @@ __all__ = [
     "RefreshToken",
     "RevokedAccessToken",
     "User",
+    "changed_rows",
     "make_engine",
     "make_sessionmaker",
     "now",

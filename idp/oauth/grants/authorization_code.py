@@ -19,7 +19,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from ...security.digests import new_id, token_digest
-from ...storage import AuthorizationCode, BrowserSession, Client, Grant, User, now
+from ...storage import AuthorizationCode, BrowserSession, Client, Grant, User, changed_rows, now
 from ..errors import InvalidGrant, InvalidRequest, UnauthorizedClient
 from .issuance import TokenIssuer
 from .revocation import revoke_grant
@@ -54,11 +54,13 @@ def exchange(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str
     _check_session_alive(db, row)
 
     grant_id = new_id()
-    spent = db.execute(
-        update(AuthorizationCode)
-        .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
-        .values(used_at=now(), grant_id=grant_id)
-    ).rowcount
+    spent = changed_rows(
+        db.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
+            .values(used_at=now(), grant_id=grant_id)
+        )
+    )
     if spent != 1:
         db.rollback()
         row = db.get(AuthorizationCode, row.code_hash)

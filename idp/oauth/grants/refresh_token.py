@@ -13,7 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from ...security.digests import token_digest
-from ...storage import Client, Grant, RefreshToken, User, now
+from ...storage import Client, Grant, RefreshToken, User, changed_rows, now
 from .. import scopes as scope_rules
 from ..errors import InvalidGrant, InvalidRequest, InvalidScope, UnauthorizedClient
 from .issuance import TokenIssuer
@@ -44,11 +44,13 @@ def refresh(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str,
     if not requested or not set(requested) <= set(kept_scope):
         raise InvalidScope("the scope may only narrow what was granted")
 
-    spent = db.execute(
-        update(RefreshToken)
-        .where(RefreshToken.token_hash == row.token_hash, RefreshToken.used_at.is_(None))
-        .values(used_at=now())
-    ).rowcount
+    spent = changed_rows(
+        db.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == row.token_hash, RefreshToken.used_at.is_(None))
+            .values(used_at=now())
+        )
+    )
     if spent != 1:
         db.rollback()
         _revoke_family(db, grant)
