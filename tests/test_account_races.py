@@ -27,9 +27,9 @@ from starlette.testclient import TestClient
 from idp.accounts import email_change, first_password, links, otp, recovery, totp
 from idp.accounts.passwords import verify_password
 from idp.context import Context
-from idp.pages.browser import SESSION_COOKIE
 from idp.sessions import start_session
 from idp.storage import AuditEvent, BrowserSession, OutboxMessage, User
+from idp.web.browser import SESSION_COOKIE
 
 from .conftest import PASSWORD
 from .flows import alert_text, authorize_params, follow_email_change_link, hidden_fields, pkce_pair, tokens_for

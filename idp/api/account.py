@@ -34,9 +34,9 @@ from ..accounts.recovery import change_password as change_password_service
 from ..accounts.users import MAX_NAME, lock_user
 from ..audit import mask
 from ..context import Context
-from ..pages.browser import audit, rate_limit_address, request_address
 from ..security.rate_limits import Limit
 from ..storage import BrowserSession, User
+from ..web.request import audit, rate_limit_address, request_address
 from .bearer import Caller, authenticate, bearer_token
 from .bodies import Field, Fields, parse_json, read_limited
 from .problems import Problem

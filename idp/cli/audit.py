@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from ..settings import Settings
 from ..storage import AuditEvent
-from .clients import _context
+from .context import open_context
 from .output import emit
 
 
@@ -55,7 +55,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.limit:
         newest = query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(args.limit).subquery()
         query = select(AuditEvent).join(newest, AuditEvent.id == newest.c.id)
-    ctx = _context(settings)
+    ctx = open_context(settings)
     with ctx.sessions() as db:
         for event in db.scalars(query.order_by(AuditEvent.at, AuditEvent.id).execution_options(yield_per=500)):
             emit(

@@ -7,7 +7,7 @@ import argparse
 
 from ..housekeeping import cleanup
 from ..settings import Settings
-from .clients import _context
+from .context import open_context
 from .output import emit
 
 
@@ -16,7 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(settings: Settings, _args: argparse.Namespace) -> int:
-    ctx = _context(settings)
+    ctx = open_context(settings)
     with ctx.sessions.begin() as db:
         removed = cleanup(db, settings)
     emit({"removed": removed})

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..context import Context
-from ..migrate import upgrade
 from ..oauth.clients import (
     AUTH_METHODS,
     DEFAULT_SCOPE,
@@ -16,6 +14,7 @@ from ..oauth.clients import (
     list_clients,
 )
 from ..settings import Settings
+from .context import open_context
 from .output import emit
 
 REFUSALS: tuple[type[Exception], ...] = (ClientError,)
@@ -39,13 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     delete.set_defaults(run=delete_command)
 
 
-def _context(settings: Settings) -> Context:
-    upgrade(settings.database_url)
-    return Context.build(settings)
-
-
 def create_command(settings: Settings, args: argparse.Namespace) -> int:
-    ctx = _context(settings)
+    ctx = open_context(settings)
     with ctx.sessions.begin() as db:
         made = create_client(
             db,
@@ -68,7 +62,7 @@ def create_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def list_command(settings: Settings, _args: argparse.Namespace) -> int:
-    ctx = _context(settings)
+    ctx = open_context(settings)
     with ctx.sessions() as db:
         for client in list_clients(db):
             emit(
@@ -88,7 +82,7 @@ def list_command(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def delete_command(settings: Settings, args: argparse.Namespace) -> int:
-    ctx = _context(settings)
+    ctx = open_context(settings)
     with ctx.sessions.begin() as db:
         delete_client(db, args.client_id)
     emit({"client_id": args.client_id, "deleted": True})

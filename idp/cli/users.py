@@ -8,7 +8,7 @@ import sys
 
 from ..accounts.users import UserError, create_user, disable_user, list_users, unlock_user
 from ..settings import Settings
-from .clients import _context
+from .context import open_context
 from .output import emit
 
 # Read from standard input this many bytes at most: a password is at most 256 characters.
@@ -48,7 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def create_command(settings: Settings, args: argparse.Namespace) -> int:
     password = read_password() if args.password == FROM_STANDARD_INPUT else args.password
-    ctx = _context(settings)
+    ctx = open_context(settings)
     with ctx.sessions.begin() as db:
         user = create_user(
             db,
@@ -65,7 +65,7 @@ def create_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def list_command(settings: Settings, _args: argparse.Namespace) -> int:
-    ctx = _context(settings)
+    ctx = open_context(settings)
     with ctx.sessions() as db:
         for user in list_users(db):
             emit(
@@ -84,7 +84,7 @@ def list_command(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def unlock_command(settings: Settings, args: argparse.Namespace) -> int:
-    ctx = _context(settings)
+    ctx = open_context(settings)
     with ctx.sessions.begin() as db:
         unlock_user(db, args.user_id)
     emit({"id": args.user_id, "unlocked": True})
@@ -92,7 +92,7 @@ def unlock_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def disable_command(settings: Settings, args: argparse.Namespace) -> int:
-    ctx = _context(settings)
+    ctx = open_context(settings)
     with ctx.sessions.begin() as db:
         disable_user(db, args.user_id)
     emit({"id": args.user_id, "disabled": True})

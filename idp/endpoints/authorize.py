@@ -8,11 +8,11 @@ from starlette.responses import Response
 
 from ..oauth.authorization import AuthorizationError, ShowConsent, ShowLogin, decide, parse_request
 from ..oauth.errors import BadAuthorizationTarget
-from ..pages.browser import current_session
-from ..pages.rendering import authorization_response, error_page, next_step
-from ..pages.throttling import throttled_writes
 from ..security.forms import FormError, read_form
 from ..security.rate_limits import Limit
+from ..web.browser import current_session
+from ..web.rendering import authorization_response, error_page, next_step
+from ..web.throttling import throttled_writes
 
 
 async def authorize(request: Request) -> Response:

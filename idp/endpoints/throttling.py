@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from ..oauth.errors import TemporarilyUnavailable
-from ..pages.browser import audit
 from ..security.rate_limits import Limit
 from ..storage import Client
+from ..web.request import audit
 
 
 def throttle_client(request: Request, db: Session, client: Client) -> None:

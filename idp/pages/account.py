@@ -33,10 +33,11 @@ from ..audit import mask
 from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
 from ..storage import BrowserSession, now
-from .browser import audit, clear_session_cookie, current_session, request_address
+from ..web.browser import clear_session_cookie, current_session
+from ..web.rendering import error_page, render
+from ..web.request import audit, request_address
+from ..web.throttling import throttled
 from .forms import posted_form
-from .rendering import error_page, render
-from .throttling import throttled
 
 EXPIRED_FORM = "This form has expired. Please try again."
 WRONG_CODE = "That code is not right, or it has expired. Check it, or ask for a new one."

@@ -20,11 +20,11 @@ from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauth
 from ..audit import mask
 from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
+from ..web.rendering import error_page, render
+from ..web.request import audit
+from ..web.throttling import throttled
 from .account import EXPIRED_FORM, done, signed_in
-from .browser import audit
 from .forms import form_page
-from .rendering import error_page, render
-from .throttling import throttled
 
 LINK_INVALID = (
     "This link to change your email address is not valid: it was already used, it expired, or it is "

@@ -16,11 +16,11 @@ from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
-from .browser import audit
+from ..web.rendering import error_page, render
+from ..web.request import audit
+from ..web.throttling import throttled
 from .forms import form_page
-from .rendering import error_page, render
 from .signin import complete_sign_in, pending_sign_in, set_pending_cookie, start_second_factor
-from .throttling import throttled
 
 EXPIRED_FORM = "This form has expired. Please try again."
 WRONG_CODE = "That code is not right, or it has expired. Check it, or ask for a new one."

@@ -10,9 +10,9 @@ from starlette.responses import RedirectResponse, Response
 from ..oauth import scopes
 from ..oauth.authorization import deny, issue_code, load_pending, needs_sign_in, record_consent
 from ..oauth.errors import BadAuthorizationTarget
-from .browser import current_session
+from ..web.browser import current_session
+from ..web.rendering import authorization_response, error_page, render
 from .forms import form_page
-from .rendering import authorization_response, error_page, render
 
 
 @form_page

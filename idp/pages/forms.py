@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..security.forms import FormError, read_form, single_values
-from .rendering import error_page
+from ..web.rendering import error_page
 
 Handler = Callable[[Request, dict[str, str]], Response]
 

@@ -10,11 +10,11 @@ from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
-from .browser import audit
+from ..web.rendering import error_page, render
+from ..web.request import audit
+from ..web.throttling import throttled
 from .forms import form_page
-from .rendering import error_page, render
 from .signin import complete_sign_in, start_second_factor
-from .throttling import throttled
 
 FAILED = "The email, phone number or password is not right."
 UNVERIFIED = "Verify your email address first: follow the link in the email we sent you."

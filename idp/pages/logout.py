@@ -9,9 +9,9 @@ from starlette.responses import RedirectResponse, Response
 from ..oauth.errors import BadAuthorizationTarget
 from ..oauth.logout import parse_logout
 from ..sessions import end_session
-from .browser import clear_session_cookie, session_to_end
+from ..web.browser import clear_session_cookie, session_to_end
+from ..web.rendering import error_page, render, with_query
 from .forms import posted_form
-from .rendering import error_page, render, with_query
 
 
 async def logout(request: Request) -> Response:

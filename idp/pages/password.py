@@ -16,10 +16,10 @@ from ..accounts import recovery
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.users import UserError
 from ..security.rate_limits import Limit
-from .browser import audit
+from ..web.rendering import error_page, render
+from ..web.request import audit
+from ..web.throttling import throttled
 from .forms import form_page
-from .rendering import error_page, render
-from .throttling import throttled
 
 EXPIRED_FORM = "This form has expired. Please try again."
 NOT_AN_EMAIL = "That is not an email address."

@@ -25,11 +25,12 @@ from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.digests import new_token, token_digest
 from ..security.rate_limits import Limit
-from .browser import audit, browser_cookie, set_browser_cookie
+from ..web.browser import browser_cookie, set_browser_cookie
+from ..web.rendering import error_page, render
+from ..web.request import audit
+from ..web.throttling import throttled
 from .forms import form_page, posted_form
-from .rendering import error_page, render
 from .signin import complete_sign_in, start_second_factor
-from .throttling import throttled
 
 BROWSER_COOKIE = "idp_registration"
 EXPIRED_FORM = "This form has expired. Please try again."

@@ -21,11 +21,12 @@ from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauth
 from ..accounts.second_factor import SecondFactorError
 from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
+from ..web.browser import current_session
+from ..web.rendering import render
+from ..web.request import audit
+from ..web.throttling import throttled
 from .account import lock_person
-from .browser import audit, current_session
 from .forms import posted_form
-from .rendering import render
-from .throttling import throttled
 
 EXPIRED_FORM = "This form has expired. Please try again."
 WRONG_CODE = "That code is not right, or it has expired. Check it, or ask for a new one."

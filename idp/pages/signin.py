@@ -17,16 +17,9 @@ from ..oauth.authorization import AuthorizationError, decide, load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..sessions import ActiveSession, end_session, start_session
 from ..storage import User
-from .browser import (
-    audit,
-    browser_cookie,
-    clear_browser_cookie,
-    request_address,
-    session_to_end,
-    set_browser_cookie,
-    set_session_cookie,
-)
-from .rendering import authorization_response, error_page, next_step
+from ..web.browser import browser_cookie, clear_browser_cookie, session_to_end, set_browser_cookie, set_session_cookie
+from ..web.rendering import authorization_response, error_page, next_step
+from ..web.request import audit, request_address
 
 PENDING_COOKIE = "idp_signin"
 

@@ -17,8 +17,8 @@ from starlette.responses import Response
 from ..accounts.challenges import IdentifierError, parse_identifier
 from ..security.digests import keyed_digest
 from ..security.rate_limits import Limit, Refusal
-from .browser import audit, rate_limit_address
 from .rendering import error_page
+from .request import audit, rate_limit_address
 
 
 def throttled(

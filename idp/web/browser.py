@@ -1,15 +1,11 @@
-"""The single sign-on cookie of a browser, and the request facts a session records."""
+"""The single sign-on cookie of a browser and the session it names."""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import audit as audit_log
-from ..security.client_address import client_address, rate_limit_key
 from ..security.cookies import cookie_name
 from ..sessions import ActiveSession, find_session
 
@@ -55,35 +51,3 @@ def set_session_cookie(request: Request, response: Response, token: str) -> None
 
 def clear_session_cookie(request: Request, response: Response) -> None:
     clear_browser_cookie(request, response, SESSION_COOKIE)
-
-
-def request_address(request: Request) -> str | None:
-    return client_address(request, request.app.state.ctx.settings.trusted_proxies)
-
-
-def rate_limit_address(request: Request) -> str:
-    """The client whose budget a request spends: an IPv6 address counts as its network."""
-    return rate_limit_key(request_address(request), request.app.state.ctx.settings.rate_limit_ipv6_prefix)
-
-
-def audit(
-    request: Request,
-    db: Session,
-    event: str,
-    *,
-    outcome: str,
-    user_id: str | None = None,
-    client_id: str | None = None,
-    detail: Mapping[str, object] | None = None,
-) -> None:
-    """An audit event with the request's address and user agent, in the caller's transaction."""
-    audit_log.record(
-        db,
-        event,
-        outcome=outcome,
-        user_id=user_id,
-        client_id=client_id,
-        ip=request_address(request),
-        user_agent=request.headers.get("user-agent"),
-        detail=detail,
-    )

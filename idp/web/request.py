@@ -1,0 +1,44 @@
+"""The request facts every surface records: the client's address, the key its rate limits
+count under, and the audit event carrying both address and user agent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+
+from .. import audit as audit_log
+from ..security.client_address import client_address, rate_limit_key
+
+
+def request_address(request: Request) -> str | None:
+    return client_address(request, request.app.state.ctx.settings.trusted_proxies)
+
+
+def rate_limit_address(request: Request) -> str:
+    """The client whose budget a request spends: an IPv6 address counts as its network."""
+    return rate_limit_key(request_address(request), request.app.state.ctx.settings.rate_limit_ipv6_prefix)
+
+
+def audit(
+    request: Request,
+    db: Session,
+    event: str,
+    *,
+    outcome: str,
+    user_id: str | None = None,
+    client_id: str | None = None,
+    detail: Mapping[str, object] | None = None,
+) -> None:
+    """An audit event with the request's address and user agent, in the caller's transaction."""
+    audit_log.record(
+        db,
+        event,
+        outcome=outcome,
+        user_id=user_id,
+        client_id=client_id,
+        ip=request_address(request),
+        user_agent=request.headers.get("user-agent"),
+        detail=detail,
+    )
