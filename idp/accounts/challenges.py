@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import audit
+from ..audit import Event
 from ..context import Context
 from ..security.digests import new_token, token_digest
 from ..storage import PendingSignIn, User, now
@@ -234,7 +235,7 @@ def _count_wrong_code(ctx: Context, db: Session, pending: PendingSignIn) -> None
     if pending.user_id is not None:
         user = db.get(User, pending.user_id)
         if user is not None and count_failure(db, ctx.settings, ctx.secret_key, user):
-            audit.record(db, "account_locked", outcome="success", user_id=user.id, detail={"by": "wrong_codes"})
+            audit.record(db, Event.ACCOUNT_LOCKED, outcome="success", user_id=user.id, detail={"by": "wrong_codes"})
     if tries is not None and tries >= MAX_WRONG_CODES:
         finish(db, pending)
         raise TooManyWrongCodes

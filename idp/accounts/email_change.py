@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..audit import mask
+from ..audit import Event, mask
 from ..context import Context
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..storage import ActionToken, User, now
@@ -44,7 +44,7 @@ from .users import UserError, normalize_email
 
 PURPOSE = "change_email"
 LINK_LIFETIME = 24 * 60 * 60
-REQUEST_EVENT = "email_change_requested"
+REQUEST_EVENT = Event.EMAIL_CHANGE_REQUESTED
 
 NOT_AN_EMAIL = "Enter an email address, like name@example.com."
 SAME_EMAIL = "That is already your email address."

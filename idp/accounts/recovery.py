@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import audit
-from ..audit import mask
+from ..audit import Event, mask
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..security.digests import new_token
 from ..sessions import sign_out_everywhere
@@ -190,7 +190,7 @@ def change_password(
     notify_password_changed(db, settings, secret_key, user)
     audit.record(
         db,
-        "password_changed",
+        Event.PASSWORD_CHANGED,
         outcome="success",
         user_id=user.id,
         ip=ip,
@@ -204,7 +204,7 @@ def change_password(
 def _refused(db: Session, user: User, reason: str, ip: str | None, user_agent: str | None) -> None:
     audit.record(
         db,
-        "password_changed",
+        Event.PASSWORD_CHANGED,
         outcome="failure",
         user_id=user.id,
         ip=ip,

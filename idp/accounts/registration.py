@@ -38,6 +38,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ..audit import Event
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..security.digests import digests_equal, keyed_digest, token_digest
 from ..settings import Settings
@@ -53,8 +54,8 @@ PURPOSE = "verify_email"
 LINK_LIFETIME = 24 * 60 * 60
 LIMIT = 3
 LIMIT_WINDOW = 120
-REGISTRATION_EVENT = "registration"
-RESEND_EVENT = "verification_resent"
+REGISTRATION_EVENT = Event.REGISTRATION
+RESEND_EVENT = Event.VERIFICATION_RESENT
 
 
 class RegistrationError(ValueError):
@@ -100,7 +101,7 @@ def address_key(secret_key: str, email: str) -> str:
     return keyed_digest(secret_key, f"address:{email}")
 
 
-def requests_wait(db: Session, event: str, key: str) -> int:
+def requests_wait(db: Session, event: Event, key: str) -> int:
     """Seconds before the next ``event`` for the address ``key`` may send mail; 0 when it may now.
 
     A request refused for this limit is audited without the key, so asking again and again does

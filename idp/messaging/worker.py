@@ -23,6 +23,7 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import ColumnElement, or_, select, update
 
 from .. import audit
+from ..audit import Event
 from ..metrics import DELIVERIES_FAILED
 from ..observability.outages import OutageLog
 from ..security.sealing import OUTBOX, Sealer
@@ -174,7 +175,7 @@ def _drop(ctx: Context, message: Claimed) -> None:
         )
         audit.record(
             db,
-            "message_failed",
+            Event.MESSAGE_FAILED,
             outcome="failure",
             detail={
                 "message_id": message.id,

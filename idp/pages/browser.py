@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import audit as audit_log
+from ..audit import Event
 from ..security.client_address import client_address, rate_limit_key
 from ..security.cookies import cookie_name
 from ..sessions import ActiveSession, find_session
@@ -69,7 +70,7 @@ def rate_limit_address(request: Request) -> str:
 def audit(
     request: Request,
     db: Session,
-    event: str,
+    event: Event,
     *,
     outcome: str,
     user_id: str | None = None,

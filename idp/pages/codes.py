@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import challenges, otp, sms_budget
+from ..audit import Event
 from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
@@ -73,7 +74,7 @@ def request_code(request: Request, form: dict[str, str]) -> Response:
         audit(
             request,
             db,
-            "code_sent",
+            Event.CODE_SENT,
             outcome="success",
             user_id=pending.user_id,
             detail={"channel": identifier.channel, "purpose": "sign_in"},
@@ -107,7 +108,7 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
             audit(
                 request,
                 db,
-                "code_verified",
+                Event.CODE_VERIFIED,
                 outcome="failure",
                 user_id=pending.user_id,
                 detail={"channel": pending.channel, "reason": "too_many_wrong_codes"},
@@ -118,7 +119,7 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
             audit(
                 request,
                 db,
-                "code_verified",
+                Event.CODE_VERIFIED,
                 outcome="failure",
                 user_id=pending.user_id,
                 detail={"channel": pending.channel, "reason": "account_locked"},
@@ -131,7 +132,7 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
             audit(
                 request,
                 db,
-                "code_verified",
+                Event.CODE_VERIFIED,
                 outcome="failure",
                 user_id=pending.user_id,
                 detail={"channel": pending.channel, "purpose": purpose},
@@ -143,7 +144,7 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
         audit(
             request,
             db,
-            "code_verified",
+            Event.CODE_VERIFIED,
             outcome="success",
             user_id=user.id,
             detail={"channel": pending.channel, "purpose": purpose},
@@ -182,6 +183,6 @@ def resend_code(request: Request, form: dict[str, str]) -> Response:
             return _sms_refused(request, "code_enter.html", page, exc)
         purpose = "second_factor" if challenges.is_second_factor(pending) else "sign_in"
         detail = {"channel": pending.channel, "purpose": purpose}
-        audit(request, db, "code_sent", outcome="success", user_id=pending.user_id, detail=detail)
+        audit(request, db, Event.CODE_SENT, outcome="success", user_id=pending.user_id, detail=detail)
         db.commit()
         return render(request, "code_enter.html", {**page, "notice": "We sent you a new code."})
