@@ -39,10 +39,11 @@ from ..context import Context
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..storage import ActionToken, User, now
 from . import links, otp
+from .codes_vocabulary import Purpose
 from .registration import address_key, requests_wait
 from .users import UserError, normalize_email
 
-PURPOSE = "change_email"
+PURPOSE = Purpose.CHANGE_EMAIL
 LINK_LIFETIME = 24 * 60 * 60
 REQUEST_EVENT = Event.EMAIL_CHANGE_REQUESTED
 

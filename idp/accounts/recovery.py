@@ -41,13 +41,14 @@ from ..sessions import sign_out_everywhere
 from ..settings import Settings
 from ..storage import ActionToken, User, now
 from . import links
+from .codes_vocabulary import Purpose
 from .confirmation import confirm_identity, drop_unconfirmed_phone
 from .password_policy import set_password
 from .reauthentication import AccountLocked, NotReauthenticated, reauthenticate
 from .reclaim import take_back
 from .users import normalize_email
 
-PURPOSE = "reset_password"
+PURPOSE = Purpose.RESET_PASSWORD
 LINK_LIFETIME = 3600
 LIMIT = 3
 LIMIT_WINDOW = 15 * 60

@@ -44,13 +44,14 @@ from ..security.digests import digests_equal, keyed_digest, token_digest
 from ..settings import Settings
 from ..storage import ActionToken, AuditEvent, User, now
 from . import links
+from .codes_vocabulary import Purpose
 from .password_policy import check_new_password, set_password
 from .passwords import hash_password
 from .phones import PhoneError, to_e164
 from .reauthentication import RecentSignIn, reauthenticate
 from .users import NameRefused, UserError, clean_name, create_user, lock_user, normalize_email
 
-PURPOSE = "verify_email"
+PURPOSE = Purpose.VERIFY_EMAIL
 LINK_LIFETIME = 24 * 60 * 60
 LIMIT = 3
 LIMIT_WINDOW = 120

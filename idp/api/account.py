@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..accounts import email_change, first_password, otp, profile, sms_budget
+from ..accounts.codes_vocabulary import Channel
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.phones import PhoneError
 from ..accounts.reauthentication import (
@@ -251,7 +252,7 @@ def add_phone(request: Request, db: Session, caller: Caller, body: dict[str, str
         )
     except NotReauthenticated as exc:
         purpose = profile.VERIFY_PHONE
-        _audit(request, db, caller, Event.CODE_SENT, "failure", channel="sms", purpose=purpose, reason=exc.reason)
+        _audit(request, db, caller, Event.CODE_SENT, "failure", channel=Channel.SMS, purpose=purpose, reason=exc.reason)
         db.commit()
         raise _not_reauthenticated_problem(exc) from None
     except PhoneError as exc:
@@ -271,7 +272,14 @@ def add_phone(request: Request, db: Session, caller: Caller, body: dict[str, str
             raise Problem("invalid-phone", str(exc)) from None
         raise Problem.retry_after("too-many-codes", str(exc), exc.retry_after) from None
     _audit(
-        request, db, caller, Event.CODE_SENT, "success", channel="sms", purpose=profile.VERIFY_PHONE, phone=mask(phone)
+        request,
+        db,
+        caller,
+        Event.CODE_SENT,
+        "success",
+        channel=Channel.SMS,
+        purpose=profile.VERIFY_PHONE,
+        phone=mask(phone),
     )
     db.commit()
     return _json({"phone": phone, "expires_in": ctx.settings.otp_ttl}, status_code=202)
@@ -394,7 +402,7 @@ def send_password_code(request: Request, db: Session, caller: Caller, body: dict
             f"Too many codes were sent to this address. Ask again in {exc.wait} seconds.",
             exc.wait,
         ) from None
-    _audit(request, db, caller, Event.CODE_SENT, "success", channel="email", purpose=first_password.PURPOSE)
+    _audit(request, db, caller, Event.CODE_SENT, "success", channel=Channel.EMAIL, purpose=first_password.PURPOSE)
     db.commit()
     return _json({"email": email, "expires_in": ctx.settings.otp_ttl}, status_code=202)
 

@@ -23,6 +23,7 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import ColumnElement, or_, select, update
 
 from .. import audit
+from ..accounts.codes_vocabulary import Channel
 from ..audit import Event
 from ..metrics import DELIVERIES_FAILED
 from ..observability.outages import OutageLog
@@ -136,7 +137,7 @@ def _send(ctx: Context, message: Claimed) -> None:
         content = json.loads(Sealer(ctx.secret_key, OUTBOX).open(message.body))
     except InvalidToken:
         raise DeliveryError("the body cannot be opened: was IDP_SECRET_KEY changed?") from None
-    if message.channel == "email":
+    if message.channel == Channel.EMAIL:
         ctx.email_backend.send(Email(message.recipient, content["subject"], content["text"], content["html"]))
     else:
         ctx.sms_backend.send(Sms(message.recipient, content["text"]))

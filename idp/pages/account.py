@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import email_change, first_password, otp, profile, sms_budget
+from ..accounts.codes_vocabulary import Channel
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.phones import PhoneError
 from ..accounts.reauthentication import NotReauthenticated
@@ -210,7 +211,7 @@ def add_phone(request: Request, db: Session, active: ActiveSession, form: dict[s
             Event.CODE_SENT,
             outcome="failure",
             user_id=active.user.id,
-            detail={"channel": "sms", "purpose": profile.VERIFY_PHONE, "reason": exc.reason},
+            detail={"channel": Channel.SMS, "purpose": profile.VERIFY_PHONE, "reason": exc.reason},
         )
         db.commit()
         return _account_page(request, db, active, error=str(exc), section="phone", values=values, status_code=400)
@@ -235,7 +236,7 @@ def add_phone(request: Request, db: Session, active: ActiveSession, form: dict[s
         Event.CODE_SENT,
         outcome="success",
         user_id=active.user.id,
-        detail={"channel": "sms", "purpose": profile.VERIFY_PHONE, "phone": mask(phone)},
+        detail={"channel": Channel.SMS, "purpose": profile.VERIFY_PHONE, "phone": mask(phone)},
     )
     db.commit()
     return RedirectResponse("/account/phone/verify", status_code=303)
@@ -295,7 +296,7 @@ def resend_phone_code(request: Request, db: Session, active: ActiveSession, form
         Event.CODE_SENT,
         outcome="success",
         user_id=active.user.id,
-        detail={"channel": "sms", "purpose": profile.VERIFY_PHONE, "phone": mask(phone)},
+        detail={"channel": Channel.SMS, "purpose": profile.VERIFY_PHONE, "phone": mask(phone)},
     )
     db.commit()
     return _verify_page(request, db, active, notice="We sent you a new code.")
@@ -429,7 +430,7 @@ def send_password_code(request: Request, db: Session, active: ActiveSession, for
         Event.CODE_SENT,
         outcome="success",
         user_id=active.user.id,
-        detail={"channel": "email", "purpose": first_password.PURPOSE},
+        detail={"channel": Channel.EMAIL, "purpose": first_password.PURPOSE},
     )
     db.commit()
     return _password_set_page(request, db, active, notice=f"We sent a code to {email}.")

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import challenges, otp, sms_budget
+from ..accounts.codes_vocabulary import Purpose
 from ..audit import Event
 from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
@@ -77,7 +78,7 @@ def request_code(request: Request, form: dict[str, str]) -> Response:
             Event.CODE_SENT,
             outcome="success",
             user_id=pending.user_id,
-            detail={"channel": identifier.channel, "purpose": "sign_in"},
+            detail={"channel": identifier.channel, "purpose": Purpose.SIGN_IN},
         )
         db.commit()
     response = RedirectResponse("/login/verify", status_code=303)
@@ -127,7 +128,7 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
             challenges.finish(db, pending)
             db.commit()
             return error_page(request, str(exc))
-        purpose = "second_factor" if challenges.is_second_factor(pending) else "sign_in"
+        purpose = Purpose.SECOND_FACTOR if challenges.is_second_factor(pending) else Purpose.SIGN_IN
         if result is None:
             audit(
                 request,
@@ -181,7 +182,7 @@ def resend_code(request: Request, form: dict[str, str]) -> Response:
         except sms_budget.SmsRefused as exc:
             db.rollback()
             return _sms_refused(request, "code_enter.html", page, exc)
-        purpose = "second_factor" if challenges.is_second_factor(pending) else "sign_in"
+        purpose = Purpose.SECOND_FACTOR if challenges.is_second_factor(pending) else Purpose.SIGN_IN
         detail = {"channel": pending.channel, "purpose": purpose}
         audit(request, db, Event.CODE_SENT, outcome="success", user_id=pending.user_id, detail=detail)
         db.commit()

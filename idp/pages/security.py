@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import otp, second_factor, sms_budget, totp
+from ..accounts.codes_vocabulary import Purpose, SecondFactorMethod
 from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauthenticate
 from ..accounts.second_factor import SecondFactorError
 from ..audit import Event
@@ -116,7 +117,7 @@ def _refused(
             Event.REAUTHENTICATION,
             outcome="failure",
             user_id=active.user.id,
-            detail={"purpose": "second_factor"},
+            detail={"purpose": Purpose.SECOND_FACTOR},
         )
     else:
         db.rollback()
@@ -144,7 +145,9 @@ def _wait_message(wait: int) -> str:
 def _enable(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     """Email and SMS enrolments send a code, so they spend the verification budget like a resend."""
     ctx = request.app.state.ctx
-    if form.get("method") in ("email", "sms") and (refused := throttled(request, Limit.VERIFICATION, db=db)):
+    if form.get("method") in (SecondFactorMethod.EMAIL, SecondFactorMethod.SMS) and (
+        refused := throttled(request, Limit.VERIFICATION, db=db)
+    ):
         return refused
     try:
         _reauthenticate(request, db, active, form)
