@@ -8,6 +8,7 @@ never a secret: no password, code or token goes into an event, and recipients ar
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -18,9 +19,38 @@ MAX_USER_AGENT = 512
 _SECRET_WORDS = ("password", "secret", "token", "code")
 
 
+class Event(StrEnum):
+    """The names events are stored under; a misspelt one is a type error, not a row no query finds."""
+
+    ACCOUNT_LOCKED = "account_locked"
+    CODE_SENT = "code_sent"
+    CODE_VERIFIED = "code_verified"
+    EMAIL_CHANGE_REQUESTED = "email_change_requested"
+    EMAIL_CHANGED = "email_changed"
+    EMAIL_VERIFIED = "email_verified"
+    MESSAGE_FAILED = "message_failed"
+    PASSWORD_CHANGED = "password_changed"
+    PASSWORD_RESET = "password_reset"
+    PASSWORD_RESET_REQUESTED = "password_reset_requested"
+    PASSWORD_SET = "password_set"
+    PHONE_REMOVED = "phone_removed"
+    PHONE_VERIFIED = "phone_verified"
+    PROFILE_UPDATED = "profile_updated"
+    RATE_LIMITED = "rate_limited"
+    REAUTHENTICATION = "reauthentication"
+    RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
+    REGISTRATION = "registration"
+    SECOND_FACTOR_DISABLED = "second_factor_disabled"
+    SECOND_FACTOR_ENABLED = "second_factor_enabled"
+    SECOND_FACTOR_REQUESTED = "second_factor_requested"
+    SESSION_ENDED = "session_ended"
+    SIGN_IN = "sign_in"
+    VERIFICATION_RESENT = "verification_resent"
+
+
 def record(
     db: Session,
-    event: str,
+    event: Event,
     *,
     outcome: str,
     user_id: str | None = None,

@@ -22,19 +22,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import audit
+from ..audit import Event
 from ..context import Context
 from ..security.digests import new_token, token_digest
 from ..storage import PendingSignIn, User, now
 from . import otp, sms_budget, totp
 from .authentication import count_failure, is_locked, reset_failures
+from .codes_vocabulary import Channel, Purpose
 from .phones import PhoneError, to_e164
 from .reclaim import take_back
 from .users import UserError, create_user, lock_user, normalize_email
 
 LIFETIME = 10 * 60
 MAX_WRONG_CODES = 3
-SECOND_FACTOR = "second_factor"
-SIGN_IN = "sign_in"
+SECOND_FACTOR = Purpose.SECOND_FACTOR
+SIGN_IN = Purpose.SIGN_IN
 
 
 class TooManyWrongCodes(Exception):
@@ -67,11 +69,11 @@ def parse_identifier(raw: str, region: str | None) -> Identifier:
     raw = raw.strip()
     if "@" in raw:
         try:
-            return Identifier(normalize_email(raw), "email")
+            return Identifier(normalize_email(raw), Channel.EMAIL)
         except UserError:
             raise IdentifierError("That is not an email address.") from None
     try:
-        return Identifier(to_e164(raw, region), "sms")
+        return Identifier(to_e164(raw, region), Channel.SMS)
     except PhoneError as exc:
         raise IdentifierError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
 
@@ -124,7 +126,7 @@ def send_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
     """Send a code for this pending sign-in, if its channel sends codes and there is someone to send
     it to. Raises :class:`otp.ResendTooSoon` when too many went out lately, and
     :class:`~.sms_budget.SmsRefused` when no text message may go to the number."""
-    if pending.channel == "totp" or pending.identifier is None:
+    if pending.channel == Channel.TOTP or pending.identifier is None:
         return
     if pending.user_id is not None:
         lock_user(db, pending.user_id)
@@ -137,7 +139,7 @@ def send_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
         user_id=pending.user_id,
         ttl=ctx.settings.otp_ttl,
     )
-    if pending.channel == "sms":
+    if pending.channel == Channel.SMS:
         sms_budget.spend(ctx, pending.identifier)
     if not _may_receive(ctx, db, pending):
         return  # issued and counted all the same, so that the limits answer alike for every identifier
@@ -155,7 +157,16 @@ def _may_receive(ctx: Context, db: Session, pending: PendingSignIn) -> bool:
 def _still_theirs(user: User, pending: PendingSignIn) -> bool:
     """The address or number the sign-in began with is still the person's: one they changed since
     must no longer receive codes that sign them in."""
-    return pending.identifier == {"email": user.email, "sms": user.phone}.get(pending.channel)
+    return pending.identifier == _address(user, pending.channel)
+
+
+def _address(user: User, channel: str | None) -> str | None:
+    """Where codes of ``channel`` go; none for an authenticator app, which is sent nothing."""
+    if channel == Channel.EMAIL:
+        return user.email
+    if channel == Channel.SMS:
+        return user.phone
+    return None
 
 
 def start_second_factor(
@@ -163,12 +174,12 @@ def start_second_factor(
 ) -> tuple[PendingSignIn, str]:
     """After a right password: wait for the person's second factor, sending a code if it is sent."""
     user = lock_user(db, user.id) or user
-    identifier = {"email": user.email, "sms": user.phone}.get(user.mfa_method or "")
+    identifier = _address(user, user.mfa_method)
     pending, cookie = start(
         db,
         user_id=user.id,
         identifier=identifier,
-        channel=user.mfa_method or "totp",
+        channel=user.mfa_method or Channel.TOTP,
         amr=["pwd"],
         authorization_request_id=authorization_request_id,
     )
@@ -185,7 +196,7 @@ def start_passwordless(
 ) -> tuple[PendingSignIn, str]:
     """Raises :class:`otp.ResendTooSoon` and :class:`~.sms_budget.SmsRefused`; answers alike for
     known and unknown identifiers."""
-    column = User.email if identifier.channel == "email" else User.phone
+    column = User.email if identifier.channel == Channel.EMAIL else User.phone
     found = db.scalar(select(User.id).where(column == identifier.value))
     user = lock_user(db, found) if found is not None else None
     if user is not None and getattr(user, column.key) != identifier.value:
@@ -234,7 +245,7 @@ def _count_wrong_code(ctx: Context, db: Session, pending: PendingSignIn) -> None
     if pending.user_id is not None:
         user = db.get(User, pending.user_id)
         if user is not None and count_failure(db, ctx.settings, ctx.secret_key, user):
-            audit.record(db, "account_locked", outcome="success", user_id=user.id, detail={"by": "wrong_codes"})
+            audit.record(db, Event.ACCOUNT_LOCKED, outcome="success", user_id=user.id, detail={"by": "wrong_codes"})
     if tries is not None and tries >= MAX_WRONG_CODES:
         finish(db, pending)
         raise TooManyWrongCodes
@@ -248,13 +259,13 @@ def _verify_second_factor(
         return None
     if pending.identifier is not None and not _still_theirs(user, pending):
         return None
-    if pending.channel == "totp":
+    if pending.channel == Channel.TOTP:
         ok = totp.verify(db, ctx.secret_key, user, code)
         method = "otp"
     else:
         assert pending.identifier is not None
         ok = otp.verify(db, ctx.secret_key, purpose=SECOND_FACTOR, identifier=pending.identifier, code=code) is not None
-        method = "sms" if pending.channel == "sms" else "otp"
+        method = "sms" if pending.channel == Channel.SMS else "otp"
     if not ok and "-" in code and totp.use_recovery_code(db, ctx.secret_key, user, code):
         ok, method = True, "otp"
     if not ok:
@@ -267,11 +278,11 @@ def _verify_passwordless(ctx: Context, db: Session, pending: PendingSignIn, code
     assert pending.identifier is not None
     if otp.verify(db, ctx.secret_key, purpose=SIGN_IN, identifier=pending.identifier, code=code) is None:
         return None
-    method = "sms" if pending.channel == "sms" else "otp"
+    method = "sms" if pending.channel == Channel.SMS else "otp"
     user = db.get(User, pending.user_id) if pending.user_id else None
     if user is not None and not _still_theirs(user, pending):
         return None
-    if user is not None and pending.channel == "sms" and not user.phone_verified:
+    if user is not None and pending.channel == Channel.SMS and not user.phone_verified:
         # Whoever made that account only claimed the number; the person who proved it is someone else.
         user.phone = None
         db.flush()
@@ -287,9 +298,9 @@ def _verify_passwordless(ctx: Context, db: Session, pending: PendingSignIn, code
     if is_locked(user):
         assert user.locked_until is not None
         raise AccountLocked(user.locked_until)
-    if pending.channel == "email" and not user.email_verified:
+    if pending.channel == Channel.EMAIL and not user.email_verified:
         _reclaim(db, user)
-    if pending.channel == "sms":
+    if pending.channel == Channel.SMS:
         user.phone_verified = True
     if not second_factor_due(user, pending):
         reset_failures(user)
@@ -318,7 +329,7 @@ def _register_on_first_sign_in(db: Session, pending: PendingSignIn) -> User | No
     assert pending.identifier is not None
     try:
         with db.begin_nested():
-            if pending.channel == "email":
+            if pending.channel == Channel.EMAIL:
                 return create_user(db, email=pending.identifier, verified=True)
             return create_user(db, phone=pending.identifier, verified=True)
     except (IntegrityError, UserError):

@@ -20,6 +20,7 @@ only way into an account with no email address.
 from __future__ import annotations
 
 from ..storage import User, now
+from .codes_vocabulary import SecondFactorMethod
 
 
 def confirm_identity(user: User) -> None:
@@ -35,7 +36,7 @@ def phone_unconfirmed(user: User) -> bool:
 
 def drop_unconfirmed_phone(user: User) -> str | None:
     """Take the number off if :func:`phone_unconfirmed` and it may go; the number taken off."""
-    if not phone_unconfirmed(user) or user.mfa_method == "sms" or user.email is None:
+    if not phone_unconfirmed(user) or user.mfa_method == SecondFactorMethod.SMS or user.email is None:
         return None
     phone = user.phone
     user.phone = None

@@ -34,17 +34,18 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..audit import mask
+from ..audit import Event, mask
 from ..context import Context
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..storage import ActionToken, User, now
 from . import links, otp
+from .codes_vocabulary import Purpose
 from .registration import address_key, requests_wait
 from .users import UserError, normalize_email
 
-PURPOSE = "change_email"
+PURPOSE = Purpose.CHANGE_EMAIL
 LINK_LIFETIME = 24 * 60 * 60
-REQUEST_EVENT = "email_change_requested"
+REQUEST_EVENT = Event.EMAIL_CHANGE_REQUESTED
 
 NOT_AN_EMAIL = "Enter an email address, like name@example.com."
 SAME_EMAIL = "That is already your email address."

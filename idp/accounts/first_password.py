@@ -20,11 +20,12 @@ from ..context import Context
 from ..sessions import sign_out_everywhere
 from ..storage import OneTimeCode, User, now
 from . import otp
+from .codes_vocabulary import Channel, Purpose
 from .password_policy import set_password
 from .recovery import notify_password_changed
 from .users import lock_user
 
-PURPOSE = "set_password"
+PURPOSE = Purpose.SET_PASSWORD
 
 ALREADY_SET = "Your account already has a password. Change it on your account page."
 NO_EMAIL = "Add and verify an email address first: the code to set a password goes there."
@@ -59,7 +60,9 @@ def send_code(ctx: Context, db: Session, user: User) -> str:
     """Email a code and return the address; raises :class:`FirstPasswordError` or
     :class:`otp.ResendTooSoon`."""
     email = destination(user)
-    otp.send(ctx, db, purpose=PURPOSE, channel="email", identifier=email, user_id=user.id, template="set_password")
+    otp.send(
+        ctx, db, purpose=PURPOSE, channel=Channel.EMAIL, identifier=email, user_id=user.id, template="set_password"
+    )
     return email
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..security.digests import new_token, token_digest
 from ..storage import ActionToken, changed_rows, now
+from .codes_vocabulary import Purpose
 from .users import lock_user
 
 MAX_TOKEN = 100
@@ -24,7 +25,7 @@ MAX_TOKEN = 100
 
 def issue(
     db: Session,
-    purpose: str,
+    purpose: Purpose,
     user_id: str,
     email: str,
     lifetime: int,
@@ -54,7 +55,7 @@ def url(issuer: str, path: str, token: str) -> str:
     return f"{issuer}{path}?{urlencode({'token': token})}"
 
 
-def find(db: Session, purpose: str, token: str | None) -> ActionToken | None:
+def find(db: Session, purpose: Purpose, token: str | None) -> ActionToken | None:
     """The live link of ``purpose`` the token belongs to, left unspent: for a page that shows its
     form before the link is used."""
     if not token or len(token) > MAX_TOKEN:
@@ -65,7 +66,7 @@ def find(db: Session, purpose: str, token: str | None) -> ActionToken | None:
     return link
 
 
-def spend(db: Session, purpose: str, token: str | None) -> ActionToken | None:
+def spend(db: Session, purpose: Purpose, token: str | None) -> ActionToken | None:
     """The link, now spent; ``None`` for one that is unknown, used, expired or of another purpose.
 
     The link's person is locked before the link is spent, and stays locked: the caller changes the
@@ -95,7 +96,7 @@ def spend(db: Session, purpose: str, token: str | None) -> ActionToken | None:
     return db.get(ActionToken, digest) if spent == 1 else None
 
 
-def cancel(db: Session, user_id: str, purpose: str | None = None) -> None:
+def cancel(db: Session, user_id: str, purpose: Purpose | None = None) -> None:
     """Spend every live link of the person's, or only those of ``purpose``: a newer link replaces
     them, or the account changed so that they must no longer work."""
     query = update(ActionToken).where(ActionToken.user_id == user_id, ActionToken.used_at.is_(None))

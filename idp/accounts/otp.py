@@ -27,6 +27,7 @@ from ..metrics import CODES_SENT
 from ..security.digests import keyed_digest, new_id
 from ..storage import OneTimeCode, changed_rows, now
 from . import sms_budget
+from .codes_vocabulary import Channel, Purpose
 
 MAX_TRIES = 3
 RESEND_WINDOW = 120
@@ -48,11 +49,11 @@ class IssuedCode:
     expires_at: int
 
 
-def _digest(secret_key: str, purpose: str, identifier: str, code: str) -> str:
+def _digest(secret_key: str, purpose: Purpose, identifier: str, code: str) -> str:
     return keyed_digest(secret_key, f"otp:{purpose}:{identifier}:{code}")
 
 
-def resend_wait(db: Session, identifier: str, purpose: str) -> int:
+def resend_wait(db: Session, identifier: str, purpose: Purpose) -> int:
     """Seconds before another code for ``purpose`` may go to ``identifier``; 0 when one may go now."""
     stamp = now()
     recent = list(
@@ -72,7 +73,9 @@ def resend_wait(db: Session, identifier: str, purpose: str) -> int:
     return max(1, recent[-1] + RESEND_WINDOW - stamp)
 
 
-def issue(db: Session, secret_key: str, *, purpose: str, identifier: str, user_id: str | None, ttl: int) -> IssuedCode:
+def issue(
+    db: Session, secret_key: str, *, purpose: Purpose, identifier: str, user_id: str | None, ttl: int
+) -> IssuedCode:
     """A new code for ``purpose`` and ``identifier``; every earlier live one of the same purpose dies."""
     wait = resend_wait(db, identifier, purpose)
     if wait:
@@ -107,7 +110,7 @@ def issue(db: Session, secret_key: str, *, purpose: str, identifier: str, user_i
 def deliver(ctx: Context, db: Session, issued: IssuedCode, *, channel: str, to: str, template: str) -> None:
     """Queue ``issued`` to ``to`` by ``channel`` (``email`` or ``sms``) in the message ``template``."""
     message = {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
-    if channel == "email":
+    if channel == Channel.EMAIL:
         enqueue_email(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at)
     else:
         enqueue_sms(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at)
@@ -118,7 +121,7 @@ def send(
     ctx: Context,
     db: Session,
     *,
-    purpose: str,
+    purpose: Purpose,
     channel: str,
     identifier: str,
     user_id: str | None,
@@ -129,7 +132,7 @@ def send(
     issued = issue(
         db, ctx.secret_key, purpose=purpose, identifier=identifier, user_id=user_id, ttl=ctx.settings.otp_ttl
     )
-    if channel == "sms":
+    if channel == Channel.SMS:
         sms_budget.spend(ctx, identifier)
     deliver(ctx, db, issued, channel=channel, to=identifier, template=template)
 
@@ -144,7 +147,7 @@ def cancel(db: Session, identifier: str) -> None:
     )
 
 
-def verify(db: Session, secret_key: str, *, purpose: str, identifier: str, code: str) -> OneTimeCode | None:
+def verify(db: Session, secret_key: str, *, purpose: Purpose, identifier: str, code: str) -> OneTimeCode | None:
     """The spent code when ``code`` is right; ``None`` otherwise, counting the try.
 
     Both outcomes are single conditional UPDATEs, so a code cannot be used twice nor tried more

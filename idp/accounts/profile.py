@@ -35,13 +35,14 @@ from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..sessions import end_session
 from ..storage import BrowserSession, OneTimeCode, User, now
 from . import otp
+from .codes_vocabulary import Channel, Purpose, SecondFactorMethod
 from .confirmation import drop_unconfirmed_phone
 from .devices import describe
 from .phones import to_e164
 from .reauthentication import RecentSignIn, reauthenticate
 from .users import NameRefused, clean_name, lock_user
 
-VERIFY_PHONE = "verify_phone"
+VERIFY_PHONE = Purpose.VERIFY_PHONE
 SMS_SECOND_FACTOR = (
     "Two-step sign-in sends its codes to this number. Turn it off under Two-step verification before "
     "removing the number."
@@ -130,7 +131,9 @@ def send_phone_code(ctx: Context, db: Session, user: User, phone: str) -> None:
     """A new code by SMS; the one sent before dies, and so does every code this person asked for
     another number: one number is verified at a time, the one asked for last, even when two asks
     fall in the same second (which ``created_at`` cannot order). Raises :class:`otp.ResendTooSoon`."""
-    otp.send(ctx, db, purpose=VERIFY_PHONE, channel="sms", identifier=phone, user_id=user.id, template="verify_phone")
+    otp.send(
+        ctx, db, purpose=VERIFY_PHONE, channel=Channel.SMS, identifier=phone, user_id=user.id, template="verify_phone"
+    )
     stamp = now()
     db.execute(
         update(OneTimeCode)
@@ -188,7 +191,7 @@ def confirm_phone(ctx: Context, db: Session, user: User, phone: str, code: str) 
 
 
 def _check_replaceable(user: User, phone: str) -> None:
-    if user.mfa_method == "sms" and phone != user.phone:
+    if user.mfa_method == SecondFactorMethod.SMS and phone != user.phone:
         raise PhoneNeeded(SMS_SECOND_FACTOR_SWAP)
 
 
@@ -199,7 +202,7 @@ def remove_phone(ctx: Context, db: Session, user: User) -> str:
     lock_user(db, user.id)
     if user.phone is None:
         raise ProfileError("There is no phone number on your account.")
-    if user.mfa_method == "sms":
+    if user.mfa_method == SecondFactorMethod.SMS:
         raise PhoneNeeded(SMS_SECOND_FACTOR)
     if user.email is None:
         raise PhoneNeeded(ONLY_SIGN_IN)

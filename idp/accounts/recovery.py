@@ -34,20 +34,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import audit
-from ..audit import mask
+from ..audit import Event, mask
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..security.digests import new_token
 from ..sessions import sign_out_everywhere
 from ..settings import Settings
 from ..storage import ActionToken, User, now
 from . import links
+from .codes_vocabulary import Purpose
 from .confirmation import confirm_identity, drop_unconfirmed_phone
 from .password_policy import set_password
 from .reauthentication import AccountLocked, NotReauthenticated, reauthenticate
 from .reclaim import take_back
 from .users import normalize_email
 
-PURPOSE = "reset_password"
+PURPOSE = Purpose.RESET_PASSWORD
 LINK_LIFETIME = 3600
 LIMIT = 3
 LIMIT_WINDOW = 15 * 60
@@ -190,7 +191,7 @@ def change_password(
     notify_password_changed(db, settings, secret_key, user)
     audit.record(
         db,
-        "password_changed",
+        Event.PASSWORD_CHANGED,
         outcome="success",
         user_id=user.id,
         ip=ip,
@@ -204,7 +205,7 @@ def change_password(
 def _refused(db: Session, user: User, reason: str, ip: str | None, user_agent: str | None) -> None:
     audit.record(
         db,
-        "password_changed",
+        Event.PASSWORD_CHANGED,
         outcome="failure",
         user_id=user.id,
         ip=ip,

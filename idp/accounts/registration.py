@@ -38,23 +38,25 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ..audit import Event
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..security.digests import digests_equal, keyed_digest, token_digest
 from ..settings import Settings
 from ..storage import ActionToken, AuditEvent, User, now
 from . import links
+from .codes_vocabulary import Purpose
 from .password_policy import check_new_password, set_password
 from .passwords import hash_password
 from .phones import PhoneError, to_e164
 from .reauthentication import RecentSignIn, reauthenticate
 from .users import NameRefused, UserError, clean_name, create_user, lock_user, normalize_email
 
-PURPOSE = "verify_email"
+PURPOSE = Purpose.VERIFY_EMAIL
 LINK_LIFETIME = 24 * 60 * 60
 LIMIT = 3
 LIMIT_WINDOW = 120
-REGISTRATION_EVENT = "registration"
-RESEND_EVENT = "verification_resent"
+REGISTRATION_EVENT = Event.REGISTRATION
+RESEND_EVENT = Event.VERIFICATION_RESENT
 
 
 class RegistrationError(ValueError):
@@ -100,7 +102,7 @@ def address_key(secret_key: str, email: str) -> str:
     return keyed_digest(secret_key, f"address:{email}")
 
 
-def requests_wait(db: Session, event: str, key: str) -> int:
+def requests_wait(db: Session, event: Event, key: str) -> int:
     """Seconds before the next ``event`` for the address ``key`` may send mail; 0 when it may now.
 
     A request refused for this limit is audited without the key, so asking again and again does

@@ -26,18 +26,19 @@ from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..security.sealing import Sealer
 from ..storage import BrowserSession, User, now
 from . import otp, totp
+from .codes_vocabulary import Purpose, SecondFactorMethod
 from .reauthentication import signed_in_recently
 from .users import lock_user
 
-METHODS = ("totp", "email", "sms")
-ENABLE_MFA = "enable_mfa"
+METHODS = tuple(SecondFactorMethod)
+ENABLE_MFA = Purpose.ENABLE_MFA
 ENROLMENT_LIFETIME = 10 * 60
 _ENROLMENT = b"idp second factor enrolment"
 
 EXPIRED = "This setup has expired. Please start again."
-UNVERIFIED = {
-    "email": "Verify your email address first: codes can only go to a verified address.",
-    "sms": "Add and verify a phone number first: codes can only go to a verified number.",
+UNVERIFIED: dict[str, str] = {
+    SecondFactorMethod.EMAIL: "Verify your email address first: codes can only go to a verified address.",
+    SecondFactorMethod.SMS: "Add and verify a phone number first: codes can only go to a verified number.",
 }
 
 
@@ -72,7 +73,7 @@ def start(ctx: Context, db: Session, user: User, method: str) -> Enrolment:
     """A new enrolment; for email and SMS the first code goes out (raises :class:`otp.ResendTooSoon`)."""
     if method not in METHODS:
         raise SecondFactorError("Choose an authenticator app, email or SMS.")
-    if method == "totp":
+    if method == SecondFactorMethod.TOTP:
         return _enrolment(ctx, user, method, totp.new_secret(), now())
     enrolment = _enrolment(ctx, user, method, None, now())
     send_code(ctx, db, user, enrolment)
@@ -104,7 +105,7 @@ def confirm(ctx: Context, db: Session, user: User, enrolment: Enrolment, code: s
     the same code cannot also pass the next sign-in.
     """
     lock_user(db, user.id)
-    if enrolment.method == "totp":
+    if enrolment.method == SecondFactorMethod.TOTP:
         assert enrolment.secret is not None
         step = totp.matching_step(enrolment.secret, code)
         if step is None:
@@ -156,7 +157,7 @@ def new_recovery_codes(ctx: Context, db: Session, user: User) -> list[str]:
 
 def _destination(user: User, method: str) -> str:
     """Where the codes of ``method`` go: only a verified address or number will do."""
-    if method == "email":
+    if method == SecondFactorMethod.EMAIL:
         destination, verified = user.email, user.email_verified
     else:
         destination, verified = user.phone, user.phone_verified
@@ -169,7 +170,7 @@ def _enrolment(ctx: Context, user: User, method: str, secret: str | None, at: in
     token = Sealer(ctx.secret_key, _ENROLMENT).seal(
         json.dumps({"user": user.id, "method": method, "secret": secret, "at": at})
     )
-    if method == "totp":
+    if method == SecondFactorMethod.TOTP:
         assert secret is not None
         account = user.email or user.phone or user.id
         uri = totp.provisioning_uri(secret, account, totp.ISSUER_NAME)

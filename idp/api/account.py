@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..accounts import email_change, first_password, otp, profile, sms_budget
+from ..accounts.codes_vocabulary import Channel
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.phones import PhoneError
 from ..accounts.reauthentication import (
@@ -32,7 +33,7 @@ from ..accounts.reauthentication import (
 )
 from ..accounts.recovery import change_password as change_password_service
 from ..accounts.users import MAX_NAME, lock_user
-from ..audit import mask
+from ..audit import Event, mask
 from ..context import Context
 from ..security.rate_limits import Limit
 from ..storage import BrowserSession, User
@@ -132,7 +133,7 @@ def _profile(user: User) -> dict[str, Any]:
     }
 
 
-def _audit(request: Request, db: Session, caller: Caller, event: str, outcome: str, **detail: Any) -> None:
+def _audit(request: Request, db: Session, caller: Caller, event: Event, outcome: str, **detail: Any) -> None:
     audit(request, db, event, outcome=outcome, user_id=caller.user.id, client_id=caller.client_id, detail=detail)
 
 
@@ -149,7 +150,7 @@ def patch_account(request: Request, db: Session, caller: Caller, body: dict[str,
             profile.update_name(db, caller.user, body["name"])
         except profile.ProfileError as exc:
             raise Problem("invalid-name", str(exc)) from None
-        _audit(request, db, caller, "profile_updated", "success", fields=["name"])
+        _audit(request, db, caller, Event.PROFILE_UPDATED, "success", fields=["name"])
         db.commit()
     return _json(_profile(caller.user))
 
@@ -179,7 +180,7 @@ def end_session(request: Request, db: Session, caller: Caller, body: dict[str, s
     if not profile.end_one(db, caller.user, session_id):
         raise Problem("session-not-found", "None of your live sessions has this id.")
     current = session_id == caller.session_id
-    _audit(request, db, caller, "session_ended", "success", session_id=session_id, current=current)
+    _audit(request, db, caller, Event.SESSION_ENDED, "success", session_id=session_id, current=current)
     db.commit()
     return Response(status_code=204)
 
@@ -189,10 +190,10 @@ def end_other_sessions(request: Request, db: Session, caller: Caller, body: dict
     """A phone number nobody vouched for since it was added goes too."""
     ended = profile.end_others(request.app.state.ctx, db, caller.user, caller.session_id or "")
     for session_id in ended.sessions:
-        _audit(request, db, caller, "session_ended", "success", session_id=session_id, current=False)
+        _audit(request, db, caller, Event.SESSION_ENDED, "success", session_id=session_id, current=False)
     if ended.phone_removed is not None:
         phone = mask(ended.phone_removed)
-        _audit(request, db, caller, "phone_removed", "success", phone=phone, reason="added_since_confirmation")
+        _audit(request, db, caller, Event.PHONE_REMOVED, "success", phone=phone, reason="added_since_confirmation")
     db.commit()
     return _json({"ended": len(ended.sessions), "phone_removed": ended.phone_removed})
 
@@ -230,7 +231,7 @@ def _throttle(request: Request, db: Session, caller: Caller, limit: Limit) -> No
     refusal = request.app.state.ctx.rate_limiter.check(limit, rate_limit_address(request))
     if refusal is None:
         return
-    _audit(request, db, caller, "rate_limited", "failure", limit=refusal.limit.value)
+    _audit(request, db, caller, Event.RATE_LIMITED, "failure", limit=refusal.limit.value)
     db.commit()
     raise Problem.retry_after(
         "rate-limited",
@@ -251,7 +252,7 @@ def add_phone(request: Request, db: Session, caller: Caller, body: dict[str, str
         )
     except NotReauthenticated as exc:
         purpose = profile.VERIFY_PHONE
-        _audit(request, db, caller, "code_sent", "failure", channel="sms", purpose=purpose, reason=exc.reason)
+        _audit(request, db, caller, Event.CODE_SENT, "failure", channel=Channel.SMS, purpose=purpose, reason=exc.reason)
         db.commit()
         raise _not_reauthenticated_problem(exc) from None
     except PhoneError as exc:
@@ -270,7 +271,16 @@ def add_phone(request: Request, db: Session, caller: Caller, body: dict[str, str
         if exc.retry_after is None:
             raise Problem("invalid-phone", str(exc)) from None
         raise Problem.retry_after("too-many-codes", str(exc), exc.retry_after) from None
-    _audit(request, db, caller, "code_sent", "success", channel="sms", purpose=profile.VERIFY_PHONE, phone=mask(phone))
+    _audit(
+        request,
+        db,
+        caller,
+        Event.CODE_SENT,
+        "success",
+        channel=Channel.SMS,
+        purpose=profile.VERIFY_PHONE,
+        phone=mask(phone),
+    )
     db.commit()
     return _json({"phone": phone, "expires_in": ctx.settings.otp_ttl}, status_code=202)
 
@@ -288,12 +298,12 @@ def verify_phone(request: Request, db: Session, caller: Caller, body: dict[str, 
     except (profile.WrongCode, profile.PhoneUnavailable) as exc:
         wrong = isinstance(exc, profile.WrongCode)
         reason = "wrong_code" if wrong else "held_by_another_account"
-        _audit(request, db, caller, "phone_verified", "failure", phone=mask(phone), reason=reason)
+        _audit(request, db, caller, Event.PHONE_VERIFIED, "failure", phone=mask(phone), reason=reason)
         db.commit()
         if wrong:
             raise Problem("wrong-code", "The code is not right, or it has expired; ask for a new one.") from None
         raise Problem("phone-unavailable", "This phone number cannot be added to your account.") from None
-    _audit(request, db, caller, "phone_verified", "success", phone=mask(phone))
+    _audit(request, db, caller, Event.PHONE_VERIFIED, "success", phone=mask(phone))
     db.commit()
     return _json(_profile(caller.user))
 
@@ -307,7 +317,7 @@ def remove_phone(request: Request, db: Session, caller: Caller, body: dict[str, 
         raise Problem("phone-needed", str(exc)) from None
     except profile.ProfileError as exc:
         raise Problem("no-phone", str(exc)) from None
-    _audit(request, db, caller, "phone_removed", "success", phone=mask(phone))
+    _audit(request, db, caller, Event.PHONE_REMOVED, "success", phone=mask(phone))
     db.commit()
     return _json(_profile(caller.user))
 
@@ -392,7 +402,7 @@ def send_password_code(request: Request, db: Session, caller: Caller, body: dict
             f"Too many codes were sent to this address. Ask again in {exc.wait} seconds.",
             exc.wait,
         ) from None
-    _audit(request, db, caller, "code_sent", "success", channel="email", purpose=first_password.PURPOSE)
+    _audit(request, db, caller, Event.CODE_SENT, "success", channel=Channel.EMAIL, purpose=first_password.PURPOSE)
     db.commit()
     return _json({"email": email, "expires_in": ctx.settings.otp_ttl}, status_code=202)
 
@@ -408,12 +418,12 @@ def set_password(request: Request, db: Session, caller: Caller, body: dict[str, 
     except first_password.FirstPasswordError as exc:
         raise _first_password_problem(exc) from None
     except first_password.WrongCode:
-        _audit(request, db, caller, "password_set", "failure", reason="wrong_code")
+        _audit(request, db, caller, Event.PASSWORD_SET, "failure", reason="wrong_code")
         db.commit()
         raise Problem("wrong-code", "The code is not right, or it has expired; ask for a new one.") from None
     except PasswordRejected as exc:
         raise Problem("password-rejected", str(exc)) from None
-    _audit(request, db, caller, "password_set", "success", sessions_ended=ended)
+    _audit(request, db, caller, Event.PASSWORD_SET, "success", sessions_ended=ended)
     db.commit()
     return Response(status_code=204)
 

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..accounts.codes_vocabulary import SecondFactorMethod
 from .account import CODE_FIELDS, EMAIL_FIELDS, NAME_FIELDS, PASSWORD_FIELDS, PHONE_FIELDS, SET_PASSWORD_FIELDS
 from .bearer import REQUIRED_SCOPE
 from .bodies import JSON_TYPE, Fields, json_schema
@@ -56,7 +57,7 @@ _SCHEMAS: dict[str, Any] = {
             "phone": {"type": ["string", "null"], "description": "E.164."},
             "phone_verified": {"type": "boolean"},
             "name": {"type": ["string", "null"]},
-            "mfa_method": {"enum": ["totp", "email", "sms", None], "description": "The second factor, if on."},
+            "mfa_method": {"enum": [*SecondFactorMethod, None], "description": "The second factor, if on."},
         },
     },
     "Session": {

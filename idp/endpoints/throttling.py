@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from ..audit import Event
 from ..oauth.errors import TemporarilyUnavailable
 from ..security.rate_limits import Limit
 from ..storage import Client
@@ -20,7 +21,9 @@ def throttle_client(request: Request, db: Session, client: Client) -> None:
     refusal = request.app.state.ctx.rate_limiter.check(Limit.TOKEN, client.id)
     if refusal is None:
         return
-    audit(request, db, "rate_limited", outcome="failure", client_id=client.id, detail={"limit": refusal.limit.value})
+    audit(
+        request, db, Event.RATE_LIMITED, outcome="failure", client_id=client.id, detail={"limit": refusal.limit.value}
+    )
     db.commit()
     raise TemporarilyUnavailable(
         "this client sent too many requests; retry after the time in Retry-After", retry_after=refusal.retry_after

@@ -21,6 +21,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy.orm import Session
 
+from ..accounts.codes_vocabulary import Channel
 from ..security.digests import new_id
 from ..security.sealing import OUTBOX, Sealer
 from ..storage import OutboxMessage, now
@@ -58,18 +59,18 @@ def enqueue_email(
     db: Session, secret_key: str, to: str, template: str, context: dict[str, Any], *, useful_until: int
 ) -> OutboxMessage:
     subject, text, html = render_email(template, context)
-    return _enqueue(db, secret_key, "email", to, {"subject": subject, "text": text, "html": html}, useful_until)
+    return _enqueue(db, secret_key, Channel.EMAIL, to, {"subject": subject, "text": text, "html": html}, useful_until)
 
 
 def enqueue_sms(
     db: Session, secret_key: str, to: str, template: str, context: dict[str, Any], *, useful_until: int
 ) -> OutboxMessage:
     """``to`` is an E.164 number, as ``idp.accounts.phones`` makes it."""
-    return _enqueue(db, secret_key, "sms", to, {"text": render_sms(template, context)}, useful_until)
+    return _enqueue(db, secret_key, Channel.SMS, to, {"text": render_sms(template, context)}, useful_until)
 
 
 def _enqueue(
-    db: Session, secret_key: str, channel: str, to: str, content: dict[str, str], useful_until: int
+    db: Session, secret_key: str, channel: Channel, to: str, content: dict[str, str], useful_until: int
 ) -> OutboxMessage:
     stamp = now()
     message = OutboxMessage(

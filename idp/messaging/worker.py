@@ -23,6 +23,8 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import ColumnElement, or_, select, update
 
 from .. import audit
+from ..accounts.codes_vocabulary import Channel
+from ..audit import Event
 from ..metrics import DELIVERIES_FAILED
 from ..observability.outages import OutageLog
 from ..security.sealing import OUTBOX, Sealer
@@ -135,7 +137,7 @@ def _send(ctx: Context, message: Claimed) -> None:
         content = json.loads(Sealer(ctx.secret_key, OUTBOX).open(message.body))
     except InvalidToken:
         raise DeliveryError("the body cannot be opened: was IDP_SECRET_KEY changed?") from None
-    if message.channel == "email":
+    if message.channel == Channel.EMAIL:
         ctx.email_backend.send(Email(message.recipient, content["subject"], content["text"], content["html"]))
     else:
         ctx.sms_backend.send(Sms(message.recipient, content["text"]))
@@ -174,7 +176,7 @@ def _drop(ctx: Context, message: Claimed) -> None:
         )
         audit.record(
             db,
-            "message_failed",
+            Event.MESSAGE_FAILED,
             outcome="failure",
             detail={
                 "message_id": message.id,

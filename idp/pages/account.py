@@ -24,12 +24,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import email_change, first_password, otp, profile, sms_budget
+from ..accounts.codes_vocabulary import Channel
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.phones import PhoneError
 from ..accounts.reauthentication import NotReauthenticated
 from ..accounts.recovery import change_password as change_password_service
 from ..accounts.users import lock_user
-from ..audit import mask
+from ..audit import Event, mask
 from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
 from ..storage import BrowserSession, now
@@ -187,7 +188,7 @@ def update_name(request: Request, db: Session, active: ActiveSession, form: dict
         db.rollback()
         values = {"name": form.get("name", "")}
         return _account_page(request, db, active, error=str(exc), section="name", values=values, status_code=400)
-    audit(request, db, "profile_updated", outcome="success", user_id=active.user.id, detail={"fields": ["name"]})
+    audit(request, db, Event.PROFILE_UPDATED, outcome="success", user_id=active.user.id, detail={"fields": ["name"]})
     db.commit()
     return done("name")
 
@@ -208,10 +209,10 @@ def add_phone(request: Request, db: Session, active: ActiveSession, form: dict[s
         audit(
             request,
             db,
-            "code_sent",
+            Event.CODE_SENT,
             outcome="failure",
             user_id=active.user.id,
-            detail={"channel": "sms", "purpose": profile.VERIFY_PHONE, "reason": exc.reason},
+            detail={"channel": Channel.SMS, "purpose": profile.VERIFY_PHONE, "reason": exc.reason},
         )
         db.commit()
         return _account_page(request, db, active, error=str(exc), section="phone", values=values, status_code=400)
@@ -233,10 +234,10 @@ def add_phone(request: Request, db: Session, active: ActiveSession, form: dict[s
     audit(
         request,
         db,
-        "code_sent",
+        Event.CODE_SENT,
         outcome="success",
         user_id=active.user.id,
-        detail={"channel": "sms", "purpose": profile.VERIFY_PHONE, "phone": mask(phone)},
+        detail={"channel": Channel.SMS, "purpose": profile.VERIFY_PHONE, "phone": mask(phone)},
     )
     db.commit()
     return RedirectResponse("/account/phone/verify", status_code=303)
@@ -261,7 +262,7 @@ def verify_phone(request: Request, db: Session, active: ActiveSession, form: dic
         audit(
             request,
             db,
-            "phone_verified",
+            Event.PHONE_VERIFIED,
             outcome="failure",
             user_id=active.user.id,
             detail={"phone": mask(phone), "reason": "wrong_code" if wrong else "held_by_another_account"},
@@ -270,7 +271,7 @@ def verify_phone(request: Request, db: Session, active: ActiveSession, form: dic
         if wrong:
             return _verify_page(request, db, active, error=WRONG_CODE, status_code=400)
         return _account_page(request, db, active, error=PHONE_UNAVAILABLE, section="phone", status_code=400)
-    audit(request, db, "phone_verified", outcome="success", user_id=active.user.id, detail={"phone": mask(phone)})
+    audit(request, db, Event.PHONE_VERIFIED, outcome="success", user_id=active.user.id, detail={"phone": mask(phone)})
     db.commit()
     return done("phone")
 
@@ -293,10 +294,10 @@ def resend_phone_code(request: Request, db: Session, active: ActiveSession, form
     audit(
         request,
         db,
-        "code_sent",
+        Event.CODE_SENT,
         outcome="success",
         user_id=active.user.id,
-        detail={"channel": "sms", "purpose": profile.VERIFY_PHONE, "phone": mask(phone)},
+        detail={"channel": Channel.SMS, "purpose": profile.VERIFY_PHONE, "phone": mask(phone)},
     )
     db.commit()
     return _verify_page(request, db, active, notice="We sent you a new code.")
@@ -308,7 +309,7 @@ def remove_phone(request: Request, db: Session, active: ActiveSession, form: dic
         phone = profile.remove_phone(request.app.state.ctx, db, active.user)
     except profile.ProfileError as exc:
         return _account_page(request, db, active, error=str(exc), section="phone_remove", status_code=400)
-    audit(request, db, "phone_removed", outcome="success", user_id=active.user.id, detail={"phone": mask(phone)})
+    audit(request, db, Event.PHONE_REMOVED, outcome="success", user_id=active.user.id, detail={"phone": mask(phone)})
     db.commit()
     return done("phone_removed")
 
@@ -323,7 +324,7 @@ def end_one_session(request: Request, db: Session, active: ActiveSession, form: 
     audit(
         request,
         db,
-        "session_ended",
+        Event.SESSION_ENDED,
         outcome="success",
         user_id=active.user.id,
         detail={"session_id": session_id, "current": current},
@@ -344,7 +345,7 @@ def end_other_sessions(request: Request, db: Session, active: ActiveSession, for
         audit(
             request,
             db,
-            "session_ended",
+            Event.SESSION_ENDED,
             outcome="success",
             user_id=active.user.id,
             detail={"session_id": session_id, "current": False},
@@ -353,7 +354,7 @@ def end_other_sessions(request: Request, db: Session, active: ActiveSession, for
         audit(
             request,
             db,
-            "phone_removed",
+            Event.PHONE_REMOVED,
             outcome="success",
             user_id=active.user.id,
             detail={"phone": mask(ended.phone_removed), "reason": "added_since_confirmation"},
@@ -427,10 +428,10 @@ def send_password_code(request: Request, db: Session, active: ActiveSession, for
     audit(
         request,
         db,
-        "code_sent",
+        Event.CODE_SENT,
         outcome="success",
         user_id=active.user.id,
-        detail={"channel": "email", "purpose": first_password.PURPOSE},
+        detail={"channel": Channel.EMAIL, "purpose": first_password.PURPOSE},
     )
     db.commit()
     return _password_set_page(request, db, active, notice=f"We sent a code to {email}.")
@@ -454,12 +455,14 @@ def set_password(request: Request, db: Session, active: ActiveSession, form: dic
             ctx, db, active.user, form.get("code", ""), form.get("password", ""), active.session.id
         )
     except first_password.WrongCode:
-        audit(request, db, "password_set", outcome="failure", user_id=active.user.id, detail={"reason": "wrong_code"})
+        audit(
+            request, db, Event.PASSWORD_SET, outcome="failure", user_id=active.user.id, detail={"reason": "wrong_code"}
+        )
         db.commit()
         return _password_set_page(request, db, active, error=WRONG_CODE, status_code=400)
     except (first_password.FirstPasswordError, PasswordRejected) as exc:
         db.rollback()
         return _password_set_page(request, db, active, error=str(exc), status_code=400)
-    audit(request, db, "password_set", outcome="success", user_id=active.user.id, detail={"sessions_ended": ended})
+    audit(request, db, Event.PASSWORD_SET, outcome="success", user_id=active.user.id, detail={"sessions_ended": ended})
     db.commit()
     return done("password_set")

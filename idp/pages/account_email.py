@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from ..accounts import email_change
 from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauthenticate
-from ..audit import mask
+from ..audit import Event, mask
 from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
 from ..web.rendering import error_page, render
@@ -125,18 +125,23 @@ def confirm_email(request: Request, form: dict[str, str]) -> Response:
             changed = email_change.confirm(ctx, db, token)
         except email_change.LinkInvalid:
             db.rollback()
-            audit(request, db, "email_changed", outcome="failure", detail={"reason": "invalid_link"})
+            audit(request, db, Event.EMAIL_CHANGED, outcome="failure", detail={"reason": "invalid_link"})
             db.commit()
             return error_page(request, LINK_INVALID)
         except email_change.AddressTaken as exc:
             audit(
-                request, db, "email_changed", outcome="failure", user_id=exc.user_id, detail={"reason": "address_taken"}
+                request,
+                db,
+                Event.EMAIL_CHANGED,
+                outcome="failure",
+                user_id=exc.user_id,
+                detail={"reason": "address_taken"},
             )
             db.commit()
             return error_page(request, TAKEN, status_code=409)
         new_email = changed.user.email
         assert new_email is not None
         detail = {"from": mask(changed.old_email) if changed.old_email else None, "to": mask(new_email)}
-        audit(request, db, "email_changed", outcome="success", user_id=changed.user.id, detail=detail)
+        audit(request, db, Event.EMAIL_CHANGED, outcome="success", user_id=changed.user.id, detail=detail)
         db.commit()
     return render(request, "account_email_changed.html", {"email": new_email})

@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import challenges, otp, sms_budget
+from ..accounts.codes_vocabulary import Purpose
+from ..audit import Event
 from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
@@ -73,10 +75,10 @@ def request_code(request: Request, form: dict[str, str]) -> Response:
         audit(
             request,
             db,
-            "code_sent",
+            Event.CODE_SENT,
             outcome="success",
             user_id=pending.user_id,
-            detail={"channel": identifier.channel, "purpose": "sign_in"},
+            detail={"channel": identifier.channel, "purpose": Purpose.SIGN_IN},
         )
         db.commit()
     response = RedirectResponse("/login/verify", status_code=303)
@@ -107,7 +109,7 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
             audit(
                 request,
                 db,
-                "code_verified",
+                Event.CODE_VERIFIED,
                 outcome="failure",
                 user_id=pending.user_id,
                 detail={"channel": pending.channel, "reason": "too_many_wrong_codes"},
@@ -118,7 +120,7 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
             audit(
                 request,
                 db,
-                "code_verified",
+                Event.CODE_VERIFIED,
                 outcome="failure",
                 user_id=pending.user_id,
                 detail={"channel": pending.channel, "reason": "account_locked"},
@@ -126,12 +128,12 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
             challenges.finish(db, pending)
             db.commit()
             return error_page(request, str(exc))
-        purpose = "second_factor" if challenges.is_second_factor(pending) else "sign_in"
+        purpose = Purpose.SECOND_FACTOR if challenges.is_second_factor(pending) else Purpose.SIGN_IN
         if result is None:
             audit(
                 request,
                 db,
-                "code_verified",
+                Event.CODE_VERIFIED,
                 outcome="failure",
                 user_id=pending.user_id,
                 detail={"channel": pending.channel, "purpose": purpose},
@@ -143,7 +145,7 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
         audit(
             request,
             db,
-            "code_verified",
+            Event.CODE_VERIFIED,
             outcome="success",
             user_id=user.id,
             detail={"channel": pending.channel, "purpose": purpose},
@@ -180,8 +182,8 @@ def resend_code(request: Request, form: dict[str, str]) -> Response:
         except sms_budget.SmsRefused as exc:
             db.rollback()
             return _sms_refused(request, "code_enter.html", page, exc)
-        purpose = "second_factor" if challenges.is_second_factor(pending) else "sign_in"
+        purpose = Purpose.SECOND_FACTOR if challenges.is_second_factor(pending) else Purpose.SIGN_IN
         detail = {"channel": pending.channel, "purpose": purpose}
-        audit(request, db, "code_sent", outcome="success", user_id=pending.user_id, detail=detail)
+        audit(request, db, Event.CODE_SENT, outcome="success", user_id=pending.user_id, detail=detail)
         db.commit()
         return render(request, "code_enter.html", {**page, "notice": "We sent you a new code."})

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..accounts.authentication import Outcome, sign_in_with_password
+from ..audit import Event
 from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
@@ -52,14 +53,14 @@ def login(request: Request, form: dict[str, str]) -> Response:
             audit(
                 request,
                 db,
-                "sign_in",
+                Event.SIGN_IN,
                 outcome="failure",
                 user_id=user.id if user else None,
                 client_id=client.id if client else None,
                 detail={"method": "password", "reason": result.reason},
             )
             if result.reason == "locked_now":
-                audit(request, db, "account_locked", outcome="success", user_id=user.id if user else None)
+                audit(request, db, Event.ACCOUNT_LOCKED, outcome="success", user_id=user.id if user else None)
             db.commit()
             SIGN_INS.labels(method="password", outcome="failure").inc()
             unverified = result.outcome is Outcome.EMAIL_NOT_VERIFIED

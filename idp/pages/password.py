@@ -15,6 +15,7 @@ from .. import audit as audit_log
 from ..accounts import recovery
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.users import UserError
+from ..audit import Event
 from ..security.rate_limits import Limit
 from ..web.rendering import error_page, render
 from ..web.request import audit
@@ -53,7 +54,7 @@ def forgot_password(request: Request, form: dict[str, str]) -> Response:
         audit(
             request,
             db,
-            "password_reset_requested",
+            Event.PASSWORD_RESET_REQUESTED,
             outcome="success" if sent else "failure",
             user_id=asked.user_id,
             detail=detail,
@@ -92,7 +93,7 @@ def reset_password(request: Request, form: dict[str, str]) -> Response:
         audit(
             request,
             db,
-            "password_reset",
+            Event.PASSWORD_RESET,
             outcome="success",
             user_id=reset.user.id,
             detail={"sessions_ended": reset.sessions_ended},
@@ -101,7 +102,7 @@ def reset_password(request: Request, form: dict[str, str]) -> Response:
             audit(
                 request,
                 db,
-                "phone_removed",
+                Event.PHONE_REMOVED,
                 outcome="success",
                 user_id=reset.user.id,
                 detail={"phone": audit_log.mask(reset.phone_removed), "reason": "added_since_confirmation"},

@@ -21,6 +21,7 @@ from ..accounts import links, registration
 from ..accounts.password_policy import PasswordRejected
 from ..accounts.reauthentication import NotReauthenticated, WrongPassword
 from ..accounts.users import UserError, normalize_email
+from ..audit import Event
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.digests import new_token, token_digest
@@ -153,11 +154,11 @@ def _verify_email(request: Request, form: dict[str, str]) -> Response:
             db.rollback()
             return _password_page(request, token)
         except NotReauthenticated as exc:
-            audit(request, db, "email_verified", outcome="failure", detail={"reason": exc.reason})
+            audit(request, db, Event.EMAIL_VERIFIED, outcome="failure", detail={"reason": exc.reason})
             db.commit()
             return _password_page(request, token, WRONG_PASSWORD if isinstance(exc, WrongPassword) else str(exc))
         if verified is None:
-            audit(request, db, "email_verified", outcome="failure", detail={"reason": "invalid_link"})
+            audit(request, db, Event.EMAIL_VERIFIED, outcome="failure", detail={"reason": "invalid_link"})
             db.commit()
             return error_page(request, BAD_LINK)
         user = verified.user
@@ -165,7 +166,7 @@ def _verify_email(request: Request, form: dict[str, str]) -> Response:
         audit(
             request,
             db,
-            "email_verified",
+            Event.EMAIL_VERIFIED,
             outcome="success",
             user_id=user.id,
             detail={"signed_in": verified.same_browser},

@@ -17,8 +17,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import otp, second_factor, sms_budget, totp
+from ..accounts.codes_vocabulary import Purpose, SecondFactorMethod
 from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauthenticate
 from ..accounts.second_factor import SecondFactorError
+from ..audit import Event
 from ..security.rate_limits import Limit
 from ..sessions import ActiveSession
 from ..web.browser import current_session
@@ -113,10 +115,10 @@ def _refused(
         audit(
             request,
             db,
-            "reauthentication",
+            Event.REAUTHENTICATION,
             outcome="failure",
             user_id=active.user.id,
-            detail={"purpose": "second_factor"},
+            detail={"purpose": Purpose.SECOND_FACTOR},
         )
     else:
         db.rollback()
@@ -144,7 +146,9 @@ def _wait_message(wait: int) -> str:
 def _enable(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     """Email and SMS enrolments send a code, so they spend the verification budget like a resend."""
     ctx = request.app.state.ctx
-    if form.get("method") in ("email", "sms") and (refused := throttled(request, Limit.VERIFICATION, db=db)):
+    if form.get("method") in (SecondFactorMethod.EMAIL, SecondFactorMethod.SMS) and (
+        refused := throttled(request, Limit.VERIFICATION, db=db)
+    ):
         return refused
     try:
         _reauthenticate(request, db, active, form)
@@ -173,7 +177,7 @@ def _confirm(request: Request, db: Session, active: ActiveSession, form: dict[st
         audit(
             request,
             db,
-            "code_verified",
+            Event.CODE_VERIFIED,
             outcome="failure",
             user_id=active.user.id,
             detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA},
@@ -183,7 +187,7 @@ def _confirm(request: Request, db: Session, active: ActiveSession, form: dict[st
     audit(
         request,
         db,
-        "second_factor_enabled",
+        Event.SECOND_FACTOR_ENABLED,
         outcome="success",
         user_id=active.user.id,
         detail={"method": enrolment.method},
@@ -224,7 +228,9 @@ def _disable(request: Request, db: Session, active: ActiveSession, form: dict[st
         method = second_factor.turn_off(ctx, db, active.user)
     except (NotReauthenticated, SecondFactorError) as exc:
         return _refused(request, db, active, exc)
-    audit(request, db, "second_factor_disabled", outcome="success", user_id=active.user.id, detail={"method": method})
+    audit(
+        request, db, Event.SECOND_FACTOR_DISABLED, outcome="success", user_id=active.user.id, detail={"method": method}
+    )
     return _overview(request, db, active, notice="Two-step sign-in is off.")
 
 
@@ -235,7 +241,7 @@ def _recovery_codes(request: Request, db: Session, active: ActiveSession, form: 
         codes = second_factor.new_recovery_codes(ctx, db, active.user)
     except (NotReauthenticated, SecondFactorError) as exc:
         return _refused(request, db, active, exc)
-    audit(request, db, "recovery_codes_regenerated", outcome="success", user_id=active.user.id)
+    audit(request, db, Event.RECOVERY_CODES_REGENERATED, outcome="success", user_id=active.user.id)
     notice = "Your new recovery codes are ready; the earlier ones no longer work."
     return render(request, "account_security_recovery.html", {"codes": codes, "notice": notice})
 
@@ -245,7 +251,7 @@ def _audit_code_sent(request: Request, db: Session, active: ActiveSession, enrol
     audit(
         request,
         db,
-        "code_sent",
+        Event.CODE_SENT,
         outcome="success",
         user_id=active.user.id,
         detail={"channel": enrolment.method, "purpose": second_factor.ENABLE_MFA},

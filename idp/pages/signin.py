@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import challenges
+from ..audit import Event
 from ..metrics import SIGN_INS
 from ..oauth.authorization import AuthorizationError, decide, load_pending
 from ..oauth.errors import BadAuthorizationTarget
@@ -54,7 +55,12 @@ def start_second_factor(
     pending, cookie = challenges.start_second_factor(request.app.state.ctx, db, user, authorization_request_id)
     pending.amr = list(first_factor)
     audit(
-        request, db, "second_factor_requested", outcome="success", user_id=user.id, detail={"method": user.mfa_method}
+        request,
+        db,
+        Event.SECOND_FACTOR_REQUESTED,
+        outcome="success",
+        user_id=user.id,
+        detail={"method": user.mfa_method},
     )
     db.commit()
     response = RedirectResponse("/login/verify", status_code=303)
@@ -107,7 +113,7 @@ def complete_sign_in(
                 response = authorization_response(request, exc.response)
             except BadAuthorizationTarget as exc:
                 response = error_page(request, str(exc))
-    audit(request, db, "sign_in", outcome="success", user_id=user.id, client_id=client_id, detail={"amr": amr})
+    audit(request, db, Event.SIGN_IN, outcome="success", user_id=user.id, client_id=client_id, detail={"amr": amr})
     db.commit()
     SIGN_INS.labels(method=sign_in_method(amr), outcome="success").inc()
     set_session_cookie(request, response, cookie)

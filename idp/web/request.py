@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from .. import audit as audit_log
+from ..audit import Event
 from ..security.client_address import client_address, rate_limit_key
 
 
@@ -24,7 +25,7 @@ def rate_limit_address(request: Request) -> str:
 def audit(
     request: Request,
     db: Session,
-    event: str,
+    event: Event,
     *,
     outcome: str,
     user_id: str | None = None,

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..accounts.challenges import IdentifierError, parse_identifier
+from ..audit import Event
 from ..security.digests import keyed_digest
 from ..security.rate_limits import Limit, Refusal
 from .rendering import error_page
@@ -74,7 +75,7 @@ def _refused(request: Request, refusal: Refusal, db: Session | None) -> Response
 
 
 def _audit(request: Request, db: Session, refusal: Refusal) -> None:
-    audit(request, db, "rate_limited", outcome="failure", detail={"limit": refusal.limit.value})
+    audit(request, db, Event.RATE_LIMITED, outcome="failure", detail={"limit": refusal.limit.value})
     db.commit()
 
 
