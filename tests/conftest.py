@@ -92,6 +92,22 @@ def own_database_url(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def module_environ(
+    base_environ: dict[str, str],
+    settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[dict[str, str]]:
+    """The shared settings and signing keys (``settings`` makes them), with a migrated database of
+    the test module's own, for modules whose apps count lockouts, codes and limits in it."""
+    from .services import own_database  # imported here: tests.services imports this module
+
+    with own_database(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])) as url:
+        upgrade(url)
+        yield {**base_environ, "IDP_DATABASE_URL": url}
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str | None:
     url = os.environ.get("IDP_TEST_REDIS_URL")

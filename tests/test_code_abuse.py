@@ -12,15 +12,12 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import update
 from starlette.testclient import TestClient
 
-from idp.accounts.users import create_user
-from idp.migrate import upgrade
 from idp.settings import Settings, SettingsError
 from idp.storage import User, now
 
@@ -35,41 +32,21 @@ from .flows import (
     messages_to,
     post_login,
 )
-from .services import RedisServer, own_database, running_app
-from .test_lockout import lock_emails
+from .services import RedisServer, running_app
+from .test_lockout import add_user, lock_emails
 
 SMS_LOGGER = "idp.sms_budget"
 
 
-@pytest.fixture(scope="module")
-def environ(
-    base_environ: dict[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
-    """The shared settings and signing keys, with a database of this module's own."""
-    with own_database(tmp_path_factory.mktemp("code_abuse")) as url:
-        upgrade(url)
-        yield {**base_environ, "IDP_DATABASE_URL": url}
-
-
 @pytest.fixture
-def site(environ: dict[str, str]) -> Iterator[TestClient]:
-    with running_app(environ) as client:
+def site(module_environ: dict[str, str]) -> Iterator[TestClient]:
+    with running_app(module_environ) as client:
         yield client
 
 
 @pytest.fixture(autouse=True)
 def _messages_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="idp.messages")
-
-
-def add_user(client: TestClient, **kwargs: Any) -> User:
-    kwargs.setdefault("email", f"abuse-{secrets.token_hex(5)}@example.com")
-    kwargs.setdefault("password", PASSWORD)
-    kwargs.setdefault("verified", True)
-    with ctx_of(client).sessions.begin() as db:
-        user = create_user(db, **kwargs)
-        db.expunge(user)
-        return user
 
 
 def locked_until(client: TestClient, user_id: str) -> int | None:
@@ -123,9 +100,9 @@ def test_wrong_passwordless_codes_across_fresh_codes_lock_the_account(site, capl
     assert site.get("/account").status_code != 200
 
 
-def test_a_right_passwordless_code_ends_the_count_of_failures(environ, caplog):
+def test_a_right_passwordless_code_ends_the_count_of_failures(module_environ, caplog):
     """A person who mistypes a code now and then is never locked out by mistakes months apart."""
-    with running_app(environ, IDP_LOCKOUT_ATTEMPTS="2") as site:
+    with running_app(module_environ, IDP_LOCKOUT_ATTEMPTS="2") as site:
         user = add_user(site)
         for _ in range(2):
             assert ask_for_code(site, user.email).status_code == 303
@@ -170,10 +147,10 @@ def test_anonymous_sign_in_codes_do_not_stop_the_email_second_factor(site, caplo
 # --- 8: SMS pumping ------------------------------------------------------------------------------
 
 
-def test_an_sms_budget_refuses_past_it_with_a_message_an_alert_and_a_metric(environ, caplog):
+def test_an_sms_budget_refuses_past_it_with_a_message_an_alert_and_a_metric(module_environ, caplog):
     caplog.set_level(logging.ERROR, logger=SMS_LOGGER)
     budget = {"IDP_REDIS_URL": "", "IDP_SMS_BUDGET_HOUR": "5", "IDP_SMS_BUDGET_COUNTRY_HOUR": "2"}
-    with running_app(environ, **budget) as site:
+    with running_app(module_environ, **budget) as site:
         before = budget_refusals("country")
         phones = [new_phone() for _ in range(3)]
         answers = []
@@ -191,10 +168,10 @@ def test_an_sms_budget_refuses_past_it_with_a_message_an_alert_and_a_metric(envi
             assert ask_for_code(visitor, f"abuse-{secrets.token_hex(4)}@example.com").status_code == 303
 
 
-def test_the_global_sms_budget_holds_across_countries(environ, caplog):
+def test_the_global_sms_budget_holds_across_countries(module_environ, caplog):
     caplog.set_level(logging.ERROR, logger=SMS_LOGGER)
     budget = {"IDP_REDIS_URL": "", "IDP_SMS_BUDGET_HOUR": "2", "IDP_SMS_BUDGET_COUNTRY_HOUR": "2"}
-    with running_app(environ, **budget) as site:
+    with running_app(module_environ, **budget) as site:
         before = budget_refusals("global")
         phones = [new_phone(), new_german_phone(), f"+1415555{secrets.randbelow(10**4):04d}"]
         statuses = []
@@ -206,21 +183,21 @@ def test_the_global_sms_budget_holds_across_countries(environ, caplog):
         assert any(r.name == SMS_LOGGER and r.levelno == logging.ERROR for r in caplog.records)
 
 
-def test_processes_sharing_redis_share_the_sms_budget(environ, tmp_path):
+def test_processes_sharing_redis_share_the_sms_budget(module_environ, tmp_path):
     """Every process of a deployment spends one budget, so more replicas do not send more."""
     server = RedisServer(tmp_path)
     server.start()
     try:
         shared = {"IDP_REDIS_URL": server.url, "IDP_SMS_BUDGET_COUNTRY_HOUR": "1"}
-        with running_app(environ, **shared) as first, running_app(environ, **shared) as second:
+        with running_app(module_environ, **shared) as first, running_app(module_environ, **shared) as second:
             assert ask_for_code(first, new_phone()).status_code == 303
             assert ask_for_code(second, new_phone()).status_code == 429
     finally:
         server.kill()
 
 
-def test_a_number_outside_the_phone_regions_gets_no_sms(environ):
-    with running_app(environ, IDP_REDIS_URL="", IDP_PHONE_REGIONS="IR") as site:
+def test_a_number_outside_the_phone_regions_gets_no_sms(module_environ):
+    with running_app(module_environ, IDP_REDIS_URL="", IDP_PHONE_REGIONS="IR") as site:
         german = new_german_phone()
         refused = ask_for_code(site, german)
         assert refused.status_code == 400, refused.text

@@ -20,8 +20,6 @@ from starlette.testclient import TestClient
 
 from idp.accounts.users import create_user
 from idp.messaging.worker import deliver_due
-from idp.migrate import upgrade
-from idp.settings import Settings
 from idp.storage import AuditEvent, User, now
 
 from .conftest import PASSWORD, TEST_ISSUER, passwords_hashed_once, run_idp
@@ -37,24 +35,14 @@ from .flows import (
     messages_to,
     post_login,
 )
-from .services import own_database, running_app
+from .services import running_app
 
 LOCKED_SUBJECT = "Subject: Your account is locked for {minutes} minutes"
 
 
-@pytest.fixture(scope="module")
-def environ(
-    base_environ: dict[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
-    """The shared settings and signing keys, with a database of this module's own."""
-    with own_database(tmp_path_factory.mktemp("lockout")) as url:
-        upgrade(url)
-        yield {**base_environ, "IDP_DATABASE_URL": url}
-
-
 @pytest.fixture
-def site(environ: dict[str, str]) -> Iterator[TestClient]:
-    with running_app(environ) as client:
+def site(module_environ: dict[str, str]) -> Iterator[TestClient]:
+    with running_app(module_environ) as client:
         yield client
 
 
@@ -172,11 +160,11 @@ def test_the_lock_ends_after_lockout_seconds(site):
     assert stored(site, user.id).locked_until is None
 
 
-def test_idp_users_unlock_ends_the_lock(site, environ):
+def test_idp_users_unlock_ends_the_lock(site, module_environ):
     user = add_user(site)
     fail_times(site, user.email, 5)
     assert post_login(site, user.email, PASSWORD).status_code == 400
-    result = run_idp(environ, "users", "unlock", user.id)
+    result = run_idp(module_environ, "users", "unlock", user.id)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"id": user.id, "unlocked": True}
     assert_signed_in(post_login(site, user.email, PASSWORD))
@@ -198,8 +186,8 @@ def test_a_right_code_does_not_sign_in_while_locked(site, caplog):
 # --- settings -----------------------------------------------------------------------------------
 
 
-def test_custom_attempts_and_seconds(environ, caplog):
-    with running_app(environ, IDP_LOCKOUT_ATTEMPTS="3", IDP_LOCKOUT_SECONDS="120") as client:
+def test_custom_attempts_and_seconds(module_environ, caplog):
+    with running_app(module_environ, IDP_LOCKOUT_ATTEMPTS="3", IDP_LOCKOUT_SECONDS="120") as client:
         user = add_user(client)
         fail_times(client, user.email, 2)
         assert stored(client, user.id).locked_until is None

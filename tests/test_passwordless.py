@@ -32,10 +32,8 @@ from starlette.testclient import TestClient
 from idp.accounts.users import create_user, disable_user
 from idp.context import Context
 from idp.messaging.worker import deliver_due
-from idp.migrate import upgrade
 from idp.oauth.clients import create_client
 from idp.sessions import start_session
-from idp.settings import Settings
 from idp.storage import AuditEvent, BrowserSession, OneTimeCode, User
 
 from .conftest import TEST_ISSUER, make_settings, passwords_hashed_once, start_server
@@ -53,7 +51,7 @@ from .flows import (
     pkce_pair,
     query_of,
 )
-from .services import QuietHandler, http_server, own_database, running_app
+from .services import QuietHandler, http_server, running_app
 
 TWILIO_SID = "AC" + "5" * 32
 TWILIO_TOKEN = "twilio-token-for-passwordless-tests"
@@ -149,31 +147,21 @@ def twilio_settings(stub: Stub) -> dict[str, str]:
 # --- apps on this module's database -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def environ(
-    base_environ: dict[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
-    """The shared settings and signing keys (``settings`` makes them), with a database of our own."""
-    with own_database(tmp_path_factory.mktemp("passwordless")) as url:
-        upgrade(url)
-        yield {**base_environ, "IDP_DATABASE_URL": url}
-
-
 @pytest.fixture
-def site(environ: dict[str, str]) -> Iterator[TestClient]:
-    with running_app(environ) as client:
+def site(module_environ: dict[str, str]) -> Iterator[TestClient]:
+    with running_app(module_environ) as client:
         yield client
 
 
 @pytest.fixture
-def sms_site(environ: dict[str, str], stub: Stub) -> Iterator[TestClient]:
-    with running_app(environ, IDP_PHONE_DEFAULT_REGION="IR", **twilio_settings(stub)) as client:
+def sms_site(module_environ: dict[str, str], stub: Stub) -> Iterator[TestClient]:
+    with running_app(module_environ, IDP_PHONE_DEFAULT_REGION="IR", **twilio_settings(stub)) as client:
         yield client
 
 
 @pytest.fixture
-def closed_site(environ: dict[str, str]) -> Iterator[TestClient]:
-    with running_app(environ, IDP_SELF_REGISTRATION="off") as client:
+def closed_site(module_environ: dict[str, str]) -> Iterator[TestClient]:
+    with running_app(module_environ, IDP_SELF_REGISTRATION="off") as client:
         yield client
 
 
@@ -659,9 +647,9 @@ def test_a_forged_request_id_is_refused(site):
 
 
 @pytest.fixture
-def sms_server(environ: dict[str, str], stub: Stub, tmp_path: Path) -> Iterator[tuple[str, Context]]:
+def sms_server(module_environ: dict[str, str], stub: Stub, tmp_path: Path) -> Iterator[tuple[str, Context]]:
     """``idp serve`` on this module's database with the Twilio backend pointed at the stub."""
-    server_environ = {**environ, **twilio_settings(stub)}
+    server_environ = {**module_environ, **twilio_settings(stub)}
     process, url = start_server(server_environ, tmp_path / "serve.log")
     ctx = Context.build(make_settings(server_environ, IDP_ISSUER=url))
     try:

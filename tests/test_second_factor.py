@@ -35,7 +35,7 @@ from . import test_browser, test_messaging
 from .conftest import PASSWORD, TEST_ISSUER, LiveServer, make_settings, passwords_hashed_once, start_server
 from .flows import RegisteredClient, alert_text, authorize_params, hidden_fields, pkce_pair, query_of, session_cookies
 from .flows import TestUser as Person
-from .services import own_database, smtp_sink
+from .services import smtp_sink
 from .test_browser import exchange, verify_id_token
 from .test_messaging import TWILIO_CREATED, TWILIO_SID, TWILIO_TOKEN
 
@@ -54,16 +54,9 @@ stub = test_messaging.stub
 
 
 @pytest.fixture(scope="module")
-def mfa_environ(base_environ: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with own_database(tmp_path_factory.mktemp("second_factor")) as url:
-        upgrade(url)
-        yield {**base_environ, "IDP_DATABASE_URL": url}
-
-
-@pytest.fixture(scope="module")
-def mfa_app(mfa_environ: dict[str, str], settings: Any) -> Iterator[Any]:
+def mfa_app(module_environ: dict[str, str], settings: Any) -> Iterator[Any]:
     """``settings`` (the shared one) has made the signing key this app signs with too."""
-    application = create_app(make_settings(mfa_environ))
+    application = create_app(make_settings(module_environ))
     yield application
     application.state.ctx.close()
 
@@ -468,11 +461,11 @@ def test_a_wrong_enrolment_code_turns_nothing_on(mfa_ctx, browser_of, messages):
     assert stored(mfa_ctx, person.id).mfa_method is None
 
 
-def test_sms_second_factor_through_twilio(mfa_environ, mfa_ctx, stub):
+def test_sms_second_factor_through_twilio(module_environ, mfa_ctx, stub):
     stub.answers = [TWILIO_CREATED]
     app = create_app(
         make_settings(
-            mfa_environ,
+            module_environ,
             IDP_SMS_BACKEND="twilio",
             IDP_TWILIO_ACCOUNT_SID=TWILIO_SID,
             IDP_TWILIO_AUTH_TOKEN=TWILIO_TOKEN,

@@ -14,7 +14,7 @@ from idp.app import create_app
 from idp.storage import BrowserSession, now
 
 from .conftest import TEST_ISSUER, make_settings
-from .flows import assert_signed_in, authorize_params, pkce_pair, post_login, query_of, sign_in
+from .flows import assert_signed_in, authorize_params, pkce_pair, post_login, query_of, sign_in, tokens_for
 
 IDLE_TTL = 900
 
@@ -100,18 +100,7 @@ def test_use_writes_the_last_use_at_most_once_a_minute(browser, make_user):
 def test_an_idle_session_can_still_be_signed_out_and_its_grants_end(browser, make_user, make_client):
     client = make_client()
     user = make_user()
-    verifier, challenge = pkce_pair()
-    code = sign_in(browser, client, user, challenge)["code"]
-    tokens = browser.post(
-        "/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": client.redirect_uri,
-            "code_verifier": verifier,
-        },
-        auth=client.auth,
-    ).json()
+    tokens = tokens_for(browser, client, user)
     with browser.app.state.ctx.sessions() as db:  # type: ignore[attr-defined]
         session_id = db.query(BrowserSession.id).filter_by(user_id=user.id).one()[0]
     _idle_for(browser, session_id, IDLE_TTL + 1)
