@@ -39,13 +39,24 @@ SECOND_FACTOR = Purpose.SECOND_FACTOR
 SIGN_IN = Purpose.SIGN_IN
 
 
-class TooManyWrongCodes(Exception):
-    """The sign-in ended after its third wrong code; what was counted must still be committed."""
+class SignInEnded(Exception):
+    """The pending sign-in is over and its row gone; what was counted or spent must still be
+    committed. ``reason`` says why, for the audit log."""
+
+    reason: str
 
 
-class AccountLocked(Exception):
+class TooManyWrongCodes(SignInEnded):
+    """The sign-in ended after its third wrong code."""
+
+    reason = "too_many_wrong_codes"
+
+
+class AccountLocked(SignInEnded):
     """The code was right, but wrong codes or passwords locked the account. Only whoever holds the
     code learns it, and that is the owner of the address or number: the message is for them."""
+
+    reason = "account_locked"
 
     def __init__(self, locked_until: int) -> None:
         minutes = max(1, -(-(locked_until - now()) // 60))
@@ -217,8 +228,8 @@ def verify(ctx: Context, db: Session, pending: PendingSignIn, code: str) -> tupl
     """The person and the ``amr`` of the finished sign-in, or ``None`` when the code is wrong.
 
     Raises :class:`TooManyWrongCodes` when this wrong code was the last one allowed, and
-    :class:`AccountLocked` when a right passwordless code names a locked account; either way what
-    was counted or spent must still be committed.
+    :class:`AccountLocked` when a right passwordless code names a locked account; either ends the
+    pending sign-in (:class:`SignInEnded`), and what was counted or spent must still be committed.
     """
     if pending.user_id is not None:
         lock_user(db, pending.user_id)
@@ -297,6 +308,7 @@ def _verify_passwordless(ctx: Context, db: Session, pending: PendingSignIn, code
         return None
     if is_locked(user):
         assert user.locked_until is not None
+        finish(db, pending)
         raise AccountLocked(user.locked_until)
     if pending.channel == Channel.EMAIL and not user.email_verified:
         _reclaim(db, user)

@@ -105,29 +105,17 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
             return refused
         try:
             result = challenges.verify(ctx, db, pending, form.get("code", ""))
-        except challenges.TooManyWrongCodes:
+        except challenges.SignInEnded as exc:
             audit(
                 request,
                 db,
                 Event.CODE_VERIFIED,
                 outcome="failure",
                 user_id=pending.user_id,
-                detail={"channel": pending.channel, "reason": "too_many_wrong_codes"},
+                detail={"channel": pending.channel, "reason": exc.reason},
             )
             db.commit()
-            return error_page(request, TOO_MANY)
-        except challenges.AccountLocked as exc:
-            audit(
-                request,
-                db,
-                Event.CODE_VERIFIED,
-                outcome="failure",
-                user_id=pending.user_id,
-                detail={"channel": pending.channel, "reason": "account_locked"},
-            )
-            challenges.finish(db, pending)
-            db.commit()
-            return error_page(request, str(exc))
+            return error_page(request, TOO_MANY if isinstance(exc, challenges.TooManyWrongCodes) else str(exc))
         purpose = Purpose.SECOND_FACTOR if challenges.is_second_factor(pending) else Purpose.SIGN_IN
         if result is None:
             audit(
