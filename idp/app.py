@@ -20,14 +20,11 @@ from .context import Context
 from .endpoints import discovery, health, metrics
 from .endpoints.authorize import authorize
 from .endpoints.client_endpoints import introspection, revocation
-from .endpoints.discovery import PATHS
 from .endpoints.token import token
 from .endpoints.userinfo import userinfo
 from .housekeeping import run_housekeeping
 from .messaging.worker import run_worker
-from .oauth.client_auth import ClientAuthenticator
-from .oauth.client_jwks import ClientJwks
-from .oauth.grants.issuance import TokenIssuer
+from .oauth.metadata import PATHS
 from .observability.metrics_port import MetricsPort
 from .observability.middleware import RequestObservability
 from .pages import security
@@ -51,7 +48,6 @@ from .pages.login import login
 from .pages.logout import logout
 from .pages.password import forgot_password, reset_password
 from .pages.register import register, resend_verification, verify_email
-from .security.csrf import Csrf
 from .security.headers import SecurityHeaders
 from .security.null_bytes import NullBytes
 from .settings import Settings
@@ -87,7 +83,6 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_environ()
     ctx = Context.build(settings)
-    issuer = settings.issuer
     routes = [
         Route("/.well-known/openid-configuration", discovery.configuration),
         Route("/.well-known/oauth-authorization-server", discovery.configuration),
@@ -135,10 +130,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, exception_handlers={DBAPIError: _database_unavailable}, lifespan=_lifespan)
     app.state.ctx = ctx
-    app.state.metadata = discovery.metadata(issuer)
-    app.state.csrf = Csrf(ctx.secret_key, settings.secure_cookies)
-    app.state.issuer = TokenIssuer(ctx.keyring, settings)
-    app.state.authenticator = ClientAuthenticator(ctx.secret_key, issuer, ClientJwks(ctx.sessions))
     app.add_middleware(MetricsPort, port=settings.metrics_port)
     app.add_middleware(NullBytes)
     app.add_middleware(SecurityHeaders, https=settings.secure_cookies)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from .keys import KeyRing, KeyStore
 from .messaging.email import EmailBackend, email_backend
 from .messaging.sms import SmsBackend, sms_backend
+from .oauth.client_auth import ClientAuthenticator
+from .oauth.client_jwks import ClientJwks
+from .oauth.grants.issuance import TokenIssuer
+from .oauth.metadata import metadata
+from .security.csrf import Csrf
 from .security.rate_limits import RateLimiter
 from .settings import Settings
 from .storage import make_engine, make_sessionmaker
@@ -29,9 +34,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class Context:
+    """Every per-process service, one home for each: surfaces reach them through
+    :func:`idp.web.request.context`, the CLI through :func:`idp.cli.context.open_context`."""
+
     settings: Settings
     engine: Engine
-    sessions: sessionmaker[Session]
+    db: sessionmaker[Session]
     keystore: KeyStore
     keyring: KeyRing
     secret_key: str
@@ -44,7 +52,7 @@ class Context:
         return cls(
             settings=settings,
             engine=engine,
-            sessions=make_sessionmaker(engine),
+            db=make_sessionmaker(engine),
             keystore=keystore,
             keyring=KeyRing(keystore),
             secret_key=settings.secret_key or keystore.secret_key(),
@@ -54,6 +62,23 @@ class Context:
     @cached_property
     def rate_limiter(self) -> RateLimiter:
         return RateLimiter(self.settings, self.redis)
+
+    @cached_property
+    def csrf(self) -> Csrf:
+        return Csrf(self.secret_key, self.settings.secure_cookies)
+
+    @cached_property
+    def token_issuer(self) -> TokenIssuer:
+        return TokenIssuer(self.keyring, self.settings)
+
+    @cached_property
+    def client_authenticator(self) -> ClientAuthenticator:
+        return ClientAuthenticator(self.secret_key, self.settings.issuer, ClientJwks(self.db))
+
+    @cached_property
+    def metadata(self) -> dict[str, Any]:
+        """The discovery document's members."""
+        return metadata(self.settings.issuer)
 
     @cached_property
     def email_backend(self) -> EmailBackend:

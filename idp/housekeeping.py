@@ -109,7 +109,7 @@ def cleanup(db: Session, settings: Settings) -> dict[str, int]:
 
 
 def _cleanup_once(ctx: Context) -> dict[str, int]:
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         return cleanup(db, ctx.settings)
 
 

@@ -181,7 +181,7 @@ def make_client(ctx: Context):  # type: ignore[no-untyped-def]
         kwargs.setdefault("name", "Test app")
         kwargs.setdefault("redirect_uris", ["https://rp.example/cb"])
         kwargs.setdefault("post_logout_redirect_uris", ["https://rp.example/bye"])
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             made = create_client(db, ctx.secret_key, allow_http=True, **kwargs)
             return RegisteredClient(
                 client_id=made.client.id,
@@ -215,7 +215,7 @@ def make_user(ctx: Context):  # type: ignore[no-untyped-def]
         kwargs.setdefault("email", f"person{next(counter)}-{os.urandom(4).hex()}@example.com")
         kwargs.setdefault("password", PASSWORD)
         kwargs.setdefault("verified", True)
-        with ctx.sessions.begin() as db, passwords_hashed_once():
+        with ctx.db.begin() as db, passwords_hashed_once():
             user = create_user(db, **kwargs)
             return TestUser(id=user.id, email=user.email, password=kwargs["password"])
 

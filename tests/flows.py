@@ -145,7 +145,7 @@ def emailed_code(client: TestClient, caplog: pytest.LogCaptureFixture, email: st
 
 def messages_to(client: TestClient, recipient: str) -> int:
     """How many messages the app queued for ``recipient``, sent or not."""
-    with ctx_of(client).sessions() as db:
+    with ctx_of(client).db() as db:
         return db.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.recipient == recipient))
 
 

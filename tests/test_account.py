@@ -94,14 +94,14 @@ def signed_in(browser: TestClient) -> bool:
 
 
 def stored_user(ctx, user_id: str) -> User:  # type: ignore[no-untyped-def]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         user = db.get(User, user_id)
         db.expunge(user)
         return user
 
 
 def events(ctx, user_id: str, event: str) -> list[AuditEvent]:  # type: ignore[no-untyped-def]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         query = select(AuditEvent).where(AuditEvent.user_id == user_id, AuditEvent.event == event)
         found = list(db.scalars(query.order_by(AuditEvent.id)))
         db.expunge_all()
@@ -202,7 +202,7 @@ def test_account_page_shows_the_profile_and_every_section(me, person):
 
 
 def test_unverified_email_is_shown_as_such(me, ctx, person):
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get(User, person.id).email_verified = False
     assert re.search(r"data-email-status>not verified<", me.get("/account").text)
 
@@ -480,7 +480,7 @@ def test_a_number_still_needed_stays(browsers, holder, ctx, change, says):
     user, phone = holder
     opened = browsers()
     sign_in(opened, user.email)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         stored = db.get(User, user.id)
         for name, value in change.items():
             setattr(stored, name, value)
@@ -496,7 +496,7 @@ def test_the_number_of_the_sms_second_factor_cannot_be_swapped_for_another(brows
     user, phone = holder
     opened = browsers()
     sign_in(opened, user.email)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get(User, user.id).mfa_method = "sms"
     other = random_phone()
     response = start_phone(opened, other)
@@ -514,7 +514,7 @@ def test_a_code_sent_before_sms_became_the_second_factor_does_not_swap_its_numbe
     other = random_phone()
     assert start_phone(opened, other).status_code == 303
     code = sms_code(ctx, sms_log, other)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get(User, user.id).mfa_method = "sms"
     response = enter_phone_code(opened, code)
     assert response.status_code == 400
@@ -534,7 +534,7 @@ def test_removing_a_number_emails_a_notice_that_holds_no_secret(base_environ, se
     try:
         smtp = {"IDP_EMAIL_BACKEND": "smtp", "IDP_SMTP_HOST": "127.0.0.1", "IDP_SMTP_PORT": str(controller.port)}
         with running_app(base_environ | {"IDP_DATABASE_URL": own_database_url}, **smtp) as web:
-            with ctx_of(web).sessions.begin() as db:
+            with ctx_of(web).db.begin() as db:
                 create_user(db, email="owner@example.com", password=PASSWORD, phone=phone, verified=True)
             sign_in(web, "owner@example.com")
             cookie = web.cookies["idp_session"]
@@ -583,7 +583,7 @@ def test_sessions_list_shows_each_device_and_marks_this_one(browsers, person, ct
     assert rows[0] == this, "this session comes first"
     assert "Chrome on Linux" in this[2] and "This session" in this[2]
     assert "Firefox on Windows" in other[2] and "This session" not in other[2]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         stored = db.get(BrowserSession, other[0])
         assert stored.user_id == person.id
         assert f"IP {stored.ip}" in other[2]
@@ -725,7 +725,7 @@ def test_a_passwordless_account_is_offered_a_code_to_set_one(browsers, make_user
     user = make_user()
     opened = browsers()
     sign_in(opened, user.email)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get(User, user.id).password_hash = None
     page = opened.get("/account")
     assert 'name="current_password"' not in page.text

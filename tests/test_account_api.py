@@ -326,7 +326,7 @@ def test_a_token_for_another_audience_is_401(http, ctx, tokens, person):
 
 
 def test_a_disabled_persons_token_is_401(http, ctx, token, person):
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         disable_user(db, person.id)
     assert_invalid_token(http.get("/api/account", headers=bearer(token)))
 
@@ -558,7 +558,7 @@ def test_the_number_of_the_sms_second_factor_is_needed(http, ctx, browsers, clie
     phone = random_phone()
     user = make_user(phone=phone)
     access = tokens_for(browsers(), client, user)["access_token"]
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get(User, user.id).mfa_method = "sms"
     response = http.delete("/api/account/phone", headers=bearer(access))
     assert "Two-step sign-in" in assert_problem(response, 409, "phone-needed")["detail"]
@@ -570,7 +570,7 @@ def test_the_number_of_the_sms_second_factor_cannot_be_replaced(http, ctx, brows
     phone = random_phone()
     user = make_user(phone=phone)
     access = tokens_for(browsers(), client, user)["access_token"]
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get(User, user.id).mfa_method = "sms"
     response = http.post("/api/account/phone", headers=bearer(access), json=adding(random_phone()))
     assert "Two-step sign-in" in assert_problem(response, 409, "phone-needed")["detail"]
@@ -660,7 +660,7 @@ def test_phone_verification_shares_the_pages_rate_limit(base_environ, make_user,
         fourth = http.post("/api/account/phone/verify", json={"code": "000000"}, headers=bearer(access))
         assert_problem(fourth, 429, "rate-limited")
         documented.check(fourth, "/api/account/phone/verify", "post")
-    with limited.state.ctx.sessions() as db:
+    with limited.state.ctx.db() as db:
         refused = db.scalars(
             select(AuditEvent).where(AuditEvent.event == "rate_limited", AuditEvent.user_id == person.id)
         ).all()

@@ -239,7 +239,7 @@ def test_password_change_tries_from_one_ipv6_64_share_a_budget(base_environ, mak
 def _token_on(app, http: TestClient) -> str:  # type: ignore[no-untyped-def]
     """An access token of a first-party client for a new person, all in ``app``'s own database."""
     ctx = app.state.ctx
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         user = create_user(db, email="broken@example.com", password=PASSWORD, verified=True)
         person = flows.TestUser(id=user.id, email=user.email, password=PASSWORD)
         made = create_client(

@@ -57,7 +57,7 @@ def link_in(message: str) -> str:
 
 
 def age_sessions(ctx, user_id: str, seconds: int = 10 * 60) -> None:  # type: ignore[no-untyped-def]
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(
             update(BrowserSession)
             .where(BrowserSession.user_id == user_id)
@@ -66,7 +66,7 @@ def age_sessions(ctx, user_id: str, seconds: int = 10 * 60) -> None:  # type: ig
 
 
 def drop_password(ctx, user_id: str) -> None:  # type: ignore[no-untyped-def]
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get(User, user_id).password_hash = None
 
 
@@ -357,7 +357,7 @@ def test_a_link_of_a_disabled_account_or_a_garbage_token_does_nothing(me, browse
     new = new_address()
     ask(me, new)
     (message,) = mail_to(ctx, mail_log, new)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get(User, person.id).disabled = True
     for path in (link_in(message), "/account/email/confirm", "/account/email/confirm?token=" + "x" * 500):
         response = browsers().get(path)
@@ -427,7 +427,7 @@ def test_an_account_without_an_email_can_add_one(browsers, make_user, ctx, mail_
     user = make_user(phone=phone)
     browser = browsers()
     sign_in(browser, user.email)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         phone_only = db.get(User, user.id)
         phone_only.email, phone_only.email_verified = None, False
     page = browser.get("/account")

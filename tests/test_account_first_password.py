@@ -85,7 +85,7 @@ def me(browsers, ctx, person) -> TestClient:  # type: ignore[no-untyped-def]
     """A browser signed in as ``person``, whose account then signs in with codes only."""
     opened = browsers()
     sign_in(opened, person.email)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get(User, person.id).password_hash = None
     return opened
 
@@ -167,7 +167,7 @@ def test_an_account_with_a_password_changes_it_instead(browsers, make_user):
 
 
 def test_the_code_needs_a_verified_email_address(me, ctx, person):
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get(User, person.id).email_verified = False
     response = ask_code(me)
     assert response.status_code == 400
@@ -225,7 +225,7 @@ def documented(app) -> Documented:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def token(browsers, make_client, ctx, person) -> str:  # type: ignore[no-untyped-def]
     access = tokens_for(browsers(), make_client(first_party=True), person)["access_token"]
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get(User, person.id).password_hash = None
     return access
 
@@ -277,7 +277,7 @@ def test_the_api_refuses_an_account_that_has_a_password(http, browsers, make_cli
 
 
 def test_the_api_needs_a_verified_email_address(http, ctx, token, person, documented):
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get(User, person.id).email_verified = False
     response = http.post("/api/account/password/set/code", headers=bearer(token))
     assert_problem(response, 409, "no-verified-email")

@@ -27,7 +27,7 @@ from starlette.testclient import TestClient
 from idp.accounts import email_change, first_password, links, otp, recovery, totp
 from idp.accounts.passwords import verify_password
 from idp.context import Context
-from idp.sessions import start_session
+from idp.sso import start_session
 from idp.storage import AuditEvent, BrowserSession, OutboxMessage, User
 from idp.web.browser import SESSION_COOKIE
 
@@ -79,13 +79,13 @@ def reset_form(browser: TestClient, token: str, password: str = NEW_PASSWORD) ->
 
 
 def link(ctx: Context, purpose: str, user_id: str, email: str) -> str:
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         return links.issue(db, purpose, user_id, email, 3600)
 
 
 def look_idle(ctx: Context, user_id: str) -> None:
     """The person's sessions were last seen two minutes ago, so the next request notes it again."""
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(
             update(BrowserSession)
             .where(BrowserSession.user_id == user_id)
@@ -94,20 +94,20 @@ def look_idle(ctx: Context, user_id: str) -> None:
 
 
 def stored(ctx: Context, user_id: str) -> User:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         user = db.get_one(User, user_id)
         db.expunge(user)
         return user
 
 
 def count_events(ctx: Context, user_id: str, event: str) -> int:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         query = select(AuditEvent.id).where(AuditEvent.user_id == user_id, AuditEvent.event == event)
         return len(list(db.scalars(query)))
 
 
 def queued_to(ctx: Context, address: str) -> int:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         return len(list(db.scalars(select(OutboxMessage.id).where(OutboxMessage.recipient == address))))
 
 
@@ -218,7 +218,7 @@ def test_a_reset_while_another_browser_signs_in_at_an_app(ctx, make_user, make_c
 def test_a_reset_and_a_first_password_at_once(ctx, make_user, browsers, round_):
     person = make_user(password=None)
     setter = browsers()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         issued = otp.issue(
             db, ctx.secret_key, purpose=first_password.PURPOSE, identifier=person.email, user_id=person.id, ttl=300
         )
@@ -241,7 +241,7 @@ def test_a_reset_and_a_first_password_at_once(ctx, make_user, browsers, round_):
 
 def sign_in_by_session(ctx: Context, browser: TestClient, user_id: str) -> None:
     """A person signed in just now (by a code, say): a session straight from the sessions module."""
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         _, cookie = start_session(db, db.get_one(User, user_id), amr=["otp"], ip=None, user_agent=None, lifetime=3600)
     browser.cookies.set(SESSION_COOKIE, cookie)
     assert browser.get("/account").status_code == 200
@@ -302,7 +302,7 @@ def test_two_phone_removals_from_two_browsers(ctx, make_user, browsers, round_):
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_turning_the_second_factor_off_from_two_browsers(ctx, make_user, browsers, round_):
     person = make_user()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         user = db.get_one(User, person.id)
         user.mfa_method = "email"
         totp.new_recovery_codes(db, ctx.secret_key, user)
@@ -337,7 +337,7 @@ def test_a_reset_and_a_phone_removal_through_the_api_at_once(ctx, make_user, mak
         assert stored(ctx, person.id).phone == phone
     else:
         assert remove_answer.status_code == 200, remove_answer.text
-        with ctx.sessions() as db:
+        with ctx.db() as db:
             order = db.scalars(
                 select(AuditEvent.event)
                 .where(AuditEvent.user_id == person.id, AuditEvent.event.in_(["phone_removed", "password_reset"]))

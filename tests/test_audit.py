@@ -13,7 +13,7 @@ from idp.storage import AuditEvent, User, now
 
 
 def events(ctx: Context, event: str) -> list[AuditEvent]:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         return list(db.scalars(select(AuditEvent).where(AuditEvent.event == event).order_by(AuditEvent.id)))
 
 
@@ -28,7 +28,7 @@ def test_record_writes_every_field_and_detail_round_trips(ctx: Context, make_use
         "methods": ["pwd", "otp"],
         "nested": {"ok": True, "none": None},
     }
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         audit.record(
             db,
             name,
@@ -51,7 +51,7 @@ def test_record_writes_every_field_and_detail_round_trips(ctx: Context, make_use
 
 def test_optional_fields_may_be_absent_and_ids_increase(ctx: Context) -> None:
     name = f"test_event_{secrets.token_hex(4)}"
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         audit.record(db, name, outcome="success")
         audit.record(db, name, outcome="failure")
 
@@ -63,7 +63,7 @@ def test_optional_fields_may_be_absent_and_ids_increase(ctx: Context) -> None:
 
 def test_an_event_belongs_to_its_transaction(ctx: Context) -> None:
     name = f"test_event_{secrets.token_hex(4)}"
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         audit.record(db, name, outcome="success")
         db.rollback()
     assert events(ctx, name) == []
@@ -71,7 +71,7 @@ def test_an_event_belongs_to_its_transaction(ctx: Context) -> None:
 
 def test_user_agent_is_truncated(ctx: Context) -> None:
     name = f"test_event_{secrets.token_hex(4)}"
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         audit.record(db, name, outcome="success", user_agent="A" * 5000)
     (event,) = events(ctx, name)
     assert event.user_agent == "A" * 512
@@ -80,9 +80,9 @@ def test_user_agent_is_truncated(ctx: Context) -> None:
 def test_events_outlive_the_account(ctx: Context, make_user) -> None:  # type: ignore[no-untyped-def]
     user = make_user()
     name = f"test_event_{secrets.token_hex(4)}"
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         audit.record(db, name, outcome="success", user_id=user.id)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(delete(User).where(User.id == user.id))
     (event,) = events(ctx, name)
     assert event.user_id == user.id
@@ -91,7 +91,7 @@ def test_events_outlive_the_account(ctx: Context, make_user) -> None:  # type: i
 @pytest.mark.parametrize("key", ["password", "new_password", "code", "otp_code", "token", "refresh_token", "secret"])
 def test_a_detail_named_like_a_secret_is_refused(ctx: Context, key: str) -> None:
     name = f"test_event_{secrets.token_hex(4)}"
-    with ctx.sessions.begin() as db, pytest.raises(ValueError, match="secret"):
+    with ctx.db.begin() as db, pytest.raises(ValueError, match="secret"):
         audit.record(db, name, outcome="failure", detail={key: "123456"})
     assert events(ctx, name) == []
 

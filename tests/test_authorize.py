@@ -86,7 +86,7 @@ def first_party_session(http, make_client, user) -> None:  # type: ignore[no-unt
 
 
 def code_count(ctx, client_id: str) -> int:  # type: ignore[no-untyped-def]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         return db.scalar(
             select(func.count()).select_from(AuthorizationCode).where(AuthorizationCode.client_id == client_id)
         )
@@ -395,7 +395,7 @@ def test_max_age_older_session_forces_sign_in(http, make_client, make_user, ctx)
     client = make_client(first_party=True)
     user = make_user()
     first_party_session(http, make_client, user)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(update(BrowserSession).where(BrowserSession.user_id == user.id).values(auth_time=now() - 600))
     response = get_authorize(http, authorize_params(client, _CHALLENGE, max_age="300"))
     assert location_path(response) == "/login"
@@ -653,7 +653,7 @@ def test_expired_pending_request_shows_error_page(http, make_client, ctx, page):
     response = get_authorize(http, authorize_params(client, _CHALLENGE))
     request_id = query_of(response.headers["location"])["request"]
     assert http.get(page, params={"request": request_id}).status_code in (200, 303)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(
             update(AuthorizationRequest).where(AuthorizationRequest.id == request_id).values(expires_at=now() - 1)
         )
@@ -667,7 +667,7 @@ def test_expired_pending_request_cannot_be_completed_by_signing_in(http, make_cl
     login_location = response.headers["location"]
     fields = hidden_fields(http.get(path_of(login_location)).text)
     request_id = fields["request"]
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(
             update(AuthorizationRequest).where(AuthorizationRequest.id == request_id).values(expires_at=now() - 1)
         )

@@ -569,7 +569,7 @@ def test_a_rotated_key_is_fetched_once_the_interval_has_passed(http, ctx, make_c
     signed = assertion(client.client_id, rotated)
     assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
     assert jwks_server.fetches(jwks_uri) == 1
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(
             update(Client).where(Client.id == client.client_id).values(jwks_checked_at=Client.jwks_checked_at - 31)
         )

@@ -50,7 +50,7 @@ def _messages_logged(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def locked_until(client: TestClient, user_id: str) -> int | None:
-    with ctx_of(client).sessions() as db:
+    with ctx_of(client).db() as db:
         return db.get_one(User, user_id).locked_until
 
 
@@ -130,7 +130,7 @@ def test_wrong_codes_answer_alike_for_known_and_unknown_identifiers(site, caplog
 
 def test_anonymous_sign_in_codes_do_not_stop_the_email_second_factor(site, caplog):
     user = add_user(site)
-    with ctx_of(site).sessions.begin() as db:
+    with ctx_of(site).db.begin() as db:
         db.execute(update(User).where(User.id == user.id).values(mfa_method="email"))
     with another_browser(site) as anonymous:
         answers = [ask_for_code(anonymous, user.email).status_code for _ in range(5)]
@@ -234,7 +234,7 @@ def test_sms_settings_are_parsed():
 
 def test_a_code_signs_in_once_the_lock_has_ended(site, caplog):
     user = add_user(site)
-    with ctx_of(site).sessions.begin() as db:
+    with ctx_of(site).db.begin() as db:
         db.execute(update(User).where(User.id == user.id).values(locked_until=now() - 1))
     assert ask_for_code(site, user.email).status_code == 303
     assert_signed_in(enter_code(site, emailed_code(site, caplog, user.email)))

@@ -54,7 +54,7 @@ def ok(environ: dict[str, str], *args: str) -> list[dict[str, Any]]:
 def _seed(ctx: Context) -> None:
     """One expired and one live row of each kind that cleanup looks after."""
     stamp = now()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.add(User(id="u1", email="a@example.com", created_at=stamp, updated_at=stamp, failed_sign_ins=0))
         db.flush()
         db.add(
@@ -188,7 +188,7 @@ def _seed(ctx: Context) -> None:
 
 
 def _remaining(ctx: Context, column) -> set[str]:  # type: ignore[no-untyped-def]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         return set(db.scalars(select(column)))
 
 
@@ -222,7 +222,7 @@ def test_audit_retention_zero_keeps_every_event(env):
 def test_audit_lists_and_filters_events_as_json_lines(env):
     ctx = Context.build(make_settings(env))
     stamp = now()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.add(
             AuditEvent(
                 at=stamp - 3 * DAY,
@@ -245,7 +245,7 @@ def test_audit_lists_and_filters_events_as_json_lines(env):
     assert len(ok(env, "audit", "--since", two_days_ago)) == 2
     assert len(ok(env, "audit", "--until", two_days_ago)) == 1
     assert [e["event"] for e in ok(env, "audit", "--limit", "1")] == ["password_reset"], "the newest"
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         assert db.scalar(select(func.count()).select_from(AuditEvent)) == 3
     for bad in (["--since", "yesterday"], ["--limit", "0"], ["--bogus"]):
         result = run_idp(env, "audit", *bad)

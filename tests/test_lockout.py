@@ -55,14 +55,14 @@ def add_user(client: TestClient, **kwargs: Any) -> User:
     kwargs.setdefault("email", f"lock-{secrets.token_hex(5)}@example.com")
     kwargs.setdefault("password", PASSWORD)
     kwargs.setdefault("verified", True)
-    with ctx_of(client).sessions.begin() as db, passwords_hashed_once():
+    with ctx_of(client).db.begin() as db, passwords_hashed_once():
         user = create_user(db, **kwargs)
         db.expunge(user)
         return user
 
 
 def stored(client: TestClient, user_id: str) -> User:
-    with ctx_of(client).sessions() as db:
+    with ctx_of(client).db() as db:
         user = db.get_one(User, user_id)
         db.expunge(user)
         return user
@@ -86,7 +86,7 @@ def lock_emails(client: TestClient, caplog: pytest.LogCaptureFixture, email: str
 
 
 def events(client: TestClient, user_id: str) -> list[AuditEvent]:
-    with ctx_of(client).sessions() as db:
+    with ctx_of(client).db() as db:
         found = list(db.scalars(select(AuditEvent).where(AuditEvent.user_id == user_id).order_by(AuditEvent.id)))
         db.expunge_all()
         return found
@@ -139,7 +139,7 @@ def test_a_locked_account_answers_exactly_like_a_wrong_password(site):
 
 def test_an_account_without_email_locks_without_a_message(site):
     phone = f"+98912{secrets.randbelow(10**7):07d}"
-    with ctx_of(site).sessions.begin() as db:
+    with ctx_of(site).db.begin() as db:
         user_id = create_user(db, phone=phone, password=PASSWORD, verified=True).id
     fail_times(site, phone, 5)
     assert post_login(site, phone, PASSWORD).status_code == 400
@@ -154,7 +154,7 @@ def test_the_lock_ends_after_lockout_seconds(site):
     user = add_user(site)
     fail_times(site, user.email, 5)
     assert post_login(site, user.email, PASSWORD).status_code == 400
-    with ctx_of(site).sessions.begin() as db:
+    with ctx_of(site).db.begin() as db:
         db.execute(update(User).where(User.id == user.id).values(locked_until=now() - 1))
     assert_signed_in(post_login(site, user.email, PASSWORD))
     assert stored(site, user.id).locked_until is None
@@ -218,7 +218,7 @@ def test_failed_sign_ins_are_audited_with_a_reason_and_no_password(site):
 
     nobody = f"nobody-{secrets.token_hex(4)}@example.com"
     post_login(site, nobody, WRONG_PASSWORD)
-    with ctx_of(site).sessions() as db:
+    with ctx_of(site).db() as db:
         latest = db.scalars(
             select(AuditEvent).where(AuditEvent.event == "sign_in").order_by(AuditEvent.id.desc())
         ).first()

@@ -54,7 +54,7 @@ def refusal(page: Any) -> str:
 
 def test_browser_lockout_email_unlock_and_sign_in_at_the_relying_app(browser, server, relying_app: RelyingApp):
     live = server.live
-    with server.ctx.sessions.begin() as db:
+    with server.ctx.db.begin() as db:
         user = create_user(db, email=f"locked-{secrets.token_hex(4)}@example.com", password=PASSWORD, verified=True)
         made = create_client(
             db,

@@ -30,7 +30,7 @@ def generic_error(http) -> str:  # type: ignore[no-untyped-def]
 
 
 def stored_user(ctx, user_id: str) -> User:  # type: ignore[no-untyped-def]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         user = db.get(User, user_id)
         db.expunge(user)
         return user
@@ -86,7 +86,7 @@ def test_csrf_token_of_another_browser_is_refused(http, app, make_user):
 def test_wrong_password_unknown_account_and_disabled_user_answer_the_same(http, make_user, ctx):
     user = make_user()
     disabled = make_user()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         disable_user(db, disabled.id)
     unknown = generic_error(http)
     wrong = assert_generic_failure(post_login(http, user.email, "not the password at all"))
@@ -168,7 +168,7 @@ def test_unlock_through_the_service(http, make_user, ctx):
     user = make_user()
     fail_times(http, user.email, 5)
     assert_generic_failure(post_login(http, user.email, PASSWORD))
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         unlock_user(db, user.id)
     assert_signed_in(post_login(http, user.email, PASSWORD))
 
@@ -177,7 +177,7 @@ def test_lock_ends_by_itself_when_its_time_is_up(http, make_user, ctx):
     user = make_user()
     fail_times(http, user.email, 5)
     assert stored_user(ctx, user.id).locked_until is not None
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(update(User).where(User.id == user.id).values(locked_until=now() - 1))
     assert_signed_in(post_login(http, user.email, PASSWORD))
 
@@ -220,7 +220,7 @@ def test_sign_in_with_e164_phone_number(http, make_user):
 def test_weak_hash_is_rehashed_on_sign_in(http, make_user, ctx):
     user = make_user()
     weak = PasswordHasher(time_cost=1, memory_cost=8192).hash(PASSWORD)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(update(User).where(User.id == user.id).values(password_hash=weak))
     assert_signed_in(post_login(http, user.email, PASSWORD))
     stored = stored_user(ctx, user.id).password_hash
@@ -241,7 +241,7 @@ def test_current_hash_is_not_rewritten(http, make_user, ctx):
 def test_weak_hash_is_not_rehashed_on_wrong_password(http, make_user, ctx):
     user = make_user()
     weak = PasswordHasher(time_cost=1, memory_cost=8192).hash(PASSWORD)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(update(User).where(User.id == user.id).values(password_hash=weak))
     assert_generic_failure(post_login(http, user.email, "not the password at all"))
     assert stored_user(ctx, user.id).password_hash == weak

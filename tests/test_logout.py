@@ -77,7 +77,7 @@ def refresh_works(http: TestClient, signed: SignedIn) -> bool:
 
 
 def session_row(ctx, sid: str) -> BrowserSession:  # type: ignore[no-untyped-def]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         row = db.get(BrowserSession, sid)
         assert row is not None
         db.expunge(row)

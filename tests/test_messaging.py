@@ -181,18 +181,18 @@ def certificate_for_localhost(directory: Path) -> tuple[Path, Path, Path]:
 
 
 def queue_sms(ctx: Context, code: str = "493817", to: str = PHONE, useful_for: int = 3600) -> str:
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         return enqueue_sms(db, ctx.secret_key, to, "test_message", {"code": code}, useful_until=now() + useful_for).id
 
 
 def queue_email(ctx: Context, to: str = "ann@example.com", name: str = "Ann", code: str = "493817") -> str:
     context = {"name": name, "code": code, "link": "https://idp.example/verify?t=abc&u=1"}
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         return enqueue_email(db, ctx.secret_key, to, "test_message", context, useful_until=now() + 3600).id
 
 
 def row(ctx: Context, message_id: str) -> OutboxMessage:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         message = db.get(OutboxMessage, message_id)
         assert message is not None
         return message
@@ -200,7 +200,7 @@ def row(ctx: Context, message_id: str) -> OutboxMessage:
 
 def make_due(ctx: Context, message_id: str) -> None:
     """Time passes: the retry the worker scheduled is due now."""
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(update(OutboxMessage).where(OutboxMessage.id == message_id).values(next_attempt_at=now()))
 
 
@@ -518,7 +518,7 @@ def test_a_message_no_longer_useful_is_dropped_unsent_with_audit_event_log_line_
     assert dropped.last_error == "twilio: HTTP 503"
     assert dropped_count("sms") == before + 1
 
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         (event,) = db.scalars(select(AuditEvent).where(AuditEvent.event == "message_failed"))
     assert event.outcome == "failure"
     assert event.detail == {
@@ -607,7 +607,7 @@ def test_two_workers_racing_send_each_message_exactly_once(build: Callable[..., 
     bodies = sorted(request.form()["Body"][0] for request in stub.requests)
     assert bodies == sorted(f"idp test code: {code}" for code in codes)
     assert sum(sent) == len(codes)
-    with workers[0].sessions() as db:
+    with workers[0].db() as db:
         assert db.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))) == 0
 
 
@@ -633,13 +633,13 @@ def test_the_stored_body_is_sealed_and_cleared_after_delivery(build: Callable[..
 
 def test_a_message_queued_in_a_rolled_back_transaction_does_not_exist(build: Callable[..., Context]) -> None:
     ctx = build()
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         enqueue_sms(db, ctx.secret_key, "+15551230000", "test_message", {"code": "000001"}, useful_until=now() + 60)
         db.rollback()
-    with ctx.sessions() as db, db.begin():
+    with ctx.db() as db, db.begin():
         enqueue_sms(db, ctx.secret_key, "+15551239999", "test_message", {"code": "000002"}, useful_until=now() + 60)
 
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         assert list(db.scalars(select(OutboxMessage.recipient))) == ["+15551239999"]
 
 
@@ -648,7 +648,7 @@ def test_a_message_queued_in_a_rolled_back_transaction_does_not_exist(build: Cal
 
 def travel(ctx: Context, seconds: int) -> None:
     """``seconds`` go by: every time stored for the messages, codes and links moves that far into the past."""
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         for model in (OutboxMessage, OneTimeCode, ActionToken):
             table = model.__table__
             moved = {column.name: column - seconds for column in table.c if column.name.endswith(("_at", "_until"))}
@@ -657,7 +657,7 @@ def travel(ctx: Context, seconds: int) -> None:
 
 def next_due(ctx: Context) -> int | None:
     """When the next attempt at a message neither sent nor dropped is due."""
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         return db.scalar(
             select(func.min(OutboxMessage.next_attempt_at)).where(
                 OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None)
@@ -694,11 +694,11 @@ def race(workers: list[Context]) -> None:
 
 def queued_by(ctx: Context, action: Callable[[Any], object]) -> str:
     """The outbox row ``action`` queued, committed with what caused it as the pages do."""
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         before = set(db.scalars(select(OutboxMessage.id)))
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         action(db)
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         (made,) = set(db.scalars(select(OutboxMessage.id))) - before
     return made
 
@@ -706,7 +706,7 @@ def queued_by(ctx: Context, action: Callable[[Any], object]) -> str:
 def queue_one_of_each(ctx: Context) -> dict[str, str]:
     """What the pages queue, by the services that queue it: a code by email and by SMS, a reset
     link (an hour), a verification link (a day) and a notice; name -> outbox id."""
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         ann = create_user(db, email="ann@example.com", verified=True).id
         bob = create_user(db, email="bob@example.com").id
     settings, key = ctx.settings, ctx.secret_key
@@ -807,7 +807,7 @@ def test_an_outage_loses_no_message_while_it_is_useful_and_drops_the_rest_out_lo
     assert {name for name, message in rows.items() if message.failed_at is not None} == dropped
     assert all(message.body is None for message in rows.values()), "nothing keeps a code or link"
 
-    with workers[0].sessions() as db:
+    with workers[0].db() as db:
         events = list(db.scalars(select(AuditEvent).where(AuditEvent.event == "message_failed")))
     by_id = {event.detail["message_id"]: event for event in events}
     assert set(by_id) == {queued[name] for name in dropped}, "one event per dropped message"

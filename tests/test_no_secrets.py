@@ -75,7 +75,7 @@ class Server:
 def server(base_environ: dict[str, str], own_database_url: str, tmp_path: Path) -> Iterator[Server]:
     with mailing_server(base_environ | {"IDP_DATABASE_URL": own_database_url}, tmp_path / "serve.log") as mailing:
         password = "first passphrase " + secrets.token_urlsafe(12)
-        with mailing.ctx.sessions.begin() as db:
+        with mailing.ctx.db.begin() as db:
             made = create_client(
                 db,
                 mailing.ctx.secret_key,

@@ -18,7 +18,7 @@ import pytest
 from joserfc import jwt
 
 from idp.security.digests import token_digest
-from idp.sessions import end_session
+from idp.sso import end_session
 from idp.storage import AuthorizationCode
 
 from .flows import (
@@ -191,7 +191,7 @@ def test_sign_out_racing_the_exchange_leaves_no_live_token(http, ctx, make_clien
     verifier, challenge = pkce_pair()
     code = sign_in(http, client, make_user(), challenge)["code"]
     answers: list[httpx.Response] = []
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         session_id = db.get(AuthorizationCode, token_digest(code)).session_id
         end_session(db, session_id)
         exchanging = threading.Thread(target=lambda: answers.append(exchange(http, client, code, verifier)))

@@ -274,7 +274,7 @@ def test_a_message_dropped_once_no_longer_useful_is_counted(isolated):
 
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             message = db.scalar(select(OutboxMessage).where(OutboxMessage.recipient == address))
             assert message is not None
             if message.failed_at is not None:

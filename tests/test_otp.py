@@ -24,18 +24,18 @@ def identifier() -> str:
 
 
 def issue(ctx, identifier: str, purpose: str = PURPOSE, ttl: int = TTL) -> otp.IssuedCode:  # type: ignore[no-untyped-def]
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         return otp.issue(db, ctx.secret_key, purpose=purpose, identifier=identifier, user_id=None, ttl=ttl)
 
 
 def verify(ctx, identifier: str, code: str, purpose: str = PURPOSE, secret_key: str | None = None) -> bool:  # type: ignore[no-untyped-def]
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         key = ctx.secret_key if secret_key is None else secret_key
         return otp.verify(db, key, purpose=purpose, identifier=identifier, code=code) is not None
 
 
 def rows(ctx, identifier: str) -> list[OneTimeCode]:  # type: ignore[no-untyped-def]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         found = list(db.scalars(select(OneTimeCode).where(OneTimeCode.identifier == identifier)))
         db.expunge_all()
         return found
@@ -43,7 +43,7 @@ def rows(ctx, identifier: str) -> list[OneTimeCode]:  # type: ignore[no-untyped-
 
 def move_back(ctx, identifier: str, seconds: int) -> None:  # type: ignore[no-untyped-def]
     """Time passes for this identifier's codes."""
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(
             update(OneTimeCode)
             .where(OneTimeCode.identifier == identifier)
@@ -108,7 +108,7 @@ def test_a_code_is_bound_to_its_identifier_and_purpose(ctx, identifier) -> None:
 def test_a_code_expires_after_its_ttl(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
     issued = issue(ctx, identifier)
     assert issued.expires_at - now() in range(TTL - 2, TTL + 1)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(update(OneTimeCode).where(OneTimeCode.identifier == identifier).values(expires_at=now() - 1))
     assert not verify(ctx, identifier, issued.code)
 
@@ -185,14 +185,14 @@ def test_each_purpose_of_an_identifier_has_a_ration_of_its_own(ctx, identifier) 
 
 
 def test_resend_wait_is_zero_while_codes_may_go(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         assert otp.resend_wait(db, identifier, PURPOSE) == 0
     issue(ctx, identifier)
     issue(ctx, identifier)
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         assert otp.resend_wait(db, identifier, PURPOSE) == 0
     issue(ctx, identifier)
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         assert otp.resend_wait(db, identifier, PURPOSE) > 0
         assert otp.resend_wait(db, identifier, "second_factor") == 0
 
@@ -245,7 +245,7 @@ def race(ctx, identifier: str, code: str) -> list[bool]:  # type: ignore[no-unty
 
     def attempt() -> None:
         try:
-            with ctx.sessions() as db:
+            with ctx.db() as db:
                 start.wait(timeout=10)
                 spent = otp.verify(db, ctx.secret_key, purpose=PURPOSE, identifier=identifier, code=code)
                 db.commit()

@@ -55,13 +55,13 @@ def with_second_factor(ctx, user_id: str, method: str) -> str | None:
     """Turn on ``method`` for the person; the authenticator secret when it is ``totp``."""
     secret = totp.new_secret() if method == "totp" else None
     sealed = totp.seal(ctx.secret_key, secret) if secret else None
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(update(User).where(User.id == user_id).values(mfa_method=method, totp_secret=sealed))
     return secret
 
 
 def latest_amr(ctx, user_id: str) -> list[str]:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         sessions = db.scalars(select(BrowserSession).where(BrowserSession.user_id == user_id)).all()
         return list(max(sessions, key=lambda s: s.auth_time).amr)
 

@@ -43,21 +43,21 @@ def new_user(ctx: Context) -> Callable[[], str]:
     """An account without a password yet, as registration makes it; returns its id."""
 
     def make() -> str:
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             return create_user(db, email=fresh_email()).id
 
     return make
 
 
 def set_for(ctx: Context, settings: Settings, user_id: str, password: str) -> None:
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         user = db.get(User, user_id)
         assert user is not None
         set_password(db, settings, user, password)
 
 
 def stored_hash(ctx: Context, user_id: str) -> str:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         user = db.get(User, user_id)
         assert user is not None and user.password_hash is not None
         return user.password_hash
@@ -103,7 +103,7 @@ def test_common_passwords_are_refused(
 
 def test_the_email_address_is_refused(ctx: Context, settings: Settings) -> None:
     email = fresh_email()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         user_id = create_user(db, email=email).id
     with pytest.raises(PasswordRejected, match="cannot be your email address"):
         set_for(ctx, settings, user_id, email.upper())
@@ -120,7 +120,7 @@ def test_the_last_five_passwords_are_refused_and_the_sixth_ago_allowed(
         with pytest.raises(PasswordRejected, match="last 5 passwords"):
             set_for(ctx, settings, user_id, recent)
     set_for(ctx, settings, user_id, passwords[0])
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         kept = list(db.scalars(select(PasswordHistory.password_hash).where(PasswordHistory.user_id == user_id)))
     assert len(kept) == 5
 
@@ -131,7 +131,7 @@ def test_the_hash_is_argon2id(ctx: Context, settings: Settings, new_user: Callab
     stored = stored_hash(ctx, user_id)
     assert stored.startswith("$argon2id$v=19$")
     assert PasswordHasher(type=Type.ID).verify(stored, CLEAN)
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         (kept,) = db.scalars(select(PasswordHistory.password_hash).where(PasswordHistory.user_id == user_id))
     assert kept == stored
 
@@ -154,7 +154,7 @@ def test_registration_applies_the_policy(http: TestClient, ctx: Context, passwor
     response = register(http, email, password.format(email=email))
     assert response.status_code == 400
     assert alert(response) == message
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         assert db.scalar(select(User).where(User.email == email)) is None
 
 
@@ -171,7 +171,7 @@ def test_registration_uses_the_configured_minimum(base_environ: dict[str, str], 
         assert register(client, email, "twelve chars").status_code == 200
     finally:
         client.app.state.ctx.close()  # type: ignore[attr-defined]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         user = db.scalar(select(User).where(User.email == email))
         assert user is not None and user.password_hash is not None and user.password_hash.startswith("$argon2id$")
 
@@ -263,5 +263,5 @@ def test_an_unreachable_range_api_lets_the_password_through_with_a_warning(
     assert len(warnings) == 1
     assert warnings[0].getMessage().startswith("pwned passwords check skipped")
     assert BREACHED not in caplog.text
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         assert db.scalar(select(User).where(User.email == email)) is not None

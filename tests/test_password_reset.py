@@ -37,7 +37,7 @@ from idp.messaging.worker import deliver_due
 from idp.oauth.clients import create_client
 from idp.security import sealing
 from idp.security.digests import token_digest
-from idp.sessions import find_session
+from idp.sso import find_session
 from idp.storage import ActionToken, AuditEvent, BrowserSession, Grant, OutboxMessage, RefreshToken, User
 
 from .conftest import PASSWORD, TEST_ISSUER
@@ -175,28 +175,28 @@ def assert_bad_link(response: httpx.Response) -> None:
 
 
 def stored(ctx: Context, user_id: str) -> User:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         user = db.get_one(User, user_id)
         db.expunge(user)
         return user
 
 
 def tokens_of(ctx: Context, email: str) -> list[ActionToken]:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         found = list(db.scalars(select(ActionToken).where(ActionToken.email == email)))
         db.expunge_all()
         return found
 
 
 def queued_to(ctx: Context, address: str) -> list[OutboxMessage]:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         found = list(db.scalars(select(OutboxMessage).where(OutboxMessage.recipient == address)))
         db.expunge_all()
         return found
 
 
 def events(ctx: Context, event: str, user_id: str | None = None) -> list[AuditEvent]:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         query = select(AuditEvent).where(AuditEvent.event == event).order_by(AuditEvent.id)
         if user_id is not None:
             query = query.where(AuditEvent.user_id == user_id)
@@ -206,7 +206,7 @@ def events(ctx: Context, event: str, user_id: str | None = None) -> list[AuditEv
 
 
 def live_sessions(ctx: Context, user_id: str) -> list[str]:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         return list(
             db.scalars(
                 select(BrowserSession.id)
@@ -221,7 +221,7 @@ def refresh(http: TestClient, client: RegisteredClient, refresh_token: str) -> h
 
 
 def session_of(ctx: Context, browser: TestClient) -> str:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         active = find_session(db, browser.cookies.get("idp_session"), idle_timeout=None)
         assert active is not None
         return active.session.id
@@ -254,7 +254,7 @@ def test_sign_in_page_links_to_forgot(http):
 
 def test_known_unknown_and_disabled_accounts_get_the_same_answer(http, make_user, ctx, mailbox):
     known, disabled = make_user(), make_user()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         disable_user(db, disabled.id)
     answers = [ask_for_link(http, email) for email in (known.email, unknown_email(), disabled.email)]
     assert {response.status_code for response in answers} == {200}
@@ -325,7 +325,7 @@ def test_every_address_costs_a_sent_links_work(http, make_user, ctx, mailbox, wa
     or limited address makes, renders, seals and writes the email a known one gets, and only a link
     that may go is kept. This compares the work done, not the time it took."""
     known, disabled, limited = make_user(), make_user(), make_user()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         disable_user(db, disabled.id)
     for _ in range(recovery.LIMIT):
         ask_for_link(http, limited.email)
@@ -380,7 +380,7 @@ def test_at_most_three_links_per_fifteen_minutes(http, make_user, ctx, mailbox):
     reasons = [(e.outcome, (e.detail or {}).get("reason")) for e in events(ctx, "password_reset_requested", user.id)]
     assert reasons == [("success", None)] * 3 + [("failure", "rate_limited")]
 
-    with ctx.sessions.begin() as db:  # fifteen minutes pass
+    with ctx.db.begin() as db:  # fifteen minutes pass
         db.execute(
             update(ActionToken).where(ActionToken.email == user.email).values(created_at=ActionToken.created_at - 900)
         )
@@ -469,13 +469,13 @@ def test_a_link_read_by_two_requests_at_once_is_spent_once(http, make_user, ctx,
     """The second of two racing requests found the link live, but the conditional UPDATE refuses it."""
     user = make_user()
     token = token_of(link_for(http, mailbox, user.email))
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         seen_live = recovery.find_reset_link(db, token)
         db.expunge_all()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         recovery.reset_password(db, ctx.settings, ctx.secret_key, token, NEW_PASSWORD)
     monkeypatch.setattr(recovery, "find_reset_link", lambda db, token: seen_live)
-    with ctx.sessions() as db, pytest.raises(recovery.ResetLinkInvalid):
+    with ctx.db() as db, pytest.raises(recovery.ResetLinkInvalid):
         recovery.reset_password(db, ctx.settings, ctx.secret_key, token, "a third passphrase 99")
     assert verify_password(stored(ctx, user.id).password_hash, NEW_PASSWORD)
 
@@ -491,7 +491,7 @@ def test_link_expires_after_an_hour(http, make_user, ctx, mailbox):
     user = make_user()
     link = link_for(http, mailbox, user.email)
     page = open_link(http, link)
-    with ctx.sessions.begin() as db:  # an hour passes
+    with ctx.db.begin() as db:  # an hour passes
         db.execute(
             update(ActionToken)
             .where(ActionToken.email == user.email)
@@ -513,7 +513,7 @@ def test_unknown_token_is_a_clear_400(http, query):
 def test_link_of_an_address_the_account_no_longer_has_is_refused(http, make_user, ctx, mailbox):
     user = make_user()
     link = link_for(http, mailbox, user.email)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(update(User).where(User.id == user.id).values(email=unknown_email()))
     page = open_link(http, link)
     posted = http.post(
@@ -598,7 +598,7 @@ def test_reset_ends_every_session_and_revokes_every_refresh_token(
     phone, laptop = signed_in_browser(new_browser, user), new_browser()
     tokens = tokens_for(laptop, client, user, scope="openid email offline_access")
     offline = tokens_for(new_browser(), client, user, scope="openid email offline_access")
-    with ctx.sessions.begin() as db:  # a grant that outlived its session
+    with ctx.db.begin() as db:  # a grant that outlived its session
         grant_id = db.get_one(RefreshToken, token_digest(offline["refresh_token"])).grant_id
         db.execute(update(Grant).where(Grant.id == grant_id).values(session_id=None))
     assert len(live_sessions(ctx, user.id)) == 3
@@ -646,7 +646,7 @@ def test_reset_emails_a_notice(http, make_user, mailbox):
 
 
 def change(ctx: Context, user_id: str, current: str, new: str, keep: str | None) -> int:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         user = db.get_one(User, user_id)
         try:
             return recovery.change_password(
@@ -754,7 +754,7 @@ def relying_app() -> Iterator[RelyingApp]:
 
 def test_journey_forgot_link_new_password_ends_the_old_session(browser, smtp_server, relying_app):
     server = smtp_server
-    with server.ctx.sessions.begin() as db:
+    with server.ctx.db.begin() as db:
         user = create_user(db, email=f"journey-{secrets.token_hex(4)}@example.com", password=PASSWORD, verified=True)
         made = create_client(
             db,

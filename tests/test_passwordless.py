@@ -33,7 +33,7 @@ from idp.accounts.users import create_user, disable_user
 from idp.context import Context
 from idp.messaging.worker import deliver_due
 from idp.oauth.clients import create_client
-from idp.sessions import start_session
+from idp.sso import start_session
 from idp.storage import AuditEvent, BrowserSession, OneTimeCode, User
 
 from .conftest import TEST_ISSUER, make_settings, passwords_hashed_once, start_server
@@ -181,14 +181,14 @@ def new_phone() -> str:
 
 def add_user(client: TestClient, **kwargs: Any) -> User:
     kwargs.setdefault("verified", True)
-    with ctx_of(client).sessions.begin() as db, passwords_hashed_once():
+    with ctx_of(client).db.begin() as db, passwords_hashed_once():
         user = create_user(db, **kwargs)
         db.expunge(user)
         return user
 
 
 def stored_user(client: TestClient, **where: str) -> User | None:
-    with ctx_of(client).sessions() as db:
+    with ctx_of(client).db() as db:
         user = db.scalar(select(User).filter_by(**where))
         if user is not None:
             db.expunge(user)
@@ -196,7 +196,7 @@ def stored_user(client: TestClient, **where: str) -> User | None:
 
 
 def add_client(client: TestClient, **kwargs: Any) -> RegisteredClient:
-    with ctx_of(client).sessions.begin() as db:
+    with ctx_of(client).db.begin() as db:
         made = create_client(db, ctx_of(client).secret_key, name="Passwordless app", allow_http=True, **kwargs)
         return RegisteredClient(made.client.id, made.secret, made.client.redirect_uris[0])
 
@@ -220,7 +220,7 @@ def without_csrf(text: str) -> str:
 
 
 def signed_in_amr(client: TestClient, user_id: str) -> list[str]:
-    with ctx_of(client).sessions() as db:
+    with ctx_of(client).db() as db:
         session = db.scalar(
             select(BrowserSession).where(BrowserSession.user_id == user_id).order_by(BrowserSession.created_at.desc())
         )
@@ -300,10 +300,10 @@ def test_a_code_on_an_unproven_email_takes_the_account_back_from_whoever_made_it
     the victim first proves the address by a code, nothing the stranger set stays."""
     victim = new_email()
     squatter = add_user(site, email=victim, password="squatters own password 1", verified=False)
-    with ctx_of(site).sessions.begin() as db:
+    with ctx_of(site).db.begin() as db:
         stored = db.get(User, squatter.id)
         stored.mfa_method = "email"
-    with ctx_of(site).sessions.begin() as db:
+    with ctx_of(site).db.begin() as db:
         start_session(db, db.get(User, squatter.id), amr=["pwd"], ip=None, user_agent=None, lifetime=3600)
     ask_for_code(site, victim)
     assert_signed_in(enter_code(site, emailed_code(site, caplog, victim)))
@@ -311,7 +311,7 @@ def test_a_code_on_an_unproven_email_takes_the_account_back_from_whoever_made_it
     assert reclaimed is not None and reclaimed.email_verified
     assert reclaimed.password_hash is None, "the stranger's password no longer signs in"
     assert reclaimed.mfa_method is None, "nor does their second factor stand in the owner's way"
-    with ctx_of(site).sessions() as db:
+    with ctx_of(site).db() as db:
         live = db.scalars(
             select(BrowserSession).where(BrowserSession.user_id == squatter.id, BrowserSession.ended_at.is_(None))
         ).all()
@@ -321,7 +321,7 @@ def test_a_code_on_an_unproven_email_takes_the_account_back_from_whoever_made_it
 def test_a_code_to_a_number_another_account_only_claimed_makes_its_own_account(sms_site, stub):
     number = new_phone()
     claimant = add_user(sms_site, email=new_email(), phone=number, verified=False)
-    with ctx_of(sms_site).sessions.begin() as db:
+    with ctx_of(sms_site).db.begin() as db:
         db.get(User, claimant.id).email_verified = True
     ask_for_code(sms_site, number)
     assert_signed_in(enter_code(sms_site, texted_code(sms_site, stub, number)))
@@ -411,7 +411,7 @@ def test_without_self_registration_an_unknown_identifier_gets_the_same_answer(cl
 def test_without_self_registration_no_account_is_made(closed_site):
     unknown = new_email()
     ask_for_code(closed_site, unknown)
-    with ctx_of(closed_site).sessions() as db:
+    with ctx_of(closed_site).db() as db:
         stored = db.scalar(select(OneTimeCode).where(OneTimeCode.identifier == unknown))
     assert stored is not None
     for guess in ("000000", "123456", "999999"):
@@ -515,7 +515,7 @@ def test_resend_limit_answers_429_with_the_wait_in_seconds(site):
     assert again.status_code == 429
     assert re.fullmatch(WAIT, alert_text(again))
 
-    with ctx_of(site).sessions.begin() as db:
+    with ctx_of(site).db.begin() as db:
         db.execute(
             update(OneTimeCode)
             .where(OneTimeCode.identifier == user.email)
@@ -528,7 +528,7 @@ def test_an_expired_code_fails(site, caplog):
     user = add_user(site, email=new_email())
     ask_for_code(site, user.email)
     code = emailed_code(site, caplog, user.email)
-    with ctx_of(site).sessions.begin() as db:
+    with ctx_of(site).db.begin() as db:
         db.execute(update(OneTimeCode).where(OneTimeCode.identifier == user.email).values(expires_at=0))
     assert enter_code(site, code).status_code == 400
 
@@ -538,7 +538,7 @@ def test_an_expired_code_fails(site, caplog):
 
 def test_disabled_account_cannot_sign_in_by_code(site, caplog):
     user = add_user(site, email=new_email())
-    with ctx_of(site).sessions.begin() as db:
+    with ctx_of(site).db.begin() as db:
         disable_user(db, user.id)
     response = ask_for_code(site, user.email)
     assert response.status_code == 303, "the answer does not tell the account is disabled"
@@ -546,7 +546,7 @@ def test_disabled_account_cannot_sign_in_by_code(site, caplog):
     assert messages_to(site, user.email) == 0, "a disabled account is sent no code"
     for guess in ("000000", "123456"):
         assert enter_code(site, guess).status_code == 400
-    with ctx_of(site).sessions() as db:
+    with ctx_of(site).db() as db:
         assert db.scalar(select(func.count()).select_from(User).where(User.email == user.email)) == 1
         assert db.scalar(select(func.count()).select_from(BrowserSession).where(BrowserSession.user_id == user.id)) == 0
 
@@ -555,7 +555,7 @@ def test_disabled_after_the_code_was_sent_cannot_sign_in(site, caplog):
     user = add_user(site, email=new_email())
     ask_for_code(site, user.email)
     code = emailed_code(site, caplog, user.email)
-    with ctx_of(site).sessions.begin() as db:
+    with ctx_of(site).db.begin() as db:
         disable_user(db, user.id)
     assert enter_code(site, code).status_code == 400
 
@@ -566,7 +566,7 @@ def test_audit_records_code_sent_and_verified_without_the_code(site, caplog):
     code = emailed_code(site, caplog, user.email)
     enter_code(site, wrong(code))
     assert_signed_in(enter_code(site, code))
-    with ctx_of(site).sessions() as db:
+    with ctx_of(site).db() as db:
         events = list(db.scalars(select(AuditEvent).where(AuditEvent.user_id == user.id).order_by(AuditEvent.id)))
     seen = [(e.event, e.outcome) for e in events]
     assert seen[:3] == [("code_sent", "success"), ("code_verified", "failure"), ("code_verified", "success")]
@@ -582,7 +582,7 @@ def test_audit_records_a_resent_code(site):
     user = add_user(site, email=new_email())
     ask_for_code(site, user.email)
     assert resend(site).status_code == 200
-    with ctx_of(site).sessions() as db:
+    with ctx_of(site).db() as db:
         query = select(AuditEvent).where(AuditEvent.user_id == user.id, AuditEvent.event == "code_sent")
         sent = list(db.scalars(query.order_by(AuditEvent.id)))
     assert [e.detail for e in sent] == [{"channel": "email", "purpose": "sign_in"}] * 2
@@ -662,7 +662,7 @@ def sms_server(module_environ: dict[str, str], stub: Stub, tmp_path: Path) -> It
 
 def test_browser_passwordless_by_sms_from_a_relying_app_to_its_tokens(browser, sms_server, stub):
     url, ctx = sms_server
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         made = create_client(db, ctx.secret_key, name="SMS app", redirect_uris=[stub.url + "/cb"], allow_http=True)
         app = RegisteredClient(made.client.id, made.secret, stub.url + "/cb")
         phone = new_phone()

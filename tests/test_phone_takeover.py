@@ -50,7 +50,7 @@ def masked(phone: str) -> str:
 
 
 def codes_sent_to(ctx, phone: str) -> int:  # type: ignore[no-untyped-def]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         return len(list(db.scalars(select(OneTimeCode.id).where(OneTimeCode.identifier == phone))))
 
 

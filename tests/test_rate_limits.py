@@ -135,7 +135,7 @@ def client_credentials(site: Site, client: RegisteredClient, secret: str | None 
 
 
 def refusals(site: Site, **where: str) -> list[AuditEvent]:
-    with site.ctx.sessions() as db:
+    with site.ctx.db() as db:
         return list(db.scalars(select(AuditEvent).filter_by(event="rate_limited", **where).order_by(AuditEvent.id)))
 
 
@@ -304,7 +304,7 @@ def test_password_reset_requests_are_limited_per_address(open_site, make_user):
 
 def reset_token(site: Site, user_id: str, email: str) -> str:
     """A live reset link's token, as the emailed link carries it."""
-    with site.ctx.sessions.begin() as db:
+    with site.ctx.db.begin() as db:
         return links.issue(db, recovery.PURPOSE, user_id, email, recovery.LINK_LIFETIME)
 
 
@@ -334,7 +334,7 @@ def test_new_passwords_on_a_reset_link_spend_the_sign_in_budget(open_site, make_
     assert_refused_page(refused)
     assert_recorded(site, address, "sign_in")
     assert argon2 == []
-    with site.ctx.sessions() as db:
+    with site.ctx.db() as db:
         assert verify_password(db.get_one(User, user.id).password_hash, PASSWORD)
         assert recovery.find_reset_link(db, token) is not None
     assert login(browser, user.email, PASSWORD).status_code == 429
@@ -384,7 +384,7 @@ def test_code_requests_share_one_budget(open_site):
 
 
 def pending_requests(site: Site, client: RegisteredClient) -> int:
-    with site.ctx.sessions() as db:
+    with site.ctx.db() as db:
         return len(db.scalars(select(AuthorizationRequest.id).filter_by(client_id=client.client_id)).all())
 
 

@@ -31,7 +31,7 @@ def check(ctx: Context, user_id: str, password: str, policy: RecentSignIn, signe
     """What the check answered (``"ok"`` or the exception's name); whatever it wrote is committed,
     as the callers commit a refusal."""
     auth_time = None if signed_in_ago is None else now() - signed_in_ago
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         user = db.get_one(User, user_id)
         try:
             reauthenticate(db, ctx.settings, ctx.secret_key, user, password, recent_sign_in=policy, auth_time=auth_time)
@@ -44,7 +44,7 @@ def check(ctx: Context, user_id: str, password: str, policy: RecentSignIn, signe
 
 
 def failures(ctx: Context, user_id: str) -> int:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         return db.get_one(User, user_id).failed_sign_ins
 
 
@@ -88,7 +88,7 @@ def test_wrong_passwords_lock_and_then_none_is_checked(ctx, make_user):
     person = make_user()
     for _ in range(ctx.settings.lockout_attempts):
         assert check(ctx, person.id, "not it", RecentSignIn.NEVER, None) == WrongPassword.__name__
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         user = db.get_one(User, person.id)
         assert user.locked_until is not None and user.locked_until > now()
         assert user.failed_sign_ins == 0, "the lock took the count"
@@ -103,7 +103,7 @@ def test_a_recent_sign_in_is_enough_for_the_second_factor_even_while_locked(ctx,
     """As before the check was shared: the lock guards the password, and a sign-in minutes ago
     needs none."""
     person = make_user()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(update(User).where(User.id == person.id).values(locked_until=now() + 600))
     assert check(ctx, person.id, "", RecentSignIn.ALWAYS, RECENT) == "ok"
     assert check(ctx, person.id, PASSWORD, RecentSignIn.ALWAYS, OLD) == AccountLocked.__name__
@@ -113,10 +113,10 @@ def test_the_check_reads_the_account_as_it_is_now(ctx, make_user):
     """The person's row is read again under the lock: a password set by another transaction since
     the object was loaded is asked for, where the stale object would let a recent sign-in do."""
     person, donor = make_user(password=None), make_user()
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         user = db.get_one(User, person.id)
         assert user.password_hash is None
-        with ctx.sessions.begin() as other:
+        with ctx.db.begin() as other:
             other.get_one(User, person.id).password_hash = other.get_one(User, donor.id).password_hash
         with pytest.raises(WrongPassword):
             reauthenticate(

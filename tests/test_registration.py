@@ -93,11 +93,11 @@ class Site:
         return [LINK.search(text_of(m)).group(1) for m in self.mail(to) if LINK.search(text_of(m))]  # type: ignore[union-attr]
 
     def user(self, email: str) -> User | None:
-        with self.ctx.sessions() as db:
+        with self.ctx.db() as db:
             return db.scalar(select(User).where(User.email == email))
 
     def audit(self, event: str) -> list[AuditEvent]:
-        with self.ctx.sessions() as db:
+        with self.ctx.db() as db:
             return list(db.scalars(select(AuditEvent).where(AuditEvent.event == event).order_by(AuditEvent.id)))
 
 
@@ -207,7 +207,7 @@ def start_authorization(client: TestClient, rp: RegisteredClient) -> tuple[str, 
 
 
 def make_rp(ctx: Context, redirect_uri: str = "https://rp.example/cb") -> RegisteredClient:
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         made = create_client(db, ctx.secret_key, name="Relying app", redirect_uris=[redirect_uri], allow_http=True)
         return RegisteredClient(made.client.id, made.secret, redirect_uri)
 
@@ -319,7 +319,7 @@ def test_registration_makes_an_unverified_account_and_mails_a_link(site: Site) -
     assert message.get_body(("html",)) is not None
 
     token = query_of(link)["token"]
-    with site.ctx.sessions() as db:
+    with site.ctx.db() as db:
         stored = db.get(ActionToken, token_digest(token))
         assert stored is not None and stored.purpose == "verify_email" and stored.user_id == user.id
         assert stored.expires_at == user.created_at + 24 * 3600
@@ -363,7 +363,7 @@ def test_a_taken_email_gets_the_same_answer_and_its_owner_a_notice(site: Site) -
         owner_before.password_hash,
         owner_before.updated_at,
     )
-    with site.ctx.sessions() as db:
+    with site.ctx.db() as db:
         assert len(list(db.scalars(select(User)))) == 2
         assert len(list(db.scalars(select(PasswordHistory).where(PasswordHistory.user_id == owner.id)))) == 1
 
@@ -467,7 +467,7 @@ def test_the_link_works_once(site: Site) -> None:
 def test_an_expired_link_is_refused(site: Site) -> None:
     register(site.http, "ann@example.com")
     (link,) = site.links("ann@example.com")
-    with site.ctx.sessions.begin() as db:
+    with site.ctx.db.begin() as db:
         db.execute(update(ActionToken).values(expires_at=ActionToken.created_at - 1))
     response = site.http.get(path_of(link))
     assert response.status_code == 400 and "expired" in alert(response.text)
@@ -493,7 +493,7 @@ def test_verification_continues_the_authorization_request(site: Site) -> None:
     request_id, verifier, params = start_authorization(site.http, rp)
     assert register(site.http, "ann@example.com", request_id=request_id).status_code == 200
     (link,) = site.links("ann@example.com")
-    with site.ctx.sessions() as db:
+    with site.ctx.db() as db:
         assert db.scalars(select(ActionToken.authorization_request_id)).one() == request_id
 
     response = site.http.get(path_of(link))
@@ -515,7 +515,7 @@ def test_verification_continues_the_authorization_request(site: Site) -> None:
 def test_an_expired_authorization_request_lands_on_the_account_page(site: Site) -> None:
     request_id, _, _ = start_authorization(site.http, make_rp(site.ctx))
     register(site.http, "ann@example.com", request_id=request_id)
-    with site.ctx.sessions.begin() as db:
+    with site.ctx.db.begin() as db:
         db.execute(update(AuthorizationRequest).values(expires_at=0))
     (link,) = site.links("ann@example.com")
     response = site.http.get(path_of(link))
@@ -524,7 +524,7 @@ def test_an_expired_authorization_request_lands_on_the_account_page(site: Site) 
 
 def test_a_person_with_a_second_factor_is_asked_for_it(site: Site) -> None:
     register(site.http, "ann@example.com")
-    with site.ctx.sessions.begin() as db:
+    with site.ctx.db.begin() as db:
         db.execute(update(User).values(mfa_method="email"))
     (link,) = site.links("ann@example.com")
     response = site.http.get(path_of(link))
@@ -544,7 +544,7 @@ def test_a_new_link_replaces_the_old_one(site: Site) -> None:
     assert first != second
     assert site.http.get(path_of(first)).status_code == 400
     assert site.http.get(path_of(second)).status_code == 303
-    with site.ctx.sessions() as db:
+    with site.ctx.db() as db:
         assert all(used is not None for used in db.scalars(select(ActionToken.used_at)))
 
 
@@ -579,7 +579,7 @@ def test_asking_for_links_is_limited_alike_for_every_address(site: Site) -> None
     assert len({same_page(re.sub(r"\d+ seconds", "N seconds", r.text), email) for email, r in limited.items()}) == 1
     assert len(site.links("waiting@example.com")) == 1 + registration.LIMIT
     # Refused requests do not push the wait further out.
-    with site.ctx.sessions.begin() as db:
+    with site.ctx.db.begin() as db:
         db.execute(update(AuditEvent).where(AuditEvent.outcome == "success").values(at=AuditEvent.at - 200))
     assert resend(site.http, "waiting@example.com").status_code == 200
 
@@ -613,7 +613,7 @@ def test_audit_events_exist_and_hold_no_secret(site: Site) -> None:
     assert [e.outcome for e in site.audit("email_verified")] == ["success", "failure"]
     assert registered.ip and registered.user_agent
 
-    with site.ctx.sessions() as db:
+    with site.ctx.db() as db:
         events = " ".join(f"{e.detail} {e.user_agent}" for e in db.scalars(select(AuditEvent)))
     token = query_of(link)["token"]
     for secret in (PASSWORD, token, token_digest(token), "ann@example.com", "+14155550100"):

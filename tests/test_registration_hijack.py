@@ -90,7 +90,7 @@ def verified(site: Site, email: str) -> bool:
 
 
 def link_spent(site: Site, link: str) -> bool:
-    with site.ctx.sessions() as db:
+    with site.ctx.db() as db:
         stored = db.get(ActionToken, token_digest(query_of(link)["token"]))
         assert stored is not None and stored.purpose == "verify_email"
         return stored.used_at is not None
@@ -171,7 +171,7 @@ def test_wrong_passwords_lock_the_account_and_a_locked_one_checks_none(make_site
 
 def test_an_account_without_a_password_is_verified_as_before(site: Site) -> None:
     register(site.http, "ann@example.com")
-    with site.ctx.sessions.begin() as db:
+    with site.ctx.db.begin() as db:
         db.execute(update(User).values(password_hash=None))
     (link,) = site.links("ann@example.com")
     response = site.browser().get(path_of(link))
@@ -218,7 +218,7 @@ def test_a_spent_or_expired_link_gets_the_same_answer_on_post(site: Site) -> Non
     (link,) = site.links("ann@example.com")
     other = site.browser()
     form = password_form(other, link)
-    with site.ctx.sessions.begin() as db:
+    with site.ctx.db.begin() as db:
         db.execute(update(ActionToken).values(expires_at=ActionToken.created_at - 1))
     response = give_password(other, form, PASSWORD)
     assert response.status_code == 400 and "not valid" in alert(response.text)
@@ -360,7 +360,7 @@ def signed_in_account(site: Site, browser: TestClient) -> str | None:
     cookie = browser.cookies.get("idp_session")
     if not cookie:
         return None
-    with site.ctx.sessions() as db:
+    with site.ctx.db() as db:
         return db.scalar(
             select(BrowserSession.user_id).where(
                 BrowserSession.token_hash == token_digest(cookie), BrowserSession.ended_at.is_(None)
@@ -382,7 +382,7 @@ def assert_nothing_of_the_squatters_stays(
     assert account is not None and account.email_verified
     assert account.phone is None and not account.phone_verified, "the stranger's phone is not the owner's"
     assert account.mfa_method is None and account.totp_secret is None
-    with site.ctx.sessions() as db:
+    with site.ctx.db() as db:
         unused = select(RecoveryCode).where(RecoveryCode.user_id == account.id, RecoveryCode.used_at.is_(None))
         assert db.scalars(unused).all() == [], "the stranger's recovery codes are spent"
     assert attacker.get("/account").status_code == 303, "the stranger's session ended"
@@ -421,7 +421,7 @@ def test_a_reset_of_an_unproven_address_takes_back_what_the_squatter_set(
 
 def age(site: Site, email: str, seconds: int) -> None:
     """Move the account's registration and its links ``seconds`` into the past."""
-    with site.ctx.sessions.begin() as db:
+    with site.ctx.db.begin() as db:
         user = db.scalar(select(User).where(User.email == email))
         assert user is not None
         user.created_at -= seconds
@@ -463,7 +463,7 @@ def test_links_sent_again_do_not_keep_a_squat_alive(site: Site) -> None:
     age(site, VICTIM, registration.LINK_LIFETIME - 3600)
     assert resend(site.browser(), VICTIM).status_code == 200
     _, link = site.links(VICTIM)
-    with site.ctx.sessions() as db:
+    with site.ctx.db() as db:
         squatted = db.scalar(select(User).where(User.email == VICTIM))
         resent = db.get(ActionToken, token_digest(query_of(link)["token"]))
         assert squatted is not None and resent is not None

@@ -251,7 +251,7 @@ def test_introspection_of_an_expired_access_token_is_inactive(http, ctx, resourc
 
 def test_introspection_of_an_expired_refresh_token_is_inactive(http, ctx, client, person, resource_server):
     tokens = tokens_for(http, client, person)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         grant_ids = select(Grant.id).where(Grant.client_id == client.client_id)
         db.execute(
             update(RefreshToken).where(RefreshToken.grant_id.in_(grant_ids)).values(expires_at=int(time.time()) - 1)

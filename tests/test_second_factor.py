@@ -97,13 +97,13 @@ def new_person(ctx: Context, **kwargs: Any) -> Person:
     kwargs.setdefault("email", f"mfa-{time.monotonic_ns()}@example.com")
     kwargs.setdefault("password", PASSWORD)
     kwargs.setdefault("verified", True)
-    with ctx.sessions.begin() as db, passwords_hashed_once():
+    with ctx.db.begin() as db, passwords_hashed_once():
         user = create_user(db, **kwargs)
         return Person(id=user.id, email=user.email or "", password=kwargs["password"])
 
 
 def new_app_client(ctx: Context, redirect_uri: str = "https://rp.example/cb") -> RegisteredClient:
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         made = create_client(
             db, ctx.secret_key, name="MFA app", redirect_uris=[redirect_uri], first_party=True, allow_http=True
         )
@@ -111,7 +111,7 @@ def new_app_client(ctx: Context, redirect_uri: str = "https://rp.example/cb") ->
 
 
 def stored(ctx: Context, user_id: str) -> User:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         user = db.get(User, user_id)
         assert user is not None
         db.expunge(user)
@@ -119,13 +119,13 @@ def stored(ctx: Context, user_id: str) -> User:
 
 
 def events(ctx: Context, user_id: str, name: str) -> list[AuditEvent]:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         return list(db.scalars(select(AuditEvent).where(AuditEvent.user_id == user_id, AuditEvent.event == name)))
 
 
 def turn_on(ctx: Context, user_id: str, method: str) -> list[str]:
     """Set a second factor straight in the database, for tests about signing in with it."""
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         user = db.get(User, user_id)
         assert user is not None
         user.mfa_method = method
@@ -134,7 +134,7 @@ def turn_on(ctx: Context, user_id: str, method: str) -> list[str]:
 
 def age_sessions(ctx: Context, user_id: str, seconds: int = 10 * 60) -> None:
     """The person signed in a while ago: changes need the password again."""
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(
             update(BrowserSession)
             .where(BrowserSession.user_id == user_id)
@@ -431,7 +431,7 @@ def test_email_second_factor(mfa_ctx, browser_of, messages):
 def test_code_factors_need_a_verified_destination(mfa_ctx, browser_of):
     person = new_person(mfa_ctx)
     web = signed_in_browser(browser_of, person)
-    with mfa_ctx.sessions.begin() as db:
+    with mfa_ctx.db.begin() as db:
         db.execute(update(User).where(User.id == person.id).values(email_verified=False))
     page = web.get("/account/security")
     assert 'value="email"' not in page.text and 'value="sms"' not in page.text
@@ -534,7 +534,7 @@ def test_wrong_authenticator_codes_end_the_sign_in_and_count_toward_the_lockout(
     sign-in, and each counts like a wrong password, so signing in again and again cannot guess it."""
     person = new_person(mfa_ctx)
     secret = pyotp.random_base32()
-    with mfa_ctx.sessions.begin() as db:
+    with mfa_ctx.db.begin() as db:
         user = db.get(User, person.id)
         user.mfa_method = "totp"
         user.totp_secret = totp.seal(mfa_ctx.secret_key, secret)
@@ -548,7 +548,7 @@ def test_wrong_authenticator_codes_end_the_sign_in_and_count_toward_the_lockout(
     assert_waits_for_second_factor(password_sign_in(web, person))
     for _ in range(2):
         assert_code_refused(enter_code(web, wrong))
-    with mfa_ctx.sessions() as db:
+    with mfa_ctx.db() as db:
         user = db.get(User, person.id)
         assert user.locked_until is not None, "five wrong codes in a row lock the account"
     refused = password_sign_in(web, person)
@@ -573,7 +573,7 @@ def test_a_pending_sign_in_ends_after_ten_minutes(mfa_ctx, browser_of):
     web = browser_of()
     assert_waits_for_second_factor(password_sign_in(web, person))
     fields = hidden_fields(web.get("/login/verify").text)
-    with mfa_ctx.sessions.begin() as db:
+    with mfa_ctx.db.begin() as db:
         db.execute(update(PendingSignIn).where(PendingSignIn.user_id == person.id).values(expires_at=now() - 1))
     response = web.post("/login/verify", data={**fields, "code": next_step_code(secret)})
     assert response.status_code == 400
@@ -604,7 +604,7 @@ def test_turning_off_needs_the_password(mfa_ctx, browser_of, messages):
     assert "Two-step sign-in is off." in done.text
     user = stored(mfa_ctx, person.id)
     assert user.mfa_method is None and user.totp_secret is None
-    with mfa_ctx.sessions() as db:
+    with mfa_ctx.db() as db:
         assert totp.remaining_recovery_codes(db, user) == 0
     [disabled] = events(mfa_ctx, person.id, "second_factor_disabled")
     assert disabled.detail == {"method": "totp"}
@@ -625,7 +625,7 @@ def test_a_locked_account_takes_no_password_to_turn_it_off(mfa_ctx, browser_of):
     web = signed_in_browser(browser_of, person)
     enrol_totp(web)
     age_sessions(mfa_ctx, person.id)
-    with mfa_ctx.sessions.begin() as db:
+    with mfa_ctx.db.begin() as db:
         db.execute(update(User).where(User.id == person.id).values(locked_until=now() + 600))
 
     refused = security_post(web, "disable", current_password=PASSWORD)
@@ -653,7 +653,7 @@ def test_wrong_passwords_to_turn_it_off_lock_the_account(mfa_ctx, browser_of):
 def test_a_passwordless_account_with_an_old_session_must_sign_in_again(mfa_ctx, browser_of):
     person = new_person(mfa_ctx)
     web = signed_in_browser(browser_of, person)
-    with mfa_ctx.sessions.begin() as db:
+    with mfa_ctx.db.begin() as db:
         db.execute(update(User).where(User.id == person.id).values(password_hash=None))
     assert security_post(web, "enable", method="totp").status_code == 200, "signed in just now"
     age_sessions(mfa_ctx, person.id)

@@ -38,18 +38,18 @@ def _signed_in(browser: TestClient, make_user) -> str:  # type: ignore[no-untype
     user = make_user()
     response = post_login(browser, user.email, user.password)
     assert_signed_in(response)
-    with browser.app.state.ctx.sessions() as db:  # type: ignore[attr-defined]
+    with browser.app.state.ctx.db() as db:  # type: ignore[attr-defined]
         return db.query(BrowserSession.id).filter_by(user_id=user.id).one()[0]
 
 
 def _idle_for(browser: TestClient, session_id: str, seconds: int) -> None:
     """The session was last used ``seconds`` ago."""
-    with browser.app.state.ctx.sessions.begin() as db:  # type: ignore[attr-defined]
+    with browser.app.state.ctx.db.begin() as db:  # type: ignore[attr-defined]
         db.execute(update(BrowserSession).where(BrowserSession.id == session_id).values(last_seen_at=now() - seconds))
 
 
 def _last_seen(browser: TestClient, session_id: str) -> int:
-    with browser.app.state.ctx.sessions() as db:  # type: ignore[attr-defined]
+    with browser.app.state.ctx.db() as db:  # type: ignore[attr-defined]
         return db.get_one(BrowserSession, session_id).last_seen_at
 
 
@@ -66,7 +66,7 @@ def test_an_idle_session_is_asked_to_sign_in_again_at_authorize(browser, make_us
     client = make_client()
     user = make_user()
     sign_in(browser, client, user, pkce_pair()[1])
-    with browser.app.state.ctx.sessions() as db:  # type: ignore[attr-defined]
+    with browser.app.state.ctx.db() as db:  # type: ignore[attr-defined]
         session_id = db.query(BrowserSession.id).filter_by(user_id=user.id).one()[0]
     _idle_for(browser, session_id, IDLE_TTL + 1)
 
@@ -101,7 +101,7 @@ def test_an_idle_session_can_still_be_signed_out_and_its_grants_end(browser, mak
     client = make_client()
     user = make_user()
     tokens = tokens_for(browser, client, user)
-    with browser.app.state.ctx.sessions() as db:  # type: ignore[attr-defined]
+    with browser.app.state.ctx.db() as db:  # type: ignore[attr-defined]
         session_id = db.query(BrowserSession.id).filter_by(user_id=user.id).one()[0]
     _idle_for(browser, session_id, IDLE_TTL + 1)
 
@@ -110,7 +110,7 @@ def test_an_idle_session_can_still_be_signed_out_and_its_grants_end(browser, mak
     )
     assert response.status_code == 303
     assert response.headers["location"] == "https://rp.example/bye"
-    with browser.app.state.ctx.sessions() as db:  # type: ignore[attr-defined]
+    with browser.app.state.ctx.db() as db:  # type: ignore[attr-defined]
         assert db.get_one(BrowserSession, session_id).ended_at is not None
     refresh = browser.post(
         "/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, auth=client.auth
@@ -126,7 +126,7 @@ def test_session_lifetime_comes_from_the_setting(base_environ, settings, make_us
             response = post_login(client, user.email, user.password)
             assert_signed_in(response)
             assert "Max-Age=3600" in response.headers["set-cookie"]
-            with application.state.ctx.sessions() as db:
+            with application.state.ctx.db() as db:
                 row = db.query(BrowserSession).filter_by(user_id=user.id).one()
                 assert row.expires_at - row.created_at == 3600
     finally:
@@ -136,7 +136,7 @@ def test_session_lifetime_comes_from_the_setting(base_environ, settings, make_us
 def test_without_an_idle_timeout_an_old_last_use_still_signs_in(http, make_user):
     user = make_user()
     assert_signed_in(post_login(http, user.email, user.password))
-    with http.app.state.ctx.sessions.begin() as db:  # type: ignore[attr-defined]
+    with http.app.state.ctx.db.begin() as db:  # type: ignore[attr-defined]
         long_ago = now() - 11 * 3600
         db.execute(update(BrowserSession).where(BrowserSession.user_id == user.id).values(last_seen_at=long_ago))
     assert http.get("/account").status_code == 200

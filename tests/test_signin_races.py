@@ -73,7 +73,7 @@ def race(*runs: Callable[[], Any]) -> list[Any]:
 def code_form(ctx: Context, browser: TestClient, *, purpose: str, identifier: str, user_id: str) -> Callable[[], Any]:
     """The code page of the browser's sign-in under way, filled in with a code known to the test
     (it replaces the one sent), ready to submit."""
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         issued = otp.issue(db, ctx.secret_key, purpose=purpose, identifier=identifier, user_id=user_id, ttl=300)
     page = browser.get("/login/verify")
     assert page.status_code == 200, page.text
@@ -88,7 +88,7 @@ def passwordless(ctx: Context, browser: TestClient, email: str, user_id: str) ->
 
 
 def second_factor(ctx: Context, browser: TestClient, email: str, user_id: str) -> Callable[[], Any]:
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.get_one(User, user_id).mfa_method = "email"
     answer = post_login(browser, email, PASSWORD)
     assert answer.status_code == 303 and answer.headers["location"] == "/login/verify", answer.text
@@ -104,7 +104,7 @@ def refused_code(answer: httpx.Response) -> bool:
 
 
 def live_sessions(ctx: Context, user_id: str) -> int:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         query = select(func.count()).where(BrowserSession.user_id == user_id, BrowserSession.ended_at.is_(None))
         return db.scalar(query.select_from(BrowserSession)) or 0
 
@@ -165,7 +165,7 @@ def test_a_code_sign_in_while_the_account_is_disabled(ctx, make_user, browsers, 
     look_idle(ctx, person.id)
 
     def disable() -> None:
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             disable_user(db, person.id)
 
     sign_in_answer, _ = race(send_code, disable)
@@ -184,7 +184,7 @@ def test_disabling_while_a_reset_ends_the_sessions(ctx, make_user, browsers, rou
     reset = reset_form(browsers(), link(ctx, recovery.PURPOSE, person.id, person.email))
 
     def disable() -> None:
-        with ctx.sessions.begin() as db:
+        with ctx.db.begin() as db:
             disable_user(db, person.id)
 
     reset_answer, _ = race(reset, disable)
@@ -237,13 +237,13 @@ def test_a_code_for_an_address_no_longer_the_persons_does_not_sign_in(ctx, make_
 
 
 def events_in_order(ctx: Context, user_id: str, names: list[str]) -> list[str]:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         query = select(AuditEvent.event).where(AuditEvent.user_id == user_id, AuditEvent.event.in_(names))
         return list(db.scalars(query.order_by(AuditEvent.id)))
 
 
 def live_codes(ctx: Context, identifier: str) -> int:
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         query = select(func.count()).select_from(OneTimeCode)
         query = query.where(OneTimeCode.identifier == identifier, OneTimeCode.consumed_at.is_(None))
         return db.scalar(query) or 0

@@ -176,7 +176,7 @@ def test_secrets_rest_only_as_hashes(http, ctx, make_client, make_user):
     for secret in (refresh_token, code, client.client_secret, user.password, verifier, *cookies):
         assert secret not in stored
 
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         row = db.get(Client, client.client_id)
         assert row is not None
         assert row.secret_hash == keyed_digest(ctx.secret_key, client.client_secret)

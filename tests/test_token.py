@@ -170,7 +170,7 @@ def test_unknown_code_is_refused(http, client):
 def test_expired_code_is_refused(http, ctx, client, user):
     verifier, challenge = pkce_pair()
     code = sign_in(http, client, user, challenge)["code"]
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         changed = db.execute(
             update(AuthorizationCode)
             .where(AuthorizationCode.client_id == client.client_id)
@@ -246,14 +246,14 @@ def test_code_exchanged_twice_at_once_succeeds_exactly_once(live_http, live_serv
 
 
 def _values_of(ctx, table: str) -> list[str]:  # type: ignore[no-untyped-def]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         return [str(value) for row in db.execute(text(f"SELECT * FROM {table}")) for value in row]
 
 
 def test_code_is_stored_only_as_a_hash(http, ctx, client, user):
     verifier, challenge = pkce_pair()
     code = sign_in(http, client, user, challenge)["code"]
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         assert db.scalar(select(AuthorizationCode).where(AuthorizationCode.client_id == client.client_id))
     assert not [v for v in _values_of(ctx, "authorization_codes") if code in v]
     assert exchange(http, client, code, verifier).status_code == 200
@@ -261,7 +261,7 @@ def test_code_is_stored_only_as_a_hash(http, ctx, client, user):
 
 def test_refresh_token_is_stored_only_as_a_hash(http, ctx, client, user):
     tokens = tokens_for(http, client, user)
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         grant_ids = select(Grant.id).where(Grant.client_id == client.client_id)
         assert db.scalar(select(RefreshToken).where(RefreshToken.grant_id.in_(grant_ids)))
     assert not [v for v in _values_of(ctx, "refresh_tokens") if tokens["refresh_token"] in v]
@@ -331,7 +331,7 @@ def test_unknown_refresh_token_is_refused(http, client):
 
 def test_expired_refresh_token_is_refused(http, ctx, client, user):
     tokens = tokens_for(http, client, user)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         grant_ids = select(Grant.id).where(Grant.client_id == client.client_id)
         changed = db.execute(
             update(RefreshToken).where(RefreshToken.grant_id.in_(grant_ids)).values(expires_at=int(time.time()) - 1)
@@ -536,6 +536,6 @@ def test_access_tokens_have_distinct_jti(http, client, user):
 
 def test_refresh_for_a_disabled_person_is_refused(http, ctx, client, user):
     tokens = tokens_for(http, client, user)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         disable_user(db, user.id)
     assert_error(refresh(http, client, tokens["refresh_token"]), "invalid_grant")

@@ -227,7 +227,7 @@ def test_token_of_a_disabled_person_is_refused(http, ctx, access_token, person):
     loose = own_token(ctx, sub=person.id)
     assert http.get("/userinfo", headers=bearer(access_token)).status_code == 200
     assert http.get("/userinfo", headers=bearer(loose)).status_code == 200
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         disable_user(db, person.id)
     assert_invalid_token(http.get("/userinfo", headers=bearer(access_token)))
     assert_invalid_token(http.get("/userinfo", headers=bearer(loose)))

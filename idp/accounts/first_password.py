@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..context import Context
-from ..sessions import sign_out_everywhere
+from ..sso import sign_out_everywhere
 from ..storage import OneTimeCode, User, now
 from . import otp
 from .codes_vocabulary import Channel, Purpose

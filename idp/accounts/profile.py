@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from ..audit import mask
 from ..context import Context
 from ..messaging.outbox import enqueue_email, notice_useful_until
-from ..sessions import end_session
+from ..sso import end_session
 from ..storage import BrowserSession, OneTimeCode, User, now
 from . import otp
 from .codes_vocabulary import Channel, Purpose, SecondFactorMethod

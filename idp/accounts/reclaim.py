@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from ..sessions import sign_out_everywhere
+from ..sso import sign_out_everywhere
 from ..storage import Consent, PasswordHistory, User, now
 from . import links, totp
 

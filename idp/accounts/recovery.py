@@ -37,8 +37,8 @@ from .. import audit
 from ..audit import Event, mask
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..security.digests import new_token
-from ..sessions import sign_out_everywhere
 from ..settings import Settings
+from ..sso import sign_out_everywhere
 from ..storage import ActionToken, User, now
 from . import links
 from .codes_vocabulary import Purpose

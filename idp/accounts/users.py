@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..security.digests import new_id
-from ..sessions import sign_out_everywhere
+from ..sso import sign_out_everywhere
 from ..storage import User, now
 from .passwords import hash_password
 from .phones import PhoneError, to_e164

@@ -37,7 +37,7 @@ from ..audit import Event, mask
 from ..context import Context
 from ..security.rate_limits import Limit
 from ..storage import BrowserSession, User
-from ..web.request import audit, rate_limit_address, request_address
+from ..web.request import audit, context, rate_limit_address, request_address
 from .bearer import Caller, authenticate, bearer_token
 from .bodies import Field, Fields, parse_json, read_limited
 from .problems import Problem
@@ -99,8 +99,8 @@ def operation(fields: Fields | None = None) -> Callable[[Handler], Endpoint]:
 
 
 def _run(request: Request, token: str, raw: bytes, fields: Fields | None, handler: Handler) -> Response:
-    ctx = request.app.state.ctx
-    with ctx.sessions() as db:
+    ctx = context(request)
+    with ctx.db() as db:
         caller = authenticate(ctx, db, token)
         values = parse_json(request, raw, fields) if fields is not None else {}
         if request.method != "GET":
@@ -188,7 +188,7 @@ def end_session(request: Request, db: Session, caller: Caller, body: dict[str, s
 @operation()
 def end_other_sessions(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
     """A phone number nobody vouched for since it was added goes too."""
-    ended = profile.end_others(request.app.state.ctx, db, caller.user, caller.session_id or "")
+    ended = profile.end_others(context(request), db, caller.user, caller.session_id or "")
     for session_id in ended.sessions:
         _audit(request, db, caller, Event.SESSION_ENDED, "success", session_id=session_id, current=False)
     if ended.phone_removed is not None:
@@ -203,7 +203,7 @@ def change_password(request: Request, db: Session, caller: Caller, body: dict[st
     """Every session but the token's ends, and every grant not made in it is revoked. Each try
     spends the per-address budget for password guesses: the lockout alone would let a stolen
     token hash passwords (and lock the person out) without end."""
-    ctx = request.app.state.ctx
+    ctx = context(request)
     _throttle(request, db, caller, Limit.SIGN_IN)
     try:
         change_password_service(
@@ -228,7 +228,7 @@ def change_password(request: Request, db: Session, caller: Caller, body: dict[st
 
 def _throttle(request: Request, db: Session, caller: Caller, limit: Limit) -> None:
     """The same per-address budgets as the hosted pages' forms (``limit``)."""
-    refusal = request.app.state.ctx.rate_limiter.check(limit, rate_limit_address(request))
+    refusal = context(request).rate_limiter.check(limit, rate_limit_address(request))
     if refusal is None:
         return
     _audit(request, db, caller, Event.RATE_LIMITED, "failure", limit=refusal.limit.value)
@@ -244,7 +244,7 @@ def _throttle(request: Request, db: Session, caller: Caller, limit: Limit) -> No
 def add_phone(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
     """Send a code to the number once the person gave their current password (an account without
     one: signed in a few minutes ago); it becomes the person's once the code comes back."""
-    ctx = request.app.state.ctx
+    ctx = context(request)
     _throttle(request, db, caller, Limit.VERIFICATION)
     try:
         phone = profile.start_phone_verification(
@@ -292,7 +292,7 @@ def verify_phone(request: Request, db: Session, caller: Caller, body: dict[str, 
     if phone is None:
         raise Problem("no-pending-phone", "Add a phone number first: POST /api/account/phone.")
     try:
-        profile.confirm_phone(request.app.state.ctx, db, caller.user, phone, body["code"])
+        profile.confirm_phone(context(request), db, caller.user, phone, body["code"])
     except profile.PhoneNeeded as exc:
         raise Problem("phone-needed", str(exc)) from None
     except (profile.WrongCode, profile.PhoneUnavailable) as exc:
@@ -312,7 +312,7 @@ def verify_phone(request: Request, db: Session, caller: Caller, body: dict[str, 
 def remove_phone(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
     """Codes no longer go to the number, and it no longer signs the person in."""
     try:
-        phone = profile.remove_phone(request.app.state.ctx, db, caller.user)
+        phone = profile.remove_phone(context(request), db, caller.user)
     except profile.PhoneNeeded as exc:
         raise Problem("phone-needed", str(exc)) from None
     except profile.ProfileError as exc:
@@ -340,7 +340,7 @@ def _not_reauthenticated_problem(exc: NotReauthenticated) -> Problem:
 def change_email(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
     """A link goes to the new address, or its owner is told when another account has it; the same
     answer either way. The address changes only when the link is followed."""
-    ctx = request.app.state.ctx
+    ctx = context(request)
     _throttle(request, db, caller, Limit.VERIFICATION)
     try:
         email = email_change.parse(caller.user, body["email"])
@@ -390,7 +390,7 @@ def _first_password_problem(exc: first_password.FirstPasswordError) -> Problem:
 @operation()
 def send_password_code(request: Request, db: Session, caller: Caller, body: dict[str, str]) -> Response:
     """The code that setting a first password needs goes to the verified email address."""
-    ctx = request.app.state.ctx
+    ctx = context(request)
     _throttle(request, db, caller, Limit.VERIFICATION)
     try:
         email = first_password.send_code(ctx, db, caller.user)
@@ -413,7 +413,7 @@ def set_password(request: Request, db: Session, caller: Caller, body: dict[str, 
     _throttle(request, db, caller, Limit.VERIFICATION)
     try:
         ended = first_password.set_first_password(
-            request.app.state.ctx, db, caller.user, body["code"], body["password"], caller.session_id
+            context(request), db, caller.user, body["code"], body["password"], caller.session_id
         )
     except first_password.FirstPasswordError as exc:
         raise _first_password_problem(exc) from None

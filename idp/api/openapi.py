@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..accounts.codes_vocabulary import SecondFactorMethod
+from ..web.request import context
 from .account import CODE_FIELDS, EMAIL_FIELDS, NAME_FIELDS, PASSWORD_FIELDS, PHONE_FIELDS, SET_PASSWORD_FIELDS
 from .bearer import REQUIRED_SCOPE
 from .bodies import JSON_TYPE, Fields, json_schema
@@ -410,4 +411,4 @@ def document(issuer: str) -> dict[str, Any]:
 
 async def openapi(request: Request) -> Response:
     """Public, like the provider's discovery document."""
-    return JSONResponse(document(request.app.state.ctx.settings.issuer))
+    return JSONResponse(document(context(request).settings.issuer))

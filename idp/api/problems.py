@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..web.request import context
+
 log = logging.getLogger("idp")
 
 MEDIA_TYPE = "application/problem+json"
@@ -105,7 +107,7 @@ def type_uri(issuer: str, name: str) -> str:
 
 async def handle_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
-    issuer = request.app.state.ctx.settings.issuer
+    issuer = context(request).settings.issuer
     return problem_response(
         exc.kind.status, type_uri(issuer, exc.name), exc.kind.title, exc.detail, exc.headers, **exc.extensions
     )

@@ -56,7 +56,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         newest = query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(args.limit).subquery()
         query = select(AuditEvent).join(newest, AuditEvent.id == newest.c.id)
     ctx = open_context(settings)
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         for event in db.scalars(query.order_by(AuditEvent.at, AuditEvent.id).execution_options(yield_per=500)):
             emit(
                 {

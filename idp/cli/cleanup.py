@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(settings: Settings, _args: argparse.Namespace) -> int:
     ctx = open_context(settings)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         removed = cleanup(db, settings)
     emit({"removed": removed})
     return 0

@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def create_command(settings: Settings, args: argparse.Namespace) -> int:
     ctx = open_context(settings)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         made = create_client(
             db,
             ctx.secret_key,
@@ -63,7 +63,7 @@ def create_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def list_command(settings: Settings, _args: argparse.Namespace) -> int:
     ctx = open_context(settings)
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         for client in list_clients(db):
             emit(
                 {
@@ -83,7 +83,7 @@ def list_command(settings: Settings, _args: argparse.Namespace) -> int:
 
 def delete_command(settings: Settings, args: argparse.Namespace) -> int:
     ctx = open_context(settings)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         delete_client(db, args.client_id)
     emit({"client_id": args.client_id, "deleted": True})
     return 0

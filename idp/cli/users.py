@@ -49,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def create_command(settings: Settings, args: argparse.Namespace) -> int:
     password = read_password() if args.password == FROM_STANDARD_INPUT else args.password
     ctx = open_context(settings)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         user = create_user(
             db,
             email=args.email,
@@ -66,7 +66,7 @@ def create_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def list_command(settings: Settings, _args: argparse.Namespace) -> int:
     ctx = open_context(settings)
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         for user in list_users(db):
             emit(
                 {
@@ -85,7 +85,7 @@ def list_command(settings: Settings, _args: argparse.Namespace) -> int:
 
 def unlock_command(settings: Settings, args: argparse.Namespace) -> int:
     ctx = open_context(settings)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         unlock_user(db, args.user_id)
     emit({"id": args.user_id, "unlocked": True})
     return 0
@@ -93,7 +93,7 @@ def unlock_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def disable_command(settings: Settings, args: argparse.Namespace) -> int:
     ctx = open_context(settings)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         disable_user(db, args.user_id)
     emit({"id": args.user_id, "disabled": True})
     return 0

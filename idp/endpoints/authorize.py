@@ -12,6 +12,7 @@ from ..security.forms import FormError, read_form
 from ..security.rate_limits import Limit
 from ..web.browser import current_session
 from ..web.rendering import authorization_response, error_page, next_step
+from ..web.request import context
 from ..web.throttling import throttled_writes
 
 
@@ -27,8 +28,8 @@ async def authorize(request: Request) -> Response:
 
 
 def _authorize(request: Request, pairs: list[tuple[str, str]]) -> Response:
-    ctx = request.app.state.ctx
-    with ctx.sessions() as db:
+    ctx = context(request)
+    with ctx.db() as db:
         try:
             client, params = parse_request(db, ctx.keyring, ctx.settings.issuer, pairs)
             step = decide(db, client, params, current_session(request, db))

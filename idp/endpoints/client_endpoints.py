@@ -16,6 +16,7 @@ from ..oauth.introspection import introspect
 from ..oauth.revocation import revoke
 from ..security.forms import FormError, given, read_form, single_values
 from ..storage import Client
+from ..web.request import context
 from .responses import json_response, oauth_error
 from .throttling import throttle_client
 
@@ -39,7 +40,7 @@ async def _client_endpoint(request: Request, handler: Handler) -> Response:
 
 
 def _authenticated(request: Request, pairs: list[tuple[str, str]], handler: Handler) -> Response:
-    state = request.app.state
+    ctx = context(request)
     form, repeated = single_values(given(pairs))
     try:
         if repeated:
@@ -47,8 +48,8 @@ def _authenticated(request: Request, pairs: list[tuple[str, str]], handler: Hand
         credentials = read_credentials(request.headers.get("authorization"), form)
         if "token" not in form:
             raise InvalidRequest("token is required")
-        with state.ctx.sessions() as db:
-            client: Client = state.authenticator.authenticate(db, credentials)
+        with ctx.db() as db:
+            client: Client = ctx.client_authenticator.authenticate(db, credentials)
             db.commit()
             throttle_client(request, db, client)
             return handler(request, db, client, form)
@@ -57,7 +58,7 @@ def _authenticated(request: Request, pairs: list[tuple[str, str]], handler: Hand
 
 
 def _revoke(request: Request, db: Session, client: Client, form: dict[str, str]) -> Response:
-    ctx = request.app.state.ctx
+    ctx = context(request)
     revoke(db, ctx.keyring, ctx.settings.issuer, client, form["token"], form.get("token_type_hint"))
     return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
@@ -66,6 +67,6 @@ def _introspect(request: Request, db: Session, client: Client, form: dict[str, s
     """RFC 7662 §2.1: the caller must be a confidential client."""
     if client.is_public:
         raise InvalidClient("public clients cannot introspect tokens")
-    ctx = request.app.state.ctx
+    ctx = context(request)
     answer = introspect(db, ctx.keyring, ctx.settings.issuer, client.id, form["token"], form.get("token_type_hint"))
     return json_response(answer)

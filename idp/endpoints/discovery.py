@@ -2,85 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..oauth import scopes
-from ..oauth.client_jwks import ASSERTION_ALGORITHMS
-from ..oauth.clients import AUTH_METHODS, GRANT_TYPES
+from ..web.request import context
 
-PATHS = {
-    "authorization_endpoint": "/authorize",
-    "token_endpoint": "/token",
-    "userinfo_endpoint": "/userinfo",
-    "jwks_uri": "/jwks.json",
-    "end_session_endpoint": "/logout",
-    "revocation_endpoint": "/revoke",
-    "introspection_endpoint": "/introspect",
-}
 JWKS_MAX_AGE = 300
 
 
-def metadata(issuer: str) -> dict[str, Any]:
-    client_auth = list(AUTH_METHODS)
-    confidential_auth = [m for m in AUTH_METHODS if m != "none"]
-    return {
-        "issuer": issuer,
-        **{name: issuer + path for name, path in PATHS.items()},
-        "scopes_supported": list(scopes.SUPPORTED),
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query", "form_post"],
-        "grant_types_supported": list(GRANT_TYPES),
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "token_endpoint_auth_methods_supported": client_auth,
-        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
-        "revocation_endpoint_auth_methods_supported": client_auth,
-        "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
-        "introspection_endpoint_auth_methods_supported": confidential_auth,
-        "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
-        "code_challenge_methods_supported": ["S256"],
-        "prompt_values_supported": ["none", "login", "consent", "select_account"],
-        "claims_supported": [
-            "iss",
-            "sub",
-            "aud",
-            "exp",
-            "iat",
-            "auth_time",
-            "nonce",
-            "azp",
-            "sid",
-            "amr",
-            "acr",
-            "at_hash",
-            "name",
-            "updated_at",
-            "email",
-            "email_verified",
-            "phone_number",
-            "phone_number_verified",
-        ],
-        "acr_values_supported": ["1", "2"],
-        "claims_parameter_supported": False,
-        "request_parameter_supported": False,
-        "request_uri_parameter_supported": False,
-        "require_request_uri_registration": False,
-        "authorization_response_iss_parameter_supported": True,
-        "frontchannel_logout_supported": False,
-        "backchannel_logout_supported": False,
-    }
-
-
 async def configuration(request: Request) -> Response:
-    return JSONResponse(request.app.state.metadata, headers={"Cache-Control": "public, max-age=3600"})
+    return JSONResponse(context(request).metadata, headers={"Cache-Control": "public, max-age=3600"})
 
 
 async def jwks(request: Request) -> Response:
     """Built once per key rotation; served from memory with cache headers."""
-    snapshot = request.app.state.ctx.keyring.snapshot()
+    snapshot = context(request).keyring.snapshot()
     return Response(
         snapshot.jwks_json,
         media_type="application/jwk-set+json",

@@ -9,6 +9,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..web.request import context
+
 log = logging.getLogger("idp.health")
 
 
@@ -27,7 +29,7 @@ def _readyz(request: Request) -> Response:
     every replica out of the load balancer, although sign-ins keep working on in-process counters.
     Without the database nothing works, so that alone makes a replica not ready.
     """
-    ctx = request.app.state.ctx
+    ctx = context(request)
     checks: dict[str, str] = {}
     try:
         with ctx.engine.connect() as connection:

@@ -13,12 +13,12 @@ from ..audit import Event
 from ..oauth.errors import TemporarilyUnavailable
 from ..security.rate_limits import Limit
 from ..storage import Client
-from ..web.request import audit
+from ..web.request import audit, context
 
 
 def throttle_client(request: Request, db: Session, client: Client) -> None:
     """Count this request of ``client``; over its limit, audit the refusal and raise a 429."""
-    refusal = request.app.state.ctx.rate_limiter.check(Limit.TOKEN, client.id)
+    refusal = context(request).rate_limiter.check(Limit.TOKEN, client.id)
     if refusal is None:
         return
     audit(

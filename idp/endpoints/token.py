@@ -11,6 +11,7 @@ from ..oauth.client_auth import read_credentials
 from ..oauth.errors import InvalidRequest, OAuthError, UnsupportedGrantType
 from ..oauth.grants import authorization_code, client_credentials, refresh_token
 from ..security.forms import FormError, given, read_form, single_values
+from ..web.request import context
 from .responses import json_response, oauth_error
 from .throttling import throttle_client
 
@@ -26,7 +27,7 @@ async def token(request: Request) -> Response:
 
 
 def _token(request: Request, pairs: list[tuple[str, str]]) -> Response:
-    state = request.app.state
+    ctx = context(request)
     form, repeated = single_values(given(pairs))
     try:
         if repeated:
@@ -37,16 +38,16 @@ def _token(request: Request, pairs: list[tuple[str, str]]) -> Response:
         if grant_type not in GRANTS:
             raise UnsupportedGrantType(f"grant_type {grant_type[:64]!r} is not supported")
         credentials = read_credentials(request.headers.get("authorization"), form)
-        with state.ctx.sessions() as db:
-            client = state.authenticator.authenticate(db, credentials)
+        with ctx.db() as db:
+            client = ctx.client_authenticator.authenticate(db, credentials)
             db.commit()
             throttle_client(request, db, client)
             if grant_type == authorization_code.GRANT_TYPE:
-                body = authorization_code.exchange(db, state.issuer, client, form)
+                body = authorization_code.exchange(db, ctx.token_issuer, client, form)
             elif grant_type == refresh_token.GRANT_TYPE:
-                body = refresh_token.refresh(db, state.issuer, client, form)
+                body = refresh_token.refresh(db, ctx.token_issuer, client, form)
             else:
-                body = client_credentials.issue(state.issuer, client, form)
+                body = client_credentials.issue(ctx.token_issuer, client, form)
     except OAuthError as exc:
         return oauth_error(exc)
     TOKENS.labels(grant_type=grant_type).inc()

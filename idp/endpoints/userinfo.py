@@ -15,6 +15,7 @@ from ..oauth.errors import InsufficientScope, InvalidRequest, InvalidToken, OAut
 from ..oauth.tokens import verify_access_token
 from ..security.forms import FormError, read_form, single_values
 from ..storage import User
+from ..web.request import context
 
 
 def _challenge(error: OAuthError | None) -> Response:
@@ -56,8 +57,8 @@ async def userinfo(request: Request) -> Response:
 
 
 def _userinfo(request: Request, token: str) -> Response:
-    ctx = request.app.state.ctx
-    with ctx.sessions() as db:
+    ctx = context(request)
+    with ctx.db() as db:
         try:
             claims = verify_access_token(db, ctx.keyring, ctx.settings.issuer, token)
             granted = str(claims.get("scope", "")).split()

@@ -77,7 +77,7 @@ def _available(stamp: int) -> tuple[ColumnElement[bool], ...]:
 
 def deliver_due(ctx: Context, limit: int = BATCH) -> int:
     """Send up to ``limit`` due messages; returns how many were sent."""
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         due = list(
             db.scalars(
                 select(OutboxMessage.id).where(*_available(now())).order_by(OutboxMessage.next_attempt_at).limit(limit)
@@ -98,7 +98,7 @@ def deliver_due(ctx: Context, limit: int = BATCH) -> int:
 def _claim(ctx: Context, message_id: str) -> Claimed | None:
     """Only the UPDATE that still finds the message available wins it."""
     stamp = now()
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         result = db.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == message_id, *_available(stamp))
@@ -122,7 +122,7 @@ def _deliver(ctx: Context, message: Claimed) -> bool:
         log.exception("outbox message %s: unexpected error while sending", message.id)
         _failed(ctx, message, f"unexpected {type(exc).__name__}")
         return False
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == message.id)
@@ -149,7 +149,7 @@ def _failed(ctx: Context, message: Claimed, error: str) -> None:
     attempts = message.attempts + 1
     stamp = now()
     delay = retry_delay(attempts, message.useful_until - stamp)
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == message.id)
@@ -167,7 +167,7 @@ def _failed(ctx: Context, message: Claimed, error: str) -> None:
 def _drop(ctx: Context, message: Claimed) -> None:
     """Too late to be of use: a code past its expiry would be refused, a link past its lifetime
     leads nowhere. Recorded so that an operator sees what an outage cost."""
-    with ctx.sessions.begin() as db:
+    with ctx.db.begin() as db:
         db.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == message.id)

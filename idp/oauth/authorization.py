@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from ..keys import KeyRing
 from ..security.digests import new_token, token_digest
 from ..security.forms import given, single_values
-from ..sessions import ActiveSession
+from ..sso import ActiveSession
 from ..storage import AuthorizationCode, AuthorizationRequest, Client, Consent, changed_rows, now
 from . import scopes as scope_rules
 from .clients import redirect_uri_registered

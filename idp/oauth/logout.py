@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ..keys import KeyRing
-from ..sessions import ActiveSession
+from ..sso import ActiveSession
 from ..storage import Client
 from .authorization import verified_id_token_hint
 from .errors import BadAuthorizationTarget

@@ -32,11 +32,11 @@ from ..accounts.recovery import change_password as change_password_service
 from ..accounts.users import lock_user
 from ..audit import Event, mask
 from ..security.rate_limits import Limit
-from ..sessions import ActiveSession
+from ..sso import ActiveSession
 from ..storage import BrowserSession, now
 from ..web.browser import clear_session_cookie, current_session
 from ..web.rendering import error_page, render
-from ..web.request import audit, request_address
+from ..web.request import audit, context, request_address
 from ..web.throttling import throttled
 from .forms import posted_form
 
@@ -83,12 +83,12 @@ def signed_in(on_expired: Renderer) -> Callable[[Handler], Endpoint]:
 
 
 def _run(request: Request, form: dict[str, str], handler: Handler, on_expired: Renderer) -> Response:
-    with request.app.state.ctx.sessions() as db:
+    with context(request).db() as db:
         active = current_session(request, db)
         if active is None:
             return RedirectResponse("/login", status_code=303)
         if request.method == "POST":
-            if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+            if not context(request).csrf.valid(request, form.get("csrf_token")):
                 return on_expired(request, db, active, error=EXPIRED_FORM, status_code=400)
             if not lock_person(db, active):
                 return RedirectResponse("/login", status_code=303)
@@ -199,7 +199,7 @@ def add_phone(request: Request, db: Session, active: ActiveSession, form: dict[s
     without one: signed in a few minutes ago); the number is stored only once the code comes back."""
     if refused := throttled(request, Limit.VERIFICATION, db=db):
         return refused
-    ctx = request.app.state.ctx
+    ctx = context(request)
     values = {"phone": form.get("phone", "")}
     try:
         phone = profile.start_phone_verification(
@@ -254,7 +254,7 @@ def verify_phone(request: Request, db: Session, active: ActiveSession, form: dic
         db.commit()
         return _verify_page(request, db, active)
     try:
-        profile.confirm_phone(request.app.state.ctx, db, active.user, phone, form.get("code", ""))
+        profile.confirm_phone(context(request), db, active.user, phone, form.get("code", ""))
     except profile.PhoneNeeded as exc:
         return _account_page(request, db, active, error=str(exc), section="phone", status_code=400)
     except (profile.WrongCode, profile.PhoneUnavailable) as exc:
@@ -284,7 +284,7 @@ def resend_phone_code(request: Request, db: Session, active: ActiveSession, form
     if phone is None:
         return RedirectResponse("/account", status_code=303)
     try:
-        profile.send_phone_code(request.app.state.ctx, db, active.user, phone)
+        profile.send_phone_code(context(request), db, active.user, phone)
     except otp.ResendTooSoon as exc:
         db.rollback()
         return _verify_page(request, db, active, error=_wait_message(exc.wait), wait=exc.wait, status_code=429)
@@ -306,7 +306,7 @@ def resend_phone_code(request: Request, db: Session, active: ActiveSession, form
 @signed_in(_account_page)
 def remove_phone(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     try:
-        phone = profile.remove_phone(request.app.state.ctx, db, active.user)
+        phone = profile.remove_phone(context(request), db, active.user)
     except profile.ProfileError as exc:
         return _account_page(request, db, active, error=str(exc), section="phone_remove", status_code=400)
     audit(request, db, Event.PHONE_REMOVED, outcome="success", user_id=active.user.id, detail={"phone": mask(phone)})
@@ -340,7 +340,7 @@ def end_one_session(request: Request, db: Session, active: ActiveSession, form: 
 @signed_in(_account_page)
 def end_other_sessions(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     """Sign out everywhere else; a phone number nobody vouched for since it was added goes too."""
-    ended = profile.end_others(request.app.state.ctx, db, active.user, active.session.id)
+    ended = profile.end_others(context(request), db, active.user, active.session.id)
     for session_id in ended.sessions:
         audit(
             request,
@@ -369,7 +369,7 @@ def change_password(request: Request, db: Session, active: ActiveSession, form: 
 
     Each try spends one of the address's sign-in budget: a stolen session must not make the server
     hash guesses of the current password without end (the lockout stops them only per account)."""
-    ctx = request.app.state.ctx
+    ctx = context(request)
     if refused := throttled(request, Limit.SIGN_IN, db=db):
         return refused
     if form.get("password", "") != form.get("password_confirm", ""):
@@ -418,7 +418,7 @@ def send_password_code(request: Request, db: Session, active: ActiveSession, for
     if refused := throttled(request, Limit.VERIFICATION, db=db):
         return refused
     try:
-        email = first_password.send_code(request.app.state.ctx, db, active.user)
+        email = first_password.send_code(context(request), db, active.user)
     except first_password.FirstPasswordError as exc:
         return _account_page(request, db, active, error=str(exc), section="password", status_code=400)
     except otp.ResendTooSoon as exc:
@@ -449,7 +449,7 @@ def set_password(request: Request, db: Session, active: ActiveSession, form: dic
         return _password_set_page(request, db, active)
     if form.get("password", "") != form.get("password_confirm", ""):
         return _password_set_page(request, db, active, error=PASSWORDS_DIFFER, status_code=400)
-    ctx = request.app.state.ctx
+    ctx = context(request)
     try:
         ended = first_password.set_first_password(
             ctx, db, active.user, form.get("code", ""), form.get("password", ""), active.session.id

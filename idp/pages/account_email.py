@@ -19,9 +19,9 @@ from ..accounts import email_change
 from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauthenticate
 from ..audit import Event, mask
 from ..security.rate_limits import Limit
-from ..sessions import ActiveSession
+from ..sso import ActiveSession
 from ..web.rendering import error_page, render
-from ..web.request import audit
+from ..web.request import audit, context
 from ..web.throttling import throttled
 from .account import EXPIRED_FORM, done, signed_in
 from .forms import form_page
@@ -63,7 +63,7 @@ def change_email(request: Request, db: Session, active: ActiveSession, form: dic
         return _email_page(request, db, active)
     if refused := throttled(request, Limit.VERIFICATION, db=db):
         return refused
-    ctx = request.app.state.ctx
+    ctx = context(request)
     values = {"email": form.get("email", "")}
     try:
         email = email_change.parse(active.user, form.get("email", ""))
@@ -114,12 +114,12 @@ def _confirm_page(request: Request, db: Session, token: str | None, *, error: st
 def confirm_email(request: Request, form: dict[str, str]) -> Response:
     """The link sent to the new address: it works in any browser, signed in or not. Opening it only
     shows the button; the POST with the page's CSRF token changes the address."""
-    ctx = request.app.state.ctx
-    with ctx.sessions() as db:
+    ctx = context(request)
+    with ctx.db() as db:
         if request.method != "POST":
             return _confirm_page(request, db, request.query_params.get("token"))
         token = form.get("token")
-        if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+        if not context(request).csrf.valid(request, form.get("csrf_token")):
             return _confirm_page(request, db, token, error=EXPIRED_FORM)
         try:
             changed = email_change.confirm(ctx, db, token)

@@ -19,7 +19,7 @@ from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
 from ..web.rendering import error_page, render
-from ..web.request import audit
+from ..web.request import audit, context
 from ..web.throttling import throttled
 from .forms import form_page
 from .signin import complete_sign_in, pending_sign_in, set_pending_cookie, start_second_factor
@@ -45,12 +45,12 @@ def _sms_refused(request: Request, template: str, page: dict[str, Any], refused:
 
 @form_page
 def request_code(request: Request, form: dict[str, str]) -> Response:
-    ctx = request.app.state.ctx
+    ctx = context(request)
     request_id = form.get("request") if request.method == "POST" else request.query_params.get("request")
     page = {"request_id": request_id, "identifier": form.get("identifier", "")}
     if request.method != "POST":
         return render(request, "code_request.html", page)
-    if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+    if not context(request).csrf.valid(request, form.get("csrf_token")):
         return render(request, "code_request.html", {**page, "error": EXPIRED_FORM}, status_code=400)
     if refused := throttled(request, Limit.SIGN_IN, Limit.VERIFICATION):
         return refused
@@ -58,7 +58,7 @@ def request_code(request: Request, form: dict[str, str]) -> Response:
         identifier = challenges.parse_identifier(form.get("identifier", ""), ctx.settings.phone_default_region)
     except challenges.IdentifierError as exc:
         return render(request, "code_request.html", {**page, "error": str(exc)}, status_code=400)
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         if request_id:
             try:
                 load_pending(db, request_id)
@@ -88,8 +88,8 @@ def request_code(request: Request, form: dict[str, str]) -> Response:
 
 @form_page
 def enter_code(request: Request, form: dict[str, str]) -> Response:
-    ctx = request.app.state.ctx
-    with ctx.sessions() as db:
+    ctx = context(request)
+    with ctx.db() as db:
         pending = challenges.find(db, pending_sign_in(request))
         if pending is None:
             return error_page(request, GONE)
@@ -99,7 +99,7 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
         }
         if request.method != "POST":
             return render(request, "code_enter.html", page)
-        if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+        if not context(request).csrf.valid(request, form.get("csrf_token")):
             return render(request, "code_enter.html", {**page, "error": EXPIRED_FORM}, status_code=400)
         if refused := throttled(request, Limit.SIGN_IN, db=db):
             return refused
@@ -147,13 +147,13 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
 
 @form_page
 def resend_code(request: Request, form: dict[str, str]) -> Response:
-    ctx = request.app.state.ctx
-    with ctx.sessions() as db:
+    ctx = context(request)
+    with ctx.db() as db:
         pending = challenges.find(db, pending_sign_in(request))
         if pending is None:
             return error_page(request, GONE)
         page = {"second_factor": challenges.is_second_factor(pending), "channel": pending.channel}
-        if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+        if not context(request).csrf.valid(request, form.get("csrf_token")):
             return render(request, "code_enter.html", {**page, "error": EXPIRED_FORM}, status_code=400)
         if refused := throttled(request, Limit.VERIFICATION, db=db):
             return refused

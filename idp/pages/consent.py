@@ -12,14 +12,15 @@ from ..oauth.authorization import deny, issue_code, load_pending, needs_sign_in,
 from ..oauth.errors import BadAuthorizationTarget
 from ..web.browser import current_session
 from ..web.rendering import authorization_response, error_page, render
+from ..web.request import context
 from .forms import form_page
 
 
 @form_page
 def consent(request: Request, form: dict[str, str]) -> Response:
-    ctx = request.app.state.ctx
+    ctx = context(request)
     request_id = form.get("request") if request.method == "POST" else request.query_params.get("request")
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         try:
             pending, client, params = load_pending(db, request_id)
         except BadAuthorizationTarget as exc:
@@ -39,7 +40,7 @@ def consent(request: Request, form: dict[str, str]) -> Response:
                     "scopes": [(s, scopes.DESCRIPTIONS.get(s, s)) for s in params.scope],
                 },
             )
-        if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+        if not context(request).csrf.valid(request, form.get("csrf_token")):
             return error_page(request, "This form has expired. Go back to the application and start again.")
         decision = form.get("decision")
         try:

@@ -12,7 +12,7 @@ from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
 from ..web.rendering import error_page, render
-from ..web.request import audit
+from ..web.request import audit, context
 from ..web.throttling import throttled
 from .forms import form_page
 from .signin import complete_sign_in, start_second_factor
@@ -24,9 +24,9 @@ EXPIRED_FORM = "This form has expired. Please try again."
 
 @form_page
 def login(request: Request, form: dict[str, str]) -> Response:
-    ctx = request.app.state.ctx
+    ctx = context(request)
     request_id = form.get("request") if request.method == "POST" else request.query_params.get("request")
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         client = params = None
         if request_id:
             try:
@@ -41,7 +41,7 @@ def login(request: Request, form: dict[str, str]) -> Response:
         }
         if request.method != "POST":
             return render(request, "login.html", page)
-        if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+        if not context(request).csrf.valid(request, form.get("csrf_token")):
             return render(request, "login.html", {**page, "error": EXPIRED_FORM}, status_code=400)
         if refused := throttled(request, Limit.SIGN_IN, account=form.get("username", ""), db=db):
             return refused

@@ -8,9 +8,10 @@ from starlette.responses import RedirectResponse, Response
 
 from ..oauth.errors import BadAuthorizationTarget
 from ..oauth.logout import parse_logout
-from ..sessions import end_session
+from ..sso import end_session
 from ..web.browser import clear_session_cookie, session_to_end
 from ..web.rendering import error_page, render, with_query
+from ..web.request import context
 from .forms import posted_form
 
 
@@ -23,13 +24,13 @@ async def logout(request: Request) -> Response:
 
 
 def _logout(request: Request, values: dict[str, str]) -> Response:
-    ctx = request.app.state.ctx
+    ctx = context(request)
     confirming = "decision" in values
-    if confirming and (request.method != "POST" or not request.app.state.csrf.valid(request, values.get("csrf_token"))):
+    if confirming and (request.method != "POST" or not context(request).csrf.valid(request, values.get("csrf_token"))):
         return error_page(request, "This form has expired. Please sign out again.")
     if confirming and values["decision"] != "logout":
         return error_page(request, "Choose to sign out, or close this page.")
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         try:
             ask = parse_logout(db, ctx.keyring, ctx.settings.issuer, values)
         except BadAuthorizationTarget as exc:

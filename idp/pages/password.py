@@ -18,7 +18,7 @@ from ..accounts.users import UserError
 from ..audit import Event
 from ..security.rate_limits import Limit
 from ..web.rendering import error_page, render
-from ..web.request import audit
+from ..web.request import audit, context
 from ..web.throttling import throttled
 from .forms import form_page
 
@@ -34,15 +34,15 @@ MISMATCH = "The two passwords are not the same."
 @form_page
 def forgot_password(request: Request, form: dict[str, str]) -> Response:
     """Known, unknown, disabled or over the limit: the same page, after the same kind of work."""
-    ctx = request.app.state.ctx
+    ctx = context(request)
     page = {"email": form.get("email", "")}
     if request.method != "POST":
         return render(request, "password_forgot.html", page)
-    if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+    if not context(request).csrf.valid(request, form.get("csrf_token")):
         return render(request, "password_forgot.html", {**page, "error": EXPIRED_FORM}, status_code=400)
     if refused := throttled(request, Limit.RESET):
         return refused
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         try:
             asked = recovery.request_reset(db, ctx.settings, ctx.secret_key, form.get("email", ""))
         except UserError:
@@ -67,15 +67,15 @@ def forgot_password(request: Request, form: dict[str, str]) -> Response:
 def reset_password(request: Request, form: dict[str, str]) -> Response:
     """Each new password tried spends one of the address's sign-in budget, as a password change
     does: a refused one costs argon2 checks against the history and leaves the link usable."""
-    ctx = request.app.state.ctx
+    ctx = context(request)
     token = form.get("token", "") if request.method == "POST" else request.query_params.get("token", "")
     page = {"token": token, "min_length": ctx.settings.password_min_length}
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         if recovery.find_reset_link(db, token) is None:
             return error_page(request, BAD_LINK)
         if request.method != "POST":
             return render(request, "password_reset.html", page)
-        if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+        if not context(request).csrf.valid(request, form.get("csrf_token")):
             return render(request, "password_reset.html", {**page, "error": EXPIRED_FORM}, status_code=400)
         if refused := throttled(request, Limit.SIGN_IN, db=db):
             return refused

@@ -28,7 +28,7 @@ from ..security.digests import new_token, token_digest
 from ..security.rate_limits import Limit
 from ..web.browser import browser_cookie, set_browser_cookie
 from ..web.rendering import error_page, render
-from ..web.request import audit
+from ..web.request import audit, context
 from ..web.throttling import throttled
 from .forms import form_page, posted_form
 from .signin import complete_sign_in, start_second_factor
@@ -68,11 +68,11 @@ def _set_browser_cookie(request: Request, response: Response, browser_id: str) -
 
 @form_page
 def register(request: Request, form: dict[str, str]) -> Response:
-    if not request.app.state.ctx.settings.self_registration:
+    if not context(request).settings.self_registration:
         return error_page(request, NOT_FOUND, status_code=404)
-    ctx = request.app.state.ctx
+    ctx = context(request)
     request_id = (form.get("request") if request.method == "POST" else request.query_params.get("request")) or None
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         client = None
         if request_id:
             try:
@@ -89,7 +89,7 @@ def register(request: Request, form: dict[str, str]) -> Response:
         }
         if request.method != "POST":
             return render(request, "register.html", page)
-        if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+        if not context(request).csrf.valid(request, form.get("csrf_token")):
             return render(request, "register.html", {**page, "error": EXPIRED_FORM}, status_code=400)
         if refused := throttled(request, Limit.REGISTRATION, db=db):
             return refused
@@ -137,12 +137,12 @@ def register(request: Request, form: dict[str, str]) -> Response:
 
 
 def _verify_email(request: Request, form: dict[str, str]) -> Response:
-    ctx = request.app.state.ctx
+    ctx = context(request)
     posted = request.method == "POST"
     token = form.get("token") if posted else request.query_params.get("token")
     password = form.get("password", "") if posted else None
-    with ctx.sessions() as db:
-        if posted and not request.app.state.csrf.valid(request, form.get("csrf_token")):
+    with ctx.db() as db:
+        if posted and not context(request).csrf.valid(request, form.get("csrf_token")):
             if not registration.is_live(db, token):
                 return error_page(request, BAD_LINK)
             return _password_page(request, token, EXPIRED_FORM)
@@ -205,10 +205,10 @@ def _still_pending(db: Session, request_id: str | None) -> str | None:
 @form_page
 def resend_verification(request: Request, form: dict[str, str]) -> Response:
     """Known, unknown, verified or not: the same page; the wait counts requests, not links sent."""
-    ctx = request.app.state.ctx
+    ctx = context(request)
     request_id = form.get("request") or None
     page = {"email": form.get("email", ""), "request_id": request_id}
-    if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+    if not context(request).csrf.valid(request, form.get("csrf_token")):
         return render(request, "register_done.html", {**page, "error": EXPIRED_FORM}, status_code=400)
     if refused := throttled(request, Limit.VERIFICATION):
         return refused
@@ -217,7 +217,7 @@ def resend_verification(request: Request, form: dict[str, str]) -> Response:
     except UserError:
         return render(request, "register_done.html", {**page, "error": NOT_AN_EMAIL}, status_code=400)
     key = registration.address_key(ctx.secret_key, email)
-    with ctx.sessions() as db:
+    with ctx.db() as db:
         request_id = _still_pending(db, request_id)
         page = {"email": email, "request_id": request_id}
         wait = registration.requests_wait(db, registration.RESEND_EVENT, key)

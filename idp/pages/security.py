@@ -22,10 +22,10 @@ from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauth
 from ..accounts.second_factor import SecondFactorError
 from ..audit import Event
 from ..security.rate_limits import Limit
-from ..sessions import ActiveSession
+from ..sso import ActiveSession
 from ..web.browser import current_session
 from ..web.rendering import render
-from ..web.request import audit
+from ..web.request import audit, context
 from ..web.throttling import throttled
 from .account import lock_person
 from .forms import posted_form
@@ -69,12 +69,12 @@ async def _post(request: Request, handler: Handler) -> Response:
 
 def _signed_in(request: Request, handler: Handler, form: dict[str, str]) -> Response:
     """Run ``handler`` for the signed-in person, after the CSRF check of a POST."""
-    with request.app.state.ctx.sessions() as db:
+    with context(request).db() as db:
         active = current_session(request, db)
         if active is None:
             return RedirectResponse("/login", status_code=303)
         if request.method == "POST":
-            if not request.app.state.csrf.valid(request, form.get("csrf_token")):
+            if not context(request).csrf.valid(request, form.get("csrf_token")):
                 return _overview(request, db, active, error=EXPIRED_FORM, status_code=400)
             if not lock_person(db, active):
                 return RedirectResponse("/login", status_code=303)
@@ -127,7 +127,7 @@ def _refused(
 
 def _reauthenticate(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> None:
     """A recent sign-in will do; otherwise the current password. Raises :class:`NotReauthenticated`."""
-    ctx = request.app.state.ctx
+    ctx = context(request)
     reauthenticate(
         db,
         ctx.settings,
@@ -145,7 +145,7 @@ def _wait_message(wait: int) -> str:
 
 def _enable(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     """Email and SMS enrolments send a code, so they spend the verification budget like a resend."""
-    ctx = request.app.state.ctx
+    ctx = context(request)
     if form.get("method") in (SecondFactorMethod.EMAIL, SecondFactorMethod.SMS) and (
         refused := throttled(request, Limit.VERIFICATION, db=db)
     ):
@@ -167,7 +167,7 @@ def _enable(request: Request, db: Session, active: ActiveSession, form: dict[str
 
 
 def _confirm(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
-    ctx = request.app.state.ctx
+    ctx = context(request)
     try:
         enrolment = second_factor.open_enrolment(ctx, active.user, form.get("enrolment", ""))
     except SecondFactorError as exc:
@@ -199,7 +199,7 @@ def _confirm(request: Request, db: Session, active: ActiveSession, form: dict[st
 def _resend(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
     if refused := throttled(request, Limit.VERIFICATION, db=db):
         return refused
-    ctx = request.app.state.ctx
+    ctx = context(request)
     try:
         enrolment = second_factor.open_enrolment(ctx, active.user, form.get("enrolment", ""))
     except SecondFactorError as exc:
@@ -222,7 +222,7 @@ def _resend(request: Request, db: Session, active: ActiveSession, form: dict[str
 
 
 def _disable(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
-    ctx = request.app.state.ctx
+    ctx = context(request)
     try:
         _reauthenticate(request, db, active, form)
         method = second_factor.turn_off(ctx, db, active.user)
@@ -235,7 +235,7 @@ def _disable(request: Request, db: Session, active: ActiveSession, form: dict[st
 
 
 def _recovery_codes(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
-    ctx = request.app.state.ctx
+    ctx = context(request)
     try:
         _reauthenticate(request, db, active, form)
         codes = second_factor.new_recovery_codes(ctx, db, active.user)

@@ -16,11 +16,11 @@ from ..audit import Event
 from ..metrics import SIGN_INS
 from ..oauth.authorization import AuthorizationError, decide, load_pending
 from ..oauth.errors import BadAuthorizationTarget
-from ..sessions import ActiveSession, end_session, start_session
+from ..sso import ActiveSession, end_session, start_session
 from ..storage import User
 from ..web.browser import browser_cookie, clear_browser_cookie, session_to_end, set_browser_cookie, set_session_cookie
 from ..web.rendering import authorization_response, error_page, next_step
-from ..web.request import audit, request_address
+from ..web.request import audit, context, request_address
 
 PENDING_COOKIE = "idp_signin"
 
@@ -52,7 +52,7 @@ def start_second_factor(
     """A first factor was right (a password unless ``first_factor`` says otherwise) and a second
     factor is due: on to the code page. The pending sign-in records the first factor it got, so
     that the session's ``amr`` names what was really presented."""
-    pending, cookie = challenges.start_second_factor(request.app.state.ctx, db, user, authorization_request_id)
+    pending, cookie = challenges.start_second_factor(context(request), db, user, authorization_request_id)
     pending.amr = list(first_factor)
     audit(
         request,
@@ -94,7 +94,7 @@ def complete_sign_in(
         ip=request_address(request),
         user_agent=request.headers.get("user-agent"),
         auth_time=auth_time,
-        lifetime=request.app.state.ctx.settings.session_ttl,
+        lifetime=context(request).settings.session_ttl,
     )
     response: Response = RedirectResponse("/account", status_code=303)
     client_id = None

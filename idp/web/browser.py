@@ -7,20 +7,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..security.cookies import cookie_name
-from ..sessions import ActiveSession, find_session
+from ..sso import ActiveSession, find_session
+from .request import context
 
 SESSION_COOKIE = "idp_session"
 
 
 def browser_cookie(request: Request, base: str) -> str | None:
     """The value of one of idp's cookies, under its ``__Host-`` name when the issuer is https."""
-    return request.cookies.get(cookie_name(base, request.app.state.ctx.settings.secure_cookies))
+    return request.cookies.get(cookie_name(base, context(request).settings.secure_cookies))
 
 
 def set_browser_cookie(request: Request, response: Response, base: str, value: str, *, max_age: int) -> None:
     """Every idp cookie is HttpOnly and SameSite=Lax: sent on top-level redirects from relying apps,
     so that ``prompt=none`` works, and never on cross-site POSTs; Secure when the issuer is https."""
-    secure = request.app.state.ctx.settings.secure_cookies
+    secure = context(request).settings.secure_cookies
     response.set_cookie(
         cookie_name(base, secure), value, max_age=max_age, httponly=True, samesite="lax", secure=secure, path="/"
     )
@@ -28,13 +29,13 @@ def set_browser_cookie(request: Request, response: Response, base: str, value: s
 
 def clear_browser_cookie(request: Request, response: Response, base: str) -> None:
     """A deletion carries the same attributes, or browsers refuse it for a ``__Host-`` cookie."""
-    secure = request.app.state.ctx.settings.secure_cookies
+    secure = context(request).settings.secure_cookies
     response.delete_cookie(cookie_name(base, secure), path="/", httponly=True, samesite="lax", secure=secure)
 
 
 def current_session(request: Request, db: Session) -> ActiveSession | None:
     """The browser's session if it may still sign its person in: live, and not idle too long."""
-    idle_timeout = request.app.state.ctx.settings.session_idle_ttl
+    idle_timeout = context(request).settings.session_idle_ttl
     return find_session(db, browser_cookie(request, SESSION_COOKIE), idle_timeout=idle_timeout)
 
 
@@ -45,7 +46,7 @@ def session_to_end(request: Request, db: Session) -> ActiveSession | None:
 
 
 def set_session_cookie(request: Request, response: Response, token: str) -> None:
-    max_age = request.app.state.ctx.settings.session_ttl
+    max_age = context(request).settings.session_ttl
     set_browser_cookie(request, response, SESSION_COOKIE, token, max_age=max_age)
 
 

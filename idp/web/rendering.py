@@ -11,13 +11,14 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin
+from .request import context as services
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"))
 
 
 def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
     """Render a page with its CSRF token; a browser without the CSRF cookie gets one."""
-    csrf = request.app.state.csrf
+    csrf = services(request).csrf
     token, new_cookie = csrf.issue(request)
     response = templates.TemplateResponse(
         request, template, {"csrf_token": token, **(context or {})}, status_code=status_code
@@ -41,7 +42,7 @@ def with_query(uri: str, params: dict[str, str]) -> str:
 
 def authorization_response(request: Request, response: AuthorizationResponse) -> Response:
     """Query mode redirects with 303 (RFC 9700 §4.12); form_post posts from an auto-submitted page."""
-    params = {**response.params, "iss": request.app.state.ctx.settings.issuer}
+    params = {**response.params, "iss": services(request).settings.issuer}
     if response.response_mode == "form_post":
         page = templates.TemplateResponse(
             request, "form_post.html", {"action": response.redirect_uri, "fields": params}

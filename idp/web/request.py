@@ -1,25 +1,32 @@
-"""The request facts every surface records: the client's address, the key its rate limits
-count under, and the audit event carrying both address and user agent."""
+"""The request facts every surface reads: the process's services, the client's address, the key
+its rate limits count under, and the audit event carrying both address and user agent."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from .. import audit as audit_log
 from ..audit import Event
+from ..context import Context
 from ..security.client_address import client_address, rate_limit_key
 
 
+def context(request: Request) -> Context:
+    """The process's services, typed: the one way a surface reaches them."""
+    return cast(Context, request.app.state.ctx)
+
+
 def request_address(request: Request) -> str | None:
-    return client_address(request, request.app.state.ctx.settings.trusted_proxies)
+    return client_address(request, context(request).settings.trusted_proxies)
 
 
 def rate_limit_address(request: Request) -> str:
     """The client whose budget a request spends: an IPv6 address counts as its network."""
-    return rate_limit_key(request_address(request), request.app.state.ctx.settings.rate_limit_ipv6_prefix)
+    return rate_limit_key(request_address(request), context(request).settings.rate_limit_ipv6_prefix)
 
 
 def audit(

@@ -19,7 +19,7 @@ from ..audit import Event
 from ..security.digests import keyed_digest
 from ..security.rate_limits import Limit, Refusal
 from .rendering import error_page
-from .request import audit, rate_limit_address
+from .request import audit, context, rate_limit_address
 
 
 def throttled(
@@ -31,7 +31,7 @@ def throttled(
     A handler that already holds a database session passes it as ``db``: a refusal's audit event
     is committed in it rather than in a second session that could wait on the first.
     """
-    ctx = request.app.state.ctx
+    ctx = context(request)
     address = rate_limit_address(request)
     checks = [(limit, address) for limit in limits]
     if account is not None:
@@ -47,7 +47,7 @@ def throttled_writes(request: Request, limit: Limit, db: Session) -> Response | 
     """Count this request against ``limit`` for the client's address, where what the limit
     protects is what the handler has written in ``db`` and not yet committed: a refusal rolls
     that back, so that nothing of it is stored, and commits only its audit event."""
-    refusal = request.app.state.ctx.rate_limiter.check(limit, rate_limit_address(request))
+    refusal = context(request).rate_limiter.check(limit, rate_limit_address(request))
     if refusal is None:
         return None
     db.rollback()
@@ -55,7 +55,7 @@ def throttled_writes(request: Request, limit: Limit, db: Session) -> Response | 
 
 
 def _account_key(request: Request, account: str) -> str:
-    ctx = request.app.state.ctx
+    ctx = context(request)
     try:
         identifier = parse_identifier(account, ctx.settings.phone_default_region).value
     except IdentifierError:
@@ -65,7 +65,7 @@ def _account_key(request: Request, account: str) -> str:
 
 def _refused(request: Request, refusal: Refusal, db: Session | None) -> Response:
     if db is None:
-        with request.app.state.ctx.sessions() as own:
+        with context(request).db() as own:
             _audit(request, own, refusal)
     else:
         _audit(request, db, refusal)
