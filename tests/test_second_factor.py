@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from idp.accounts import reauthentication, second_factor, totp
+from idp.accounts import second_factor, totp
 from idp.accounts.users import create_user
 from idp.app import create_app
 from idp.context import Context
@@ -594,7 +594,7 @@ def test_turning_off_needs_the_password(mfa_ctx, browser_of, messages):
     for password in ("", "not the password"):
         refused = security_post(web, "disable", current_password=password)
         assert refused.status_code == 400
-        assert alert_text(refused) == reauthentication.WRONG_PASSWORD
+        assert alert_text(refused) == "Your current password is not right."
         assert stored(mfa_ctx, person.id).mfa_method == "totp"
     assert len(events(mfa_ctx, person.id, "reauthentication")) == 2
 
@@ -669,7 +669,7 @@ def test_turning_on_with_an_old_session_needs_the_password(mfa_ctx, browser_of):
     age_sessions(mfa_ctx, person.id)
     refused = security_post(web, "enable", method="totp")
     assert refused.status_code == 400
-    assert alert_text(refused) == reauthentication.WRONG_PASSWORD
+    assert alert_text(refused) == "Your current password is not right."
     assert not TOTP_KEY.search(refused.text)
     page = security_post(web, "enable", method="totp", current_password=PASSWORD)
     assert page.status_code == 200 and TOTP_KEY.search(page.text)

@@ -29,7 +29,8 @@ from ..storage import PendingSignIn, User, now
 from . import otp, sms_budget, totp
 from .authentication import count_failure, is_locked, reset_failures
 from .codes_vocabulary import Channel, Purpose
-from .phones import PhoneError, to_e164
+from .errors import AccountError, Code
+from .phones import to_e164
 from .reclaim import take_back
 from .users import UserError, create_user, lock_user, normalize_email
 
@@ -66,8 +67,14 @@ class AccountLocked(SignInEnded):
         )
 
 
-class IdentifierError(ValueError):
-    """Neither an email address nor a phone number; the message is for the person."""
+class IdentifierError(AccountError):
+    """Has an ``@`` but is not an email address; a number that is not one is a
+    :class:`~.phones.PhoneError`."""
+
+    code = Code.INVALID_EMAIL
+
+    def __init__(self) -> None:
+        super().__init__("not_an_address")
 
 
 @dataclass(frozen=True)
@@ -82,11 +89,8 @@ def parse_identifier(raw: str, region: str | None) -> Identifier:
         try:
             return Identifier(normalize_email(raw), Channel.EMAIL)
         except UserError:
-            raise IdentifierError("That is not an email address.") from None
-    try:
-        return Identifier(to_e164(raw, region), Channel.SMS)
-    except PhoneError as exc:
-        raise IdentifierError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
+            raise IdentifierError from None
+    return Identifier(to_e164(raw, region), Channel.SMS)
 
 
 def start(

@@ -40,6 +40,7 @@ from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..storage import ActionToken, User, now
 from . import links, otp
 from .codes_vocabulary import Purpose
+from .errors import AccountError, Code
 from .registration import address_key, requests_wait
 from .users import UserError, normalize_email
 
@@ -47,20 +48,22 @@ PURPOSE = Purpose.CHANGE_EMAIL
 LINK_LIFETIME = 24 * 60 * 60
 REQUEST_EVENT = Event.EMAIL_CHANGE_REQUESTED
 
-NOT_AN_EMAIL = "Enter an email address, like name@example.com."
-SAME_EMAIL = "That is already your email address."
+
+class EmailChangeError(AccountError):
+    """The address cannot be asked for: ``not_an_email`` or ``same_email``."""
+
+    code = Code.INVALID_EMAIL
 
 
-class EmailChangeError(ValueError):
-    """The request cannot go ahead; the message is for the person."""
+class TooManyRequests(AccountError):
+    """Too many requests named this address lately; ``wait`` seconds until the next may go. The
+    refusal's audit event is kept: it is what the limit counts."""
 
-
-class TooManyRequests(Exception):
-    """Too many requests named this address lately; ``wait`` seconds until the next may go."""
+    code = Code.TOO_MANY_EMAILS
+    keeps_changes = True
 
     def __init__(self, wait: int) -> None:
-        super().__init__(f"wait {wait} s")
-        self.wait = wait
+        super().__init__(wait=wait)
 
 
 class LinkInvalid(Exception):
@@ -95,9 +98,9 @@ def parse(user: User, raw_email: str) -> str:
     try:
         email = normalize_email(raw_email)
     except UserError:
-        raise EmailChangeError(NOT_AN_EMAIL) from None
+        raise EmailChangeError("not_an_email") from None
     if email == user.email:
-        raise EmailChangeError(SAME_EMAIL)
+        raise EmailChangeError("same_email")
     return email
 
 

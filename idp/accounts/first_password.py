@@ -21,38 +21,43 @@ from ..sso import sign_out_everywhere
 from ..storage import OneTimeCode, User, now
 from . import otp
 from .codes_vocabulary import Channel, Purpose
+from .errors import AccountError, Code
 from .password_policy import set_password
 from .recovery import notify_password_changed
 from .users import lock_user
 
 PURPOSE = Purpose.SET_PASSWORD
 
-ALREADY_SET = "Your account already has a password. Change it on your account page."
-NO_EMAIL = "Add and verify an email address first: the code to set a password goes there."
 
-
-class FirstPasswordError(ValueError):
-    """A password cannot be set this way; the message is for the person."""
+class FirstPasswordError(AccountError):
+    """A password cannot be set this way."""
 
 
 class AlreadySet(FirstPasswordError):
     """The account has a password: it is changed with the current one, not set by code."""
 
+    code = Code.PASSWORD_ALREADY_SET
+
 
 class NoVerifiedEmail(FirstPasswordError):
     """There is no verified address for the code to go to."""
 
+    code = Code.NO_VERIFIED_EMAIL
 
-class WrongCode(Exception):
+
+class WrongCode(AccountError):
     """The code is not right, was tried too often, or has expired; the try is counted."""
+
+    code = Code.WRONG_CODE
+    keeps_changes = True
 
 
 def destination(user: User) -> str:
     """The verified address the code goes to; raises :class:`FirstPasswordError`."""
     if user.password_hash is not None:
-        raise AlreadySet(ALREADY_SET)
+        raise AlreadySet
     if user.email is None or not user.email_verified:
-        raise NoVerifiedEmail(NO_EMAIL)
+        raise NoVerifiedEmail
     return user.email
 
 

@@ -28,19 +28,25 @@ from ..security.digests import keyed_digest, new_id
 from ..storage import OneTimeCode, changed_rows, now
 from . import sms_budget
 from .codes_vocabulary import Channel, Purpose
+from .errors import AccountError, Code
 
 MAX_TRIES = 3
 RESEND_WINDOW = 120
 RESEND_LIMIT = 3
 
 
-class ResendTooSoon(Exception):
+class ResendTooSoon(AccountError):
     """Too many codes for this purpose went to this identifier lately; ``wait`` seconds until the
     next may go."""
 
+    code = Code.TOO_MANY_CODES
+
     def __init__(self, wait: int) -> None:
-        super().__init__(f"wait {wait} s")
-        self.wait = wait
+        super().__init__(wait=wait)
+
+    @property
+    def wait(self) -> int:
+        return int(self.data["wait"] or 0)
 
 
 @dataclass(frozen=True)

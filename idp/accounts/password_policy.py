@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from ..settings import Settings
 from ..storage import PasswordHistory, User, now
+from .errors import AccountError, Code
 from .passwords import hash_password, verify_password
 
 MAX_LENGTH = 256
@@ -27,8 +28,11 @@ HISTORY = 5
 log = logging.getLogger("idp.passwords")
 
 
-class PasswordRejected(ValueError):
-    """The message is shown to the person as it is."""
+class PasswordRejected(AccountError, ValueError):
+    """The policy refuses the password: ``too_short`` (``min_length``), ``too_long``
+    (``max_length``), ``too_common``, ``is_email``, ``used_before`` (``history``) or ``breached``."""
+
+    code = Code.PASSWORD_REJECTED
 
 
 @cache
@@ -66,20 +70,20 @@ def check_new_password(
     previous_hashes: Iterable[str] = (),
     pwned_api: str | None = None,
 ) -> None:
-    """Raise :class:`PasswordRejected` with a message a person can act on."""
+    """Raise :class:`PasswordRejected` with the rule the password breaks."""
     if len(password) < min_length:
-        raise PasswordRejected(f"Use at least {min_length} characters.")
+        raise PasswordRejected("too_short", min_length=min_length)
     if len(password) > MAX_LENGTH:
-        raise PasswordRejected(f"Use at most {MAX_LENGTH} characters.")
+        raise PasswordRejected("too_long", max_length=MAX_LENGTH)
     if password.lower() in _common():
-        raise PasswordRejected("This password is too common. Choose one that is harder to guess.")
+        raise PasswordRejected("too_common")
     if email and password.strip().lower() == email.strip().lower():
-        raise PasswordRejected("Your password cannot be your email address.")
+        raise PasswordRejected("is_email")
     for stored in previous_hashes:
         if verify_password(stored, password):
-            raise PasswordRejected(f"Choose a password you have not used for your last {HISTORY} passwords.")
+            raise PasswordRejected("used_before", history=HISTORY)
     if pwned_api and breached(password, pwned_api):
-        raise PasswordRejected("This password has appeared in a data breach. Choose another one.")
+        raise PasswordRejected("breached")
 
 
 def set_password(db: Session, settings: Settings, user: User, password: str) -> None:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import phonenumbers
 
+from .errors import AccountError, Code
 
-class PhoneError(ValueError):
-    """Not a phone number that can receive a message."""
+
+class PhoneError(AccountError, ValueError):
+    """Not a phone number that can receive a message: ``too_long``, ``not_a_number`` (it does not
+    parse: no country code?) or ``no_such_number``."""
+
+    code = Code.INVALID_PHONE
 
 
 def to_e164(value: str, default_region: str | None = None) -> str:
     """A national number needs ``default_region`` (``IR``: ``09121234567`` -> ``+989121234567``)."""
     value = value.strip()
     if len(value) > 32:
-        raise PhoneError("that phone number is too long")
+        raise PhoneError("too_long")
     try:
         number = phonenumbers.parse(value, default_region)
     except phonenumbers.NumberParseException:
-        raise PhoneError("that is not a phone number; write it with its country code, like +14155550100") from None
+        raise PhoneError("not_a_number") from None
     if not phonenumbers.is_valid_number(number):
-        raise PhoneError("that phone number does not exist; check the digits and the country code")
+        raise PhoneError("no_such_number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -38,38 +38,50 @@ from . import otp
 from .codes_vocabulary import Channel, Purpose, SecondFactorMethod
 from .confirmation import drop_unconfirmed_phone
 from .devices import describe
+from .errors import AccountError, Code
 from .phones import to_e164
 from .reauthentication import RecentSignIn, reauthenticate
-from .users import NameRefused, clean_name, lock_user
+from .users import clean_name, lock_user
 
 VERIFY_PHONE = Purpose.VERIFY_PHONE
-SMS_SECOND_FACTOR = (
-    "Two-step sign-in sends its codes to this number. Turn it off under Two-step verification before "
-    "removing the number."
-)
-SMS_SECOND_FACTOR_SWAP = (
-    "Two-step sign-in sends its codes to your number. Turn it off under Two-step verification before "
-    "changing the number."
-)
-ONLY_SIGN_IN = "Your phone number is how you sign in. Add an email address before removing it."
 
 
-class ProfileError(ValueError):
-    """A change that cannot be made; the message is for the person."""
+class PhoneNeeded(AccountError):
+    """The number cannot be removed (``second_factor``, ``only_sign_in``) or replaced
+    (``second_factor_swap``): SMS is the second factor, or it is the only way to sign in. Replacing
+    the number of the second factor would move the factor with no more proof than the session,
+    where turning it off takes the password or a fresh sign-in."""
+
+    code = Code.PHONE_NEEDED
 
 
-class PhoneNeeded(ProfileError):
-    """The number cannot be removed or replaced: SMS is the second factor, or it is the only way to
-    sign in. Replacing the number of the second factor would move the factor with no more proof
-    than the session, where turning it off takes the password or a fresh sign-in."""
+class PhoneAlreadyYours(AccountError):
+    """The number is already this person's verified one."""
+
+    code = Code.INVALID_PHONE
+
+    def __init__(self) -> None:
+        super().__init__("already_yours")
 
 
-class WrongCode(Exception):
-    """The code is not right, was tried too often, or has expired."""
+class NoPhone(AccountError):
+    """There is no number to remove."""
+
+    code = Code.NO_PHONE
 
 
-class PhoneUnavailable(Exception):
-    """Another account has verified this number."""
+class WrongCode(AccountError):
+    """The code is not right, was tried too often, or has expired; the try is counted."""
+
+    code = Code.WRONG_CODE
+    keeps_changes = True
+
+
+class PhoneUnavailable(AccountError):
+    """Another account has verified this number; the code is spent."""
+
+    code = Code.PHONE_UNAVAILABLE
+    keeps_changes = True
 
 
 @dataclass(frozen=True)
@@ -91,11 +103,8 @@ class SessionSummary:
 
 
 def update_name(db: Session, user: User, name: str) -> None:
-    """An empty name removes it."""
-    try:
-        user.name = clean_name(name)
-    except NameRefused as exc:
-        raise ProfileError(str(exc)) from None
+    """An empty name removes it; raises :class:`~.users.NameRefused`."""
+    user.name = clean_name(name)
     user.updated_at = now()
 
 
@@ -107,8 +116,8 @@ def start_phone_verification(
 
     Raises :class:`~idp.accounts.phones.PhoneError` for a number that is not one (no password is
     checked then), a :class:`~.reauthentication.NotReauthenticated` (commit to keep a wrong
-    password counted), :class:`ProfileError` when it is already this person's verified number or
-    SMS is the second factor, and :class:`otp.ResendTooSoon` when too many codes went to it lately.
+    password counted), :class:`PhoneAlreadyYours`, :class:`PhoneNeeded` when SMS is the second
+    factor, and :class:`otp.ResendTooSoon` when too many codes went to it lately.
     """
     phone = to_e164(raw_phone, ctx.settings.phone_default_region)
     reauthenticate(
@@ -121,7 +130,7 @@ def start_phone_verification(
         auth_time=auth_time,
     )
     if phone == user.phone and user.phone_verified:
-        raise ProfileError("That number is already verified on your account.")
+        raise PhoneAlreadyYours
     _check_replaceable(user, phone)
     send_phone_code(ctx, db, user, phone)
     return phone
@@ -192,7 +201,7 @@ def confirm_phone(ctx: Context, db: Session, user: User, phone: str, code: str) 
 
 def _check_replaceable(user: User, phone: str) -> None:
     if user.mfa_method == SecondFactorMethod.SMS and phone != user.phone:
-        raise PhoneNeeded(SMS_SECOND_FACTOR_SWAP)
+        raise PhoneNeeded("second_factor_swap")
 
 
 def remove_phone(ctx: Context, db: Session, user: User) -> str:
@@ -201,11 +210,11 @@ def remove_phone(ctx: Context, db: Session, user: User) -> str:
     and on an account with no email address, for which the number is the only way to sign in."""
     lock_user(db, user.id)
     if user.phone is None:
-        raise ProfileError("There is no phone number on your account.")
+        raise NoPhone
     if user.mfa_method == SecondFactorMethod.SMS:
-        raise PhoneNeeded(SMS_SECOND_FACTOR)
+        raise PhoneNeeded("second_factor")
     if user.email is None:
-        raise PhoneNeeded(ONLY_SIGN_IN)
+        raise PhoneNeeded("only_sign_in")
     phone = user.phone
     email = user.email
     user.phone = None

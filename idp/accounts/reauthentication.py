@@ -26,14 +26,12 @@ from ..settings import Settings
 from ..storage import User, now
 from .authentication import count_failure
 from .confirmation import confirm_identity
+from .errors import AccountError, Code
 from .passwords import verify_password
 from .users import lock_user
 
 REAUTH_WINDOW = 5 * 60
 MAX_PASSWORD_INPUT = 1024
-
-WRONG_PASSWORD = "Your current password is not right."
-SIGN_IN_TOO_OLD = "Sign in again to make this change: you signed in too long ago."
 
 
 class RecentSignIn(Enum):
@@ -49,41 +47,38 @@ class RecentSignIn(Enum):
     """The second factor: a sign-in a few minutes ago checked every factor the account has."""
 
 
-class NotReauthenticated(Exception):
-    """The person did not show it is them. The message is for them; ``reason`` is for the audit log."""
+class NotReauthenticated(AccountError):
+    """The person did not show it is them; ``reason`` goes in the audit log as it is. What the
+    request wrote is kept: the failure's audit event, and a wrong password's count."""
 
-    reason = ""
+    keeps_changes = True
 
 
 class WrongPassword(NotReauthenticated):
     """The current password was missing or wrong; the try counted toward the lockout."""
 
-    reason = "wrong_password"
+    code = Code.WRONG_PASSWORD
 
     def __init__(self) -> None:
-        super().__init__(WRONG_PASSWORD)
+        super().__init__("wrong_password")
 
 
 class AccountLocked(NotReauthenticated):
-    """Wrong passwords locked the account, so none is checked until the lock ends."""
+    """Wrong passwords locked the account, so none is checked until the lock ends (``minutes``)."""
 
-    reason = "account_locked"
+    code = Code.ACCOUNT_LOCKED
 
     def __init__(self, locked_until: int) -> None:
-        minutes = max(1, -(-(locked_until - now()) // 60))
-        super().__init__(
-            f"Too many wrong passwords: your account is locked for {minutes} more minutes. "
-            "Resetting your password ends the lock at once."
-        )
+        super().__init__("account_locked", minutes=max(1, -(-(locked_until - now()) // 60)))
 
 
 class SignInTooOld(NotReauthenticated):
     """The account has no password to give, and the session did not sign in recently."""
 
-    reason = "sign_in_too_old"
+    code = Code.SIGN_IN_REQUIRED
 
     def __init__(self) -> None:
-        super().__init__(SIGN_IN_TOO_OLD)
+        super().__init__("sign_in_too_old")
 
 
 def signed_in_recently(auth_time: int | None) -> bool:

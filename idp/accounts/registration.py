@@ -47,9 +47,9 @@ from . import links
 from .codes_vocabulary import Purpose
 from .password_policy import check_new_password, set_password
 from .passwords import hash_password
-from .phones import PhoneError, to_e164
+from .phones import to_e164
 from .reauthentication import RecentSignIn, reauthenticate
-from .users import NameRefused, UserError, clean_name, create_user, lock_user, normalize_email
+from .users import UserError, clean_name, create_user, lock_user, normalize_email
 
 PURPOSE = Purpose.VERIFY_EMAIL
 LINK_LIFETIME = 24 * 60 * 60
@@ -134,16 +134,8 @@ def parse(settings: Settings, form: Application) -> tuple[str, str | None, str |
         raise RegistrationError("Enter your email address, like name@example.com.") from None
     if form.password != form.password_confirm:
         raise RegistrationError("The two passwords are not the same.")
-    try:
-        name = clean_name(form.name)
-    except NameRefused as exc:
-        raise RegistrationError(str(exc)) from None
-    phone = None
-    if form.phone.strip():
-        try:
-            phone = to_e164(form.phone, settings.phone_default_region)
-        except PhoneError as exc:
-            raise RegistrationError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
+    name = clean_name(form.name)
+    phone = to_e164(form.phone, settings.phone_default_region) if form.phone.strip() else None
     return email, phone, name
 
 

@@ -13,27 +13,37 @@ and ``idp_sms_budget_spent_total``.
 from __future__ import annotations
 
 import logging
-import math
 
 import phonenumbers
 
 from ..context import Context
 from ..metrics import SMS_BUDGET_SPENT
 from ..security.rate_limits import Limit
+from .errors import AccountError, Code
 
 log = logging.getLogger("idp.sms_budget")
 
-NOT_SERVED = "We cannot send text messages to numbers in that country."
-BUDGET_SPENT = "We cannot send text messages right now. Please try again in {minutes} minutes."
+
+class SmsRefused(AccountError):
+    """No text message may go to this number."""
 
 
-class SmsRefused(Exception):
-    """No text message may go to this number; the message is for the person. ``retry_after`` is
-    ``None`` when waiting would not help."""
+class SmsNotServed(SmsRefused):
+    """The number's country is not one the provider sends to: waiting would not help."""
 
-    def __init__(self, message: str, retry_after: int | None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+    code = Code.INVALID_PHONE
+
+    def __init__(self) -> None:
+        super().__init__("not_served")
+
+
+class SmsBudgetSpent(SmsRefused):
+    """The hour's budget of text messages is spent; ``wait`` seconds until the next may go."""
+
+    code = Code.TOO_MANY_CODES
+
+    def __init__(self, wait: int) -> None:
+        super().__init__("sms_budget", wait=wait)
 
 
 def spend(ctx: Context, phone: str) -> None:
@@ -41,7 +51,7 @@ def spend(ctx: Context, phone: str) -> None:
     number = phonenumbers.parse(phone)
     regions = ctx.settings.phone_regions
     if regions is not None and phonenumbers.region_code_for_number(number) not in regions:
-        raise SmsRefused(NOT_SERVED, None)
+        raise SmsNotServed
     calling_code = f"+{number.country_code}"
     budgets = (
         (Limit.SMS_COUNTRY, calling_code, "country", ctx.settings.sms_budget_country_hour),
@@ -60,4 +70,4 @@ def spend(ctx: Context, phone: str) -> None:
             calling_code,
             refusal.retry_after,
         )
-        raise SmsRefused(BUDGET_SPENT.format(minutes=math.ceil(refusal.retry_after / 60)), refusal.retry_after)
+        raise SmsBudgetSpent(refusal.retry_after)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from ..security.digests import new_id
 from ..sso import sign_out_everywhere
 from ..storage import User, now
+from .errors import AccountError, Code
 from .passwords import hash_password
 from .phones import PhoneError, to_e164
 
@@ -43,18 +44,26 @@ MAX_NAME = 200
 _LAYOUT_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029")
 
 
-class NameRefused(ValueError):
-    """A display name that cannot be kept; the message says why, for the person."""
+class NameRefused(AccountError, ValueError):
+    """A display name that cannot be kept: ``too_long`` (``max_length``) or ``control_characters``."""
+
+    code = Code.INVALID_NAME
 
 
 def clean_name(raw: str | None) -> str | None:
     """The display name to keep (``None`` for an empty one), or :class:`NameRefused`."""
     name = (raw or "").strip()
     if len(name) > MAX_NAME:
-        raise NameRefused(f"The name can have at most {MAX_NAME} characters.")
+        raise NameRefused("too_long", max_length=MAX_NAME)
     if any(unicodedata.category(c) == "Cc" or c in _LAYOUT_CONTROLS for c in name):
-        raise NameRefused("The name cannot hold control characters or text-direction overrides.")
+        raise NameRefused("control_characters")
     return name or None
+
+
+def _said(error: AccountError) -> str:
+    """An operator's one line: the reason and its data (``too long, max length 200``)."""
+    data = "".join(f", {key.replace('_', ' ')} {value}" for key, value in error.data.items())
+    return error.reason.replace("_", " ") + data
 
 
 def create_user(
@@ -74,11 +83,11 @@ def create_user(
     try:
         e164 = to_e164(phone, phone_region) if phone else None
     except PhoneError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"that phone number cannot be used: {_said(exc)}") from None
     try:
         name = clean_name(name)
     except NameRefused as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"that name cannot be used: {_said(exc)}") from None
     if password is not None:
         check_password(password)
     if email and db.scalar(select(User.id).where(User.email == email)) is not None:

@@ -17,12 +17,20 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 from starlette.requests import Request
+from starlette.responses import Response
 
+from ..accounts.commands import Actor
+from ..accounts.errors import AccountError
+from ..accounts.users import lock_user
+from ..audit import Event
 from ..context import Context
 from ..oauth.errors import InvalidToken
 from ..oauth.tokens import verify_access_token
-from ..storage import Client, Grant, User
-from .problems import Problem
+from ..security.rate_limits import Refusal
+from ..storage import BrowserSession, Client, Grant, User
+from ..web.pipeline import Call, Needs, actor
+from .bodies import Fields, parse_json, read_limited
+from .problems import Problem, account_problem
 
 REQUIRED_SCOPE = "openid"
 REALM = "idp"
@@ -93,3 +101,64 @@ def authenticate(ctx: Context, db: Session, token: str) -> Caller:
     if user is None or user.disabled:
         raise _unauthorized("The person of this access token can no longer sign in.", "the account is disabled")
     return Caller(user=user, client_id=grant.client_id, session_id=grant.session_id)
+
+
+@dataclass(frozen=True)
+class Raw:
+    token: str
+    body: bytes
+
+
+class BearerSurface:
+    """The account API as a surface of the request pipeline (:mod:`idp.web.pipeline`).
+
+    The token is checked before the body, so a caller without a good token learns nothing about
+    bodies; only a body over the size limit is refused first, while it is being read. Refusals are
+    RFC 9457 problems (:mod:`idp.api.problems`).
+    """
+
+    async def read(self, request: Request, needs: Needs) -> object:
+        token = bearer_token(request)
+        return Raw(token, await read_limited(request) if needs.fields is not None else b"")
+
+    def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> Caller:
+        assert isinstance(raw, Raw)
+        return authenticate(ctx, db, raw.token)
+
+    def values(self, call: Call[Caller], raw: object, needs: Needs) -> dict[str, str]:
+        assert isinstance(raw, Raw)
+        if needs.fields is None:
+            return {}
+        assert isinstance(needs.fields, dict)
+        fields: Fields = needs.fields
+        return parse_json(call.request, raw.body, fields)
+
+    def actor(self, request: Request, db: Session, who: Caller) -> Actor:
+        session = db.get(BrowserSession, who.session_id) if who.session_id else None
+        auth_time = session.auth_time if session is not None else None
+        return actor(request, who.user, who.session_id, auth_time, who.client_id)
+
+    def relock(self, call: Call[Caller], raw: object) -> Call[Caller]:
+        """Check the token again once the person's row is locked: what held the lock before us (a
+        password reset) may have revoked it."""
+        assert isinstance(raw, Raw)
+        lock_user(call.db, call.who.user.id)
+        call.db.expire_all()
+        call.who = authenticate(call.ctx, call.db, raw.token)
+        return call
+
+    def refused(self, call: Call[Caller], refusal: Refusal) -> Response:
+        """The same per-address budgets as the hosted pages' forms."""
+        call.actor.record(call.db, Event.RATE_LIMITED, "failure", limit=refusal.limit.value)
+        call.db.commit()
+        raise Problem.retry_after(
+            "rate-limited",
+            f"Too many requests. Try again in {refusal.retry_after} seconds.",
+            refusal.retry_after,
+        )
+
+    def failed(self, call: Call[Caller], error: AccountError) -> Response:
+        raise account_problem(error)
+
+
+BEARER = BearerSurface()

@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..accounts.errors import AccountError
+from ..web.messages import message
 from ..web.request import context
 
 log = logging.getLogger("idp")
@@ -135,3 +137,12 @@ async def handle_database_error(request: Request, exc: Exception) -> Response:
 
 
 HANDLERS = {Problem: handle_problem, HTTPException: handle_http_exception, DBAPIError: handle_database_error}
+
+
+def account_problem(error: AccountError) -> Problem:
+    """An account command's refusal: its code is the problem's type, its sentence the detail, and
+    a wait goes in ``Retry-After``."""
+    detail = message(error)
+    if error.wait is not None:
+        return Problem.retry_after(error.code.value, detail, error.wait)
+    return Problem(error.code.value, detail)

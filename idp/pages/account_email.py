@@ -15,16 +15,14 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..accounts import email_change
-from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauthenticate
+from ..accounts import commands, email_change
 from ..audit import Event, mask
 from ..security.rate_limits import Limit
-from ..sso import ActiveSession
+from ..web.pipeline import Needs
 from ..web.rendering import error_page, render
 from ..web.request import audit, context
-from ..web.throttling import throttled
-from .account import EXPIRED_FORM, done, signed_in
 from .forms import form_page
+from .signed_in import EXPIRED_FORM, Form, Person, Shown, done, signed_in
 
 LINK_INVALID = (
     "This link to change your email address is not valid: it was already used, it expired, or it is "
@@ -33,71 +31,23 @@ LINK_INVALID = (
 TAKEN = "This email address now belongs to another account, so yours did not change."
 
 
-def _email_page(
-    request: Request,
-    db: Session,
-    active: ActiveSession,
-    *,
-    error: str | None = None,
-    values: dict[str, str] | None = None,
-    status_code: int = 200,
-) -> Response:
+def _email_page(call: Person, shown: Shown) -> Response:
     context = {
-        "user": active.user,
-        "pending_email": email_change.pending_email(db, active.user),
-        "error": error,
-        "values": values or {},
+        "user": call.who.user,
+        "pending_email": email_change.pending_email(call.db, call.who.user),
+        "error": shown.error,
+        "values": shown.values,
     }
-    return render(request, "account_email.html", context, status_code=status_code)
+    return render(call.request, "account_email.html", context, status_code=shown.status_code)
 
 
-def _requested(request: Request, db: Session, active: ActiveSession, outcome: str, **detail: object) -> None:
-    audit(request, db, email_change.REQUEST_EVENT, outcome=outcome, user_id=active.user.id, detail=detail)
-
-
-@signed_in(_email_page)
-def change_email(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> Response:
+@signed_in(Form(_email_page, refill=("email",)), Needs(limits=(Limit.VERIFICATION,)))
+def change_email(call: Person) -> Response:
     """The form, and asking for the link; a taken address gets the same answer as a free one."""
-    if request.method != "POST":
-        db.commit()
-        return _email_page(request, db, active)
-    if refused := throttled(request, Limit.VERIFICATION, db=db):
-        return refused
-    ctx = context(request)
-    values = {"email": form.get("email", "")}
-    try:
-        email = email_change.parse(active.user, form.get("email", ""))
-        reauthenticate(
-            db,
-            ctx.settings,
-            ctx.secret_key,
-            active.user,
-            form.get("current_password", ""),
-            recent_sign_in=RecentSignIn.WITHOUT_PASSWORD,
-            auth_time=active.session.auth_time,
-        )
-    except NotReauthenticated as exc:
-        _requested(request, db, active, "failure", reason=exc.reason)
-        db.commit()
-        return _email_page(request, db, active, error=str(exc), values=values, status_code=400)
-    except email_change.EmailChangeError as exc:
-        return _email_page(request, db, active, error=str(exc), values=values, status_code=400)
-    try:
-        requested = email_change.request_change(ctx, db, active.user, email)
-    except email_change.TooManyRequests as exc:
-        _requested(request, db, active, "failure", recipient=mask(email), reason="rate_limited")
-        db.commit()
-        message = (
-            f"You asked for several links to this address in a short time. You can ask again in {exc.wait} seconds."
-        )
-        return _email_page(request, db, active, error=message, values=values, status_code=429)
-    if requested.taken:
-        _requested(
-            request, db, active, "failure", address=requested.address, recipient=mask(email), reason="address_taken"
-        )
-    else:
-        _requested(request, db, active, "success", address=requested.address, recipient=mask(email))
-    db.commit()
+    if not call.unsafe:
+        return _email_page(call, Shown())
+    values = call.values
+    commands.change_email(call.ctx, call.db, call.actor, values.get("email", ""), values.get("current_password", ""))
     return done("email")
 
 

@@ -13,11 +13,13 @@ from starlette.responses import RedirectResponse, Response
 
 from ..accounts import challenges, otp, sms_budget
 from ..accounts.codes_vocabulary import Purpose
+from ..accounts.errors import AccountError
 from ..audit import Event
 from ..metrics import SIGN_INS
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
+from ..web.messages import message
 from ..web.rendering import error_page, render
 from ..web.request import audit, context
 from ..web.throttling import throttled
@@ -36,10 +38,10 @@ def _wait_message(wait: int) -> str:
 
 def _sms_refused(request: Request, template: str, page: dict[str, Any], refused: sms_budget.SmsRefused) -> Response:
     """429 with ``Retry-After`` while a budget is spent; 400 for a number no message may go to."""
-    if refused.retry_after is None:
-        return render(request, template, {**page, "error": str(refused)}, status_code=400)
-    response = render(request, template, {**page, "error": str(refused), "wait": refused.retry_after}, status_code=429)
-    response.headers["Retry-After"] = str(refused.retry_after)
+    if refused.wait is None:
+        return render(request, template, {**page, "error": message(refused)}, status_code=400)
+    response = render(request, template, {**page, "error": message(refused), "wait": refused.wait}, status_code=429)
+    response.headers["Retry-After"] = str(refused.wait)
     return response
 
 
@@ -56,8 +58,8 @@ def request_code(request: Request, form: dict[str, str]) -> Response:
         return refused
     try:
         identifier = challenges.parse_identifier(form.get("identifier", ""), ctx.settings.phone_default_region)
-    except challenges.IdentifierError as exc:
-        return render(request, "code_request.html", {**page, "error": str(exc)}, status_code=400)
+    except AccountError as exc:
+        return render(request, "code_request.html", {**page, "error": message(exc)}, status_code=400)
     with ctx.db() as db:
         if request_id:
             try:

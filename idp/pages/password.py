@@ -17,6 +17,7 @@ from ..accounts.password_policy import PasswordRejected
 from ..accounts.users import UserError
 from ..audit import Event
 from ..security.rate_limits import Limit
+from ..web.messages import message
 from ..web.rendering import error_page, render
 from ..web.request import audit, context
 from ..web.throttling import throttled
@@ -89,7 +90,7 @@ def reset_password(request: Request, form: dict[str, str]) -> Response:
             return error_page(request, BAD_LINK)
         except PasswordRejected as exc:
             db.rollback()
-            return render(request, "password_reset.html", {**page, "error": str(exc)}, status_code=400)
+            return render(request, "password_reset.html", {**page, "error": message(exc)}, status_code=400)
         audit(
             request,
             db,

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from .. import audit as audit_log
 from ..accounts import links, registration
-from ..accounts.password_policy import PasswordRejected
+from ..accounts.errors import AccountError
 from ..accounts.reauthentication import NotReauthenticated, WrongPassword
 from ..accounts.users import UserError, normalize_email
 from ..audit import Event
@@ -27,6 +27,7 @@ from ..oauth.errors import BadAuthorizationTarget
 from ..security.digests import new_token, token_digest
 from ..security.rate_limits import Limit
 from ..web.browser import browser_cookie, set_browser_cookie
+from ..web.messages import message
 from ..web.rendering import error_page, render
 from ..web.request import audit, context
 from ..web.throttling import throttled
@@ -110,9 +111,12 @@ def register(request: Request, form: dict[str, str]) -> Response:
                 authorization_request_id=request_id,
                 browser_hash=token_digest(browser_id),
             )
-        except (registration.RegistrationError, PasswordRejected) as exc:
+        except registration.RegistrationError as exc:
             db.rollback()
             return render(request, "register.html", {**page, "error": str(exc)}, status_code=400)
+        except AccountError as exc:
+            db.rollback()
+            return render(request, "register.html", {**page, "error": message(exc)}, status_code=400)
         email = registered.user.email
         assert email is not None
         detail: dict[str, object] = {
@@ -156,7 +160,7 @@ def _verify_email(request: Request, form: dict[str, str]) -> Response:
         except NotReauthenticated as exc:
             audit(request, db, Event.EMAIL_VERIFIED, outcome="failure", detail={"reason": exc.reason})
             db.commit()
-            return _password_page(request, token, WRONG_PASSWORD if isinstance(exc, WrongPassword) else str(exc))
+            return _password_page(request, token, WRONG_PASSWORD if isinstance(exc, WrongPassword) else message(exc))
         if verified is None:
             audit(request, db, Event.EMAIL_VERIFIED, outcome="failure", detail={"reason": "invalid_link"})
             db.commit()

@@ -18,17 +18,19 @@ from starlette.responses import RedirectResponse, Response
 
 from ..accounts import otp, second_factor, sms_budget, totp
 from ..accounts.codes_vocabulary import Purpose, SecondFactorMethod
+from ..accounts.errors import AccountError
 from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauthenticate
 from ..accounts.second_factor import SecondFactorError
 from ..audit import Event
 from ..security.rate_limits import Limit
 from ..sso import ActiveSession
 from ..web.browser import current_session
+from ..web.messages import message
 from ..web.rendering import render
 from ..web.request import audit, context
 from ..web.throttling import throttled
-from .account import lock_person
 from .forms import posted_form
+from .signed_in import lock_person
 
 EXPIRED_FORM = "This form has expired. Please try again."
 WRONG_CODE = "That code is not right, or it has expired. Check it, or ask for a new one."
@@ -122,7 +124,9 @@ def _refused(
         )
     else:
         db.rollback()
-    return _overview(request, db, active, error=str(exc), status_code=400)
+    return _overview(
+        request, db, active, error=message(exc) if isinstance(exc, AccountError) else str(exc), status_code=400
+    )
 
 
 def _reauthenticate(request: Request, db: Session, active: ActiveSession, form: dict[str, str]) -> None:
@@ -160,7 +164,7 @@ def _enable(request: Request, db: Session, active: ActiveSession, form: dict[str
         return _overview(request, db, active, error=_wait_message(exc.wait), status_code=429)
     except sms_budget.SmsRefused as exc:
         db.rollback()
-        return _overview(request, db, active, error=str(exc), status_code=400 if exc.retry_after is None else 429)
+        return _overview(request, db, active, error=message(exc), status_code=400 if exc.wait is None else 429)
     if enrolment.destination is not None:
         _audit_code_sent(request, db, active, enrolment)
     return render(request, "account_security_enrol.html", {"enrolment": enrolment})
@@ -214,7 +218,7 @@ def _resend(request: Request, db: Session, active: ActiveSession, form: dict[str
         return render(request, "account_security_enrol.html", page, status_code=429)
     except sms_budget.SmsRefused as exc:
         db.rollback()
-        page = {"enrolment": enrolment, "error": str(exc), "wait": exc.retry_after}
+        page = {"enrolment": enrolment, "error": message(exc), "wait": exc.wait}
         return render(request, "account_security_enrol.html", page, status_code=429)
     _audit_code_sent(request, db, active, enrolment)
     page = {"enrolment": enrolment, "notice": "We sent you a new code."}

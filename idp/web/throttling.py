@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..accounts.challenges import IdentifierError, parse_identifier
+from ..accounts.challenges import parse_identifier
+from ..accounts.errors import AccountError
 from ..audit import Event
 from ..security.digests import keyed_digest
 from ..security.rate_limits import Limit, Refusal
@@ -39,7 +40,7 @@ def throttled(
     for limit, key in checks:
         refusal = ctx.rate_limiter.check(limit, key)
         if refusal is not None:
-            return _refused(request, refusal, db)
+            return refusal_page(request, refusal, db)
     return None
 
 
@@ -51,19 +52,20 @@ def throttled_writes(request: Request, limit: Limit, db: Session) -> Response | 
     if refusal is None:
         return None
     db.rollback()
-    return _refused(request, refusal, db)
+    return refusal_page(request, refusal, db)
 
 
 def _account_key(request: Request, account: str) -> str:
     ctx = context(request)
     try:
         identifier = parse_identifier(account, ctx.settings.phone_default_region).value
-    except IdentifierError:
+    except AccountError:
         identifier = account.strip().lower()
     return keyed_digest(ctx.secret_key, "rate limit account:" + identifier)
 
 
-def _refused(request: Request, refusal: Refusal, db: Session | None) -> Response:
+def refusal_page(request: Request, refusal: Refusal, db: Session | None) -> Response:
+    """The 429 page of a spent limit; its audit event is committed, in ``db`` when given."""
     if db is None:
         with context(request).db() as own:
             _audit(request, own, refusal)

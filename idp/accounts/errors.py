@@ -1,0 +1,76 @@
+"""The one family of errors the account services raise: a code, a reason within it, and data.
+
+Services never write prose for people. Each surface turns an error into its own words from a table
+of its own: the hosted pages into a sentence next to the form, the account API into an RFC 9457
+problem whose type is the :class:`Code`. The ``reason`` tells apart refusals that share a code
+(a password too short or too common); ``data`` carries what the sentence needs (the seconds to wait,
+the minimum length).
+
+``keeps_changes`` says whether what the request wrote before the error must be committed: a wrong
+password or code is counted (and audited) so that guessing ends in a lockout, while a refused new
+password leaves nothing behind. The request's one unit of work reads it; no caller has to know.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+
+class Code(StrEnum):
+    """What went wrong, as the account API names its problem types."""
+
+    INVALID_NAME = "invalid-name"
+    WRONG_PASSWORD = "wrong-password"
+    ACCOUNT_LOCKED = "account-locked"
+    SIGN_IN_REQUIRED = "sign-in-required"
+    PASSWORD_REJECTED = "password-rejected"
+    PASSWORDS_DIFFER = "passwords-differ"
+    INVALID_PHONE = "invalid-phone"
+    PHONE_UNAVAILABLE = "phone-unavailable"
+    NO_PENDING_PHONE = "no-pending-phone"
+    NO_PHONE = "no-phone"
+    PHONE_NEEDED = "phone-needed"
+    WRONG_CODE = "wrong-code"
+    TOO_MANY_CODES = "too-many-codes"
+    INVALID_EMAIL = "invalid-email"
+    TOO_MANY_EMAILS = "too-many-emails"
+    PASSWORD_ALREADY_SET = "password-already-set"
+    NO_VERIFIED_EMAIL = "no-verified-email"
+    SESSION_NOT_FOUND = "session-not-found"
+
+
+class AccountError(Exception):
+    """A refusal of an account operation; see the module's docstring."""
+
+    code: ClassVar[Code]
+    keeps_changes: ClassVar[bool] = False
+
+    def __init__(self, reason: str | None = None, **data: int | str | None) -> None:
+        self.reason = reason or self.code.value
+        self.data = data
+        super().__init__(f"{self.code.value}: {self.reason}" if reason else self.code.value)
+
+    @property
+    def wait(self) -> int | None:
+        """Seconds until asking again may work; ``None`` when waiting would not help."""
+        wait = self.data.get("wait")
+        return wait if isinstance(wait, int) else None
+
+
+class PasswordsDiffer(AccountError):
+    """The new password and its confirmation are not the same."""
+
+    code = Code.PASSWORDS_DIFFER
+
+
+class SessionNotFound(AccountError):
+    """None of the person's live sessions has this id."""
+
+    code = Code.SESSION_NOT_FOUND
+
+
+class NoPendingPhone(AccountError):
+    """No number waits for its code."""
+
+    code = Code.NO_PENDING_PHONE

@@ -1,0 +1,78 @@
+"""What a person reads when an account operation is refused: one sentence for each code and
+reason of :mod:`idp.accounts.errors`, the same next to a form and in an API problem's ``detail``.
+
+An operation that can fail in a new way adds its sentence here; the pages' table (the status of
+the page, :mod:`idp.pages.signed_in`) and the API's (the problem's status and title,
+:mod:`idp.api.problems`) each add a row for a new code.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..accounts.errors import AccountError, Code
+
+SENTENCES: dict[tuple[Code, str], str] = {
+    (Code.INVALID_NAME, "too_long"): "The name can have at most {max_length} characters.",
+    (Code.INVALID_NAME, "control_characters"): "The name cannot hold control characters or text-direction overrides.",
+    (Code.WRONG_PASSWORD, "wrong_password"): "Your current password is not right.",
+    (Code.ACCOUNT_LOCKED, "account_locked"): (
+        "Too many wrong passwords: your account is locked for {minutes} more minutes. "
+        "Resetting your password ends the lock at once."
+    ),
+    (Code.SIGN_IN_REQUIRED, "sign_in_too_old"): "Sign in again to make this change: you signed in too long ago.",
+    (Code.PASSWORD_REJECTED, "too_short"): "Use at least {min_length} characters.",
+    (Code.PASSWORD_REJECTED, "too_long"): "Use at most {max_length} characters.",
+    (Code.PASSWORD_REJECTED, "too_common"): "This password is too common. Choose one that is harder to guess.",
+    (Code.PASSWORD_REJECTED, "is_email"): "Your password cannot be your email address.",
+    (Code.PASSWORD_REJECTED, "used_before"): "Choose a password you have not used for your last {history} passwords.",
+    (Code.PASSWORD_REJECTED, "breached"): "This password has appeared in a data breach. Choose another one.",
+    (Code.PASSWORDS_DIFFER, "passwords-differ"): "The two new passwords are not the same.",
+    (Code.INVALID_PHONE, "too_long"): "That phone number is too long.",
+    (Code.INVALID_PHONE, "not_a_number"): (
+        "That is not a phone number; write it with its country code, like +14155550100."
+    ),
+    (Code.INVALID_PHONE, "no_such_number"): "That phone number does not exist; check the digits and the country code.",
+    (Code.INVALID_PHONE, "already_yours"): "That number is already verified on your account.",
+    (Code.INVALID_PHONE, "not_served"): "We cannot send text messages to numbers in that country.",
+    (Code.PHONE_UNAVAILABLE, "phone-unavailable"): "This phone number cannot be added to your account.",
+    (Code.NO_PENDING_PHONE, "no-pending-phone"): "No phone number is waiting for its code. Add one first.",
+    (Code.NO_PHONE, "no-phone"): "There is no phone number on your account.",
+    (Code.PHONE_NEEDED, "second_factor"): (
+        "Two-step sign-in sends its codes to this number. Turn it off under Two-step verification before "
+        "removing the number."
+    ),
+    (Code.PHONE_NEEDED, "second_factor_swap"): (
+        "Two-step sign-in sends its codes to your number. Turn it off under Two-step verification before "
+        "changing the number."
+    ),
+    (Code.PHONE_NEEDED, "only_sign_in"): (
+        "Your phone number is how you sign in. Add an email address before removing it."
+    ),
+    (Code.WRONG_CODE, "wrong-code"): "That code is not right, or it has expired. Check it, or ask for a new one.",
+    (Code.TOO_MANY_CODES, "too-many-codes"): "Too many codes were sent. You can ask for a new one in {wait} seconds.",
+    (Code.TOO_MANY_CODES, "sms_budget"): (
+        "We cannot send text messages right now. Please try again in {minutes} minutes."
+    ),
+    (Code.INVALID_EMAIL, "not_an_email"): "Enter an email address, like name@example.com.",
+    (Code.INVALID_EMAIL, "same_email"): "That is already your email address.",
+    (Code.INVALID_EMAIL, "not_an_address"): "That is not an email address.",
+    (Code.TOO_MANY_EMAILS, "too-many-emails"): (
+        "You asked for several links to this address in a short time. You can ask again in {wait} seconds."
+    ),
+    (Code.PASSWORD_ALREADY_SET, "password-already-set"): (
+        "Your account already has a password. Change it on your account page."
+    ),
+    (Code.NO_VERIFIED_EMAIL, "no-verified-email"): (
+        "Add and verify an email address first: the code to set a password goes there."
+    ),
+    (Code.SESSION_NOT_FOUND, "session-not-found"): "There is no such session.",
+}
+
+
+def message(error: AccountError) -> str:
+    """The sentence for ``error``, its data filled in (a wait also in whole minutes)."""
+    data = dict(error.data)
+    if error.wait is not None:
+        data["minutes"] = math.ceil(error.wait / 60)
+    return SENTENCES[error.code, error.reason].format(**data)

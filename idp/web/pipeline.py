@@ -1,0 +1,164 @@
+"""The one way a request that acts for a person is served, whichever surface it came through.
+
+A handler declares what it needs (:class:`Needs`: its body's fields, the rate limits it spends,
+whether it takes the person's row lock) and holds only its own logic. The surface (the hosted
+pages, the account API) says how its caller is authenticated, how a body is read, and how a
+refusal is answered. The pipeline does the rest, in this order and nowhere else:
+
+1. read the body in the event loop, within limits, so that a slow upload never holds a thread;
+2. hop to the thread pool once, open the request's one transaction;
+3. authenticate the caller (the surface checks CSRF there, for a browser's unsafe request);
+4. spend the declared rate limits, for any unsafe method, before anything else is written;
+5. take the person's row lock for an unsafe method, and make sure the caller still may act;
+6. run the handler;
+7. commit, or for an :class:`~idp.accounts.errors.AccountError` commit only if the error keeps
+   its changes, roll back otherwise, and answer it from the surface's table.
+
+So a new handler cannot forget CSRF or its rate limits, and no handler commits.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..accounts.commands import Actor
+from ..accounts.errors import AccountError
+from ..context import Context
+from ..security.rate_limits import Limit, Refusal
+from ..storage import User
+from .request import context, rate_limit_address, request_address
+
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+Who = TypeVar("Who")
+
+
+class Answer(Exception):
+    """A response that ends the request before its handler: a sign-in redirect, a 401."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a handler declares. ``fields`` is the surface's description of its body (``None``:
+    it takes none); ``limits`` are spent per client address by any unsafe request."""
+
+    fields: object = None
+    limits: tuple[Limit, ...] = ()
+    lock: bool = True
+
+
+@dataclass
+class Call(Generic[Who]):
+    """One request as its handler sees it."""
+
+    request: Request
+    ctx: Context
+    db: Session
+    who: Who
+    actor: Actor
+    values: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unsafe(self) -> bool:
+        return self.request.method not in SAFE_METHODS
+
+
+class Surface(Protocol[Who]):
+    """How one surface reads, authenticates and answers; the pipeline calls these in its order."""
+
+    async def read(self, request: Request, needs: Needs) -> object:
+        """The raw body (and whatever else must be read in the event loop); may raise :class:`Answer`."""
+        ...
+
+    def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> Who:
+        """The caller, or :class:`Answer`."""
+        ...
+
+    def values(self, call: Call[Who], raw: object, needs: Needs) -> dict[str, str]:
+        """The body's values; for an unsafe browser request this is where CSRF is checked."""
+        ...
+
+    def actor(self, request: Request, db: Session, who: Who) -> Actor: ...
+
+    def relock(self, call: Call[Who], raw: object) -> Call[Who]:
+        """After the person's row lock is taken: the caller as it stands now, or :class:`Answer`."""
+        ...
+
+    def refused(self, call: Call[Who], refusal: Refusal) -> Response:
+        """The answer to a spent rate limit; its audit event is committed."""
+        ...
+
+    def failed(self, call: Call[Who], error: AccountError) -> Response:
+        """The answer to an account error, from the surface's table."""
+        ...
+
+
+Handler = Callable[[Call[Who]], Response]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def endpoint(surface: Surface[Who], needs: Needs, handler: Handler[Who]) -> Endpoint:
+    """``handler`` served by the pipeline (see the module's docstring)."""
+
+    @functools.wraps(handler)
+    async def serve(request: Request) -> Response:
+        try:
+            raw = await surface.read(request, needs)
+        except Answer as answer:
+            return answer.response
+        return await run_in_threadpool(_serve, surface, needs, handler, request, raw)
+
+    return serve
+
+
+def _serve(surface: Surface[Who], needs: Needs, handler: Handler[Who], request: Request, raw: object) -> Response:
+    ctx = context(request)
+    with ctx.db() as db:
+        try:
+            who = surface.authenticate(request, ctx, db, raw)
+            call = Call(request, ctx, db, who, surface.actor(request, db, who))
+            call.values = surface.values(call, raw, needs)
+            if call.unsafe:
+                for limit in needs.limits:
+                    refusal = ctx.rate_limiter.check(limit, rate_limit_address(request))
+                    if refusal is not None:
+                        db.rollback()
+                        return surface.refused(call, refusal)
+                if needs.lock:
+                    call = surface.relock(call, raw)
+            response = handler(call)
+        except Answer as answer:
+            db.commit()
+            return answer.response
+        except AccountError as error:
+            if error.keeps_changes:
+                db.commit()
+            else:
+                db.rollback()
+            return surface.failed(call, error)
+        db.commit()
+        return response
+
+
+def actor(request: Request, user: User, session_id: str | None, auth_time: int | None, client_id: str | None) -> Actor:
+    """The person a request acts for, with what the audit trail keeps of the request."""
+    return Actor(
+        user=user,
+        session_id=session_id,
+        auth_time=auth_time,
+        client_id=client_id,
+        ip=request_address(request),
+        user_agent=request.headers.get("user-agent"),
+    )
