@@ -16,6 +16,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import ClassVar
 
+from ..errors import Refused
+
 
 class Code(StrEnum):
     """What went wrong, as the account API names its problem types."""
@@ -40,11 +42,10 @@ class Code(StrEnum):
     SESSION_NOT_FOUND = "session-not-found"
 
 
-class AccountError(Exception):
+class AccountError(Refused):
     """A refusal of an account operation; see the module's docstring."""
 
     code: ClassVar[Code]
-    keeps_changes: ClassVar[bool] = False
 
     def __init__(self, reason: str | None = None, **data: int | str | None) -> None:
         self.reason = reason or self.code.value

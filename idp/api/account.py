@@ -16,12 +16,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..accounts import commands, email_change, profile
+from ..accounts.commands import Actor
 from ..accounts.reauthentication import MAX_PASSWORD_INPUT
 from ..accounts.users import MAX_NAME
 from ..security.rate_limits import Limit
 from ..storage import User
 from ..web.pipeline import Call, Endpoint, Handler, Needs, endpoint
-from .bearer import BEARER, Caller
+from .bearer import BEARER
 from .bodies import Field, Fields
 
 NAME_FIELDS: Fields = {
@@ -56,13 +57,13 @@ SET_PASSWORD_FIELDS: Fields = {
 }
 
 
-Holder = Call[Caller]
+Holder = Call[Actor]
 
 
-def operation(needs: Needs | None = None) -> Callable[[Handler[Caller]], Endpoint]:
+def operation(needs: Needs | None = None) -> Callable[[Handler[Actor]], Endpoint]:
     """Make ``handler`` an endpoint that acts for the token's person."""
 
-    def wrap(handler: Handler[Caller]) -> Endpoint:
+    def wrap(handler: Handler[Actor]) -> Endpoint:
         return endpoint(BEARER, needs or Needs(), handler)
 
     return wrap
@@ -93,7 +94,7 @@ def get_account(call: Holder) -> Response:
 def patch_account(call: Holder) -> Response:
     """Only ``name`` can change here: email and phone change through proof that the person holds them."""
     if "name" in call.values:
-        commands.update_name(call.db, call.actor, call.values["name"])
+        commands.update_name(call.db, call.who, call.values["name"])
     return _json(_profile(call.who.user))
 
 
@@ -118,14 +119,14 @@ def list_sessions(call: Holder) -> Response:
 @operation()
 def end_session(call: Holder) -> Response:
     """Ending the token's own session revokes the token with the grant made in it."""
-    commands.end_session(call.db, call.actor, call.request.path_params["session_id"])
+    commands.end_session(call.db, call.who, call.request.path_params["session_id"])
     return Response(status_code=204)
 
 
 @operation()
 def end_other_sessions(call: Holder) -> Response:
     """A phone number nobody vouched for since it was added goes too."""
-    ended = commands.end_other_sessions(call.ctx, call.db, call.actor)
+    ended = commands.end_other_sessions(call.ctx, call.db, call.who)
     return _json({"ended": len(ended.sessions), "phone_removed": ended.phone_removed})
 
 
@@ -134,7 +135,7 @@ def change_password(call: Holder) -> Response:
     """Every session but the token's ends, and every grant not made in it is revoked. Each try
     spends the per-address budget for password guesses: the lockout alone would let a stolen
     token hash passwords (and lock the person out) without end."""
-    commands.change_password(call.ctx, call.db, call.actor, call.values["current_password"], call.values["password"])
+    commands.change_password(call.ctx, call.db, call.who, call.values["current_password"], call.values["password"])
     return Response(status_code=204)
 
 
@@ -143,20 +144,20 @@ def add_phone(call: Holder) -> Response:
     """Send a code to the number once the person gave their current password (an account without
     one: signed in a few minutes ago); it becomes the person's once the code comes back."""
     values = call.values
-    phone = commands.add_phone(call.ctx, call.db, call.actor, values["phone"], values.get("current_password", ""))
+    phone = commands.add_phone(call.ctx, call.db, call.who, values["phone"], values.get("current_password", ""))
     return _json({"phone": phone, "expires_in": call.ctx.settings.otp_ttl}, status_code=202)
 
 
 @operation(Needs(CODE_FIELDS, limits=(Limit.VERIFICATION,)))
 def verify_phone(call: Holder) -> Response:
-    commands.verify_phone(call.ctx, call.db, call.actor, call.values["code"])
+    commands.verify_phone(call.ctx, call.db, call.who, call.values["code"])
     return _json(_profile(call.who.user))
 
 
 @operation()
 def remove_phone(call: Holder) -> Response:
     """Codes no longer go to the number, and it no longer signs the person in."""
-    commands.remove_phone(call.ctx, call.db, call.actor)
+    commands.remove_phone(call.ctx, call.db, call.who)
     return _json(_profile(call.who.user))
 
 
@@ -165,21 +166,21 @@ def change_email(call: Holder) -> Response:
     """A link goes to the new address, or its owner is told when another account has it; the same
     answer either way. The address changes only when the link is followed."""
     values = call.values
-    email = commands.change_email(call.ctx, call.db, call.actor, values["email"], values.get("current_password", ""))
+    email = commands.change_email(call.ctx, call.db, call.who, values["email"], values.get("current_password", ""))
     return _json({"email": email, "expires_in": email_change.LINK_LIFETIME}, status_code=202)
 
 
 @operation(Needs(limits=(Limit.VERIFICATION,)))
 def send_password_code(call: Holder) -> Response:
     """The code that setting a first password needs goes to the verified email address."""
-    email = commands.send_password_code(call.ctx, call.db, call.actor)
+    email = commands.send_password_code(call.ctx, call.db, call.who)
     return _json({"email": email, "expires_in": call.ctx.settings.otp_ttl}, status_code=202)
 
 
 @operation(Needs(SET_PASSWORD_FIELDS, limits=(Limit.VERIFICATION,)))
 def set_password(call: Holder) -> Response:
     """A password the policy refuses leaves the code usable for another try."""
-    commands.set_password(call.ctx, call.db, call.actor, call.values["code"], call.values["password"])
+    commands.set_password(call.ctx, call.db, call.who, call.values["code"], call.values["password"])
     return Response(status_code=204)
 
 

@@ -24,6 +24,7 @@ from ..accounts.errors import AccountError
 from ..accounts.users import lock_user
 from ..audit import Event
 from ..context import Context
+from ..errors import Refused
 from ..oauth.errors import InvalidToken
 from ..oauth.tokens import verify_access_token
 from ..security.rate_limits import Refusal
@@ -103,6 +104,12 @@ def authenticate(ctx: Context, db: Session, token: str) -> Caller:
     return Caller(user=user, client_id=grant.client_id, session_id=grant.session_id)
 
 
+def _actor(request: Request, db: Session, caller: Caller) -> Actor:
+    session = db.get(BrowserSession, caller.session_id) if caller.session_id else None
+    auth_time = session.auth_time if session is not None else None
+    return actor(request, caller.user, caller.session_id, auth_time, caller.client_id)
+
+
 @dataclass(frozen=True)
 class Raw:
     token: str
@@ -121,11 +128,11 @@ class BearerSurface:
         token = bearer_token(request)
         return Raw(token, await read_limited(request) if needs.fields is not None else b"")
 
-    def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> Caller:
+    def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> Actor:
         assert isinstance(raw, Raw)
-        return authenticate(ctx, db, raw.token)
+        return _actor(request, db, authenticate(ctx, db, raw.token))
 
-    def values(self, call: Call[Caller], raw: object, needs: Needs) -> dict[str, str]:
+    def values(self, call: Call[Actor], raw: object, needs: Needs) -> dict[str, str]:
         assert isinstance(raw, Raw)
         if needs.fields is None:
             return {}
@@ -133,23 +140,18 @@ class BearerSurface:
         fields: Fields = needs.fields
         return parse_json(call.request, raw.body, fields)
 
-    def actor(self, request: Request, db: Session, who: Caller) -> Actor:
-        session = db.get(BrowserSession, who.session_id) if who.session_id else None
-        auth_time = session.auth_time if session is not None else None
-        return actor(request, who.user, who.session_id, auth_time, who.client_id)
-
-    def relock(self, call: Call[Caller], raw: object) -> Call[Caller]:
+    def relock(self, call: Call[Actor], raw: object) -> Call[Actor]:
         """Check the token again once the person's row is locked: what held the lock before us (a
         password reset) may have revoked it."""
         assert isinstance(raw, Raw)
         lock_user(call.db, call.who.user.id)
         call.db.expire_all()
-        call.who = authenticate(call.ctx, call.db, raw.token)
+        call.who = _actor(call.request, call.db, authenticate(call.ctx, call.db, raw.token))
         return call
 
-    def refused(self, call: Call[Caller], refusal: Refusal) -> Response:
+    def refused(self, call: Call[Actor], refusal: Refusal) -> Response:
         """The same per-address budgets as the hosted pages' forms."""
-        call.actor.record(call.db, Event.RATE_LIMITED, "failure", limit=refusal.limit.value)
+        call.who.record(call.db, Event.RATE_LIMITED, "failure", limit=refusal.limit.value)
         call.db.commit()
         raise Problem.retry_after(
             "rate-limited",
@@ -157,7 +159,8 @@ class BearerSurface:
             refusal.retry_after,
         )
 
-    def failed(self, call: Call[Caller], error: AccountError) -> Response:
+    def failed(self, call: Call[Actor], error: Refused) -> Response:
+        assert isinstance(error, AccountError)
         raise account_problem(error)
 
 

@@ -6,8 +6,10 @@ token errors) and OpenID Connect Core §3.1.2.6 (``login_required``, ``consent_r
 
 from __future__ import annotations
 
+from ..errors import Refused
 
-class OAuthError(Exception):
+
+class OAuthError(Refused):
     error = "invalid_request"
     status_code = 400
 

@@ -47,7 +47,7 @@ def _account_page(call: Person, shown: Shown) -> Response:
     user = call.who.user
     context: dict[str, Any] = {
         "user": user,
-        "sessions": profile.list_sessions(call.db, user, call.who.session.id),
+        "sessions": profile.list_sessions(call.db, user, call.who.session_id),
         "pending_phone": profile.pending_phone(call.db, user),
         "pending_email": email_change.pending_email(call.db, user),
         "when": _when,
@@ -96,7 +96,7 @@ def account(call: Person) -> Response:
 
 @signed_in(NAME)
 def update_name(call: Person) -> Response:
-    commands.update_name(call.db, call.actor, call.values.get("name", ""))
+    commands.update_name(call.db, call.who, call.values.get("name", ""))
     return done("name")
 
 
@@ -105,7 +105,7 @@ def add_phone(call: Person) -> Response:
     """Send a code to the new number once the person gave their current password (an account
     without one: signed in a few minutes ago); the number is stored only once the code comes back."""
     values = call.values
-    commands.add_phone(call.ctx, call.db, call.actor, values.get("phone", ""), values.get("current_password", ""))
+    commands.add_phone(call.ctx, call.db, call.who, values.get("phone", ""), values.get("current_password", ""))
     return RedirectResponse("/account/phone/verify", status_code=303)
 
 
@@ -114,7 +114,7 @@ def verify_phone(call: Person) -> Response:
     """A code that is wrong is shown on this page; a number another account has, on ``/account``."""
     if not call.unsafe or profile.pending_phone(call.db, call.who.user) is None:
         return _verify_page(call, Shown())
-    commands.verify_phone(call.ctx, call.db, call.actor, call.values.get("code", ""))
+    commands.verify_phone(call.ctx, call.db, call.who, call.values.get("code", ""))
     return done("phone")
 
 
@@ -122,20 +122,20 @@ def verify_phone(call: Person) -> Response:
 def resend_phone_code(call: Person) -> Response:
     if profile.pending_phone(call.db, call.who.user) is None:
         return RedirectResponse("/account", status_code=303)
-    commands.resend_phone_code(call.ctx, call.db, call.actor)
+    commands.resend_phone_code(call.ctx, call.db, call.who)
     return _verify_page(call, Shown(notice="We sent you a new code."))
 
 
 @signed_in(PHONE_REMOVE)
 def remove_phone(call: Person) -> Response:
-    commands.remove_phone(call.ctx, call.db, call.actor)
+    commands.remove_phone(call.ctx, call.db, call.who)
     return done("phone_removed")
 
 
 @signed_in(ACCOUNT)
 def end_one_session(call: Person) -> Response:
     """End one of the person's sessions; ending this one signs this browser out."""
-    if not commands.end_session(call.db, call.actor, call.request.path_params["session_id"]):
+    if not commands.end_session(call.db, call.who, call.request.path_params["session_id"]):
         return done("session")
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookie(call.request, response)
@@ -145,7 +145,7 @@ def end_one_session(call: Person) -> Response:
 @signed_in(ACCOUNT)
 def end_other_sessions(call: Person) -> Response:
     """Sign out everywhere else; a phone number nobody vouched for since it was added goes too."""
-    ended = commands.end_other_sessions(call.ctx, call.db, call.actor)
+    ended = commands.end_other_sessions(call.ctx, call.db, call.who)
     return done("others" if ended.phone_removed is None else "others_phone")
 
 
@@ -158,7 +158,7 @@ def change_password(call: Person) -> Response:
     if values.get("password", "") != values.get("password_confirm", ""):
         raise PasswordsDiffer
     commands.change_password(
-        call.ctx, call.db, call.actor, values.get("current_password", ""), values.get("password", "")
+        call.ctx, call.db, call.who, values.get("current_password", ""), values.get("password", "")
     )
     return done("password")
 
@@ -166,7 +166,7 @@ def change_password(call: Person) -> Response:
 @signed_in(PASSWORD_CODE, CODES)
 def send_password_code(call: Person) -> Response:
     """Email the code that a first password needs; from ``/account``, and again from its form."""
-    email = commands.send_password_code(call.ctx, call.db, call.actor)
+    email = commands.send_password_code(call.ctx, call.db, call.who)
     return _password_set_page(call, Shown(notice=f"We sent a code to {email}."))
 
 
@@ -180,5 +180,5 @@ def set_password(call: Person) -> Response:
     values = call.values
     if values.get("password", "") != values.get("password_confirm", ""):
         raise PasswordsDiffer
-    commands.set_password(call.ctx, call.db, call.actor, values.get("code", ""), values.get("password", ""))
+    commands.set_password(call.ctx, call.db, call.who, values.get("code", ""), values.get("password", ""))
     return done("password_set")

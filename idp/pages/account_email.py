@@ -47,7 +47,7 @@ def change_email(call: Person) -> Response:
     if not call.unsafe:
         return _email_page(call, Shown())
     values = call.values
-    commands.change_email(call.ctx, call.db, call.actor, values.get("email", ""), values.get("current_password", ""))
+    commands.change_email(call.ctx, call.db, call.who, values.get("email", ""), values.get("current_password", ""))
     return done("email")
 
 

@@ -78,7 +78,7 @@ def _signed_in(request: Request, handler: Handler, form: dict[str, str]) -> Resp
         if request.method == "POST":
             if not context(request).csrf.valid(request, form.get("csrf_token")):
                 return _overview(request, db, active, error=EXPIRED_FORM, status_code=400)
-            if not lock_person(db, active):
+            if not lock_person(db, active.user.id, active.session.id):
                 return RedirectResponse("/login", status_code=303)
         response = handler(request, db, active, form)
         db.commit()

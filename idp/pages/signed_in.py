@@ -25,8 +25,8 @@ from ..accounts.commands import Actor
 from ..accounts.errors import AccountError, Code
 from ..accounts.users import lock_user
 from ..context import Context
+from ..errors import Refused
 from ..security.rate_limits import Refusal
-from ..sso import ActiveSession
 from ..storage import BrowserSession, now
 from ..web.browser import current_session
 from ..web.messages import message
@@ -43,7 +43,7 @@ STATUS: dict[Code, int] = {
 }
 """The status of a page that shows a refusal; any code not here is 400."""
 
-Person = Call[ActiveSession]
+Person = Call[Actor]
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,11 @@ class Form:
             raise Answer(form)
         return form
 
-    def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> ActiveSession:
+    def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> Actor:
         active = current_session(request, db)
         if active is None:
             raise Answer(RedirectResponse("/login", status_code=303))
-        return active
+        return actor(request, active.user, active.session.id, active.session.auth_time, None)
 
     def values(self, call: Person, raw: object, needs: Needs) -> dict[str, str]:
         assert isinstance(raw, dict)
@@ -91,18 +91,16 @@ class Form:
             raise Answer(self.page(call, Shown(error=EXPIRED_FORM, status_code=400)))
         return raw
 
-    def actor(self, request: Request, db: Session, who: ActiveSession) -> Actor:
-        return actor(request, who.user, who.session.id, who.session.auth_time, None)
-
     def relock(self, call: Person, raw: object) -> Person:
-        if not lock_person(call.db, call.who):
+        if not lock_person(call.db, call.who.user.id, call.who.session_id):
             raise Answer(RedirectResponse("/login", status_code=303))
         return call
 
     def refused(self, call: Person, refusal: Refusal) -> Response:
         return refusal_page(call.request, refusal, call.db)
 
-    def failed(self, call: Person, error: AccountError) -> Response:
+    def failed(self, call: Person, error: Refused) -> Response:
+        assert isinstance(error, AccountError)
         if error.code in self.elsewhere:
             return self.elsewhere[error.code].failed(call, error)
         shown = Shown(
@@ -115,16 +113,16 @@ class Form:
         return self.page(call, shown)
 
 
-def signed_in(form: Form, needs: Needs | None = None) -> Callable[[Handler[ActiveSession]], Endpoint]:
+def signed_in(form: Form, needs: Needs | None = None) -> Callable[[Handler[Actor]], Endpoint]:
     """Make ``handler`` an endpoint of ``form``'s page for a signed-in person."""
 
-    def wrap(handler: Handler[ActiveSession]) -> Endpoint:
+    def wrap(handler: Handler[Actor]) -> Endpoint:
         return endpoint(form, needs or Needs(), handler)
 
     return wrap
 
 
-def lock_person(db: Session, active: ActiveSession) -> bool:
+def lock_person(db: Session, user_id: str, session_id: str | None) -> bool:
     """Lock the signed-in person's row, first of all; whether their session still lives.
 
     Finding the session may have noted its last-seen time, a write still pending: it must come
@@ -133,10 +131,10 @@ def lock_person(db: Session, active: ActiveSession) -> bool:
     action that got it first is done, and may have ended this session or disabled the account.
     """
     with db.no_autoflush:
-        user = lock_user(db, active.user.id)
+        user = lock_user(db, user_id)
         live = db.scalar(
             select(BrowserSession.id).where(
-                BrowserSession.id == active.session.id,
+                BrowserSession.id == session_id,
                 BrowserSession.ended_at.is_(None),
                 BrowserSession.expires_at > now(),
             )

@@ -1,9 +1,10 @@
-"""The one way a request that acts for a person is served, whichever surface it came through.
+"""The one way a request is served, whichever surface it came through.
 
 A handler declares what it needs (:class:`Needs`: its body's fields, the rate limits it spends,
 whether it takes the person's row lock) and holds only its own logic. The surface (the hosted
-pages, the account API) says how its caller is authenticated, how a body is read, and how a
-refusal is answered. The pipeline does the rest, in this order and nowhere else:
+pages, the account API, the endpoints where a client authenticates) says how its caller is
+authenticated, how a body is read, and how a refusal is answered. The pipeline does the rest, in
+this order and nowhere else:
 
 1. read the body in the event loop, within limits, so that a slow upload never holds a thread;
 2. hop to the thread pool once, open the request's one transaction;
@@ -11,8 +12,8 @@ refusal is answered. The pipeline does the rest, in this order and nowhere else:
 4. spend the declared rate limits, for any unsafe method, before anything else is written;
 5. take the person's row lock for an unsafe method, and make sure the caller still may act;
 6. run the handler;
-7. commit, or for an :class:`~idp.accounts.errors.AccountError` commit only if the error keeps
-   its changes, roll back otherwise, and answer it from the surface's table.
+7. commit, or for a :class:`~idp.errors.Refused` commit only if the error keeps its changes,
+   roll back otherwise, and answer it from the surface's table.
 
 So a new handler cannot forget CSRF or its rate limits, and no handler commits.
 """
@@ -30,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..accounts.commands import Actor
-from ..accounts.errors import AccountError
 from ..context import Context
+from ..errors import Refused
 from ..security.rate_limits import Limit, Refusal
 from ..storage import User
 from .request import context, rate_limit_address, request_address
@@ -67,7 +68,6 @@ class Call(Generic[Who]):
     ctx: Context
     db: Session
     who: Who
-    actor: Actor
     values: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -90,8 +90,6 @@ class Surface(Protocol[Who]):
         """The body's values; for an unsafe browser request this is where CSRF is checked."""
         ...
 
-    def actor(self, request: Request, db: Session, who: Who) -> Actor: ...
-
     def relock(self, call: Call[Who], raw: object) -> Call[Who]:
         """After the person's row lock is taken: the caller as it stands now, or :class:`Answer`."""
         ...
@@ -100,8 +98,8 @@ class Surface(Protocol[Who]):
         """The answer to a spent rate limit; its audit event is committed."""
         ...
 
-    def failed(self, call: Call[Who], error: AccountError) -> Response:
-        """The answer to an account error, from the surface's table."""
+    def failed(self, call: Call[Who], error: Refused) -> Response:
+        """The answer to a refusal, from the surface's table."""
         ...
 
 
@@ -128,7 +126,7 @@ def _serve(surface: Surface[Who], needs: Needs, handler: Handler[Who], request: 
     with ctx.db() as db:
         try:
             who = surface.authenticate(request, ctx, db, raw)
-            call = Call(request, ctx, db, who, surface.actor(request, db, who))
+            call = Call(request, ctx, db, who)
             call.values = surface.values(call, raw, needs)
             if call.unsafe:
                 for limit in needs.limits:
@@ -142,7 +140,7 @@ def _serve(surface: Surface[Who], needs: Needs, handler: Handler[Who], request: 
         except Answer as answer:
             db.commit()
             return answer.response
-        except AccountError as error:
+        except Refused as error:
             if error.keeps_changes:
                 db.commit()
             else:
