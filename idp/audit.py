@@ -3,11 +3,17 @@
 An event is written with what caused it, so it exists exactly when that committed. It records
 facts an operator may need later (who, what, when, from where, which client, how it ended) and
 never a secret: no password, code or token goes into an event, and recipients are masked.
+
+A service records its events itself, deep in the call that did the thing (a code leaves only
+through :func:`idp.accounts.otp.deliver`, which records ``code_sent``), without knowing the request:
+the request's transaction carries where it came from (:func:`set_origin`), and every event written
+in it says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -17,6 +23,7 @@ from .storage import AuditEvent, now
 
 MAX_USER_AGENT = 512
 _SECRET_WORDS = ("password", "secret", "token", "code")
+_ORIGIN = "audit_origin"
 
 
 class Event(StrEnum):
@@ -48,6 +55,19 @@ class Event(StrEnum):
     VERIFICATION_RESENT = "verification_resent"
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where the request of a transaction came from, as its events keep it."""
+
+    ip: str | None
+    user_agent: str | None
+
+
+def set_origin(db: Session, origin: Origin) -> None:
+    """Every event recorded in ``db`` from now on comes from ``origin`` unless it names its own."""
+    db.info[_ORIGIN] = origin
+
+
 def record(
     db: Session,
     event: Event,
@@ -67,6 +87,9 @@ def record(
     for key in detail or {}:
         if any(word in key.lower() for word in _SECRET_WORDS):
             raise ValueError(f"audit detail {key!r} looks like a secret; record facts, never secrets")
+    origin = db.info.get(_ORIGIN)
+    if ip is None and user_agent is None and isinstance(origin, Origin):
+        ip, user_agent = origin.ip, origin.user_agent
     db.add(
         AuditEvent(
             at=now(),

@@ -578,6 +578,33 @@ def test_audit_records_code_sent_and_verified_without_the_code(site, caplog):
     assert not [r for r in caplog.records if code in r.getMessage() and r.name != "idp.messages"]
 
 
+def test_a_code_sent_is_recorded_with_the_request_that_asked_for_it(site):
+    """The service that sends the code records the event; the request's transaction says whence."""
+    user = add_user(site, email=new_email())
+    site.headers["user-agent"] = "idp-audit-probe/1.0"
+    try:
+        assert ask_for_code(site, user.email).status_code == 303
+    finally:
+        del site.headers["user-agent"]
+    with ctx_of(site).db() as db:
+        query = select(AuditEvent).where(AuditEvent.user_id == user.id, AuditEvent.event == "code_sent")
+        [sent] = db.scalars(query)
+    assert (sent.ip, sent.user_agent) == ("testclient", "idp-audit-probe/1.0")
+
+
+def test_no_code_sent_is_recorded_when_none_went_out(site, caplog):
+    """A disabled account's address gets the same page, and a code is made and counted, but none
+    leaves: so no ``code_sent`` event claims one did."""
+    user = add_user(site, email=new_email())
+    with ctx_of(site).db.begin() as db:
+        disable_user(db, user.id)
+    assert ask_for_code(site, user.email).status_code == 303
+    with ctx_of(site).db() as db:
+        query = select(AuditEvent).where(AuditEvent.event == "code_sent", AuditEvent.user_id == user.id)
+        assert list(db.scalars(query)) == []
+    assert not [r for r in caplog.records if user.email in r.getMessage()], "nothing was sent"
+
+
 def test_audit_records_a_resent_code(site):
     user = add_user(site, email=new_email())
     ask_for_code(site, user.email)

@@ -17,12 +17,13 @@ from .. import audit
 from ..audit import Event, mask
 from ..context import Context
 from ..storage import User
-from . import email_change, first_password, profile
-from .codes_vocabulary import Channel
-from .errors import NoPendingPhone, SessionNotFound
+from . import email_change, first_password, profile, second_factor
+from .codes_vocabulary import Channel, Purpose
+from .errors import NoPendingPhone, SessionNotFound, WrongCode
 from .profile import OthersEnded
 from .reauthentication import NotReauthenticated, RecentSignIn, reauthenticate
 from .recovery import change_password as change_password_service
+from .second_factor import Enrolment
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,12 @@ def update_name(db: Session, actor: Actor, name: str) -> None:
 def add_phone(ctx: Context, db: Session, actor: Actor, raw_phone: str, current_password: str) -> str:
     """Send a code to the number, once the person showed it is them; returns it as E.164. The
     number becomes theirs only when the code comes back (:func:`verify_phone`)."""
-    purpose = profile.VERIFY_PHONE
     try:
-        phone = profile.start_phone_verification(ctx, db, actor.user, raw_phone, current_password, actor.auth_time)
+        return profile.start_phone_verification(ctx, db, actor.user, raw_phone, current_password, actor.auth_time)
     except NotReauthenticated as exc:
+        purpose = profile.VERIFY_PHONE
         actor.record(db, Event.CODE_SENT, "failure", channel=Channel.SMS, purpose=purpose, reason=exc.reason)
         raise
-    actor.record(db, Event.CODE_SENT, "success", channel=Channel.SMS, purpose=purpose, phone=mask(phone))
-    return phone
 
 
 def pending_phone(db: Session, actor: Actor) -> str:
@@ -80,8 +79,6 @@ def pending_phone(db: Session, actor: Actor) -> str:
 def resend_phone_code(ctx: Context, db: Session, actor: Actor) -> str:
     phone = pending_phone(db, actor)
     profile.send_phone_code(ctx, db, actor.user, phone)
-    purpose = profile.VERIFY_PHONE
-    actor.record(db, Event.CODE_SENT, "success", channel=Channel.SMS, purpose=purpose, phone=mask(phone))
     return phone
 
 
@@ -174,9 +171,7 @@ def change_email(ctx: Context, db: Session, actor: Actor, raw_email: str, curren
 
 def send_password_code(ctx: Context, db: Session, actor: Actor) -> str:
     """The code a first password needs goes to the verified address; returns the address."""
-    email = first_password.send_code(ctx, db, actor.user)
-    actor.record(db, Event.CODE_SENT, "success", channel=Channel.EMAIL, purpose=first_password.PURPOSE)
-    return email
+    return first_password.send_code(ctx, db, actor.user)
 
 
 def set_password(ctx: Context, db: Session, actor: Actor, code: str, password: str) -> int:
@@ -189,3 +184,60 @@ def set_password(ctx: Context, db: Session, actor: Actor, code: str, password: s
         raise
     actor.record(db, Event.PASSWORD_SET, "success", sessions_ended=ended)
     return ended
+
+
+def start_second_factor(ctx: Context, db: Session, actor: Actor, method: str, current_password: str) -> Enrolment:
+    """Begin turning a second factor on: an authenticator's secret to scan, or a code sent to the
+    verified address or number. Nothing changes on the account until :func:`confirm_second_factor`."""
+    _prove_for_second_factor(ctx, db, actor, current_password)
+    return second_factor.start(ctx, db, actor.user, method)
+
+
+def resend_enrolment_code(ctx: Context, db: Session, actor: Actor, enrolment_token: str) -> Enrolment:
+    enrolment = second_factor.open_enrolment(ctx, actor.user, enrolment_token)
+    if enrolment.destination is None:
+        raise second_factor.SecondFactorError("enrolment_expired")
+    second_factor.send_code(ctx, db, actor.user, enrolment)
+    return enrolment
+
+
+def confirm_second_factor(ctx: Context, db: Session, actor: Actor, enrolment_token: str, code: str) -> list[str]:
+    """The factor is on once ``code`` shows it works; returns the new recovery codes, shown once."""
+    enrolment = second_factor.open_enrolment(ctx, actor.user, enrolment_token)
+    codes = second_factor.confirm(ctx, db, actor.user, enrolment, code)
+    if codes is None:
+        actor.record(db, Event.CODE_VERIFIED, "failure", channel=enrolment.method, purpose=Purpose.ENABLE_MFA)
+        raise WrongCode
+    actor.record(db, Event.SECOND_FACTOR_ENABLED, "success", method=enrolment.method)
+    return codes
+
+
+def turn_off_second_factor(ctx: Context, db: Session, actor: Actor, current_password: str) -> None:
+    _prove_for_second_factor(ctx, db, actor, current_password)
+    method = second_factor.turn_off(ctx, db, actor.user)
+    actor.record(db, Event.SECOND_FACTOR_DISABLED, "success", method=method)
+
+
+def new_recovery_codes(ctx: Context, db: Session, actor: Actor, current_password: str) -> list[str]:
+    """Every earlier recovery code dies."""
+    _prove_for_second_factor(ctx, db, actor, current_password)
+    codes = second_factor.new_recovery_codes(ctx, db, actor.user)
+    actor.record(db, Event.RECOVERY_CODES_REGENERATED, "success")
+    return codes
+
+
+def _prove_for_second_factor(ctx: Context, db: Session, actor: Actor, current_password: str) -> None:
+    """A sign-in a few minutes ago will do; otherwise the current password."""
+    try:
+        reauthenticate(
+            db,
+            ctx.settings,
+            ctx.secret_key,
+            actor.user,
+            current_password,
+            recent_sign_in=RecentSignIn.ALWAYS,
+            auth_time=actor.auth_time,
+        )
+    except NotReauthenticated:
+        actor.record(db, Event.REAUTHENTICATION, "failure", purpose=Purpose.SECOND_FACTOR)
+        raise

@@ -40,6 +40,7 @@ class Code(StrEnum):
     PASSWORD_ALREADY_SET = "password-already-set"
     NO_VERIFIED_EMAIL = "no-verified-email"
     SESSION_NOT_FOUND = "session-not-found"
+    SECOND_FACTOR = "second-factor"
 
 
 class AccountError(Refused):
@@ -75,3 +76,10 @@ class NoPendingPhone(AccountError):
     """No number waits for its code."""
 
     code = Code.NO_PENDING_PHONE
+
+
+class WrongCode(AccountError):
+    """The code is not the one sent, or it expired; the try counted, and is kept."""
+
+    code = Code.WRONG_CODE
+    keeps_changes = True

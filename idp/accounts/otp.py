@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
+from .. import audit
+from ..audit import Event
 from ..context import Context
 from ..messaging.outbox import enqueue_email, enqueue_sms
 from ..metrics import CODES_SENT
@@ -53,6 +55,8 @@ class ResendTooSoon(AccountError):
 class IssuedCode:
     code: str
     expires_at: int
+    purpose: Purpose
+    user_id: str | None
 
 
 def _digest(secret_key: str, purpose: Purpose, identifier: str, code: str) -> str:
@@ -110,16 +114,24 @@ def issue(
         )
     )
     db.flush()
-    return IssuedCode(code=code, expires_at=stamp + ttl)
+    return IssuedCode(code=code, expires_at=stamp + ttl, purpose=purpose, user_id=user_id)
 
 
 def deliver(ctx: Context, db: Session, issued: IssuedCode, *, channel: str, to: str, template: str) -> None:
-    """Queue ``issued`` to ``to`` by ``channel`` (``email`` or ``sms``) in the message ``template``."""
+    """Queue ``issued`` to ``to`` by ``channel`` (``email`` or ``sms``) in the message ``template``:
+    the one place a code leaves, so the one place ``code_sent`` is recorded."""
     message = {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
     if channel == Channel.EMAIL:
         enqueue_email(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at)
     else:
         enqueue_sms(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at)
+    audit.record(
+        db,
+        Event.CODE_SENT,
+        outcome="success",
+        user_id=issued.user_id,
+        detail={"channel": channel, "purpose": issued.purpose},
+    )
     CODES_SENT.labels(channel=channel).inc()
 
 

@@ -24,9 +24,10 @@ from sqlalchemy.orm import Session
 from ..context import Context
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..security.sealing import Sealer
-from ..storage import BrowserSession, User, now
+from ..storage import User, now
 from . import otp, totp
 from .codes_vocabulary import Purpose, SecondFactorMethod
+from .errors import AccountError, Code
 from .reauthentication import signed_in_recently
 from .users import lock_user
 
@@ -35,15 +36,12 @@ ENABLE_MFA = Purpose.ENABLE_MFA
 ENROLMENT_LIFETIME = 10 * 60
 _ENROLMENT = b"idp second factor enrolment"
 
-EXPIRED = "This setup has expired. Please start again."
-UNVERIFIED: dict[str, str] = {
-    SecondFactorMethod.EMAIL: "Verify your email address first: codes can only go to a verified address.",
-    SecondFactorMethod.SMS: "Add and verify a phone number first: codes can only go to a verified number.",
-}
 
+class SecondFactorError(AccountError):
+    """The change cannot be made: no such method, the enrolment expired, the factor is already
+    off (or not on), or the codes would go to an address or number not verified."""
 
-class SecondFactorError(ValueError):
-    """The change cannot be made; the message is for the person."""
+    code = Code.SECOND_FACTOR
 
 
 @dataclass(frozen=True)
@@ -64,15 +62,15 @@ class Enrolment:
         return " ".join(self.secret[i : i + 4] for i in range(0, len(self.secret), 4))
 
 
-def needs_password(session: BrowserSession) -> bool:
+def needs_password(auth_time: int | None) -> bool:
     """Whether a change asks for the password: the session did not sign in recently."""
-    return not signed_in_recently(session.auth_time)
+    return not signed_in_recently(auth_time)
 
 
 def start(ctx: Context, db: Session, user: User, method: str) -> Enrolment:
     """A new enrolment; for email and SMS the first code goes out (raises :class:`otp.ResendTooSoon`)."""
     if method not in METHODS:
-        raise SecondFactorError("Choose an authenticator app, email or SMS.")
+        raise SecondFactorError("no_method")
     if method == SecondFactorMethod.TOTP:
         return _enrolment(ctx, user, method, totp.new_secret(), now())
     enrolment = _enrolment(ctx, user, method, None, now())
@@ -85,10 +83,10 @@ def open_enrolment(ctx: Context, user: User, token: str) -> Enrolment:
     try:
         sealed = json.loads(Sealer(ctx.secret_key, _ENROLMENT).open(token[:2048]))
     except (InvalidToken, ValueError):
-        raise SecondFactorError(EXPIRED) from None
+        raise SecondFactorError("enrolment_expired") from None
     fresh = isinstance(sealed.get("at"), int) and now() - sealed["at"] < ENROLMENT_LIFETIME
     if sealed.get("user") != user.id or sealed.get("method") not in METHODS or not fresh:
-        raise SecondFactorError(EXPIRED)
+        raise SecondFactorError("enrolment_expired")
     return _enrolment(ctx, user, sealed["method"], sealed.get("secret"), sealed["at"])
 
 
@@ -130,7 +128,7 @@ def turn_off(ctx: Context, db: Session, user: User) -> str:
     lock_user(db, user.id)
     method = user.mfa_method
     if method is None:
-        raise SecondFactorError("Two-step sign-in is already off.")
+        raise SecondFactorError("already_off")
     user.mfa_method = None
     user.totp_secret = None
     user.totp_last_step = None
@@ -151,7 +149,7 @@ def turn_off(ctx: Context, db: Session, user: User) -> str:
 def new_recovery_codes(ctx: Context, db: Session, user: User) -> list[str]:
     lock_user(db, user.id)
     if user.mfa_method is None:
-        raise SecondFactorError("Turn on two-step sign-in first.")
+        raise SecondFactorError("not_on")
     return totp.new_recovery_codes(db, ctx.secret_key, user)
 
 
@@ -162,7 +160,7 @@ def _destination(user: User, method: str) -> str:
     else:
         destination, verified = user.phone, user.phone_verified
     if destination is None or not verified:
-        raise SecondFactorError(UNVERIFIED[method])
+        raise SecondFactorError(f"{method}_unverified")
     return destination
 
 

@@ -103,5 +103,5 @@ class TemporarilyUnavailable(OAuthError):
         self.retry_after = retry_after
 
 
-class BadAuthorizationTarget(Exception):
+class BadAuthorizationTarget(Refused):
     """The ``client_id`` or ``redirect_uri`` cannot be trusted: show a page, never redirect."""

@@ -21,7 +21,8 @@ from ..security.rate_limits import Limit
 from ..web.browser import clear_session_cookie
 from ..web.pipeline import Needs
 from ..web.rendering import render
-from .signed_in import Form, Person, Shown, done, signed_in
+from .signed_in import Form, Person, done, signed_in
+from .surface import Shown
 
 NOTICES = {
     "name": "Your name is saved.",

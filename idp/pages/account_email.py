@@ -20,9 +20,10 @@ from ..audit import Event, mask
 from ..security.rate_limits import Limit
 from ..web.pipeline import Needs
 from ..web.rendering import error_page, render
-from ..web.request import audit, context
+from ..web.request import audit, context, transaction
 from .forms import form_page
-from .signed_in import EXPIRED_FORM, Form, Person, Shown, done, signed_in
+from .signed_in import Form, Person, done, signed_in
+from .surface import EXPIRED_FORM, Shown
 
 LINK_INVALID = (
     "This link to change your email address is not valid: it was already used, it expired, or it is "
@@ -65,7 +66,7 @@ def confirm_email(request: Request, form: dict[str, str]) -> Response:
     """The link sent to the new address: it works in any browser, signed in or not. Opening it only
     shows the button; the POST with the page's CSRF token changes the address."""
     ctx = context(request)
-    with ctx.db() as db:
+    with transaction(request) as db:
         if request.method != "POST":
             return _confirm_page(request, db, request.query_params.get("token"))
         token = form.get("token")

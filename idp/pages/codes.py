@@ -21,7 +21,7 @@ from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
 from ..web.messages import message
 from ..web.rendering import error_page, render
-from ..web.request import audit, context
+from ..web.request import audit, context, transaction
 from ..web.throttling import throttled
 from .forms import form_page
 from .signin import complete_sign_in, pending_sign_in, set_pending_cookie, start_second_factor
@@ -60,7 +60,7 @@ def request_code(request: Request, form: dict[str, str]) -> Response:
         identifier = challenges.parse_identifier(form.get("identifier", ""), ctx.settings.phone_default_region)
     except AccountError as exc:
         return render(request, "code_request.html", {**page, "error": message(exc)}, status_code=400)
-    with ctx.db() as db:
+    with transaction(request) as db:
         if request_id:
             try:
                 load_pending(db, request_id)
@@ -74,14 +74,6 @@ def request_code(request: Request, form: dict[str, str]) -> Response:
         except sms_budget.SmsRefused as exc:
             db.rollback()
             return _sms_refused(request, "code_request.html", page, exc)
-        audit(
-            request,
-            db,
-            Event.CODE_SENT,
-            outcome="success",
-            user_id=pending.user_id,
-            detail={"channel": identifier.channel, "purpose": Purpose.SIGN_IN},
-        )
         db.commit()
     response = RedirectResponse("/login/verify", status_code=303)
     set_pending_cookie(request, response, cookie)
@@ -91,7 +83,7 @@ def request_code(request: Request, form: dict[str, str]) -> Response:
 @form_page
 def enter_code(request: Request, form: dict[str, str]) -> Response:
     ctx = context(request)
-    with ctx.db() as db:
+    with transaction(request) as db:
         pending = challenges.find(db, pending_sign_in(request))
         if pending is None:
             return error_page(request, GONE)
@@ -150,7 +142,7 @@ def enter_code(request: Request, form: dict[str, str]) -> Response:
 @form_page
 def resend_code(request: Request, form: dict[str, str]) -> Response:
     ctx = context(request)
-    with ctx.db() as db:
+    with transaction(request) as db:
         pending = challenges.find(db, pending_sign_in(request))
         if pending is None:
             return error_page(request, GONE)
@@ -172,8 +164,5 @@ def resend_code(request: Request, form: dict[str, str]) -> Response:
         except sms_budget.SmsRefused as exc:
             db.rollback()
             return _sms_refused(request, "code_enter.html", page, exc)
-        purpose = Purpose.SECOND_FACTOR if challenges.is_second_factor(pending) else Purpose.SIGN_IN
-        detail = {"channel": pending.channel, "purpose": purpose}
-        audit(request, db, Event.CODE_SENT, outcome="success", user_id=pending.user_id, detail=detail)
         db.commit()
         return render(request, "code_enter.html", {**page, "notice": "We sent you a new code."})

@@ -12,15 +12,14 @@ from ..oauth.authorization import deny, issue_code, load_pending, needs_sign_in,
 from ..oauth.errors import BadAuthorizationTarget
 from ..web.browser import current_session
 from ..web.rendering import authorization_response, error_page, render
-from ..web.request import context
+from ..web.request import context, transaction
 from .forms import form_page
 
 
 @form_page
 def consent(request: Request, form: dict[str, str]) -> Response:
-    ctx = context(request)
     request_id = form.get("request") if request.method == "POST" else request.query_params.get("request")
-    with ctx.db() as db:
+    with transaction(request) as db:
         try:
             pending, client, params = load_pending(db, request_id)
         except BadAuthorizationTarget as exc:

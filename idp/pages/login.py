@@ -12,7 +12,7 @@ from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
 from ..web.rendering import error_page, render
-from ..web.request import audit, context
+from ..web.request import audit, context, transaction
 from ..web.throttling import throttled
 from .forms import form_page
 from .signin import complete_sign_in, start_second_factor
@@ -26,7 +26,7 @@ EXPIRED_FORM = "This form has expired. Please try again."
 def login(request: Request, form: dict[str, str]) -> Response:
     ctx = context(request)
     request_id = form.get("request") if request.method == "POST" else request.query_params.get("request")
-    with ctx.db() as db:
+    with transaction(request) as db:
         client = params = None
         if request_id:
             try:

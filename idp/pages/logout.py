@@ -11,7 +11,7 @@ from ..oauth.logout import parse_logout
 from ..sso import end_session
 from ..web.browser import clear_session_cookie, session_to_end
 from ..web.rendering import error_page, render, with_query
-from ..web.request import context
+from ..web.request import context, transaction
 from .forms import posted_form
 
 
@@ -30,7 +30,7 @@ def _logout(request: Request, values: dict[str, str]) -> Response:
         return error_page(request, "This form has expired. Please sign out again.")
     if confirming and values["decision"] != "logout":
         return error_page(request, "Choose to sign out, or close this page.")
-    with ctx.db() as db:
+    with transaction(request) as db:
         try:
             ask = parse_logout(db, ctx.keyring, ctx.settings.issuer, values)
         except BadAuthorizationTarget as exc:

@@ -19,7 +19,7 @@ from ..audit import Event
 from ..security.rate_limits import Limit
 from ..web.messages import message
 from ..web.rendering import error_page, render
-from ..web.request import audit, context
+from ..web.request import audit, context, transaction
 from ..web.throttling import throttled
 from .forms import form_page
 
@@ -43,7 +43,7 @@ def forgot_password(request: Request, form: dict[str, str]) -> Response:
         return render(request, "password_forgot.html", {**page, "error": EXPIRED_FORM}, status_code=400)
     if refused := throttled(request, Limit.RESET):
         return refused
-    with ctx.db() as db:
+    with transaction(request) as db:
         try:
             asked = recovery.request_reset(db, ctx.settings, ctx.secret_key, form.get("email", ""))
         except UserError:
@@ -71,7 +71,7 @@ def reset_password(request: Request, form: dict[str, str]) -> Response:
     ctx = context(request)
     token = form.get("token", "") if request.method == "POST" else request.query_params.get("token", "")
     page = {"token": token, "min_length": ctx.settings.password_min_length}
-    with ctx.db() as db:
+    with transaction(request) as db:
         if recovery.find_reset_link(db, token) is None:
             return error_page(request, BAD_LINK)
         if request.method != "POST":

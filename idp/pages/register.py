@@ -29,7 +29,7 @@ from ..security.rate_limits import Limit
 from ..web.browser import browser_cookie, set_browser_cookie
 from ..web.messages import message
 from ..web.rendering import error_page, render
-from ..web.request import audit, context
+from ..web.request import audit, context, transaction
 from ..web.throttling import throttled
 from .forms import form_page, posted_form
 from .signin import complete_sign_in, start_second_factor
@@ -73,7 +73,7 @@ def register(request: Request, form: dict[str, str]) -> Response:
         return error_page(request, NOT_FOUND, status_code=404)
     ctx = context(request)
     request_id = (form.get("request") if request.method == "POST" else request.query_params.get("request")) or None
-    with ctx.db() as db:
+    with transaction(request) as db:
         client = None
         if request_id:
             try:
@@ -145,7 +145,7 @@ def _verify_email(request: Request, form: dict[str, str]) -> Response:
     posted = request.method == "POST"
     token = form.get("token") if posted else request.query_params.get("token")
     password = form.get("password", "") if posted else None
-    with ctx.db() as db:
+    with transaction(request) as db:
         if posted and not context(request).csrf.valid(request, form.get("csrf_token")):
             if not registration.is_live(db, token):
                 return error_page(request, BAD_LINK)
@@ -221,7 +221,7 @@ def resend_verification(request: Request, form: dict[str, str]) -> Response:
     except UserError:
         return render(request, "register_done.html", {**page, "error": NOT_AN_EMAIL}, status_code=400)
     key = registration.address_key(ctx.secret_key, email)
-    with ctx.db() as db:
+    with transaction(request) as db:
         request_id = _still_pending(db, request_id)
         page = {"email": email, "request_id": request_id}
         wait = registration.requests_wait(db, registration.RESEND_EVENT, key)

@@ -38,6 +38,16 @@ SENTENCES: dict[tuple[Code, str], str] = {
     (Code.PHONE_UNAVAILABLE, "phone-unavailable"): "This phone number cannot be added to your account.",
     (Code.NO_PENDING_PHONE, "no-pending-phone"): "No phone number is waiting for its code. Add one first.",
     (Code.NO_PHONE, "no-phone"): "There is no phone number on your account.",
+    (Code.SECOND_FACTOR, "no_method"): "Choose an authenticator app, email or SMS.",
+    (Code.SECOND_FACTOR, "enrolment_expired"): "This setup has expired. Please start again.",
+    (Code.SECOND_FACTOR, "already_off"): "Two-step sign-in is already off.",
+    (Code.SECOND_FACTOR, "not_on"): "Turn on two-step sign-in first.",
+    (Code.SECOND_FACTOR, "email_unverified"): (
+        "Verify your email address first: codes can only go to a verified address."
+    ),
+    (Code.SECOND_FACTOR, "sms_unverified"): (
+        "Add and verify a phone number first: codes can only go to a verified number."
+    ),
     (Code.PHONE_NEEDED, "second_factor"): (
         "Two-step sign-in sends its codes to this number. Turn it off under Two-step verification before "
         "removing the number."

@@ -35,11 +35,19 @@ from ..context import Context
 from ..errors import Refused
 from ..security.rate_limits import Limit, Refusal
 from ..storage import User
-from .request import context, rate_limit_address, request_address
+from .request import context, rate_limit_address, request_address, transaction
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 Who = TypeVar("Who")
+
+
+class Throttled(Exception):
+    """A rate limit a handler spent (:meth:`Call.spend`) is used up."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.limit.value)
+        self.refusal = refusal
 
 
 class Answer(Exception):
@@ -73,6 +81,13 @@ class Call(Generic[Who]):
     @property
     def unsafe(self) -> bool:
         return self.request.method not in SAFE_METHODS
+
+    def spend(self, limit: Limit, key: str | None = None) -> None:
+        """Spend ``limit`` for ``key`` (the client's address by default), for a limit that only
+        some requests of a handler spend, or that is keyed by what was posted."""
+        refusal = self.ctx.rate_limiter.check(limit, key or rate_limit_address(self.request))
+        if refusal is not None:
+            raise Throttled(refusal)
 
 
 class Surface(Protocol[Who]):
@@ -123,20 +138,20 @@ def endpoint(surface: Surface[Who], needs: Needs, handler: Handler[Who]) -> Endp
 
 def _serve(surface: Surface[Who], needs: Needs, handler: Handler[Who], request: Request, raw: object) -> Response:
     ctx = context(request)
-    with ctx.db() as db:
+    with transaction(request) as db:
         try:
             who = surface.authenticate(request, ctx, db, raw)
             call = Call(request, ctx, db, who)
             call.values = surface.values(call, raw, needs)
             if call.unsafe:
                 for limit in needs.limits:
-                    refusal = ctx.rate_limiter.check(limit, rate_limit_address(request))
-                    if refusal is not None:
-                        db.rollback()
-                        return surface.refused(call, refusal)
+                    call.spend(limit)
                 if needs.lock:
                     call = surface.relock(call, raw)
             response = handler(call)
+        except Throttled as throttled:
+            db.rollback()
+            return surface.refused(call, throttled.refusal)
         except Answer as answer:
             db.commit()
             return answer.response

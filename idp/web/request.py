@@ -1,9 +1,11 @@
 """The request facts every surface reads: the process's services, the client's address, the key
-its rate limits count under, and the audit event carrying both address and user agent."""
+its rate limits count under, and the request's transaction, whose audit events carry both
+address and user agent."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import cast
 
 from sqlalchemy.orm import Session
@@ -27,6 +29,15 @@ def request_address(request: Request) -> str | None:
 def rate_limit_address(request: Request) -> str:
     """The client whose budget a request spends: an IPv6 address counts as its network."""
     return rate_limit_key(request_address(request), context(request).settings.rate_limit_ipv6_prefix)
+
+
+@contextmanager
+def transaction(request: Request) -> Iterator[Session]:
+    """The request's database session; the events services record in it name the request's
+    address and user agent."""
+    with context(request).db() as db:
+        audit_log.set_origin(db, audit_log.Origin(request_address(request), request.headers.get("user-agent")))
+        yield db
 
 
 def audit(
