@@ -24,12 +24,13 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..audit import Event
 from ..context import Context
+from ..metrics import SIGN_INS
 from ..security.digests import new_token, token_digest
 from ..storage import PendingSignIn, User, now
 from . import otp, sms_budget, totp
 from .authentication import count_failure, is_locked, reset_failures
 from .codes_vocabulary import Channel, Purpose
-from .errors import AccountError, Code
+from .errors import AccountError, Code, WrongCode
 from .phones import to_e164
 from .reclaim import take_back
 from .users import UserError, create_user, lock_user, normalize_email
@@ -40,31 +41,27 @@ SECOND_FACTOR = Purpose.SECOND_FACTOR
 SIGN_IN = Purpose.SIGN_IN
 
 
-class SignInEnded(Exception):
-    """The pending sign-in is over and its row gone; what was counted or spent must still be
-    committed. ``reason`` says why, for the audit log."""
+class SignInEnded(AccountError):
+    """The pending sign-in is over and its row gone; what was counted or spent is kept. The
+    ``reason`` says why, for the person and the audit log."""
 
-    reason: str
+    code = Code.SIGN_IN_ENDED
+    keeps_changes = True
 
 
 class TooManyWrongCodes(SignInEnded):
     """The sign-in ended after its third wrong code."""
 
-    reason = "too_many_wrong_codes"
+    def __init__(self) -> None:
+        super().__init__("too_many_wrong_codes")
 
 
 class AccountLocked(SignInEnded):
     """The code was right, but wrong codes or passwords locked the account. Only whoever holds the
     code learns it, and that is the owner of the address or number: the message is for them."""
 
-    reason = "account_locked"
-
     def __init__(self, locked_until: int) -> None:
-        minutes = max(1, -(-(locked_until - now()) // 60))
-        super().__init__(
-            f"Too many failed sign-ins: your account is locked for {minutes} more minutes. "
-            "Resetting your password ends the lock at once."
-        )
+        super().__init__("account_locked", minutes=max(1, -(-(locked_until - now()) // 60)))
 
 
 class IdentifierError(AccountError):
@@ -228,22 +225,44 @@ def start_passwordless(
     return pending, cookie
 
 
-def verify(ctx: Context, db: Session, pending: PendingSignIn, code: str) -> tuple[User, list[str]] | None:
-    """The person and the ``amr`` of the finished sign-in, or ``None`` when the code is wrong.
+def verify(ctx: Context, db: Session, pending: PendingSignIn, code: str) -> tuple[User, list[str]]:
+    """The person and the ``amr`` of the finished sign-in; every outcome is recorded.
 
-    Raises :class:`TooManyWrongCodes` when this wrong code was the last one allowed, and
-    :class:`AccountLocked` when a right passwordless code names a locked account; either ends the
-    pending sign-in (:class:`SignInEnded`), and what was counted or spent must still be committed.
+    Raises :class:`~.errors.WrongCode` when the code is wrong, :class:`TooManyWrongCodes` when this
+    wrong code was the last one allowed, and :class:`AccountLocked` when a right passwordless code
+    names a locked account; the last two end the pending sign-in (:class:`SignInEnded`). Each
+    keeps what was counted or spent.
     """
     if pending.user_id is not None:
         lock_user(db, pending.user_id)
-    if is_second_factor(pending):
-        result = _verify_second_factor(ctx, db, pending, code)
-    else:
-        result = _verify_passwordless(ctx, db, pending, code)
-    if result is None:
-        _count_wrong_code(ctx, db, pending)
-    return result
+    second_factor = is_second_factor(pending)
+    purpose = SECOND_FACTOR if second_factor else SIGN_IN
+    try:
+        result = (
+            _verify_second_factor(ctx, db, pending, code)
+            if second_factor
+            else _verify_passwordless(ctx, db, pending, code)
+        )
+        if result is None:
+            _count_wrong_code(ctx, db, pending)
+            raise WrongCode
+    except SignInEnded as ended:
+        _record(db, pending, "failure", reason=ended.reason)
+        raise
+    except WrongCode:
+        _record(db, pending, "failure", purpose=purpose)
+        SIGN_INS.labels(method="second_factor" if second_factor else "code", outcome="failure").inc()
+        raise
+    user, amr = result
+    _record(db, pending, "success", purpose=purpose, user_id=user.id)
+    return user, amr
+
+
+def _record(db: Session, pending: PendingSignIn, outcome: str, user_id: str | None = None, **detail: str) -> None:
+    user_id = user_id or pending.user_id
+    audit.record(
+        db, Event.CODE_VERIFIED, outcome=outcome, user_id=user_id, detail={"channel": pending.channel, **detail}
+    )
 
 
 def _count_wrong_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:

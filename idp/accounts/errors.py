@@ -41,6 +41,7 @@ class Code(StrEnum):
     NO_VERIFIED_EMAIL = "no-verified-email"
     SESSION_NOT_FOUND = "session-not-found"
     SECOND_FACTOR = "second-factor"
+    SIGN_IN_ENDED = "sign-in-ended"
 
 
 class AccountError(Refused):

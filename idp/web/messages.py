@@ -77,6 +77,13 @@ SENTENCES: dict[tuple[Code, str], str] = {
         "Add and verify an email address first: the code to set a password goes there."
     ),
     (Code.SESSION_NOT_FOUND, "session-not-found"): "There is no such session.",
+    (Code.SIGN_IN_ENDED, "too_many_wrong_codes"): (
+        "That was the third wrong code, so this sign-in has ended. Please start again."
+    ),
+    (Code.SIGN_IN_ENDED, "account_locked"): (
+        "Too many failed sign-ins: your account is locked for {minutes} more minutes. "
+        "Resetting your password ends the lock at once."
+    ),
 }
 
 
