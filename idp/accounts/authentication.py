@@ -9,56 +9,80 @@ real owner out for long.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum
+from typing import NoReturn
 
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
+from .. import audit
+from ..audit import Event
 from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..metrics import SIGN_INS
 from ..settings import Settings
 from ..storage import User, now
 from .confirmation import confirm_identity
+from .errors import AccountError, Code
 from .passwords import hash_password, needs_rehash, verify_password
 from .users import find_by_identifier
 
 
-class Outcome(Enum):
-    SIGNED_IN = "signed_in"
-    FAILED = "failed"
-    EMAIL_NOT_VERIFIED = "email_not_verified"
+class SignInFailed(AccountError):
+    """One answer for every reason a stranger must not learn (no such account, a wrong password,
+    a locked or disabled account); the reason goes to the audit log only. The failure's count is
+    kept."""
+
+    code = Code.SIGN_IN_FAILED
+    keeps_changes = True
 
 
-@dataclass(frozen=True)
-class SignInResult:
-    outcome: Outcome
-    user: User | None = None
-    reason: str = ""
+class EmailNotVerified(AccountError):
+    """The password was right, but the deployment asks for a verified email address first."""
+
+    code = Code.EMAIL_NOT_VERIFIED
+    keeps_changes = True
 
 
 def sign_in_with_password(
-    db: Session, settings: Settings, secret_key: str, identifier: str, password: str
-) -> SignInResult:
-    """``reason`` is for the audit log only, never for the person."""
+    db: Session, settings: Settings, secret_key: str, identifier: str, password: str, client_id: str | None
+) -> User:
+    """The person whose password this is, or :class:`SignInFailed` (:class:`EmailNotVerified`);
+    a failure is recorded, for ``client_id``'s sign-in when it is one."""
     user = find_by_identifier(db, identifier, settings.phone_default_region) if len(identifier) <= 320 else None
     correct = verify_password(user.password_hash if user else None, password[:1024])
     if user is None:
-        return SignInResult(Outcome.FAILED, reason="unknown_account")
-    if user.disabled:
-        return SignInResult(Outcome.FAILED, user, "disabled")
-    if is_locked(user):
-        return SignInResult(Outcome.FAILED, user, "locked")
-    if not correct:
-        locked = count_failure(db, settings, secret_key, user)
-        return SignInResult(Outcome.FAILED, user, "locked_now" if locked else "wrong_password")
+        _failed(db, None, client_id, "unknown_account")
+    elif user.disabled:
+        _failed(db, user, client_id, "disabled")
+    elif is_locked(user):
+        _failed(db, user, client_id, "locked")
+    elif not correct:
+        if count_failure(db, settings, secret_key, user):
+            _failed(db, user, client_id, "locked_now")
+        _failed(db, user, client_id, "wrong_password")
+    assert user is not None
     if not user.mfa_method:
         reset_failures(user)
     if user.password_hash and needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     if settings.require_verified_email and not user.email_verified:
-        return SignInResult(Outcome.EMAIL_NOT_VERIFIED, user, "email_not_verified")
+        _record_failure(db, user, client_id, "email_not_verified")
+        raise EmailNotVerified
     confirm_identity(user)
-    return SignInResult(Outcome.SIGNED_IN, user)
+    return user
+
+
+def _failed(db: Session, user: User | None, client_id: str | None, reason: str) -> NoReturn:
+    _record_failure(db, user, client_id, reason)
+    if reason == "locked_now":
+        audit.record(db, Event.ACCOUNT_LOCKED, outcome="success", user_id=user.id if user else None)
+    raise SignInFailed
+
+
+def _record_failure(db: Session, user: User | None, client_id: str | None, reason: str) -> None:
+    detail = {"method": "password", "reason": reason}
+    user_id = user.id if user else None
+    audit.record(db, Event.SIGN_IN, outcome="failure", user_id=user_id, client_id=client_id, detail=detail)
+    SIGN_INS.labels(method="password", outcome="failure").inc()
 
 
 def is_locked(user: User) -> bool:

@@ -42,6 +42,8 @@ class Code(StrEnum):
     SESSION_NOT_FOUND = "session-not-found"
     SECOND_FACTOR = "second-factor"
     SIGN_IN_ENDED = "sign-in-ended"
+    SIGN_IN_FAILED = "sign-in-failed"
+    EMAIL_NOT_VERIFIED = "email-not-verified"
 
 
 class AccountError(Refused):

@@ -77,6 +77,10 @@ SENTENCES: dict[tuple[Code, str], str] = {
         "Add and verify an email address first: the code to set a password goes there."
     ),
     (Code.SESSION_NOT_FOUND, "session-not-found"): "There is no such session.",
+    (Code.SIGN_IN_FAILED, "sign-in-failed"): "The email, phone number or password is not right.",
+    (Code.EMAIL_NOT_VERIFIED, "email-not-verified"): (
+        "Verify your email address first: follow the link in the email we sent you."
+    ),
     (Code.SIGN_IN_ENDED, "too_many_wrong_codes"): (
         "That was the third wrong code, so this sign-in has ended. Please start again."
     ),

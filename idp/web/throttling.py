@@ -36,7 +36,7 @@ def throttled(
     address = rate_limit_address(request)
     checks = [(limit, address) for limit in limits]
     if account is not None:
-        checks.append((Limit.SIGN_IN_ACCOUNT, _account_key(request, account)))
+        checks.append((Limit.SIGN_IN_ACCOUNT, account_key(request, account)))
     for limit, key in checks:
         refusal = ctx.rate_limiter.check(limit, key)
         if refusal is not None:
@@ -55,7 +55,8 @@ def throttled_writes(request: Request, limit: Limit, db: Session) -> Response | 
     return refusal_page(request, refusal, db)
 
 
-def _account_key(request: Request, account: str) -> str:
+def account_key(request: Request, account: str) -> str:
+    """The key of the per-account sign-in limit: the identifier as typed, normalised and keyed."""
     ctx = context(request)
     try:
         identifier = parse_identifier(account, ctx.settings.phone_default_region).value
