@@ -4,55 +4,46 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..oauth import scopes
 from ..oauth.authorization import deny, issue_code, load_pending, needs_sign_in, record_consent
-from ..oauth.errors import BadAuthorizationTarget
 from ..web.browser import current_session
+from ..web.pipeline import Needs
 from ..web.rendering import authorization_response, error_page, render
-from ..web.request import context, transaction
-from .forms import form_page
+from .surface import Shown, Visit, Visitor, visit
+
+EXPIRED = "This form has expired. Go back to the application and start again."
 
 
-@form_page
-def consent(request: Request, form: dict[str, str]) -> Response:
-    request_id = form.get("request") if request.method == "POST" else request.query_params.get("request")
-    with transaction(request) as db:
-        try:
-            pending, client, params = load_pending(db, request_id)
-        except BadAuthorizationTarget as exc:
-            return error_page(request, str(exc))
-        active = current_session(request, db)
-        if needs_sign_in(params, active, pending):
-            return RedirectResponse(f"/login?{urlencode({'request': pending.id})}", status_code=303)
-        assert active is not None
-        if request.method != "POST":
-            return render(
-                request,
-                "consent.html",
-                {
-                    "request_id": pending.id,
-                    "client_name": client.name,
-                    "email": active.user.email,
-                    "scopes": [(s, scopes.DESCRIPTIONS.get(s, s)) for s in params.scope],
-                },
-            )
-        if not context(request).csrf.valid(request, form.get("csrf_token")):
-            return error_page(request, "This form has expired. Go back to the application and start again.")
-        decision = form.get("decision")
-        try:
-            if decision == "allow":
-                # The request is answered first: a second answer racing this one stops there.
-                response = authorization_response(request, issue_code(db, params, active, pending))
-                record_consent(db, client, params, active.user.id)
-            elif decision == "deny":
-                response = authorization_response(request, deny(db, params, pending).response)
-            else:
-                return error_page(request, "Choose allow or deny.")
-        except BadAuthorizationTarget as exc:
-            db.rollback()
-            return error_page(request, str(exc))
-        db.commit()
-    return response
+def _expired_page(call: Visitor, shown: Shown) -> Response:
+    """The one refusal of this form, a CSRF token that does not match: the request may well be
+    stale, so back to the application rather than the same buttons."""
+    return error_page(call.request, EXPIRED)
+
+
+@visit(Visit(_expired_page), Needs(lock=False))
+def consent(call: Visitor) -> Response:
+    request_id = call.values.get("request") if call.unsafe else call.request.query_params.get("request")
+    pending, client, params = load_pending(call.db, request_id)
+    active = current_session(call.request, call.db)
+    if needs_sign_in(params, active, pending):
+        return RedirectResponse(f"/login?{urlencode({'request': pending.id})}", status_code=303)
+    assert active is not None
+    if not call.unsafe:
+        page = {
+            "request_id": pending.id,
+            "client_name": client.name,
+            "email": active.user.email,
+            "scopes": [(s, scopes.DESCRIPTIONS.get(s, s)) for s in params.scope],
+        }
+        return render(call.request, "consent.html", page)
+    decision = call.values.get("decision")
+    if decision == "allow":
+        # The request is answered first: a second answer racing this one stops there.
+        response = authorization_response(call.request, issue_code(call.db, params, active, pending))
+        record_consent(call.db, client, params, active.user.id)
+        return response
+    if decision == "deny":
+        return authorization_response(call.request, deny(call.db, params, pending).response)
+    return error_page(call.request, "Choose allow or deny.")
