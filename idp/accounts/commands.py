@@ -87,8 +87,8 @@ def verify_phone(ctx: Context, db: Session, actor: Actor, code: str) -> str:
     phone = pending_phone(db, actor)
     try:
         profile.confirm_phone(ctx, db, actor.user, phone, code)
-    except (profile.WrongCode, profile.PhoneUnavailable) as exc:
-        reason = "wrong_code" if isinstance(exc, profile.WrongCode) else "held_by_another_account"
+    except (WrongCode, profile.PhoneUnavailable) as exc:
+        reason = "wrong_code" if isinstance(exc, WrongCode) else "held_by_another_account"
         actor.record(db, Event.PHONE_VERIFIED, "failure", phone=mask(phone), reason=reason)
         raise
     actor.record(db, Event.PHONE_VERIFIED, "success", phone=mask(phone))
@@ -143,19 +143,7 @@ def change_email(ctx: Context, db: Session, actor: Actor, raw_email: str, curren
     answer either way. The address changes only when the link is followed."""
     event = email_change.REQUEST_EVENT
     email = email_change.parse(actor.user, raw_email)
-    try:
-        reauthenticate(
-            db,
-            ctx.settings,
-            ctx.secret_key,
-            actor.user,
-            current_password,
-            recent_sign_in=RecentSignIn.WITHOUT_PASSWORD,
-            auth_time=actor.auth_time,
-        )
-    except NotReauthenticated as exc:
-        actor.record(db, event, "failure", reason=exc.reason)
-        raise
+    _prove(ctx, db, actor, current_password, RecentSignIn.WITHOUT_PASSWORD, event)
     try:
         requested = email_change.request_change(ctx, db, actor.user, email)
     except email_change.TooManyRequests:
@@ -179,7 +167,7 @@ def set_password(ctx: Context, db: Session, actor: Actor, code: str, password: s
     the policy refuses leaves the code usable."""
     try:
         ended = first_password.set_first_password(ctx, db, actor.user, code, password, actor.session_id)
-    except first_password.WrongCode:
+    except WrongCode:
         actor.record(db, Event.PASSWORD_SET, "failure", reason="wrong_code")
         raise
     actor.record(db, Event.PASSWORD_SET, "success", sessions_ended=ended)
@@ -228,6 +216,19 @@ def new_recovery_codes(ctx: Context, db: Session, actor: Actor, current_password
 
 def _prove_for_second_factor(ctx: Context, db: Session, actor: Actor, current_password: str) -> None:
     """A sign-in a few minutes ago will do; otherwise the current password."""
+    _prove(ctx, db, actor, current_password, RecentSignIn.ALWAYS, Event.REAUTHENTICATION, purpose=Purpose.SECOND_FACTOR)
+
+
+def _prove(
+    ctx: Context,
+    db: Session,
+    actor: Actor,
+    current_password: str,
+    recent_sign_in: RecentSignIn,
+    event: Event,
+    **detail: str,
+) -> None:
+    """The person showed again it is them, or a :class:`NotReauthenticated` recorded as ``event``."""
     try:
         reauthenticate(
             db,
@@ -235,9 +236,9 @@ def _prove_for_second_factor(ctx: Context, db: Session, actor: Actor, current_pa
             ctx.secret_key,
             actor.user,
             current_password,
-            recent_sign_in=RecentSignIn.ALWAYS,
+            recent_sign_in=recent_sign_in,
             auth_time=actor.auth_time,
         )
-    except NotReauthenticated:
-        actor.record(db, Event.REAUTHENTICATION, "failure", purpose=Purpose.SECOND_FACTOR)
+    except NotReauthenticated as exc:
+        actor.record(db, event, "failure", reason=exc.reason, **detail)
         raise

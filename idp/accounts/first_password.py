@@ -21,7 +21,7 @@ from ..sso import sign_out_everywhere
 from ..storage import OneTimeCode, User, now
 from . import otp
 from .codes_vocabulary import Channel, Purpose
-from .errors import AccountError, Code
+from .errors import AccountError, Code, WrongCode
 from .password_policy import set_password
 from .recovery import notify_password_changed
 from .users import lock_user
@@ -43,13 +43,6 @@ class NoVerifiedEmail(FirstPasswordError):
     """There is no verified address for the code to go to."""
 
     code = Code.NO_VERIFIED_EMAIL
-
-
-class WrongCode(AccountError):
-    """The code is not right, was tried too often, or has expired; the try is counted."""
-
-    code = Code.WRONG_CODE
-    keeps_changes = True
 
 
 def destination(user: User) -> str:

@@ -38,7 +38,7 @@ from . import otp
 from .codes_vocabulary import Channel, Purpose, SecondFactorMethod
 from .confirmation import drop_unconfirmed_phone
 from .devices import describe
-from .errors import AccountError, Code
+from .errors import AccountError, Code, WrongCode
 from .phones import to_e164
 from .reauthentication import RecentSignIn, reauthenticate
 from .users import clean_name, lock_user
@@ -68,13 +68,6 @@ class NoPhone(AccountError):
     """There is no number to remove."""
 
     code = Code.NO_PHONE
-
-
-class WrongCode(AccountError):
-    """The code is not right, was tried too often, or has expired; the try is counted."""
-
-    code = Code.WRONG_CODE
-    keeps_changes = True
 
 
 class PhoneUnavailable(AccountError):
