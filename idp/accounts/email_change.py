@@ -34,6 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .. import audit
 from ..audit import Event, mask
 from ..context import Context
 from ..messaging.outbox import enqueue_email, notice_useful_until
@@ -66,16 +67,23 @@ class TooManyRequests(AccountError):
         super().__init__(wait=wait)
 
 
-class LinkInvalid(Exception):
-    """The link is unknown, used or expired, or its account is gone or disabled."""
+class LinkInvalid(AccountError):
+    """The link is unknown, used or expired, or its account is gone or disabled; the refusal is
+    recorded."""
+
+    code = Code.INVALID_LINK
+    keeps_changes = True
+
+    def __init__(self) -> None:
+        super().__init__("email_change")
 
 
-class AddressTaken(Exception):
-    """Another account took the address after the link was sent; the link is spent."""
+class AddressTaken(AccountError):
+    """Another account took the address after the link was sent; the link is spent, and that is
+    kept with the refusal's record."""
 
-    def __init__(self, user_id: str) -> None:
-        super().__init__(user_id)
-        self.user_id = user_id
+    code = Code.EMAIL_TAKEN
+    keeps_changes = True
 
 
 @dataclass(frozen=True)
@@ -169,26 +177,33 @@ def find_link(db: Session, token: str | None) -> ActionToken | None:
 def confirm(ctx: Context, db: Session, token: str | None) -> Changed:
     """Spend the link and make its address the person's, verified; the old address is told.
 
-    Raises :class:`LinkInvalid`, or :class:`AddressTaken` with the link spent (commit to keep
-    that). Every other live link of the person's, for the old address or the new, is spent too,
-    and so is every live code sent to the old address.
+    Raises :class:`LinkInvalid`, or :class:`AddressTaken` with the link spent. Every other live
+    link of the person's, for the old address or the new, is spent too, and so is every live code
+    sent to the old address. Each outcome is recorded.
     """
     link = links.spend(db, PURPOSE, token)
     user = db.get(User, link.user_id) if link is not None else None
     if link is None or user is None or user.disabled:
+        audit.record(db, Event.EMAIL_CHANGED, outcome="failure", detail={"reason": "invalid_link"})
         raise LinkInvalid
     stamp = now()
     old_email = user.email
     try:
         with db.begin_nested():
-            if db.scalar(select(User.id).where(User.email == link.email, User.id != user.id)) is not None:
-                raise AddressTaken(link.user_id)
-            user.email = link.email
-            user.email_verified = True
-            user.updated_at = stamp
-            db.flush()
+            taken = db.scalar(select(User.id).where(User.email == link.email, User.id != user.id)) is not None
+            if not taken:
+                user.email = link.email
+                user.email_verified = True
+                user.updated_at = stamp
+                db.flush()
     except IntegrityError:
-        raise AddressTaken(link.user_id) from None
+        taken = True
+    if taken:
+        reason = {"reason": "address_taken"}
+        audit.record(db, Event.EMAIL_CHANGED, outcome="failure", user_id=link.user_id, detail=reason)
+        raise AddressTaken
+    moved = {"from": mask(old_email) if old_email else None, "to": mask(link.email)}
+    audit.record(db, Event.EMAIL_CHANGED, outcome="success", user_id=user.id, detail=moved)
     links.cancel(db, user.id)
     if old_email is not None:
         otp.cancel(db, old_email)

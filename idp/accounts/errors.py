@@ -44,6 +44,8 @@ class Code(StrEnum):
     SIGN_IN_ENDED = "sign-in-ended"
     SIGN_IN_FAILED = "sign-in-failed"
     EMAIL_NOT_VERIFIED = "email-not-verified"
+    INVALID_LINK = "invalid-link"
+    EMAIL_TAKEN = "email-taken"
 
 
 class AccountError(Refused):

@@ -11,25 +11,18 @@ address.
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-from starlette.requests import Request
 from starlette.responses import Response
 
 from ..accounts import commands, email_change
-from ..audit import Event, mask
+from ..accounts.errors import Code
 from ..security.rate_limits import Limit
+from ..web.messages import message
 from ..web.pipeline import Needs
 from ..web.rendering import error_page, render
-from ..web.request import audit, context, transaction
-from .forms import form_page
 from .signed_in import Form, Person, done, signed_in
-from .surface import EXPIRED_FORM, Shown
+from .surface import ERROR_PAGE, Shown, Visit, Visitor, visit
 
-LINK_INVALID = (
-    "This link to change your email address is not valid: it was already used, it expired, or it is "
-    "incomplete. Sign in and ask for a new one."
-)
-TAKEN = "This email address now belongs to another account, so yours did not change."
+LINK_INVALID = message(email_change.LinkInvalid())
 
 
 def _email_page(call: Person, shown: Shown) -> Response:
@@ -52,47 +45,24 @@ def change_email(call: Person) -> Response:
     return done("email")
 
 
-def _confirm_page(request: Request, db: Session, token: str | None, *, error: str | None = None) -> Response:
+def _confirm_page(call: Visitor, shown: Shown) -> Response:
     """The page of a live link, with the button that confirms it; the error page of any other."""
-    link = email_change.find_link(db, token)
+    token = call.values.get("token") if call.unsafe else call.request.query_params.get("token")
+    link = email_change.find_link(call.db, token)
     if link is None:
-        return error_page(request, LINK_INVALID)
-    context = {"token": token, "email": link.email, "error": error}
-    return render(request, "account_email_confirm.html", context, status_code=400 if error else 200)
+        return error_page(call.request, LINK_INVALID)
+    context = {"token": token, "email": link.email, "error": shown.error}
+    return render(call.request, "account_email_confirm.html", context, status_code=shown.status_code)
 
 
-@form_page
-def confirm_email(request: Request, form: dict[str, str]) -> Response:
+LINK = Visit(_confirm_page, elsewhere={Code.INVALID_LINK: ERROR_PAGE, Code.EMAIL_TAKEN: ERROR_PAGE})
+
+
+@visit(LINK)
+def confirm_email(call: Visitor) -> Response:
     """The link sent to the new address: it works in any browser, signed in or not. Opening it only
     shows the button; the POST with the page's CSRF token changes the address."""
-    ctx = context(request)
-    with transaction(request) as db:
-        if request.method != "POST":
-            return _confirm_page(request, db, request.query_params.get("token"))
-        token = form.get("token")
-        if not context(request).csrf.valid(request, form.get("csrf_token")):
-            return _confirm_page(request, db, token, error=EXPIRED_FORM)
-        try:
-            changed = email_change.confirm(ctx, db, token)
-        except email_change.LinkInvalid:
-            db.rollback()
-            audit(request, db, Event.EMAIL_CHANGED, outcome="failure", detail={"reason": "invalid_link"})
-            db.commit()
-            return error_page(request, LINK_INVALID)
-        except email_change.AddressTaken as exc:
-            audit(
-                request,
-                db,
-                Event.EMAIL_CHANGED,
-                outcome="failure",
-                user_id=exc.user_id,
-                detail={"reason": "address_taken"},
-            )
-            db.commit()
-            return error_page(request, TAKEN, status_code=409)
-        new_email = changed.user.email
-        assert new_email is not None
-        detail = {"from": mask(changed.old_email) if changed.old_email else None, "to": mask(new_email)}
-        audit(request, db, Event.EMAIL_CHANGED, outcome="success", user_id=changed.user.id, detail=detail)
-        db.commit()
-    return render(request, "account_email_changed.html", {"email": new_email})
+    if not call.unsafe:
+        return _confirm_page(call, Shown())
+    changed = email_change.confirm(call.ctx, call.db, call.values.get("token"))
+    return render(call.request, "account_email_changed.html", {"email": changed.user.email})

@@ -18,7 +18,7 @@ from ..storage import PendingSignIn
 from ..web.pipeline import Needs
 from ..web.rendering import error_page, render
 from .signin import complete_sign_in, pending_sign_in, set_pending_cookie, start_second_factor
-from .surface import Shown, Visit, Visitor, visit
+from .surface import ERROR_PAGE, Shown, Visit, Visitor, visit
 
 GONE = "This sign-in has expired. Please start again."
 
@@ -47,10 +47,6 @@ def _enter_page(call: Visitor, shown: Shown) -> Response:
     return render(call.request, "code_enter.html", page, status_code=shown.status_code)
 
 
-def _ended_page(call: Visitor, shown: Shown) -> Response:
-    return error_page(call.request, shown.error or GONE)
-
-
 def _request_id(call: Visitor) -> str | None:
     return call.values.get("request") if call.unsafe else call.request.query_params.get("request")
 
@@ -60,7 +56,7 @@ def _pending(call: Visitor) -> PendingSignIn | None:
 
 
 REQUEST = Visit(_request_page)
-ENTER = Visit(_enter_page, elsewhere={Code.SIGN_IN_ENDED: Visit(_ended_page)})
+ENTER = Visit(_enter_page, elsewhere={Code.SIGN_IN_ENDED: ERROR_PAGE})
 
 
 @visit(REQUEST, Needs(limits=(Limit.SIGN_IN, Limit.VERIFICATION), lock=False))

@@ -38,6 +38,7 @@ STATUS: dict[Code, int] = {
     Code.TOO_MANY_CODES: 429,
     Code.TOO_MANY_EMAILS: 429,
     Code.SESSION_NOT_FOUND: 404,
+    Code.EMAIL_TAKEN: 409,
 }
 """The status of a page that shows a refusal; any code not here is 400."""
 
@@ -111,6 +112,14 @@ class Visit(PageForm[None]):
 
 
 Visitor = Call[None]
+
+
+def _error_page(call: Visitor, shown: Shown) -> Response:
+    return error_page(call.request, shown.error or "", shown.status_code)
+
+
+ERROR_PAGE = Visit(_error_page)
+"""Where a refusal that ends what the person was doing is shown: a page of its own."""
 
 
 def visit(form: Visit, needs: Needs | None = None) -> Callable[[Handler[None]], Endpoint]:

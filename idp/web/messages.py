@@ -81,6 +81,11 @@ SENTENCES: dict[tuple[Code, str], str] = {
     (Code.EMAIL_NOT_VERIFIED, "email-not-verified"): (
         "Verify your email address first: follow the link in the email we sent you."
     ),
+    (Code.INVALID_LINK, "email_change"): (
+        "This link to change your email address is not valid: it was already used, it expired, or it is "
+        "incomplete. Sign in and ask for a new one."
+    ),
+    (Code.EMAIL_TAKEN, "email-taken"): "This email address now belongs to another account, so yours did not change.",
     (Code.SIGN_IN_ENDED, "too_many_wrong_codes"): (
         "That was the third wrong code, so this sign-in has ended. Please start again."
     ),
