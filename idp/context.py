@@ -20,7 +20,6 @@ from .keys import KeyRing, KeyStore
 from .messaging.email import EmailBackend, email_backend
 from .messaging.sms import SmsBackend, sms_backend
 from .oauth.client_auth import ClientAuthenticator
-from .oauth.client_jwks import ClientJwks
 from .oauth.grants.issuance import TokenIssuer
 from .oauth.metadata import metadata
 from .security.csrf import Csrf
@@ -73,7 +72,7 @@ class Context:
 
     @cached_property
     def client_authenticator(self) -> ClientAuthenticator:
-        return ClientAuthenticator(self.secret_key, self.settings.issuer, ClientJwks(self.db))
+        return ClientAuthenticator(self.secret_key, self.settings.issuer, self.db)
 
     @cached_property
     def metadata(self) -> dict[str, Any]:

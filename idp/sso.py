@@ -12,7 +12,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from .security.digests import new_id, new_token, token_digest
-from .storage import BrowserSession, Grant, User, now
+from .storage import BrowserSession, Grant, User, now, revoke_grants
 
 LAST_SEEN_RESOLUTION = 60
 
@@ -93,25 +93,24 @@ def find_session(db: Session, cookie: str | None, *, idle_timeout: int | None) -
 
 def end_session(db: Session, session_id: str) -> None:
     """Ending a session revokes every grant made in it, with their refresh tokens."""
-    stamp = now()
     db.execute(
         update(BrowserSession)
         .where(BrowserSession.id == session_id, BrowserSession.ended_at.is_(None))
-        .values(ended_at=stamp)
+        .values(ended_at=now())
     )
-    db.execute(update(Grant).where(Grant.session_id == session_id, Grant.revoked_at.is_(None)).values(revoked_at=stamp))
+    revoke_grants(db, Grant.session_id == session_id)
 
 
 def sign_out_everywhere(db: Session, user_id: str, *, keep_session_id: str | None = None) -> int:
     """End every live session of the person but ``keep_session_id`` and revoke every grant not made
     in it, sessionless (offline) ones included; returns how many sessions ended."""
     live = select(BrowserSession.id).where(BrowserSession.user_id == user_id, BrowserSession.ended_at.is_(None))
-    grants = update(Grant).where(Grant.user_id == user_id, Grant.revoked_at.is_(None))
+    others = Grant.user_id == user_id
     if keep_session_id is not None:
         live = live.where(BrowserSession.id != keep_session_id)
-        grants = grants.where(or_(Grant.session_id.is_(None), Grant.session_id != keep_session_id))
+        others = others & or_(Grant.session_id.is_(None), Grant.session_id != keep_session_id)
     session_ids = list(db.scalars(live))
     for session_id in session_ids:
         end_session(db, session_id)
-    db.execute(grants.values(revoked_at=now()))
+    revoke_grants(db, others)
     return len(session_ids)

@@ -16,8 +16,9 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
-from sqlalchemy import update
+from sqlalchemy import event, update
 
+from idp.oauth import client_jwks
 from idp.storage import Client
 
 from .flows import exchange, pkce_pair, sign_in
@@ -319,6 +320,14 @@ def test_private_key_jwt_replay_is_refused(http, jwt_client, client_key):
     assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
 
 
+def test_an_assertion_stays_spent_when_the_request_is_refused_after_it(http, jwt_client, client_key):
+    """The grant's refusal rolls back the request's transaction; the assertion was spent in its own."""
+    signed = assertion(jwt_client.client_id, client_key)
+    refused = http.post("/token", data=with_assertion(signed, scope="openid"))
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_scope")
+    assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
+
+
 def test_private_key_jwt_same_jti_in_a_new_assertion_is_refused(http, jwt_client, client_key):
     jti = secrets.token_urlsafe(16)
     first = assertion(jwt_client.client_id, client_key, jti=jti)
@@ -511,6 +520,41 @@ def test_bad_assertions_fetch_the_jwks_once_an_interval(http, make_client, jwks_
     good = http.post("/token", data=with_assertion(assertion(client.client_id, client_key)))
     assert good.status_code == 200, good.text
     assert jwks_server.fetches(jwks_uri) == 1
+
+
+def test_the_jwks_is_fetched_while_the_request_holds_no_connection(
+    http, ctx, make_client, jwks_server, client_key, monkeypatch
+):
+    """No transaction (and no pooled connection) of the request is open while a slow JWKS host
+    answers: each connection is counted against the thread that checked it out."""
+    held: Counter[int] = Counter()
+
+    def checkout(_dbapi, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        record.info["thread"] = threading.get_ident()
+        held[record.info["thread"]] += 1
+
+    def checkin(_dbapi, record) -> None:  # type: ignore[no-untyped-def]
+        if "thread" in record.info:
+            held[record.info.pop("thread")] -= 1
+
+    holding: list[int] = []
+    download = client_jwks._download
+
+    def watched(client_id: str, uri: str) -> Any:
+        holding.append(held[threading.get_ident()])
+        return download(client_id, uri)
+
+    monkeypatch.setattr(client_jwks, "_download", watched)
+    client = make_jwt_client(make_client, jwks_server.publish(client_key))
+    event.listen(ctx.engine, "checkout", checkout)
+    event.listen(ctx.engine, "checkin", checkin)
+    try:
+        response = http.post("/token", data=with_assertion(assertion(client.client_id, client_key)))
+    finally:
+        event.remove(ctx.engine, "checkout", checkout)
+        event.remove(ctx.engine, "checkin", checkin)
+    assert response.status_code == 200, response.text
+    assert holding == [0]
 
 
 def test_a_failing_jwks_endpoint_is_asked_once_an_interval(http, make_client, jwks_server, client_key):

@@ -6,6 +6,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from idp.oauth.clients import GRANT_TYPES
+from idp.oauth.grants.registry import GRANTS
+
 from .conftest import TEST_ISSUER
 
 ENDPOINTS = (
@@ -76,6 +79,12 @@ def test_protocol_choices_advertised(config):
     assert "public" in config["subject_types_supported"]
     for name in ("end_session_endpoint", "revocation_endpoint", "introspection_endpoint"):
         assert config[name]
+
+
+def test_the_grants_advertised_and_registrable_are_the_registrys(config):
+    assert list(GRANTS) == ["authorization_code", "refresh_token", "client_credentials"]
+    assert config["grant_types_supported"] == list(GRANTS)
+    assert GRANT_TYPES == tuple(GRANTS)
 
 
 def test_authlib_accepts_the_metadata(config, monkeypatch):

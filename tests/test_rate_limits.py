@@ -25,14 +25,19 @@ import redis
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from idp.accounts import links, password_policy, recovery
 from idp.accounts.passwords import verify_password
 from idp.app import create_app
+from idp.endpoints.client_surface import CLIENT
+from idp.endpoints.responses import json_response
 from idp.security import rate_limits
 from idp.settings import Settings, SettingsError
-from idp.storage import AuditEvent, AuthorizationRequest, User
+from idp.storage import AuditEvent, AuthorizationRequest, Client, User
+from idp.web.pipeline import Call, Needs, endpoint
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
 from .flows import RegisteredClient, authorize_params, hidden_fields, pkce_pair
@@ -434,6 +439,33 @@ def test_a_clients_requests_are_limited_per_client(open_site, make_cc_client):
     assert [e.detail for e in refusals(site, client_id=client.client_id)] == [{"limit": "token"}] * 2
     assert refused_count("token") == before + 2
     assert client_credentials(site, other).status_code == 200
+
+
+def test_a_per_address_limit_of_a_client_endpoint_is_answered_and_audited(open_site, make_cc_client):
+    """A client endpoint may declare per-address limits as any other: its refusal is an RFC 6749
+    error, and the audit event its answer writes is committed by the pipeline."""
+    site = open_site(IDP_RATE_LIMIT_AUTHORIZE="1/minute")
+
+    def probe(call: Call[Client]) -> Response:
+        return json_response({"client": call.who.id})
+
+    site.app.router.routes.append(
+        Route(
+            "/probe",
+            endpoint(CLIENT, Needs(limits=(rate_limits.Limit.AUTHORIZE,), lock=False), probe),
+            methods=["POST"],
+        )
+    )
+    client = make_cc_client()
+    address = new_address()
+    assert site.browser(address).post("/probe", data={"x": "1"}, auth=client.auth).json() == {
+        "client": client.client_id
+    }
+    refused = site.browser(address).post("/probe", data={"x": "1"}, auth=client.auth)
+    assert (refused.status_code, refused.json()["error"]) == (429, "temporarily_unavailable")
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["cache-control"] == "no-store"
+    assert [e.detail for e in refusals(site, client_id=client.client_id)] == [{"limit": "authorize"}]
 
 
 def test_requests_that_fail_authentication_spend_no_clients_budget(open_site, make_cc_client):

@@ -11,10 +11,13 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from prometheus_client import REGISTRY
 from sqlalchemy import select, text, update
 
 from idp.accounts.users import disable_user
-from idp.storage import AuthorizationCode, Grant, RefreshToken
+from idp.oauth.errors import InvalidGrant, ReusedGrant
+from idp.oauth.grants import registry
+from idp.storage import AuthorizationCode, Grant, RefreshToken, revoke_grants
 
 from .flows import exchange, pkce_pair, sign_in, tokens_for
 
@@ -451,6 +454,36 @@ def test_authorization_code_refused_for_a_client_without_the_grant(http, service
 def test_unsupported_grant_type(http, client, grant_type):
     response = http.post("/token", data={"grant_type": grant_type}, auth=client.auth)
     assert_error(response, "unsupported_grant_type")
+
+
+def test_the_endpoint_serves_whatever_grant_the_registry_holds(http, client, monkeypatch):
+    """A new grant is a module and its line in the registry: the endpoint needs nothing else."""
+
+    def issue(_db, _issuer, asking, form):  # type: ignore[no-untyped-def]
+        return {"access_token": f"for {asking.id}", "token_type": "Bearer", "echo": form["echo"]}
+
+    monkeypatch.setitem(registry.GRANTS, "urn:example:test", issue)
+    counted = {"grant_type": "urn:example:test"}
+    before = REGISTRY.get_sample_value("idp_tokens_issued_total", counted) or 0.0
+    response = http.post("/token", data={"grant_type": "urn:example:test", "echo": "x"}, auth=client.auth)
+    assert response.status_code == 200, response.text
+    assert_no_store(response)
+    assert response.json() == {"access_token": f"for {client.client_id}", "token_type": "Bearer", "echo": "x"}
+    assert REGISTRY.get_sample_value("idp_tokens_issued_total", counted) == before + 1
+
+
+@pytest.mark.parametrize(("error", "kept"), [(InvalidGrant, False), (ReusedGrant, True)])
+def test_a_refused_grant_keeps_what_it_wrote_only_when_its_error_says_so(http, client, user, monkeypatch, error, kept):
+    """The request's one transaction is the pipeline's: a grant commits nothing itself."""
+    tokens = tokens_for(http, client, user)
+
+    def issue(db, _issuer, asking, _form):  # type: ignore[no-untyped-def]
+        revoke_grants(db, Grant.client_id == asking.id)
+        raise error("refused")
+
+    monkeypatch.setitem(registry.GRANTS, "urn:example:refused", issue)
+    assert_error(http.post("/token", data={"grant_type": "urn:example:refused"}, auth=client.auth), "invalid_grant")
+    assert userinfo_status(http, tokens["access_token"]) == (401 if kept else 200)
 
 
 def test_missing_grant_type(http, client):

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..security.digests import new_token, token_digest
-from ..storage import ActionToken, changed_rows, now
+from ..storage import ActionToken, now, spend_once
 from .codes_vocabulary import Purpose
 from .users import lock_user
 
@@ -80,20 +80,16 @@ def spend(db: Session, purpose: Purpose, token: str | None) -> ActionToken | Non
     if owner is None or lock_user(db, owner) is None:
         return None
     stamp = now()
-    spent = changed_rows(
-        db.execute(
-            update(ActionToken)
-            .where(
-                ActionToken.token_hash == digest,
-                ActionToken.purpose == purpose,
-                ActionToken.used_at.is_(None),
-                ActionToken.expires_at > stamp,
-            )
-            .values(used_at=stamp)
-            .execution_options(synchronize_session=False)
-        )
+    spent = spend_once(
+        db,
+        ActionToken,
+        ActionToken.token_hash == digest,
+        ActionToken.purpose == purpose,
+        ActionToken.used_at.is_(None),
+        ActionToken.expires_at > stamp,
+        used_at=stamp,
     )
-    return db.get(ActionToken, digest) if spent == 1 else None
+    return db.get(ActionToken, digest) if spent else None
 
 
 def cancel(db: Session, user_id: str, purpose: Purpose | None = None) -> None:

@@ -27,7 +27,7 @@ from ..context import Context
 from ..messaging.outbox import enqueue_email, enqueue_sms
 from ..metrics import CODES_SENT
 from ..security.digests import keyed_digest, new_id
-from ..storage import OneTimeCode, changed_rows, now
+from ..storage import OneTimeCode, now, spend_once
 from . import sms_budget
 from .codes_vocabulary import Channel, Purpose
 from .errors import AccountError, Code
@@ -188,14 +188,10 @@ def verify(db: Session, secret_key: str, *, purpose: Purpose, identifier: str, c
     candidate = code.strip()
     presented = _digest(secret_key, purpose, identifier, candidate if len(candidate) <= 16 else "")
     if hmac.compare_digest(presented.encode(), live.code_hash.encode()):
-        spent = changed_rows(
-            db.execute(
-                update(OneTimeCode)
-                .where(OneTimeCode.id == live.id, OneTimeCode.consumed_at.is_(None))
-                .values(consumed_at=stamp)
-            )
+        spent = spend_once(
+            db, OneTimeCode, OneTimeCode.id == live.id, OneTimeCode.consumed_at.is_(None), consumed_at=stamp
         )
-        return live if spent == 1 else None
+        return live if spent else None
     db.execute(
         update(OneTimeCode)
         .where(OneTimeCode.id == live.id, OneTimeCode.consumed_at.is_(None))

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ..security.digests import keyed_digest
 from ..security.sealing import AUTHENTICATOR, Sealer
-from ..storage import RecoveryCode, User, changed_rows, now
+from ..storage import RecoveryCode, User, now, spend_once
 
 ISSUER_NAME = "idp"
 RECOVERY_CODES = 10
@@ -64,14 +64,13 @@ def verify(db: Session, secret_key: str, user: User, code: str) -> bool:
     step = matching_step(open_sealed(secret_key, user.totp_secret), code)
     if step is None:
         return False
-    accepted = changed_rows(
-        db.execute(
-            update(User)
-            .where(User.id == user.id, (User.totp_last_step.is_(None)) | (User.totp_last_step < step))
-            .values(totp_last_step=step)
-        )
+    return spend_once(
+        db,
+        User,
+        User.id == user.id,
+        (User.totp_last_step.is_(None)) | (User.totp_last_step < step),
+        totp_last_step=step,
     )
-    return accepted == 1
 
 
 def _recovery_digest(secret_key: str, user_id: str, code: str) -> str:
@@ -103,14 +102,14 @@ def use_recovery_code(db: Session, secret_key: str, user: User, code: str) -> bo
     if len(code) > 32:
         return False
     digest = _recovery_digest(secret_key, user.id, code)
-    used = changed_rows(
-        db.execute(
-            update(RecoveryCode)
-            .where(RecoveryCode.code_hash == digest, RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
-            .values(used_at=now())
-        )
+    return spend_once(
+        db,
+        RecoveryCode,
+        RecoveryCode.code_hash == digest,
+        RecoveryCode.user_id == user.id,
+        RecoveryCode.used_at.is_(None),
+        used_at=now(),
     )
-    return used == 1
 
 
 def remaining_recovery_codes(db: Session, user: User) -> int:

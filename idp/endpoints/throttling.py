@@ -1,7 +1,8 @@
 """The rate limit of the endpoints where a client authenticates: token, revocation, introspection.
 
 A client is counted once it has authenticated, so no one else can spend its budget by sending
-requests in its name.
+requests in its name. A refusal is audited in the request's transaction, which the request
+pipeline commits.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from starlette.requests import Request
 
 from ..audit import Event
 from ..oauth.errors import TemporarilyUnavailable
-from ..security.rate_limits import Limit
+from ..security.rate_limits import Limit, Refusal
 from ..storage import Client
 from ..web.request import audit, context
 
@@ -19,12 +20,15 @@ from ..web.request import audit, context
 def throttle_client(request: Request, db: Session, client: Client) -> None:
     """Count this request of ``client``; over its limit, audit the refusal and raise a 429."""
     refusal = context(request).rate_limiter.check(Limit.TOKEN, client.id)
-    if refusal is None:
-        return
+    if refusal is not None:
+        raise throttled(request, db, refusal, client_id=client.id)
+
+
+def throttled(request: Request, db: Session, refusal: Refusal, *, client_id: str) -> TemporarilyUnavailable:
+    """The 429 of a spent ``refusal``, its audit event written in ``db``."""
     audit(
-        request, db, Event.RATE_LIMITED, outcome="failure", client_id=client.id, detail={"limit": refusal.limit.value}
+        request, db, Event.RATE_LIMITED, outcome="failure", client_id=client_id, detail={"limit": refusal.limit.value}
     )
-    db.commit()
-    raise TemporarilyUnavailable(
+    return TemporarilyUnavailable(
         "this client sent too many requests; retry after the time in Retry-After", retry_after=refusal.retry_after
     )

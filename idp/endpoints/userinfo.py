@@ -1,21 +1,29 @@
-"""The UserInfo endpoint (OIDC Core §5.3), with RFC 6750 bearer token handling.
+"""The UserInfo endpoint (OIDC Core §5.3), with RFC 6750 bearer token handling, as a surface of the
+request pipeline (:mod:`idp.web.pipeline`).
 
 The token may come in the Authorization header (GET or POST) or as ``access_token`` in a POST
-form body (RFC 6750 §2.2), never both (§2).
+form body (RFC 6750 §2.2), never both (§2). Every refusal is a bearer challenge (§3).
 """
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
+from typing import Any
+
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..context import Context
+from ..errors import Refused
 from ..oauth import scopes
 from ..oauth.errors import InsufficientScope, InvalidRequest, InvalidToken, OAuthError
 from ..oauth.tokens import verify_access_token
 from ..security.forms import FormError, read_form, single_values
+from ..security.rate_limits import Refusal
 from ..storage import User
-from ..web.request import context
+from ..web.pipeline import Answer, Call, Needs, endpoint
+
+Claims = dict[str, Any]
 
 
 def _challenge(error: OAuthError | None) -> Response:
@@ -31,44 +39,64 @@ def _challenge(error: OAuthError | None) -> Response:
     return JSONResponse(body, status_code=status, headers={"WWW-Authenticate": header, "Cache-Control": "no-store"})
 
 
-async def userinfo(request: Request) -> Response:
-    header = request.headers.get("authorization")
-    body_token = None
-    if request.method == "POST":
-        try:
-            form, repeated = single_values(await read_form(request))
-        except FormError as exc:
-            return _challenge(InvalidRequest(str(exc)))
-        if "access_token" in repeated:
-            return _challenge(InvalidRequest("access_token sent more than once"))
-        body_token = form.get("access_token")
-    if header is not None and body_token is not None:
-        return _challenge(InvalidRequest("send the access token one way only"))
-    if header is not None:
+class UserinfoSurface:
+    """The caller is the access token's verified claims; it locks no person (``Needs(lock=False)``)
+    and spends no per-address limit."""
+
+    async def read(self, request: Request, needs: Needs) -> object:
+        """The bearer token, from the header or the form body."""
+        header = request.headers.get("authorization")
+        body_token = None
+        if request.method == "POST":
+            try:
+                form, repeated = single_values(await read_form(request))
+            except FormError as exc:
+                raise Answer(_challenge(InvalidRequest(str(exc)))) from None
+            if "access_token" in repeated:
+                raise Answer(_challenge(InvalidRequest("access_token sent more than once")))
+            body_token = form.get("access_token")
+        if header is not None and body_token is not None:
+            raise Answer(_challenge(InvalidRequest("send the access token one way only")))
+        if header is None:
+            if not body_token:
+                raise Answer(_challenge(None))
+            return body_token
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return _challenge(None if scheme.lower() != "bearer" else InvalidRequest("empty bearer token"))
-        token = token.strip()
-    elif body_token:
-        token = body_token
-    else:
-        return _challenge(None)
-    return await run_in_threadpool(_userinfo, request, token)
+        if scheme.lower() != "bearer":
+            raise Answer(_challenge(None))
+        if not token.strip():
+            raise Answer(_challenge(InvalidRequest("empty bearer token")))
+        return token.strip()
 
-
-def _userinfo(request: Request, token: str) -> Response:
-    ctx = context(request)
-    with ctx.db() as db:
+    def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> Claims:
+        assert isinstance(raw, str)
         try:
-            claims = verify_access_token(db, ctx.keyring, ctx.settings.issuer, token)
-            granted = str(claims.get("scope", "")).split()
-            if "openid" not in granted:
-                raise InsufficientScope("the access token lacks the openid scope")
-            user = db.get(User, claims.get("sub"))
-            if user is None or user.disabled:
-                raise InvalidToken("the person of this token no longer exists")
+            return verify_access_token(db, ctx.keyring, ctx.settings.issuer, raw)
         except OAuthError as exc:
-            return _challenge(exc)
-        return JSONResponse(
-            {"sub": user.id, **scopes.user_claims(user, granted)}, headers={"Cache-Control": "no-store"}
-        )
+            raise Answer(_challenge(exc)) from None
+
+    def values(self, call: Call[Claims], raw: object, needs: Needs) -> dict[str, str]:
+        return {}
+
+    def relock(self, call: Call[Claims], raw: object) -> Call[Claims]:
+        raise AssertionError("userinfo locks no person: Needs(lock=False)")
+
+    def refused(self, call: Call[Claims], refusal: Refusal) -> Response:
+        raise AssertionError("userinfo spends no per-address limit")
+
+    def failed(self, call: Call[Claims], error: Refused) -> Response:
+        assert isinstance(error, OAuthError)
+        return _challenge(error)
+
+
+def _userinfo(call: Call[Claims]) -> Response:
+    granted = str(call.who.get("scope", "")).split()
+    if "openid" not in granted:
+        raise InsufficientScope("the access token lacks the openid scope")
+    user = call.db.get(User, call.who.get("sub"))
+    if user is None or user.disabled:
+        raise InvalidToken("the person of this token no longer exists")
+    return JSONResponse({"sub": user.id, **scopes.user_claims(user, granted)}, headers={"Cache-Control": "no-store"})
+
+
+userinfo = endpoint(UserinfoSurface(), Needs(lock=False), _userinfo)

@@ -28,7 +28,7 @@ from ..audit import Event
 from ..metrics import DELIVERIES_FAILED
 from ..observability.outages import OutageLog
 from ..security.sealing import OUTBOX, Sealer
-from ..storage import OutboxMessage, changed_rows, now
+from ..storage import OutboxMessage, now, spend_once
 from .email import Email
 from .errors import DeliveryError
 from .sms import Sms
@@ -99,13 +99,9 @@ def _claim(ctx: Context, message_id: str) -> Claimed | None:
     """Only the UPDATE that still finds the message available wins it."""
     stamp = now()
     with ctx.db.begin() as db:
-        result = db.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == message_id, *_available(stamp))
-            .values(claimed_until=stamp + CLAIM_SECONDS)
-            .execution_options(synchronize_session=False)
-        )
-        if changed_rows(result) != 1:
+        if not spend_once(
+            db, OutboxMessage, OutboxMessage.id == message_id, *_available(stamp), claimed_until=stamp + CLAIM_SECONDS
+        ):
             return None
         row = db.get_one(OutboxMessage, message_id)
         assert row.body is not None

@@ -19,7 +19,7 @@ from urllib.parse import unquote_plus
 from joserfc import jws
 from joserfc.errors import JoseError
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from ..security.digests import digests_equal, keyed_digest
 from ..storage import Client, ClientAssertion
@@ -72,17 +72,22 @@ def read_credentials(authorization: str | None, form: Mapping[str, str]) -> Cred
 
 
 class ClientAuthenticator:
-    """Checks credentials against the registered client; an assertion's audience is ``issuer``."""
+    """Checks credentials against the registered client; an assertion's audience is ``issuer``.
 
-    def __init__(self, secret_key: str, issuer: str, jwks: ClientJwks) -> None:
+    An assertion is checked in short sessions of its own before the request's ``db`` is first
+    used: no connection or transaction of the request is held while the client's JWKS is fetched,
+    and its ``jti`` is spent in a transaction committed on its own, so that it stays spent
+    whatever becomes of the request.
+    """
+
+    def __init__(self, secret_key: str, issuer: str, sessions: sessionmaker[Session]) -> None:
         self.secret_key = secret_key
         self.issuer = issuer
-        self.jwks = jwks
+        self.sessions = sessions
+        self.jwks = ClientJwks(sessions)
 
     def authenticate(self, db: Session, credentials: Credentials) -> Client:
-        """The client, or ``InvalidClient``. An assertion's signature is checked before ``db`` is
-        first used, so that no connection or transaction of the request is held while the
-        client's JWKS is fetched."""
+        """The client, or ``InvalidClient``."""
         used_basic = credentials.method == "client_secret_basic"
         if credentials.method == "private_key_jwt":
             return self._authenticate_assertion(db, credentials)
@@ -117,19 +122,19 @@ class ClientAuthenticator:
         if not isinstance(client_id, str) or len(client_id) > 64:
             raise InvalidClient("client_assertion names no client")
         claims = self.jwks.verified_claims(client_id, assertion)
+        self._check_assertion_claims(client_id, claims)
+        try:
+            with self.sessions.begin() as own:
+                own.add(ClientAssertion(client_id=client_id, jti=claims["jti"], expires_at=claims["exp"]))
+        except IntegrityError:
+            raise InvalidClient("this client_assertion was already used") from None
         client = db.get(Client, client_id)
         if client is None or client.token_endpoint_auth_method != "private_key_jwt":
             raise InvalidClient("client authentication failed")
-        self._check_assertion_claims(client, claims)
-        try:
-            with db.begin_nested():
-                db.add(ClientAssertion(client_id=client.id, jti=claims["jti"], expires_at=claims["exp"]))
-        except IntegrityError:
-            raise InvalidClient("this client_assertion was already used") from None
         return client
 
-    def _check_assertion_claims(self, client: Client, claims: dict[str, Any]) -> None:
-        if claims.get("iss") != client.id or claims.get("sub") != client.id:
+    def _check_assertion_claims(self, client_id: str, claims: dict[str, Any]) -> None:
+        if claims.get("iss") != client_id or claims.get("sub") != client_id:
             raise InvalidClient("client_assertion iss and sub must be the client_id")
         # draft-ietf-oauth-rfc7523bis §4, RFC 7523 §3 item 3 case b: the aud claim "MUST use the
         # issuer identifier [RFC8414] of the authorization server as its sole value", and "the

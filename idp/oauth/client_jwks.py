@@ -32,7 +32,7 @@ from joserfc.jwk import KeySet, KeySetSerialization
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..storage import Client, changed_rows, now
+from ..storage import Client, now, spend_once
 from .errors import InvalidClient
 
 log = logging.getLogger("idp.client_jwks")
@@ -115,11 +115,7 @@ class ClientJwks:
         """Whether this request won the client's fetch of this interval; the mark is committed."""
         due = or_(Client.jwks_checked_at.is_(None), Client.jwks_checked_at <= stamp - REFETCH_AFTER)
         with self._sessions.begin() as db:
-            claimed = db.execute(
-                update(Client).where(Client.id == client_id, due).values(jwks_checked_at=stamp),
-                execution_options={"synchronize_session": False},
-            )
-            return changed_rows(claimed) == 1
+            return spend_once(db, Client, Client.id == client_id, due, jwks_checked_at=stamp)
 
     def _store(self, client_id: str, document: dict[str, Any], stamp: int) -> None:
         with self._sessions.begin() as db:

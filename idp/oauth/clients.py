@@ -15,8 +15,9 @@ from ..security.digests import keyed_digest, new_token
 from ..storage import Client, now
 from . import scopes as scope_rules
 from .errors import InvalidScope
+from .grants.registry import GRANTS
 
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+GRANT_TYPES = tuple(GRANTS)
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 DEFAULT_SCOPE = "openid profile email phone offline_access"
 MAX_URI_LENGTH = 2000

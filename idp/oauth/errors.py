@@ -43,6 +43,14 @@ class InvalidGrant(OAuthError):
     error = "invalid_grant"
 
 
+class ReusedGrant(InvalidGrant):
+    """A code or refresh token presented again: the grant it came from was revoked when this was
+    found out (RFC 6749 §4.1.2, RFC 9700 §4.14.2), and that revocation stays although the
+    request is refused."""
+
+    keeps_changes = True
+
+
 class UnauthorizedClient(OAuthError):
     error = "unauthorized_client"
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from . import scopes
 from .client_jwks import ASSERTION_ALGORITHMS
-from .clients import AUTH_METHODS, GRANT_TYPES
+from .clients import AUTH_METHODS
+from .grants.registry import GRANTS
 
 PATHS = {
     "authorization_endpoint": "/authorize",
@@ -28,7 +29,7 @@ def metadata(issuer: str) -> dict[str, Any]:
         "scopes_supported": list(scopes.SUPPORTED),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],
-        "grant_types_supported": list(GRANT_TYPES),
+        "grant_types_supported": list(GRANTS),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": client_auth,

@@ -15,9 +15,8 @@ from sqlalchemy.orm import Session
 
 from ..keys import KeyRing
 from ..security.digests import token_digest
-from ..storage import Client, Grant, RefreshToken, RevokedAccessToken
+from ..storage import Client, Grant, RefreshToken, RevokedAccessToken, revoke_grants
 from .errors import InvalidToken
-from .grants.revocation import revoke_grant
 from .tokens import MAX_TOKEN_LENGTH, decode_signed
 
 Revoker = Callable[[Session, KeyRing, str, Client, str], bool]
@@ -31,7 +30,6 @@ def revoke(db: Session, keyring: KeyRing, issuer: str, client: Client, token: st
         order = (_revoke_refresh_token, _revoke_access_token)
     for attempt in order:
         if attempt(db, keyring, issuer, client, token):
-            db.commit()
             return
 
 
@@ -41,7 +39,7 @@ def _revoke_refresh_token(db: Session, _keyring: KeyRing, _issuer: str, client: 
         return False
     grant = db.get(Grant, row.grant_id)
     if grant is not None and grant.client_id == client.id:
-        revoke_grant(db, grant.id)
+        revoke_grants(db, Grant.id == grant.id)
     return True
 
 

@@ -5,10 +5,12 @@ from .base import Base, now
 from .clients import Client, ClientAssertion
 from .codes import ActionToken, OneTimeCode
 from .database import changed_rows, make_engine, make_sessionmaker
+from .grant_revocation import revoke_grants
 from .grants import AuthorizationCode, AuthorizationRequest, Grant, RefreshToken, RevokedAccessToken
 from .outbox import OutboxMessage
 from .people import PasswordHistory, RecoveryCode, User
 from .sessions import BrowserSession, Consent, PendingSignIn
+from .single_use import spend_once
 
 __all__ = [
     "ActionToken",
@@ -33,4 +35,6 @@ __all__ = [
     "make_engine",
     "make_sessionmaker",
     "now",
+    "revoke_grants",
+    "spend_once",
 ]

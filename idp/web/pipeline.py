@@ -9,7 +9,8 @@ this order and nowhere else:
 1. read the body in the event loop, within limits, so that a slow upload never holds a thread;
 2. hop to the thread pool once, open the request's one transaction;
 3. authenticate the caller (the surface checks CSRF there, for a browser's unsafe request);
-4. spend the declared rate limits, for any unsafe method, before anything else is written;
+4. spend the declared rate limits, for any unsafe method, before anything else is written (a spent
+   one rolls back, and commits only what the surface's answer to it writes);
 5. take the person's row lock for an unsafe method, and make sure the caller still may act;
 6. run the handler;
 7. commit, or for a :class:`~idp.errors.Refused` commit only if the error keeps its changes,
@@ -110,7 +111,8 @@ class Surface(Protocol[Who]):
         ...
 
     def refused(self, call: Call[Who], refusal: Refusal) -> Response:
-        """The answer to a spent rate limit; its audit event is committed."""
+        """The answer to a spent rate limit; what it writes (its audit event) is committed, after
+        the rollback of everything before it."""
         ...
 
     def failed(self, call: Call[Who], error: Refused) -> Response:
@@ -151,7 +153,9 @@ def _serve(surface: Surface[Who], needs: Needs, handler: Handler[Who], request: 
             response = handler(call)
         except Throttled as throttled:
             db.rollback()
-            return surface.refused(call, throttled.refusal)
+            response = surface.refused(call, throttled.refusal)
+            db.commit()
+            return response
         except Answer as answer:
             db.commit()
             return answer.response

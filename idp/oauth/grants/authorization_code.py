@@ -1,9 +1,10 @@
 """The authorization code grant at the token endpoint: RFC 6749 §4.1.3, RFC 7636 §4.6.
 
-A code is spent with one conditional UPDATE, so that of two requests racing with the same code
-exactly one wins. A code presented again revokes everything the first exchange issued
-(RFC 6749 §4.1.2, RFC 9700 §4.5). A code outlives no sign-in session: ending one revokes the
-grants made in it, so its codes must not start new ones afterwards.
+A code is spent once (:func:`~idp.storage.spend_once`), so that of two requests racing with the
+same code exactly one wins. A code presented again revokes everything the first exchange issued
+(RFC 6749 §4.1.2, RFC 9700 §4.5): the refusal says that revocation stays (:class:`ReusedGrant`).
+A code outlives no sign-in session: ending one revokes the grants made in it, so its codes must not
+start new ones afterwards.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from ...security.digests import new_id, token_digest
-from ...storage import AuthorizationCode, BrowserSession, Client, Grant, User, changed_rows, now
-from ..errors import InvalidGrant, InvalidRequest, UnauthorizedClient
+from ...storage import AuthorizationCode, BrowserSession, Client, Grant, User, now, revoke_grants, spend_once
+from ..errors import InvalidGrant, InvalidRequest, ReusedGrant, UnauthorizedClient
 from .issuance import TokenIssuer
-from .revocation import revoke_grant
 
 GRANT_TYPE = "authorization_code"
 _VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
@@ -33,7 +32,7 @@ def s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def exchange(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
     if GRANT_TYPE not in client.grant_types:
         raise UnauthorizedClient("this client may not use the authorization code grant")
     code = form.get("code")
@@ -45,7 +44,7 @@ def exchange(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str
     if row is None or row.client_id != client.id:
         raise InvalidGrant("the code is invalid")
     if row.used_at is not None:
-        _revoke_first_use(db, row)
+        raise _reused(db, row)
     if row.expires_at <= now():
         raise InvalidGrant("the code has expired")
     if form["redirect_uri"] != row.redirect_uri:
@@ -54,18 +53,16 @@ def exchange(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str
     _check_session_alive(db, row)
 
     grant_id = new_id()
-    spent = changed_rows(
-        db.execute(
-            update(AuthorizationCode)
-            .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
-            .values(used_at=now(), grant_id=grant_id)
-        )
-    )
-    if spent != 1:
-        db.rollback()
-        row = db.get(AuthorizationCode, row.code_hash)
-        assert row is not None
-        _revoke_first_use(db, row)
+    if not spend_once(
+        db,
+        AuthorizationCode,
+        AuthorizationCode.code_hash == row.code_hash,
+        AuthorizationCode.used_at.is_(None),
+        used_at=now(),
+        grant_id=grant_id,
+    ):
+        db.refresh(row)
+        raise _reused(db, row)
 
     user = db.get(User, row.user_id)
     if user is None or user.disabled:
@@ -83,16 +80,13 @@ def exchange(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str
     )
     db.add(grant)
     db.flush()
-    response = issuer.for_user(db, client=client, user=user, grant=grant, scope=scope, nonce=row.nonce)
-    db.commit()
-    return response
+    return issuer.for_user(db, client=client, user=user, grant=grant, scope=scope, nonce=row.nonce)
 
 
-def _revoke_first_use(db: Session, row: AuthorizationCode) -> None:
-    if row.grant_id is not None:
-        revoke_grant(db, row.grant_id)
-        db.commit()
-    raise InvalidGrant("the code was already used")
+def _reused(db: Session, row: AuthorizationCode) -> ReusedGrant:
+    """Revoke what the code's first exchange issued; ``row`` is as its winner committed it."""
+    revoke_grants(db, Grant.id == row.grant_id)
+    return ReusedGrant("the code was already used")
 
 
 def _check_session_alive(db: Session, row: AuthorizationCode) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from ...storage import Client
 from .. import scopes as scope_rules
 from ..errors import InvalidScope, UnauthorizedClient
@@ -13,7 +15,7 @@ from .issuance import TokenIssuer
 GRANT_TYPE = "client_credentials"
 
 
-def issue(issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+def issue(_db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
     if GRANT_TYPE not in client.grant_types or client.is_public:
         raise UnauthorizedClient("this client may not use the client credentials grant")
     allowed = client.scopes - scope_rules.USER_ONLY

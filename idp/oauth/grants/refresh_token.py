@@ -1,7 +1,8 @@
 """The refresh token grant: RFC 6749 §6, rotated on every use (RFC 9700 §4.14.2).
 
-A token is spent with one conditional UPDATE; presenting a spent token again, or losing a race
-for it, is taken as theft and revokes the whole family.
+A token is spent once (:func:`~idp.storage.spend_once`); presenting a spent token again, or losing
+a race for it, is taken as theft and revokes the whole family, which stays revoked although the
+request is refused (:class:`ReusedGrant`).
 """
 
 from __future__ import annotations
@@ -9,20 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from ...security.digests import token_digest
-from ...storage import Client, Grant, RefreshToken, User, changed_rows, now
+from ...storage import Client, Grant, RefreshToken, User, now, revoke_grants, spend_once
 from .. import scopes as scope_rules
-from ..errors import InvalidGrant, InvalidRequest, InvalidScope, UnauthorizedClient
+from ..errors import InvalidGrant, InvalidRequest, InvalidScope, ReusedGrant, UnauthorizedClient
 from .issuance import TokenIssuer
-from .revocation import revoke_grant
 
 GRANT_TYPE = "refresh_token"
 
 
-def refresh(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
     if GRANT_TYPE not in client.grant_types:
         raise UnauthorizedClient("this client may not use refresh tokens")
     presented = form.get("refresh_token")
@@ -35,7 +34,7 @@ def refresh(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str,
     if grant.revoked_at is not None:
         raise InvalidGrant("the refresh token was revoked")
     if row.used_at is not None:
-        _revoke_family(db, grant)
+        raise _reused(db, grant)
     if row.expires_at <= now():
         raise InvalidGrant("the refresh token has expired")
 
@@ -44,26 +43,17 @@ def refresh(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str,
     if not requested or not set(requested) <= set(kept_scope):
         raise InvalidScope("the scope may only narrow what was granted")
 
-    spent = changed_rows(
-        db.execute(
-            update(RefreshToken)
-            .where(RefreshToken.token_hash == row.token_hash, RefreshToken.used_at.is_(None))
-            .values(used_at=now())
-        )
-    )
-    if spent != 1:
-        db.rollback()
-        _revoke_family(db, grant)
+    if not spend_once(
+        db, RefreshToken, RefreshToken.token_hash == row.token_hash, RefreshToken.used_at.is_(None), used_at=now()
+    ):
+        raise _reused(db, grant)
 
     user = db.get(User, grant.user_id)
     if user is None or user.disabled:
         raise InvalidGrant("the person of this grant can no longer sign in")
-    response = issuer.for_user(db, client=client, user=user, grant=grant, scope=requested, refresh_scope=kept_scope)
-    db.commit()
-    return response
+    return issuer.for_user(db, client=client, user=user, grant=grant, scope=requested, refresh_scope=kept_scope)
 
 
-def _revoke_family(db: Session, grant: Grant) -> None:
-    revoke_grant(db, grant.id)
-    db.commit()
-    raise InvalidGrant("the refresh token was already used; every token of its family is now revoked")
+def _reused(db: Session, grant: Grant) -> ReusedGrant:
+    revoke_grants(db, Grant.id == grant.id)
+    return ReusedGrant("the refresh token was already used; every token of its family is now revoked")
