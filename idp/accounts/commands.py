@@ -3,11 +3,15 @@
 The hosted pages, the account API and any surface to come call these and nothing else for them:
 each command calls the services, writes its audit events in the caller's transaction, and raises
 an :class:`~.errors.AccountError` that says itself whether its changes are kept. The surface
-authenticates, takes the person's row lock, commits, and puts the answer into its own words.
+authenticates, takes the person's row lock, commits, and puts the answer into its own words. A
+command whose work is slow (hashing a new password) is given the lock to take itself once that
+work is done: a function that locks the row and gives the actor as it stands then, or raises when
+it may no longer act.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,9 +129,12 @@ def end_other_sessions(ctx: Context, db: Session, actor: Actor) -> OthersEnded:
     return ended
 
 
-def change_password(ctx: Context, db: Session, actor: Actor, current_password: str, new_password: str) -> int:
+def change_password(
+    ctx: Context, db: Session, actor: Actor, current_password: str, new_password: str, lock: Callable[[], Actor]
+) -> int:
     """Every other session ends and every grant not made in the actor's session is revoked;
-    returns how many sessions ended."""
+    returns how many sessions ended. ``lock`` takes the person's row lock once the passwords are
+    checked and hashed (:mod:`.recovery`)."""
     return change_password_service(
         db,
         ctx.settings,
@@ -136,6 +143,7 @@ def change_password(ctx: Context, db: Session, actor: Actor, current_password: s
         current_password,
         new_password,
         actor.session_id,
+        lambda: lock().user,
         ip=actor.ip,
         user_agent=actor.user_agent,
     )
@@ -179,11 +187,14 @@ def send_password_code(ctx: Context, db: Session, actor: Actor) -> str:
     return email
 
 
-def set_password(ctx: Context, db: Session, actor: Actor, code: str, password: str) -> int:
+def set_password(ctx: Context, db: Session, actor: Actor, code: str, password: str, lock: Callable[[], Actor]) -> int:
     """A first password, with the emailed code; returns how many other sessions ended. A password
-    the policy refuses leaves the code usable."""
+    the policy refuses leaves the code usable. ``lock`` takes the person's row lock once the
+    password is checked and hashed (:mod:`.first_password`)."""
     try:
-        ended = first_password.set_first_password(ctx, db, actor.user, code, password, actor.session_id)
+        ended = first_password.set_first_password(
+            ctx, db, actor.user, code, password, actor.session_id, lambda: lock().user
+        )
     except first_password.WrongCode:
         actor.record(db, Event.PASSWORD_SET, "failure", reason="wrong_code")
         raise

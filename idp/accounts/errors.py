@@ -40,6 +40,7 @@ class Code(StrEnum):
     PASSWORD_ALREADY_SET = "password-already-set"
     NO_VERIFIED_EMAIL = "no-verified-email"
     SESSION_NOT_FOUND = "session-not-found"
+    ACCOUNT_CHANGED = "account-changed"
 
 
 class AccountError(Refused):
@@ -75,3 +76,11 @@ class NoPendingPhone(AccountError):
     """No number waits for its code."""
 
     code = Code.NO_PENDING_PHONE
+
+
+class AccountChanged(AccountError):
+    """What a change was checked against (the password, its history) changed before the change
+    could be made: the slow checks run before the person's row is locked, and another request got
+    the lock first. Nothing is written; trying again checks against the account as it is now."""
+
+    code = Code.ACCOUNT_CHANGED

@@ -11,15 +11,19 @@ stops.
 A right password is noted as the person's latest confirmation (:mod:`.confirmation`); a recent
 sign-in standing in for it is not, since a stolen session carries it too.
 
-The person's row is locked first (:func:`~.users.lock_user`), so the check reads the account as it
-is now (a reset a moment ago may have changed the password or ended the lock), and the change that
-follows happens under the same lock.
+:func:`reauthenticate` locks the person's row first (:func:`~.users.lock_user`), so the check reads
+the account as it is now (a reset a moment ago may have changed the password or ended the lock),
+and the change that follows happens under the same lock. A change whose own work is slow (a new
+password: hashing, the breach check) calls :func:`prove` before it takes the lock instead, and once
+it holds the lock makes sure the password it proved is still the person's
+(:func:`~.password_policy.apply_password`).
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..settings import Settings
@@ -110,10 +114,26 @@ def reauthenticate(
         return
     if user.password_hash is None and recent_sign_in is not RecentSignIn.NEVER:
         raise SignInTooOld
+    prove(db, settings, secret_key, user, password)
+    confirm_identity(user)
+
+
+def prove(db: Session, settings: Settings, secret_key: str, user: User, password: str) -> None:
+    """Return if ``password`` is the person's as ``user`` was read; raise a
+    :class:`NotReauthenticated` otherwise. Writes nothing on success, so it needs no lock: the
+    caller notes the confirmation (:func:`~.confirmation.confirm_identity`) once it holds one.
+
+    A wrong password is counted by one atomic increment (:func:`~.authentication.count_failure`),
+    exact however many guesses run at once; one that finds the account locked meanwhile by another
+    is answered as a locked account, as it would have been a moment later.
+    """
     if user.locked_until is not None and user.locked_until > now():
         raise AccountLocked(user.locked_until)
     if verify_password(user.password_hash, password[:MAX_PASSWORD_INPUT]):
-        confirm_identity(user)
         return
-    count_failure(db, settings, secret_key, user)
+    if count_failure(db, settings, secret_key, user):
+        raise WrongPassword
+    locked_until = db.scalar(select(User.locked_until).where(User.id == user.id))
+    if locked_until is not None and locked_until > now():
+        raise AccountLocked(locked_until)
     raise WrongPassword

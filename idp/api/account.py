@@ -130,12 +130,14 @@ def end_other_sessions(call: Holder) -> Response:
     return _json({"ended": len(ended.sessions), "phone_removed": ended.phone_removed})
 
 
-@operation(Needs(PASSWORD_FIELDS, limits=(Limit.SIGN_IN,)))
+@operation(Needs(PASSWORD_FIELDS, limits=(Limit.SIGN_IN,), lock=False))
 def change_password(call: Holder) -> Response:
     """Every session but the token's ends, and every grant not made in it is revoked. Each try
     spends the per-address budget for password guesses: the lockout alone would let a stolen
-    token hash passwords (and lock the person out) without end."""
-    commands.change_password(call.ctx, call.db, call.who, call.values["current_password"], call.values["password"])
+    token hash passwords (and lock the person out) without end. The command takes the person's
+    lock once the hashing is done."""
+    values = call.values
+    commands.change_password(call.ctx, call.db, call.who, values["current_password"], values["password"], call.lock)
     return Response(status_code=204)
 
 
@@ -177,10 +179,11 @@ def send_password_code(call: Holder) -> Response:
     return _json({"email": email, "expires_in": call.ctx.settings.otp_ttl}, status_code=202)
 
 
-@operation(Needs(SET_PASSWORD_FIELDS, limits=(Limit.VERIFICATION,)))
+@operation(Needs(SET_PASSWORD_FIELDS, limits=(Limit.VERIFICATION,), lock=False))
 def set_password(call: Holder) -> Response:
-    """A password the policy refuses leaves the code usable for another try."""
-    commands.set_password(call.ctx, call.db, call.who, call.values["code"], call.values["password"])
+    """A password the policy refuses leaves the code usable for another try. The command takes the
+    person's lock once the hashing is done."""
+    commands.set_password(call.ctx, call.db, call.who, call.values["code"], call.values["password"], call.lock)
     return Response(status_code=204)
 
 

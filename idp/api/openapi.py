@@ -273,6 +273,9 @@ def document(issuer: str) -> dict[str, Any]:
                             "`wrong-password`; `account-locked`: wrong passwords locked the account, and no "
                             "password is checked until the lock ends; or as for any operation."
                         ),
+                        "409": _problem(
+                            "`account-changed`: the password changed while the new one was checked; try again."
+                        ),
                         "422": _problem("`invalid-body`, or `password-rejected`: `detail` says which rule."),
                         "429": _problem("`rate-limited`: too many password tries from this address.", RETRY_AFTER),
                     },
@@ -355,7 +358,10 @@ def document(issuer: str) -> dict[str, Any]:
                     "Set a first password with the emailed code",
                     {
                         "204": {"description": "Set; every other session ended and its grants revoked."},
-                        "409": _problem("`password-already-set`, or `no-verified-email`."),
+                        "409": _problem(
+                            "`password-already-set`, `no-verified-email`, or `account-changed`: the account "
+                            "changed while the password was checked; try again."
+                        ),
                         "422": _problem(
                             "`invalid-body`; `wrong-code` (three wrong tries spend the code); or `password-rejected` "
                             "(the code stays usable)."

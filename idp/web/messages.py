@@ -67,6 +67,9 @@ SENTENCES: dict[tuple[Code, str], str] = {
         "Add and verify an email address first: the code to set a password goes there."
     ),
     (Code.SESSION_NOT_FOUND, "session-not-found"): "There is no such session.",
+    (Code.ACCOUNT_CHANGED, "account-changed"): (
+        "Your account changed while we were checking this, perhaps from another window. Please try again."
+    ),
 }
 
 
