@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 from ..oauth import scopes
 from ..oauth.authorization import deny, issue_code, load_pending, needs_sign_in, record_consent
 from ..oauth.errors import BadAuthorizationTarget
+from ..sso import note_use
 from ..web.browser import current_session
 from ..web.rendering import authorization_response, error_page, render
 from ..web.request import context
@@ -29,6 +30,7 @@ def consent(request: Request, form: dict[str, str]) -> Response:
         if needs_sign_in(params, active, pending):
             return RedirectResponse(f"/login?{urlencode({'request': pending.id})}", status_code=303)
         assert active is not None
+        note_use(db, active.session)
         if request.method != "POST":
             return render(
                 request,

@@ -23,7 +23,7 @@ from ..accounts.reauthentication import NotReauthenticated, RecentSignIn, reauth
 from ..accounts.second_factor import SecondFactorError
 from ..audit import Event
 from ..security.rate_limits import Limit
-from ..sso import ActiveSession
+from ..sso import ActiveSession, note_use
 from ..web.browser import current_session
 from ..web.messages import message
 from ..web.rendering import render
@@ -80,6 +80,7 @@ def _signed_in(request: Request, handler: Handler, form: dict[str, str]) -> Resp
                 return _overview(request, db, active, error=EXPIRED_FORM, status_code=400)
             if not lock_person(db, active.user.id, active.session.id):
                 return RedirectResponse("/login", status_code=303)
+        note_use(db, active.session)
         response = handler(request, db, active, form)
         db.commit()
         return response
