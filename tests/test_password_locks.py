@@ -1,7 +1,8 @@
 """Setting a password does its slow work before it takes the person's row lock: checking the current
 password, the history and the breach list, and hashing the new one. Held meanwhile, the lock would
 queue every other action on the account (a reset, a sign-in code, a second browser) behind seconds
-of argon2 and a call to Pwned Passwords.
+of argon2 and a call to Pwned Passwords. Asking for a new email address or phone number checks the
+current password before the lock too.
 
 The breach check goes to a stub of the range API that holds the first request until the test lets
 it go; while it is held, the test locks the person's row itself, without waiting, from a connection
@@ -24,15 +25,17 @@ from sqlalchemy.exc import OperationalError
 from starlette.testclient import TestClient
 
 from idp.accounts import first_password, otp, password_policy, reauthentication, recovery
+from idp.accounts.passwords import hash_password
 from idp.app import create_app
 from idp.context import Context
-from idp.storage import AuditEvent, OutboxMessage, User
+from idp.storage import ActionToken, AuditEvent, OneTimeCode, OutboxMessage, User
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
 from .flows import tokens_for
 from .services import QuietHandler, http_server
-from .test_account import sign_in
+from .test_account import post_form, random_phone, sign_in
 from .test_account_api import assert_problem, bearer
+from .test_account_email import new_address
 from .test_account_races import (
     NEW_PASSWORD,
     OTHER_PASSWORD,
@@ -133,6 +136,8 @@ class Argon2Watch:
 
     person_id: str = ""
     lockable: list[bool] = field(default_factory=list)
+    meanwhile: Callable[[], None] | None = None
+    """Run at the first call, as another request would."""
 
 
 @pytest.fixture
@@ -142,6 +147,9 @@ def argon2(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Argon2Watch:
     def watched(real: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any) -> Any:
             watch.lockable.append(person_lockable(ctx, watch.person_id))
+            if watch.meanwhile is not None:
+                watch.meanwhile, meanwhile = None, watch.meanwhile
+                meanwhile()
             return real(*args)
 
         return call
@@ -223,6 +231,77 @@ def test_argon2_and_the_breach_check_run_without_the_persons_lock(
     assert during_breach_check == [True], "the breach check ran under the person's lock"
     assert argon2.lockable and all(argon2.lockable), argon2.lockable
     assert password_is(ctx, person_id, NEW_PASSWORD)
+
+
+Ask = Callable[[TestClient, str], httpx.Response]
+"""Asking, with the current password, for a change the person's row lock guards."""
+
+
+def ask_email_on_the_page(browser: TestClient, token: str) -> httpx.Response:
+    return post_form(
+        browser, "/account/email", form_page="/account/email", email=new_address(), current_password=PASSWORD
+    )
+
+
+def ask_email_by_api(browser: TestClient, token: str) -> httpx.Response:
+    body = {"email": new_address(), "current_password": PASSWORD}
+    return browser.post("/api/account/email", headers=bearer(token), json=body)
+
+
+def ask_phone_on_the_page(browser: TestClient, token: str) -> httpx.Response:
+    return post_form(browser, "/account/phone", phone=random_phone(), current_password=PASSWORD)
+
+
+def ask_phone_by_api(browser: TestClient, token: str) -> httpx.Response:
+    body = {"phone": random_phone(), "current_password": PASSWORD}
+    return browser.post("/api/account/phone", headers=bearer(token), json=body)
+
+
+ASKS = [ask_email_on_the_page, ask_email_by_api, ask_phone_on_the_page, ask_phone_by_api]
+
+
+def asking(ctx: Context, make_user: Any, make_client: Any, browsers: Any) -> tuple[str, TestClient, str]:
+    """A person signed in in a browser, and an access token of theirs for the account API."""
+    person = make_user()
+    browser = browsers()
+    token = tokens_for(browser, make_client(first_party=True), person)["access_token"]
+    return person.id, browser, token
+
+
+@pytest.mark.parametrize("ask", ASKS)
+def test_the_current_password_is_checked_without_the_persons_lock(ask, ctx, make_user, make_client, browsers, argon2):
+    argon2.person_id, browser, token = asking(ctx, make_user, make_client, browsers)
+    answer = ask(browser, token)
+    assert answer.status_code in (202, 303), answer.text
+    assert argon2.lockable == [True]
+
+
+@pytest.mark.parametrize("ask", ASKS)
+def test_a_password_changed_while_the_current_one_is_checked_refuses_the_change(
+    ask, ctx, make_user, make_client, browsers, argon2
+):
+    """Checked against a password that is no longer the person's: nothing is sent, try again."""
+    person_id, browser, token = asking(ctx, make_user, make_client, browsers)
+    argon2.person_id = person_id
+
+    other_hash = hash_password(OTHER_PASSWORD)
+
+    def change_it() -> None:
+        with ctx.db.begin() as db:
+            db.execute(update(User).where(User.id == person_id).values(password_hash=other_hash))
+
+    argon2.meanwhile = change_it
+    answer = ask(browser, token)
+    assert answer.status_code == 409, answer.text
+    if answer.headers["content-type"].startswith("application/problem+json"):
+        assert_problem(answer, 409, "account-changed")
+    else:
+        assert CHANGED in answer.text
+    with ctx.db() as db:
+        codes = db.scalars(select(OneTimeCode.id).where(OneTimeCode.user_id == person_id))
+        links = db.scalars(select(ActionToken.token_hash).where(ActionToken.user_id == person_id))
+        assert list(codes) == [] and list(links) == []
+    assert password_is(ctx, person_id, OTHER_PASSWORD)
 
 
 def other_tab(checking: Callable[[], TestClient], browser: TestClient) -> TestClient:

@@ -25,7 +25,7 @@ from . import email_change, first_password, profile
 from .codes_vocabulary import Channel
 from .errors import NoPendingPhone, SessionNotFound
 from .profile import OthersEnded
-from .reauthentication import NotReauthenticated, RecentSignIn, reauthenticate
+from .reauthentication import NotReauthenticated, RecentSignIn, confirm, prove
 from .recovery import change_password as change_password_service
 
 
@@ -60,12 +60,17 @@ def update_name(db: Session, actor: Actor, name: str) -> None:
     actor.record(db, Event.PROFILE_UPDATED, "success", fields=["name"])
 
 
-def add_phone(ctx: Context, db: Session, actor: Actor, raw_phone: str, current_password: str) -> str:
+def add_phone(
+    ctx: Context, db: Session, actor: Actor, raw_phone: str, current_password: str, lock: Callable[[], Actor]
+) -> str:
     """Send a code to the number, once the person showed it is them; returns it as E.164. The
-    number becomes theirs only when the code comes back (:func:`verify_phone`)."""
+    number becomes theirs only when the code comes back (:func:`verify_phone`). ``lock`` takes the
+    person's row lock once the password is checked."""
     purpose = profile.VERIFY_PHONE
     try:
-        phone = profile.start_phone_verification(ctx, db, actor.user, raw_phone, current_password, actor.auth_time)
+        phone = profile.start_phone_verification(
+            ctx, db, actor.user, raw_phone, current_password, actor.auth_time, lambda: lock().user
+        )
     except NotReauthenticated as exc:
         actor.record(db, Event.CODE_SENT, "failure", channel=Channel.SMS, purpose=purpose, reason=exc.reason)
         raise
@@ -149,13 +154,16 @@ def change_password(
     )
 
 
-def change_email(ctx: Context, db: Session, actor: Actor, raw_email: str, current_password: str) -> str:
+def change_email(
+    ctx: Context, db: Session, actor: Actor, raw_email: str, current_password: str, lock: Callable[[], Actor]
+) -> str:
     """A link goes to the new address, or its owner is told when another account has it: the same
-    answer either way. The address changes only when the link is followed."""
+    answer either way. The address changes only when the link is followed. ``lock`` takes the
+    person's row lock once the password is checked."""
     event = email_change.REQUEST_EVENT
     email = email_change.parse(actor.user, raw_email)
     try:
-        reauthenticate(
+        proof = prove(
             db,
             ctx.settings,
             ctx.secret_key,
@@ -167,8 +175,10 @@ def change_email(ctx: Context, db: Session, actor: Actor, raw_email: str, curren
     except NotReauthenticated as exc:
         actor.record(db, event, "failure", reason=exc.reason)
         raise
+    user = lock().user
+    confirm(user, proof)
     try:
-        requested = email_change.request_change(ctx, db, actor.user, email)
+        requested = email_change.request_change(ctx, db, user, email)
     except email_change.TooManyRequests:
         actor.record(db, event, "failure", recipient=mask(email), reason="rate_limited")
         raise

@@ -16,7 +16,7 @@ an account whose address was never proven is the first proof of it, and takes th
 from whoever registered it (:mod:`.reclaim`): their phone, second factor and name go too. A change
 by a signed-in person ends every session but the one making the change.
 
-A signed-in person changing the password gives the current one (:func:`.reauthentication.prove`):
+A signed-in person changing the password gives the current one (:mod:`.reauthentication`):
 a wrong one counts toward the lockout, and while the account is locked none is checked at all.
 
 Both do their slow work first, without the person's row lock: checking the current password, the
@@ -50,7 +50,7 @@ from .codes_vocabulary import Purpose
 from .confirmation import confirm_identity, drop_unconfirmed_phone
 from .errors import AccountChanged
 from .password_policy import apply_password, prepare_password
-from .reauthentication import AccountLocked, NotReauthenticated, prove
+from .reauthentication import AccountLocked, NotReauthenticated, confirm, prove
 from .reclaim import take_back
 from .users import normalize_email
 
@@ -203,15 +203,15 @@ def change_password(
     changed).
     """
     try:
-        prove(db, settings, secret_key, user, current_password)
+        proof = prove(db, settings, secret_key, user, current_password)
     except NotReauthenticated as exc:
         reason = "account_locked" if isinstance(exc, AccountLocked) else "wrong_current_password"
         _refused(db, user, reason, ip, user_agent)
         raise
     new = prepare_password(db, settings, user, new_password)
     user = lock()
+    confirm(user, proof)
     apply_password(db, user, new)
-    confirm_identity(user)
     ended = sign_out_everywhere(db, user.id, keep_session_id=keep_session_id)
     notify_password_changed(db, settings, secret_key, user)
     audit.record(

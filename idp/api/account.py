@@ -141,12 +141,14 @@ def change_password(call: Holder) -> Response:
     return Response(status_code=204)
 
 
-@operation(Needs(PHONE_FIELDS, limits=(Limit.VERIFICATION,)))
+@operation(Needs(PHONE_FIELDS, limits=(Limit.VERIFICATION,), lock=False))
 def add_phone(call: Holder) -> Response:
     """Send a code to the number once the person gave their current password (an account without
-    one: signed in a few minutes ago); it becomes the person's once the code comes back."""
+    one: signed in a few minutes ago); it becomes the person's once the code comes back. The
+    command takes the person's lock once the password is checked."""
     values = call.values
-    phone = commands.add_phone(call.ctx, call.db, call.who, values["phone"], values.get("current_password", ""))
+    password = values.get("current_password", "")
+    phone = commands.add_phone(call.ctx, call.db, call.who, values["phone"], password, call.lock)
     return _json({"phone": phone, "expires_in": call.ctx.settings.otp_ttl}, status_code=202)
 
 
@@ -163,12 +165,14 @@ def remove_phone(call: Holder) -> Response:
     return _json(_profile(call.who.user))
 
 
-@operation(Needs(EMAIL_FIELDS, limits=(Limit.VERIFICATION,)))
+@operation(Needs(EMAIL_FIELDS, limits=(Limit.VERIFICATION,), lock=False))
 def change_email(call: Holder) -> Response:
     """A link goes to the new address, or its owner is told when another account has it; the same
-    answer either way. The address changes only when the link is followed."""
+    answer either way. The address changes only when the link is followed. The command takes the
+    person's lock once the password is checked."""
     values = call.values
-    email = commands.change_email(call.ctx, call.db, call.who, values["email"], values.get("current_password", ""))
+    password = values.get("current_password", "")
+    email = commands.change_email(call.ctx, call.db, call.who, values["email"], password, call.lock)
     return _json({"email": email, "expires_in": email_change.LINK_LIFETIME}, status_code=202)
 
 

@@ -293,6 +293,9 @@ def document(issuer: str) -> dict[str, Any]:
                             "password is checked until the lock ends; `sign-in-required`: the account has no "
                             "password and the person signed in more than five minutes ago; or as for any operation."
                         ),
+                        "409": _problem(
+                            "`account-changed`: the password changed while the one given was checked; try again."
+                        ),
                         "422": _problem("`invalid-body`, or `invalid-email` (not an address, or the current one)."),
                         "429": _problem("`too-many-emails`, or `rate-limited`.", RETRY_AFTER),
                     },
@@ -316,7 +319,10 @@ def document(issuer: str) -> dict[str, Any]:
                             "password is checked until the lock ends; `sign-in-required`: the account has no "
                             "password and the person signed in more than five minutes ago; or as for any operation."
                         ),
-                        "409": _problem("`phone-needed`: SMS is the second factor, so its number cannot be replaced."),
+                        "409": _problem(
+                            "`phone-needed`: SMS is the second factor, so its number cannot be replaced; or "
+                            "`account-changed`: the password changed while the one given was checked, try again."
+                        ),
                         "422": _problem("`invalid-body`, or `invalid-phone`."),
                         "429": _problem("`too-many-codes`, or `rate-limited`.", RETRY_AFTER),
                     },

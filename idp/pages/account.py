@@ -100,12 +100,14 @@ def update_name(call: Person) -> Response:
     return done("name")
 
 
-@signed_in(PHONE, CODES)
+@signed_in(PHONE, Needs(limits=(Limit.VERIFICATION,), lock=False))
 def add_phone(call: Person) -> Response:
     """Send a code to the new number once the person gave their current password (an account
-    without one: signed in a few minutes ago); the number is stored only once the code comes back."""
+    without one: signed in a few minutes ago); the number is stored only once the code comes back.
+    The command takes the person's lock once the password is checked."""
     values = call.values
-    commands.add_phone(call.ctx, call.db, call.who, values.get("phone", ""), values.get("current_password", ""))
+    phone, password = values.get("phone", ""), values.get("current_password", "")
+    commands.add_phone(call.ctx, call.db, call.who, phone, password, call.lock)
     return RedirectResponse("/account/phone/verify", status_code=303)
 
 
