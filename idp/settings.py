@@ -66,6 +66,9 @@ class Settings:
     rate_limit_verification: str = "10/hour"
     rate_limit_token: str = "600/minute"
     rate_limit_authorize: str = "120/minute"
+    rate_limit_registration_address: str = "3 per 2 minutes"
+    rate_limit_verification_address: str = "3 per 2 minutes"
+    rate_limit_email_change_address: str = "3 per 2 minutes"
     rate_limit_ipv6_prefix: int = 64
     access_token_ttl: int = 900
     refresh_token_ttl: int = 1_209_600
@@ -220,6 +223,15 @@ class Settings:
             rate_limit_verification=rate("IDP_RATE_LIMIT_VERIFICATION", cls.rate_limit_verification),
             rate_limit_token=rate("IDP_RATE_LIMIT_TOKEN", cls.rate_limit_token),
             rate_limit_authorize=rate("IDP_RATE_LIMIT_AUTHORIZE", cls.rate_limit_authorize),
+            rate_limit_registration_address=rate(
+                "IDP_RATE_LIMIT_REGISTRATION_ADDRESS", cls.rate_limit_registration_address
+            ),
+            rate_limit_verification_address=rate(
+                "IDP_RATE_LIMIT_VERIFICATION_ADDRESS", cls.rate_limit_verification_address
+            ),
+            rate_limit_email_change_address=rate(
+                "IDP_RATE_LIMIT_EMAIL_CHANGE_ADDRESS", cls.rate_limit_email_change_address
+            ),
             rate_limit_ipv6_prefix=number("IDP_RATE_LIMIT_IPV6_PREFIX", cls.rate_limit_ipv6_prefix, 32, 128),
             access_token_ttl=number("IDP_ACCESS_TOKEN_TTL", cls.access_token_ttl, 60, 86_400),
             refresh_token_ttl=number("IDP_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, 300, 31_536_000),

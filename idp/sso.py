@@ -64,9 +64,7 @@ def start_session(
 def find_session(db: Session, cookie: str | None, *, idle_timeout: int | None) -> ActiveSession | None:
     """The live session the cookie names, unless nobody used it for ``idle_timeout`` seconds.
 
-    Use is noted at most once every ``LAST_SEEN_RESOLUTION`` seconds, so that a browser's every
-    request is not a write; a session in use therefore looks up to that much older than it is,
-    which an idle timeout of minutes absorbs.
+    Only a lookup: a request served to the session's person notes its use (:func:`note_use`).
     """
     if not cookie or len(cookie) > 100:
         return None
@@ -86,9 +84,21 @@ def find_session(db: Session, cookie: str | None, *, idle_timeout: int | None) -
     session, user = row
     if idle_timeout is not None and stamp - session.last_seen_at >= idle_timeout:
         return None
+    return ActiveSession(session=session, user=user)
+
+
+def note_use(db: Session, session: BrowserSession) -> None:
+    """Note that a request was served in ``session``: what its idle timeout and the person's list of
+    sessions go by.
+
+    At most once every ``LAST_SEEN_RESOLUTION`` seconds, so that a browser's every request is not a
+    write; a session in use therefore looks up to that much older than it is, which an idle timeout
+    of minutes absorbs. The write is the session row's: a request that takes the person's row lock
+    notes its use after that, as everything that ends sessions locks the person first.
+    """
+    stamp = now()
     if stamp - session.last_seen_at >= LAST_SEEN_RESOLUTION:
         session.last_seen_at = stamp
-    return ActiveSession(session=session, user=user)
 
 
 def end_session(db: Session, session_id: str) -> None:

@@ -7,6 +7,7 @@ the SMTP backend against an aiosmtpd sink, and a relying app holding a refresh t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -29,7 +30,7 @@ from starlette.testclient import TestClient
 from idp.accounts import reauthentication, recovery
 from idp.accounts.password_policy import PasswordRejected
 from idp.accounts.passwords import verify_password
-from idp.accounts.users import create_user, disable_user
+from idp.accounts.users import create_user, disable_user, lock_user
 from idp.context import Context
 from idp.messaging import outbox
 from idp.messaging.email import Email
@@ -650,8 +651,9 @@ def change(ctx: Context, user_id: str, current: str, new: str, keep: str | None)
     with ctx.db() as db:
         user = db.get_one(User, user_id)
         try:
+            lock = functools.partial(lock_user, db, user_id)
             return recovery.change_password(
-                db, ctx.settings, ctx.secret_key, user, current, new, keep, ip="192.0.2.7", user_agent="pytest"
+                db, ctx.settings, ctx.secret_key, user, current, new, keep, lock, ip="192.0.2.7", user_agent="pytest"
             )
         finally:
             db.commit()

@@ -54,6 +54,9 @@ LIMITS = (
     "IDP_RATE_LIMIT_VERIFICATION",
     "IDP_RATE_LIMIT_TOKEN",
     "IDP_RATE_LIMIT_AUTHORIZE",
+    "IDP_RATE_LIMIT_REGISTRATION_ADDRESS",
+    "IDP_RATE_LIMIT_VERIFICATION_ADDRESS",
+    "IDP_RATE_LIMIT_EMAIL_CHANGE_ADDRESS",
 )
 _ALERT = re.compile(r'<[^>]*role="alert"[^>]*>(.*?)</', re.DOTALL)
 
@@ -185,6 +188,11 @@ def test_defaults_are_the_issues():
         settings.rate_limit_token,
         settings.rate_limit_authorize,
     ) == ("5/hour", "25/hour", "10/hour", "5/hour", "10/hour", "600/minute", "120/minute")
+    assert (
+        settings.rate_limit_registration_address,
+        settings.rate_limit_verification_address,
+        settings.rate_limit_email_change_address,
+    ) == ("3 per 2 minutes",) * 3
 
 
 @pytest.mark.parametrize("name", LIMITS)

@@ -11,10 +11,13 @@ from sqlalchemy import update
 from starlette.testclient import TestClient
 
 from idp.app import create_app
+from idp.sso import find_session
 from idp.storage import BrowserSession, now
+from idp.web.browser import SESSION_COOKIE
 
 from .conftest import TEST_ISSUER, make_settings
 from .flows import assert_signed_in, authorize_params, pkce_pair, post_login, query_of, sign_in, tokens_for
+from .test_account import post_form
 
 IDLE_TTL = 900
 
@@ -95,6 +98,36 @@ def test_use_writes_the_last_use_at_most_once_a_minute(browser, make_user):
     seen = _last_seen(browser, session_id)
     assert browser.get("/account").status_code == 200
     assert _last_seen(browser, session_id) == seen
+
+
+def test_finding_a_session_writes_nothing_and_each_request_served_in_it_notes_its_use(browser, make_user, make_client):
+    """The lookup is only a lookup; the use is noted where a request is served to the session's
+    person: a page of the account, an app's sign-in at /authorize, a change on /account."""
+    client = make_client()
+    user = make_user()
+    sign_in(browser, client, user, pkce_pair()[1])
+    ctx = browser.app.state.ctx  # type: ignore[attr-defined]
+    with ctx.db() as db:
+        session_id = db.query(BrowserSession.id).filter_by(user_id=user.id).one()[0]
+    _idle_for(browser, session_id, 120)
+    seen = _last_seen(browser, session_id)
+    with ctx.db() as db:
+        active = find_session(db, browser.cookies.get(SESSION_COOKIE), idle_timeout=IDLE_TTL)
+        assert active is not None and active.session.id == session_id
+        assert not db.dirty and not db.new
+        db.commit()
+    assert _last_seen(browser, session_id) == seen
+
+    served = {
+        "account": lambda: browser.get("/account"),
+        "security": lambda: browser.get("/account/security"),
+        "authorize": lambda: browser.get("/authorize", params=authorize_params(client, pkce_pair()[1])),
+        "change": lambda: post_form(browser, "/account/name", name="Ada"),
+    }
+    for name, serve in served.items():
+        _idle_for(browser, session_id, 120)
+        assert serve().status_code in (200, 303), name
+        assert _last_seen(browser, session_id) >= now() - 5, name
 
 
 def test_an_idle_session_can_still_be_signed_out_and_its_grants_end(browser, make_user, make_client):

@@ -3,11 +3,15 @@
 The hosted pages, the account API and any surface to come call these and nothing else for them:
 each command calls the services, writes its audit events in the caller's transaction, and raises
 an :class:`~.errors.AccountError` that says itself whether its changes are kept. The surface
-authenticates, takes the person's row lock, commits, and puts the answer into its own words.
+authenticates, takes the person's row lock, commits, and puts the answer into its own words. A
+command whose work is slow (hashing a new password) is given the lock to take itself once that
+work is done: a function that locks the row and gives the actor as it stands then, or raises when
+it may no longer act.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +25,7 @@ from . import email_change, first_password, profile, second_factor
 from .codes_vocabulary import Channel, Purpose
 from .errors import NoPendingPhone, SessionNotFound, WrongCode
 from .profile import OthersEnded
-from .reauthentication import NotReauthenticated, RecentSignIn, reauthenticate
+from .reauthentication import NotReauthenticated, RecentSignIn, confirm, prove
 from .recovery import change_password as change_password_service
 from .second_factor import Enrolment
 
@@ -57,11 +61,16 @@ def update_name(db: Session, actor: Actor, name: str) -> None:
     actor.record(db, Event.PROFILE_UPDATED, "success", fields=["name"])
 
 
-def add_phone(ctx: Context, db: Session, actor: Actor, raw_phone: str, current_password: str) -> str:
+def add_phone(
+    ctx: Context, db: Session, actor: Actor, raw_phone: str, current_password: str, lock: Callable[[], Actor]
+) -> str:
     """Send a code to the number, once the person showed it is them; returns it as E.164. The
-    number becomes theirs only when the code comes back (:func:`verify_phone`)."""
+    number becomes theirs only when the code comes back (:func:`verify_phone`). ``lock`` takes the
+    person's row lock once the password is checked."""
     try:
-        return profile.start_phone_verification(ctx, db, actor.user, raw_phone, current_password, actor.auth_time)
+        return profile.start_phone_verification(
+            ctx, db, actor.user, raw_phone, current_password, actor.auth_time, lambda: lock().user
+        )
     except NotReauthenticated as exc:
         purpose = profile.VERIFY_PHONE
         actor.record(db, Event.CODE_SENT, "failure", channel=Channel.SMS, purpose=purpose, reason=exc.reason)
@@ -122,9 +131,12 @@ def end_other_sessions(ctx: Context, db: Session, actor: Actor) -> OthersEnded:
     return ended
 
 
-def change_password(ctx: Context, db: Session, actor: Actor, current_password: str, new_password: str) -> int:
+def change_password(
+    ctx: Context, db: Session, actor: Actor, current_password: str, new_password: str, lock: Callable[[], Actor]
+) -> int:
     """Every other session ends and every grant not made in the actor's session is revoked;
-    returns how many sessions ended."""
+    returns how many sessions ended. ``lock`` takes the person's row lock once the passwords are
+    checked and hashed (:mod:`.recovery`)."""
     return change_password_service(
         db,
         ctx.settings,
@@ -133,19 +145,23 @@ def change_password(ctx: Context, db: Session, actor: Actor, current_password: s
         current_password,
         new_password,
         actor.session_id,
+        lambda: lock().user,
         ip=actor.ip,
         user_agent=actor.user_agent,
     )
 
 
-def change_email(ctx: Context, db: Session, actor: Actor, raw_email: str, current_password: str) -> str:
+def change_email(
+    ctx: Context, db: Session, actor: Actor, raw_email: str, current_password: str, lock: Callable[[], Actor]
+) -> str:
     """A link goes to the new address, or its owner is told when another account has it: the same
-    answer either way. The address changes only when the link is followed."""
+    answer either way. The address changes only when the link is followed. ``lock`` takes the
+    person's row lock once the password is checked."""
     event = email_change.REQUEST_EVENT
     email = email_change.parse(actor.user, raw_email)
-    _prove(ctx, db, actor, current_password, RecentSignIn.WITHOUT_PASSWORD, event)
+    user = _prove(ctx, db, actor, lock, current_password, RecentSignIn.WITHOUT_PASSWORD, event)
     try:
-        requested = email_change.request_change(ctx, db, actor.user, email)
+        requested = email_change.request_change(ctx, db, user, email)
     except email_change.TooManyRequests:
         actor.record(db, event, "failure", recipient=mask(email), reason="rate_limited")
         raise
@@ -162,11 +178,14 @@ def send_password_code(ctx: Context, db: Session, actor: Actor) -> str:
     return first_password.send_code(ctx, db, actor.user)
 
 
-def set_password(ctx: Context, db: Session, actor: Actor, code: str, password: str) -> int:
+def set_password(ctx: Context, db: Session, actor: Actor, code: str, password: str, lock: Callable[[], Actor]) -> int:
     """A first password, with the emailed code; returns how many other sessions ended. A password
-    the policy refuses leaves the code usable."""
+    the policy refuses leaves the code usable. ``lock`` takes the person's row lock once the
+    password is checked and hashed (:mod:`.first_password`)."""
     try:
-        ended = first_password.set_first_password(ctx, db, actor.user, code, password, actor.session_id)
+        ended = first_password.set_first_password(
+            ctx, db, actor.user, code, password, actor.session_id, lambda: lock().user
+        )
     except WrongCode:
         actor.record(db, Event.PASSWORD_SET, "failure", reason="wrong_code")
         raise
@@ -174,11 +193,13 @@ def set_password(ctx: Context, db: Session, actor: Actor, code: str, password: s
     return ended
 
 
-def start_second_factor(ctx: Context, db: Session, actor: Actor, method: str, current_password: str) -> Enrolment:
+def start_second_factor(
+    ctx: Context, db: Session, actor: Actor, method: str, current_password: str, lock: Callable[[], Actor]
+) -> Enrolment:
     """Begin turning a second factor on: an authenticator's secret to scan, or a code sent to the
     verified address or number. Nothing changes on the account until :func:`confirm_second_factor`."""
-    _prove_for_second_factor(ctx, db, actor, current_password)
-    return second_factor.start(ctx, db, actor.user, method)
+    user = _prove_for_second_factor(ctx, db, actor, lock, current_password)
+    return second_factor.start(ctx, db, user, method)
 
 
 def resend_enrolment_code(ctx: Context, db: Session, actor: Actor, enrolment_token: str) -> Enrolment:
@@ -200,37 +221,47 @@ def confirm_second_factor(ctx: Context, db: Session, actor: Actor, enrolment_tok
     return codes
 
 
-def turn_off_second_factor(ctx: Context, db: Session, actor: Actor, current_password: str) -> None:
-    _prove_for_second_factor(ctx, db, actor, current_password)
-    method = second_factor.turn_off(ctx, db, actor.user)
+def turn_off_second_factor(
+    ctx: Context, db: Session, actor: Actor, current_password: str, lock: Callable[[], Actor]
+) -> None:
+    user = _prove_for_second_factor(ctx, db, actor, lock, current_password)
+    method = second_factor.turn_off(ctx, db, user)
     actor.record(db, Event.SECOND_FACTOR_DISABLED, "success", method=method)
 
 
-def new_recovery_codes(ctx: Context, db: Session, actor: Actor, current_password: str) -> list[str]:
+def new_recovery_codes(
+    ctx: Context, db: Session, actor: Actor, current_password: str, lock: Callable[[], Actor]
+) -> list[str]:
     """Every earlier recovery code dies."""
-    _prove_for_second_factor(ctx, db, actor, current_password)
-    codes = second_factor.new_recovery_codes(ctx, db, actor.user)
+    user = _prove_for_second_factor(ctx, db, actor, lock, current_password)
+    codes = second_factor.new_recovery_codes(ctx, db, user)
     actor.record(db, Event.RECOVERY_CODES_REGENERATED, "success")
     return codes
 
 
-def _prove_for_second_factor(ctx: Context, db: Session, actor: Actor, current_password: str) -> None:
+def _prove_for_second_factor(
+    ctx: Context, db: Session, actor: Actor, lock: Callable[[], Actor], current_password: str
+) -> User:
     """A sign-in a few minutes ago will do; otherwise the current password."""
-    _prove(ctx, db, actor, current_password, RecentSignIn.ALWAYS, Event.REAUTHENTICATION, purpose=Purpose.SECOND_FACTOR)
+    event, purpose = Event.REAUTHENTICATION, Purpose.SECOND_FACTOR
+    return _prove(ctx, db, actor, lock, current_password, RecentSignIn.ALWAYS, event, purpose=purpose)
 
 
 def _prove(
     ctx: Context,
     db: Session,
     actor: Actor,
+    lock: Callable[[], Actor],
     current_password: str,
     recent_sign_in: RecentSignIn,
     event: Event,
     **detail: str,
-) -> None:
-    """The person showed again it is them, or a :class:`NotReauthenticated` recorded as ``event``."""
+) -> User:
+    """The person, locked, once they showed again it is them; the password is checked before the
+    lock is taken (``lock``), and confirmed under it. A :class:`NotReauthenticated` is recorded as
+    ``event``."""
     try:
-        reauthenticate(
+        proof = prove(
             db,
             ctx.settings,
             ctx.secret_key,
@@ -242,3 +273,6 @@ def _prove(
     except NotReauthenticated as exc:
         actor.record(db, event, "failure", reason=exc.reason, **detail)
         raise
+    user = lock().user
+    confirm(user, proof)
+    return user

@@ -13,8 +13,8 @@ more.
 An address another account already has gets the same answer as a free one: a link is made but
 never sent, so the person's page shows it waiting all the same, and the address's owner is told
 that someone tried. The address is checked again when a link is followed, so one taken in the
-meantime fails cleanly. Asking is limited per address like asking for a new verification link:
-the requests are audit events carrying a keyed digest of the address.
+meantime fails cleanly. Asking is limited per address like asking for a new verification link
+(:mod:`.registration`, ``IDP_RATE_LIMIT_EMAIL_CHANGE_ADDRESS``).
 
 A link (:mod:`.links`) lives ``LINK_LIFETIME``; a new request spends the links sent before it.
 
@@ -38,6 +38,7 @@ from .. import audit
 from ..audit import Event, mask
 from ..context import Context
 from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..security.rate_limits import Limit
 from ..storage import ActionToken, User, now
 from . import links, otp
 from .codes_vocabulary import Purpose
@@ -58,7 +59,7 @@ class EmailChangeError(AccountError):
 
 class TooManyRequests(AccountError):
     """Too many requests named this address lately; ``wait`` seconds until the next may go. The
-    refusal's audit event is kept: it is what the limit counts."""
+    refusal's audit event is kept."""
 
     code = Code.TOO_MANY_EMAILS
     keeps_changes = True
@@ -88,7 +89,7 @@ class AddressTaken(AccountError):
 
 @dataclass(frozen=True)
 class Requested:
-    """``address`` is the keyed digest the request's audit event must carry for the limit to count it;
+    """``address`` is the keyed digest that names the address in the request's audit event;
     ``taken`` is for the audit log only, never for the person."""
 
     address: str
@@ -117,7 +118,7 @@ def request_change(ctx: Context, db: Session, user: User, email: str) -> Request
     account has it; either way the current address is told. Raises :class:`TooManyRequests` alike
     for free and taken addresses."""
     key = address_key(ctx.secret_key, email)
-    wait = requests_wait(db, REQUEST_EVENT, key)
+    wait = requests_wait(ctx, Limit.EMAIL_CHANGE_ADDRESS, key)
     if wait:
         raise TooManyRequests(wait)
     links.cancel(db, user.id, PURPOSE)

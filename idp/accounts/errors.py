@@ -46,6 +46,7 @@ class Code(StrEnum):
     EMAIL_NOT_VERIFIED = "email-not-verified"
     INVALID_LINK = "invalid-link"
     EMAIL_TAKEN = "email-taken"
+    ACCOUNT_CHANGED = "account-changed"
 
 
 class AccountError(Refused):
@@ -88,3 +89,11 @@ class WrongCode(AccountError):
 
     code = Code.WRONG_CODE
     keeps_changes = True
+
+
+class AccountChanged(AccountError):
+    """What a change was checked against (the password, its history) changed before the change
+    could be made: the slow checks run before the person's row is locked, and another request got
+    the lock first. Nothing is written; trying again checks against the account as it is now."""
+
+    code = Code.ACCOUNT_CHANGED

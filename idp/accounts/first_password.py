@@ -6,12 +6,14 @@ does not know. The password policy applies as to every password. A password the 
 rolls back with the code it came with, so the person tries another one with the same code.
 
 Once set, it is a credential change like any other (OWASP ASVS 2.2.3, 3.3.3): every session but
-the one that set it ends, with the grants not made in it, and the mailbox is told. Setting it locks
-the person's row first, so a password set meanwhile (by a reset, or from another browser) is seen
-and this one refused as already set.
+the one that set it ends, with the grants not made in it, and the mailbox is told. The password is
+checked and hashed first; then the person's row is locked, so a password set meanwhile (by a reset,
+or from another browser) is seen and this one refused as already set.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,9 +24,8 @@ from ..storage import OneTimeCode, User, now
 from . import otp
 from .codes_vocabulary import Channel, Purpose
 from .errors import AccountError, Code, WrongCode
-from .password_policy import set_password
+from .password_policy import apply_password, prepare_password
 from .recovery import notify_password_changed
-from .users import lock_user
 
 PURPOSE = Purpose.SET_PASSWORD
 
@@ -79,20 +80,31 @@ def code_pending(db: Session, user: User) -> bool:
 
 
 def set_first_password(
-    ctx: Context, db: Session, user: User, code: str, password: str, keep_session_id: str | None
+    ctx: Context,
+    db: Session,
+    user: User,
+    code: str,
+    password: str,
+    keep_session_id: str | None,
+    lock: Callable[[], User],
 ) -> int:
     """Make ``password`` the person's when ``code`` is the one emailed to them for it; returns how
     many other sessions ended.
 
-    Raises :class:`FirstPasswordError`, :class:`WrongCode` (commit to keep the try counted) or
-    :class:`~.password_policy.PasswordRejected` (roll back: the code stays usable).
+    The password is checked and hashed before ``lock`` takes the person's row lock and gives the
+    person as they are now (or raises, when the caller may no longer act); the code is checked
+    under it. Raises :class:`FirstPasswordError`, :class:`WrongCode` (commit to keep the try
+    counted), or :class:`~.password_policy.PasswordRejected` or :class:`~.errors.AccountChanged`
+    (roll back: the code stays usable).
     """
-    lock_user(db, user.id)
+    destination(user)
+    new = prepare_password(db, ctx.settings, user, password)
+    user = lock()
     email = destination(user)
     spent = otp.verify(db, ctx.secret_key, purpose=PURPOSE, identifier=email, code=code)
     if spent is None or spent.user_id != user.id:
         raise WrongCode
-    set_password(db, ctx.settings, user, password)
+    apply_password(db, user, new)
     ended = sign_out_everywhere(db, user.id, keep_session_id=keep_session_id)
     notify_password_changed(db, ctx.settings, ctx.secret_key, user)
     return ended

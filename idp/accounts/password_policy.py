@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 
 import httpx
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ..settings import Settings
 from ..storage import PasswordHistory, User, now
-from .errors import AccountError, Code
+from .errors import AccountChanged, AccountError, Code
 from .passwords import hash_password, verify_password
 
 MAX_LENGTH = 256
@@ -86,24 +87,42 @@ def check_new_password(
         raise PasswordRejected("breached")
 
 
-def set_password(db: Session, settings: Settings, user: User, password: str) -> None:
-    """Check ``password`` against the policy and the person's history, then make it theirs.
+@dataclass(frozen=True)
+class NewPassword:
+    """A password the policy took, hashed, and what it was checked against: the person's password
+    and history as they were read, which must still be theirs when it is applied."""
 
-    Every way a password is set (registration, reset, change) comes through here, so the last
-    ``HISTORY`` hashes are always kept and always checked. Raises :class:`PasswordRejected`.
-    """
-    previous = list(
+    password_hash: str
+    current: str | None
+    history: tuple[str, ...]
+
+
+def _history(db: Session, user_id: str) -> tuple[str, ...]:
+    return tuple(
         db.scalars(
             select(PasswordHistory.password_hash)
-            .where(PasswordHistory.user_id == user.id)
+            .where(PasswordHistory.user_id == user_id)
             .order_by(PasswordHistory.created_at.desc(), PasswordHistory.id.desc())
             .limit(HISTORY)
         )
     )
-    if user.password_hash and user.password_hash not in previous:
-        # A password set outside this function (``idp users create --password``) joins the history now.
-        db.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash, created_at=user.updated_at))
-        previous = [user.password_hash, *previous][:HISTORY]
+
+
+def prepare_password(
+    db: Session, settings: Settings, user: User, password: str, *, taken_back: bool = False
+) -> NewPassword:
+    """Check ``password`` against the policy and the person's history, and hash it: the slow part
+    of setting a password (argon2 for each old hash and the new one, the breach check over HTTP),
+    done before the person's row is locked. Writes nothing. Raises :class:`PasswordRejected`.
+
+    ``taken_back``: for the account as :func:`~.reclaim.take_back` leaves it, with no password and
+    no history: those were chosen by whoever registered it, not by the owner.
+    """
+    current = None if taken_back else user.password_hash
+    history = () if taken_back else _history(db, user.id)
+    previous = list(history)
+    if current and current not in previous:
+        previous = [current, *previous][:HISTORY]
     check_new_password(
         password,
         email=user.email,
@@ -111,10 +130,26 @@ def set_password(db: Session, settings: Settings, user: User, password: str) -> 
         previous_hashes=previous,
         pwned_api=settings.pwned_passwords_api if settings.pwned_passwords else None,
     )
+    return NewPassword(hash_password(password), current, history)
+
+
+def apply_password(db: Session, user: User, new: NewPassword) -> None:
+    """Make the prepared password the person's, under their row lock (:func:`~.users.lock_user`).
+
+    Every way a password is set (registration, reset, change, a first password) comes through
+    here, so the last ``HISTORY`` hashes are always kept and always checked. Raises
+    :class:`~.errors.AccountChanged` when the password or history it was checked against is no
+    longer the person's: only comparisons here, no hashing.
+    """
+    if user.password_hash != new.current or _history(db, user.id) != new.history:
+        raise AccountChanged
     stamp = now()
-    user.password_hash = hash_password(password)
+    if user.password_hash and user.password_hash not in new.history:
+        # A password set outside this module (``idp users create --password``) joins the history now.
+        db.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash, created_at=user.updated_at))
+    user.password_hash = new.password_hash
     user.updated_at = stamp
-    db.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash, created_at=stamp))
+    db.add(PasswordHistory(user_id=user.id, password_hash=new.password_hash, created_at=stamp))
     db.flush()
     stale = list(
         db.scalars(
@@ -126,3 +161,9 @@ def set_password(db: Session, settings: Settings, user: User, password: str) -> 
     )
     if stale:
         db.execute(delete(PasswordHistory).where(PasswordHistory.id.in_(stale)))
+
+
+def set_password(db: Session, settings: Settings, user: User, password: str) -> None:
+    """Prepare and apply at once, for an account nobody else can be changing: one made in this
+    transaction."""
+    apply_password(db, user, prepare_password(db, settings, user, password))

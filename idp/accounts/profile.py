@@ -17,12 +17,13 @@ merely typed in and never verified gives way to the person who proves they hold 
 
 Taking a number off the account tells the owner's mailbox, as a new password or address does: the
 number may have been how they got their codes, and whoever removed it had their session. Changes
-to the number lock the person's row first (:func:`~.users.lock_user`), so two at once run one
-after the other.
+to the number lock the person's row (:func:`~.users.lock_user`) before they write, so two at once
+run one after the other; adding one checks the password first, without the lock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -40,7 +41,7 @@ from .confirmation import drop_unconfirmed_phone
 from .devices import describe
 from .errors import AccountError, Code, WrongCode
 from .phones import to_e164
-from .reauthentication import RecentSignIn, reauthenticate
+from .reauthentication import RecentSignIn, confirm, prove
 from .users import clean_name, lock_user
 
 VERIFY_PHONE = Purpose.VERIFY_PHONE
@@ -102,18 +103,27 @@ def update_name(db: Session, user: User, name: str) -> None:
 
 
 def start_phone_verification(
-    ctx: Context, db: Session, user: User, raw_phone: str, current_password: str, auth_time: int | None
+    ctx: Context,
+    db: Session,
+    user: User,
+    raw_phone: str,
+    current_password: str,
+    auth_time: int | None,
+    lock: Callable[[], User],
 ) -> str:
     """Send a code to the number and return it as E.164, once the person showed it is them
-    (``auth_time``: when the session signed in).
+    (``auth_time``: when the session signed in). The password is checked before ``lock`` takes the
+    person's row lock and gives the person as they are now (or raises, when the caller may no
+    longer act).
 
     Raises :class:`~idp.accounts.phones.PhoneError` for a number that is not one (no password is
     checked then), a :class:`~.reauthentication.NotReauthenticated` (commit to keep a wrong
     password counted), :class:`PhoneAlreadyYours`, :class:`PhoneNeeded` when SMS is the second
-    factor, and :class:`otp.ResendTooSoon` when too many codes went to it lately.
+    factor, :class:`otp.ResendTooSoon` when too many codes went to it lately, and
+    :class:`~.errors.AccountChanged` when the password changed while it was checked.
     """
     phone = to_e164(raw_phone, ctx.settings.phone_default_region)
-    reauthenticate(
+    proof = prove(
         db,
         ctx.settings,
         ctx.secret_key,
@@ -122,6 +132,8 @@ def start_phone_verification(
         recent_sign_in=RecentSignIn.WITHOUT_PASSWORD,
         auth_time=auth_time,
     )
+    user = lock()
+    confirm(user, proof)
     if phone == user.phone and user.phone_verified:
         raise PhoneAlreadyYours
     _check_replaceable(user, phone)

@@ -11,22 +11,26 @@ stops.
 A right password is noted as the person's latest confirmation (:mod:`.confirmation`); a recent
 sign-in standing in for it is not, since a stolen session carries it too.
 
-The person's row is locked first (:func:`~.users.lock_user`), so the check reads the account as it
-is now (a reset a moment ago may have changed the password or ended the lock), and the change that
-follows happens under the same lock.
+:func:`prove` checks without the person's row lock: a password is an argon2 verification, which
+must not hold up every other action on the account. Once the caller holds the lock
+(:func:`~.users.lock_user`), :func:`confirm` makes sure the proof still holds: the password it
+was checked against is still the person's (a reset or a change a moment ago may have replaced it).
+:func:`reauthenticate` does both under the lock, for a caller that holds it already.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..settings import Settings
 from ..storage import User, now
 from .authentication import count_failure
 from .confirmation import confirm_identity
-from .errors import AccountError, Code
+from .errors import AccountChanged, AccountError, Code
 from .passwords import verify_password
 from .users import lock_user
 
@@ -85,6 +89,64 @@ def signed_in_recently(auth_time: int | None) -> bool:
     return auth_time is not None and now() - auth_time < REAUTH_WINDOW
 
 
+@dataclass(frozen=True)
+class Proof:
+    """That the person showed it is them: against which password (``None``: the account had none),
+    and whether by giving it (rather than by a recent sign-in)."""
+
+    password_hash: str | None
+    by_password: bool
+
+
+def prove(
+    db: Session,
+    settings: Settings,
+    secret_key: str,
+    user: User,
+    password: str,
+    *,
+    recent_sign_in: RecentSignIn = RecentSignIn.NEVER,
+    auth_time: int | None = None,
+) -> Proof:
+    """The proof that the person as ``user`` was read showed it is them, or a
+    :class:`NotReauthenticated`. Writes nothing on success, so it needs no lock; :func:`confirm`
+    it once the lock is held.
+
+    ``auth_time`` is when the session signed in (``None``: unknown). A wrong password is counted by
+    one atomic increment (:func:`~.authentication.count_failure`), exact however many guesses run at
+    once; one that finds the account locked meanwhile by another is answered as a locked account,
+    as it would have been a moment later. After :class:`WrongPassword` the failure's count (and
+    the lock and its email, when it locked) is in the transaction: commit to keep it.
+    """
+    if signed_in_recently(auth_time) and (
+        recent_sign_in is RecentSignIn.ALWAYS
+        or (recent_sign_in is RecentSignIn.WITHOUT_PASSWORD and user.password_hash is None)
+    ):
+        return Proof(user.password_hash, by_password=False)
+    if user.password_hash is None and recent_sign_in is not RecentSignIn.NEVER:
+        raise SignInTooOld
+    if user.locked_until is not None and user.locked_until > now():
+        raise AccountLocked(user.locked_until)
+    if verify_password(user.password_hash, password[:MAX_PASSWORD_INPUT]):
+        return Proof(user.password_hash, by_password=True)
+    if count_failure(db, settings, secret_key, user):
+        raise WrongPassword
+    locked_until = db.scalar(select(User.locked_until).where(User.id == user.id))
+    if locked_until is not None and locked_until > now():
+        raise AccountLocked(locked_until)
+    raise WrongPassword
+
+
+def confirm(user: User, proof: Proof) -> None:
+    """Under the person's row lock, with ``user`` as it is now: raise
+    :class:`~.errors.AccountChanged` when the password ``proof`` was checked against is no longer
+    theirs; note a right password as the person's latest confirmation."""
+    if user.password_hash != proof.password_hash:
+        raise AccountChanged
+    if proof.by_password:
+        confirm_identity(user)
+
+
 def reauthenticate(
     db: Session,
     settings: Settings,
@@ -95,25 +157,8 @@ def reauthenticate(
     recent_sign_in: RecentSignIn = RecentSignIn.NEVER,
     auth_time: int | None = None,
 ) -> None:
-    """Lock the person's row, then return if they showed it is them; raise a
-    :class:`NotReauthenticated` otherwise.
-
-    ``auth_time`` is when the session signed in (``None``: unknown). After :class:`WrongPassword`
-    the failure's count (and the lock and its email, when it locked) is in the transaction:
-    commit to keep it.
-    """
+    """Lock the person's row, then :func:`prove` and :func:`confirm` under it, for a caller that
+    holds the lock already or whose work after it is quick."""
     lock_user(db, user.id)
-    if signed_in_recently(auth_time) and (
-        recent_sign_in is RecentSignIn.ALWAYS
-        or (recent_sign_in is RecentSignIn.WITHOUT_PASSWORD and user.password_hash is None)
-    ):
-        return
-    if user.password_hash is None and recent_sign_in is not RecentSignIn.NEVER:
-        raise SignInTooOld
-    if user.locked_until is not None and user.locked_until > now():
-        raise AccountLocked(user.locked_until)
-    if verify_password(user.password_hash, password[:MAX_PASSWORD_INPUT]):
-        confirm_identity(user)
-        return
-    count_failure(db, settings, secret_key, user)
-    raise WrongPassword
+    proof = prove(db, settings, secret_key, user, password, recent_sign_in=recent_sign_in, auth_time=auth_time)
+    confirm(user, proof)

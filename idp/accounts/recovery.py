@@ -19,13 +19,18 @@ by a signed-in person ends every session but the one making the change.
 A signed-in person changing the password gives the current one (:mod:`.reauthentication`):
 a wrong one counts toward the lockout, and while the account is locked none is checked at all.
 
-Both lock the person's row before anything else (a reset by spending its link), so a reset and a
-change at once run one after the other: the reset has the last word, either by running second or
-by ending the session the change came from before the change may check its password.
+Both do their slow work first, without the person's row lock: checking the current password, the
+policy and breach check, hashing the new one (:func:`~.password_policy.prepare_password`). Then
+they lock the row (a reset by spending its link) and make sure the account is still the one they
+checked: a reset and a change at once run one after the other, and the reset has the last word,
+either by running second or by ending the session the change came from before the change may
+go ahead. A password that changed meanwhile refuses a change with
+:class:`~.errors.AccountChanged`, and trying again works; a reset checks the new password again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -43,8 +48,9 @@ from ..storage import ActionToken, User, now
 from . import links
 from .codes_vocabulary import Purpose
 from .confirmation import confirm_identity, drop_unconfirmed_phone
-from .password_policy import set_password
-from .reauthentication import AccountLocked, NotReauthenticated, reauthenticate
+from .errors import AccountChanged
+from .password_policy import apply_password, prepare_password
+from .reauthentication import AccountLocked, NotReauthenticated, confirm, prove
 from .reclaim import take_back
 from .users import normalize_email
 
@@ -138,16 +144,28 @@ def find_reset_link(db: Session, token: str | None) -> ActionToken | None:
 def reset_password(db: Session, settings: Settings, secret_key: str, token: str, password: str) -> Reset:
     """Spend the link and make ``password`` the account's.
 
+    The password is checked and hashed before the link is spent, which locks the person's row.
     Raises :class:`ResetLinkInvalid` or :class:`~.password_policy.PasswordRejected`; after either,
     the caller rolls back, which leaves a link refused for its password still usable.
     """
+    link = find_reset_link(db, token)
+    user = db.get(User, link.user_id) if link is not None else None
+    if link is None or user is None or user.disabled or user.email != link.email:
+        raise ResetLinkInvalid
+    new = prepare_password(db, settings, user, password, taken_back=not user.email_verified)
     link = links.spend(db, PURPOSE, token)
     user = db.get(User, link.user_id) if link is not None else None
     if link is None or user is None or user.disabled or user.email != link.email:
         raise ResetLinkInvalid
     if not user.email_verified:
         take_back(db, user)
-    set_password(db, settings, user, password)
+    try:
+        apply_password(db, user, new)
+    except AccountChanged:
+        # The password changed while this one was checked. The owner's reset must have the last
+        # word, or whoever holds a session could keep them out by changing it again and again: it
+        # is checked again, under the lock this once, which only such a race costs.
+        apply_password(db, user, prepare_password(db, settings, user, password))
     links.cancel(db, user.id)
     ended = sign_out_everywhere(db, user.id)
     user.failed_sign_ins = 0
@@ -168,25 +186,32 @@ def change_password(
     current_password: str,
     new_password: str,
     keep_session_id: str | None,
+    lock: Callable[[], User],
     *,
     ip: str | None = None,
     user_agent: str | None = None,
 ) -> int:
     """A signed-in person changes their password; returns how many other sessions ended.
 
-    The session ``keep_session_id`` stays; every other one ends, and every grant not made in the
-    kept session is revoked, so an intruder's refresh tokens die even when their session had
-    already run out. Raises a :class:`~.reauthentication.NotReauthenticated` (its audit event,
-    and a wrong password's count toward the lockout, are already in the transaction: commit to keep
-    them) or :class:`~.password_policy.PasswordRejected` (nothing changed).
+    The current password is checked and the new one hashed before ``lock`` takes the person's row
+    lock and gives the person as they are now (or raises, when the caller may no longer act). The
+    session ``keep_session_id`` stays; every other one ends, and every grant not made in the kept
+    session is revoked, so an intruder's refresh tokens die even when their session had already run
+    out. Raises a :class:`~.reauthentication.NotReauthenticated` (its audit event, and a wrong
+    password's count toward the lockout, are already in the transaction: commit to keep them),
+    :class:`~.password_policy.PasswordRejected` or :class:`~.errors.AccountChanged` (nothing
+    changed).
     """
     try:
-        reauthenticate(db, settings, secret_key, user, current_password)
+        proof = prove(db, settings, secret_key, user, current_password)
     except NotReauthenticated as exc:
         reason = "account_locked" if isinstance(exc, AccountLocked) else "wrong_current_password"
         _refused(db, user, reason, ip, user_agent)
         raise
-    set_password(db, settings, user, new_password)
+    new = prepare_password(db, settings, user, new_password)
+    user = lock()
+    confirm(user, proof)
+    apply_password(db, user, new)
     ended = sign_out_everywhere(db, user.id, keep_session_id=keep_session_id)
     notify_password_changed(db, settings, secret_key, user)
     audit.record(

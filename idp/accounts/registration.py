@@ -25,9 +25,12 @@ land back at the relying app. A registration waits ``LINK_LIFETIME`` from when i
 sent again expire with it, and cleanup (:mod:`idp.housekeeping`) then removes an account that never
 proved anything, so that asking for links again and again cannot hold someone else's address.
 
-Asking for a new link answers the same for every address, so its limit counts the requests for an
-address, not the links sent: requests are audit events that carry a keyed digest of the address,
-and counting them in the database keeps every process in agreement.
+Mail to an address is limited per address, by the rate limiter under a keyed digest of it (in
+Redis when configured, so every process agrees), and even with ``IDP_RATE_LIMITING`` off, since the
+address may belong to someone who never asked: the mail a registration sends (its link, or the
+notice to a taken address' owner, ``IDP_RATE_LIMIT_REGISTRATION_ADDRESS``), and the requests for a
+new link (``IDP_RATE_LIMIT_VERIFICATION_ADDRESS``). Asking for a new link answers the same for every
+address, so that limit counts the requests for an address, not the links sent.
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..audit import Event
+from ..context import Context
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..security.digests import digests_equal, keyed_digest, token_digest
+from ..security.rate_limits import Limit
 from ..settings import Settings
-from ..storage import ActionToken, AuditEvent, User, now
+from ..storage import ActionToken, User, now
 from . import links
 from .codes_vocabulary import Purpose
 from .password_policy import check_new_password, set_password
@@ -53,8 +58,6 @@ from .users import UserError, clean_name, create_user, lock_user, normalize_emai
 
 PURPOSE = Purpose.VERIFY_EMAIL
 LINK_LIFETIME = 24 * 60 * 60
-LIMIT = 3
-LIMIT_WINDOW = 120
 REGISTRATION_EVENT = Event.REGISTRATION
 RESEND_EVENT = Event.VERIFICATION_RESENT
 
@@ -98,32 +101,16 @@ class Verified:
 
 
 def address_key(secret_key: str, email: str) -> str:
-    """A keyed digest naming an address in audit events without writing the address itself."""
+    """A keyed digest naming an address in rate limits and audit events without the address itself."""
     return keyed_digest(secret_key, f"address:{email}")
 
 
-def requests_wait(db: Session, event: Event, key: str) -> int:
-    """Seconds before the next ``event`` for the address ``key`` may send mail; 0 when it may now.
-
-    A request refused for this limit is audited without the key, so asking again and again does
-    not push the wait further out.
-    """
-    stamp = now()
-    recent = list(
-        db.scalars(
-            select(AuditEvent.at)
-            .where(
-                AuditEvent.event == event,
-                AuditEvent.at > stamp - LIMIT_WINDOW,
-                AuditEvent.detail["address"].as_string() == key,
-            )
-            .order_by(AuditEvent.at.desc())
-            .limit(LIMIT)
-        )
-    )
-    if len(recent) < LIMIT:
-        return 0
-    return max(1, recent[-1] + LIMIT_WINDOW - stamp)
+def requests_wait(ctx: Context, limit: Limit, key: str) -> int:
+    """Seconds before the next request under ``limit`` for the address ``key`` may send mail; 0
+    when it may now, and then it counts. A refused request does not count, so asking again and
+    again does not push the wait further out."""
+    refusal = ctx.rate_limiter.check(limit, key)
+    return 0 if refusal is None else refusal.retry_after
 
 
 def parse(settings: Settings, form: Application) -> tuple[str, str | None, str | None]:
@@ -140,9 +127,8 @@ def parse(settings: Settings, form: Application) -> tuple[str, str | None, str |
 
 
 def register(
+    ctx: Context,
     db: Session,
-    settings: Settings,
-    secret_key: str,
     form: Application,
     *,
     authorization_request_id: str | None,
@@ -153,10 +139,11 @@ def register(
     Raises :class:`RegistrationError` or :class:`~.password_policy.PasswordRejected` alike for
     new and taken addresses; after either, the caller rolls back.
     """
+    settings, secret_key = ctx.settings, ctx.secret_key
     email, phone, name = parse(settings, form)
     existing = db.scalar(select(User).where(User.email == email))
     if existing is not None:
-        return _already_registered(db, settings, secret_key, existing, form.password)
+        return _already_registered(ctx, db, existing, form.password)
     phone_taken = phone is not None and db.scalar(select(User.id).where(User.phone == phone)) is not None
     try:
         user = create_user(db, email=email, phone=None if phone_taken else phone, name=name)
@@ -166,18 +153,22 @@ def register(
         db.rollback()
         existing = db.scalar(select(User).where(User.email == email))
         if existing is not None:
-            return _already_registered(db, settings, secret_key, existing, form.password)
+            return _already_registered(ctx, db, existing, form.password)
         phone_taken = True
         user = create_user(db, email=email, name=name)
     set_password(db, settings, user, form.password)
     user.registration_browser_hash = browser_hash
+    # The link counts toward the address's mail, as the notices registering it again send do.
+    ctx.rate_limiter.check(Limit.REGISTRATION_ADDRESS, address_key(secret_key, email))
     send_link(db, settings, secret_key, user, authorization_request_id=authorization_request_id)
     return Registered(user, created=True, phone_dropped=phone_taken)
 
 
-def _already_registered(db: Session, settings: Settings, secret_key: str, user: User, password: str) -> Registered:
+def _already_registered(ctx: Context, db: Session, user: User, password: str) -> Registered:
     """The same checks and the same hashing work as a new account, then a notice to the owner
-    (at most ``LIMIT`` in ``LIMIT_WINDOW``, so the form cannot be used to flood them)."""
+    (within the address's limit, which the new account's link counted toward too, so the form
+    cannot be used to flood them)."""
+    settings, secret_key = ctx.settings, ctx.secret_key
     check_new_password(
         password,
         email=user.email,
@@ -186,7 +177,7 @@ def _already_registered(db: Session, settings: Settings, secret_key: str, user: 
     )
     hash_password(password)
     assert user.email is not None
-    if not requests_wait(db, REGISTRATION_EVENT, address_key(secret_key, user.email)):
+    if not requests_wait(ctx, Limit.REGISTRATION_ADDRESS, address_key(secret_key, user.email)):
         enqueue_email(
             db,
             secret_key,

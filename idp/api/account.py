@@ -130,21 +130,25 @@ def end_other_sessions(call: Holder) -> Response:
     return _json({"ended": len(ended.sessions), "phone_removed": ended.phone_removed})
 
 
-@operation(Needs(PASSWORD_FIELDS, limits=(Limit.SIGN_IN,)))
+@operation(Needs(PASSWORD_FIELDS, limits=(Limit.SIGN_IN,), lock=False))
 def change_password(call: Holder) -> Response:
     """Every session but the token's ends, and every grant not made in it is revoked. Each try
     spends the per-address budget for password guesses: the lockout alone would let a stolen
-    token hash passwords (and lock the person out) without end."""
-    commands.change_password(call.ctx, call.db, call.who, call.values["current_password"], call.values["password"])
+    token hash passwords (and lock the person out) without end. The command takes the person's
+    lock once the hashing is done."""
+    values = call.values
+    commands.change_password(call.ctx, call.db, call.who, values["current_password"], values["password"], call.lock)
     return Response(status_code=204)
 
 
-@operation(Needs(PHONE_FIELDS, limits=(Limit.VERIFICATION,)))
+@operation(Needs(PHONE_FIELDS, limits=(Limit.VERIFICATION,), lock=False))
 def add_phone(call: Holder) -> Response:
     """Send a code to the number once the person gave their current password (an account without
-    one: signed in a few minutes ago); it becomes the person's once the code comes back."""
+    one: signed in a few minutes ago); it becomes the person's once the code comes back. The
+    command takes the person's lock once the password is checked."""
     values = call.values
-    phone = commands.add_phone(call.ctx, call.db, call.who, values["phone"], values.get("current_password", ""))
+    password = values.get("current_password", "")
+    phone = commands.add_phone(call.ctx, call.db, call.who, values["phone"], password, call.lock)
     return _json({"phone": phone, "expires_in": call.ctx.settings.otp_ttl}, status_code=202)
 
 
@@ -161,12 +165,14 @@ def remove_phone(call: Holder) -> Response:
     return _json(_profile(call.who.user))
 
 
-@operation(Needs(EMAIL_FIELDS, limits=(Limit.VERIFICATION,)))
+@operation(Needs(EMAIL_FIELDS, limits=(Limit.VERIFICATION,), lock=False))
 def change_email(call: Holder) -> Response:
     """A link goes to the new address, or its owner is told when another account has it; the same
-    answer either way. The address changes only when the link is followed."""
+    answer either way. The address changes only when the link is followed. The command takes the
+    person's lock once the password is checked."""
     values = call.values
-    email = commands.change_email(call.ctx, call.db, call.who, values["email"], values.get("current_password", ""))
+    password = values.get("current_password", "")
+    email = commands.change_email(call.ctx, call.db, call.who, values["email"], password, call.lock)
     return _json({"email": email, "expires_in": email_change.LINK_LIFETIME}, status_code=202)
 
 
@@ -177,10 +183,11 @@ def send_password_code(call: Holder) -> Response:
     return _json({"email": email, "expires_in": call.ctx.settings.otp_ttl}, status_code=202)
 
 
-@operation(Needs(SET_PASSWORD_FIELDS, limits=(Limit.VERIFICATION,)))
+@operation(Needs(SET_PASSWORD_FIELDS, limits=(Limit.VERIFICATION,), lock=False))
 def set_password(call: Holder) -> Response:
-    """A password the policy refuses leaves the code usable for another try."""
-    commands.set_password(call.ctx, call.db, call.who, call.values["code"], call.values["password"])
+    """A password the policy refuses leaves the code usable for another try. The command takes the
+    person's lock once the hashing is done."""
+    commands.set_password(call.ctx, call.db, call.who, call.values["code"], call.values["password"], call.lock)
     return Response(status_code=204)
 
 

@@ -273,6 +273,9 @@ def document(issuer: str) -> dict[str, Any]:
                             "`wrong-password`; `account-locked`: wrong passwords locked the account, and no "
                             "password is checked until the lock ends; or as for any operation."
                         ),
+                        "409": _problem(
+                            "`account-changed`: the password changed while the new one was checked; try again."
+                        ),
                         "422": _problem("`invalid-body`, or `password-rejected`: `detail` says which rule."),
                         "429": _problem("`rate-limited`: too many password tries from this address.", RETRY_AFTER),
                     },
@@ -289,6 +292,9 @@ def document(issuer: str) -> dict[str, Any]:
                             "`wrong-password`; `account-locked`: wrong passwords locked the account, and no "
                             "password is checked until the lock ends; `sign-in-required`: the account has no "
                             "password and the person signed in more than five minutes ago; or as for any operation."
+                        ),
+                        "409": _problem(
+                            "`account-changed`: the password changed while the one given was checked; try again."
                         ),
                         "422": _problem("`invalid-body`, or `invalid-email` (not an address, or the current one)."),
                         "429": _problem("`too-many-emails`, or `rate-limited`.", RETRY_AFTER),
@@ -313,7 +319,10 @@ def document(issuer: str) -> dict[str, Any]:
                             "password is checked until the lock ends; `sign-in-required`: the account has no "
                             "password and the person signed in more than five minutes ago; or as for any operation."
                         ),
-                        "409": _problem("`phone-needed`: SMS is the second factor, so its number cannot be replaced."),
+                        "409": _problem(
+                            "`phone-needed`: SMS is the second factor, so its number cannot be replaced; or "
+                            "`account-changed`: the password changed while the one given was checked, try again."
+                        ),
                         "422": _problem("`invalid-body`, or `invalid-phone`."),
                         "429": _problem("`too-many-codes`, or `rate-limited`.", RETRY_AFTER),
                     },
@@ -355,7 +364,10 @@ def document(issuer: str) -> dict[str, Any]:
                     "Set a first password with the emailed code",
                     {
                         "204": {"description": "Set; every other session ended and its grants revoked."},
-                        "409": _problem("`password-already-set`, or `no-verified-email`."),
+                        "409": _problem(
+                            "`password-already-set`, `no-verified-email`, or `account-changed`: the account "
+                            "changed while the password was checked; try again."
+                        ),
                         "422": _problem(
                             "`invalid-body`; `wrong-code` (three wrong tries spend the code); or `password-rejected` "
                             "(the code stays usable)."

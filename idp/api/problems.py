@@ -62,6 +62,7 @@ KINDS = {
     "no-verified-email": Kind(409, "The account has no verified email address"),
     "rate-limited": Kind(429, "Too many requests from this address lately"),
     "session-not-found": Kind(404, "There is no such session"),
+    "account-changed": Kind(409, "The account changed while the request was checked; try again"),
     "temporarily-unavailable": Kind(503, "The service is temporarily unavailable"),
 }
 

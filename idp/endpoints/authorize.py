@@ -10,6 +10,7 @@ from ..oauth.authorization import AuthorizationError, ShowConsent, ShowLogin, de
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.forms import FormError, read_form
 from ..security.rate_limits import Limit
+from ..sso import note_use
 from ..web.browser import current_session
 from ..web.rendering import authorization_response, error_page, next_step
 from ..web.request import context
@@ -32,7 +33,10 @@ def _authorize(request: Request, pairs: list[tuple[str, str]]) -> Response:
     with ctx.db() as db:
         try:
             client, params = parse_request(db, ctx.keyring, ctx.settings.issuer, pairs)
-            step = decide(db, client, params, current_session(request, db))
+            active = current_session(request, db)
+            if active is not None:
+                note_use(db, active.session)
+            step = decide(db, client, params, active)
             # Sign-in and consent wait on a pending request that decide has just written: anyone can
             # make one without signing in, so how many one address may keep is limited.
             waits = isinstance(step, ShowLogin | ShowConsent)

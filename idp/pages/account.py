@@ -101,12 +101,14 @@ def update_name(call: Person) -> Response:
     return done("name")
 
 
-@signed_in(PHONE, CODES)
+@signed_in(PHONE, Needs(limits=(Limit.VERIFICATION,), lock=False))
 def add_phone(call: Person) -> Response:
     """Send a code to the new number once the person gave their current password (an account
-    without one: signed in a few minutes ago); the number is stored only once the code comes back."""
+    without one: signed in a few minutes ago); the number is stored only once the code comes back.
+    The command takes the person's lock once the password is checked."""
     values = call.values
-    commands.add_phone(call.ctx, call.db, call.who, values.get("phone", ""), values.get("current_password", ""))
+    phone, password = values.get("phone", ""), values.get("current_password", "")
+    commands.add_phone(call.ctx, call.db, call.who, phone, password, call.lock)
     return RedirectResponse("/account/phone/verify", status_code=303)
 
 
@@ -150,16 +152,16 @@ def end_other_sessions(call: Person) -> Response:
     return done("others" if ended.phone_removed is None else "others_phone")
 
 
-@signed_in(PASSWORD, Needs(limits=(Limit.SIGN_IN,)))
+@signed_in(PASSWORD, Needs(limits=(Limit.SIGN_IN,), lock=False))
 def change_password(call: Person) -> Response:
     """Each try spends one of the address's sign-in budget: a stolen session must not make the
     server hash guesses of the current password without end (the lockout stops them only per
-    account)."""
+    account). The command takes the person's lock once the hashing is done."""
     values = call.values
     if values.get("password", "") != values.get("password_confirm", ""):
         raise PasswordsDiffer
     commands.change_password(
-        call.ctx, call.db, call.who, values.get("current_password", ""), values.get("password", "")
+        call.ctx, call.db, call.who, values.get("current_password", ""), values.get("password", ""), call.lock
     )
     return done("password")
 
@@ -171,9 +173,10 @@ def send_password_code(call: Person) -> Response:
     return _password_set_page(call, Shown(notice=f"We sent a code to {email}."))
 
 
-@signed_in(PASSWORD_SET, CODES)
+@signed_in(PASSWORD_SET, Needs(limits=(Limit.VERIFICATION,), lock=False))
 def set_password(call: Person) -> Response:
-    """The code and the new password; a password the policy refuses leaves the code usable."""
+    """The code and the new password; a password the policy refuses leaves the code usable. The
+    command takes the person's lock once the hashing is done."""
     if not first_password.code_pending(call.db, call.who.user):
         return RedirectResponse("/account", status_code=303)
     if not call.unsafe:
@@ -181,5 +184,5 @@ def set_password(call: Person) -> Response:
     values = call.values
     if values.get("password", "") != values.get("password_confirm", ""):
         raise PasswordsDiffer
-    commands.set_password(call.ctx, call.db, call.who, values.get("code", ""), values.get("password", ""))
+    commands.set_password(call.ctx, call.db, call.who, values.get("code", ""), values.get("password", ""), call.lock)
     return done("password_set")

@@ -35,13 +35,15 @@ def _email_page(call: Person, shown: Shown) -> Response:
     return render(call.request, "account_email.html", context, status_code=shown.status_code)
 
 
-@signed_in(Form(_email_page, refill=("email",)), Needs(limits=(Limit.VERIFICATION,)))
+@signed_in(Form(_email_page, refill=("email",)), Needs(limits=(Limit.VERIFICATION,), lock=False))
 def change_email(call: Person) -> Response:
-    """The form, and asking for the link; a taken address gets the same answer as a free one."""
+    """The form, and asking for the link; a taken address gets the same answer as a free one. The
+    command takes the person's lock once the password is checked."""
     if not call.unsafe:
         return _email_page(call, Shown())
     values = call.values
-    commands.change_email(call.ctx, call.db, call.who, values.get("email", ""), values.get("current_password", ""))
+    email, password = values.get("email", ""), values.get("current_password", "")
+    commands.change_email(call.ctx, call.db, call.who, email, password, call.lock)
     return done("email")
 
 

@@ -8,6 +8,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ..oauth import scopes
 from ..oauth.authorization import deny, issue_code, load_pending, needs_sign_in, record_consent
+from ..sso import note_use
 from ..web.browser import current_session
 from ..web.pipeline import Needs
 from ..web.rendering import authorization_response, error_page, render
@@ -30,6 +31,7 @@ def consent(call: Visitor) -> Response:
     if needs_sign_in(params, active, pending):
         return RedirectResponse(f"/login?{urlencode({'request': pending.id})}", status_code=303)
     assert active is not None
+    note_use(call.db, active.session)
     if not call.unsafe:
         page = {
             "request_id": pending.id,

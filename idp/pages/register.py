@@ -104,9 +104,8 @@ def register(request: Request, form: dict[str, str]) -> Response:
         )
         try:
             registered = registration.register(
+                ctx,
                 db,
-                ctx.settings,
-                ctx.secret_key,
                 application,
                 authorization_request_id=request_id,
                 browser_hash=token_digest(browser_id),
@@ -224,7 +223,7 @@ def resend_verification(request: Request, form: dict[str, str]) -> Response:
     with transaction(request) as db:
         request_id = _still_pending(db, request_id)
         page = {"email": email, "request_id": request_id}
-        wait = registration.requests_wait(db, registration.RESEND_EVENT, key)
+        wait = registration.requests_wait(ctx, Limit.VERIFICATION_ADDRESS, key)
         if wait:
             audit(
                 request,

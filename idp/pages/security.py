@@ -57,15 +57,14 @@ def security(call: Person) -> Response:
     return _overview_page(call, Shown())
 
 
-@signed_in(OVERVIEW)
+@signed_in(OVERVIEW, Needs(lock=False))
 def enable(call: Person) -> Response:
     """Email and SMS enrolments send a code, so they spend the verification budget like a resend."""
     method = call.values.get("method", "")
     if method in (SecondFactorMethod.EMAIL, SecondFactorMethod.SMS):
         call.spend(Limit.VERIFICATION)
-    enrolment = commands.start_second_factor(
-        call.ctx, call.db, call.who, method, call.values.get("current_password", "")
-    )
+    password = call.values.get("current_password", "")
+    enrolment = commands.start_second_factor(call.ctx, call.db, call.who, method, password, call.lock)
     return render(call.request, "account_security_enrol.html", {"enrolment": enrolment})
 
 
@@ -85,13 +84,14 @@ def resend(call: Person) -> Response:
     return render(call.request, "account_security_enrol.html", page)
 
 
-@signed_in(OVERVIEW)
+@signed_in(OVERVIEW, Needs(lock=False))
 def disable(call: Person) -> Response:
-    commands.turn_off_second_factor(call.ctx, call.db, call.who, call.values.get("current_password", ""))
+    commands.turn_off_second_factor(call.ctx, call.db, call.who, call.values.get("current_password", ""), call.lock)
     return _overview_page(call, Shown(notice="Two-step sign-in is off."))
 
 
-@signed_in(OVERVIEW)
+@signed_in(OVERVIEW, Needs(lock=False))
 def recovery_codes(call: Person) -> Response:
-    codes = commands.new_recovery_codes(call.ctx, call.db, call.who, call.values.get("current_password", ""))
+    password = call.values.get("current_password", "")
+    codes = commands.new_recovery_codes(call.ctx, call.db, call.who, password, call.lock)
     return _recovery_page(call, codes, "Your new recovery codes are ready; the earlier ones no longer work.")

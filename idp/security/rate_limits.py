@@ -34,7 +34,8 @@ REDIS_RETRY = 2.0
 
 
 class Limit(StrEnum):
-    """Each limit is the setting ``IDP_RATE_LIMIT_<NAME>``, except the SMS budgets (below)."""
+    """Each limit is the setting ``IDP_RATE_LIMIT_<NAME>``, except the SMS budgets (below). Those
+    that end in ``_ADDRESS`` count mail sent to one email address, keyed by its digest."""
 
     REGISTRATION = "registration"
     SIGN_IN = "sign_in"
@@ -45,11 +46,17 @@ class Limit(StrEnum):
     AUTHORIZE = "authorize"
     SMS = "sms"
     SMS_COUNTRY = "sms_country"
+    REGISTRATION_ADDRESS = "registration_address"
+    VERIFICATION_ADDRESS = "verification_address"
+    EMAIL_CHANGE_ADDRESS = "email_change_address"
 
 
 # Text messages cost money: their hourly budgets (``IDP_SMS_BUDGET_HOUR``,
-# ``IDP_SMS_BUDGET_COUNTRY_HOUR``) hold even with ``IDP_RATE_LIMITING`` off.
-BUDGETS = frozenset({Limit.SMS, Limit.SMS_COUNTRY})
+# ``IDP_SMS_BUDGET_COUNTRY_HOUR``) hold even with ``IDP_RATE_LIMITING`` off. So do the limits on mail
+# to one address, which may belong to someone who never asked for it.
+ALWAYS_ON = frozenset(
+    {Limit.SMS, Limit.SMS_COUNTRY, Limit.REGISTRATION_ADDRESS, Limit.VERIFICATION_ADDRESS, Limit.EMAIL_CHANGE_ADDRESS}
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ class RateLimiter:
         A refused request is not counted, so a client that keeps retrying is let in again as soon
         as its earliest counted request leaves the window.
         """
-        if not self.enabled and limit not in BUDGETS:
+        if not self.enabled and limit not in ALWAYS_ON:
             return None
         rate = self._rates[limit]
         strategy = self._strategy()

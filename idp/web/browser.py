@@ -34,7 +34,8 @@ def clear_browser_cookie(request: Request, response: Response, base: str) -> Non
 
 
 def current_session(request: Request, db: Session) -> ActiveSession | None:
-    """The browser's session if it may still sign its person in: live, and not idle too long."""
+    """The browser's session if it may still sign its person in: live, and not idle too long. Only
+    a lookup: serving the person a request notes its use (:func:`~idp.sso.note_use`)."""
     idle_timeout = context(request).settings.session_idle_ttl
     return find_session(db, browser_cookie(request, SESSION_COOKIE), idle_timeout=idle_timeout)
 

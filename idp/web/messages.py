@@ -93,6 +93,9 @@ SENTENCES: dict[tuple[Code, str], str] = {
         "Too many failed sign-ins: your account is locked for {minutes} more minutes. "
         "Resetting your password ends the lock at once."
     ),
+    (Code.ACCOUNT_CHANGED, "account-changed"): (
+        "Your account changed while we were checking this, perhaps from another window. Please try again."
+    ),
 }
 
 

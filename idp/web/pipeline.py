@@ -11,7 +11,9 @@ this order and nowhere else:
 3. authenticate the caller (the surface checks CSRF there, for a browser's unsafe request);
 4. spend the declared rate limits, for any unsafe method, before anything else is written (a spent
    one rolls back, and commits only what the surface's answer to it writes);
-5. take the person's row lock for an unsafe method, and make sure the caller still may act;
+5. take the person's row lock for an unsafe method, and make sure the caller still may act; a
+   handler with slow work to do first (hashing a password) declares ``Needs(lock=False)`` and
+   takes it itself when that is done, through :meth:`Call.lock`;
 6. run the handler;
 7. commit, or for a :class:`~idp.errors.Refused` commit only if the error keeps its changes,
    roll back otherwise, and answer it from the surface's table.
@@ -67,6 +69,8 @@ class Needs:
     fields: object = None
     limits: tuple[Limit, ...] = ()
     lock: bool = True
+    """Whether the pipeline takes the person's row lock before the handler; ``False`` for a
+    handler that does slow work first and then calls :meth:`Call.lock`."""
 
 
 @dataclass
@@ -77,7 +81,14 @@ class Call(Generic[Who]):
     ctx: Context
     db: Session
     who: Who
+    relock: Callable[[], Who]
     values: dict[str, str] = field(default_factory=dict)
+
+    def lock(self) -> Who:
+        """Take the person's row lock (again, if taken already) and make sure the caller still may
+        act: the caller as it stands now, or :class:`Answer`."""
+        self.who = self.relock()
+        return self.who
 
     @property
     def unsafe(self) -> bool:
@@ -143,13 +154,13 @@ def _serve(surface: Surface[Who], needs: Needs, handler: Handler[Who], request: 
     with transaction(request) as db:
         try:
             who = surface.authenticate(request, ctx, db, raw)
-            call = Call(request, ctx, db, who)
+            call = Call(request, ctx, db, who, lambda: surface.relock(call, raw).who)
             call.values = surface.values(call, raw, needs)
             if call.unsafe:
                 for limit in needs.limits:
                     call.spend(limit)
                 if needs.lock:
-                    call = surface.relock(call, raw)
+                    call.lock()
             response = handler(call)
         except Throttled as throttled:
             db.rollback()
