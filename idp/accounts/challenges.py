@@ -182,9 +182,11 @@ def _address(user: User, channel: str | None) -> str | None:
 
 
 def start_second_factor(
-    ctx: Context, db: Session, user: User, authorization_request_id: str | None
+    ctx: Context, db: Session, user: User, authorization_request_id: str | None, first_factor: list[str]
 ) -> tuple[PendingSignIn, str]:
-    """After a right password: wait for the person's second factor, sending a code if it is sent."""
+    """After a right first factor (``first_factor``, as ``amr`` names it): wait for the person's
+    second factor, sending a code if it is sent, and record that it was asked for. The pending
+    sign-in keeps the first factor, so that the session's ``amr`` names what was really presented."""
     user = lock_user(db, user.id) or user
     identifier = _address(user, user.mfa_method)
     pending, cookie = start(
@@ -192,9 +194,11 @@ def start_second_factor(
         user_id=user.id,
         identifier=identifier,
         channel=user.mfa_method or Channel.TOTP,
-        amr=["pwd"],
+        amr=first_factor,
         authorization_request_id=authorization_request_id,
     )
+    detail = {"method": user.mfa_method}
+    audit.record(db, Event.SECOND_FACTOR_REQUESTED, outcome="success", user_id=user.id, detail=detail)
     try:
         with db.begin_nested():
             send_code(ctx, db, pending)

@@ -72,6 +72,12 @@ class PasswordsDiffer(AccountError):
     code = Code.PASSWORDS_DIFFER
 
 
+class InvalidEmail(AccountError):
+    """Not an email address; the reason says on which form, for its sentence."""
+
+    code = Code.INVALID_EMAIL
+
+
 class SessionNotFound(AccountError):
     """None of the person's live sessions has this id."""
 

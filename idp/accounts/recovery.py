@@ -48,11 +48,11 @@ from ..storage import ActionToken, User, now
 from . import links
 from .codes_vocabulary import Purpose
 from .confirmation import confirm_identity, drop_unconfirmed_phone
-from .errors import AccountChanged
+from .errors import AccountChanged, AccountError, Code, InvalidEmail
 from .password_policy import apply_password, prepare_password
 from .reauthentication import AccountLocked, NotReauthenticated, confirm, prove
 from .reclaim import take_back
-from .users import normalize_email
+from .users import UserError, normalize_email
 
 PURPOSE = Purpose.RESET_PASSWORD
 LINK_LIFETIME = 3600
@@ -60,8 +60,13 @@ LIMIT = 3
 LIMIT_WINDOW = 15 * 60
 
 
-class ResetLinkInvalid(Exception):
+class ResetLinkInvalid(AccountError):
     """The link is unknown, used, expired, or its account changed since it was sent."""
+
+    code = Code.INVALID_LINK
+
+    def __init__(self) -> None:
+        super().__init__("reset")
 
 
 class Requested(Enum):
@@ -89,12 +94,16 @@ class ResetRequest:
 
 
 def request_reset(db: Session, settings: Settings, secret_key: str, raw_email: str) -> ResetRequest:
-    """Queue a reset link for the account with this email, if there is one and it may have one.
+    """Queue a reset link for the account with this email, if there is one and it may have one, and
+    record what became of the request.
 
-    Raises :class:`~.users.UserError` for something that is not an email address at all; that says
-    nothing about which accounts exist.
+    Raises :class:`~.errors.InvalidEmail` for something that is not an email address at all; that
+    says nothing about which accounts exist.
     """
-    email = normalize_email(raw_email)
+    try:
+        email = normalize_email(raw_email)
+    except UserError:
+        raise InvalidEmail("not_an_address") from None
     stamp = now()
     recent = db.scalar(
         select(func.count())
@@ -119,6 +128,11 @@ def request_reset(db: Session, settings: Settings, secret_key: str, raw_email: s
         _queue_link(db, settings, secret_key, email, user_id)
         if result is not Requested.SENT:
             link_work.rollback()
+    detail: dict[str, object] = {"recipient": mask(email)}
+    if result is not Requested.SENT:
+        detail["reason"] = result.value
+    outcome = "success" if result is Requested.SENT else "failure"
+    audit.record(db, Event.PASSWORD_RESET_REQUESTED, outcome=outcome, user_id=user_id, detail=detail)
     return ResetRequest(result, email, user_id)
 
 
@@ -142,11 +156,11 @@ def find_reset_link(db: Session, token: str | None) -> ActionToken | None:
 
 
 def reset_password(db: Session, settings: Settings, secret_key: str, token: str, password: str) -> Reset:
-    """Spend the link and make ``password`` the account's.
+    """Spend the link and make ``password`` the account's, and record it.
 
     The password is checked and hashed before the link is spent, which locks the person's row.
-    Raises :class:`ResetLinkInvalid` or :class:`~.password_policy.PasswordRejected`; after either,
-    the caller rolls back, which leaves a link refused for its password still usable.
+    Raises :class:`ResetLinkInvalid` or :class:`~.password_policy.PasswordRejected`; either keeps
+    nothing, which leaves a link refused for its password still usable.
     """
     link = find_reset_link(db, token)
     user = db.get(User, link.user_id) if link is not None else None
@@ -174,6 +188,10 @@ def reset_password(db: Session, settings: Settings, secret_key: str, token: str,
     phone = drop_unconfirmed_phone(user)
     confirm_identity(user)
     notify_password_changed(db, settings, secret_key, user, phone_removed=phone)
+    audit.record(db, Event.PASSWORD_RESET, outcome="success", user_id=user.id, detail={"sessions_ended": ended})
+    if phone is not None:
+        detail = {"phone": mask(phone), "reason": "added_since_confirmation"}
+        audit.record(db, Event.PHONE_REMOVED, outcome="success", user_id=user.id, detail=detail)
     db.flush()
     return Reset(user, ended, phone)
 

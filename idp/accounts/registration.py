@@ -41,7 +41,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..audit import Event
+from .. import audit
+from ..audit import Event, mask
 from ..context import Context
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..security.digests import digests_equal, keyed_digest, token_digest
@@ -50,10 +51,11 @@ from ..settings import Settings
 from ..storage import ActionToken, User, now
 from . import links
 from .codes_vocabulary import Purpose
+from .errors import AccountError, Code, InvalidEmail, PasswordsDiffer
 from .password_policy import check_new_password, set_password
 from .passwords import hash_password
 from .phones import to_e164
-from .reauthentication import RecentSignIn, reauthenticate
+from .reauthentication import NotReauthenticated, Proof, RecentSignIn, WrongPassword, confirm, prove
 from .users import UserError, clean_name, create_user, lock_user, normalize_email
 
 PURPOSE = Purpose.VERIFY_EMAIL
@@ -62,12 +64,40 @@ REGISTRATION_EVENT = Event.REGISTRATION
 RESEND_EVENT = Event.VERIFICATION_RESENT
 
 
-class RegistrationError(ValueError):
-    """The form cannot make an account; the message is for the person."""
-
-
 class PasswordNeeded(Exception):
     """The link was opened in another browser: the password chosen at registration must come first."""
+
+
+class InvalidLink(AccountError):
+    """The verification link is unknown, used or expired, or its account changed its address
+    since; the refusal is recorded."""
+
+    code = Code.INVALID_LINK
+    keeps_changes = True
+
+    def __init__(self) -> None:
+        super().__init__("verification")
+
+
+class NotTheRegistrationPassword(NotReauthenticated):
+    """The password given with a link opened in another browser is not the one chosen at
+    registration; the try counted toward the lockout."""
+
+    code = Code.WRONG_PASSWORD
+
+    def __init__(self) -> None:
+        super().__init__("registration_password")
+
+
+class TooManyLinks(AccountError):
+    """Several links went to this address a moment ago; the refusal is recorded, without the
+    address's key, so asking again and again does not push the wait out."""
+
+    code = Code.TOO_MANY_EMAILS
+    keeps_changes = True
+
+    def __init__(self, wait: int) -> None:
+        super().__init__("verification_links", wait=wait)
 
 
 @dataclass(frozen=True)
@@ -114,13 +144,14 @@ def requests_wait(ctx: Context, limit: Limit, key: str) -> int:
 
 
 def parse(settings: Settings, form: Application) -> tuple[str, str | None, str | None]:
-    """The normalized email, E.164 phone and name, or :class:`RegistrationError`."""
+    """The normalized email, E.164 phone and name; raises :class:`~.errors.InvalidEmail`,
+    :class:`~.errors.PasswordsDiffer`, or the name's or the phone's refusal."""
     try:
         email = normalize_email(form.email)
     except UserError:
-        raise RegistrationError("Enter your email address, like name@example.com.") from None
+        raise InvalidEmail("no_email") from None
     if form.password != form.password_confirm:
-        raise RegistrationError("The two passwords are not the same.")
+        raise PasswordsDiffer("not_the_same")
     name = clean_name(form.name)
     phone = to_e164(form.phone, settings.phone_default_region) if form.phone.strip() else None
     return email, phone, name
@@ -133,12 +164,38 @@ def register(
     *,
     authorization_request_id: str | None,
     browser_hash: str,
+    client_id: str | None,
 ) -> Registered:
-    """Make the account and queue its verification link, or tell the owner of a taken address.
+    """Make the account and queue its verification link, or tell the owner of a taken address;
+    recorded alike, as ``client_id``'s when the person came from an application.
 
-    Raises :class:`RegistrationError` or :class:`~.password_policy.PasswordRejected` alike for
-    new and taken addresses; after either, the caller rolls back.
+    Raises the same refusals (the form's, :class:`~.password_policy.PasswordRejected`) for new and
+    taken addresses, and they keep nothing.
     """
+    registered = _register(ctx, db, form, authorization_request_id=authorization_request_id, browser_hash=browser_hash)
+    email = registered.user.email
+    assert email is not None
+    detail: dict[str, object] = {
+        "address": address_key(ctx.secret_key, email),
+        "recipient": mask(email),
+        "account": "new" if registered.created else "existing",
+    }
+    if registered.phone_dropped:
+        detail["phone"] = "left_off_taken"
+    outcome = "success" if registered.created else "failure"
+    user_id = registered.user.id
+    audit.record(db, REGISTRATION_EVENT, outcome=outcome, user_id=user_id, client_id=client_id, detail=detail)
+    return registered
+
+
+def _register(
+    ctx: Context,
+    db: Session,
+    form: Application,
+    *,
+    authorization_request_id: str | None,
+    browser_hash: str,
+) -> Registered:
     settings, secret_key = ctx.settings, ctx.secret_key
     email, phone, name = parse(settings, form)
     existing = db.scalar(select(User).where(User.email == email))
@@ -234,59 +291,63 @@ def _link_lifetime(user: User) -> int:
     return min(LINK_LIFETIME, user.created_at + LINK_LIFETIME - now())
 
 
-def resend(
-    db: Session,
-    settings: Settings,
-    secret_key: str,
-    email: str,
-    *,
-    authorization_request_id: str | None,
-) -> User | None:
-    """A new link when ``email`` (normalized) has an account waiting for verification; the person
-    it went to, or None. The caller answers the same either way.
+def resend(ctx: Context, db: Session, email: str, *, authorization_request_id: str | None) -> None:
+    """A new link when ``email`` (normalized) has an account waiting for verification; the same
+    answer either way, and recorded, or :class:`TooManyLinks`.
 
     The link signs in only the browser that registered, never the one asking: anyone may ask."""
-    user = db.scalar(select(User).where(User.email == email, User.email_verified.is_(False), User.disabled.is_(False)))
-    if user is None:
-        return None
-    sent = send_link(db, settings, secret_key, user, authorization_request_id=authorization_request_id)
-    return user if sent else None
+    key = address_key(ctx.secret_key, email)
+    wait = requests_wait(ctx, Limit.VERIFICATION_ADDRESS, key)
+    if wait:
+        audit.record(db, RESEND_EVENT, outcome="failure", detail={"recipient": mask(email), "reason": "rate_limited"})
+        raise TooManyLinks(wait)
+    waiting = User.email == email, User.email_verified.is_(False), User.disabled.is_(False)
+    user = db.scalar(select(User).where(*waiting))
+    sent = user is not None and send_link(
+        db, ctx.settings, ctx.secret_key, user, authorization_request_id=authorization_request_id
+    )
+    detail = {"address": key, "recipient": mask(email), "sent": sent}
+    audit.record(db, RESEND_EVENT, outcome="success", user_id=user.id if sent and user else None, detail=detail)
 
 
-def verify(
-    db: Session,
-    settings: Settings,
-    secret_key: str,
-    token: str | None,
-    browser_cookie: str | None,
-    password: str | None = None,
-) -> Verified | None:
-    """Spend the link and mark the address verified; None for an unknown, used or expired link,
-    or one whose account changed its address since.
+def verify(ctx: Context, db: Session, token: str | None, browser_cookie: str | None, password: str | None) -> Verified:
+    """Spend the link and mark the address verified, and record it; :class:`InvalidLink` for an
+    unknown, used or expired link, or one whose account changed its address since.
 
     Opened in a browser other than the one that registered and chose the password, the link
     verifies only with that password: whoever registered someone else's address chose it, and the
     owner following the link must not hand them an account with a verified address. Raises
     :class:`PasswordNeeded` when ``password`` is None there, or a
-    :class:`~.reauthentication.NotReauthenticated` (the link left unspent; after a wrong password,
-    commit to keep its count toward the lockout).
+    :class:`~.reauthentication.NotReauthenticated` (the link left unspent, a wrong password
+    counted). The password is checked before the person's row is locked, and confirmed under it.
     """
     link = links.find(db, PURPOSE, token)
     if link is None:
-        return None
-    holder = lock_user(db, link.user_id)
+        raise _invalid_link(db)
+    holder = db.get(User, link.user_id)
     same_browser = holder is not None and _same_browser(link, holder, browser_cookie)
-    if not same_browser:
-        _check_password(db, settings, secret_key, link, password)
-    link = links.spend(db, PURPOSE, token)
-    user = db.get(User, link.user_id) if link is not None else None
-    if link is None or user is None or user.email != link.email:
-        return None
+    proof = None if same_browser or holder is None else _check_password(ctx, db, link, holder, password)
+    locked = lock_user(db, link.user_id)
+    if proof is not None and locked is not None:
+        confirm(locked, proof)
+    spent = links.spend(db, PURPOSE, token)
+    user = db.get(User, spent.user_id) if spent is not None else None
+    if spent is None or user is None or user.email != spent.email:
+        raise _invalid_link(db)
     registered_at = user.created_at
     user.email_verified = True
     user.registration_browser_hash = None
     user.updated_at = now()
-    return Verified(user, link.authorization_request_id, same_browser and not user.disabled, registered_at)
+    verified = Verified(user, spent.authorization_request_id, same_browser and not user.disabled, registered_at)
+    audit.record(
+        db, Event.EMAIL_VERIFIED, outcome="success", user_id=user.id, detail={"signed_in": verified.same_browser}
+    )
+    return verified
+
+
+def _invalid_link(db: Session) -> InvalidLink:
+    audit.record(db, Event.EMAIL_VERIFIED, outcome="failure", detail={"reason": "invalid_link"})
+    return InvalidLink()
 
 
 def is_live(db: Session, token: str | None) -> bool:
@@ -306,12 +367,18 @@ def _same_browser(link: ActionToken, user: User, browser_cookie: str | None) -> 
     )
 
 
-def _check_password(db: Session, settings: Settings, secret_key: str, link: ActionToken, password: str | None) -> None:
-    """Return when the link's person gave their password (or has none to give), as a sign-in
-    would check it: a wrong one counts toward the lockout, and a locked account checks none."""
-    user = lock_user(db, link.user_id)
-    if user is None or user.email != link.email or user.password_hash is None:
-        return
+def _check_password(ctx: Context, db: Session, link: ActionToken, user: User, password: str | None) -> Proof | None:
+    """The proof that the link's person gave their password (``None``: they have none to give),
+    checked as a sign-in would check it: a wrong one counts toward the lockout, and a locked
+    account checks none."""
+    if user.email != link.email or user.password_hash is None:
+        return None
     if password is None:
         raise PasswordNeeded
-    reauthenticate(db, settings, secret_key, user, password, recent_sign_in=RecentSignIn.NEVER)
+    try:
+        return prove(db, ctx.settings, ctx.secret_key, user, password, recent_sign_in=RecentSignIn.NEVER)
+    except NotReauthenticated as exc:
+        audit.record(db, Event.EMAIL_VERIFIED, outcome="failure", detail={"reason": exc.reason})
+        if isinstance(exc, WrongPassword):
+            raise NotTheRegistrationPassword from None
+        raise

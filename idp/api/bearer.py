@@ -152,16 +152,16 @@ class BearerSurface:
     def refused(self, call: Call[Actor], refusal: Refusal) -> Response:
         """The same per-address budgets as the hosted pages' forms."""
         call.who.record(call.db, Event.RATE_LIMITED, "failure", limit=refusal.limit.value)
-        call.db.commit()
-        raise Problem.retry_after(
+        problem = Problem.retry_after(
             "rate-limited",
             f"Too many requests. Try again in {refusal.retry_after} seconds.",
             refusal.retry_after,
         )
+        return problem.response(call.ctx.settings.issuer)
 
     def failed(self, call: Call[Actor], error: Refused) -> Response:
         assert isinstance(error, AccountError)
-        raise account_problem(error)
+        return account_problem(error).response(call.ctx.settings.issuer)
 
 
 BEARER = BearerSurface()

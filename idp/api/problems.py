@@ -89,6 +89,12 @@ class Problem(Exception):
         self.headers = headers or {}
         self.extensions = extensions or {}
 
+    def response(self, issuer: str) -> Response:
+        kind = self.kind
+        return problem_response(
+            kind.status, type_uri(issuer, self.name), kind.title, self.detail, self.headers, **self.extensions
+        )
+
     @classmethod
     def retry_after(cls, name: str, detail: str, wait: int) -> Problem:
         """A refusal that ends by itself: the wait goes in ``Retry-After`` and in the body."""
@@ -110,10 +116,7 @@ def type_uri(issuer: str, name: str) -> str:
 
 async def handle_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
-    issuer = context(request).settings.issuer
-    return problem_response(
-        exc.kind.status, type_uri(issuer, exc.name), exc.kind.title, exc.detail, exc.headers, **exc.extensions
-    )
+    return exc.response(context(request).settings.issuer)
 
 
 async def handle_http_exception(_request: Request, exc: Exception) -> Response:

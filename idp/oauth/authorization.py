@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from ..errors import Refused
 from ..keys import KeyRing
 from ..security.digests import new_token, token_digest
 from ..security.forms import given, single_values
@@ -68,7 +69,7 @@ class AuthorizationParams:
         return cls(**data)
 
 
-class AuthorizationError(Exception):
+class AuthorizationError(Refused):
     """An error the client learns of by redirect: RFC 6749 §4.1.2.1, with ``state`` and ``iss``."""
 
     def __init__(self, error: OAuthError, redirect_uri: str, state: str | None, response_mode: str) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from .. import audit
 from ..accounts import challenges
 from ..audit import Event
 from ..metrics import SIGN_INS
@@ -20,7 +21,7 @@ from ..sso import ActiveSession, end_session, start_session
 from ..storage import User
 from ..web.browser import browser_cookie, clear_browser_cookie, session_to_end, set_browser_cookie, set_session_cookie
 from ..web.rendering import authorization_response, error_page, next_step
-from ..web.request import audit, context, request_address
+from ..web.request import context, request_address
 
 PENDING_COOKIE = "idp_signin"
 
@@ -50,19 +51,8 @@ def start_second_factor(
     first_factor: tuple[str, ...] = ("pwd",),
 ) -> Response:
     """A first factor was right (a password unless ``first_factor`` says otherwise) and a second
-    factor is due: on to the code page. The pending sign-in records the first factor it got, so
-    that the session's ``amr`` names what was really presented."""
-    pending, cookie = challenges.start_second_factor(context(request), db, user, authorization_request_id)
-    pending.amr = list(first_factor)
-    audit(
-        request,
-        db,
-        Event.SECOND_FACTOR_REQUESTED,
-        outcome="success",
-        user_id=user.id,
-        detail={"method": user.mfa_method},
-    )
-    db.commit()
+    factor is due: on to the code page."""
+    _, cookie = challenges.start_second_factor(context(request), db, user, authorization_request_id, list(first_factor))
     response = RedirectResponse("/login/verify", status_code=303)
     set_pending_cookie(request, response, cookie)
     return response
@@ -77,7 +67,7 @@ def complete_sign_in(
     authorization_request_id: str | None,
     auth_time: int | None = None,
 ) -> Response:
-    """Start the session, continue the authorization request (or go to /account), commit.
+    """Start the session, continue the authorization request (or go to /account), record it.
 
     ``amr`` names each method once (RFC 8176): an email code followed by an authenticator code
     are both ``otp``. A sign-in whose authentication happened earlier (``auth_time``) is not one
@@ -113,8 +103,7 @@ def complete_sign_in(
                 response = authorization_response(request, exc.response)
             except BadAuthorizationTarget as exc:
                 response = error_page(request, str(exc))
-    audit(request, db, Event.SIGN_IN, outcome="success", user_id=user.id, client_id=client_id, detail={"amr": amr})
-    db.commit()
+    audit.record(db, Event.SIGN_IN, outcome="success", user_id=user.id, client_id=client_id, detail={"amr": amr})
     SIGN_INS.labels(method=sign_in_method(amr), outcome="success").inc()
     set_session_cookie(request, response, cookie)
     clear_browser_cookie(request, response, PENDING_COOKIE)

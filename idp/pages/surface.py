@@ -76,6 +76,7 @@ class PageForm(Generic[Who]):
     def values(self, call: Call[Who], raw: object, needs: Needs) -> dict[str, str]:
         assert isinstance(raw, dict)
         if call.unsafe and not call.ctx.csrf.valid(call.request, raw.get("csrf_token")):
+            call.values = raw
             raise Answer(self.page(call, Shown(error=EXPIRED_FORM, status_code=400)))
         return raw
 

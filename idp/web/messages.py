@@ -16,6 +16,7 @@ SENTENCES: dict[tuple[Code, str], str] = {
     (Code.INVALID_NAME, "too_long"): "The name can have at most {max_length} characters.",
     (Code.INVALID_NAME, "control_characters"): "The name cannot hold control characters or text-direction overrides.",
     (Code.WRONG_PASSWORD, "wrong_password"): "Your current password is not right.",
+    (Code.WRONG_PASSWORD, "registration_password"): "That is not the password chosen when this account was registered.",
     (Code.ACCOUNT_LOCKED, "account_locked"): (
         "Too many wrong passwords: your account is locked for {minutes} more minutes. "
         "Resetting your password ends the lock at once."
@@ -28,6 +29,7 @@ SENTENCES: dict[tuple[Code, str], str] = {
     (Code.PASSWORD_REJECTED, "used_before"): "Choose a password you have not used for your last {history} passwords.",
     (Code.PASSWORD_REJECTED, "breached"): "This password has appeared in a data breach. Choose another one.",
     (Code.PASSWORDS_DIFFER, "passwords-differ"): "The two new passwords are not the same.",
+    (Code.PASSWORDS_DIFFER, "not_the_same"): "The two passwords are not the same.",
     (Code.INVALID_PHONE, "too_long"): "That phone number is too long.",
     (Code.INVALID_PHONE, "not_a_number"): (
         "That is not a phone number; write it with its country code, like +14155550100."
@@ -67,6 +69,7 @@ SENTENCES: dict[tuple[Code, str], str] = {
     (Code.INVALID_EMAIL, "not_an_email"): "Enter an email address, like name@example.com.",
     (Code.INVALID_EMAIL, "same_email"): "That is already your email address.",
     (Code.INVALID_EMAIL, "not_an_address"): "That is not an email address.",
+    (Code.INVALID_EMAIL, "no_email"): "Enter your email address, like name@example.com.",
     (Code.TOO_MANY_EMAILS, "too-many-emails"): (
         "You asked for several links to this address in a short time. You can ask again in {wait} seconds."
     ),
@@ -80,6 +83,17 @@ SENTENCES: dict[tuple[Code, str], str] = {
     (Code.SIGN_IN_FAILED, "sign-in-failed"): "The email, phone number or password is not right.",
     (Code.EMAIL_NOT_VERIFIED, "email-not-verified"): (
         "Verify your email address first: follow the link in the email we sent you."
+    ),
+    (Code.INVALID_LINK, "verification"): (
+        "This link to verify your email address is not valid: it was already used, it expired, or it is "
+        "incomplete. Sign in to ask for a new one."
+    ),
+    (Code.TOO_MANY_EMAILS, "verification_links"): (
+        "You asked for several links in a short time. You can ask again in {wait} seconds."
+    ),
+    (Code.INVALID_LINK, "reset"): (
+        "This link to reset your password is not valid: it was already used, it expired, or it is incomplete. "
+        "Ask for a new one."
     ),
     (Code.INVALID_LINK, "email_change"): (
         "This link to change your email address is not valid: it was already used, it expired, or it is "

@@ -83,6 +83,8 @@ class Call(Generic[Who]):
     who: Who
     relock: Callable[[], Who]
     values: dict[str, str] = field(default_factory=dict)
+    raw: object = None
+    """What the surface read, for a handler that needs more than ``values`` (repeated parameters)."""
 
     def lock(self) -> Who:
         """Take the person's row lock (again, if taken already) and make sure the caller still may
@@ -154,7 +156,7 @@ def _serve(surface: Surface[Who], needs: Needs, handler: Handler[Who], request: 
     with transaction(request) as db:
         try:
             who = surface.authenticate(request, ctx, db, raw)
-            call = Call(request, ctx, db, who, lambda: surface.relock(call, raw).who)
+            call = Call(request, ctx, db, who, lambda: surface.relock(call, raw).who, raw=raw)
             call.values = surface.values(call, raw, needs)
             if call.unsafe:
                 for limit in needs.limits:
