@@ -62,6 +62,8 @@ def test_post_without_valid_csrf_token_is_refused(http, make_user, token):
     response = http.post("/login", data=data)
     assert response.status_code == 400
     assert 'role="alert"' in response.text
+    assert f'value="{user.email}"' in response.text, "what was typed is shown again"
+    assert PASSWORD not in response.text
     assert not session_cookies(response)
     assert "location" not in response.headers
     assert page.status_code == 200

@@ -28,7 +28,7 @@ from idp.accounts import first_password, otp, password_policy, reauthentication,
 from idp.accounts.passwords import hash_password
 from idp.app import create_app
 from idp.context import Context
-from idp.storage import ActionToken, AuditEvent, OneTimeCode, OutboxMessage, User
+from idp.storage import ActionToken, AuditEvent, BrowserSession, OneTimeCode, OutboxMessage, User
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
 from .flows import tokens_for
@@ -428,3 +428,42 @@ def test_two_wrong_current_passwords_at_the_threshold_lock_the_account_once(ctx,
     assert reasons == ["account_locked", "wrong_current_password"]
     assert count_events(ctx, person.id, "password_changed") == 2
     assert password_is(ctx, person.id, PASSWORD)
+
+
+def signed_in_long_ago(ctx: Context, make_user: Any, make_client: Any, browsers: Any) -> tuple[str, TestClient]:
+    """A person whose session signed in too long ago for it to stand in for the password."""
+    person_id, browser, _ = asking(ctx, make_user, make_client, browsers)
+    with ctx.db.begin() as db:
+        db.execute(update(BrowserSession).where(BrowserSession.user_id == person_id).values(auth_time=1))
+    return person_id, browser
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "done"),
+    [
+        ("/account/security/enable", {"method": "totp"}, "account_security_enrol"),
+        ("/account/security/disable", {}, "already off"),
+    ],
+)
+def test_two_step_settings_check_the_current_password_without_the_persons_lock(
+    path, fields, done, ctx, make_user, make_client, browsers, argon2
+):
+    """Turning two-step sign-in on or off asks for the password of a session that signed in long
+    ago; the check runs before the person's row is locked, and its answer is the usual one."""
+    argon2.person_id, browser = signed_in_long_ago(ctx, make_user, make_client, browsers)
+    answer = post_form(browser, path, form_page="/account/security", current_password=PASSWORD, **fields)
+    assert argon2.lockable == [True]
+    assert "Your current password is not right." not in answer.text
+    if done == "account_security_enrol":
+        assert answer.status_code == 200 and 'id="totp-key"' in answer.text, answer.text
+    else:
+        assert answer.status_code == 400 and "Two-step sign-in is already off." in answer.text, answer.text
+
+
+def test_a_wrong_password_for_two_step_settings_is_refused_and_counted(ctx, make_user, make_client, browsers):
+    person_id, browser = signed_in_long_ago(ctx, make_user, make_client, browsers)
+    answer = post_form(
+        browser, "/account/security/enable", form_page="/account/security", current_password="wrong", method="totp"
+    )
+    assert answer.status_code == 400 and "Your current password is not right." in answer.text
+    assert stored(ctx, person_id).failed_sign_ins == 1
