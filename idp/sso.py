@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from . import audit
+from .audit import Event
+from .metrics import SIGN_INS
 from .security.digests import new_id, new_token, token_digest
 from .storage import BrowserSession, Grant, User, now, revoke_grants
 
@@ -32,9 +35,11 @@ def start_session(
     user_agent: str | None,
     lifetime: int,
     auth_time: int | None = None,
+    client_id: str | None = None,
 ) -> tuple[BrowserSession, str]:
     """Returns the session, which ends ``lifetime`` seconds from now however much it is used, and
-    the cookie value, which is never stored.
+    the cookie value, which is never stored. The sign-in is recorded, as ``client_id``'s when the
+    person came from an application.
 
     ``auth_time`` is when the person authenticated, when that was before now (a password typed at
     registration). A sign-in is a proof the account is in use: a registration that was waiting
@@ -58,7 +63,16 @@ def start_session(
     )
     db.add(session)
     db.flush()
+    audit.record(db, Event.SIGN_IN, outcome="success", user_id=user.id, client_id=client_id, detail={"amr": amr})
+    SIGN_INS.labels(method=_method(amr), outcome="success").inc()
     return session, token
+
+
+def _method(amr: list[str]) -> str:
+    """How a sign-in was made, as the sign-in metric names it."""
+    if "mfa" in amr:
+        return "second_factor"
+    return "password" if "pwd" in amr else "code"
 
 
 def find_session(db: Session, cookie: str | None, *, idle_timeout: int | None) -> ActiveSession | None:

@@ -11,10 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from .. import audit
 from ..accounts import challenges
-from ..audit import Event
-from ..metrics import SIGN_INS
 from ..oauth.authorization import AuthorizationError, decide, load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..sso import ActiveSession, end_session, start_session
@@ -33,13 +30,6 @@ def pending_sign_in(request: Request) -> str | None:
 
 def set_pending_cookie(request: Request, response: Response, value: str) -> None:
     set_browser_cookie(request, response, PENDING_COOKIE, value, max_age=challenges.LIFETIME)
-
-
-def sign_in_method(amr: list[str]) -> str:
-    """How a finished sign-in was made, as the sign-in metric names it."""
-    if "mfa" in amr:
-        return "second_factor"
-    return "password" if "pwd" in amr else "code"
 
 
 def start_second_factor(
@@ -77,6 +67,13 @@ def complete_sign_in(
     previous = session_to_end(request, db)
     if previous is not None:
         end_session(db, previous.session.id)
+    response: Response | None = None
+    target = None
+    if authorization_request_id:
+        try:
+            target = load_pending(db, authorization_request_id)
+        except BadAuthorizationTarget as exc:
+            response = error_page(request, str(exc))
     session, cookie = start_session(
         db,
         user,
@@ -85,26 +82,19 @@ def complete_sign_in(
         user_agent=request.headers.get("user-agent"),
         auth_time=auth_time,
         lifetime=context(request).settings.session_ttl,
+        client_id=target[1].id if target else None,
     )
-    response: Response = RedirectResponse("/account", status_code=303)
-    client_id = None
-    if authorization_request_id:
+    if target is not None:
+        pending, client, params = target
+        if auth_time is None:
+            pending.session_id = session.id
         try:
-            pending, client, params = load_pending(db, authorization_request_id)
+            response = next_step(request, decide(db, client, params, ActiveSession(session, user), pending))
+        except AuthorizationError as exc:
+            response = authorization_response(request, exc.response)
         except BadAuthorizationTarget as exc:
             response = error_page(request, str(exc))
-        else:
-            client_id = client.id
-            if auth_time is None:
-                pending.session_id = session.id
-            try:
-                response = next_step(request, decide(db, client, params, ActiveSession(session, user), pending))
-            except AuthorizationError as exc:
-                response = authorization_response(request, exc.response)
-            except BadAuthorizationTarget as exc:
-                response = error_page(request, str(exc))
-    audit.record(db, Event.SIGN_IN, outcome="success", user_id=user.id, client_id=client_id, detail={"amr": amr})
-    SIGN_INS.labels(method=sign_in_method(amr), outcome="success").inc()
+    response = response or RedirectResponse("/account", status_code=303)
     set_session_cookie(request, response, cookie)
     clear_browser_cookie(request, response, PENDING_COOKIE)
     return response
