@@ -73,6 +73,12 @@ def form_post(browser: TestClient, form_page: str, path: str, **fields: str) -> 
     return lambda: browser.post(path, data=data)
 
 
+def change_form(browser: TestClient, password: str) -> Send:
+    """The password-change form of ``/account``, from the current password to ``password``."""
+    fields = {"current_password": PASSWORD, "password": password, "password_confirm": password}
+    return form_post(browser, "/account", "/account/password", **fields)
+
+
 def reset_form(browser: TestClient, token: str, password: str = NEW_PASSWORD) -> Send:
     page = f"/password/reset?{urlencode({'token': token})}"
     return form_post(browser, page, "/password/reset", password=password, password_confirm=password)
@@ -178,14 +184,7 @@ def test_a_reset_and_a_password_change_at_once(ctx, make_user, browsers, round_)
     person = make_user()
     changer = browsers()
     sign_in(changer, person.email)
-    change = form_post(
-        changer,
-        "/account",
-        "/account/password",
-        current_password=PASSWORD,
-        password=OTHER_PASSWORD,
-        password_confirm=OTHER_PASSWORD,
-    )
+    change = change_form(changer, OTHER_PASSWORD)
     reset = reset_form(browsers(), link(ctx, recovery.PURPOSE, person.id, person.email))
     look_idle(ctx, person.id)
     reset_answer, change_answer = race(reset, change)
@@ -258,22 +257,8 @@ def test_two_password_changes_from_two_browsers(ctx, make_user, browsers, round_
     here, there = browsers(), browsers()
     sign_in(here, person.email)
     sign_in(there, person.email)
-    first = form_post(
-        here,
-        "/account",
-        "/account/password",
-        current_password=PASSWORD,
-        password=NEW_PASSWORD,
-        password_confirm=NEW_PASSWORD,
-    )
-    second = form_post(
-        there,
-        "/account",
-        "/account/password",
-        current_password=PASSWORD,
-        password=OTHER_PASSWORD,
-        password_confirm=OTHER_PASSWORD,
-    )
+    first = change_form(here, NEW_PASSWORD)
+    second = change_form(there, OTHER_PASSWORD)
     look_idle(ctx, person.id)
     answers = race(first, second)
     won = [redirected(answer, "/account?done=password") for answer in answers]

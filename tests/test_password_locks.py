@@ -40,6 +40,7 @@ from .test_account_races import (
     NEW_PASSWORD,
     OTHER_PASSWORD,
     Send,
+    change_form,
     count_events,
     form_post,
     link,
@@ -171,14 +172,7 @@ def changing(ctx: Context, make_user: Any, make_client: Any, browsers: Any, chec
     person = make_user()
     browser = checking()
     sign_in(browser, person.email)
-    send = form_post(
-        browser,
-        "/account",
-        "/account/password",
-        current_password=PASSWORD,
-        password=NEW_PASSWORD,
-        password_confirm=NEW_PASSWORD,
-    )
+    send = change_form(browser, NEW_PASSWORD)
     return person.id, send, lambda answer: redirected(answer, "/account?done=password")
 
 
@@ -379,14 +373,7 @@ def test_a_reset_still_wins_over_a_password_changed_meanwhile(ctx, make_user, ch
     person = make_user()
     intruder = checking()
     sign_in(intruder, person.email)
-    change = form_post(
-        intruder,
-        "/account",
-        "/account/password",
-        current_password=PASSWORD,
-        password=OTHER_PASSWORD,
-        password_confirm=OTHER_PASSWORD,
-    )
+    change = change_form(intruder, OTHER_PASSWORD)
     reset = reset_form(checking(), link(ctx, recovery.PURPOSE, person.id, person.email))
     meanwhile: list[httpx.Response] = []
 

@@ -15,6 +15,7 @@ code row while it waits to store its session referring to the person would deadl
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
@@ -199,11 +200,9 @@ def start_second_factor(
     )
     detail = {"method": user.mfa_method}
     audit.record(db, Event.SECOND_FACTOR_REQUESTED, outcome="success", user_id=user.id, detail=detail)
-    try:
-        with db.begin_nested():
-            send_code(ctx, db, pending)
-    except (otp.ResendTooSoon, sms_budget.SmsRefused):
-        pass  # the code page tells why when the person asks for the code again
+    # A code that may not go now is left unsent: the code page tells why when the person asks again.
+    with suppress(otp.ResendTooSoon, sms_budget.SmsRefused), db.begin_nested():
+        send_code(ctx, db, pending)
     return pending, cookie
 
 

@@ -12,12 +12,11 @@ from starlette.responses import RedirectResponse, Response
 
 from ..accounts import challenges
 from ..accounts.errors import Code
-from ..oauth.authorization import load_pending
 from ..security.rate_limits import Limit
 from ..storage import PendingSignIn
 from ..web.pipeline import Needs
 from ..web.rendering import error_page, render
-from .signin import complete_sign_in, pending_sign_in, set_pending_cookie, start_second_factor
+from .signin import complete_sign_in, pending_sign_in, request_id, set_pending_cookie, start_second_factor, target
 from .surface import ERROR_PAGE, Shown, Visit, Visitor, visit
 
 GONE = "This sign-in has expired. Please start again."
@@ -25,7 +24,7 @@ GONE = "This sign-in has expired. Please start again."
 
 def _request_page(call: Visitor, shown: Shown) -> Response:
     page = {
-        "request_id": _request_id(call),
+        "request_id": request_id(call),
         "identifier": call.values.get("identifier", ""),
         "error": shown.error,
         "wait": shown.wait,
@@ -47,10 +46,6 @@ def _enter_page(call: Visitor, shown: Shown) -> Response:
     return render(call.request, "code_enter.html", page, status_code=shown.status_code)
 
 
-def _request_id(call: Visitor) -> str | None:
-    return call.values.get("request") if call.unsafe else call.request.query_params.get("request")
-
-
 def _pending(call: Visitor) -> PendingSignIn | None:
     return challenges.find(call.db, pending_sign_in(call.request))
 
@@ -65,10 +60,7 @@ def request_code(call: Visitor) -> Response:
         return _request_page(call, Shown())
     ctx = call.ctx
     identifier = challenges.parse_identifier(call.values.get("identifier", ""), ctx.settings.phone_default_region)
-    request_id = _request_id(call)
-    if request_id:
-        load_pending(call.db, request_id)
-    _, cookie = challenges.start_passwordless(ctx, call.db, identifier, request_id)
+    _, cookie = challenges.start_passwordless(ctx, call.db, identifier, target(call).request_id)
     response = RedirectResponse("/login/verify", status_code=303)
     set_pending_cookie(call.request, response, cookie)
     return response

@@ -12,6 +12,7 @@ from ..sso import note_use
 from ..web.browser import current_session
 from ..web.pipeline import Needs
 from ..web.rendering import authorization_response, error_page, render
+from .signin import request_id
 from .surface import Shown, Visit, Visitor, visit
 
 EXPIRED = "This form has expired. Go back to the application and start again."
@@ -25,8 +26,7 @@ def _expired_page(call: Visitor, shown: Shown) -> Response:
 
 @visit(Visit(_expired_page), Needs(lock=False))
 def consent(call: Visitor) -> Response:
-    request_id = call.values.get("request") if call.unsafe else call.request.query_params.get("request")
-    pending, client, params = load_pending(call.db, request_id)
+    pending, client, params = load_pending(call.db, request_id(call))
     active = current_session(call.request, call.db)
     if needs_sign_in(params, active, pending):
         return RedirectResponse(f"/login?{urlencode({'request': pending.id})}", status_code=303)

@@ -8,31 +8,24 @@ from starlette.responses import Response
 
 from ..accounts.authentication import sign_in_with_password
 from ..accounts.errors import Code
-from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
 from ..web.pipeline import Needs
 from ..web.rendering import error_page, render
 from ..web.throttling import account_key
-from .signin import complete_sign_in, start_second_factor
+from .signin import complete_sign_in, start_second_factor, target
 from .surface import Shown, Visit, Visitor, visit
 
 
-def _request_id(call: Visitor) -> str | None:
-    return call.values.get("request") if call.unsafe else call.request.query_params.get("request")
-
-
 def _login_page(call: Visitor, shown: Shown, *, unverified: bool = False) -> Response:
-    request_id = _request_id(call)
-    client = params = None
-    if request_id:
-        try:
-            _, client, params = load_pending(call.db, request_id)
-        except BadAuthorizationTarget as exc:
-            return error_page(call.request, str(exc))
+    try:
+        serving = target(call)
+    except BadAuthorizationTarget as exc:
+        return error_page(call.request, str(exc))
+    params = serving.params
     page = {
-        "request_id": request_id,
-        "client_name": client.name if client else None,
+        "request_id": serving.request_id,
+        "client_name": serving.client.name if serving.client else None,
         "username": call.values.get("username", params.login_hint if params else "") or "",
         "self_registration": call.ctx.settings.self_registration,
         "error": shown.error,
@@ -49,8 +42,8 @@ def login(call: Visitor) -> Response:
     """The per-account limit counts the identifier as typed, whether or not an account has it."""
     if not call.unsafe:
         return _login_page(call, Shown())
-    request_id = _request_id(call)
-    client_id = load_pending(call.db, request_id)[1].id if request_id else None
+    serving = target(call)
+    request_id, client_id = serving.request_id, serving.client.id if serving.client else None
     username, ctx = call.values.get("username", ""), call.ctx
     call.spend(Limit.SIGN_IN_ACCOUNT, account_key(call.request, username))
     password = call.values.get("password", "")

@@ -25,16 +25,12 @@ from ..web.browser import browser_cookie, set_browser_cookie
 from ..web.messages import message
 from ..web.pipeline import Needs
 from ..web.rendering import error_page, render
-from .signin import complete_sign_in, start_second_factor
+from .signin import complete_sign_in, start_second_factor, target
 from .surface import ERROR_PAGE, Shown, Visit, Visitor, visit
 
 BROWSER_COOKIE = "idp_registration"
 NOT_FOUND = "This page does not exist."
 RESENT = "If an account with this address is waiting for verification, we sent it a new link."
-
-
-def _request_id(call: Visitor) -> str | None:
-    return (call.values.get("request") if call.unsafe else call.request.query_params.get("request")) or None
 
 
 def _browser_id(call: Visitor) -> str:
@@ -47,16 +43,13 @@ def _register_page(call: Visitor, shown: Shown) -> Response:
     settings = call.ctx.settings
     if not settings.self_registration:
         return error_page(call.request, NOT_FOUND, status_code=404)
-    request_id = _request_id(call)
-    client = None
-    if request_id:
-        try:
-            _, client, _ = load_pending(call.db, request_id)
-        except BadAuthorizationTarget as exc:
-            return error_page(call.request, str(exc))
+    try:
+        serving = target(call)
+    except BadAuthorizationTarget as exc:
+        return error_page(call.request, str(exc))
     page = {
-        "request_id": request_id,
-        "client_name": client.name if client else None,
+        "request_id": serving.request_id,
+        "client_name": serving.client.name if serving.client else None,
         "email": call.values.get("email", ""),
         "name": call.values.get("name", ""),
         "phone": call.values.get("phone", ""),
@@ -70,8 +63,7 @@ def _register_page(call: Visitor, shown: Shown) -> Response:
 def register(call: Visitor) -> Response:
     if not call.unsafe or not call.ctx.settings.self_registration:
         return _register_page(call, Shown())
-    request_id = _request_id(call)
-    client_id = load_pending(call.db, request_id)[1].id if request_id else None
+    serving = target(call)
     browser_id = _browser_id(call)
     values = call.values
     application = registration.Application(
@@ -85,11 +77,12 @@ def register(call: Visitor) -> Response:
         call.ctx,
         call.db,
         application,
-        authorization_request_id=request_id,
+        authorization_request_id=serving.request_id,
         browser_hash=token_digest(browser_id),
-        client_id=client_id,
+        client_id=serving.client.id if serving.client else None,
     )
-    response = render(call.request, "register_done.html", {"email": registered.user.email, "request_id": request_id})
+    page = {"email": registered.user.email, "request_id": serving.request_id}
+    response = render(call.request, "register_done.html", page)
     set_browser_cookie(call.request, response, BROWSER_COOKIE, browser_id, max_age=registration.LINK_LIFETIME)
     return response
 

@@ -7,20 +7,48 @@ that sent the person to us.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import challenges
-from ..oauth.authorization import AuthorizationError, decide, load_pending
+from ..oauth.authorization import AuthorizationError, AuthorizationParams, decide, load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..sso import ActiveSession, end_session, start_session
-from ..storage import User
+from ..storage import Client, User
 from ..web.browser import browser_cookie, clear_browser_cookie, session_to_end, set_browser_cookie, set_session_cookie
 from ..web.rendering import authorization_response, error_page, next_step
 from ..web.request import context, request_address
+from .surface import Visitor
 
 PENDING_COOKIE = "idp_signin"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The authorization request a sign-in page serves (none: the person came on their own),
+    with its client and parameters."""
+
+    request_id: str | None = None
+    client: Client | None = None
+    params: AuthorizationParams | None = None
+
+
+def request_id(call: Visitor) -> str | None:
+    """The authorization request named by the form posted back, or by the query of a page shown."""
+    return (call.values.get("request") if call.unsafe else call.request.query_params.get("request")) or None
+
+
+def target(call: Visitor) -> Target:
+    """The authorization request of :func:`request_id`, loaded; raises
+    :class:`~idp.oauth.errors.BadAuthorizationTarget` for one that is unknown or expired."""
+    named = request_id(call)
+    if named is None:
+        return Target()
+    _, client, params = load_pending(call.db, named)
+    return Target(named, client, params)
 
 
 def pending_sign_in(request: Request) -> str | None:

@@ -2,7 +2,7 @@
 reason of :mod:`idp.accounts.errors`, the same next to a form and in an API problem's ``detail``.
 
 An operation that can fail in a new way adds its sentence here; the pages' table (the status of
-the page, :mod:`idp.pages.signed_in`) and the API's (the problem's status and title,
+the page, :mod:`idp.pages.surface`) and the API's (the problem's status and title,
 :mod:`idp.api.problems`) each add a row for a new code.
 """
 
