@@ -24,7 +24,7 @@ from ..context import Context
 from ..sso import note_use
 from ..storage import BrowserSession, now
 from ..web.browser import current_session
-from ..web.pipeline import SAFE_METHODS, Answer, Call, Endpoint, Handler, Needs, actor, endpoint
+from ..web.pipeline import SAFE_METHODS, Answer, Call, Endpoint, Handler, Needs, endpoint
 from .surface import PageForm
 
 Person = Call[Actor]
@@ -42,7 +42,7 @@ class Form(PageForm[Actor]):
             raise Answer(RedirectResponse("/login", status_code=303))
         if request.method in SAFE_METHODS:
             note_use(db, active.session)
-        return actor(request, active.user, active.session.id, active.session.auth_time, None)
+        return Actor(active.user, active.session.id, active.session.auth_time, None)
 
     def relock(self, call: Person, raw: object) -> Person:
         session = lock_person(call.db, call.who.user.id, call.who.session_id)
