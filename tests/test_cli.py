@@ -144,6 +144,7 @@ def test_clients_create_defaults(env):
     assert listed["first_party"] is False
     assert listed["post_logout_redirect_uris"] == []
     assert listed["jwks_uri"] is None
+    assert listed["web_origins"] == []
 
 
 def test_public_and_private_key_jwt_clients_get_no_secret(env):
@@ -210,6 +211,64 @@ def test_https_issuer_allows_only_loopback_http_and_private_schemes(env):
     for uri in ("http://127.0.0.1:9000/cb", "http://localhost/cb", "http://[::1]:9000/cb", "com.example.app:/cb"):
         assert "client_id" in create_client(secure, "--redirect-uri", uri), uri
     assert len(clients(secure)) == 4
+
+
+def test_web_origins_are_kept_as_a_browser_sends_them(env):
+    secure = env | {"IDP_ISSUER": "https://id.example"}
+    create_client(
+        secure,
+        "--token-endpoint-auth-method",
+        "none",
+        *("--web-origin", "HTTPS://App.Example:443"),
+        *("--web-origin", "https://app.example"),
+        *("--web-origin", "https://app.example:8443"),
+        *("--web-origin", "http://localhost:5173"),
+        *("--web-origin", "http://127.0.0.1:80"),
+        *("--web-origin", "http://[0:0::1]:3000"),
+        *("--web-origin", "https://xn--bcher-kva.example"),
+    )
+    [listed] = clients(secure)
+    assert listed["web_origins"] == [
+        "https://app.example",
+        "https://app.example:8443",
+        "http://localhost:5173",
+        "http://127.0.0.1",
+        "http://[::1]:3000",
+        "https://xn--bcher-kva.example",
+    ]
+
+
+def test_clients_create_refuses_a_bad_web_origin_and_writes_nothing(env):
+    ok(env, "migrate")
+    secure = env | {"IDP_ISSUER": "https://id.example"}
+    bad = [
+        "https://app.example/",
+        "https://app.example/spa",
+        "https://app.example?x=1",
+        "https://app.example#top",
+        "https://someone@app.example",
+        "http://app.example",
+        "ftp://app.example",
+        "app.example",
+        "//app.example",
+        "https://",
+        "https://*.example",
+        "https://app..example",
+        "https://app.example:0",
+        "https://app.example:65536",
+        "https://app.example:https",
+        "https://bücher.example",
+        "https://app .example",
+        "null",
+        "*",
+        "https://" + "a" * 300 + ".example",
+    ]
+    good = ["--name", "SPA", "--redirect-uri", "https://app.example/cb", "--web-origin", "https://ok.example"]
+    results = run_all([(secure, ["clients", "create", *good, "--web-origin", origin]) for origin in bad])
+    for origin, result in zip(bad, results, strict=True):
+        line = assert_refused(result, "--web-origin")
+        assert origin[:50] in line or "longer than" in line, line
+    assert clients(secure) == []
 
 
 def test_clients_delete(env):

@@ -31,6 +31,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--token-endpoint-auth-method", choices=AUTH_METHODS, default="client_secret_basic")
     create.add_argument("--jwks-uri")
     create.add_argument("--first-party", action="store_true", help="skip the consent screen")
+    create.add_argument(
+        "--web-origin",
+        action="append",
+        default=[],
+        dest="web_origins",
+        help="scheme://host[:port] of a browser app that may call the token, revocation and userinfo endpoints (CORS)",
+    )
     create.set_defaults(run=create_command)
     actions.add_parser("list", help="every client, one JSON object a line").set_defaults(run=list_command)
     delete = actions.add_parser("delete", help="delete a client and everything issued to it")
@@ -52,6 +59,7 @@ def create_command(settings: Settings, args: argparse.Namespace) -> int:
             auth_method=args.token_endpoint_auth_method,
             jwks_uri=args.jwks_uri,
             first_party=args.first_party,
+            web_origins=args.web_origins,
             allow_http=settings.issuer.startswith("http://"),
         )
         output = {"client_id": made.client.id}
@@ -76,6 +84,7 @@ def list_command(settings: Settings, _args: argparse.Namespace) -> int:
                     "token_endpoint_auth_method": client.token_endpoint_auth_method,
                     "jwks_uri": client.jwks_uri,
                     "first_party": client.first_party,
+                    "web_origins": client.web_origins,
                 }
             )
     return 0

@@ -1,4 +1,5 @@
-"""Registering relying parties, and the rules their registered URIs must follow."""
+"""Registering relying parties, the rules their registered URIs and origins must follow, and
+which client registered an origin."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
 from ..security.digests import keyed_digest, new_token
@@ -22,6 +23,9 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", 
 DEFAULT_SCOPE = "openid profile email phone offline_access"
 MAX_URI_LENGTH = 2000
 _LOOPBACK_IP_URI = re.compile(r"http://(127\.0\.0\.1|\[::1\])(?::([0-9]{1,5}))?([/?][^#]*)?")
+MAX_ORIGIN_LENGTH = 300
+DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 class ClientError(ValueError):
@@ -88,6 +92,68 @@ def _loopback_without_port(uri: str) -> tuple[str, str] | None:
     return match[1], match[3] or ""
 
 
+def check_web_origin(origin: str, *, allow_http: bool, option: str = "--web-origin") -> str:
+    """``origin`` as a browser sends it in its ``Origin`` header, or :class:`ClientError`.
+
+    A browser serialises an origin as the HTML standard says (RFC 6454 §6.2): scheme and host in
+    lowercase, the port only when it is not the scheme's default, nothing else. A registered origin
+    is kept in that form, so that matching one is comparing two strings: ``HTTPS://App.Example:443``
+    becomes ``https://app.example``. It must be https, or http where a redirect URI may be (a
+    loopback host, or any host while the issuer itself is http); its host in ASCII (an
+    international name in its ``xn--`` form); no path (not even ``/``), query, fragment or user.
+    """
+    shown = repr(origin)
+    if len(origin) > MAX_ORIGIN_LENGTH:
+        raise ClientError(f"{option}: longer than {MAX_ORIGIN_LENGTH} characters")
+    if not origin.isascii():
+        raise ClientError(f"{option}: {shown} must be in ASCII (an international host name in its xn-- form)")
+    if any(c.isspace() or c in "?#\\@" for c in origin):
+        raise ClientError(f"{option}: {shown} must be scheme://host[:port] and nothing more")
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        raise ClientError(f"{option}: {shown} has an invalid host or port") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not origin.lower().startswith(f"{scheme}://"):
+        raise ClientError(f"{option}: {shown} must start with https:// (http:// only on loopback)")
+    if parts.path:
+        raise ClientError(f"{option}: {shown} must be scheme://host[:port], with no path, not even /")
+    host = _origin_host(parts.hostname or "")
+    if host is None:
+        raise ClientError(f"{option}: {shown} has no valid host")
+    if scheme == "http" and not (allow_http or _is_loopback(parts.hostname)):
+        raise ClientError(f"{option}: {shown} must be https (http only on loopback)")
+    if port == 0:
+        raise ClientError(f"{option}: {shown} has an invalid port")
+    if port is None or port == DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _origin_host(hostname: str) -> str | None:
+    """A host as an origin shows it: a name in lowercase, an IPv6 address compressed in brackets."""
+    try:
+        address = ipaddress.ip_address(hostname)
+    except ValueError:
+        return hostname if _HOSTNAME.fullmatch(hostname) else None
+    return f"[{address.compressed}]" if address.version == 6 else str(address)
+
+
+def client_registers_origin(db: Session, client_id: str, origin: str) -> bool:
+    client = db.get(Client, client_id)
+    return client is not None and origin in client.web_origins
+
+
+def any_client_registers_origin(db: Session, origin: str) -> bool:
+    """Whether some client registered ``origin``: the database narrows the clients down to those
+    whose list mentions it as text (alike on SQLite and PostgreSQL), and the list decides."""
+    if len(origin) > MAX_ORIGIN_LENGTH:
+        return False
+    mentioning = select(Client.web_origins).where(cast(Client.web_origins, String).contains(origin, autoescape=True))
+    return any(origin in origins for origins in db.scalars(mentioning))
+
+
 def create_client(
     db: Session,
     secret_key: str,
@@ -100,6 +166,7 @@ def create_client(
     auth_method: str = "client_secret_basic",
     jwks_uri: str | None = None,
     first_party: bool = False,
+    web_origins: Sequence[str] = (),
     allow_http: bool = False,
 ) -> NewClient:
     """Check everything first and write one row, so bad input leaves nothing behind."""
@@ -121,6 +188,7 @@ def create_client(
         check_redirect_uri(u, allow_http=allow_http, option="--post-logout-redirect-uri")
         for u in dict.fromkeys(post_logout_redirect_uris)
     ]
+    origins = list(dict.fromkeys(check_web_origin(o, allow_http=allow_http) for o in web_origins))
     try:
         scopes = scope_rules.parse(scope)
     except InvalidScope as exc:
@@ -146,6 +214,7 @@ def create_client(
         token_endpoint_auth_method=auth_method,
         jwks_uri=jwks_uri,
         first_party=first_party,
+        web_origins=origins,
         created_at=now(),
     )
     db.add(client)

@@ -18,6 +18,8 @@ class Client(Base):
     secret_hash: Mapped[str | None] = mapped_column(String(64))
     redirect_uris: Mapped[list[str]] = mapped_column(JSON)
     post_logout_redirect_uris: Mapped[list[str]] = mapped_column(JSON)
+    # Origins of the client's browser app (``scheme://host[:port]``), answered with CORS.
+    web_origins: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     scope: Mapped[str] = mapped_column(String(1000))
     grant_types: Mapped[list[str]] = mapped_column(JSON)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(32))
