@@ -51,6 +51,7 @@ from .pages.register import register, resend_verification, verify_email
 from .security.headers import SecurityHeaders
 from .security.null_bytes import NullBytes
 from .settings import Settings
+from .web.cors import client_route, public_route
 
 log = logging.getLogger("idp")
 
@@ -84,13 +85,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_environ()
     ctx = Context.build(settings)
     routes = [
-        Route("/.well-known/openid-configuration", discovery.configuration),
-        Route("/.well-known/oauth-authorization-server", discovery.configuration),
-        Route(PATHS["jwks_uri"], discovery.jwks),
+        public_route("/.well-known/openid-configuration", discovery.configuration),
+        public_route("/.well-known/oauth-authorization-server", discovery.configuration),
+        public_route(PATHS["jwks_uri"], discovery.jwks),
         Route(PATHS["authorization_endpoint"], authorize, methods=["GET", "POST"]),
-        Route(PATHS["token_endpoint"], token, methods=["POST"]),
-        Route(PATHS["userinfo_endpoint"], userinfo, methods=["GET", "POST"]),
-        Route(PATHS["revocation_endpoint"], revocation, methods=["POST"]),
+        client_route(PATHS["token_endpoint"], token, methods=["POST"]),
+        client_route(PATHS["userinfo_endpoint"], userinfo, methods=["GET", "POST"]),
+        client_route(PATHS["revocation_endpoint"], revocation, methods=["POST"]),
         Route(PATHS["introspection_endpoint"], introspection, methods=["POST"]),
         Route(PATHS["end_session_endpoint"], logout, methods=["GET", "POST"]),
         Route("/login", login, methods=["GET", "POST"]),

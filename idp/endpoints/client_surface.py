@@ -7,7 +7,9 @@ a missing or unsupported ``grant_type``, a missing ``token``. The client then au
 method it registered: the authenticator checks an assertion in short sessions of its own, its
 JWKS fetched outside them, before the request's transaction begins with the client's row. Once
 known, the client is counted against its own budget (:func:`throttle_client`), so that nobody else
-can spend it. Every refusal is an RFC 6749 §5.2 error, never cached.
+can spend it. Every refusal is an RFC 6749 §5.2 error, never cached. The client the request names
+is noted for CORS (:mod:`idp.web.cors`) before it authenticates, so that a browser app on one of its
+origins can read why it was refused.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..oauth.errors import InvalidRequest, OAuthError
 from ..security.forms import FormError, given, read_form, single_values
 from ..security.rate_limits import Refusal
 from ..storage import Client
+from ..web.cors import note_client
 from ..web.pipeline import Answer, Call, Needs
 from .responses import oauth_error
 from .throttling import throttle_client, throttled
@@ -58,6 +61,7 @@ class ClientSurface:
             credentials = read_credentials(request.headers.get("authorization"), form)
         except OAuthError as exc:
             raise Answer(oauth_error(exc)) from None
+        note_client(request, credentials.client_id)
         return Raw(form, credentials)
 
     def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> Client:

@@ -2,7 +2,8 @@
 request pipeline (:mod:`idp.web.pipeline`).
 
 The token may come in the Authorization header (GET or POST) or as ``access_token`` in a POST
-form body (RFC 6750 §2.2), never both (§2). Every refusal is a bearer challenge (§3).
+form body (RFC 6750 §2.2), never both (§2). Every refusal is a bearer challenge (§3). The client
+the verified token was issued to is noted for CORS (:mod:`idp.web.cors`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..oauth.tokens import verify_access_token
 from ..security.forms import FormError, read_form, single_values
 from ..security.rate_limits import Refusal
 from ..storage import User
+from ..web.cors import note_client
 from ..web.pipeline import Answer, Call, Needs, endpoint
 
 Claims = dict[str, Any]
@@ -71,9 +73,12 @@ class UserinfoSurface:
     def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> Claims:
         assert isinstance(raw, str)
         try:
-            return verify_access_token(db, ctx.keyring, ctx.settings.issuer, raw)
+            claims = verify_access_token(db, ctx.keyring, ctx.settings.issuer, raw)
         except OAuthError as exc:
             raise Answer(_challenge(exc)) from None
+        client_id = claims.get("client_id")
+        note_client(request, client_id if isinstance(client_id, str) else None)
+        return claims
 
     def values(self, call: Call[Claims], raw: object, needs: Needs) -> dict[str, str]:
         return {}

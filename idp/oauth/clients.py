@@ -140,9 +140,10 @@ def _origin_host(hostname: str) -> str | None:
     return f"[{address.compressed}]" if address.version == 6 else str(address)
 
 
-def client_registers_origin(db: Session, client_id: str, origin: str) -> bool:
+def registered_origins(db: Session, client_id: str) -> list[str] | None:
+    """The web origins of the client ``client_id``; ``None`` when there is no such client."""
     client = db.get(Client, client_id)
-    return client is not None and origin in client.web_origins
+    return None if client is None else client.web_origins
 
 
 def any_client_registers_origin(db: Session, origin: str) -> bool:

@@ -1,0 +1,163 @@
+"""Which pages of other origins may read the provider's answers: CORS (the Fetch standard, §3.2).
+
+Discovery and the JWKS are public documents any page may read (:func:`public_route`: Starlette's
+``CORSMiddleware`` for every origin, GET and HEAD).
+
+The endpoints a browser app calls with its tokens (:func:`client_route`: token, revocation,
+UserInfo) answer only an origin that the request's client registered (``--web-origin``), with
+``Access-Control-Allow-Origin`` naming that origin and ``Vary: Origin``:
+
+- the client is the one the request names in ``client_id`` (token, revocation), or the one its
+  access token was issued to (UserInfo): the endpoint's surface notes it with :func:`note_client`
+  as soon as it reads it, and the answer is checked against it, errors included, so that the app
+  can read why it was refused;
+- a request whose client cannot be told (a malformed form, a token that cannot be verified, a
+  ``client_id`` nobody registered) is answered for an origin that any client registered: such an
+  answer is an error that is the same for everyone and names no client;
+- a preflight carries no body, so no client either: it is answered for an origin that any client
+  registered, as node oidc-provider answers preflights before it knows the client; the request
+  that follows is then checked against its own client;
+- an origin that is not allowed gets no CORS header: the request is served as before, and the
+  browser keeps the answer from the page.
+
+No ``Access-Control-Allow-Credentials``: these endpoints read no cookie. The decision is the
+database's, each time: which origins a client registered is a column of its row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..oauth.clients import any_client_registers_origin, registered_origins
+from .request import context
+
+MAX_AGE = 600
+"""Seconds a browser may keep a preflight's answer (Chromium keeps it at most 7200)."""
+ALLOWED_HEADERS = ("Authorization", "Content-Type")
+"""Request headers a browser app may send beyond the safelisted ones: a bearer token or client
+credentials, and a form body. (The provider takes no DPoP proofs, so no ``DPoP`` header.)"""
+EXPOSED_HEADERS = ("Retry-After", "WWW-Authenticate")
+"""Response headers an app may read beyond the safelisted ones: a bearer challenge, a wait."""
+PUBLIC_METHODS = ("GET", "HEAD")
+_CLIENT = "idp.cors.client"
+
+Endpoint = Callable[[Request], Any]
+
+
+def public_route(path: str, endpoint: Endpoint) -> Route:
+    """``endpoint`` (GET) readable from every origin."""
+    return Route(path, endpoint, methods=[*PUBLIC_METHODS, "OPTIONS"], middleware=[Middleware(AnyOrigin)])
+
+
+def client_route(path: str, endpoint: Endpoint, methods: Sequence[str]) -> Route:
+    """``endpoint`` readable from the origins its request's client registered; its surface calls
+    :func:`note_client`."""
+    return Route(
+        path, endpoint, methods=[*methods, "OPTIONS"], middleware=[Middleware(ClientOrigins, methods=tuple(methods))]
+    )
+
+
+def note_client(request: Request, client_id: str | None) -> None:
+    """The client a request is for, as soon as the surface reads it (not yet authenticated)."""
+    request.scope[_CLIENT] = client_id
+
+
+def _preflight(headers: Headers) -> bool:
+    return "origin" in headers and "access-control-request-method" in headers
+
+
+def _options(methods: Sequence[str]) -> Response:
+    """An OPTIONS that is no preflight: what the resource allows (RFC 9110 §9.3.7)."""
+    return Response(status_code=204, headers={"Allow": ", ".join([*methods, "OPTIONS"])})
+
+
+class AnyOrigin(CORSMiddleware):
+    """Starlette's CORS for every origin, GET and HEAD, on a route that allows them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(app, allow_origins=("*",), allow_methods=PUBLIC_METHODS, max_age=MAX_AGE)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS" and not _preflight(Headers(scope=scope)):
+            await _options(PUBLIC_METHODS)(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+class ClientOrigins:
+    """The CORS of an endpoint that answers only the origins of its request's client.
+
+    Starlette's ``CORSMiddleware`` decides from a list fixed when it is built; here the list is
+    the client's row, known only once the surface has read the request, so the decision is taken
+    as the answer starts.
+    """
+
+    def __init__(self, app: ASGIApp, methods: tuple[str, ...]) -> None:
+        self.app = app
+        self.methods = methods
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        origin = request.headers.get("origin")
+        if request.method == "OPTIONS":
+            await (await self._preflight(request))(scope, receive, send)
+            return
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.add_vary_header("Origin")
+                client_id = scope.get(_CLIENT)
+                if await run_in_threadpool(_allowed, request, origin, client_id):
+                    headers["Access-Control-Allow-Origin"] = origin
+                    headers["Access-Control-Expose-Headers"] = ", ".join(EXPOSED_HEADERS)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    async def _preflight(self, request: Request) -> Response:
+        if not _preflight(request.headers):
+            return _options(self.methods)
+        origin = request.headers["origin"]
+        if not await run_in_threadpool(_allowed, request, origin, None):
+            return PlainTextResponse("Disallowed CORS origin", status_code=400, headers={"Vary": "Origin"})
+        return Response(
+            status_code=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": ", ".join(self.methods),
+                "Access-Control-Allow-Headers": ", ".join(ALLOWED_HEADERS),
+                "Access-Control-Max-Age": str(MAX_AGE),
+                "Vary": "Origin",
+            },
+        )
+
+
+def _allowed(request: Request, origin: str, client_id: str | None) -> bool:
+    """Whether ``origin`` may read the answer to a request for ``client_id`` (see the module)."""
+    with context(request).db() as db:
+        return _registered(db, origin, client_id)
+
+
+def _registered(db: Session, origin: str, client_id: str | None) -> bool:
+    origins = registered_origins(db, client_id) if client_id is not None else None
+    if origins is None:
+        return any_client_registers_origin(db, origin)
+    return origin in origins
