@@ -46,6 +46,7 @@ from .services import RedisServer, TcpProxy, postgresql_database
 
 REDIRECT_URI = "https://rp.example/cb"
 QUICK = 3.0
+PREFLIGHT = {"Access-Control-Request-Method": "POST"}
 
 
 class Instance:
@@ -218,6 +219,9 @@ def test_without_the_database_requests_answer_503_quickly_and_recover(serve, pro
             lambda: refresh(web, client, tokens["refresh_token"]),
             lambda: web.post("/introspect", data={"token": tokens["refresh_token"]}, auth=client.auth),
             lambda: web.get("/userinfo", headers=bearer),
+            lambda: web.get("/userinfo", headers={**bearer, "Origin": "https://app.example"}),
+            lambda: web.options("/token", headers={"Origin": "https://app.example", **PREFLIGHT}),
+            lambda: web.post("/token", data={"client_id": client.client_id}, headers={"Origin": "https://app.example"}),
             lambda: web.get("/account"),
         ]
 

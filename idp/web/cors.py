@@ -100,7 +100,9 @@ class ClientOrigins:
 
     Starlette's ``CORSMiddleware`` decides from a list fixed when it is built; here the list is
     the client's row, known only once the surface has read the request, so the decision is taken
-    as the answer starts.
+    once the endpoint has answered. The answer (a small JSON document) is held until then, so that
+    a database that fails the decision fails the request as it fails any other: a clean 503 from
+    the application's handler, not an answer already half sent.
     """
 
     def __init__(self, app: ASGIApp, methods: tuple[str, ...]) -> None:
@@ -120,17 +122,19 @@ class ClientOrigins:
             await self.app(scope, receive, send)
             return
 
-        async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.add_vary_header("Origin")
-                client_id = scope.get(_CLIENT)
-                if await run_in_threadpool(_allowed, request, origin, client_id):
-                    headers["Access-Control-Allow-Origin"] = origin
-                    headers["Access-Control-Expose-Headers"] = ", ".join(EXPOSED_HEADERS)
-            await send(message)
+        answer: list[Message] = []
 
-        await self.app(scope, receive, send_with_cors)
+        async def keep(message: Message) -> None:
+            answer.append(message)
+
+        await self.app(scope, receive, keep)
+        headers = MutableHeaders(scope=answer[0])
+        headers.add_vary_header("Origin")
+        if await run_in_threadpool(_allowed, request, origin, scope.get(_CLIENT)):
+            headers["Access-Control-Allow-Origin"] = origin
+            headers["Access-Control-Expose-Headers"] = ", ".join(EXPOSED_HEADERS)
+        for message in answer:
+            await send(message)
 
     async def _preflight(self, request: Request) -> Response:
         if not _preflight(request.headers):
