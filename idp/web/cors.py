@@ -26,8 +26,7 @@ database's, each time: which origins a client registered is a column of its row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +39,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..oauth.clients import any_client_registers_origin, registered_origins
+from .pipeline import Endpoint
 from .request import context
 
 MAX_AGE = 600
@@ -51,8 +51,6 @@ EXPOSED_HEADERS = ("Retry-After", "WWW-Authenticate")
 """Response headers an app may read beyond the safelisted ones: a bearer challenge, a wait."""
 PUBLIC_METHODS = ("GET", "HEAD")
 _CLIENT = "idp.cors.client"
-
-Endpoint = Callable[[Request], Any]
 
 
 def public_route(path: str, endpoint: Endpoint) -> Route:
@@ -73,11 +71,11 @@ def note_client(request: Request, client_id: str | None) -> None:
     request.scope[_CLIENT] = client_id
 
 
-def _preflight(headers: Headers) -> bool:
+def _is_preflight(headers: Headers) -> bool:
     return "origin" in headers and "access-control-request-method" in headers
 
 
-def _options(methods: Sequence[str]) -> Response:
+def _allow(methods: Sequence[str]) -> Response:
     """An OPTIONS that is no preflight: what the resource allows (RFC 9110 §9.3.7)."""
     return Response(status_code=204, headers={"Allow": ", ".join([*methods, "OPTIONS"])})
 
@@ -89,8 +87,8 @@ class AnyOrigin(CORSMiddleware):
         super().__init__(app, allow_origins=("*",), allow_methods=PUBLIC_METHODS, max_age=MAX_AGE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "OPTIONS" and not _preflight(Headers(scope=scope)):
-            await _options(PUBLIC_METHODS)(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] == "OPTIONS" and not _is_preflight(Headers(scope=scope)):
+            await _allow(PUBLIC_METHODS)(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -116,7 +114,7 @@ class ClientOrigins:
         request = Request(scope)
         origin = request.headers.get("origin")
         if request.method == "OPTIONS":
-            await (await self._preflight(request))(scope, receive, send)
+            await (await self._options(request))(scope, receive, send)
             return
         if origin is None:
             await self.app(scope, receive, send)
@@ -136,9 +134,9 @@ class ClientOrigins:
         for message in answer:
             await send(message)
 
-    async def _preflight(self, request: Request) -> Response:
-        if not _preflight(request.headers):
-            return _options(self.methods)
+    async def _options(self, request: Request) -> Response:
+        if not _is_preflight(request.headers):
+            return _allow(self.methods)
         origin = request.headers["origin"]
         if not await run_in_threadpool(_allowed, request, origin, None):
             return PlainTextResponse("Disallowed CORS origin", status_code=400, headers={"Vary": "Origin"})
