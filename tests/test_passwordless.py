@@ -46,6 +46,8 @@ from .flows import (
     emailed_code,
     enter_code,
     hidden_fields,
+    in_arabic_indic,
+    in_persian,
     messages_to,
     path_of,
     pkce_pair,
@@ -357,6 +359,17 @@ def test_national_number_becomes_e164_with_the_default_region(sms_site, stub):
     assert user is not None
 
 
+def test_a_national_number_and_its_code_in_persian_digits_sign_in(sms_site, stub):
+    phone = new_phone()
+    user = add_user(sms_site, email=new_email(), phone=phone)
+    response = ask_for_code(sms_site, in_persian("0" + phone[3:]))
+    assert response.status_code == 303, response.text
+    code = texted_code(sms_site, stub, phone)
+    assert [m["To"] for m in stub.messages] == [phone]
+    assert_signed_in(enter_code(sms_site, in_persian(code)))
+    assert signed_in_amr(sms_site, user.id) == ["sms"]
+
+
 def test_first_sign_in_by_phone_creates_an_account_with_a_verified_phone(sms_site, stub):
     phone = new_phone()
     ask_for_code(sms_site, phone)
@@ -484,6 +497,19 @@ def test_three_wrong_codes_spend_the_code(site, caplog):
     caplog.clear()
     ask_for_code(site, user.email)
     assert_signed_in(enter_code(site, emailed_code(site, caplog, user.email)))
+
+
+@pytest.mark.parametrize("typed", [in_persian, in_arabic_indic])
+def test_a_right_code_in_persian_or_arabic_indic_digits_signs_in_after_two_wrong_ones(site, caplog, typed):
+    """Typed on a Persian or Arabic keyboard, the right code is right: counted as a wrong one, it
+    would be the third and end the sign-in."""
+    user = add_user(site, email=new_email())
+    ask_for_code(site, user.email)
+    code = emailed_code(site, caplog, user.email)
+    for _ in range(2):
+        assert "not right" in alert_text(enter_code(site, typed(wrong(code))))
+    assert_signed_in(enter_code(site, typed(code)))
+    assert signed_in_amr(site, user.id) == ["otp"]
 
 
 def test_a_resent_code_replaces_the_first(site, caplog):

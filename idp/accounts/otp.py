@@ -30,6 +30,7 @@ from ..security.digests import keyed_digest, new_id
 from ..storage import OneTimeCode, now, spend_once
 from . import sms_budget
 from .codes_vocabulary import Channel, Purpose
+from .digits import ascii_digits
 from .errors import AccountError, Code
 
 MAX_TRIES = 3
@@ -185,7 +186,7 @@ def verify(db: Session, secret_key: str, *, purpose: Purpose, identifier: str, c
     )
     if live is None:
         return None
-    candidate = code.strip()
+    candidate = ascii_digits(code.strip())
     presented = _digest(secret_key, purpose, identifier, candidate if len(candidate) <= 16 else "")
     if hmac.compare_digest(presented.encode(), live.code_hash.encode()):
         spent = spend_once(
