@@ -44,6 +44,7 @@ from .pages.account import (
 from .pages.account_email import change_email, confirm_email
 from .pages.codes import enter_code, request_code, resend_code
 from .pages.consent import consent
+from .pages.language import switch_language
 from .pages.login import login
 from .pages.logout import logout
 from .pages.password import forgot_password, reset_password
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/login/verify", enter_code, methods=["GET", "POST"]),
         Route("/login/verify/resend", resend_code, methods=["POST"]),
         Route("/consent", consent, methods=["GET", "POST"]),
+        Route("/language", switch_language, methods=["POST"]),
         Route("/password/forgot", forgot_password, methods=["GET", "POST"]),
         Route("/password/reset", reset_password, methods=["GET", "POST"]),
         Route("/register", register, methods=["GET", "POST"]),

@@ -32,6 +32,7 @@ from idp.accounts.password_policy import PasswordRejected
 from idp.accounts.passwords import verify_password
 from idp.accounts.users import create_user, disable_user, lock_user
 from idp.context import Context
+from idp.languages import Language
 from idp.messaging import outbox
 from idp.messaging.email import Email
 from idp.messaging.worker import deliver_due
@@ -296,9 +297,9 @@ def watch_work(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callab
     work = RequestWork()
     render, seal = outbox.render_email, sealing.Sealer.seal
 
-    def rendering(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
+    def rendering(template: str, context: dict[str, Any], language: Language) -> tuple[str, str, str]:
         work.rendered.append(template)
-        return render(template, context)
+        return render(template, context, language)
 
     def sealing_(self: sealing.Sealer, plaintext: str) -> str:
         work.sealed += 1

@@ -27,7 +27,7 @@ from ..context import Context
 from ..messaging.outbox import enqueue_email, enqueue_sms
 from ..metrics import CODES_SENT
 from ..security.digests import keyed_digest, new_id
-from ..storage import OneTimeCode, now, spend_once
+from ..storage import OneTimeCode, User, now, spend_once
 from . import sms_budget
 from .codes_vocabulary import Channel, Purpose
 from .digits import ascii_digits
@@ -122,10 +122,12 @@ def deliver(ctx: Context, db: Session, issued: IssuedCode, *, channel: str, to: 
     """Queue ``issued`` to ``to`` by ``channel`` (``email`` or ``sms``) in the message ``template``:
     the one place a code leaves, so the one place ``code_sent`` is recorded."""
     message = {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
+    recipient = db.get(User, issued.user_id) if issued.user_id is not None else None
+    locale = recipient.locale if recipient is not None else None
     if channel == Channel.EMAIL:
-        enqueue_email(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at)
+        enqueue_email(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at, locale=locale)
     else:
-        enqueue_sms(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at)
+        enqueue_sms(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at, locale=locale)
     audit.record(
         db,
         Event.CODE_SENT,

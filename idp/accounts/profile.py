@@ -102,6 +102,11 @@ def update_name(db: Session, user: User, name: str) -> None:
     user.updated_at = now()
 
 
+def choose_language(db: Session, user: User, tag: str) -> None:
+    user.locale = tag
+    user.updated_at = now()
+
+
 def start_phone_verification(
     ctx: Context,
     db: Session,

@@ -275,4 +275,5 @@ def notify_password_changed(
             "phone_removed": mask(phone_removed) if phone_removed else None,
         },
         useful_until=notice_useful_until(),
+        locale=user.locale,
     )

@@ -142,6 +142,7 @@ def turn_off(ctx: Context, db: Session, user: User) -> str:
             "second_factor_disabled",
             {"account_link": f"{ctx.settings.issuer}/account/security"},
             useful_until=notice_useful_until(),
+            locale=user.locale,
         )
     return method
 

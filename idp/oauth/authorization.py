@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Refused
 from ..keys import KeyRing
+from ..languages import N_
 from ..security.digests import new_token, token_digest
 from ..security.forms import given, single_values
 from ..sso import ActiveSession
@@ -42,8 +43,8 @@ RESPONSE_MODES = ("query", "form_post")
 PROMPTS = ("none", "login", "consent", "select_account")
 PENDING_LIFETIME = 30 * 60
 CODE_LIFETIME = 60
-ANSWERED = "This sign-in request has already been answered. Go back to the application and start again."
-MAX_VALUE_LENGTH = {"state": 2048, "nonce": 512, "login_hint": 320, "id_token_hint": 8192}
+ANSWERED = N_("This sign-in request has already been answered. Go back to the application and start again.")
+MAX_VALUE_LENGTH = {"state": 2048, "nonce": 512, "login_hint": 320, "id_token_hint": 8192, "ui_locales": 256}
 _CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 _MAX_AGE = re.compile(r"[0-9]{1,10}")
 
@@ -63,6 +64,8 @@ class AuthorizationParams:
     max_age: int | None = None
     login_hint: str | None = None
     hint_subject: str | None = None
+    ui_locales: str | None = None
+    """The languages the person prefers, for the pages of the sign-in (OpenID Connect Core §3.1.2.1)."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuthorizationParams:
@@ -115,15 +118,15 @@ def parse_request(
     values, repeated = single_values(given(items))
     client_id = values.get("client_id")
     if not client_id or "client_id" in repeated:
-        raise BadAuthorizationTarget("The request names no client, or names it more than once.")
+        raise BadAuthorizationTarget(N_("The request names no client, or names it more than once."))
     client = db.get(Client, client_id) if len(client_id) <= 64 else None
     if client is None:
-        raise BadAuthorizationTarget("The request names a client this provider does not know.")
+        raise BadAuthorizationTarget(N_("The request names a client this provider does not know."))
     redirect_uri = values.get("redirect_uri")
     if not redirect_uri or "redirect_uri" in repeated:
-        raise BadAuthorizationTarget("The request must carry exactly one redirect_uri.")
+        raise BadAuthorizationTarget(N_("The request must carry exactly one redirect_uri."))
     if not redirect_uri_registered(redirect_uri, client):
-        raise BadAuthorizationTarget("The redirect_uri is not one the client registered.")
+        raise BadAuthorizationTarget(N_("The redirect_uri is not one the client registered."))
 
     response_mode = values.get("response_mode", "query")
     state = values.get("state")
@@ -206,6 +209,7 @@ def parse_request(
         max_age=max_age,
         login_hint=values.get("login_hint"),
         hint_subject=hint_subject,
+        ui_locales=values.get("ui_locales"),
     )
 
 
@@ -257,10 +261,12 @@ def load_pending(db: Session, request_id: str | None) -> tuple[AuthorizationRequ
     """A pending request that exists and has not expired, or ``BadAuthorizationTarget``."""
     pending = db.get(AuthorizationRequest, request_id) if request_id and len(request_id) <= 64 else None
     if pending is None or pending.expires_at <= now():
-        raise BadAuthorizationTarget("This sign-in request has expired. Go back to the application and start again.")
+        raise BadAuthorizationTarget(
+            N_("This sign-in request has expired. Go back to the application and start again.")
+        )
     client = db.get(Client, pending.client_id)
     if client is None:
-        raise BadAuthorizationTarget("The application of this sign-in request no longer exists.")
+        raise BadAuthorizationTarget(N_("The application of this sign-in request no longer exists."))
     return pending, client, AuthorizationParams.from_dict(pending.params)
 
 
