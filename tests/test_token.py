@@ -113,7 +113,7 @@ def test_successful_token_response_is_not_cacheable(http, client, user):
 
 
 def test_error_token_response_is_json_and_not_cacheable(http, client):
-    response = http.post("/token", data={"grant_type": "authorization_code", "code": "x"}, auth=client.auth)
+    response = http.post("/token", data={"grant_type": "authorization_code"}, auth=client.auth)
     body = assert_error(response, "invalid_request")
     assert body["error_description"]
 
