@@ -194,6 +194,11 @@ def _problem_types(issuer: str) -> str:
 
 def document(issuer: str) -> dict[str, Any]:
     profile = _ref("schemas", "Profile")
+    not_proven = _problem(
+        "`wrong-password`; `account-locked`: wrong passwords locked the account, and no password is checked "
+        "until the lock ends; `sign-in-required`: the account has no password and the person signed in more "
+        "than five minutes ago; or as for any operation."
+    )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -278,11 +283,7 @@ def document(issuer: str) -> dict[str, Any]:
                     "Send a link to confirm a new email address",
                     {
                         "202": _json("The link is on its way.", _ref("schemas", "PendingEmail")),
-                        "403": _problem(
-                            "`wrong-password`; `account-locked`: wrong passwords locked the account, and no "
-                            "password is checked until the lock ends; `sign-in-required`: the account has no "
-                            "password and the person signed in more than five minutes ago; or as for any operation."
-                        ),
+                        "403": not_proven,
                         "409": _problem(
                             "`account-changed`: the password changed while the one given was checked; try again."
                         ),
@@ -304,11 +305,7 @@ def document(issuer: str) -> dict[str, Any]:
                     "Send a verification code to a phone number",
                     {
                         "202": _json("The code is on its way.", _ref("schemas", "PendingPhone")),
-                        "403": _problem(
-                            "`wrong-password`; `account-locked`: wrong passwords locked the account, and no "
-                            "password is checked until the lock ends; `sign-in-required`: the account has no "
-                            "password and the person signed in more than five minutes ago; or as for any operation."
-                        ),
+                        "403": not_proven,
                         "409": _problem(
                             "`phone-needed`: SMS is the second factor, so its number cannot be replaced; or "
                             "`account-changed`: the password changed while the one given was checked, try again."
