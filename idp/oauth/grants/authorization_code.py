@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from ...security.digests import new_id, token_digest
 from ...storage import AuthorizationCode, BrowserSession, Client, Grant, User, now, revoke_grants, spend_once
-from ..errors import InvalidGrant, InvalidRequest, ReusedGrant, UnauthorizedClient
+from ..errors import InvalidGrant, InvalidRequest, ReusedGrant
 from .issuance import TokenIssuer
+from .parameters import required
 
 GRANT_TYPE = "authorization_code"
 _VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
@@ -33,11 +34,7 @@ def s256(verifier: str) -> str:
 
 
 def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
-    if GRANT_TYPE not in client.grant_types:
-        raise UnauthorizedClient("this client may not use the authorization code grant")
-    code = form.get("code")
-    if not code:
-        raise InvalidRequest("code is required")
+    code = required(form, "code")
     row = db.get(AuthorizationCode, token_digest(code)) if len(code) <= 128 else None
     if row is None or row.client_id != client.id:
         raise InvalidGrant("the code is invalid")
@@ -45,7 +42,7 @@ def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, s
         raise _reused(db, row)
     if row.expires_at <= now():
         raise InvalidGrant("the code has expired")
-    _check_redirect_uri(row, form.get("redirect_uri"))
+    _check_redirect_uri(row, form.get("redirect_uri") or None)
     _check_pkce(row, form.get("code_verifier"))
     _check_session_alive(db, row)
 
