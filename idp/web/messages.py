@@ -101,7 +101,7 @@ SENTENCES: dict[tuple[Code, str], str] = {
     ),
     (Code.EMAIL_TAKEN, "email-taken"): "This email address now belongs to another account, so yours did not change.",
     (Code.SIGN_IN_ENDED, "too_many_wrong_codes"): (
-        "That was the third wrong code, so this sign-in has ended. Please start again."
+        "That was one wrong code too many, so this sign-in has ended. Please start again."
     ),
     (Code.SIGN_IN_ENDED, "account_locked"): (
         "Too many failed sign-ins: your account is locked for {minutes} more minutes. "
