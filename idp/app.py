@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 from . import api
 from .context import Context
 from .endpoints import discovery, health, metrics
+from .endpoints.authorization_challenge import authorization_challenge
 from .endpoints.authorize import authorize
 from .endpoints.client_endpoints import introspection, revocation
 from .endpoints.token import token
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(PATHS["jwks_uri"], discovery.jwks),
         Route(PATHS["authorization_endpoint"], authorize, methods=["GET", "POST"]),
         Route(PATHS["token_endpoint"], token, methods=["POST"]),
+        Route(PATHS["authorization_challenge_endpoint"], authorization_challenge, methods=["POST"]),
         Route(PATHS["userinfo_endpoint"], userinfo, methods=["GET", "POST"]),
         Route(PATHS["revocation_endpoint"], revocation, methods=["POST"]),
         Route(PATHS["introspection_endpoint"], introspection, methods=["POST"]),

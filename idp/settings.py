@@ -75,6 +75,8 @@ class Settings:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 1_209_600
     otp_ttl: int = 300
+    otp_length: int = 6
+    otp_attempts: int = 3
     session_ttl: int = 43_200
     session_idle_ttl: int | None = None
     metrics_port: int | None = None
@@ -239,6 +241,8 @@ class Settings:
             access_token_ttl=number("IDP_ACCESS_TOKEN_TTL", cls.access_token_ttl, 60, 86_400),
             refresh_token_ttl=number("IDP_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, 300, 31_536_000),
             otp_ttl=number("IDP_OTP_TTL", cls.otp_ttl, 60, 3600),
+            otp_length=number("IDP_OTP_LENGTH", cls.otp_length, 6, 8),
+            otp_attempts=number("IDP_OTP_ATTEMPTS", cls.otp_attempts, 3, 5),
             session_ttl=number("IDP_SESSION_TTL", cls.session_ttl, 300, 31_536_000),
             session_idle_ttl=optional_number("IDP_SESSION_IDLE_TTL", 300, 31_536_000),
             metrics_port=optional_number("IDP_METRICS_PORT", 1, 65535),

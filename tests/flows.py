@@ -26,7 +26,7 @@ from idp.storage import OutboxMessage
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
 _ALERT = re.compile(r'<[^>]*role="alert"[^>]*>(.*?)</', re.DOTALL)
 WRONG_PASSWORD = "not the password at all"
-EMAIL_CODE = re.compile(r"Your one-time code is (\d{6})\.")
+EMAIL_CODE = re.compile(r"Your one-time code is (\d{6,8})\.")
 _IN_PERSIAN = str.maketrans("0123456789", PERSIAN)
 _IN_ARABIC_INDIC = str.maketrans("0123456789", ARABIC_INDIC)
 

@@ -448,14 +448,16 @@ def test_changing_the_password_ends_the_other_sessions(browsers, http, ctx, toke
     assert_invalid_token(http.get("/api/account", headers=bearer(there["access_token"])))
     assert http.get("/api/account", headers=bearer(tokens["access_token"])).status_code == 200
     sign_in(browsers(), person.email, NEW_PASSWORD)
-    assert events(ctx, person.id, "password_changed")[-1].outcome == "success"
+    changed = events(ctx, person.id, "password_changed")[-1]
+    assert (changed.outcome, changed.user_agent) == ("success", http.headers["user-agent"])
 
 
 def test_a_wrong_current_password_is_403(http, ctx, browsers, token, person, documented):
     response = change_password(http, token, "not the password", NEW_PASSWORD)
     assert_problem(response, 403, "wrong-password")
     documented.check(response, "/api/account/password", "post")
-    assert events(ctx, person.id, "password_changed")[-1].outcome == "failure"
+    refused = events(ctx, person.id, "password_changed")[-1]
+    assert (refused.outcome, refused.user_agent) == ("failure", http.headers["user-agent"])
     sign_in(browsers(), person.email, PASSWORD)
 
 

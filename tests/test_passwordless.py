@@ -237,7 +237,7 @@ def assert_signed_in(response: httpx.Response) -> None:
 
 
 def wrong(code: str) -> str:
-    return f"{(int(code) + 1) % 1_000_000:06d}"
+    return f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
 
 
 # --- the pages ----------------------------------------------------------------------------------
@@ -488,7 +488,7 @@ def test_three_wrong_codes_spend_the_code(site, caplog):
     for _ in range(2):
         assert "not right" in alert_text(enter_code(site, wrong(code)))
     third = enter_code(site, wrong(code))
-    assert third.status_code == 400 and "third wrong code" in third.text
+    assert third.status_code == 400 and "one wrong code too many" in third.text
     ended = site.get("/login/verify")
     assert ended.status_code == 400 and "start again" in ended.text, "three wrong codes end the sign-in"
     fields = hidden_fields(site.get("/login/code").text)
@@ -510,6 +510,26 @@ def test_a_right_code_in_persian_or_arabic_indic_digits_signs_in_after_two_wrong
         assert "not right" in alert_text(enter_code(site, typed(wrong(code))))
     assert_signed_in(enter_code(site, typed(code)))
     assert signed_in_amr(site, user.id) == ["otp"]
+
+
+def test_the_codes_length_and_tries_are_settings(module_environ, caplog):
+    with running_app(module_environ, IDP_OTP_LENGTH="8", IDP_OTP_ATTEMPTS="5") as site:
+        user = add_user(site, email=new_email())
+        ask_for_code(site, user.email)
+        code = emailed_code(site, caplog, user.email)
+        assert len(code) == 8
+        for _ in range(4):
+            assert "not right" in alert_text(enter_code(site, wrong(code)))
+        assert_signed_in(enter_code(site, code))
+
+        caplog.clear()
+        other = add_user(site, email=new_email())
+        ask_for_code(site, other.email)
+        code = emailed_code(site, caplog, other.email)
+        for _ in range(4):
+            assert "not right" in alert_text(enter_code(site, wrong(code)))
+        fifth = enter_code(site, wrong(code))
+        assert fifth.status_code == 400 and "one wrong code too many" in fifth.text
 
 
 def test_a_resent_code_replaces_the_first(site, caplog):

@@ -10,14 +10,17 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select, update
 
+from idp.accounts.errors import AccountChanged
 from idp.accounts.reauthentication import (
     REAUTH_WINDOW,
     AccountLocked,
     NotReauthenticated,
     RecentSignIn,
     WrongPassword,
-    reauthenticate,
+    confirm,
+    prove,
 )
+from idp.accounts.users import lock_user
 from idp.context import Context
 from idp.storage import OutboxMessage, User, now
 
@@ -34,7 +37,8 @@ def check(ctx: Context, user_id: str, password: str, policy: RecentSignIn, signe
     with ctx.db() as db:
         user = db.get_one(User, user_id)
         try:
-            reauthenticate(db, ctx.settings, ctx.secret_key, user, password, recent_sign_in=policy, auth_time=auth_time)
+            proof = prove(db, ctx.settings, ctx.secret_key, user, password, recent_sign_in=policy, auth_time=auth_time)
+            confirm(lock_user(db, user_id) or user, proof)
             return "ok"
         except NotReauthenticated as exc:
             assert str(exc), "the message is for the person"
@@ -109,23 +113,27 @@ def test_a_recent_sign_in_is_enough_for_the_second_factor_even_while_locked(ctx,
     assert check(ctx, person.id, PASSWORD, RecentSignIn.ALWAYS, OLD) == AccountLocked.__name__
 
 
-def test_the_check_reads_the_account_as_it_is_now(ctx, make_user):
-    """The person's row is read again under the lock: a password set by another transaction since
-    the object was loaded is asked for, where the stale object would let a recent sign-in do."""
+def test_a_proof_made_before_the_lock_is_checked_against_the_account_as_it_is_now(ctx, make_user):
+    """The proof is made without the person's row lock, from the object as it was loaded; under
+    the lock the row is read again, and a password set by another transaction meanwhile voids a
+    proof that a recent sign-in alone made."""
     person, donor = make_user(password=None), make_user()
     with ctx.db() as db:
         user = db.get_one(User, person.id)
         assert user.password_hash is None
+        proof = prove(
+            db,
+            ctx.settings,
+            ctx.secret_key,
+            user,
+            "not it",
+            recent_sign_in=RecentSignIn.WITHOUT_PASSWORD,
+            auth_time=now(),
+        )
         with ctx.db.begin() as other:
             other.get_one(User, person.id).password_hash = other.get_one(User, donor.id).password_hash
-        with pytest.raises(WrongPassword):
-            reauthenticate(
-                db,
-                ctx.settings,
-                ctx.secret_key,
-                user,
-                "not it",
-                recent_sign_in=RecentSignIn.WITHOUT_PASSWORD,
-                auth_time=now(),
-            )
-        db.commit()
+        locked = lock_user(db, person.id)
+        assert locked is not None
+        with pytest.raises(AccountChanged):
+            confirm(locked, proof)
+        db.rollback()

@@ -262,7 +262,7 @@ def assert_code_refused(response: Any) -> None:
 def assert_sign_in_ended(response: Any) -> None:
     assert response.status_code == 400, response.text
     assert not session_cookies(response)
-    assert "third wrong code" in response.text
+    assert "one wrong code too many" in response.text
 
 
 # --- the page ----------------------------------------------------------------------------------

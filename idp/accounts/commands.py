@@ -39,8 +39,6 @@ class Actor:
     session_id: str | None
     auth_time: int | None
     client_id: str | None
-    ip: str | None
-    user_agent: str | None
 
     def record(self, db: Session, event: Event, outcome: str, **detail: Any) -> None:
         audit.record(
@@ -49,8 +47,6 @@ class Actor:
             outcome=outcome,
             user_id=self.user.id,
             client_id=self.client_id,
-            ip=self.ip,
-            user_agent=self.user_agent,
             detail=detail,
         )
 
@@ -154,8 +150,6 @@ def change_password(
         new_password,
         actor.session_id,
         lambda: lock().user,
-        ip=actor.ip,
-        user_agent=actor.user_agent,
     )
 
 

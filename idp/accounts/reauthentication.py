@@ -15,7 +15,6 @@ sign-in standing in for it is not, since a stolen session carries it too.
 must not hold up every other action on the account. Once the caller holds the lock
 (:func:`~.users.lock_user`), :func:`confirm` makes sure the proof still holds: the password it
 was checked against is still the person's (a reset or a change a moment ago may have replaced it).
-:func:`reauthenticate` does both under the lock, for a caller that holds it already.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from .authentication import count_failure
 from .confirmation import confirm_identity
 from .errors import AccountChanged, AccountError, Code
 from .passwords import verify_password
-from .users import lock_user
 
 REAUTH_WINDOW = 5 * 60
 MAX_PASSWORD_INPUT = 1024
@@ -145,20 +143,3 @@ def confirm(user: User, proof: Proof) -> None:
         raise AccountChanged
     if proof.by_password:
         confirm_identity(user)
-
-
-def reauthenticate(
-    db: Session,
-    settings: Settings,
-    secret_key: str,
-    user: User,
-    password: str,
-    *,
-    recent_sign_in: RecentSignIn = RecentSignIn.NEVER,
-    auth_time: int | None = None,
-) -> None:
-    """Lock the person's row, then :func:`prove` and :func:`confirm` under it, for a caller that
-    holds the lock already or whose work after it is quick."""
-    lock_user(db, user.id)
-    proof = prove(db, settings, secret_key, user, password, recent_sign_in=recent_sign_in, auth_time=auth_time)
-    confirm(user, proof)

@@ -205,9 +205,6 @@ def change_password(
     new_password: str,
     keep_session_id: str | None,
     lock: Callable[[], User],
-    *,
-    ip: str | None = None,
-    user_agent: str | None = None,
 ) -> int:
     """A signed-in person changes their password; returns how many other sessions ended.
 
@@ -224,7 +221,7 @@ def change_password(
         proof = prove(db, settings, secret_key, user, current_password)
     except NotReauthenticated as exc:
         reason = "account_locked" if isinstance(exc, AccountLocked) else "wrong_current_password"
-        _refused(db, user, reason, ip, user_agent)
+        audit.record(db, Event.PASSWORD_CHANGED, outcome="failure", user_id=user.id, detail={"reason": reason})
         raise
     new = prepare_password(db, settings, user, new_password)
     user = lock()
@@ -232,29 +229,9 @@ def change_password(
     apply_password(db, user, new)
     ended = sign_out_everywhere(db, user.id, keep_session_id=keep_session_id)
     notify_password_changed(db, settings, secret_key, user)
-    audit.record(
-        db,
-        Event.PASSWORD_CHANGED,
-        outcome="success",
-        user_id=user.id,
-        ip=ip,
-        user_agent=user_agent,
-        detail={"sessions_ended": ended},
-    )
+    audit.record(db, Event.PASSWORD_CHANGED, outcome="success", user_id=user.id, detail={"sessions_ended": ended})
     db.flush()
     return ended
-
-
-def _refused(db: Session, user: User, reason: str, ip: str | None, user_agent: str | None) -> None:
-    audit.record(
-        db,
-        Event.PASSWORD_CHANGED,
-        outcome="failure",
-        user_id=user.id,
-        ip=ip,
-        user_agent=user_agent,
-        detail={"reason": reason},
-    )
 
 
 def notify_password_changed(

@@ -112,7 +112,7 @@ def confirm(ctx: Context, db: Session, user: User, enrolment: Enrolment, code: s
         user.totp_last_step = step
     else:
         assert enrolment.destination is not None
-        spent = otp.verify(db, ctx.secret_key, purpose=ENABLE_MFA, identifier=enrolment.destination, code=code)
+        spent = otp.verify(ctx, db, purpose=ENABLE_MFA, identifier=enrolment.destination, code=code)
         if spent is None:
             return None
         user.totp_secret = None

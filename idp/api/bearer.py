@@ -29,7 +29,7 @@ from ..oauth.errors import InvalidToken
 from ..oauth.tokens import verify_access_token
 from ..security.rate_limits import Refusal
 from ..storage import BrowserSession, Client, Grant, User
-from ..web.pipeline import Call, Needs, actor
+from ..web.pipeline import Call, Needs
 from .bodies import Fields, parse_json, read_limited
 from .problems import Problem, account_problem
 
@@ -107,7 +107,7 @@ def authenticate(ctx: Context, db: Session, token: str) -> Caller:
 def _actor(request: Request, db: Session, caller: Caller) -> Actor:
     session = db.get(BrowserSession, caller.session_id) if caller.session_id else None
     auth_time = session.auth_time if session is not None else None
-    return actor(request, caller.user, caller.session_id, auth_time, caller.client_id)
+    return Actor(caller.user, caller.session_id, auth_time, caller.client_id)
 
 
 @dataclass(frozen=True)

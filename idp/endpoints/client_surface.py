@@ -79,7 +79,7 @@ class ClientSurface:
         raise AssertionError("the endpoints where a client authenticates lock no person: Needs(lock=False)")
 
     def refused(self, call: Call[Client], refusal: Refusal) -> Response:
-        return oauth_error(throttled(call.request, call.db, refusal, client_id=call.who.id))
+        return oauth_error(throttled(call.db, refusal, client_id=call.who.id))
 
     def failed(self, call: Call[Client], error: Refused) -> Response:
         assert isinstance(error, OAuthError)

@@ -10,25 +10,24 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from .. import audit
 from ..audit import Event
 from ..oauth.errors import TemporarilyUnavailable
 from ..security.rate_limits import Limit, Refusal
 from ..storage import Client
-from ..web.request import audit, context
+from ..web.request import context
 
 
 def throttle_client(request: Request, db: Session, client: Client) -> None:
     """Count this request of ``client``; over its limit, audit the refusal and raise a 429."""
     refusal = context(request).rate_limiter.check(Limit.TOKEN, client.id)
     if refusal is not None:
-        raise throttled(request, db, refusal, client_id=client.id)
+        raise throttled(db, refusal, client_id=client.id)
 
 
-def throttled(request: Request, db: Session, refusal: Refusal, *, client_id: str) -> TemporarilyUnavailable:
+def throttled(db: Session, refusal: Refusal, *, client_id: str) -> TemporarilyUnavailable:
     """The 429 of a spent ``refusal``, its audit event written in ``db``."""
-    audit(
-        request, db, Event.RATE_LIMITED, outcome="failure", client_id=client_id, detail={"limit": refusal.limit.value}
-    )
+    audit.record(db, Event.RATE_LIMITED, outcome="failure", client_id=client_id, detail={"limit": refusal.limit.value})
     return TemporarilyUnavailable(
         "this client sent too many requests; retry after the time in Retry-After", retry_after=refusal.retry_after
     )

@@ -51,10 +51,12 @@ _MAX_AGE = re.compile(r"[0-9]{1,10}")
 
 @dataclass
 class AuthorizationParams:
-    """A validated request, as kept while the person signs in and consents."""
+    """A validated request, as kept while the person signs in and consents. ``redirect_uri`` is
+    ``None`` for a request made at the authorization challenge endpoint (:mod:`.first_party`),
+    whose code is answered in the response body and never by redirect."""
 
     client_id: str
-    redirect_uri: str
+    redirect_uri: str | None
     scope: list[str]
     state: str | None = None
     nonce: str | None = None
@@ -258,9 +260,11 @@ def save_pending(db: Session, params: AuthorizationParams) -> AuthorizationReque
 
 
 def load_pending(db: Session, request_id: str | None) -> tuple[AuthorizationRequest, Client, AuthorizationParams]:
-    """A pending request that exists and has not expired, or ``BadAuthorizationTarget``."""
+    """A pending request of the browser flow that exists and has not expired, or
+    ``BadAuthorizationTarget``: a request of the authorization challenge endpoint, which has no
+    redirect URI, is never continued in a browser."""
     pending = db.get(AuthorizationRequest, request_id) if request_id and len(request_id) <= 64 else None
-    if pending is None or pending.expires_at <= now():
+    if pending is None or pending.expires_at <= now() or pending.params.get("redirect_uri") is None:
         raise BadAuthorizationTarget(
             N_("This sign-in request has expired. Go back to the application and start again.")
         )
@@ -327,6 +331,7 @@ def decide(
 
 
 def _redirect_error(params: AuthorizationParams, error: OAuthError) -> AuthorizationError:
+    assert params.redirect_uri is not None, "a request of the browser flow"
     return AuthorizationError(error, params.redirect_uri, params.state, params.response_mode)
 
 
@@ -356,6 +361,18 @@ def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest
 def issue_code(
     db: Session, params: AuthorizationParams, active: ActiveSession, pending: AuthorizationRequest | None
 ) -> AuthorizationResponse:
+    """The redirect that carries a new code back to the client."""
+    assert params.redirect_uri is not None, "a request of the browser flow"
+    response = {"code": new_code(db, params, active, pending)}
+    if params.state is not None:
+        response["state"] = params.state
+    return AuthorizationResponse(params.redirect_uri, response, params.response_mode)
+
+
+def new_code(
+    db: Session, params: AuthorizationParams, active: ActiveSession, pending: AuthorizationRequest | None
+) -> str:
+    """A code for ``params``, made in ``active``'s sign-in; the pending request is answered by it."""
     code = new_token()
     stamp = now()
     db.add(
@@ -376,7 +393,4 @@ def issue_code(
     )
     if pending is not None:
         _answer(db, pending)
-    response = {"code": code}
-    if params.state is not None:
-        response["state"] = params.state
-    return AuthorizationResponse(params.redirect_uri, response, params.response_mode)
+    return code

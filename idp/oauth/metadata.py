@@ -17,6 +17,7 @@ PATHS = {
     "end_session_endpoint": "/logout",
     "revocation_endpoint": "/revoke",
     "introspection_endpoint": "/introspect",
+    "authorization_challenge_endpoint": "/authorize-challenge",
 }
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import commands
+from ..accounts.commands import Actor
 from ..web.browser import current_session
 from ..web.locale import choose, local_path
-from ..web.pipeline import actor
 from .signed_in import lock_person
 from .surface import ERROR_PAGE, Visitor, visit
 
@@ -26,6 +26,6 @@ def switch_language(call: Visitor) -> Response:
     choose(call.request, response, tag)
     active = current_session(call.request, call.db)
     if active is not None and lock_person(call.db, active.user.id, active.session.id) is not None:
-        person = actor(call.request, active.user, active.session.id, active.session.auth_time, None)
+        person = Actor(active.user, active.session.id, active.session.auth_time, None)
         commands.choose_language(call.db, person, tag)
     return response

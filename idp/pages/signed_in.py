@@ -25,7 +25,7 @@ from ..sso import note_use
 from ..storage import BrowserSession, now
 from ..web.browser import current_session
 from ..web.locale import note_saved
-from ..web.pipeline import SAFE_METHODS, Answer, Call, Endpoint, Handler, Needs, actor, endpoint
+from ..web.pipeline import SAFE_METHODS, Answer, Call, Endpoint, Handler, Needs, endpoint
 from .surface import PageForm
 
 Person = Call[Actor]
@@ -44,7 +44,7 @@ class Form(PageForm[Actor]):
         if request.method in SAFE_METHODS:
             note_use(db, active.session)
         note_saved(request, active.user.locale)
-        return actor(request, active.user, active.session.id, active.session.auth_time, None)
+        return Actor(active.user, active.session.id, active.session.auth_time, None)
 
     def relock(self, call: Person, raw: object) -> Person:
         session = lock_person(call.db, call.who.user.id, call.who.session_id)

@@ -115,7 +115,7 @@ SENTENCES: dict[tuple[Code, str], str] = {
         "This email address now belongs to another account, so yours did not change."
     ),
     (Code.SIGN_IN_ENDED, "too_many_wrong_codes"): N_(
-        "That was the third wrong code, so this sign-in has ended. Please start again."
+        "That was one wrong code too many, so this sign-in has ended. Please start again."
     ),
     (Code.SIGN_IN_ENDED, "account_locked"): N_(
         "Too many failed sign-ins: your account is locked for {minutes} more minutes. "

@@ -33,14 +33,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..accounts.commands import Actor
 from ..context import Context
 from ..errors import Refused
 from ..languages import speak_for
 from ..security.rate_limits import Limit, Refusal
-from ..storage import User
 from .locale import language
-from .request import context, rate_limit_address, request_address, transaction
+from .request import context, rate_limit_address, transaction
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
@@ -183,15 +181,3 @@ def _serve(surface: Surface[Who], needs: Needs, handler: Handler[Who], request: 
             return surface.failed(call, error)
         db.commit()
         return response
-
-
-def actor(request: Request, user: User, session_id: str | None, auth_time: int | None, client_id: str | None) -> Actor:
-    """The person a request acts for, with what the audit trail keeps of the request."""
-    return Actor(
-        user=user,
-        session_id=session_id,
-        auth_time=auth_time,
-        client_id=client_id,
-        ip=request_address(request),
-        user_agent=request.headers.get("user-agent"),
-    )

@@ -4,7 +4,7 @@ address and user agent."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import cast
 
@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from .. import audit as audit_log
-from ..audit import Event
 from ..context import Context
 from ..security.client_address import client_address, rate_limit_key
 
@@ -38,26 +37,3 @@ def transaction(request: Request) -> Iterator[Session]:
     with context(request).db() as db:
         audit_log.set_origin(db, audit_log.Origin(request_address(request), request.headers.get("user-agent")))
         yield db
-
-
-def audit(
-    request: Request,
-    db: Session,
-    event: Event,
-    *,
-    outcome: str,
-    user_id: str | None = None,
-    client_id: str | None = None,
-    detail: Mapping[str, object] | None = None,
-) -> None:
-    """An audit event with the request's address and user agent, in the caller's transaction."""
-    audit_log.record(
-        db,
-        event,
-        outcome=outcome,
-        user_id=user_id,
-        client_id=client_id,
-        ip=request_address(request),
-        user_agent=request.headers.get("user-agent"),
-        detail=detail,
-    )

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import audit
 from ..accounts.challenges import parse_identifier
 from ..accounts.errors import AccountError
 from ..audit import Event
@@ -22,7 +23,7 @@ from ..languages import N_
 from ..security.digests import keyed_digest
 from ..security.rate_limits import Refusal
 from .rendering import error_page
-from .request import audit, context
+from .request import context
 
 
 def account_key(request: Request, account: str) -> str:
@@ -38,7 +39,7 @@ def account_key(request: Request, account: str) -> str:
 def refusal_page(request: Request, refusal: Refusal, db: Session) -> Response:
     """The 429 page of a spent limit; its audit event is written in ``db``, which the request
     pipeline commits after rolling back what came before."""
-    audit(request, db, Event.RATE_LIMITED, outcome="failure", detail={"limit": refusal.limit.value})
+    audit.record(db, Event.RATE_LIMITED, outcome="failure", detail={"limit": refusal.limit.value})
     sentence, wait = _too_many(refusal.retry_after)
     response = error_page(request, sentence, 429, **wait)
     response.headers["Retry-After"] = str(refusal.retry_after)

@@ -1,8 +1,8 @@
 """users.locale: the language a person chose for the pages and the messages sent to them
 
-Revision ID: 0010
-Revises: 0009
-Create Date: 2026-12-10 12:00:00.000000
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-05 13:00:00.000000
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
