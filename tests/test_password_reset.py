@@ -27,6 +27,7 @@ from sqlalchemy import event as sql_events
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
+from idp import audit
 from idp.accounts import reauthentication, recovery
 from idp.accounts.password_policy import PasswordRejected
 from idp.accounts.passwords import verify_password
@@ -650,12 +651,11 @@ def test_reset_emails_a_notice(http, make_user, mailbox):
 
 def change(ctx: Context, user_id: str, current: str, new: str, keep: str | None) -> int:
     with ctx.db() as db:
+        audit.set_origin(db, audit.Origin("192.0.2.7", "pytest"))
         user = db.get_one(User, user_id)
         try:
             lock = functools.partial(lock_user, db, user_id)
-            return recovery.change_password(
-                db, ctx.settings, ctx.secret_key, user, current, new, keep, lock, ip="192.0.2.7", user_agent="pytest"
-            )
+            return recovery.change_password(db, ctx.settings, ctx.secret_key, user, current, new, keep, lock)
         finally:
             db.commit()
 
