@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 from . import api
 from .context import Context
 from .endpoints import discovery, health, metrics
+from .endpoints.authorization_challenge import authorization_challenge
 from .endpoints.authorize import authorize
 from .endpoints.client_endpoints import introspection, revocation
 from .endpoints.token import token
@@ -44,6 +45,7 @@ from .pages.account import (
 from .pages.account_email import change_email, confirm_email
 from .pages.codes import enter_code, request_code, resend_code
 from .pages.consent import consent
+from .pages.language import switch_language
 from .pages.login import login
 from .pages.logout import logout
 from .pages.password import forgot_password, reset_password
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         public_route(PATHS["jwks_uri"], discovery.jwks),
         Route(PATHS["authorization_endpoint"], authorize, methods=["GET", "POST"]),
         client_route(PATHS["token_endpoint"], token, methods=["POST"]),
+        client_route(PATHS["authorization_challenge_endpoint"], authorization_challenge, methods=["POST"]),
         client_route(PATHS["userinfo_endpoint"], userinfo, methods=["GET", "POST"]),
         client_route(PATHS["revocation_endpoint"], revocation, methods=["POST"]),
         Route(PATHS["introspection_endpoint"], introspection, methods=["POST"]),
@@ -99,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/login/verify", enter_code, methods=["GET", "POST"]),
         Route("/login/verify/resend", resend_code, methods=["POST"]),
         Route("/consent", consent, methods=["GET", "POST"]),
+        Route("/language", switch_language, methods=["POST"]),
         Route("/password/forgot", forgot_password, methods=["GET", "POST"]),
         Route("/password/reset", reset_password, methods=["GET", "POST"]),
         Route("/register", register, methods=["GET", "POST"]),

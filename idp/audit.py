@@ -68,6 +68,13 @@ def set_origin(db: Session, origin: Origin) -> None:
     db.info[_ORIGIN] = origin
 
 
+def origin(db: Session) -> Origin:
+    """Where the request of ``db``'s transaction came from, for a service that keeps it on a row of
+    its own (a sign-in session made without a browser); unknown outside a request."""
+    found = db.info.get(_ORIGIN)
+    return found if isinstance(found, Origin) else Origin(None, None)
+
+
 def record(
     db: Session,
     event: Event,

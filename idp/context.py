@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .keys import KeyRing, KeyStore
+from .languages import Languages, speak
 from .messaging.email import EmailBackend, email_backend
 from .messaging.sms import SmsBackend, sms_backend
 from .oauth.client_auth import ClientAuthenticator
@@ -43,19 +44,24 @@ class Context:
     keyring: KeyRing
     secret_key: str
     redis: redis.Redis | None
+    languages: Languages
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
         engine = make_engine(settings.database_url)
         keystore = KeyStore(settings.keys_dir)
+        languages = Languages.load(settings.default_locale)
+        db = make_sessionmaker(engine)
+        speak(db, languages)
         return cls(
             settings=settings,
             engine=engine,
-            db=make_sessionmaker(engine),
+            db=db,
             keystore=keystore,
             keyring=KeyRing(keystore),
             secret_key=settings.secret_key or keystore.secret_key(),
             redis=_redis_client(settings.redis_url),
+            languages=languages,
         )
 
     @cached_property
@@ -77,7 +83,7 @@ class Context:
     @cached_property
     def metadata(self) -> dict[str, Any]:
         """The discovery document's members."""
-        return metadata(self.settings.issuer)
+        return metadata(self.settings.issuer, self.languages.tags)
 
     @cached_property
     def email_backend(self) -> EmailBackend:

@@ -19,6 +19,8 @@ import limits
 import phonenumbers
 from starlette.config import Config
 
+from . import languages
+
 _TRUE = {"on", "true", "1", "yes"}
 MAX_RATE_AMOUNT = 100_000
 MAX_RATE_WINDOW = 86_400
@@ -73,6 +75,8 @@ class Settings:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 1_209_600
     otp_ttl: int = 300
+    otp_length: int = 6
+    otp_attempts: int = 3
     session_ttl: int = 43_200
     session_idle_ttl: int | None = None
     metrics_port: int | None = None
@@ -89,6 +93,7 @@ class Settings:
     pwned_passwords_api: str = "https://api.pwnedpasswords.com"
     audit_retention_days: int = 365
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
+    default_locale: str = languages.SOURCE
 
     @property
     def secure_cookies(self) -> bool:
@@ -236,6 +241,8 @@ class Settings:
             access_token_ttl=number("IDP_ACCESS_TOKEN_TTL", cls.access_token_ttl, 60, 86_400),
             refresh_token_ttl=number("IDP_REFRESH_TOKEN_TTL", cls.refresh_token_ttl, 300, 31_536_000),
             otp_ttl=number("IDP_OTP_TTL", cls.otp_ttl, 60, 3600),
+            otp_length=number("IDP_OTP_LENGTH", cls.otp_length, 6, 8),
+            otp_attempts=number("IDP_OTP_ATTEMPTS", cls.otp_attempts, 3, 5),
             session_ttl=number("IDP_SESSION_TTL", cls.session_ttl, 300, 31_536_000),
             session_idle_ttl=optional_number("IDP_SESSION_IDLE_TTL", 300, 31_536_000),
             metrics_port=optional_number("IDP_METRICS_PORT", 1, 65535),
@@ -254,6 +261,7 @@ class Settings:
             pwned_passwords_api=url("IDP_PWNED_PASSWORDS_API", cls.pwned_passwords_api) or cls.pwned_passwords_api,
             audit_retention_days=number("IDP_AUDIT_RETENTION_DAYS", cls.audit_retention_days, 0, 36_500),
             trusted_proxies=_proxies(text("IDP_TRUSTED_PROXIES")),
+            default_locale=choice("IDP_DEFAULT_LOCALE", cls.default_locale, languages.available()),
         )
         _check_backends(settings)
         return settings

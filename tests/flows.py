@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
+from idp.accounts.digits import ARABIC_INDIC, PERSIAN
 from idp.context import Context
 from idp.messaging.worker import deliver_due
 from idp.storage import OutboxMessage
@@ -25,7 +26,19 @@ from idp.storage import OutboxMessage
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
 _ALERT = re.compile(r'<[^>]*role="alert"[^>]*>(.*?)</', re.DOTALL)
 WRONG_PASSWORD = "not the password at all"
-EMAIL_CODE = re.compile(r"Your one-time code is (\d{6})\.")
+EMAIL_CODE = re.compile(r"Your one-time code is (\d{6,8})\.")
+_IN_PERSIAN = str.maketrans("0123456789", PERSIAN)
+_IN_ARABIC_INDIC = str.maketrans("0123456789", ARABIC_INDIC)
+
+
+def in_persian(text: str) -> str:
+    """``text`` with its digits as a Persian keyboard types them."""
+    return text.translate(_IN_PERSIAN)
+
+
+def in_arabic_indic(text: str) -> str:
+    """``text`` with its digits as an Arabic keyboard types them."""
+    return text.translate(_IN_ARABIC_INDIC)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from idp.app import create_app
 from idp.storage import AuditEvent, User
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
-from .flows import hidden_fields, tokens_for
+from .flows import hidden_fields, in_arabic_indic, in_persian, tokens_for
 from .test_account import PHONE_REMOVED, emailed, events, sms_code
 
 FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0"
@@ -506,6 +506,17 @@ def test_a_phone_number_is_verified_with_the_code_sent_to_it(http, ctx, token, p
     assert verified.json()["phone"] == phone and verified.json()["phone_verified"] is True
     documented.check(verified, "/api/account/phone/verify", "post")
     assert [e.outcome for e in events(ctx, person.id, "phone_verified")] == ["failure", "success"]
+
+
+def test_a_number_in_arabic_indic_digits_and_its_code_in_persian_digits(http, ctx, token, sms_log):
+    phone = random_phone()
+    response = http.post("/api/account/phone", headers=bearer(token), json=adding(in_arabic_indic(phone)))
+    assert response.status_code == 202, response.text
+    assert response.json()["phone"] == phone
+    code = sms_code(ctx, sms_log, phone)
+    verified = http.post("/api/account/phone/verify", headers=bearer(token), json={"code": in_persian(code)})
+    assert verified.status_code == 200, verified.text
+    assert verified.json()["phone"] == phone and verified.json()["phone_verified"] is True
 
 
 @pytest.mark.parametrize("typed", ["12", "not a number", "+1 555 0100 0100 0100"])

@@ -218,9 +218,7 @@ def test_a_reset_and_a_first_password_at_once(ctx, make_user, browsers, round_):
     person = make_user(password=None)
     setter = browsers()
     with ctx.db.begin() as db:
-        issued = otp.issue(
-            db, ctx.secret_key, purpose=first_password.PURPOSE, identifier=person.email, user_id=person.id, ttl=300
-        )
+        issued = otp.issue(ctx, db, purpose=first_password.PURPOSE, identifier=person.email, user_id=person.id)
     sign_in_by_session(ctx, setter, person.id)
     set_first = form_post(
         setter,

@@ -285,7 +285,7 @@ def test_logout_without_hint_asks_then_signs_out(tab, person, live_server):
     tab.page.goto(live_server.url + "/logout")
     button = tab.page.locator("button[name=decision][value=logout]")
     assert button.is_visible()
-    assert tab.page.locator("input[name=csrf_token]").count() == 1
+    assert tab.page.locator("form[action='/logout'] input[name=csrf_token]").count() == 1
     tab.submit("button[name=decision][value=logout]")
     assert tab.path() == "/logout"
     assert "signed out" in tab.page.content()

@@ -19,6 +19,7 @@ ENDPOINTS = (
     "end_session_endpoint",
     "revocation_endpoint",
     "introspection_endpoint",
+    "authorization_challenge_endpoint",
 )
 
 

@@ -7,6 +7,8 @@ import hmac
 import secrets
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -15,7 +17,6 @@ from idp.accounts import otp
 from idp.storage import OneTimeCode, now
 
 PURPOSE = "sign_in"
-TTL = 300
 
 
 @pytest.fixture
@@ -23,15 +24,19 @@ def identifier() -> str:
     return f"otp-{secrets.token_hex(6)}@example.com"
 
 
-def issue(ctx, identifier: str, purpose: str = PURPOSE, ttl: int = TTL) -> otp.IssuedCode:  # type: ignore[no-untyped-def]
+def issue(ctx, identifier: str, purpose: str = PURPOSE) -> otp.IssuedCode:  # type: ignore[no-untyped-def]
     with ctx.db.begin() as db:
-        return otp.issue(db, ctx.secret_key, purpose=purpose, identifier=identifier, user_id=None, ttl=ttl)
+        return otp.issue(ctx, db, purpose=purpose, identifier=identifier, user_id=None)
 
 
-def verify(ctx, identifier: str, code: str, purpose: str = PURPOSE, secret_key: str | None = None) -> bool:  # type: ignore[no-untyped-def]
+def verify(ctx, identifier: str, code: str, purpose: str = PURPOSE) -> bool:  # type: ignore[no-untyped-def]
     with ctx.db.begin() as db:
-        key = ctx.secret_key if secret_key is None else secret_key
-        return otp.verify(db, key, purpose=purpose, identifier=identifier, code=code) is not None
+        return otp.verify(ctx, db, purpose=purpose, identifier=identifier, code=code) is not None
+
+
+def configured(ctx, **settings: Any):  # type: ignore[no-untyped-def]
+    """``ctx`` with other settings: the codes' length, lifetime and tries are read from them."""
+    return replace(ctx, settings=replace(ctx.settings, **settings))
 
 
 def rows(ctx, identifier: str) -> list[OneTimeCode]:  # type: ignore[no-untyped-def]
@@ -58,10 +63,13 @@ def wrong(code: str) -> str:
 # --- making and keeping ----------------------------------------------------------------------
 
 
-def test_codes_are_six_digits(ctx) -> None:  # type: ignore[no-untyped-def]
-    codes = [issue(ctx, f"six-{secrets.token_hex(6)}@example.com").code for _ in range(30)]
-    assert all(len(code) == 6 and code.isdigit() for code in codes)
-    assert len(set(codes)) > 1
+@pytest.mark.parametrize("length", [6, 7, 8])
+def test_codes_have_the_configured_number_of_digits(ctx, length) -> None:  # type: ignore[no-untyped-def]
+    ctx = configured(ctx, otp_length=length)
+    identifier = f"digits-{secrets.token_hex(6)}@example.com"
+    codes = [issue(ctx, identifier).code for _ in range(3)]
+    assert all(len(code) == length and code.isdigit() for code in codes)
+    assert verify(ctx, identifier, codes[-1])
 
 
 def test_codes_come_from_secrets(ctx, identifier, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -85,7 +93,7 @@ def test_the_code_is_stored_only_as_a_keyed_digest(ctx, identifier) -> None:  # 
     assert not any(issued.code in value for value in values), values
     assert row.code_hash != hashlib.sha256(issued.code.encode()).hexdigest()
     # The digest is keyed: under another secret key the right code is not recognised.
-    assert not verify(ctx, identifier, issued.code, secret_key="another-secret-key-" + "y" * 32)
+    assert not verify(replace(ctx, secret_key="another-secret-key-" + "y" * 32), identifier, issued.code)
     assert verify(ctx, identifier, issued.code)
 
 
@@ -107,17 +115,17 @@ def test_a_code_is_bound_to_its_identifier_and_purpose(ctx, identifier) -> None:
 
 def test_a_code_expires_after_its_ttl(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
     issued = issue(ctx, identifier)
-    assert issued.expires_at - now() in range(TTL - 2, TTL + 1)
+    ttl = ctx.settings.otp_ttl
+    assert issued.expires_at - now() in range(ttl - 2, ttl + 1)
     with ctx.db.begin() as db:
         db.execute(update(OneTimeCode).where(OneTimeCode.identifier == identifier).values(expires_at=now() - 1))
     assert not verify(ctx, identifier, issued.code)
 
 
 def test_the_ttl_setting_sets_the_lifetime(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
-    issued = issue(ctx, identifier, ttl=ctx.settings.otp_ttl)
-    assert ctx.settings.otp_ttl == 300
+    issued = issue(configured(ctx, otp_ttl=600), identifier)
     (row,) = rows(ctx, identifier)
-    assert row.expires_at - row.created_at == 300 == issued.expires_at - row.created_at
+    assert row.expires_at - row.created_at == 600 == issued.expires_at - row.created_at
 
 
 def test_three_wrong_tries_spend_the_code(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
@@ -132,6 +140,19 @@ def test_two_wrong_tries_leave_the_code_usable(ctx, identifier) -> None:  # type
     for _ in range(2):
         assert not verify(ctx, identifier, wrong(issued.code))
     assert verify(ctx, identifier, issued.code)
+
+
+@pytest.mark.parametrize("attempts", [4, 5])
+def test_the_attempts_setting_sets_the_tries(ctx, identifier, attempts) -> None:  # type: ignore[no-untyped-def]
+    ctx = configured(ctx, otp_attempts=attempts)
+    issued = issue(ctx, identifier)
+    for _ in range(attempts - 1):
+        assert not verify(ctx, identifier, wrong(issued.code))
+    assert verify(ctx, identifier, issued.code)
+    spent = issue(ctx, identifier)
+    for _ in range(attempts):
+        assert not verify(ctx, identifier, wrong(spent.code))
+    assert not verify(ctx, identifier, spent.code)
 
 
 @pytest.mark.parametrize("attempt", ["", "12345", "1234567", "abcdef", "x" * 5000])
@@ -247,7 +268,7 @@ def race(ctx, identifier: str, code: str) -> list[bool]:  # type: ignore[no-unty
         try:
             with ctx.db() as db:
                 start.wait(timeout=10)
-                spent = otp.verify(db, ctx.secret_key, purpose=PURPOSE, identifier=identifier, code=code)
+                spent = otp.verify(ctx, db, purpose=PURPOSE, identifier=identifier, code=code)
                 db.commit()
                 results.append(spent is not None)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread

@@ -187,9 +187,7 @@ def changing_by_api(ctx: Context, make_user: Any, make_client: Any, browsers: An
 def setting_a_first(ctx: Context, make_user: Any, make_client: Any, browsers: Any, checking: Any) -> Flow:
     person = make_user(password=None)
     with ctx.db.begin() as db:
-        issued = otp.issue(
-            db, ctx.secret_key, purpose=first_password.PURPOSE, identifier=person.email, user_id=person.id, ttl=300
-        )
+        issued = otp.issue(ctx, db, purpose=first_password.PURPOSE, identifier=person.email, user_id=person.id)
     browser = checking()
     sign_in_by_session(ctx, browser, person.id)
     send = form_post(

@@ -27,11 +27,13 @@ from sqlalchemy import event as sql_events
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
+from idp import audit
 from idp.accounts import reauthentication, recovery
 from idp.accounts.password_policy import PasswordRejected
 from idp.accounts.passwords import verify_password
 from idp.accounts.users import create_user, disable_user, lock_user
 from idp.context import Context
+from idp.languages import Language
 from idp.messaging import outbox
 from idp.messaging.email import Email
 from idp.messaging.worker import deliver_due
@@ -296,9 +298,9 @@ def watch_work(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callab
     work = RequestWork()
     render, seal = outbox.render_email, sealing.Sealer.seal
 
-    def rendering(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
+    def rendering(template: str, context: dict[str, Any], language: Language) -> tuple[str, str, str]:
         work.rendered.append(template)
-        return render(template, context)
+        return render(template, context, language)
 
     def sealing_(self: sealing.Sealer, plaintext: str) -> str:
         work.sealed += 1
@@ -649,12 +651,11 @@ def test_reset_emails_a_notice(http, make_user, mailbox):
 
 def change(ctx: Context, user_id: str, current: str, new: str, keep: str | None) -> int:
     with ctx.db() as db:
+        audit.set_origin(db, audit.Origin("192.0.2.7", "pytest"))
         user = db.get_one(User, user_id)
         try:
             lock = functools.partial(lock_user, db, user_id)
-            return recovery.change_password(
-                db, ctx.settings, ctx.secret_key, user, current, new, keep, lock, ip="192.0.2.7", user_agent="pytest"
-            )
+            return recovery.change_password(db, ctx.settings, ctx.secret_key, user, current, new, keep, lock)
         finally:
             db.commit()
 

@@ -46,6 +46,8 @@ from .flows import (
     emailed_code,
     enter_code,
     hidden_fields,
+    in_arabic_indic,
+    in_persian,
     messages_to,
     path_of,
     pkce_pair,
@@ -235,7 +237,7 @@ def assert_signed_in(response: httpx.Response) -> None:
 
 
 def wrong(code: str) -> str:
-    return f"{(int(code) + 1) % 1_000_000:06d}"
+    return f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
 
 
 # --- the pages ----------------------------------------------------------------------------------
@@ -357,6 +359,17 @@ def test_national_number_becomes_e164_with_the_default_region(sms_site, stub):
     assert user is not None
 
 
+def test_a_national_number_and_its_code_in_persian_digits_sign_in(sms_site, stub):
+    phone = new_phone()
+    user = add_user(sms_site, email=new_email(), phone=phone)
+    response = ask_for_code(sms_site, in_persian("0" + phone[3:]))
+    assert response.status_code == 303, response.text
+    code = texted_code(sms_site, stub, phone)
+    assert [m["To"] for m in stub.messages] == [phone]
+    assert_signed_in(enter_code(sms_site, in_persian(code)))
+    assert signed_in_amr(sms_site, user.id) == ["sms"]
+
+
 def test_first_sign_in_by_phone_creates_an_account_with_a_verified_phone(sms_site, stub):
     phone = new_phone()
     ask_for_code(sms_site, phone)
@@ -475,7 +488,7 @@ def test_three_wrong_codes_spend_the_code(site, caplog):
     for _ in range(2):
         assert "not right" in alert_text(enter_code(site, wrong(code)))
     third = enter_code(site, wrong(code))
-    assert third.status_code == 400 and "third wrong code" in third.text
+    assert third.status_code == 400 and "one wrong code too many" in third.text
     ended = site.get("/login/verify")
     assert ended.status_code == 400 and "start again" in ended.text, "three wrong codes end the sign-in"
     fields = hidden_fields(site.get("/login/code").text)
@@ -484,6 +497,39 @@ def test_three_wrong_codes_spend_the_code(site, caplog):
     caplog.clear()
     ask_for_code(site, user.email)
     assert_signed_in(enter_code(site, emailed_code(site, caplog, user.email)))
+
+
+@pytest.mark.parametrize("typed", [in_persian, in_arabic_indic])
+def test_a_right_code_in_persian_or_arabic_indic_digits_signs_in_after_two_wrong_ones(site, caplog, typed):
+    """Typed on a Persian or Arabic keyboard, the right code is right: counted as a wrong one, it
+    would be the third and end the sign-in."""
+    user = add_user(site, email=new_email())
+    ask_for_code(site, user.email)
+    code = emailed_code(site, caplog, user.email)
+    for _ in range(2):
+        assert "not right" in alert_text(enter_code(site, typed(wrong(code))))
+    assert_signed_in(enter_code(site, typed(code)))
+    assert signed_in_amr(site, user.id) == ["otp"]
+
+
+def test_the_codes_length_and_tries_are_settings(module_environ, caplog):
+    with running_app(module_environ, IDP_OTP_LENGTH="8", IDP_OTP_ATTEMPTS="5") as site:
+        user = add_user(site, email=new_email())
+        ask_for_code(site, user.email)
+        code = emailed_code(site, caplog, user.email)
+        assert len(code) == 8
+        for _ in range(4):
+            assert "not right" in alert_text(enter_code(site, wrong(code)))
+        assert_signed_in(enter_code(site, code))
+
+        caplog.clear()
+        other = add_user(site, email=new_email())
+        ask_for_code(site, other.email)
+        code = emailed_code(site, caplog, other.email)
+        for _ in range(4):
+            assert "not right" in alert_text(enter_code(site, wrong(code)))
+        fifth = enter_code(site, wrong(code))
+        assert fifth.status_code == 400 and "one wrong code too many" in fifth.text
 
 
 def test_a_resent_code_replaces_the_first(site, caplog):

@@ -43,6 +43,7 @@ from .flows import (
     authorize_params,
     exchange,
     hidden_fields,
+    in_arabic_indic,
     path_of,
     pkce_pair,
     query_of,
@@ -276,6 +277,13 @@ def test_national_phone_number_is_stored_as_e164(make_site: Callable[..., Site])
     assert register(site.http, "ann@example.com", phone="09121234567").status_code == 200
     user = site.user("ann@example.com")
     assert user is not None and user.phone == "+989121234567" and not user.phone_verified
+
+
+def test_a_phone_number_in_arabic_indic_digits_is_stored_as_ascii_e164(make_site: Callable[..., Site]) -> None:
+    site = make_site(IDP_PHONE_DEFAULT_REGION="IR")
+    assert register(site.http, "ann@example.com", phone=in_arabic_indic("09121234567")).status_code == 200
+    user = site.user("ann@example.com")
+    assert user is not None and user.phone == "+989121234567"
 
 
 def test_csrf_missing_is_400_and_makes_nothing(site: Site) -> None:

@@ -33,7 +33,17 @@ from idp.storage import AuditEvent, BrowserSession, PendingSignIn, User, now
 
 from . import test_browser, test_messaging
 from .conftest import PASSWORD, TEST_ISSUER, LiveServer, make_settings, passwords_hashed_once, start_server
-from .flows import RegisteredClient, alert_text, authorize_params, hidden_fields, pkce_pair, query_of, session_cookies
+from .flows import (
+    RegisteredClient,
+    alert_text,
+    authorize_params,
+    hidden_fields,
+    in_arabic_indic,
+    in_persian,
+    pkce_pair,
+    query_of,
+    session_cookies,
+)
 from .flows import TestUser as Person
 from .services import smtp_sink
 from .test_browser import exchange, verify_id_token
@@ -252,7 +262,7 @@ def assert_code_refused(response: Any) -> None:
 def assert_sign_in_ended(response: Any) -> None:
     assert response.status_code == 400, response.text
     assert not session_cookies(response)
-    assert "third wrong code" in response.text
+    assert "one wrong code too many" in response.text
 
 
 # --- the page ----------------------------------------------------------------------------------
@@ -363,6 +373,27 @@ def test_a_recovery_code_signs_in_once(mfa_ctx, browser_of):
     assert_code_refused(enter_code(again, codes[3]))
 
 
+def test_authenticator_and_recovery_codes_in_persian_and_arabic_indic_digits(mfa_ctx, browser_of):
+    person = new_person(mfa_ctx)
+    web = signed_in_browser(browser_of, person)
+    page = security_post(web, "enable", method="totp")
+    secret = TOTP_KEY.search(page.text).group(1).replace(" ", "")  # type: ignore[union-attr]
+    done = confirm(web, page, in_persian(pyotp.TOTP(secret).now()))
+    assert done.status_code == 200, done.text
+    codes = RECOVERY_CODE.findall(done.text)
+
+    by_authenticator = browser_of()
+    assert_waits_for_second_factor(password_sign_in(by_authenticator, person))
+    response = enter_code(by_authenticator, in_arabic_indic(next_step_code(secret)))
+    assert response.status_code == 303 and response.headers["location"] == "/account", response.text
+
+    by_recovery_code = browser_of()
+    assert_waits_for_second_factor(password_sign_in(by_recovery_code, person))
+    recovery_code = next(code for code in codes if any(c.isdigit() for c in code))
+    response = enter_code(by_recovery_code, in_persian(recovery_code))
+    assert response.status_code == 303 and response.headers["location"] == "/account", response.text
+
+
 def test_new_recovery_codes_replace_the_old(mfa_ctx, browser_of):
     person = new_person(mfa_ctx)
     web = signed_in_browser(browser_of, person)
@@ -448,7 +479,7 @@ def test_code_factors_need_a_verified_destination(mfa_ctx, browser_of):
     assert stored(mfa_ctx, person.id).mfa_method is None
 
 
-@pytest.mark.parametrize("code", ["²²²²²²", "١٢٣٤٥٦", "１２３４５６"])
+@pytest.mark.parametrize("code", ["²²²²²²", "１２３４５６"])
 def test_digits_of_other_scripts_are_a_wrong_authenticator_code_not_an_error(mfa_ctx, browser_of, code):
     """str.isdigit() takes them; comparing them in constant time raised TypeError, a 500."""
     web = signed_in_browser(browser_of, new_person(mfa_ctx))

@@ -80,6 +80,8 @@ def test_every_variable_is_parsed():
         IDP_ACCESS_TOKEN_TTL="600",
         IDP_REFRESH_TOKEN_TTL="86400",
         IDP_OTP_TTL="120",
+        IDP_OTP_LENGTH="8",
+        IDP_OTP_ATTEMPTS="5",
         IDP_PHONE_DEFAULT_REGION="ir",
         IDP_SELF_REGISTRATION="off",
         IDP_REQUIRE_VERIFIED_EMAIL="off",
@@ -107,6 +109,7 @@ def test_every_variable_is_parsed():
     assert settings.sms_webhook_url == "https://hooks.example/sms"
     assert settings.rate_limiting is False
     assert (settings.access_token_ttl, settings.refresh_token_ttl, settings.otp_ttl) == (600, 86400, 120)
+    assert (settings.otp_length, settings.otp_attempts) == (8, 5)
     assert settings.phone_default_region == "IR"
     assert settings.self_registration is False
     assert settings.require_verified_email is False
@@ -171,6 +174,10 @@ def test_other_sms_backends_with_their_settings(backend):
         ("IDP_ACCESS_TOKEN_TTL", "1.5"),
         ("IDP_REFRESH_TOKEN_TTL", "two weeks"),
         ("IDP_OTP_TTL", "0"),
+        ("IDP_OTP_LENGTH", "5"),
+        ("IDP_OTP_LENGTH", "9"),
+        ("IDP_OTP_ATTEMPTS", "2"),
+        ("IDP_OTP_ATTEMPTS", "6"),
         ("IDP_SESSION_TTL", "0"),
         ("IDP_SESSION_TTL", "forever"),
         ("IDP_SESSION_IDLE_TTL", "60"),

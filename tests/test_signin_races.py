@@ -74,7 +74,7 @@ def code_form(ctx: Context, browser: TestClient, *, purpose: str, identifier: st
     """The code page of the browser's sign-in under way, filled in with a code known to the test
     (it replaces the one sent), ready to submit."""
     with ctx.db.begin() as db:
-        issued = otp.issue(db, ctx.secret_key, purpose=purpose, identifier=identifier, user_id=user_id, ttl=300)
+        issued = otp.issue(ctx, db, purpose=purpose, identifier=identifier, user_id=user_id)
     page = browser.get("/login/verify")
     assert page.status_code == 200, page.text
     data = {**hidden_fields(page.text), "code": issued.code}

@@ -17,7 +17,7 @@ from sqlalchemy import select, text, update
 from idp.accounts.users import disable_user
 from idp.oauth.errors import InvalidGrant, ReusedGrant
 from idp.oauth.grants import registry
-from idp.storage import AuthorizationCode, Grant, RefreshToken, revoke_grants
+from idp.storage import AuthorizationCode, Client, Grant, RefreshToken, revoke_grants
 
 from .flows import exchange, pkce_pair, sign_in, tokens_for
 
@@ -113,7 +113,7 @@ def test_successful_token_response_is_not_cacheable(http, client, user):
 
 
 def test_error_token_response_is_json_and_not_cacheable(http, client):
-    response = http.post("/token", data={"grant_type": "authorization_code", "code": "x"}, auth=client.auth)
+    response = http.post("/token", data={"grant_type": "authorization_code"}, auth=client.auth)
     body = assert_error(response, "invalid_request")
     assert body["error_description"]
 
@@ -456,16 +456,26 @@ def test_unsupported_grant_type(http, client, grant_type):
     assert_error(response, "unsupported_grant_type")
 
 
-def test_the_endpoint_serves_whatever_grant_the_registry_holds(http, client, monkeypatch):
+def register_for(ctx, client, grant_type: str) -> None:  # type: ignore[no-untyped-def]
+    """Register ``client`` for a grant the registry holds only while a test runs."""
+    with ctx.db.begin() as db:
+        stored = db.get_one(Client, client.client_id)
+        stored.grant_types = [*stored.grant_types, grant_type]
+
+
+def test_the_endpoint_serves_whatever_grant_the_registry_holds(http, ctx, client, monkeypatch):
     """A new grant is a module and its line in the registry: the endpoint needs nothing else."""
 
     def issue(_db, _issuer, asking, form):  # type: ignore[no-untyped-def]
         return {"access_token": f"for {asking.id}", "token_type": "Bearer", "echo": form["echo"]}
 
     monkeypatch.setitem(registry.GRANTS, "urn:example:test", issue)
+    asked = {"grant_type": "urn:example:test", "echo": "x"}
+    assert_error(http.post("/token", data=asked, auth=client.auth), "unauthorized_client")
+    register_for(ctx, client, "urn:example:test")
     counted = {"grant_type": "urn:example:test"}
     before = REGISTRY.get_sample_value("idp_tokens_issued_total", counted) or 0.0
-    response = http.post("/token", data={"grant_type": "urn:example:test", "echo": "x"}, auth=client.auth)
+    response = http.post("/token", data=asked, auth=client.auth)
     assert response.status_code == 200, response.text
     assert_no_store(response)
     assert response.json() == {"access_token": f"for {client.client_id}", "token_type": "Bearer", "echo": "x"}
@@ -473,9 +483,12 @@ def test_the_endpoint_serves_whatever_grant_the_registry_holds(http, client, mon
 
 
 @pytest.mark.parametrize(("error", "kept"), [(InvalidGrant, False), (ReusedGrant, True)])
-def test_a_refused_grant_keeps_what_it_wrote_only_when_its_error_says_so(http, client, user, monkeypatch, error, kept):
+def test_a_refused_grant_keeps_what_it_wrote_only_when_its_error_says_so(
+    http, ctx, client, user, monkeypatch, error, kept
+):
     """The request's one transaction is the pipeline's: a grant commits nothing itself."""
     tokens = tokens_for(http, client, user)
+    register_for(ctx, client, "urn:example:refused")
 
     def issue(db, _issuer, asking, _form):  # type: ignore[no-untyped-def]
         revoke_grants(db, Grant.client_id == asking.id)

@@ -125,5 +125,6 @@ def count_failure(db: Session, settings: Settings, secret_key: str, user: User) 
             "reset_link": f"{settings.issuer}/password/forgot",
         },
         useful_until=notice_useful_until(),
+        locale=user.locale,
     )
     return True

@@ -37,7 +37,6 @@ from .reclaim import take_back
 from .users import UserError, create_user, lock_user, normalize_email
 
 LIFETIME = 10 * 60
-MAX_WRONG_CODES = 3
 SECOND_FACTOR = Purpose.SECOND_FACTOR
 SIGN_IN = Purpose.SIGN_IN
 
@@ -51,7 +50,7 @@ class SignInEnded(AccountError):
 
 
 class TooManyWrongCodes(SignInEnded):
-    """The sign-in ended after its third wrong code."""
+    """The sign-in ended after its last wrong code (``IDP_OTP_ATTEMPTS``)."""
 
     def __init__(self) -> None:
         super().__init__("too_many_wrong_codes")
@@ -144,14 +143,7 @@ def send_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
     if pending.user_id is not None:
         lock_user(db, pending.user_id)
     purpose = SECOND_FACTOR if is_second_factor(pending) else SIGN_IN
-    issued = otp.issue(
-        db,
-        ctx.secret_key,
-        purpose=purpose,
-        identifier=pending.identifier,
-        user_id=pending.user_id,
-        ttl=ctx.settings.otp_ttl,
-    )
+    issued = otp.issue(ctx, db, purpose=purpose, identifier=pending.identifier, user_id=pending.user_id)
     if pending.channel == Channel.SMS:
         sms_budget.spend(ctx, pending.identifier)
     if not _may_receive(ctx, db, pending):
@@ -269,8 +261,8 @@ def _record(db: Session, pending: PendingSignIn, outcome: str, user_id: str | No
 
 
 def _count_wrong_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
-    """The third wrong code ends the pending sign-in, and a wrong code for an account counts toward
-    its lockout like a wrong password: neither an authenticator code, which no resend limit
+    """The last wrong code (``IDP_OTP_ATTEMPTS``) ends the pending sign-in, and a wrong code for an
+    account counts toward its lockout like a wrong password: neither an authenticator code, which no resend limit
     protects, nor a passwordless code, of which a fresh one can be had every few minutes, can be
     guessed by starting again and again."""
     tries = db.execute(
@@ -283,7 +275,7 @@ def _count_wrong_code(ctx: Context, db: Session, pending: PendingSignIn) -> None
         user = db.get(User, pending.user_id)
         if user is not None and count_failure(db, ctx.settings, ctx.secret_key, user):
             audit.record(db, Event.ACCOUNT_LOCKED, outcome="success", user_id=user.id, detail={"by": "wrong_codes"})
-    if tries is not None and tries >= MAX_WRONG_CODES:
+    if tries is not None and tries >= ctx.settings.otp_attempts:
         finish(db, pending)
         raise TooManyWrongCodes
 
@@ -301,7 +293,7 @@ def _verify_second_factor(
         method = "otp"
     else:
         assert pending.identifier is not None
-        ok = otp.verify(db, ctx.secret_key, purpose=SECOND_FACTOR, identifier=pending.identifier, code=code) is not None
+        ok = otp.verify(ctx, db, purpose=SECOND_FACTOR, identifier=pending.identifier, code=code) is not None
         method = "sms" if pending.channel == Channel.SMS else "otp"
     if not ok and "-" in code and totp.use_recovery_code(db, ctx.secret_key, user, code):
         ok, method = True, "otp"
@@ -313,7 +305,7 @@ def _verify_second_factor(
 
 def _verify_passwordless(ctx: Context, db: Session, pending: PendingSignIn, code: str) -> tuple[User, list[str]] | None:
     assert pending.identifier is not None
-    if otp.verify(db, ctx.secret_key, purpose=SIGN_IN, identifier=pending.identifier, code=code) is None:
+    if otp.verify(ctx, db, purpose=SIGN_IN, identifier=pending.identifier, code=code) is None:
         return None
     method = "sms" if pending.channel == Channel.SMS else "otp"
     user = db.get(User, pending.user_id) if pending.user_id else None

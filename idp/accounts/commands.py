@@ -57,6 +57,14 @@ def update_name(db: Session, actor: Actor, name: str) -> None:
     actor.record(db, Event.PROFILE_UPDATED, "success", fields=["name"])
 
 
+def choose_language(db: Session, actor: Actor, tag: str) -> None:
+    """The language of the person's pages and messages from now on; ``tag`` has a catalog."""
+    if actor.user.locale == tag:
+        return
+    profile.choose_language(db, actor.user, tag)
+    actor.record(db, Event.PROFILE_UPDATED, "success", fields=["locale"])
+
+
 def add_phone(
     ctx: Context, db: Session, actor: Actor, raw_phone: str, current_password: str, lock: Callable[[], Actor]
 ) -> str:

@@ -133,8 +133,10 @@ def request_change(ctx: Context, db: Session, user: User, email: str) -> Request
             "email_change_requested",
             {"new_email": mask(email), "hours": hours, "reset_link": f"{ctx.settings.issuer}/password/forgot"},
             useful_until=notice_useful_until(),
+            locale=user.locale,
         )
-    if db.scalar(select(User.id).where(User.email == email)) is not None:
+    owner = db.scalar(select(User).where(User.email == email))
+    if owner is not None:
         # The link is made all the same, never sent: the person's page shows it waiting either way.
         enqueue_email(
             db,
@@ -143,11 +145,18 @@ def request_change(ctx: Context, db: Session, user: User, email: str) -> Request
             "email_change_taken",
             {"login_link": f"{ctx.settings.issuer}/login"},
             useful_until=notice_useful_until(),
+            locale=owner.locale,
         )
         return Requested(key, taken=True)
     link = links.url(ctx.settings.issuer, "/account/email/confirm", token)
     enqueue_email(
-        db, ctx.secret_key, email, "email_change", {"link": link, "hours": hours}, useful_until=now() + LINK_LIFETIME
+        db,
+        ctx.secret_key,
+        email,
+        "email_change",
+        {"link": link, "hours": hours},
+        useful_until=now() + LINK_LIFETIME,
+        locale=user.locale,
     )
     return Requested(key, taken=False)
 
@@ -215,6 +224,7 @@ def confirm(ctx: Context, db: Session, token: str | None) -> Changed:
             "email_changed",
             {"new_email": mask(link.email)},
             useful_until=notice_useful_until(),
+            locale=user.locale,
         )
     db.flush()
     return Changed(user, old_email)

@@ -101,7 +101,7 @@ def set_first_password(
     new = prepare_password(db, ctx.settings, user, password)
     user = lock()
     email = destination(user)
-    spent = otp.verify(db, ctx.secret_key, purpose=PURPOSE, identifier=email, code=code)
+    spent = otp.verify(ctx, db, purpose=PURPOSE, identifier=email, code=code)
     if spent is None or spent.user_id != user.id:
         raise WrongCode
     apply_password(db, user, new)

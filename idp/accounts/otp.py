@@ -27,12 +27,12 @@ from ..context import Context
 from ..messaging.outbox import enqueue_email, enqueue_sms
 from ..metrics import CODES_SENT
 from ..security.digests import keyed_digest, new_id
-from ..storage import OneTimeCode, now, spend_once
+from ..storage import OneTimeCode, User, now, spend_once
 from . import sms_budget
 from .codes_vocabulary import Channel, Purpose
+from .digits import ascii_digits
 from .errors import AccountError, Code
 
-MAX_TRIES = 3
 RESEND_WINDOW = 120
 RESEND_LIMIT = 3
 
@@ -83,10 +83,9 @@ def resend_wait(db: Session, identifier: str, purpose: Purpose) -> int:
     return max(1, recent[-1] + RESEND_WINDOW - stamp)
 
 
-def issue(
-    db: Session, secret_key: str, *, purpose: Purpose, identifier: str, user_id: str | None, ttl: int
-) -> IssuedCode:
-    """A new code for ``purpose`` and ``identifier``; every earlier live one of the same purpose dies."""
+def issue(ctx: Context, db: Session, *, purpose: Purpose, identifier: str, user_id: str | None) -> IssuedCode:
+    """A new code for ``purpose`` and ``identifier``, of ``IDP_OTP_LENGTH`` digits, living
+    ``IDP_OTP_TTL``; every earlier live one of the same purpose dies."""
     wait = resend_wait(db, identifier, purpose)
     if wait:
         raise ResendTooSoon(wait)
@@ -100,14 +99,15 @@ def issue(
         )
         .values(consumed_at=stamp)
     )
-    code = f"{secrets.randbelow(1_000_000):06d}"
+    length, ttl = ctx.settings.otp_length, ctx.settings.otp_ttl
+    code = f"{secrets.randbelow(10**length):0{length}d}"
     db.add(
         OneTimeCode(
             id=new_id(),
             purpose=purpose,
             identifier=identifier,
             user_id=user_id,
-            code_hash=_digest(secret_key, purpose, identifier, code),
+            code_hash=_digest(ctx.secret_key, purpose, identifier, code),
             attempts=0,
             created_at=stamp,
             expires_at=stamp + ttl,
@@ -121,10 +121,12 @@ def deliver(ctx: Context, db: Session, issued: IssuedCode, *, channel: str, to: 
     """Queue ``issued`` to ``to`` by ``channel`` (``email`` or ``sms``) in the message ``template``:
     the one place a code leaves, so the one place ``code_sent`` is recorded."""
     message = {"code": issued.code, "minutes": max(1, ctx.settings.otp_ttl // 60)}
+    recipient = db.get(User, issued.user_id) if issued.user_id is not None else None
+    locale = recipient.locale if recipient is not None else None
     if channel == Channel.EMAIL:
-        enqueue_email(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at)
+        enqueue_email(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at, locale=locale)
     else:
-        enqueue_sms(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at)
+        enqueue_sms(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at, locale=locale)
     audit.record(
         db,
         Event.CODE_SENT,
@@ -147,9 +149,7 @@ def send(
 ) -> None:
     """A new code for ``purpose``, sent to ``identifier``; raises :class:`ResendTooSoon`, and
     :class:`~.sms_budget.SmsRefused` for a text message that may not go."""
-    issued = issue(
-        db, ctx.secret_key, purpose=purpose, identifier=identifier, user_id=user_id, ttl=ctx.settings.otp_ttl
-    )
+    issued = issue(ctx, db, purpose=purpose, identifier=identifier, user_id=user_id)
     if channel == Channel.SMS:
         sms_budget.spend(ctx, identifier)
     deliver(ctx, db, issued, channel=channel, to=identifier, template=template)
@@ -165,11 +165,11 @@ def cancel(db: Session, identifier: str) -> None:
     )
 
 
-def verify(db: Session, secret_key: str, *, purpose: Purpose, identifier: str, code: str) -> OneTimeCode | None:
+def verify(ctx: Context, db: Session, *, purpose: Purpose, identifier: str, code: str) -> OneTimeCode | None:
     """The spent code when ``code`` is right; ``None`` otherwise, counting the try.
 
     Both outcomes are single conditional UPDATEs, so a code cannot be used twice nor tried more
-    than ``MAX_TRIES`` times, even by requests racing in several processes.
+    than ``IDP_OTP_ATTEMPTS`` times, even by requests racing in several processes.
     """
     stamp = now()
     live = db.scalar(
@@ -185,8 +185,8 @@ def verify(db: Session, secret_key: str, *, purpose: Purpose, identifier: str, c
     )
     if live is None:
         return None
-    candidate = code.strip()
-    presented = _digest(secret_key, purpose, identifier, candidate if len(candidate) <= 16 else "")
+    candidate = ascii_digits(code.strip())
+    presented = _digest(ctx.secret_key, purpose, identifier, candidate if len(candidate) <= 16 else "")
     if hmac.compare_digest(presented.encode(), live.code_hash.encode()):
         spent = spend_once(
             db, OneTimeCode, OneTimeCode.id == live.id, OneTimeCode.consumed_at.is_(None), consumed_at=stamp
@@ -197,7 +197,7 @@ def verify(db: Session, secret_key: str, *, purpose: Purpose, identifier: str, c
         .where(OneTimeCode.id == live.id, OneTimeCode.consumed_at.is_(None))
         .values(
             attempts=OneTimeCode.attempts + 1,
-            consumed_at=case((OneTimeCode.attempts + 1 >= MAX_TRIES, stamp), else_=None),
+            consumed_at=case((OneTimeCode.attempts + 1 >= ctx.settings.otp_attempts, stamp), else_=None),
         )
     )
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import phonenumbers
 
+from .digits import ascii_digits
 from .errors import AccountError, Code
 
 
@@ -16,7 +17,7 @@ class PhoneError(AccountError, ValueError):
 
 def to_e164(value: str, default_region: str | None = None) -> str:
     """A national number needs ``default_region`` (``IR``: ``09121234567`` -> ``+989121234567``)."""
-    value = value.strip()
+    value = ascii_digits(value.strip())
     if len(value) > 32:
         raise PhoneError("too_long")
     try:

@@ -102,6 +102,11 @@ def update_name(db: Session, user: User, name: str) -> None:
     user.updated_at = now()
 
 
+def choose_language(db: Session, user: User, tag: str) -> None:
+    user.locale = tag
+    user.updated_at = now()
+
+
 def start_phone_verification(
     ctx: Context,
     db: Session,
@@ -184,7 +189,7 @@ def confirm_phone(ctx: Context, db: Session, user: User, phone: str, code: str) 
     """
     lock_user(db, user.id)
     _check_replaceable(user, phone)
-    spent = otp.verify(db, ctx.secret_key, purpose=VERIFY_PHONE, identifier=phone, code=code)
+    spent = otp.verify(ctx, db, purpose=VERIFY_PHONE, identifier=phone, code=code)
     if spent is None or spent.user_id != user.id:
         raise WrongCode
     holder = db.scalar(select(User).where(User.phone == phone, User.id != user.id))

@@ -221,7 +221,7 @@ def change_password(
         proof = prove(db, settings, secret_key, user, current_password)
     except NotReauthenticated as exc:
         reason = "account_locked" if isinstance(exc, AccountLocked) else "wrong_current_password"
-        _refused(db, user, reason)
+        audit.record(db, Event.PASSWORD_CHANGED, outcome="failure", user_id=user.id, detail={"reason": reason})
         raise
     new = prepare_password(db, settings, user, new_password)
     user = lock()
@@ -229,25 +229,9 @@ def change_password(
     apply_password(db, user, new)
     ended = sign_out_everywhere(db, user.id, keep_session_id=keep_session_id)
     notify_password_changed(db, settings, secret_key, user)
-    audit.record(
-        db,
-        Event.PASSWORD_CHANGED,
-        outcome="success",
-        user_id=user.id,
-        detail={"sessions_ended": ended},
-    )
+    audit.record(db, Event.PASSWORD_CHANGED, outcome="success", user_id=user.id, detail={"sessions_ended": ended})
     db.flush()
     return ended
-
-
-def _refused(db: Session, user: User, reason: str) -> None:
-    audit.record(
-        db,
-        Event.PASSWORD_CHANGED,
-        outcome="failure",
-        user_id=user.id,
-        detail={"reason": reason},
-    )
 
 
 def notify_password_changed(
@@ -268,4 +252,5 @@ def notify_password_changed(
             "phone_removed": mask(phone_removed) if phone_removed else None,
         },
         useful_until=notice_useful_until(),
+        locale=user.locale,
     )

@@ -242,6 +242,7 @@ def _already_registered(ctx: Context, db: Session, user: User, password: str) ->
             "already_registered",
             {"login_link": f"{settings.issuer}/login", "reset_link": f"{settings.issuer}/password/forgot"},
             useful_until=notice_useful_until(),
+            locale=user.locale,
         )
     return Registered(user, created=False)
 
@@ -278,6 +279,7 @@ def send_link(
         "verify_email",
         {"link": links.url(settings.issuer, "/verify-email", token), "hours": -(-lifetime // 3600)},
         useful_until=now() + lifetime,
+        locale=user.locale,
     )
     db.flush()
     return True

@@ -112,7 +112,7 @@ def confirm(ctx: Context, db: Session, user: User, enrolment: Enrolment, code: s
         user.totp_last_step = step
     else:
         assert enrolment.destination is not None
-        spent = otp.verify(db, ctx.secret_key, purpose=ENABLE_MFA, identifier=enrolment.destination, code=code)
+        spent = otp.verify(ctx, db, purpose=ENABLE_MFA, identifier=enrolment.destination, code=code)
         if spent is None:
             return None
         user.totp_secret = None
@@ -142,6 +142,7 @@ def turn_off(ctx: Context, db: Session, user: User) -> str:
             "second_factor_disabled",
             {"account_link": f"{ctx.settings.issuer}/account/security"},
             useful_until=notice_useful_until(),
+            locale=user.locale,
         )
     return method
 

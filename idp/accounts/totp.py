@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from ..security.digests import keyed_digest
 from ..security.sealing import AUTHENTICATOR, Sealer
 from ..storage import RecoveryCode, User, now, spend_once
+from .digits import ascii_digits
 
 ISSUER_NAME = "idp"
 RECOVERY_CODES = 10
@@ -46,7 +47,7 @@ def open_sealed(secret_key: str, sealed: str) -> str:
 
 def matching_step(secret: str, code: str, at: float | None = None) -> int | None:
     """The time step ``code`` belongs to, allowing one step of clock drift either way."""
-    code = code.strip().replace(" ", "")
+    code = ascii_digits(code.strip().replace(" ", ""))
     if len(code) != 6 or not (code.isascii() and code.isdigit()):
         return None
     totp = pyotp.TOTP(secret)
@@ -74,7 +75,7 @@ def verify(db: Session, secret_key: str, user: User, code: str) -> bool:
 
 
 def _recovery_digest(secret_key: str, user_id: str, code: str) -> str:
-    return keyed_digest(secret_key, f"recovery:{user_id}:{code.strip().lower().replace('-', '')}")
+    return keyed_digest(secret_key, f"recovery:{user_id}:{ascii_digits(code.strip().lower()).replace('-', '')}")
 
 
 def spend_recovery_codes(db: Session, user: User) -> None:

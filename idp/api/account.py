@@ -25,6 +25,11 @@ from ..web.pipeline import Call, Endpoint, Handler, Needs, endpoint
 from .bearer import BEARER
 from .bodies import Field, Fields
 
+CURRENT_PASSWORD_IF_ANY = Field(
+    MAX_PASSWORD_INPUT,
+    "The password the person signs in with now; required when the account has one.",
+    required=False,
+)
 NAME_FIELDS: Fields = {
     "name": Field(MAX_NAME, "The name to show; an empty string removes it.", required=False),
 }
@@ -34,22 +39,14 @@ PASSWORD_FIELDS: Fields = {
 }
 PHONE_FIELDS: Fields = {
     "phone": Field(64, "The number in E.164 (+14155550100), or national in the provider's default region."),
-    "current_password": Field(
-        MAX_PASSWORD_INPUT,
-        "The password the person signs in with now; required when the account has one.",
-        required=False,
-    ),
+    "current_password": CURRENT_PASSWORD_IF_ANY,
 }
 CODE_FIELDS: Fields = {
     "code": Field(16, "The code sent by SMS to the number waiting for verification."),
 }
 EMAIL_FIELDS: Fields = {
     "email": Field(320, "The new address; the link that confirms it goes there."),
-    "current_password": Field(
-        MAX_PASSWORD_INPUT,
-        "The password the person signs in with now; required when the account has one.",
-        required=False,
-    ),
+    "current_password": CURRENT_PASSWORD_IF_ANY,
 }
 SET_PASSWORD_FIELDS: Fields = {
     "code": Field(16, "The code emailed by POST /api/account/password/set/code."),

@@ -22,6 +22,20 @@ PATH = "/account/openapi.json"
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
 
+
+def _sent(to: str, about_to: str, what: str) -> dict[str, Any]:
+    """The answer to a request that sent a code or link: where it went and for how long it holds."""
+    return {
+        "type": "object",
+        "required": [to, "expires_in"],
+        "additionalProperties": False,
+        "properties": {
+            to: {"type": "string", "description": about_to},
+            "expires_in": {"type": "integer", "description": f"Seconds the {what} stays valid."},
+        },
+    }
+
+
 _SCHEMAS: dict[str, Any] = {
     "Problem": {
         "type": "object",
@@ -89,33 +103,9 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "PendingPhone": {
-        "type": "object",
-        "required": ["phone", "expires_in"],
-        "additionalProperties": False,
-        "properties": {
-            "phone": {"type": "string", "description": "The number the code went to, in E.164."},
-            "expires_in": {"type": "integer", "description": "Seconds the code stays valid."},
-        },
-    },
-    "PendingEmail": {
-        "type": "object",
-        "required": ["email", "expires_in"],
-        "additionalProperties": False,
-        "properties": {
-            "email": {"type": "string", "description": "The new address, as normalized."},
-            "expires_in": {"type": "integer", "description": "Seconds the link stays valid."},
-        },
-    },
-    "PasswordCode": {
-        "type": "object",
-        "required": ["email", "expires_in"],
-        "additionalProperties": False,
-        "properties": {
-            "email": {"type": "string", "description": "The verified address the code went to."},
-            "expires_in": {"type": "integer", "description": "Seconds the code stays valid."},
-        },
-    },
+    "PendingPhone": _sent("phone", "The number the code went to, in E.164.", "code"),
+    "PendingEmail": _sent("email", "The new address, as normalized.", "link"),
+    "PasswordCode": _sent("email", "The verified address the code went to.", "code"),
 }
 
 _BODIES: dict[str, Fields] = {
@@ -204,6 +194,11 @@ def _problem_types(issuer: str) -> str:
 
 def document(issuer: str) -> dict[str, Any]:
     profile = _ref("schemas", "Profile")
+    not_proven = _problem(
+        "`wrong-password`; `account-locked`: wrong passwords locked the account, and no password is checked "
+        "until the lock ends; `sign-in-required`: the account has no password and the person signed in more "
+        "than five minutes ago; or as for any operation."
+    )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -288,11 +283,7 @@ def document(issuer: str) -> dict[str, Any]:
                     "Send a link to confirm a new email address",
                     {
                         "202": _json("The link is on its way.", _ref("schemas", "PendingEmail")),
-                        "403": _problem(
-                            "`wrong-password`; `account-locked`: wrong passwords locked the account, and no "
-                            "password is checked until the lock ends; `sign-in-required`: the account has no "
-                            "password and the person signed in more than five minutes ago; or as for any operation."
-                        ),
+                        "403": not_proven,
                         "409": _problem(
                             "`account-changed`: the password changed while the one given was checked; try again."
                         ),
@@ -314,11 +305,7 @@ def document(issuer: str) -> dict[str, Any]:
                     "Send a verification code to a phone number",
                     {
                         "202": _json("The code is on its way.", _ref("schemas", "PendingPhone")),
-                        "403": _problem(
-                            "`wrong-password`; `account-locked`: wrong passwords locked the account, and no "
-                            "password is checked until the lock ends; `sign-in-required`: the account has no "
-                            "password and the person signed in more than five minutes ago; or as for any operation."
-                        ),
+                        "403": not_proven,
                         "409": _problem(
                             "`phone-needed`: SMS is the second factor, so its number cannot be replaced; or "
                             "`account-changed`: the password changed while the one given was checked, try again."

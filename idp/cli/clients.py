@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..oauth.clients import (
     AUTH_METHODS,
@@ -14,6 +15,7 @@ from ..oauth.clients import (
     list_clients,
 )
 from ..settings import Settings
+from ..storage import Client
 from .context import open_context
 from .output import emit
 
@@ -70,24 +72,26 @@ def create_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def list_command(settings: Settings, _args: argparse.Namespace) -> int:
-    ctx = open_context(settings)
-    with ctx.db() as db:
+    with open_context(settings).db() as db:
         for client in list_clients(db):
-            emit(
-                {
-                    "client_id": client.id,
-                    "name": client.name,
-                    "redirect_uris": client.redirect_uris,
-                    "post_logout_redirect_uris": client.post_logout_redirect_uris,
-                    "scope": client.scope,
-                    "grant_types": client.grant_types,
-                    "token_endpoint_auth_method": client.token_endpoint_auth_method,
-                    "jwks_uri": client.jwks_uri,
-                    "first_party": client.first_party,
-                    "web_origins": client.web_origins,
-                }
-            )
+            emit(described(client))
     return 0
+
+
+def described(client: Client) -> dict[str, Any]:
+    """What the commands print of a client: its registration, never its secret."""
+    return {
+        "client_id": client.id,
+        "name": client.name,
+        "redirect_uris": client.redirect_uris,
+        "post_logout_redirect_uris": client.post_logout_redirect_uris,
+        "scope": client.scope,
+        "grant_types": client.grant_types,
+        "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        "jwks_uri": client.jwks_uri,
+        "first_party": client.first_party,
+        "web_origins": client.web_origins,
+    }
 
 
 def delete_command(settings: Settings, args: argparse.Namespace) -> int:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import Any
 
 from ..accounts.users import UserError, create_user, disable_user, list_users, unlock_user
 from ..settings import Settings
+from ..storage import User
 from .context import open_context
 from .output import emit
 
@@ -37,13 +39,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--verified", action="store_true", help="mark the email (and phone) verified")
     create.set_defaults(run=create_command)
     actions.add_parser("list", help="every account, one JSON object a line").set_defaults(run=list_command)
-    for name, run, text in (
-        ("unlock", unlock_command, "end a lockout"),
-        ("disable", disable_command, "disable an account and end its sessions and grants"),
+    for name, act, done, text in (
+        ("unlock", unlock_user, "unlocked", "end a lockout"),
+        ("disable", disable_user, "disabled", "disable an account and end its sessions and grants"),
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("user_id")
-        action.set_defaults(run=run)
+        action.set_defaults(run=act_command, act=act, done=done)
 
 
 def create_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -65,37 +67,31 @@ def create_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def list_command(settings: Settings, _args: argparse.Namespace) -> int:
-    ctx = open_context(settings)
-    with ctx.db() as db:
+    with open_context(settings).db() as db:
         for user in list_users(db):
-            emit(
-                {
-                    "id": user.id,
-                    "email": user.email,
-                    "email_verified": user.email_verified,
-                    "phone": user.phone,
-                    "phone_verified": user.phone_verified,
-                    "name": user.name,
-                    "disabled": user.disabled,
-                    "locked": user.locked_until is not None,
-                }
-            )
+            emit(described(user))
     return 0
 
 
-def unlock_command(settings: Settings, args: argparse.Namespace) -> int:
-    ctx = open_context(settings)
-    with ctx.db.begin() as db:
-        unlock_user(db, args.user_id)
-    emit({"id": args.user_id, "unlocked": True})
-    return 0
+def described(user: User) -> dict[str, Any]:
+    """What the commands print of a person: never a password hash or a second factor's secret."""
+    return {
+        "id": user.id,
+        "email": user.email,
+        "email_verified": user.email_verified,
+        "phone": user.phone,
+        "phone_verified": user.phone_verified,
+        "name": user.name,
+        "disabled": user.disabled,
+        "locked": user.locked_until is not None,
+    }
 
 
-def disable_command(settings: Settings, args: argparse.Namespace) -> int:
-    ctx = open_context(settings)
-    with ctx.db.begin() as db:
-        disable_user(db, args.user_id)
-    emit({"id": args.user_id, "disabled": True})
+def act_command(settings: Settings, args: argparse.Namespace) -> int:
+    """One change to one person (``args.act``), printed as the state it leaves (``args.done``)."""
+    with open_context(settings).db.begin() as db:
+        args.act(db, args.user_id)
+    emit({"id": args.user_id, args.done: True})
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from ..metrics import TOKENS
-from ..oauth.grants.registry import grant_for
+from ..oauth.grants.registry import grant_for, issue
 from ..storage import Client
 from ..web.pipeline import Call, Needs, endpoint
 from .client_surface import CLIENT
@@ -13,7 +13,7 @@ from .responses import json_response
 
 
 def _token(call: Call[Client]) -> Response:
-    body = grant_for(call.values)(call.db, call.ctx.token_issuer, call.who, call.values)
+    body = issue(call.db, call.ctx.token_issuer, call.who, call.values)
     TOKENS.labels(grant_type=call.values["grant_type"]).inc()
     return json_response(body)
 

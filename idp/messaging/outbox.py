@@ -5,7 +5,9 @@ a message is sent exactly when that change is real, and the worker never blocks 
 
 An email template pair is ``email/<name>.txt`` and ``email/<name>.html``; the first line of the
 text template is the subject, the rest is the text. An SMS template is ``sms/<name>.txt``.
-The subject is sealed with the text, as a subject may carry a code too.
+The subject is sealed with the text, as a subject may carry a code too. A message is written in
+the recipient's saved language (``locale``), else in the language of the request that caused it
+(:func:`idp.languages.speaker`).
 
 Every message says until when it is worth sending (``useful_until``): a code until it expires, a
 link for its lifetime, a notice for ``NOTICE_LIFETIME``. The worker retries it until then, however
@@ -22,6 +24,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy.orm import Session
 
 from ..accounts.codes_vocabulary import Channel
+from ..languages import Language, install, speaker
 from ..security.digests import new_id
 from ..security.sealing import OUTBOX, Sealer
 from ..storage import OutboxMessage, now
@@ -32,22 +35,25 @@ may not have made: it is worth as much after a weekend's outage as on the day, s
 it offers (a password reset) still works. Three days covers an outage from a Friday evening to a
 Monday morning; a notice older than that is no longer news, and the audit log keeps the change."""
 
-_templates = Environment(
-    loader=FileSystemLoader(Path(__file__).parent.parent / "templates"),
-    autoescape=select_autoescape(["html"], default_for_string=False, default=False),
-    undefined=StrictUndefined,
+_templates = install(
+    Environment(
+        loader=FileSystemLoader(Path(__file__).parent.parent / "templates"),
+        autoescape=select_autoescape(["html"], default_for_string=False, default=False),
+        undefined=StrictUndefined,
+    )
 )
 
 
-def render_email(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
-    """The subject, the text and the HTML of ``email/<template>``."""
+def render_email(template: str, context: dict[str, Any], language: Language) -> tuple[str, str, str]:
+    """The subject, the text and the HTML of ``email/<template>`` in ``language``."""
+    context = {**context, "language": language}
     subject, _, text = _templates.get_template(f"email/{template}.txt").render(context).partition("\n")
     html = _templates.get_template(f"email/{template}.html").render(context)
     return subject.strip(), text.strip() + "\n", html
 
 
-def render_sms(template: str, context: dict[str, Any]) -> str:
-    return _templates.get_template(f"sms/{template}.txt").render(context).strip()
+def render_sms(template: str, context: dict[str, Any], language: Language) -> str:
+    return _templates.get_template(f"sms/{template}.txt").render({**context, "language": language}).strip()
 
 
 def notice_useful_until() -> int:
@@ -56,17 +62,34 @@ def notice_useful_until() -> int:
 
 
 def enqueue_email(
-    db: Session, secret_key: str, to: str, template: str, context: dict[str, Any], *, useful_until: int
+    db: Session,
+    secret_key: str,
+    to: str,
+    template: str,
+    context: dict[str, Any],
+    *,
+    useful_until: int,
+    locale: str | None = None,
 ) -> OutboxMessage:
-    subject, text, html = render_email(template, context)
+    """``locale``: the recipient's saved language, if any."""
+    subject, text, html = render_email(template, context, speaker(db).language_for(locale))
     return _enqueue(db, secret_key, Channel.EMAIL, to, {"subject": subject, "text": text, "html": html}, useful_until)
 
 
 def enqueue_sms(
-    db: Session, secret_key: str, to: str, template: str, context: dict[str, Any], *, useful_until: int
+    db: Session,
+    secret_key: str,
+    to: str,
+    template: str,
+    context: dict[str, Any],
+    *,
+    useful_until: int,
+    locale: str | None = None,
 ) -> OutboxMessage:
-    """``to`` is an E.164 number, as ``idp.accounts.phones`` makes it."""
-    return _enqueue(db, secret_key, Channel.SMS, to, {"text": render_sms(template, context)}, useful_until)
+    """``to`` is an E.164 number, as ``idp.accounts.phones`` makes it; ``locale`` the recipient's
+    saved language, if any."""
+    text = render_sms(template, context, speaker(db).language_for(locale))
+    return _enqueue(db, secret_key, Channel.SMS, to, {"text": text}, useful_until)
 
 
 def _enqueue(

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Refused
 from ..keys import KeyRing
+from ..languages import N_
 from ..security.digests import new_token, token_digest
 from ..security.forms import given, single_values
 from ..sso import ActiveSession
@@ -42,18 +43,20 @@ RESPONSE_MODES = ("query", "form_post")
 PROMPTS = ("none", "login", "consent", "select_account")
 PENDING_LIFETIME = 30 * 60
 CODE_LIFETIME = 60
-ANSWERED = "This sign-in request has already been answered. Go back to the application and start again."
-MAX_VALUE_LENGTH = {"state": 2048, "nonce": 512, "login_hint": 320, "id_token_hint": 8192}
+ANSWERED = N_("This sign-in request has already been answered. Go back to the application and start again.")
+MAX_VALUE_LENGTH = {"state": 2048, "nonce": 512, "login_hint": 320, "id_token_hint": 8192, "ui_locales": 256}
 _CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 _MAX_AGE = re.compile(r"[0-9]{1,10}")
 
 
 @dataclass
 class AuthorizationParams:
-    """A validated request, as kept while the person signs in and consents."""
+    """A validated request, as kept while the person signs in and consents. ``redirect_uri`` is
+    ``None`` for a request made at the authorization challenge endpoint (:mod:`.first_party`),
+    whose code is answered in the response body and never by redirect."""
 
     client_id: str
-    redirect_uri: str
+    redirect_uri: str | None
     scope: list[str]
     state: str | None = None
     nonce: str | None = None
@@ -63,6 +66,8 @@ class AuthorizationParams:
     max_age: int | None = None
     login_hint: str | None = None
     hint_subject: str | None = None
+    ui_locales: str | None = None
+    """The languages the person prefers, for the pages of the sign-in (OpenID Connect Core §3.1.2.1)."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuthorizationParams:
@@ -115,15 +120,15 @@ def parse_request(
     values, repeated = single_values(given(items))
     client_id = values.get("client_id")
     if not client_id or "client_id" in repeated:
-        raise BadAuthorizationTarget("The request names no client, or names it more than once.")
+        raise BadAuthorizationTarget(N_("The request names no client, or names it more than once."))
     client = db.get(Client, client_id) if len(client_id) <= 64 else None
     if client is None:
-        raise BadAuthorizationTarget("The request names a client this provider does not know.")
+        raise BadAuthorizationTarget(N_("The request names a client this provider does not know."))
     redirect_uri = values.get("redirect_uri")
     if not redirect_uri or "redirect_uri" in repeated:
-        raise BadAuthorizationTarget("The request must carry exactly one redirect_uri.")
+        raise BadAuthorizationTarget(N_("The request must carry exactly one redirect_uri."))
     if not redirect_uri_registered(redirect_uri, client):
-        raise BadAuthorizationTarget("The redirect_uri is not one the client registered.")
+        raise BadAuthorizationTarget(N_("The redirect_uri is not one the client registered."))
 
     response_mode = values.get("response_mode", "query")
     state = values.get("state")
@@ -206,6 +211,7 @@ def parse_request(
         max_age=max_age,
         login_hint=values.get("login_hint"),
         hint_subject=hint_subject,
+        ui_locales=values.get("ui_locales"),
     )
 
 
@@ -254,13 +260,17 @@ def save_pending(db: Session, params: AuthorizationParams) -> AuthorizationReque
 
 
 def load_pending(db: Session, request_id: str | None) -> tuple[AuthorizationRequest, Client, AuthorizationParams]:
-    """A pending request that exists and has not expired, or ``BadAuthorizationTarget``."""
+    """A pending request of the browser flow that exists and has not expired, or
+    ``BadAuthorizationTarget``: a request of the authorization challenge endpoint, which has no
+    redirect URI, is never continued in a browser."""
     pending = db.get(AuthorizationRequest, request_id) if request_id and len(request_id) <= 64 else None
-    if pending is None or pending.expires_at <= now():
-        raise BadAuthorizationTarget("This sign-in request has expired. Go back to the application and start again.")
+    if pending is None or pending.expires_at <= now() or pending.params.get("redirect_uri") is None:
+        raise BadAuthorizationTarget(
+            N_("This sign-in request has expired. Go back to the application and start again.")
+        )
     client = db.get(Client, pending.client_id)
     if client is None:
-        raise BadAuthorizationTarget("The application of this sign-in request no longer exists.")
+        raise BadAuthorizationTarget(N_("The application of this sign-in request no longer exists."))
     return pending, client, AuthorizationParams.from_dict(pending.params)
 
 
@@ -321,6 +331,7 @@ def decide(
 
 
 def _redirect_error(params: AuthorizationParams, error: OAuthError) -> AuthorizationError:
+    assert params.redirect_uri is not None, "a request of the browser flow"
     return AuthorizationError(error, params.redirect_uri, params.state, params.response_mode)
 
 
@@ -350,6 +361,18 @@ def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest
 def issue_code(
     db: Session, params: AuthorizationParams, active: ActiveSession, pending: AuthorizationRequest | None
 ) -> AuthorizationResponse:
+    """The redirect that carries a new code back to the client."""
+    assert params.redirect_uri is not None, "a request of the browser flow"
+    response = {"code": new_code(db, params, active, pending)}
+    if params.state is not None:
+        response["state"] = params.state
+    return AuthorizationResponse(params.redirect_uri, response, params.response_mode)
+
+
+def new_code(
+    db: Session, params: AuthorizationParams, active: ActiveSession, pending: AuthorizationRequest | None
+) -> str:
+    """A code for ``params``, made in ``active``'s sign-in; the pending request is answered by it."""
     code = new_token()
     stamp = now()
     db.add(
@@ -370,7 +393,4 @@ def issue_code(
     )
     if pending is not None:
         _answer(db, pending)
-    response = {"code": code}
-    if params.state is not None:
-        response["state"] = params.state
-    return AuthorizationResponse(params.redirect_uri, response, params.response_mode)
+    return code

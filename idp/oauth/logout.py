@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ..keys import KeyRing
+from ..languages import N_
 from ..sso import ActiveSession
 from ..storage import Client
 from .authorization import verified_id_token_hint
@@ -46,12 +47,12 @@ def parse_logout(db: Session, keyring: KeyRing, issuer: str, values: dict[str, s
         hint_client = hint.get("azp") or (audiences[0] if len(audiences) == 1 else None)
     client_id = values.get("client_id") or None
     if client_id and hint_client and client_id != hint_client:
-        raise BadAuthorizationTarget("client_id does not match the client of id_token_hint.")
+        raise BadAuthorizationTarget(N_("client_id does not match the client of id_token_hint."))
     client_id = client_id or hint_client
     client = db.get(Client, client_id) if isinstance(client_id, str) and len(client_id) <= 64 else None
     uri = values.get("post_logout_redirect_uri") or None
     if uri is not None and (client is None or uri not in client.post_logout_redirect_uris):
-        raise BadAuthorizationTarget("The post_logout_redirect_uri is not one this application registered.")
+        raise BadAuthorizationTarget(N_("The post_logout_redirect_uri is not one this application registered."))
     state = values.get("state")
     return LogoutRequest(
         hint=hint,

@@ -17,10 +17,12 @@ PATHS = {
     "end_session_endpoint": "/logout",
     "revocation_endpoint": "/revoke",
     "introspection_endpoint": "/introspect",
+    "authorization_challenge_endpoint": "/authorize-challenge",
 }
 
 
-def metadata(issuer: str) -> dict[str, Any]:
+def metadata(issuer: str, ui_locales: tuple[str, ...]) -> dict[str, Any]:
+    """``ui_locales``: the languages of the hosted pages, as ``ui_locales_supported`` lists them."""
     client_auth = list(AUTH_METHODS)
     confidential_auth = [m for m in AUTH_METHODS if m != "none"]
     return {
@@ -61,6 +63,7 @@ def metadata(issuer: str) -> dict[str, Any]:
             "phone_number_verified",
         ],
         "acr_values_supported": ["1", "2"],
+        "ui_locales_supported": list(ui_locales),
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,

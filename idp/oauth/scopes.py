@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from ..languages import N_
 from ..storage import User
 from .errors import InvalidScope
 
 SUPPORTED = ("openid", "profile", "email", "phone", "offline_access")
 USER_ONLY = frozenset({"openid", "offline_access"})
 DESCRIPTIONS = {
-    "openid": "Know who you are",
-    "profile": "See your name",
-    "email": "See your email address",
-    "phone": "See your phone number",
-    "offline_access": "Stay signed in to the app when you are away",
+    "openid": N_("Know who you are"),
+    "profile": N_("See your name"),
+    "email": N_("See your email address"),
+    "phone": N_("See your phone number"),
+    "offline_access": N_("Stay signed in to the app when you are away"),
 }
 MAX_SCOPE_LENGTH = 1000
 

@@ -17,27 +17,39 @@ from starlette.responses import RedirectResponse, Response
 
 from ..accounts import commands, email_change, first_password, profile
 from ..accounts.errors import Code, PasswordsDiffer
+from ..languages import N_
 from ..security.rate_limits import Limit
 from ..web.browser import clear_session_cookie
+from ..web.locale import translate
 from ..web.pipeline import Needs
 from ..web.rendering import render
 from .signed_in import Form, Person, done, signed_in
 from .surface import Shown
 
 NOTICES = {
-    "name": "Your name is saved.",
-    "email": "We sent a link to the new address. Your email address changes when you open it.",
-    "phone": "Your phone number is verified.",
-    "phone_removed": "Your phone number is removed: codes no longer go to it, and it no longer signs you in.",
-    "password_set": "Your password is set: you can sign in with it from now on.",
-    "session": "The session has ended.",
-    "others": "Your other sessions have ended.",
-    "others_phone": (
+    "name": N_("Your name is saved."),
+    "email": N_("We sent a link to the new address. Your email address changes when you open it."),
+    "phone": N_("Your phone number is verified."),
+    "phone_removed": N_("Your phone number is removed: codes no longer go to it, and it no longer signs you in."),
+    "password_set": N_("Your password is set: you can sign in with it from now on."),
+    "session": N_("The session has ended."),
+    "others": N_("Your other sessions have ended."),
+    "others_phone": N_(
         "Your other sessions have ended, and your phone number was taken off your account: it was added after "
         "you last signed in with your password, so it no longer signs you in. If it is yours, add it again."
     ),
-    "password": "Your password is changed. Your other sessions have ended.",
+    "password": N_("Your password is changed. Your other sessions have ended."),
 }
+
+
+RESENT = N_("We sent you a new code.")
+CODE_SENT = N_("We sent a code to {email}.")
+
+
+def _notice(call: Person, done: str) -> str | None:
+    """The notice of what ``done`` names, in the person's language."""
+    notice = NOTICES.get(done)
+    return translate(call.request, notice) if notice else None
 
 
 def _when(stamp: int) -> str:
@@ -92,7 +104,7 @@ CODES = Needs(limits=(Limit.VERIFICATION,))
 
 @signed_in(ACCOUNT)
 def account(call: Person) -> Response:
-    return _account_page(call, Shown(notice=NOTICES.get(call.request.query_params.get("done", ""))))
+    return _account_page(call, Shown(notice=_notice(call, call.request.query_params.get("done", ""))))
 
 
 @signed_in(NAME)
@@ -126,7 +138,7 @@ def resend_phone_code(call: Person) -> Response:
     if profile.pending_phone(call.db, call.who.user) is None:
         return RedirectResponse("/account", status_code=303)
     commands.resend_phone_code(call.ctx, call.db, call.who)
-    return _verify_page(call, Shown(notice="We sent you a new code."))
+    return _verify_page(call, Shown(notice=translate(call.request, RESENT)))
 
 
 @signed_in(PHONE_REMOVE)
@@ -170,7 +182,7 @@ def change_password(call: Person) -> Response:
 def send_password_code(call: Person) -> Response:
     """Email the code that a first password needs; from ``/account``, and again from its form."""
     email = commands.send_password_code(call.ctx, call.db, call.who)
-    return _password_set_page(call, Shown(notice=f"We sent a code to {email}."))
+    return _password_set_page(call, Shown(notice=translate(call.request, CODE_SENT, email=email)))
 
 
 @signed_in(PASSWORD_SET, Needs(limits=(Limit.VERIFICATION,), lock=False))

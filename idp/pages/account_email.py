@@ -16,13 +16,12 @@ from starlette.responses import Response
 from ..accounts import commands, email_change
 from ..accounts.errors import Code
 from ..security.rate_limits import Limit
+from ..web.locale import language
 from ..web.messages import message
 from ..web.pipeline import Needs
-from ..web.rendering import error_page, render
+from ..web.rendering import message_page, render
 from .signed_in import Form, Person, done, signed_in
 from .surface import ERROR_PAGE, Shown, Visit, Visitor, visit
-
-LINK_INVALID = message(email_change.LinkInvalid())
 
 
 def _email_page(call: Person, shown: Shown) -> Response:
@@ -52,7 +51,7 @@ def _confirm_page(call: Visitor, shown: Shown) -> Response:
     token = call.values.get("token") if call.unsafe else call.request.query_params.get("token")
     link = email_change.find_link(call.db, token)
     if link is None:
-        return error_page(call.request, LINK_INVALID)
+        return message_page(call.request, message(email_change.LinkInvalid(), language(call.request)))
     context = {"token": token, "email": link.email, "error": shown.error}
     return render(call.request, "account_email_confirm.html", context, status_code=shown.status_code)
 

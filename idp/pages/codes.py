@@ -12,14 +12,25 @@ from starlette.responses import RedirectResponse, Response
 
 from ..accounts import challenges
 from ..accounts.errors import Code
+from ..languages import N_
 from ..security.rate_limits import Limit
 from ..storage import PendingSignIn
+from ..web.locale import translate
 from ..web.pipeline import Needs
 from ..web.rendering import error_page, render
-from .signin import complete_sign_in, pending_sign_in, request_id, set_pending_cookie, start_second_factor, target
+from .signin import (
+    complete_sign_in,
+    note_requested_language,
+    pending_sign_in,
+    request_id,
+    set_pending_cookie,
+    start_second_factor,
+    target,
+)
 from .surface import ERROR_PAGE, Shown, Visit, Visitor, visit
 
-GONE = "This sign-in has expired. Please start again."
+GONE = N_("This sign-in has expired. Please start again.")
+RESENT = N_("We sent you a new code.")
 
 
 def _request_page(call: Visitor, shown: Shown) -> Response:
@@ -47,7 +58,10 @@ def _enter_page(call: Visitor, shown: Shown) -> Response:
 
 
 def _pending(call: Visitor) -> PendingSignIn | None:
-    return challenges.find(call.db, pending_sign_in(call.request))
+    pending = challenges.find(call.db, pending_sign_in(call.request))
+    if pending is not None:
+        note_requested_language(call, pending.authorization_request_id)
+    return pending
 
 
 REQUEST = Visit(_request_page)
@@ -87,4 +101,4 @@ def resend_code(call: Visitor) -> Response:
     if pending is None:
         return error_page(call.request, GONE)
     challenges.send_code(call.ctx, call.db, pending)
-    return _enter_page(call, Shown(notice="We sent you a new code."))
+    return _enter_page(call, Shown(notice=translate(call.request, RESENT)))

@@ -6,16 +6,19 @@ from urllib.parse import urlencode
 
 from starlette.responses import RedirectResponse, Response
 
+from ..languages import N_
 from ..oauth import scopes
 from ..oauth.authorization import deny, issue_code, load_pending, needs_sign_in, record_consent
 from ..sso import note_use
 from ..web.browser import current_session
+from ..web.locale import note_saved, note_ui_locales
 from ..web.pipeline import Needs
 from ..web.rendering import authorization_response, error_page, render
 from .signin import request_id
 from .surface import Shown, Visit, Visitor, visit
 
-EXPIRED = "This form has expired. Go back to the application and start again."
+EXPIRED = N_("This form has expired. Go back to the application and start again.")
+CHOOSE = N_("Choose allow or deny.")
 
 
 def _expired_page(call: Visitor, shown: Shown) -> Response:
@@ -27,11 +30,13 @@ def _expired_page(call: Visitor, shown: Shown) -> Response:
 @visit(Visit(_expired_page), Needs(lock=False))
 def consent(call: Visitor) -> Response:
     pending, client, params = load_pending(call.db, request_id(call))
+    note_ui_locales(call.request, params.ui_locales)
     active = current_session(call.request, call.db)
     if needs_sign_in(params, active, pending):
         return RedirectResponse(f"/login?{urlencode({'request': pending.id})}", status_code=303)
     assert active is not None
     note_use(call.db, active.session)
+    note_saved(call.request, active.user.locale)
     if not call.unsafe:
         page = {
             "request_id": pending.id,
@@ -48,4 +53,4 @@ def consent(call: Visitor) -> Response:
         return response
     if decision == "deny":
         return authorization_response(call.request, deny(call.db, params, pending).response)
-    return error_page(call.request, "Choose allow or deny.")
+    return error_page(call.request, CHOOSE)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from ..languages import N_
 from ..oauth.logout import parse_logout
 from ..sso import end_session
 from ..web.browser import clear_session_cookie, session_to_end
@@ -20,7 +21,8 @@ from ..web.pipeline import Answer, Needs
 from ..web.rendering import error_page, render, with_query
 from .surface import Shown, Visit, Visitor, visit
 
-EXPIRED = "This form has expired. Please sign out again."
+EXPIRED = N_("This form has expired. Please sign out again.")
+CHOOSE = N_("Choose to sign out, or close this page.")
 
 
 def _expired_page(call: Visitor, shown: Shown) -> Response:
@@ -43,7 +45,7 @@ class Logout(Visit):
         if not call.unsafe or not call.ctx.csrf.valid(call.request, raw.get("csrf_token")):
             raise Answer(self.page(call, Shown(status_code=400)))
         if raw["decision"] != "logout":
-            raise Answer(error_page(call.request, "Choose to sign out, or close this page."))
+            raise Answer(error_page(call.request, CHOOSE))
         return raw
 
 

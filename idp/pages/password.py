@@ -14,9 +14,10 @@ from .. import audit
 from ..accounts import recovery
 from ..accounts.errors import Code, PasswordsDiffer
 from ..security.rate_limits import Limit
+from ..web.locale import language
 from ..web.messages import message
 from ..web.pipeline import Needs
-from ..web.rendering import error_page, render
+from ..web.rendering import message_page, render
 from .surface import ERROR_PAGE, Shown, Visit, Visitor, visit
 
 
@@ -40,7 +41,7 @@ def _token(call: Visitor) -> str:
 
 def _reset_page(call: Visitor, shown: Shown) -> Response:
     if recovery.find_reset_link(call.db, _token(call)) is None:
-        return error_page(call.request, message(recovery.ResetLinkInvalid()))
+        return message_page(call.request, message(recovery.ResetLinkInvalid(), language(call.request)))
     page = {"token": _token(call), "min_length": call.ctx.settings.password_min_length, "error": shown.error}
     return render(call.request, "password_reset.html", page, status_code=shown.status_code)
 

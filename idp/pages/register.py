@@ -17,20 +17,22 @@ from starlette.responses import Response
 from ..accounts import links, registration
 from ..accounts.errors import Code, InvalidEmail
 from ..accounts.users import UserError, normalize_email
+from ..languages import N_
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.digests import new_token, token_digest
 from ..security.rate_limits import Limit
 from ..web.browser import browser_cookie, set_browser_cookie
+from ..web.locale import language, translate
 from ..web.messages import message
 from ..web.pipeline import Needs
-from ..web.rendering import error_page, render
+from ..web.rendering import error_page, message_page, render
 from .signin import complete_sign_in, start_second_factor, target
 from .surface import ERROR_PAGE, Shown, Visit, Visitor, visit
 
 BROWSER_COOKIE = "idp_registration"
-NOT_FOUND = "This page does not exist."
-RESENT = "If an account with this address is waiting for verification, we sent it a new link."
+NOT_FOUND = N_("This page does not exist.")
+RESENT = N_("If an account with this address is waiting for verification, we sent it a new link.")
 
 
 def _browser_id(call: Visitor) -> str:
@@ -92,7 +94,7 @@ def _password_page(call: Visitor, shown: Shown) -> Response:
     browser; the error page once the link is spent."""
     token = call.values.get("token") if call.unsafe else call.request.query_params.get("token")
     if shown.error and not registration.is_live(call.db, token):
-        return error_page(call.request, message(registration.InvalidLink()))
+        return message_page(call.request, message(registration.InvalidLink(), language(call.request)))
     page = {"token": token or "", "error": shown.error}
     return render(call.request, "verify_email_password.html", page, status_code=shown.status_code)
 
@@ -153,4 +155,4 @@ def resend_verification(call: Visitor) -> Response:
     call.values["email"] = email
     request_id = _still_pending(call.db, call.values.get("request") or None)
     registration.resend(call.ctx, call.db, email, authorization_request_id=request_id)
-    return _resend_page(call, Shown(notice=RESENT))
+    return _resend_page(call, Shown(notice=translate(call.request, RESENT)))

@@ -15,11 +15,18 @@ from starlette.responses import Response
 from ..accounts import commands, second_factor, totp
 from ..accounts.codes_vocabulary import SecondFactorMethod
 from ..accounts.errors import AccountError, Code
+from ..languages import N_
 from ..security.rate_limits import Limit
+from ..web.locale import translate
 from ..web.pipeline import Needs
 from ..web.rendering import render
 from .signed_in import Form, Person, signed_in
 from .surface import Shown
+
+TURNED_ON = N_("Two-step sign-in is on.")
+TURNED_OFF = N_("Two-step sign-in is off.")
+RESENT = N_("We sent you a new code.")
+NEW_CODES = N_("Your new recovery codes are ready; the earlier ones no longer work.")
 
 
 def _overview_page(call: Person, shown: Shown) -> Response:
@@ -74,24 +81,24 @@ def confirm(call: Person) -> Response:
     codes = commands.confirm_second_factor(
         call.ctx, call.db, call.who, values.get("enrolment", ""), values.get("code", "")
     )
-    return _recovery_page(call, codes, "Two-step sign-in is on.")
+    return _recovery_page(call, codes, translate(call.request, TURNED_ON))
 
 
 @signed_in(CODE, Needs(limits=(Limit.VERIFICATION,)))
 def resend(call: Person) -> Response:
     enrolment = commands.resend_enrolment_code(call.ctx, call.db, call.who, call.values.get("enrolment", ""))
-    page = {"enrolment": enrolment, "notice": "We sent you a new code."}
+    page = {"enrolment": enrolment, "notice": translate(call.request, RESENT)}
     return render(call.request, "account_security_enrol.html", page)
 
 
 @signed_in(OVERVIEW, Needs(lock=False))
 def disable(call: Person) -> Response:
     commands.turn_off_second_factor(call.ctx, call.db, call.who, call.values.get("current_password", ""), call.lock)
-    return _overview_page(call, Shown(notice="Two-step sign-in is off."))
+    return _overview_page(call, Shown(notice=translate(call.request, TURNED_OFF)))
 
 
 @signed_in(OVERVIEW, Needs(lock=False))
 def recovery_codes(call: Person) -> Response:
     password = call.values.get("current_password", "")
     codes = commands.new_recovery_codes(call.ctx, call.db, call.who, password, call.lock)
-    return _recovery_page(call, codes, "Your new recovery codes are ready; the earlier ones no longer work.")
+    return _recovery_page(call, codes, translate(call.request, NEW_CODES))

@@ -24,6 +24,7 @@ from ..context import Context
 from ..sso import note_use
 from ..storage import BrowserSession, now
 from ..web.browser import current_session
+from ..web.locale import note_saved
 from ..web.pipeline import SAFE_METHODS, Answer, Call, Endpoint, Handler, Needs, endpoint
 from .surface import PageForm
 
@@ -42,6 +43,7 @@ class Form(PageForm[Actor]):
             raise Answer(RedirectResponse("/login", status_code=303))
         if request.method in SAFE_METHODS:
             note_use(db, active.session)
+        note_saved(request, active.user.locale)
         return Actor(active.user, active.session.id, active.session.auth_time, None)
 
     def relock(self, call: Person, raw: object) -> Person:

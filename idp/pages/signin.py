@@ -19,6 +19,7 @@ from ..oauth.errors import BadAuthorizationTarget
 from ..sso import ActiveSession, end_session, start_session
 from ..storage import Client, User
 from ..web.browser import browser_cookie, clear_browser_cookie, session_to_end, set_browser_cookie, set_session_cookie
+from ..web.locale import note_ui_locales
 from ..web.rendering import authorization_response, error_page, next_step
 from ..web.request import context, request_address
 from .surface import Visitor
@@ -48,7 +49,20 @@ def target(call: Visitor) -> Target:
     if named is None:
         return Target()
     _, client, params = load_pending(call.db, named)
+    note_ui_locales(call.request, params.ui_locales)
     return Target(named, client, params)
+
+
+def note_requested_language(call: Visitor, authorization_request_id: str | None) -> None:
+    """The pages of a sign-in under way speak the ``ui_locales`` of the request it serves, if that
+    request still waits."""
+    if authorization_request_id is None:
+        return
+    try:
+        _, _, params = load_pending(call.db, authorization_request_id)
+    except BadAuthorizationTarget:
+        return
+    note_ui_locales(call.request, params.ui_locales)
 
 
 def pending_sign_in(request: Request) -> str | None:

@@ -22,17 +22,19 @@ from starlette.responses import Response
 from ..accounts.errors import AccountError, Code
 from ..context import Context
 from ..errors import Refused
+from ..languages import N_
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Refusal
+from ..web.locale import language, translate
 from ..web.messages import message
 from ..web.pipeline import Answer, Call, Endpoint, Handler, Needs, endpoint
-from ..web.rendering import error_page
+from ..web.rendering import error_page, message_page
 from ..web.throttling import refusal_page
 from .forms import posted_form
 
 Who = TypeVar("Who")
 
-EXPIRED_FORM = "This form has expired. Please try again."
+EXPIRED_FORM = N_("This form has expired. Please try again.")
 
 STATUS: dict[Code, int] = {
     Code.TOO_MANY_CODES: 429,
@@ -77,7 +79,7 @@ class PageForm(Generic[Who]):
         assert isinstance(raw, dict)
         if call.unsafe and not call.ctx.csrf.valid(call.request, raw.get("csrf_token")):
             call.values = raw
-            raise Answer(self.page(call, Shown(error=EXPIRED_FORM, status_code=400)))
+            raise Answer(self.page(call, Shown(error=translate(call.request, EXPIRED_FORM), status_code=400)))
         return raw
 
     def refused(self, call: Call[Who], refusal: Refusal) -> Response:
@@ -90,7 +92,7 @@ class PageForm(Generic[Who]):
         if error.code in self.elsewhere:
             return self.elsewhere[error.code].failed(call, error)
         shown = Shown(
-            error=message(error),
+            error=message(error, language(call.request)),
             section=self.section,
             wait=error.wait,
             values={name: call.values.get(name, "") for name in self.refill},
@@ -117,7 +119,7 @@ Visitor = Call[None]
 
 
 def _error_page(call: Visitor, shown: Shown) -> Response:
-    return error_page(call.request, shown.error or "", shown.status_code)
+    return message_page(call.request, shown.error or "", shown.status_code)
 
 
 ERROR_PAGE = Visit(_error_page)

@@ -6,6 +6,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from ..languages import N_
 from .null_bytes import holds_nul
 
 MAX_BODY = 64 * 1024
@@ -21,21 +22,21 @@ async def read_form(request: Request, *, require_form_type: bool = False) -> lis
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         if require_form_type or content_type:
-            raise FormError("the body must be application/x-www-form-urlencoded")
+            raise FormError(N_("the body must be application/x-www-form-urlencoded"))
     declared = request.headers.get("content-length")
     if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > MAX_BODY):
-        raise FormError("the request body is too large")
+        raise FormError(N_("the request body is too large"))
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > MAX_BODY:
-            raise FormError("the request body is too large")
+            raise FormError(N_("the request body is too large"))
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS)
     except (UnicodeDecodeError, ValueError):
-        raise FormError("the form is malformed or has too many fields") from None
+        raise FormError(N_("the form is malformed or has too many fields")) from None
     if any(holds_nul(key) or holds_nul(value) for key, value in pairs):
-        raise FormError("the form holds a NUL character")
+        raise FormError(N_("the form holds a NUL character"))
     return pairs
 
 

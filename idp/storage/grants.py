@@ -28,13 +28,16 @@ class AuthorizationRequest(Base):
 
 
 class AuthorizationCode(Base):
+    """``redirect_uri`` is that of the authorization request, none for a code issued at the
+    authorization challenge endpoint (which answers it in the response body)."""
+
     __tablename__ = "authorization_codes"
 
     code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     session_id: Mapped[str | None] = mapped_column(String(32))
-    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    redirect_uri: Mapped[str | None] = mapped_column(String(2000))
     scope: Mapped[str] = mapped_column(String(1000))
     nonce: Mapped[str | None] = mapped_column(String(512))
     code_challenge: Mapped[str | None] = mapped_column(String(128))

@@ -35,7 +35,9 @@ from starlette.responses import Response
 
 from ..context import Context
 from ..errors import Refused
+from ..languages import speak_for
 from ..security.rate_limits import Limit, Refusal
+from .locale import language
 from .request import context, rate_limit_address, transaction
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
@@ -152,6 +154,7 @@ def endpoint(surface: Surface[Who], needs: Needs, handler: Handler[Who]) -> Endp
 def _serve(surface: Surface[Who], needs: Needs, handler: Handler[Who], request: Request, raw: object) -> Response:
     ctx = context(request)
     with transaction(request) as db:
+        speak_for(db, lambda: language(request))
         try:
             who = surface.authenticate(request, ctx, db, raw)
             call = Call(request, ctx, db, who, lambda: surface.relock(call, raw).who, raw=raw)

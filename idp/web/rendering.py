@@ -6,31 +6,47 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from jinja2 import Environment, FileSystemLoader
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from ..languages import install
 from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin
+from .locale import language, switcher_action, translate
 from .request import context as services
 
-templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"))
+templates = Jinja2Templates(
+    env=install(Environment(loader=FileSystemLoader(Path(__file__).parent.parent / "templates"), autoescape=True))
+)
 
 
 def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
-    """Render a page with its CSRF token; a browser without the CSRF cookie gets one."""
-    csrf = services(request).csrf
+    """Render a page with its CSRF token, in the request's language, with the language switcher; a
+    browser without the CSRF cookie gets one."""
+    ctx = services(request)
+    csrf = ctx.csrf
     token, new_cookie = csrf.issue(request)
-    response = templates.TemplateResponse(
-        request, template, {"csrf_token": token, **(context or {})}, status_code=status_code
-    )
+    page = {"csrf_token": token, **(context or {})}
+    page["language"] = language(request)
+    page["languages"] = list(ctx.languages.by_tag.values())
+    page["switcher_action"] = switcher_action(request, page.get("request_id"))
+    response = templates.TemplateResponse(request, template, page, status_code=status_code)
     response.headers["Cache-Control"] = "no-store"
     if new_cookie is not None:
         csrf.set_cookie(response, new_cookie)
     return response
 
 
-def error_page(request: Request, message: str, status_code: int = 400) -> Response:
-    return render(request, "error.html", {"message": message}, status_code=status_code)
+def error_page(request: Request, message: str, status_code: int = 400, **data: object) -> Response:
+    """The page of a refusal that ends what the person was doing: ``message`` is English, marked
+    with :func:`~idp.languages.N_`, and shown in the request's language with ``data`` filled in."""
+    return message_page(request, translate(request, message, **data), status_code)
+
+
+def message_page(request: Request, text: str, status_code: int = 400) -> Response:
+    """The same page for ``text`` already in the request's language."""
+    return render(request, "error.html", {"message": text}, status_code=status_code)
 
 
 def with_query(uri: str, params: dict[str, str]) -> str:
@@ -45,7 +61,9 @@ def authorization_response(request: Request, response: AuthorizationResponse) ->
     params = {**response.params, "iss": services(request).settings.issuer}
     if response.response_mode == "form_post":
         page = templates.TemplateResponse(
-            request, "form_post.html", {"action": response.redirect_uri, "fields": params}
+            request,
+            "form_post.html",
+            {"action": response.redirect_uri, "fields": params, "language": language(request)},
         )
         page.headers["Cache-Control"] = "no-store"
         return page

@@ -19,6 +19,7 @@ from .. import audit
 from ..accounts.challenges import parse_identifier
 from ..accounts.errors import AccountError
 from ..audit import Event
+from ..languages import N_
 from ..security.digests import keyed_digest
 from ..security.rate_limits import Refusal
 from .rendering import error_page
@@ -39,12 +40,14 @@ def refusal_page(request: Request, refusal: Refusal, db: Session) -> Response:
     """The 429 page of a spent limit; its audit event is written in ``db``, which the request
     pipeline commits after rolling back what came before."""
     audit.record(db, Event.RATE_LIMITED, outcome="failure", detail={"limit": refusal.limit.value})
-    response = error_page(request, f"Too many attempts. Please try again in {_wait(refusal.retry_after)}.", 429)
+    sentence, wait = _too_many(refusal.retry_after)
+    response = error_page(request, sentence, 429, **wait)
     response.headers["Retry-After"] = str(refusal.retry_after)
     return response
 
 
-def _wait(seconds: int) -> str:
+def _too_many(seconds: int) -> tuple[str, dict[str, int]]:
+    """The sentence of a spent limit, its wait in seconds when short, else in whole minutes."""
     if seconds < 120:
-        return f"{seconds} seconds"
-    return f"{math.ceil(seconds / 60)} minutes"
+        return N_("Too many attempts. Please try again in {seconds} seconds."), {"seconds": seconds}
+    return N_("Too many attempts. Please try again in {minutes} minutes."), {"minutes": math.ceil(seconds / 60)}

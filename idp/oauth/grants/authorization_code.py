@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from ...security.digests import new_id, token_digest
 from ...storage import AuthorizationCode, BrowserSession, Client, Grant, User, now, revoke_grants, spend_once
-from ..errors import InvalidGrant, InvalidRequest, ReusedGrant, UnauthorizedClient
+from ..errors import InvalidGrant, InvalidRequest, ReusedGrant
 from .issuance import TokenIssuer
+from .parameters import required
 
 GRANT_TYPE = "authorization_code"
 _VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
@@ -33,13 +34,7 @@ def s256(verifier: str) -> str:
 
 
 def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
-    if GRANT_TYPE not in client.grant_types:
-        raise UnauthorizedClient("this client may not use the authorization code grant")
-    code = form.get("code")
-    if not code:
-        raise InvalidRequest("code is required")
-    if not form.get("redirect_uri"):
-        raise InvalidRequest("redirect_uri is required")
+    code = required(form, "code")
     row = db.get(AuthorizationCode, token_digest(code)) if len(code) <= 128 else None
     if row is None or row.client_id != client.id:
         raise InvalidGrant("the code is invalid")
@@ -47,8 +42,7 @@ def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, s
         raise _reused(db, row)
     if row.expires_at <= now():
         raise InvalidGrant("the code has expired")
-    if form["redirect_uri"] != row.redirect_uri:
-        raise InvalidGrant("redirect_uri does not match the authorization request")
+    _check_redirect_uri(row, form.get("redirect_uri") or None)
     _check_pkce(row, form.get("code_verifier"))
     _check_session_alive(db, row)
 
@@ -100,6 +94,20 @@ def _check_session_alive(db: Session, row: AuthorizationCode) -> None:
     session = db.get(BrowserSession, row.session_id, with_for_update=True)
     if session is None or session.ended_at is not None:
         raise InvalidGrant("the sign-in session of this code has ended")
+
+
+def _check_redirect_uri(row: AuthorizationCode, redirect_uri: str | None) -> None:
+    """RFC 6749 §4.1.3: required, and the same, when the authorization request carried one. A code
+    of the authorization challenge endpoint had none (draft-ietf-oauth-first-party-apps §6): one
+    sent for it anyway is refused, as no redirect it could match ever happened."""
+    if row.redirect_uri is None:
+        if redirect_uri is not None:
+            raise InvalidGrant("redirect_uri sent, but the authorization request had none")
+        return
+    if redirect_uri is None:
+        raise InvalidRequest("redirect_uri is required")
+    if redirect_uri != row.redirect_uri:
+        raise InvalidGrant("redirect_uri does not match the authorization request")
 
 
 def _check_pkce(row: AuthorizationCode, verifier: str | None) -> None:

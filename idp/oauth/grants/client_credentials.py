@@ -16,7 +16,7 @@ GRANT_TYPE = "client_credentials"
 
 
 def issue(_db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
-    if GRANT_TYPE not in client.grant_types or client.is_public:
+    if client.is_public:
         raise UnauthorizedClient("this client may not use the client credentials grant")
     allowed = client.scopes - scope_rules.USER_ONLY
     if "scope" in form:

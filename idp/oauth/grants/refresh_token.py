@@ -15,18 +15,15 @@ from sqlalchemy.orm import Session
 from ...security.digests import token_digest
 from ...storage import Client, Grant, RefreshToken, User, now, revoke_grants, spend_once
 from .. import scopes as scope_rules
-from ..errors import InvalidGrant, InvalidRequest, InvalidScope, ReusedGrant, UnauthorizedClient
+from ..errors import InvalidGrant, InvalidScope, ReusedGrant
 from .issuance import TokenIssuer
+from .parameters import required
 
 GRANT_TYPE = "refresh_token"
 
 
 def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
-    if GRANT_TYPE not in client.grant_types:
-        raise UnauthorizedClient("this client may not use refresh tokens")
-    presented = form.get("refresh_token")
-    if not presented:
-        raise InvalidRequest("refresh_token is required")
+    presented = required(form, "refresh_token")
     row = db.get(RefreshToken, token_digest(presented)) if len(presented) <= 128 else None
     grant = db.get(Grant, row.grant_id) if row is not None else None
     if row is None or grant is None or grant.client_id != client.id:

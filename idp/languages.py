@@ -1,0 +1,167 @@
+"""The languages idp speaks: one gettext catalog each, for the hosted pages, emails and text messages.
+
+A language is a catalog, ``idp/locale/<tag>/LC_MESSAGES/messages.po``; adding one is adding a
+directory (the README says how). The catalogs are compiled in memory when the process starts
+(Babel reads the ``.po`` and writes the ``.mo`` into a buffer, a few milliseconds), so there is
+no build step to forget and no compiled file to fall out of date with its source.
+
+Python code marks what a person reads with :func:`N_`, which the extractor finds, and translates
+it where it is shown, into the language of whoever reads it (:mod:`idp.web.locale` chooses it for
+a request). Templates use Jinja's i18n extension, bound by :func:`install` to the ``language``
+of the page or message being rendered.
+
+The messages a transaction queues are written in the recipient's saved language, else in the
+language of the request that caused them: :func:`speak` binds a session maker to the catalogs,
+and a request names its own language in its transaction (:func:`speak_for`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from babel import Locale
+from babel.core import negotiate_locale
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
+from jinja2 import Environment, pass_context
+from jinja2.runtime import Context
+from sqlalchemy.orm import Session, sessionmaker
+
+LOCALE_DIR = Path(__file__).parent / "locale"
+DOMAIN = "messages"
+SOURCE = "en"
+"""The language the messages are written in: its catalog translates nothing."""
+
+_SPEAKER = "idp.speaker"
+
+
+def N_(message: str) -> str:  # noqa: N802 - the name gettext's tools look for
+    """Mark ``message`` for the catalogs; it is translated where it is shown."""
+    return message
+
+
+def available() -> tuple[str, ...]:
+    """The tags of the languages that have a catalog, the source language first."""
+    tags = sorted(path.parent.parent.name for path in LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
+    return tuple(sorted(tags, key=lambda tag: tag != SOURCE))
+
+
+@dataclass(frozen=True)
+class Language:
+    """One catalog, with what a page needs to show text in it."""
+
+    tag: str
+    name: str
+    """The language's own name for itself (``فارسی``), as the switcher shows it."""
+    direction: str
+    """``rtl`` or ``ltr``, for ``<html dir>``."""
+    translations: Translations
+
+    def text(self, message: str, **data: object) -> str:
+        """``message`` in this language, its ``{placeholders}`` filled in from ``data``."""
+        translated = self.translations.gettext(message)
+        return translated.format(**data) if data else translated
+
+
+@dataclass(frozen=True)
+class Languages:
+    """Every catalog, loaded once per process, and the language used when nothing chooses one."""
+
+    by_tag: Mapping[str, Language]
+    default: Language
+
+    @classmethod
+    def load(cls, default: str = SOURCE) -> Languages:
+        by_tag = {tag: _load(tag) for tag in available()}
+        return cls(by_tag, by_tag[default])
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(self.by_tag)
+
+    def get(self, tag: str | None) -> Language | None:
+        return self.by_tag.get(tag) if tag else None
+
+    def negotiate(self, preferred: Iterable[str]) -> Language | None:
+        """The first of ``preferred`` (BCP 47 tags, best first) that has a catalog, by Babel's
+        rules: ``fa-IR`` is served by ``fa``."""
+        tag = negotiate_locale([p for p in preferred if p], list(self.by_tag), sep="-")
+        return self.by_tag.get(tag.lower()) if tag else None
+
+
+def _load(tag: str) -> Language:
+    path = LOCALE_DIR / tag / "LC_MESSAGES" / f"{DOMAIN}.po"
+    with path.open("rb") as source:
+        catalog = read_po(source, locale=tag, domain=DOMAIN)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    locale = Locale.parse(tag)
+    return Language(
+        tag=tag,
+        name=locale.get_display_name(locale) or tag,
+        direction="rtl" if locale.character_order == "right-to-left" else "ltr",
+        translations=Translations(compiled, domain=DOMAIN),
+    )
+
+
+@pass_context
+def _gettext(context: Context, message: str) -> str:
+    language: Language = context["language"]
+    return language.translations.gettext(message)
+
+
+@pass_context
+def _ngettext(context: Context, singular: str, plural: str, n: int) -> str:
+    language: Language = context["language"]
+    return language.translations.ngettext(singular, plural, n)
+
+
+def install(environment: Environment) -> Environment:
+    """Give ``environment`` Jinja's i18n extension, translating into the ``language`` that every
+    render passes (a :class:`Language`). Whitespace in ``{% trans %}`` blocks is collapsed, as the
+    extractor collapses it (``trimmed`` in ``babel.cfg``)."""
+    environment.add_extension("jinja2.ext.i18n")
+    environment.policies["ext.i18n.trimmed"] = True
+    environment.install_gettext_callables(_gettext, _ngettext, newstyle=True)  # type: ignore[attr-defined]
+    return environment
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """Whom the messages queued in a transaction are written for."""
+
+    languages: Languages
+    of_request: Callable[[], Language] | None = None
+    """The language of the request the transaction serves, if it serves one."""
+
+    def language_for(self, saved: str | None) -> Language:
+        """The recipient's saved language, else the request's, else the default."""
+        chosen = self.languages.get(saved)
+        if chosen is not None:
+            return chosen
+        return self.of_request() if self.of_request is not None else self.languages.default
+
+
+def speak(maker: sessionmaker[Session], languages: Languages) -> None:
+    """Every session ``maker`` makes writes its messages with ``languages``."""
+    info: dict[Any, Any] = {_SPEAKER: Speaker(languages)}
+    maker.configure(info=info)
+
+
+def speak_for(db: Session, of_request: Callable[[], Language]) -> None:
+    """The messages queued in ``db`` are for the person making this request, unless they have a
+    language of their own."""
+    db.info[_SPEAKER] = Speaker(speaker(db).languages, of_request)
+
+
+def speaker(db: Session) -> Speaker:
+    found = db.info.get(_SPEAKER)
+    if not isinstance(found, Speaker):
+        return Speaker(Languages.load())
+    return found
