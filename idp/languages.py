@@ -5,7 +5,7 @@ directory (the README says how). The catalogs are compiled in memory when the pr
 (Babel reads the ``.po`` and writes the ``.mo`` into a buffer, a few milliseconds), so there is
 no build step to forget and no compiled file to fall out of date with its source.
 
-Python code marks what a person reads with :func:`N_`, which the extractor finds, and translates
+Python code marks what a person reads with :func:`~.catalogs.N_`, which the extractor finds, and translates
 it where it is shown, into the language of whoever reads it (:mod:`idp.web.locale` chooses it for
 a request). Templates use Jinja's i18n extension, bound by :func:`install` to the ``language``
 of the page or message being rendered.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from babel import Locale
@@ -32,23 +31,9 @@ from jinja2 import Environment, pass_context
 from jinja2.runtime import Context
 from sqlalchemy.orm import Session, sessionmaker
 
-LOCALE_DIR = Path(__file__).parent / "locale"
-DOMAIN = "messages"
-SOURCE = "en"
-"""The language the messages are written in: its catalog translates nothing."""
+from .catalogs import DOMAIN, LOCALE_DIR, SOURCE, available
 
 _SPEAKER = "idp.speaker"
-
-
-def N_(message: str) -> str:  # noqa: N802 - the name gettext's tools look for
-    """Mark ``message`` for the catalogs; it is translated where it is shown."""
-    return message
-
-
-def available() -> tuple[str, ...]:
-    """The tags of the languages that have a catalog, the source language first."""
-    tags = sorted(path.parent.parent.name for path in LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
-    return tuple(sorted(tags, key=lambda tag: tag != SOURCE))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import limits
 import phonenumbers
 from starlette.config import Config
 
-from . import languages
+from . import catalogs
 
 _TRUE = {"on", "true", "1", "yes"}
 MAX_RATE_AMOUNT = 100_000
@@ -93,7 +93,7 @@ class Settings:
     pwned_passwords_api: str = "https://api.pwnedpasswords.com"
     audit_retention_days: int = 365
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
-    default_locale: str = languages.SOURCE
+    default_locale: str = catalogs.SOURCE
 
     @property
     def secure_cookies(self) -> bool:
@@ -261,7 +261,7 @@ class Settings:
             pwned_passwords_api=url("IDP_PWNED_PASSWORDS_API", cls.pwned_passwords_api) or cls.pwned_passwords_api,
             audit_retention_days=number("IDP_AUDIT_RETENTION_DAYS", cls.audit_retention_days, 0, 36_500),
             trusted_proxies=_proxies(text("IDP_TRUSTED_PROXIES")),
-            default_locale=choice("IDP_DEFAULT_LOCALE", cls.default_locale, languages.available()),
+            default_locale=choice("IDP_DEFAULT_LOCALE", cls.default_locale, catalogs.available()),
         )
         _check_backends(settings)
         return settings

@@ -23,7 +23,8 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from idp.accounts.users import create_user
-from idp.languages import LOCALE_DIR, Languages
+from idp.catalogs import LOCALE_DIR
+from idp.languages import Languages
 from idp.messaging.outbox import render_sms
 from idp.security.sealing import OUTBOX, Sealer
 from idp.settings import SettingsError

@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from ..catalogs import N_
 from ..errors import Refused
 from ..keys import KeyRing
-from ..languages import N_
 from ..security.digests import new_token, token_digest
 from ..security.forms import given, single_values
 from ..sso import ActiveSession

@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ..catalogs import N_
 from ..keys import KeyRing
-from ..languages import N_
 from ..sso import ActiveSession
 from ..storage import Client
 from .authorization import verified_id_token_hint

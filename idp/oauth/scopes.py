@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..languages import N_
+from ..catalogs import N_
 from ..storage import User
 from .errors import InvalidScope
 

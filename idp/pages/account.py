@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ..accounts import commands, email_change, first_password, profile
 from ..accounts.errors import Code, PasswordsDiffer
-from ..languages import N_
+from ..catalogs import N_
 from ..security.rate_limits import Limit
 from ..web.browser import clear_session_cookie
 from ..web.locale import translate

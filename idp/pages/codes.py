@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ..accounts import challenges
 from ..accounts.errors import Code
-from ..languages import N_
+from ..catalogs import N_
 from ..security.rate_limits import Limit
 from ..storage import PendingSignIn
 from ..web.locale import translate

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..languages import N_
+from ..catalogs import N_
 from ..oauth.logout import parse_logout
 from ..sso import end_session
 from ..web.browser import clear_session_cookie, session_to_end

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from ..accounts import links, registration
 from ..accounts.errors import Code, InvalidEmail
 from ..accounts.users import UserError, normalize_email
-from ..languages import N_
+from ..catalogs import N_
 from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.digests import new_token, token_digest

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from ..accounts import commands, second_factor, totp
 from ..accounts.codes_vocabulary import SecondFactorMethod
 from ..accounts.errors import AccountError, Code
-from ..languages import N_
+from ..catalogs import N_
 from ..security.rate_limits import Limit
 from ..web.locale import translate
 from ..web.pipeline import Needs

@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..accounts.errors import AccountError, Code
+from ..catalogs import N_
 from ..context import Context
 from ..errors import Refused
-from ..languages import N_
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Refusal
 from ..web.locale import language, translate

@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
-from ..languages import N_
+from ..catalogs import N_
 from .null_bytes import holds_nul
 
 MAX_BODY = 64 * 1024

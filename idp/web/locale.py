@@ -44,7 +44,7 @@ def language(request: Request) -> Language:
 
 
 def translate(request: Request, message: str, **data: object) -> str:
-    """``message`` (marked with :func:`~idp.languages.N_`) in the language of ``request``."""
+    """``message`` (marked with :func:`~idp.catalogs.N_`) in the language of ``request``."""
     return language(request).text(message, **data)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 
 from ..accounts.errors import AccountError, Code
-from ..languages import N_, Language
+from ..catalogs import N_
+from ..languages import Language
 
 SENTENCES: dict[tuple[Code, str], str] = {
     (Code.INVALID_NAME, "too_long"): N_("The name can have at most {max_length} characters."),

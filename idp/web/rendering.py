@@ -40,7 +40,7 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
 
 def error_page(request: Request, message: str, status_code: int = 400, **data: object) -> Response:
     """The page of a refusal that ends what the person was doing: ``message`` is English, marked
-    with :func:`~idp.languages.N_`, and shown in the request's language with ``data`` filled in."""
+    with :func:`~idp.catalogs.N_`, and shown in the request's language with ``data`` filled in."""
     return message_page(request, translate(request, message, **data), status_code)
 
 

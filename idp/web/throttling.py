@@ -19,7 +19,7 @@ from .. import audit
 from ..accounts.challenges import parse_identifier
 from ..accounts.errors import AccountError
 from ..audit import Event
-from ..languages import N_
+from ..catalogs import N_
 from ..security.digests import keyed_digest
 from ..security.rate_limits import Refusal
 from .rendering import error_page

@@ -1,0 +1,26 @@
+"""Where the gettext catalogs are and which languages have one.
+
+Kept apart from :mod:`idp.languages`, which compiles and applies them with Babel and Jinja, so
+that reading the settings (``IDP_DEFAULT_LOCALE`` names a catalog) and marking a message imports
+neither: ``idp serve`` starts without them until the application is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LOCALE_DIR = Path(__file__).parent / "locale"
+DOMAIN = "messages"
+SOURCE = "en"
+"""The language the messages are written in: its catalog translates nothing."""
+
+
+def N_(message: str) -> str:  # noqa: N802 - the name gettext's tools look for
+    """Mark ``message`` for the catalogs; it is translated where it is shown."""
+    return message
+
+
+def available() -> tuple[str, ...]:
+    """The tags of the languages that have a catalog, the source language first."""
+    tags = sorted(path.parent.parent.name for path in LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
+    return tuple(sorted(tags, key=lambda tag: tag != SOURCE))
