@@ -27,7 +27,7 @@ from idp.storage import AuditEvent, User
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
 from .flows import hidden_fields, in_arabic_indic, in_persian, tokens_for
-from .test_account import PHONE_REMOVED, emailed, events, sms_code
+from .test_account import PHONE_REMOVED, emailed, events, sms_code, sms_texts
 
 FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0"
 NEW_PASSWORD = "a quite different passphrase 42"
@@ -179,6 +179,7 @@ def test_get_returns_the_profile(http, token, person, documented):
         "phone": None,
         "phone_verified": False,
         "name": "Ada Api",
+        "locale": None,
         "mfa_method": None,
     }
     documented.check(response, "/api/account", "get")
@@ -193,6 +194,31 @@ def test_patch_changes_the_name_and_an_empty_one_removes_it(http, ctx, token, pe
     assert http.patch("/api/account", headers=bearer(token), json={"name": ""}).json()["name"] is None
     updated = events(ctx, person.id, "profile_updated")
     assert len(updated) == 2 and updated[-1].client_id == client.client_id
+
+
+def test_patch_sets_the_language_of_the_persons_messages(http, ctx, token, person, sms_log, documented):
+    assert http.get("/api/account", headers=bearer(token)).json()["locale"] is None
+    response = http.patch("/api/account", headers=bearer(token), json={"locale": "fa"})
+    assert response.status_code == 200, response.text
+    assert response.json()["locale"] == "fa"
+    documented.check(response, "/api/account", "patch")
+    assert events(ctx, person.id, "profile_updated")[-1].detail == {"fields": ["locale"]}
+    phone = random_phone()
+    assert http.post("/api/account/phone", headers=bearer(token), json=adding(phone)).status_code == 202
+    sms_code(ctx, sms_log, phone)
+    (text,) = sms_texts(sms_log, phone)
+    assert "کد" in text and "Your code" not in text, text
+
+
+@pytest.mark.parametrize("locale", ["de", "", "fa-IR", "x" * 17])
+def test_patch_refuses_a_language_without_a_catalog(http, token, documented, locale):
+    response = http.patch("/api/account", headers=bearer(token), json={"locale": locale})
+    status, name = (422, "invalid-body") if len(locale) > 16 else (422, "unknown-language")
+    problem = assert_problem(response, status, name)
+    documented.check(response, "/api/account", "patch")
+    if name == "unknown-language":
+        assert "en, fa" in problem["detail"]
+    assert http.get("/api/account", headers=bearer(token)).json()["locale"] is None
 
 
 def test_patch_refuses_a_name_with_control_characters(http, token, documented):

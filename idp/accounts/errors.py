@@ -47,6 +47,7 @@ class Code(StrEnum):
     INVALID_LINK = "invalid-link"
     EMAIL_TAKEN = "email-taken"
     ACCOUNT_CHANGED = "account-changed"
+    UNKNOWN_LANGUAGE = "unknown-language"
 
 
 class AccountError(Refused):

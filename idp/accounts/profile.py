@@ -31,6 +31,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from ..audit import mask
+from ..catalogs import available
 from ..context import Context
 from ..messaging.outbox import enqueue_email, notice_useful_until
 from ..sso import end_session
@@ -102,7 +103,16 @@ def update_name(db: Session, user: User, name: str) -> None:
     user.updated_at = now()
 
 
+class UnknownLanguage(AccountError):
+    """A language without a catalog: the person's pages and messages could not be in it."""
+
+    code = Code.UNKNOWN_LANGUAGE
+
+
 def choose_language(db: Session, user: User, tag: str) -> None:
+    """Raises :class:`UnknownLanguage` for a ``tag`` that names no catalog (``ui_locales_supported``)."""
+    if tag not in available():
+        raise UnknownLanguage(supported=", ".join(available()))
     user.locale = tag
     user.updated_at = now()
 

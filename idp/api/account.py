@@ -32,6 +32,9 @@ CURRENT_PASSWORD_IF_ANY = Field(
 )
 NAME_FIELDS: Fields = {
     "name": Field(MAX_NAME, "The name to show; an empty string removes it.", required=False),
+    "locale": Field(
+        16, "The language of the person's pages and messages: one of `ui_locales_supported`.", required=False
+    ),
 }
 PASSWORD_FIELDS: Fields = {
     "current_password": Field(MAX_PASSWORD_INPUT, "The password the person signs in with now."),
@@ -78,6 +81,7 @@ def _profile(user: User) -> dict[str, Any]:
         "phone": user.phone,
         "phone_verified": bool(user.phone_verified),
         "name": user.name,
+        "locale": user.locale,
         "mfa_method": user.mfa_method,
     }
 
@@ -89,9 +93,12 @@ def get_account(call: Holder) -> Response:
 
 @operation(Needs(NAME_FIELDS))
 def patch_account(call: Holder) -> Response:
-    """Only ``name`` can change here: email and phone change through proof that the person holds them."""
+    """Only ``name`` and ``locale`` change here: email and phone change through proof that the
+    person holds them."""
     if "name" in call.values:
         commands.update_name(call.db, call.who, call.values["name"])
+    if "locale" in call.values:
+        commands.choose_language(call.db, call.who, call.values["locale"])
     return _json(_profile(call.who.user))
 
 

@@ -63,7 +63,7 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Profile": {
         "type": "object",
-        "required": ["sub", "email", "email_verified", "phone", "phone_verified", "name", "mfa_method"],
+        "required": ["sub", "email", "email_verified", "phone", "phone_verified", "name", "locale", "mfa_method"],
         "additionalProperties": False,
         "properties": {
             "sub": {"type": "string", "description": "The person's id, as `sub` in their tokens."},
@@ -72,6 +72,10 @@ _SCHEMAS: dict[str, Any] = {
             "phone": {"type": ["string", "null"], "description": "E.164."},
             "phone_verified": {"type": "boolean"},
             "name": {"type": ["string", "null"]},
+            "locale": {
+                "type": ["string", "null"],
+                "description": "The language the person chose; null: their browser's, else the provider's default.",
+            },
             "mfa_method": {"enum": [*SecondFactorMethod, None], "description": "The second factor, if on."},
         },
     },
@@ -221,7 +225,10 @@ def document(issuer: str) -> dict[str, Any]:
                     "Change the name",
                     {
                         "200": _json("The profile as changed.", profile),
-                        "422": _problem("`invalid-body`, or `invalid-name`: the name is refused."),
+                        "422": _problem(
+                            "`invalid-body`; `invalid-name`: the name is refused; `unknown-language`: the "
+                            "`locale` is not one of `ui_locales_supported`."
+                        ),
                     },
                     body="NameChange",
                     description="Email and phone change only through proof that the person holds them.",

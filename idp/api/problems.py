@@ -45,6 +45,7 @@ KINDS = {
     "unsupported-media-type": Kind(415, "The request body must be application/json"),
     "invalid-body": Kind(422, "The request body does not match the operation's schema"),
     "invalid-name": Kind(422, "The name cannot be used"),
+    "unknown-language": Kind(422, "The provider does not speak this language"),
     "wrong-password": Kind(403, "The current password is not right"),
     "account-locked": Kind(403, "Wrong passwords locked the account for a while"),
     "password-rejected": Kind(422, "The new password is refused by the password policy"),
