@@ -132,6 +132,11 @@ class Speaker:
             return chosen
         return self.of_request() if self.of_request is not None else self.languages.default
 
+    def request_tag(self) -> str | None:
+        """The tag of the request's language, for a person made while serving it to keep as their
+        own; ``None`` outside a request (the CLI)."""
+        return self.of_request().tag if self.of_request is not None else None
+
 
 def speak(maker: sessionmaker[Session], languages: Languages) -> None:
     """Every session ``maker`` makes writes its messages with ``languages``."""

@@ -133,7 +133,9 @@ def test_ui_locales_of_the_authorization_request_holds_on_every_page_of_the_sign
     wrong = http.post("/login", data={**hidden_fields(page.text), "username": person.email, "password": "not it"})
     assert PERSIAN_PAGE in wrong.text
     assert "ایمیل، شماره تلفن یا رمز عبور درست نیست." in wrong.text, "the refusal is in Persian too"
-    asked = ask_for_code(http, person.email, query_of(login)["request"])
+    request_id = query_of(login)["request"]
+    assert PERSIAN_PAGE in http.get("/login/code", params={"request": request_id}).text
+    asked = ask_for_code(http, person.email, request_id)
     assert asked.headers["location"] == "/login/verify"
     code_page = http.get("/login/verify")
     assert PERSIAN_PAGE in code_page.text and "کد خود را وارد کنید" in code_page.text

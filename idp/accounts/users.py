@@ -8,6 +8,7 @@ import unicodedata
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from ..languages import speaker
 from ..security.digests import new_id
 from ..sso import sign_out_everywhere
 from ..storage import User, now
@@ -76,7 +77,9 @@ def create_user(
     verified: bool = False,
     phone_region: str | None = None,
 ) -> User:
-    """An account needs an email or a phone number; a passwordless one may have only a phone."""
+    """An account needs an email or a phone number; a passwordless one may have only a phone. One
+    made while serving a request (registration, a first sign-in by code) keeps the language of
+    that request as its own, so that later messages, sent from anywhere, are in it too."""
     if email is None and not phone:
         raise UserError("an account needs an email address or a phone number")
     email = normalize_email(email) if email is not None else None
@@ -107,6 +110,7 @@ def create_user(
         failed_sign_ins=0,
         created_at=stamp,
         updated_at=stamp,
+        locale=speaker(db).request_tag(),
     )
     db.add(user)
     db.flush()

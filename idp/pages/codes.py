@@ -34,8 +34,10 @@ RESENT = N_("We sent you a new code.")
 
 
 def _request_page(call: Visitor, shown: Shown) -> Response:
+    serving = request_id(call)
+    note_requested_language(call, serving)
     page = {
-        "request_id": request_id(call),
+        "request_id": serving,
         "identifier": call.values.get("identifier", ""),
         "error": shown.error,
         "wait": shown.wait,

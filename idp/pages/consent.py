@@ -41,7 +41,7 @@ def consent(call: Visitor) -> Response:
         page = {
             "request_id": pending.id,
             "client_name": client.name,
-            "email": active.user.email,
+            "account": active.user.email or active.user.phone,
             "scopes": [(s, scopes.DESCRIPTIONS.get(s, s)) for s in params.scope],
         }
         return render(call.request, "consent.html", page)
