@@ -61,11 +61,11 @@ class Settings:
     sms_webhook_url: str | None = None
     rate_limiting: bool = True
     delivery_worker: bool = True
-    rate_limit_registration: str = "5/hour"
-    rate_limit_sign_in: str = "25/hour"
+    rate_limit_registration: str = "60/hour"
+    rate_limit_sign_in: str = "300/hour"
     rate_limit_sign_in_account: str = "10/hour"
-    rate_limit_reset: str = "5/hour"
-    rate_limit_verification: str = "10/hour"
+    rate_limit_reset: str = "60/hour"
+    rate_limit_verification: str = "300/hour"
     rate_limit_token: str = "600/minute"
     rate_limit_authorize: str = "120/minute"
     rate_limit_registration_address: str = "3 per 2 minutes"

@@ -194,6 +194,21 @@ def test_at_most_three_codes_per_identifier_in_two_minutes(ctx, identifier) -> N
     assert verify(ctx, identifier, fresh.code)
 
 
+def test_at_most_ten_codes_per_identifier_in_an_hour(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
+    """Paced under the two-minute ration, one number still gets no more than ten codes an hour."""
+    for _ in range(10):
+        issue(ctx, identifier)
+        move_back(ctx, identifier, 121)
+    with pytest.raises(otp.ResendTooSoon) as raised:
+        issue(ctx, identifier)
+    oldest_age = 10 * 121
+    assert 3600 - oldest_age - 5 <= raised.value.wait <= 3600 - oldest_age, "until the oldest is an hour old"
+    assert len(rows(ctx, identifier)) == 10, "a refused code leaves nothing behind"
+
+    move_back(ctx, identifier, raised.value.wait)
+    assert verify(ctx, identifier, issue(ctx, identifier).code)
+
+
 def test_each_purpose_of_an_identifier_has_a_ration_of_its_own(ctx, identifier) -> None:  # type: ignore[no-untyped-def]
     """Sign-in codes anyone may ask for never spend the codes of a second factor."""
     for _ in range(3):

@@ -178,6 +178,8 @@ def assert_recorded(site: Site, address: str, limit: str) -> None:
 
 
 def test_defaults_are_the_issues():
+    """Per client address loose enough for a carrier's address shared by many phones; per
+    account, number and email address tight."""
     settings = Settings.from_environ({}, env_file="/nonexistent")
     assert (
         settings.rate_limit_registration,
@@ -187,7 +189,7 @@ def test_defaults_are_the_issues():
         settings.rate_limit_verification,
         settings.rate_limit_token,
         settings.rate_limit_authorize,
-    ) == ("5/hour", "25/hour", "10/hour", "5/hour", "10/hour", "600/minute", "120/minute")
+    ) == ("60/hour", "300/hour", "10/hour", "60/hour", "300/hour", "600/minute", "120/minute")
     assert (
         settings.rate_limit_registration_address,
         settings.rate_limit_verification_address,

@@ -33,8 +33,11 @@ from .codes_vocabulary import Channel, Purpose
 from .digits import ascii_digits
 from .errors import AccountError, Code
 
-RESEND_WINDOW = 120
-RESEND_LIMIT = 3
+RESEND_LIMITS = ((3, 120), (10, 3600))
+"""At most 3 codes for one purpose to one address or number in 2 minutes, and 10 in an hour: the
+per-address rate limits are loose for a carrier's shared address, so it is these that keep one
+person's phone or inbox from being flooded, whoever asks. (Codes are kept an hour past their
+expiry, so an hour of them can be counted.)"""
 
 
 class ResendTooSoon(AccountError):
@@ -64,23 +67,29 @@ def _digest(secret_key: str, purpose: Purpose, identifier: str, code: str) -> st
 
 
 def resend_wait(db: Session, identifier: str, purpose: Purpose) -> int:
-    """Seconds before another code for ``purpose`` may go to ``identifier``; 0 when one may go now."""
+    """Seconds before another code for ``purpose`` may go to ``identifier`` (:data:`RESEND_LIMITS`);
+    0 when one may go now."""
     stamp = now()
-    recent = list(
+    most = max(count for count, _ in RESEND_LIMITS)
+    longest = max(window for _, window in RESEND_LIMITS)
+    newest_first = list(
         db.scalars(
             select(OneTimeCode.created_at)
             .where(
                 OneTimeCode.identifier == identifier,
                 OneTimeCode.purpose == purpose,
-                OneTimeCode.created_at > stamp - RESEND_WINDOW,
+                OneTimeCode.created_at > stamp - longest,
             )
             .order_by(OneTimeCode.created_at.desc())
-            .limit(RESEND_LIMIT)
+            .limit(most)
         )
     )
-    if len(recent) < RESEND_LIMIT:
-        return 0
-    return max(1, recent[-1] + RESEND_WINDOW - stamp)
+    waits = [
+        newest_first[count - 1] + window - stamp
+        for count, window in RESEND_LIMITS
+        if len(newest_first) >= count and newest_first[count - 1] > stamp - window
+    ]
+    return max(1, *waits) if waits else 0
 
 
 def issue(ctx: Context, db: Session, *, purpose: Purpose, identifier: str, user_id: str | None) -> IssuedCode:
