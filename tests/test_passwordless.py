@@ -532,6 +532,24 @@ def test_the_codes_length_and_tries_are_settings(module_environ, caplog):
         assert fifth.status_code == 400 and "one wrong code too many" in fifth.text
 
 
+def test_the_code_page_says_how_many_tries_are_left_and_when_a_new_code_may_go(site, caplog):
+    user = add_user(site, email=new_email())
+    ask_for_code(site, user.email)
+    code = emailed_code(site, caplog, user.email)
+    page = site.get("/login/verify")
+    assert "You have 3 tries left." in page.text and "ask for a new code in" not in page.text
+    assert "You have 2 tries left." in enter_code(site, wrong(code)).text
+    assert "You have 1 try left." in enter_code(site, wrong(code)).text
+
+    for _ in range(2):
+        assert resend(site).status_code == 200
+    waiting = site.get("/login/verify").text
+    said = re.search(r"You can ask for a new code in (\d+) (second|minute)s?\.", waiting)
+    assert said, waiting
+    assert 0 < int(said.group(1)) * (60 if said.group(2) == "minute" else 1) <= 120
+    assert "You have 1 try left." in waiting, "a new code does not give the sign-in more tries"
+
+
 def test_a_resent_code_replaces_the_first(site, caplog):
     user = add_user(site, email=new_email())
     ask_for_code(site, user.email)

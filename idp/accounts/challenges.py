@@ -134,6 +134,24 @@ def is_second_factor(pending: PendingSignIn) -> bool:
     return bool(pending.amr)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What the person entering a code is told: how many wrong codes the sign-in can still take,
+    and in how many seconds a new code may be asked for (``None``: codes come from an app)."""
+
+    tries_left: int
+    resend_in: int | None
+
+
+def progress(ctx: Context, db: Session, pending: PendingSignIn) -> Progress:
+    """The same for every identifier, known or not: codes are counted alike for all."""
+    tries_left = max(0, ctx.settings.otp_attempts - pending.attempts)
+    if pending.channel == Channel.TOTP or pending.identifier is None:
+        return Progress(tries_left, None)
+    purpose = SECOND_FACTOR if is_second_factor(pending) else SIGN_IN
+    return Progress(tries_left, otp.resend_wait(db, pending.identifier, purpose))
+
+
 def send_code(ctx: Context, db: Session, pending: PendingSignIn) -> None:
     """Send a code for this pending sign-in, if its channel sends codes and there is someone to send
     it to. Raises :class:`otp.ResendTooSoon` when too many went out lately, and

@@ -49,12 +49,15 @@ def _enter_page(call: Visitor, shown: Shown) -> Response:
     pending = _pending(call)
     if pending is None:
         return error_page(call.request, GONE)
+    progress = challenges.progress(call.ctx, call.db, pending)
     page = {
         "second_factor": challenges.is_second_factor(pending),
         "channel": pending.channel,
         "error": shown.error,
         "notice": shown.notice,
         "wait": shown.wait,
+        "tries_left": progress.tries_left,
+        "resend_in": progress.resend_in,
     }
     return render(call.request, "code_enter.html", page, status_code=shown.status_code)
 
