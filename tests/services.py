@@ -92,12 +92,13 @@ def own_database(directory: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running_app(environ: dict[str, str], **overrides: str) -> Iterator[TestClient]:
-    """A browser-like client of an app with these settings, its lifespan (and so its delivery
-    worker) running; redirects are not followed."""
+def running_app(environ: dict[str, str], *, peer: str = "testclient", **overrides: str) -> Iterator[TestClient]:
+    """A browser-like client from ``peer`` of an app with these settings, its lifespan (and so its
+    delivery worker) running; redirects are not followed. A test that counts limits per address
+    gives a ``peer`` of its own: with Redis the counts outlive the app, and other tests spend theirs."""
     app = create_app(make_settings(environ, **overrides))
     try:
-        with TestClient(app, base_url=TEST_ISSUER, follow_redirects=False) as client:
+        with TestClient(app, base_url=TEST_ISSUER, follow_redirects=False, client=(peer, 50000)) as client:
             yield client
     finally:
         app.state.ctx.close()

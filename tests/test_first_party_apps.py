@@ -35,6 +35,7 @@ from .conftest import TEST_ISSUER, make_settings, passwords_hashed_once, start_s
 from .flows import RegisteredClient, ctx_of, emailed_code, messages_to, pkce_pair
 from .services import running_app
 from .test_passwordless import Stub, stub, texted_code, twilio_settings  # noqa: F401 - stub is a fixture
+from .test_rate_limits import new_address
 
 PATH = "/authorize-challenge"
 PASSWORD = "a long and right passphrase"
@@ -459,7 +460,9 @@ def test_too_many_codes_to_one_address_wait(site, app):
 
 
 def test_the_rate_limit_per_address_holds(module_environ):
-    with running_app(module_environ, IDP_RATE_LIMITING="on", IDP_RATE_LIMIT_VERIFICATION="2/hour") as limited:
+    with running_app(
+        module_environ, peer=new_address(), IDP_RATE_LIMITING="on", IDP_RATE_LIMIT_VERIFICATION="2/hour"
+    ) as limited:
         app = add_client(limited)
         for _ in range(2):
             begin(limited, app, new_email())
@@ -467,7 +470,8 @@ def test_the_rate_limit_per_address_holds(module_environ):
         refused = post(
             limited, app, scope="openid", code_challenge=challenge, code_challenge_method="S256", login_hint=new_email()
         )
-        assert_error(refused, "temporarily_unavailable", 429)
+        body = assert_error(refused, "temporarily_unavailable", 429)
+        assert "this address" in body["error_description"]
         assert int(refused.headers["retry-after"]) > 0
         assert events(limited, "rate_limited", client_id=app.client_id)
 

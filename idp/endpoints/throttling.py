@@ -28,6 +28,8 @@ def throttle_client(request: Request, db: Session, client: Client) -> None:
 def throttled(db: Session, refusal: Refusal, *, client_id: str) -> TemporarilyUnavailable:
     """The 429 of a spent ``refusal``, its audit event written in ``db``."""
     audit.record(db, Event.RATE_LIMITED, outcome="failure", client_id=client_id, detail={"limit": refusal.limit.value})
-    return TemporarilyUnavailable(
-        "this client sent too many requests; retry after the time in Retry-After", retry_after=refusal.retry_after
-    )
+    if refusal.limit is Limit.TOKEN:
+        spent = "this client sent too many requests"
+    else:
+        spent = "too many attempts from this address or for this account lately"
+    return TemporarilyUnavailable(f"{spent}; retry after the time in Retry-After", retry_after=refusal.retry_after)

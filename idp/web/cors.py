@@ -76,8 +76,9 @@ def _is_preflight(headers: Headers) -> bool:
 
 
 def _allow(methods: Sequence[str]) -> Response:
-    """An OPTIONS that is no preflight: what the resource allows (RFC 9110 §9.3.7)."""
-    return Response(status_code=204, headers={"Allow": ", ".join([*methods, "OPTIONS"])})
+    """An OPTIONS that is no preflight is refused as every other method the resource does not
+    serve (RFC 9110 §15.5.6): OPTIONS is there only for browsers' preflights."""
+    return PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": ", ".join(methods)})
 
 
 class AnyOrigin(CORSMiddleware):
