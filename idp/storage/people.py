@@ -1,11 +1,15 @@
-"""People who sign in, the passwords they used before, and their second factor."""
+"""People who sign in, the passwords they used before, their groups, and their second factor."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
+
+ID_LENGTH = 64
+LEGACY_PASSWORD = "password_hash NOT LIKE '$%'"
+"""A stored hash not in argon2's own ``$argon2id$...`` form: one a Django system made."""
 
 
 class User(Base):
@@ -13,11 +17,26 @@ class User(Base):
     registered the account on ``/register`` and chose its password, kept until the account first
     proves anything (its address verified, or a sign-in): only that browser is signed in by a
     verification link, and a registration still holding it after the link's lifetime is removed by
-    cleanup (:mod:`idp.accounts.registration`)."""
+    cleanup (:mod:`idp.accounts.registration`).
+
+    ``id`` is the ``sub`` apps see: 32 characters for the people idp makes, up to 64 for those
+    imported with the id their old system gave them (a Django integer, a UUID).
+    ``password_hash`` is an argon2 hash, or a Django-format one an import brought
+    (:mod:`idp.accounts.legacy_hashes`) until its owner next signs in."""
 
     __tablename__ = "users"
+    __table_args__ = (
+        # Finds a hash an import brought in one index step while any is left, and costs nothing
+        # once the last one is gone (:func:`idp.accounts.legacy_hashes.decoy_hash`).
+        Index(
+            "ix_users_legacy_password",
+            "id",
+            postgresql_where=text(LEGACY_PASSWORD),
+            sqlite_where=text(LEGACY_PASSWORD),
+        ),
+    )
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     phone: Mapped[str | None] = mapped_column(String(20), unique=True)
@@ -25,6 +44,10 @@ class User(Base):
     phone_verified_at: Mapped[int | None] = mapped_column(BigInteger)
     """When the number was verified from a signed-in session; ``None`` for one the account came with."""
     name: Mapped[str | None] = mapped_column(String(200))
+    given_name: Mapped[str | None] = mapped_column(String(200))
+    family_name: Mapped[str | None] = mapped_column(String(200))
+    preferred_username: Mapped[str | None] = mapped_column(String(150), index=True, unique=True)
+    zoneinfo: Mapped[str | None] = mapped_column(String(64))
     password_hash: Mapped[str | None] = mapped_column(String(255))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)
@@ -62,3 +85,12 @@ class RecoveryCode(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
     used_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class UserGroup(Base):
+    """A person's membership of a named group (Django's ``auth_group``, by name)."""
+
+    __tablename__ = "user_groups"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(150), primary_key=True, index=True)
