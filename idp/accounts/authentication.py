@@ -1,7 +1,9 @@
 """Password sign-in: one generic failure for every reason a stranger must not learn.
 
 An unknown account, a wrong password, a locked or disabled account all cost one argon2
-verification and answer the same. Failures are counted in the database with an atomic
+verification (and, while an import's Django-format hashes are left, one of those too) and answer
+the same. A right password checked against a Django-format hash is replaced by argon2id in the
+same transaction. Failures are counted in the database with an atomic
 increment, so the count is exact across processes. When an account locks, its owner gets an
 email, and a password reset or ``idp users unlock`` ends the lock: a lock must never keep the
 real owner out for long.
@@ -22,6 +24,7 @@ from ..settings import Settings
 from ..storage import User, now
 from .confirmation import confirm_identity
 from .errors import AccountError, Code
+from .legacy_hashes import decoy_hash
 from .passwords import hash_password, needs_rehash, verify_password
 from .users import find_by_identifier
 
@@ -48,7 +51,7 @@ def sign_in_with_password(
     """The person whose password this is, or :class:`SignInFailed` (:class:`EmailNotVerified`);
     a failure is recorded, for ``client_id``'s sign-in when it is one."""
     user = find_by_identifier(db, identifier, settings.phone_default_region) if len(identifier) <= 320 else None
-    correct = verify_password(user.password_hash if user else None, password[:1024])
+    correct = verify_password(user.password_hash if user else None, password[:1024], decoy_hash(db))
     if user is None:
         _failed(db, None, client_id, "unknown_account")
     elif user.disabled:

@@ -1,7 +1,10 @@
 """Password hashing with argon2id (argon2-cffi), with rehash when the parameters change.
 
 An unknown account is checked against a dummy hash made with the same parameters, so that a
-sign-in costs the same whether or not the account exists.
+sign-in costs the same whether or not the account exists. A hash an import brought in a Django
+format (:mod:`.legacy_hashes`) is verified by libpass and always needs a rehash; while any is
+kept, a sign-in also verifies against a decoy so that every answer costs one argon2 and one
+legacy verification alike.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from .legacy_hashes import is_legacy, verify_legacy
 
 _hasher = PasswordHasher()
 # Each hash holds 64 MiB while it runs and keeps a core busy: more at once than there are cores
@@ -29,14 +34,29 @@ def _dummy_hash() -> str:
     return _hasher.hash("an account that does not exist")
 
 
-def verify_password(stored_hash: str | None, password: str) -> bool:
-    """Check ``password``; with no stored hash the same work is done and the answer is no."""
+def verify_password(stored_hash: str | None, password: str, decoy: str | None = None) -> bool:
+    """Check ``password``; with no stored hash the same work is done and the answer is no.
+
+    ``decoy`` is a legacy hash to spend the same work on when the stored one is not legacy
+    (:func:`.legacy_hashes.decoy_hash`); a legacy stored hash spends the argon2 work instead.
+    """
+    if stored_hash is not None and is_legacy(stored_hash):
+        _verify_argon2(_dummy_hash(), password)
+        with _running:
+            return verify_legacy(stored_hash, password)
+    if decoy is not None:
+        with _running:
+            verify_legacy(decoy, password)
+    return _verify_argon2(stored_hash or _dummy_hash(), password) and stored_hash is not None
+
+
+def _verify_argon2(stored_hash: str, password: str) -> bool:
     try:
         with _running:
-            return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
+            return _hasher.verify(stored_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
 
 def needs_rehash(stored_hash: str) -> bool:
-    return _hasher.check_needs_rehash(stored_hash)
+    return is_legacy(stored_hash) or _hasher.check_needs_rehash(stored_hash)
