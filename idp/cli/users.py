@@ -1,12 +1,15 @@
-"""``idp users create / list / unlock / disable``."""
+"""``idp users create / list / unlock / disable / import / export``."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 from typing import Any
 
+from ..accounts.exports import export_people
+from ..accounts.imports import Summary, import_people
 from ..accounts.users import UserError, create_user, disable_user, list_users, unlock_user
 from ..settings import Settings
 from ..storage import User
@@ -22,23 +25,35 @@ class PasswordInputError(ValueError):
     """``--password -`` found no usable password on standard input."""
 
 
-REFUSALS: tuple[type[Exception], ...] = (UserError, PasswordInputError)
+class ImportFileError(ValueError):
+    """The file to import cannot be read at all."""
+
+
+REFUSALS: tuple[type[Exception], ...] = (UserError, PasswordInputError, ImportFileError)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
-    create = actions.add_parser("create", help="make an account; prints its id")
-    create.add_argument("--email", required=True)
+    create = actions.add_parser("create", help="make an account with an email, a phone or both; prints its id")
+    create.add_argument("--email")
     create.add_argument(
         "--password",
         help="the password; - reads it from standard input (asked twice on a terminal) so that it "
         "stays out of the command line; without it the account is passwordless",
     )
-    create.add_argument("--phone")
+    create.add_argument("--phone", help="in E.164 (+4915112345678), or national with IDP_PHONE_DEFAULT_REGION")
     create.add_argument("--name")
     create.add_argument("--verified", action="store_true", help="mark the email (and phone) verified")
     create.set_defaults(run=create_command)
     actions.add_parser("list", help="every account, one JSON object a line").set_defaults(run=list_command)
+    import_ = actions.add_parser(
+        "import", help="people from JSON lines (README: Moving from Django); prints what it did as JSON"
+    )
+    import_.add_argument("file")
+    import_.add_argument("--dry-run", action="store_true", help="check and count every line, write nothing")
+    import_.set_defaults(run=import_command)
+    export = actions.add_parser("export", help="every person as a JSON line that import reads, hashes included")
+    export.set_defaults(run=export_command)
     for name, act, done, text in (
         ("unlock", unlock_user, "unlocked", "end a lockout"),
         ("disable", disable_user, "disabled", "disable an account and end its sessions and grants"),
@@ -70,6 +85,40 @@ def list_command(settings: Settings, _args: argparse.Namespace) -> int:
     with open_context(settings).db() as db:
         for user in list_users(db):
             emit(described(user))
+    return 0
+
+
+def import_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit status 2 when any line was refused (each named on stderr), the good ones imported."""
+    try:
+        lines = open(args.file, "rb")
+    except OSError as exc:
+        raise ImportFileError(f"cannot read {args.file}: {exc.strerror}") from None
+    with lines:
+        ctx = open_context(settings)
+        summary = import_people(
+            ctx.db, lines, dry_run=args.dry_run, refuse=_refused, progress=_progress if sys.stderr.isatty() else None
+        )
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    emit({"imported": summary.imported, "unchanged": summary.unchanged, "failed": summary.failed})
+    return 2 if summary.failed else 0
+
+
+def _refused(number: int, why: str) -> None:
+    sys.stderr.write(f"line {number}: {why}\n")
+
+
+def _progress(summary: Summary) -> None:
+    counts = f"{summary.imported} imported, {summary.unchanged} unchanged, {summary.failed} failed"
+    sys.stderr.write(f"\r{summary.imported + summary.unchanged + summary.failed} lines: {counts}")
+    sys.stderr.flush()
+
+
+def export_command(settings: Settings, _args: argparse.Namespace) -> int:
+    for line in export_people(open_context(settings).db):
+        sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
     return 0
 
 

@@ -1,0 +1,207 @@
+"""One person as a JSON line: what ``idp users import`` reads and ``idp users export`` writes.
+
+The fields are the contract's (OpenID Connect's claim names, ``id`` for the ``sub`` and
+``password`` for a Django-format hash). A line is checked as the rest of idp checks the same
+values (an email address as registration normalises it, a phone number as E.164), so an imported
+person is one idp could have made itself. Fields a Django export may carry besides these
+(``is_staff``, ``last_login``) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..storage import User
+from ..storage.people import ID_LENGTH
+from .legacy_hashes import UnknownHashFormat, django_form, stored_form
+from .phones import PhoneError, to_e164
+from .users import NameRefused, UserError, clean_name, normalize_email
+
+MAX_USERNAME = 150
+MAX_GROUP = 150
+_ID = re.compile(r"^[\x21-\x7e]+$")  # what an app holds as a sub: printable ASCII, no spaces
+_LOCALE = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")  # a BCP 47 tag's shape
+_ZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")  # an IANA zone's shape
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+NAMES = ("name", "given_name", "family_name")
+FLAGS = ("email_verified", "phone_number_verified")
+
+
+class LineError(ValueError):
+    """Why one line cannot be imported, as the operator reads it after ``line N: ``."""
+
+
+@dataclass(frozen=True)
+class PersonLine:
+    """A checked line: the values as idp keeps them (``password`` in its stored form)."""
+
+    id: str
+    email: str | None
+    email_verified: bool
+    phone: str | None
+    phone_verified: bool
+    name: str | None
+    given_name: str | None
+    family_name: str | None
+    preferred_username: str | None
+    locale: str | None
+    zoneinfo: str | None
+    groups: frozenset[str]
+    created_at: int | None
+    password_hash: str | None
+
+    def unique_values(self) -> dict[str, str]:
+        """What no two people may share, by the line's field names; only those the line has."""
+        named = {"email": self.email, "phone_number": self.phone, "preferred_username": self.preferred_username}
+        return {field: value for field, value in named.items() if value is not None}
+
+    def profile(self) -> dict[str, Any]:
+        """The columns a later import may change (never the password: see :mod:`.imports`)."""
+        return {
+            "email": self.email,
+            "email_verified": self.email_verified,
+            "phone": self.phone,
+            "phone_verified": self.phone_verified,
+            "name": self.name,
+            "given_name": self.given_name,
+            "family_name": self.family_name,
+            "preferred_username": self.preferred_username,
+            "locale": self.locale,
+            "zoneinfo": self.zoneinfo,
+        } | ({"created_at": self.created_at} if self.created_at is not None else {})
+
+
+def parse_line(text: str | bytes) -> PersonLine:
+    """The person on one line, or :class:`LineError`."""
+    try:
+        fields = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise LineError("not a JSON object") from None
+    if not isinstance(fields, dict):
+        raise LineError("not a JSON object")
+    person_id = fields.get("id")
+    if not isinstance(person_id, str) or not person_id:
+        raise LineError("id: required, a string")
+    if len(person_id) > ID_LENGTH or not _ID.match(person_id):
+        raise LineError(f"id: at most {ID_LENGTH} printable characters without spaces")
+    email = _text(fields, "email")
+    phone = _text(fields, "phone_number")
+    if email is None and phone is None:
+        raise LineError("email or phone_number: one is required")
+    try:
+        email = normalize_email(email) if email is not None else None
+    except UserError as exc:
+        raise LineError(f"email: {exc}") from None
+    try:
+        phone = _e164(phone) if phone is not None else None
+    except PhoneError as exc:
+        raise LineError(f"phone_number: {exc.reason.replace('_', ' ')}") from None
+    names = {}
+    for field in NAMES:
+        try:
+            names[field] = clean_name(_text(fields, field))
+        except NameRefused as exc:
+            raise LineError(f"{field}: {exc.reason.replace('_', ' ')}") from None
+    flags = {field: fields.get(field, False) for field in FLAGS}
+    for field, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise LineError(f"{field}: true or false")
+    password = _text(fields, "password")
+    try:
+        password_hash = stored_form(password) if password is not None else None
+    except UnknownHashFormat as exc:
+        raise LineError(str(exc)) from None
+    return PersonLine(
+        id=person_id,
+        email=email,
+        email_verified=flags["email_verified"] and email is not None,
+        phone=phone,
+        phone_verified=flags["phone_number_verified"] and phone is not None,
+        name=names["name"],
+        given_name=names["given_name"],
+        family_name=names["family_name"],
+        preferred_username=_username(fields),
+        locale=_shaped(fields, "locale", _LOCALE, 16, "a BCP 47 language tag"),
+        zoneinfo=_shaped(fields, "zoneinfo", _ZONE, 64, "an IANA time zone (Europe/Berlin)"),
+        groups=_groups(fields),
+        created_at=_created_at(fields),
+        password_hash=password_hash,
+    )
+
+
+def line_of(user: User, groups: frozenset[str]) -> dict[str, Any]:
+    """The line :func:`parse_line` reads back as this person."""
+    return {
+        "id": user.id,
+        "email": user.email,
+        "email_verified": user.email_verified,
+        "phone_number": user.phone,
+        "phone_number_verified": user.phone_verified,
+        "name": user.name,
+        "given_name": user.given_name,
+        "family_name": user.family_name,
+        "preferred_username": user.preferred_username,
+        "locale": user.locale,
+        "zoneinfo": user.zoneinfo,
+        "groups": sorted(groups),
+        "created_at": datetime.fromtimestamp(user.created_at, UTC).isoformat().replace("+00:00", "Z"),
+        "password": django_form(user.password_hash),
+    }
+
+
+def _text(fields: dict[str, Any], field: str) -> str | None:
+    value = fields.get(field)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise LineError(f"{field}: a string")
+    return value
+
+
+def _e164(value: str) -> str:
+    """Only a number with its country code: a file has no region to read a national one in."""
+    if not value.strip().startswith("+"):
+        raise PhoneError("not_a_number")
+    return to_e164(value)
+
+
+def _username(fields: dict[str, Any]) -> str | None:
+    username = _text(fields, "preferred_username")
+    if username is None:
+        return None
+    username = username.strip()
+    if len(username) > MAX_USERNAME or not username.isprintable():
+        raise LineError(f"preferred_username: at most {MAX_USERNAME} printable characters")
+    return username or None
+
+
+def _shaped(fields: dict[str, Any], field: str, shape: re.Pattern[str], length: int, what: str) -> str | None:
+    value = _text(fields, field)
+    if value is not None and (len(value) > length or not shape.match(value)):
+        raise LineError(f"{field}: not {what}")
+    return value
+
+
+def _groups(fields: dict[str, Any]) -> frozenset[str]:
+    groups = fields.get("groups") or []
+    if not isinstance(groups, list) or not all(isinstance(group, str) for group in groups):
+        raise LineError("groups: a list of strings")
+    if any(not group.strip() or len(group) > MAX_GROUP or not group.isprintable() for group in groups):
+        raise LineError(f"groups: each a name of 1 to {MAX_GROUP} printable characters")
+    return frozenset(group.strip() for group in groups)
+
+
+def _created_at(fields: dict[str, Any]) -> int | None:
+    value = _text(fields, "created_at")
+    if value is None:
+        return None
+    if not _RFC3339.match(value):
+        raise LineError("created_at: not an RFC 3339 time (2024-05-01T12:00:00Z)")
+    try:
+        return int(datetime.fromisoformat(value.upper().replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        raise LineError("created_at: not an RFC 3339 time (2024-05-01T12:00:00Z)") from None
