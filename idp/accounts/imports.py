@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -201,10 +201,12 @@ def _insert(db: Session, people: list[PersonLine]) -> None:
         }
         for person in people
     ]
-    db.execute(insert(User), rows)
+    # Core's executemany: the ORM's bulk insert would split the rows by which values are None,
+    # into hundreds of statements a batch.
+    db.execute(insert(cast(Table, User.__table__)), rows)
     memberships = [{"user_id": person.id, "name": name} for person in people for name in sorted(person.groups)]
     if memberships:
-        db.execute(insert(UserGroup), memberships)
+        db.execute(insert(cast(Table, UserGroup.__table__)), memberships)
 
 
 def _update(db: Session, user: User, groups: set[str], person: PersonLine) -> None:
