@@ -370,7 +370,7 @@ def test_phone_only_people_are_made_on_the_command_line(environ):
     assert alone["email"] is None and alone["phone"] == "+4915112345678" and alone["phone_verified"] is True
     assert listed[json.loads(both.stdout)["id"]]["email"] == "both@example.com"
     for args, said in (
-        ([], "idp: an account needs an email address or a phone number\n"),
+        ([], "idp: --email, --phone or both: an account needs an email address or a phone number\n"),
         (["--phone", "12"], "idp: that phone number cannot be used: not a number\n"),
         (["--phone", "+4915112345678"], "idp: an account with that phone number already exists\n"),
     ):

@@ -64,6 +64,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def create_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.email is None and args.phone is None:
+        raise UserError("--email, --phone or both: an account needs an email address or a phone number")
     password = read_password() if args.password == FROM_STANDARD_INPUT else args.password
     ctx = open_context(settings)
     with ctx.db.begin() as db:
