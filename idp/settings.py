@@ -85,6 +85,7 @@ class Settings:
     sms_budget_hour: int = 1000
     sms_budget_country_hour: int = 200
     self_registration: bool = True
+    password_sign_in: bool = True
     require_verified_email: bool = True
     pwned_passwords: bool = False
     password_min_length: int = 8
@@ -253,6 +254,7 @@ class Settings:
                 "IDP_SMS_BUDGET_COUNTRY_HOUR", cls.sms_budget_country_hour, 1, MAX_RATE_AMOUNT
             ),
             self_registration=flag("IDP_SELF_REGISTRATION", True),
+            password_sign_in=flag("IDP_PASSWORD_SIGN_IN", True),
             require_verified_email=flag("IDP_REQUIRE_VERIFIED_EMAIL", True),
             pwned_passwords=flag("IDP_PWNED_PASSWORDS", False),
             password_min_length=number("IDP_PASSWORD_MIN_LENGTH", cls.password_min_length, 8, 128),

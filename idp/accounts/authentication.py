@@ -23,6 +23,7 @@ from ..storage import User, now
 from .confirmation import confirm_identity
 from .errors import AccountError, Code
 from .passwords import hash_password, needs_rehash, verify_password
+from .sign_in_methods import check_password_allowed
 from .users import find_by_identifier
 
 
@@ -46,7 +47,9 @@ def sign_in_with_password(
     db: Session, settings: Settings, secret_key: str, identifier: str, password: str, client_id: str | None
 ) -> User:
     """The person whose password this is, or :class:`SignInFailed` (:class:`EmailNotVerified`);
-    a failure is recorded, for ``client_id``'s sign-in when it is one."""
+    a failure is recorded, for ``client_id``'s sign-in when it is one. With password sign-in off
+    nothing is looked up: :class:`~.sign_in_methods.PasswordSignInOff`."""
+    check_password_allowed(settings)
     user = find_by_identifier(db, identifier, settings.phone_default_region) if len(identifier) <= 320 else None
     correct = verify_password(user.password_hash if user else None, password[:1024])
     if user is None:

@@ -43,6 +43,7 @@ class Code(StrEnum):
     SECOND_FACTOR = "second-factor"
     SIGN_IN_ENDED = "sign-in-ended"
     SIGN_IN_FAILED = "sign-in-failed"
+    PASSWORD_SIGN_IN_OFF = "password-sign-in-off"
     EMAIL_NOT_VERIFIED = "email-not-verified"
     INVALID_LINK = "invalid-link"
     EMAIL_TAKEN = "email-taken"

@@ -27,7 +27,11 @@ from ..web.throttling import account_key
 from .client_surface import ClientSurface, Raw
 from .responses import json_response, oauth_error
 
-ERRORS: dict[Code, type[OAuthError]] = {Code.INVALID_EMAIL: InvalidRequest, Code.INVALID_PHONE: InvalidRequest}
+ERRORS: dict[Code, type[OAuthError]] = {
+    Code.INVALID_EMAIL: InvalidRequest,
+    Code.INVALID_PHONE: InvalidRequest,
+    Code.PASSWORD_SIGN_IN_OFF: InvalidRequest,
+}
 """The error a refusal of the sign-in services is answered with where it is not ``access_denied``
 (the sign-in ended, the email is not verified); too many codes (to the address or number, or the
 hour's SMS budget) is a 429 with the wait."""
@@ -38,6 +42,7 @@ DESCRIPTIONS: dict[str, str] = {
     "too_many_wrong_codes": "the code was wrong too many times: start again",
     "account_locked": "the account is locked for a while after too many failed sign-ins",
     Code.EMAIL_NOT_VERIFIED.value: "the email address of this account is not verified yet",
+    Code.PASSWORD_SIGN_IN_OFF.value: "password sign-in is turned off: send the otp sent to login_hint",
 }
 
 
