@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..accounts import sign_in_methods
 from ..oauth.clients import (
     AUTH_METHODS,
     DEFAULT_SCOPE,
@@ -40,6 +41,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         dest="web_origins",
         help="scheme://host[:port] of a browser app that may call the token, revocation and userinfo endpoints (CORS)",
     )
+    create.add_argument(
+        "--sign-in",
+        choices=sign_in_methods.CHOICES,
+        default=sign_in_methods.PASSWORD,
+        help="what the sign-in leads with: the password page, or the code page (a login_hint gets its code at once)",
+    )
     create.set_defaults(run=create_command)
     actions.add_parser("list", help="every client, one JSON object a line").set_defaults(run=list_command)
     delete = actions.add_parser("delete", help="delete a client and everything issued to it")
@@ -62,6 +69,7 @@ def create_command(settings: Settings, args: argparse.Namespace) -> int:
             jwks_uri=args.jwks_uri,
             first_party=args.first_party,
             web_origins=args.web_origins,
+            sign_in=args.sign_in,
             allow_http=settings.issuer.startswith("http://"),
         )
         output = {"client_id": made.client.id}
@@ -91,6 +99,7 @@ def described(client: Client) -> dict[str, Any]:
         "jwks_uri": client.jwks_uri,
         "first_party": client.first_party,
         "web_origins": client.web_origins,
+        "sign_in": client.sign_in,
     }
 
 

@@ -20,7 +20,7 @@ from ..keys import KeyRing
 from ..security.digests import new_token, token_digest
 from ..security.forms import given, single_values
 from ..sso import ActiveSession
-from ..storage import AuthorizationCode, AuthorizationRequest, Client, Consent, changed_rows, now
+from ..storage import AuthorizationCode, AuthorizationRequest, Client, Consent, changed_rows, now, spend_once
 from . import scopes as scope_rules
 from .clients import redirect_uri_registered
 from .errors import (
@@ -98,8 +98,11 @@ class AuthorizationResponse:
 
 @dataclass(frozen=True)
 class ShowLogin:
+    """The person must sign in; ``sign_in`` is the client's preference of what the sign-in leads with."""
+
     request_id: str
     login_hint: str | None
+    sign_in: str = "password"
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,18 @@ def load_pending(db: Session, request_id: str | None) -> tuple[AuthorizationRequ
     return pending, client, AuthorizationParams.from_dict(pending.params)
 
 
+def try_hint_code_once(db: Session, request_id: str) -> bool:
+    """Whether this call is the one that may send a code to the request's ``login_hint``: true once
+    per request, whoever races for it, so that a reload or the back button sends nothing more."""
+    return spend_once(
+        db,
+        AuthorizationRequest,
+        AuthorizationRequest.id == request_id,
+        AuthorizationRequest.hint_code_tried.is_(False),
+        hint_code_tried=True,
+    )
+
+
 def needs_consent(db: Session, client: Client, params: AuthorizationParams, user_id: str) -> bool:
     if client.first_party:
         return False
@@ -315,7 +330,7 @@ def decide(
         if "none" in params.prompt:
             raise _redirect_error(params, LoginRequired("the person must sign in"))
         pending = pending or save_pending(db, params)
-        return ShowLogin(request_id=pending.id, login_hint=params.login_hint)
+        return ShowLogin(request_id=pending.id, login_hint=params.login_hint, sign_in=client.sign_in)
     assert active is not None
     if fresh and params.hint_subject is not None and params.hint_subject != active.user.id:
         assert pending is not None

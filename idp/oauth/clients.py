@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
+from ..accounts import sign_in_methods
 from ..security.digests import keyed_digest, new_token
 from ..storage import Client, now
 from . import scopes as scope_rules
@@ -168,6 +169,7 @@ def create_client(
     jwks_uri: str | None = None,
     first_party: bool = False,
     web_origins: Sequence[str] = (),
+    sign_in: str = sign_in_methods.PASSWORD,
     allow_http: bool = False,
 ) -> NewClient:
     """Check everything first and write one row, so bad input leaves nothing behind."""
@@ -180,6 +182,8 @@ def create_client(
             raise ClientError(f"--grant-type: {grant!r} is not one of {', '.join(GRANT_TYPES)}")
     if auth_method not in AUTH_METHODS:
         raise ClientError(f"--token-endpoint-auth-method: {auth_method!r} is not one of {', '.join(AUTH_METHODS)}")
+    if sign_in not in sign_in_methods.CHOICES:
+        raise ClientError(f"--sign-in: {sign_in!r} is not one of {', '.join(sign_in_methods.CHOICES)}")
     if auth_method == "none" and "client_credentials" in grant_types:
         raise ClientError("--grant-type: client_credentials needs a confidential client, not auth method none")
     if "authorization_code" in grant_types and not redirect_uris:
@@ -216,6 +220,7 @@ def create_client(
         jwks_uri=jwks_uri,
         first_party=first_party,
         web_origins=origins,
+        sign_in=sign_in,
         created_at=now(),
     )
     db.add(client)

@@ -53,16 +53,17 @@ def target(call: Visitor) -> Target:
     return Target(named, client, params)
 
 
-def note_requested_language(call: Visitor, authorization_request_id: str | None) -> None:
+def note_requested_language(call: Visitor, authorization_request_id: str | None) -> AuthorizationParams | None:
     """The pages of a sign-in under way speak the ``ui_locales`` of the request it serves, if that
-    request still waits."""
+    request still waits; its parameters, then."""
     if authorization_request_id is None:
-        return
+        return None
     try:
         _, _, params = load_pending(call.db, authorization_request_id)
     except BadAuthorizationTarget:
-        return
+        return None
     note_ui_locales(call.request, params.ui_locales)
+    return params
 
 
 def pending_sign_in(request: Request) -> str | None:

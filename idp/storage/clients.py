@@ -29,6 +29,9 @@ class Client(Base):
     # When ``jwks_uri`` was last asked, whether or not it answered: at most once an interval.
     jwks_checked_at: Mapped[int | None] = mapped_column(BigInteger)
     first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How its sign-in starts: "password" (the sign-in page) or "code" (the code page, and a
+    # ``login_hint`` gets its code at once).
+    sign_in: Mapped[str] = mapped_column(String(16), default="password", server_default="password")
     created_at: Mapped[int] = mapped_column(BigInteger)
 
     @property

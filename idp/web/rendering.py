@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from ..accounts.sign_in_methods import leads_with_code
 from ..languages import install
 from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin
 from .locale import language, switcher_action, translate
@@ -72,7 +73,8 @@ def authorization_response(request: Request, response: AuthorizationResponse) ->
 
 def next_step(request: Request, step: Next) -> Response:
     if isinstance(step, ShowLogin):
-        return RedirectResponse(f"/login?{urlencode({'request': step.request_id})}", status_code=303)
+        page = "/login/code" if leads_with_code(services(request).settings, step.sign_in) else "/login"
+        return RedirectResponse(f"{page}?{urlencode({'request': step.request_id})}", status_code=303)
     if isinstance(step, ShowConsent):
         return RedirectResponse(f"/consent?{urlencode({'request': step.request_id})}", status_code=303)
     return authorization_response(request, step)
