@@ -184,6 +184,18 @@ def test_with_password_sign_in_off_registering_is_a_first_sign_in_by_code_withou
         assert user is not None and user.password_hash is None and user.email_verified
 
 
+def test_with_password_sign_in_off_a_passwordless_account_is_not_offered_a_password(codes_only, caplog):
+    email = new_email()
+    ask_for_code(codes_only, email)
+    assert enter_code(codes_only, emailed_code(codes_only, caplog, email)).headers["location"] == "/account"
+    page = codes_only.get("/account")
+    assert page.status_code == 200
+    assert "Set a password" not in page.text and "/account/password/set/code" not in page.text
+    refused = codes_only.post("/account/password/set/code", data=hidden_fields(page.text))
+    assert refused.status_code == 400, refused.text  # a crafted post: the page has no form to show it by
+    assert messages_to(codes_only, email) == 1, "no code to set a password went out"
+
+
 # --- a code-first client --------------------------------------------------------------------------
 
 
@@ -243,7 +255,7 @@ def test_with_password_sign_in_off_every_client_sends_its_hint_a_code(codes_only
     assert messages_to(codes_only, email) == 1
 
 
-def test_hints_never_send_more_than_the_per_address_limits_allow(site):
+def test_hints_never_send_more_than_the_per_number_limits_allow(site):
     email = new_email()
     app = add_client(site, sign_in="code")
     answers = []
@@ -255,6 +267,21 @@ def test_hints_never_send_more_than_the_per_address_limits_allow(site):
     refused = answers[3]
     assert re.fullmatch(WAIT, alert_text(refused))
     assert field_value(refused.text, "identifier") == email
+
+
+def test_hints_spend_the_code_pages_per_address_limit(module_environ):
+    limits = {"IDP_RATE_LIMITING": "on", "IDP_RATE_LIMIT_VERIFICATION": "2/hour"}
+    with running_app(module_environ, peer=new_address(), **limits) as site:
+        app = add_client(site, sign_in="code")
+        emails = [new_email() for _ in range(3)]
+        answers = []
+        for email in emails:
+            location, _ = authorize(site, app, login_hint=email)
+            answers.append(site.get(path_of(location)))
+        assert [a.status_code for a in answers] == [303, 303, 200]
+        assert alert_text(answers[2]).startswith("Too many attempts. Please try again in")
+        assert [messages_to(site, email) for email in emails] == [1, 1, 0]
+        assert ask_for_code(site, emails[2]).status_code == 429, "the page's own form is out of it too"
 
 
 def test_a_known_and_an_unknown_hint_get_the_same_pages(module_environ):

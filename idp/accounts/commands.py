@@ -28,6 +28,7 @@ from .profile import OthersEnded
 from .reauthentication import NotReauthenticated, RecentSignIn, confirm, prove
 from .recovery import change_password as change_password_service
 from .second_factor import Enrolment
+from .sign_in_methods import check_password_allowed
 
 
 @dataclass(frozen=True)
@@ -176,14 +177,17 @@ def change_email(
 
 
 def send_password_code(ctx: Context, db: Session, actor: Actor) -> str:
-    """The code a first password needs goes to the verified address; returns the address."""
+    """The code a first password needs goes to the verified address; returns the address. With
+    password sign-in off a password would sign nobody in: no code goes."""
+    check_password_allowed(ctx.settings)
     return first_password.send_code(ctx, db, actor.user)
 
 
 def set_password(ctx: Context, db: Session, actor: Actor, code: str, password: str, lock: Callable[[], Actor]) -> int:
     """A first password, with the emailed code; returns how many other sessions ended. A password
     the policy refuses leaves the code usable. ``lock`` takes the person's row lock once the
-    password is checked and hashed (:mod:`.first_password`)."""
+    password is checked and hashed (:mod:`.first_password`). With password sign-in off none is set."""
+    check_password_allowed(ctx.settings)
     try:
         ended = first_password.set_first_password(
             ctx, db, actor.user, code, password, actor.session_id, lambda: lock().user

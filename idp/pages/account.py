@@ -68,6 +68,7 @@ def _account_page(call: Person, shown: Shown) -> Response:
         "section": shown.section,
         "notice": shown.notice,
         "values": shown.values,
+        "password_sign_in": call.ctx.settings.password_sign_in,
     }
     return render(call.request, "account.html", context, status_code=shown.status_code)
 
