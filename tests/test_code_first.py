@@ -224,6 +224,8 @@ def test_a_code_first_hint_gets_its_code_at_once_and_only_once_per_request(site,
     user = add_user(site, email=new_email())
     app = add_client(site, sign_in="code")
     location, verifier = authorize(site, app, login_hint=user.email)
+    assert site.head(path_of(location)).status_code == 200, "a link checker's HEAD sends nothing"
+    assert messages_to(site, user.email) == 0
     opened = site.get(path_of(location))
     assert opened.status_code == 303 and opened.headers["location"] == "/login/verify"
     assert messages_to(site, user.email) == 1

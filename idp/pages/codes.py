@@ -82,11 +82,11 @@ REQUEST = Visit(code_request_page)
 ENTER = Visit(_enter_page, elsewhere={Code.SIGN_IN_ENDED: ERROR_PAGE})
 
 
-HINT_LIMITS = (Limit.SIGN_IN, Limit.VERIFICATION)
+CODE_LIMITS = (Limit.SIGN_IN, Limit.VERIFICATION)
 """The per-address limits a code asked for on the page spends, and so a code sent to a hint too."""
 
 
-@visit(REQUEST, Needs(limits=HINT_LIMITS, lock=False))
+@visit(REQUEST, Needs(limits=CODE_LIMITS, lock=False))
 def request_code(call: Visitor) -> Response:
     if not call.unsafe:
         return _code_to_hint(call) or code_request_page(call, Shown())
@@ -105,7 +105,10 @@ def _code_to_hint(call: Visitor) -> Response | None:
     service and under the same limits as the form, and so the same for an identifier with an
     account and one without. Anyone can link here, so nothing else is granted: a hint that is no
     address or number is ignored, and a refusal (a limit, a country not served) is told on the
-    page rather than ending the sign-in. ``None``: nothing to send, show the page."""
+    page rather than ending the sign-in. A HEAD (a link checker's) sends nothing. ``None``: nothing
+    to send, show the page."""
+    if call.request.method == "HEAD":
+        return None
     try:
         serving = target(call)
     except BadAuthorizationTarget:
@@ -123,7 +126,7 @@ def _code_to_hint(call: Visitor) -> Response | None:
         return None
     try:
         with call.db.begin_nested():
-            for limit in HINT_LIMITS:
+            for limit in CODE_LIMITS:
                 call.spend(limit)
             _, cookie = challenges.start_passwordless(ctx, call.db, identifier, serving.request_id)
     except Throttled as throttled:
