@@ -6,14 +6,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from . import api
 from .context import Context
@@ -131,7 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route("/metrics", metrics.metrics),
-        Mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
+        Mount("/static", ctx.theme.static_files(), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={DBAPIError: _database_unavailable}, lifespan=_lifespan)
     app.state.ctx = ctx

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from jinja2 import Environment, FileSystemLoader
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.templating import Jinja2Templates
 
-from ..languages import install
 from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin
 from .locale import language, switcher_action, translate
 from .request import context as services
-
-templates = Jinja2Templates(
-    env=install(Environment(loader=FileSystemLoader(Path(__file__).parent.parent / "templates"), autoescape=True))
-)
 
 
 def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
@@ -31,7 +23,7 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
     page["language"] = language(request)
     page["languages"] = list(ctx.languages.by_tag.values())
     page["switcher_action"] = switcher_action(request, page.get("request_id"))
-    response = templates.TemplateResponse(request, template, page, status_code=status_code)
+    response = ctx.theme.pages.TemplateResponse(request, template, page, status_code=status_code)
     response.headers["Cache-Control"] = "no-store"
     if new_cookie is not None:
         csrf.set_cookie(response, new_cookie)
@@ -60,7 +52,7 @@ def authorization_response(request: Request, response: AuthorizationResponse) ->
     """Query mode redirects with 303 (RFC 9700 §4.12); form_post posts from an auto-submitted page."""
     params = {**response.params, "iss": services(request).settings.issuer}
     if response.response_mode == "form_post":
-        page = templates.TemplateResponse(
+        page = services(request).theme.pages.TemplateResponse(
             request,
             "form_post.html",
             {"action": response.redirect_uri, "fields": params, "language": language(request)},
