@@ -15,18 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markupsafe import escape
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from idp.accounts.users import create_user
 from idp.messaging.outbox import enqueue_sms
-from idp.oauth.clients import create_client
+from idp.oauth.clients import ClientError, create_client
+from idp.security.headers import CSP
 from idp.security.sealing import OUTBOX, Sealer
 from idp.settings import SettingsError
 from idp.storage import OutboxMessage, now
 
-from .conftest import PASSWORD, make_settings, passwords_hashed_once
-from .flows import RegisteredClient, authorize_params, ctx_of, hidden_fields, path_of, submit_login
+from .conftest import PASSWORD, make_settings, passwords_hashed_once, run_idp
+from .flows import RegisteredClient, ask_for_code, authorize_params, ctx_of, hidden_fields, path_of, submit_login
 from .services import running_app, smtp_sink, text_of
 
 SITE = "Acme ID"
@@ -205,3 +207,146 @@ def test_a_theme_directory_that_is_not_there_stops_start_up(base_environ, tmp_pa
     (tmp_path / "file").write_text("")
     with pytest.raises(SettingsError, match="^IDP_THEME_DIR: "):
         make_settings(base_environ, IDP_THEME_DIR=str(tmp_path / "file"))
+
+
+# --- the client's name, logo, policy and terms -----------------------------------------------------
+
+
+def assert_branded(response: Any) -> None:
+    page = response.text
+    assert f'<img class="client-logo" src="{LOGO}" alt="Shop">' in page
+    assert f'<a href="{POLICY}" rel="noopener noreferrer" target="_blank">Privacy policy of Shop</a>' in page
+    assert f'<a href="{TERMS}" rel="noopener noreferrer" target="_blank">Terms of service of Shop</a>' in page
+    assert img_src(response) == "'self' data: https://cdn.shop.example"
+
+
+def assert_unbranded(response: Any) -> None:
+    assert "client-logo" not in response.text and "client-links" not in response.text
+    assert response.headers["content-security-policy"] == CSP
+
+
+def test_the_sign_in_pages_show_the_clients_logo_policy_and_terms(site):
+    branded = register_client(site, logo_uri=LOGO, policy_uri=POLICY, tos_uri=TERMS)
+    login = site.get(path_of(sign_in_page(site, branded)))
+    assert "to continue to <strong>Shop</strong>" in login.text
+    assert_branded(login)
+    request_id = re.search(r'name="request" value="([^"]+)"', login.text)
+    assert request_id
+    assert_branded(site.get("/login/code", params={"request": request_id.group(1)}))
+    assert_branded(site.get("/register", params={"request": request_id.group(1)}))
+    assert ask_for_code(site, new_person(site, "code"), request_id.group(1)).status_code == 303
+    assert_branded(site.get("/login/verify"))
+
+
+def test_the_consent_page_shows_the_clients_logo_policy_and_terms(site):
+    branded = register_client(site, logo_uri=LOGO, policy_uri=POLICY, tos_uri=TERMS)
+    consent = consent_page(site, branded, new_person(site, "consent"))
+    assert "Shop wants to" in consent.text
+    assert_branded(consent)
+
+
+def test_a_client_without_them_shows_its_name_alone_and_the_policy_stays(site):
+    plain = register_client(site, name="Plain")
+    login = site.get(path_of(sign_in_page(site, plain)))
+    assert "to continue to <strong>Plain</strong>" in login.text
+    assert_unbranded(login)
+    consent = consent_page(site, plain, new_person(site, "plain"))
+    assert "Plain wants to" in consent.text
+    assert_unbranded(consent)
+
+
+def test_only_the_page_showing_a_logo_allows_its_origin(site):
+    branded = register_client(site, logo_uri=LOGO)
+    assert "cdn.shop.example" in img_src(site.get(path_of(sign_in_page(site, branded))))
+    for path in ("/login", "/password/forgot", "/register"):
+        assert site.get(path).headers["content-security-policy"] == CSP
+
+
+def test_a_name_and_uris_with_quotes_and_markup_are_escaped(site):
+    name = 'Evil "Corp" <script>alert(1)</script>'
+    logo = "https://cdn.evil.example/logo.png?a='x'&b=1"
+    evil = register_client(site, name=name, logo_uri=logo, policy_uri=logo)
+    page = site.get(path_of(sign_in_page(site, evil))).text
+    assert "<script>alert(1)" not in page
+    assert f"to continue to <strong>{escape(name)}</strong>" in page
+    assert f'alt="{escape(name)}"' in page
+    escaped_logo = "https://cdn.evil.example/logo.png?a=&#39;x&#39;&amp;b=1"
+    assert f'src="{escaped_logo}"' in page and f'href="{escaped_logo}"' in page
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "javascript:alert(1)",
+        "JavaScript:alert(1)//https://x.example",
+        "data:image/png;base64,AAAA",
+        "/logo.png",
+        "https://",
+        'https://cdn.example/"><script>',
+        "https://cdn.example/a b.png",
+        "https://user@cdn.example/logo.png",
+        "https://cdn.example;script-src *",
+        "https://cdn.example/" + "x" * 2000,
+    ],
+)
+def test_a_bad_uri_is_refused(site, uri):
+    for option in ("logo_uri", "policy_uri", "tos_uri"):
+        with pytest.raises(ClientError), ctx_of(site).db.begin() as db:
+            create_client(db, "k", name="Bad", redirect_uris=["https://x.example/cb"], **{option: uri})
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(own_database_url: str, tmp_path: Path, base_environ: dict[str, str]) -> dict[str, str]:
+    return {
+        "IDP_DATABASE_URL": own_database_url,
+        "IDP_KEYS_DIR": base_environ["IDP_KEYS_DIR"],
+        "IDP_SECRET_KEY": base_environ["IDP_SECRET_KEY"],
+        "IDP_ISSUER": "https://id.example",
+        "HOME": str(tmp_path),
+    }
+
+
+def listed(env: dict[str, str]) -> list[dict[str, Any]]:
+    result = run_idp(env, "clients", "list")
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+CREATE = ("clients", "create", "--name", "Shop", "--redirect-uri", "https://shop.example/cb")
+
+
+def test_clients_create_keeps_the_branding_and_shows_it(env):
+    made = run_idp(env, *CREATE, "--logo-uri", LOGO, "--policy-uri", POLICY, "--tos-uri", TERMS)
+    assert made.returncode == 0, made.stderr
+    [client] = listed(env)
+    assert client["client_id"] == json.loads(made.stdout)["client_id"]
+    assert (client["logo_uri"], client["policy_uri"], client["tos_uri"]) == (LOGO, POLICY, TERMS)
+    assert run_idp(env, *CREATE).returncode == 0
+    assert [(c["logo_uri"], c["policy_uri"], c["tos_uri"]) for c in listed(env)][1] == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("option", "uri"),
+    [
+        ("--logo-uri", "javascript:alert(1)"),
+        ("--policy-uri", "http://shop.example/privacy"),
+        ("--tos-uri", "https://shop.example/<terms>"),
+        ("--logo-uri", "data:image/svg+xml,<svg/>"),
+    ],
+)
+def test_clients_create_refuses_a_bad_branding_uri_and_writes_nothing(env, option, uri):
+    """Exit status 2, nothing on stdout, one line on stderr naming the option."""
+    result = run_idp(env, *CREATE, option, uri)
+    assert (result.returncode, result.stdout) == (2, ""), result
+    [line] = result.stderr.strip().splitlines()
+    assert option in line and "Traceback" not in line
+    assert listed(env) == []
+
+
+def test_http_on_loopback_is_allowed(env):
+    made = run_idp(env, *CREATE, "--logo-uri", "http://localhost:5173/logo.png")
+    assert made.returncode == 0, made.stderr
+    assert listed(env)[0]["logo_uri"] == "http://localhost:5173/logo.png"

@@ -40,6 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         dest="web_origins",
         help="scheme://host[:port] of a browser app that may call the token, revocation and userinfo endpoints (CORS)",
     )
+    create.add_argument("--logo-uri", help="https URL of the client's logo, shown on the sign-in and consent pages")
+    create.add_argument("--policy-uri", help="https URL of the client's privacy policy, linked from those pages")
+    create.add_argument("--tos-uri", help="https URL of the client's terms of service, linked from those pages")
     create.set_defaults(run=create_command)
     actions.add_parser("list", help="every client, one JSON object a line").set_defaults(run=list_command)
     delete = actions.add_parser("delete", help="delete a client and everything issued to it")
@@ -62,6 +65,9 @@ def create_command(settings: Settings, args: argparse.Namespace) -> int:
             jwks_uri=args.jwks_uri,
             first_party=args.first_party,
             web_origins=args.web_origins,
+            logo_uri=args.logo_uri,
+            policy_uri=args.policy_uri,
+            tos_uri=args.tos_uri,
             allow_http=settings.issuer.startswith("http://"),
         )
         output = {"client_id": made.client.id}
@@ -91,6 +97,9 @@ def described(client: Client) -> dict[str, Any]:
         "jwks_uri": client.jwks_uri,
         "first_party": client.first_party,
         "web_origins": client.web_origins,
+        "logo_uri": client.logo_uri,
+        "policy_uri": client.policy_uri,
+        "tos_uri": client.tos_uri,
     }
 
 

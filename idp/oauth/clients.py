@@ -25,6 +25,8 @@ MAX_URI_LENGTH = 2000
 _LOOPBACK_IP_URI = re.compile(r"http://(127\.0\.0\.1|\[::1\])(?::([0-9]{1,5}))?([/?][^#]*)?")
 MAX_ORIGIN_LENGTH = 300
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_NOT_IN_URIS = frozenset('"<>\\^`{|}')
+"""What RFC 3986 §2 leaves out of a URI: it appears only percent-encoded."""
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
@@ -140,6 +142,38 @@ def _origin_host(hostname: str) -> str | None:
     return f"[{address.compressed}]" if address.version == 6 else str(address)
 
 
+def check_branding_uri(uri: str, *, allow_http: bool, option: str) -> str:
+    """A logo, policy or terms URL of RFC 7591 §2, which the sign-in and consent pages put in an
+    ``<img src>`` or ``<a href>``: an absolute https URL (http where a redirect URI may be http),
+    with a plain host, so that nothing but a web page or image can be behind it (no
+    ``javascript:``, no ``data:``) and its origin can be named in the page's Content-Security-Policy.
+    """
+    shown = repr(uri)
+    if len(uri) > MAX_URI_LENGTH:
+        raise ClientError(f"{option}: longer than {MAX_URI_LENGTH} characters")
+    if not uri.isascii() or any(not c.isprintable() or c.isspace() or c in _NOT_IN_URIS for c in uri):
+        raise ClientError(f"{option}: {shown} is not a URL (spaces, quotes and <> must be percent-encoded)")
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        raise ClientError(f"{option}: {shown} has an invalid host or port") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not uri.lower().startswith(f"{scheme}://"):
+        raise ClientError(f"{option}: {shown} must be an https:// URL (http:// only on loopback)")
+    if scheme == "http" and not (allow_http or _is_loopback(parts.hostname)):
+        raise ClientError(f"{option}: {shown} must be https (http only on loopback)")
+    if "@" in parts.netloc or port == 0 or _origin_host(parts.hostname or "") is None:
+        raise ClientError(f"{option}: {shown} has no valid host")
+    return uri
+
+
+def origin_of(uri: str) -> str:
+    """The origin of a URL :func:`check_branding_uri` accepted, as a Content-Security-Policy names it."""
+    parts = urlsplit(uri)
+    return check_web_origin(f"{parts.scheme}://{parts.netloc}", allow_http=True)
+
+
 def registered_origins(db: Session, client_id: str) -> list[str] | None:
     """The web origins of the client ``client_id``; ``None`` when there is no such client."""
     client = db.get(Client, client_id)
@@ -168,6 +202,9 @@ def create_client(
     jwks_uri: str | None = None,
     first_party: bool = False,
     web_origins: Sequence[str] = (),
+    logo_uri: str | None = None,
+    policy_uri: str | None = None,
+    tos_uri: str | None = None,
     allow_http: bool = False,
 ) -> NewClient:
     """Check everything first and write one row, so bad input leaves nothing behind."""
@@ -190,6 +227,14 @@ def create_client(
         for u in dict.fromkeys(post_logout_redirect_uris)
     ]
     origins = list(dict.fromkeys(check_web_origin(o, allow_http=allow_http) for o in web_origins))
+    branding = {
+        name: None if uri is None else check_branding_uri(uri, allow_http=allow_http, option=option)
+        for name, option, uri in (
+            ("logo_uri", "--logo-uri", logo_uri),
+            ("policy_uri", "--policy-uri", policy_uri),
+            ("tos_uri", "--tos-uri", tos_uri),
+        )
+    }
     try:
         scopes = scope_rules.parse(scope)
     except InvalidScope as exc:
@@ -216,6 +261,7 @@ def create_client(
         jwks_uri=jwks_uri,
         first_party=first_party,
         web_origins=origins,
+        **branding,
         created_at=now(),
     )
     db.add(client)

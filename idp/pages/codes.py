@@ -15,14 +15,15 @@ from ..accounts.errors import Code
 from ..catalogs import N_
 from ..security.rate_limits import Limit
 from ..storage import PendingSignIn
+from ..web.branding import ClientBrand
 from ..web.locale import translate
 from ..web.pipeline import Needs
 from ..web.rendering import error_page, render
 from .signin import (
     complete_sign_in,
-    note_requested_language,
     pending_sign_in,
     request_id,
+    requesting_client,
     set_pending_cookie,
     start_second_factor,
     target,
@@ -35,9 +36,9 @@ RESENT = N_("We sent you a new code.")
 
 def _request_page(call: Visitor, shown: Shown) -> Response:
     serving = request_id(call)
-    note_requested_language(call, serving)
     page = {
         "request_id": serving,
+        "client": ClientBrand.of(requesting_client(call, serving)),
         "identifier": call.values.get("identifier", ""),
         "error": shown.error,
         "wait": shown.wait,
@@ -46,11 +47,13 @@ def _request_page(call: Visitor, shown: Shown) -> Response:
 
 
 def _enter_page(call: Visitor, shown: Shown) -> Response:
-    pending = _pending(call)
+    pending = challenges.find(call.db, pending_sign_in(call.request))
     if pending is None:
         return error_page(call.request, GONE)
+    client = requesting_client(call, pending.authorization_request_id)
     progress = challenges.progress(call.ctx, call.db, pending)
     page = {
+        "client": ClientBrand.of(client),
         "second_factor": challenges.is_second_factor(pending),
         "channel": pending.channel,
         "error": shown.error,
@@ -65,7 +68,7 @@ def _enter_page(call: Visitor, shown: Shown) -> Response:
 def _pending(call: Visitor) -> PendingSignIn | None:
     pending = challenges.find(call.db, pending_sign_in(call.request))
     if pending is not None:
-        note_requested_language(call, pending.authorization_request_id)
+        requesting_client(call, pending.authorization_request_id)
     return pending
 
 

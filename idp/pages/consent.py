@@ -10,6 +10,7 @@ from ..catalogs import N_
 from ..oauth import scopes
 from ..oauth.authorization import deny, issue_code, load_pending, needs_sign_in, record_consent
 from ..sso import note_use
+from ..web.branding import ClientBrand
 from ..web.browser import current_session
 from ..web.locale import note_saved, note_ui_locales
 from ..web.pipeline import Needs
@@ -40,7 +41,7 @@ def consent(call: Visitor) -> Response:
     if not call.unsafe:
         page = {
             "request_id": pending.id,
-            "client_name": client.name,
+            "client": ClientBrand.of(client),
             "account": active.user.email or active.user.phone,
             "scopes": [(s, scopes.DESCRIPTIONS.get(s, s)) for s in params.scope],
         }

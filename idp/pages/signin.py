@@ -53,16 +53,17 @@ def target(call: Visitor) -> Target:
     return Target(named, client, params)
 
 
-def note_requested_language(call: Visitor, authorization_request_id: str | None) -> None:
-    """The pages of a sign-in under way speak the ``ui_locales`` of the request it serves, if that
-    request still waits."""
+def requesting_client(call: Visitor, authorization_request_id: str | None) -> Client | None:
+    """The client of the request a sign-in under way serves, if that request still waits, for its
+    pages to name; they speak the request's ``ui_locales``."""
     if authorization_request_id is None:
-        return
+        return None
     try:
-        _, _, params = load_pending(call.db, authorization_request_id)
+        _, client, params = load_pending(call.db, authorization_request_id)
     except BadAuthorizationTarget:
-        return
+        return None
     note_ui_locales(call.request, params.ui_locales)
+    return client
 
 
 def pending_sign_in(request: Request) -> str | None:

@@ -29,6 +29,11 @@ class Client(Base):
     # When ``jwks_uri`` was last asked, whether or not it answered: at most once an interval.
     jwks_checked_at: Mapped[int | None] = mapped_column(BigInteger)
     first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    # RFC 7591 §2 metadata the sign-in and consent pages show: the client's logo, privacy policy
+    # and terms of service.
+    logo_uri: Mapped[str | None] = mapped_column(String(2000))
+    policy_uri: Mapped[str | None] = mapped_column(String(2000))
+    tos_uri: Mapped[str | None] = mapped_column(String(2000))
     created_at: Mapped[int] = mapped_column(BigInteger)
 
     @property

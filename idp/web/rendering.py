@@ -9,13 +9,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin
+from .branding import image_policy
 from .locale import language, switcher_action, translate
 from .request import context as services
 
 
 def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
     """Render a page with its CSRF token, in the request's language, with the language switcher; a
-    browser without the CSRF cookie gets one."""
+    browser without the CSRF cookie gets one. A page showing a ``client``'s logo may load it."""
     ctx = services(request)
     csrf = ctx.csrf
     token, new_cookie = csrf.issue(request)
@@ -25,6 +26,9 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
     page["switcher_action"] = switcher_action(request, page.get("request_id"))
     response = ctx.theme.pages.TemplateResponse(request, template, page, status_code=status_code)
     response.headers["Cache-Control"] = "no-store"
+    policy = image_policy(page.get("client"))
+    if policy is not None:
+        response.headers["Content-Security-Policy"] = policy
     if new_cookie is not None:
         csrf.set_cookie(response, new_cookie)
     return response
