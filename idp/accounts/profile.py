@@ -62,8 +62,7 @@ class PhoneAlreadyYours(AccountError):
 
     code = Code.INVALID_PHONE
 
-    def __init__(self) -> None:
-        super().__init__("already_yours")
+    fixed_reason = "already_yours"
 
 
 class NoPhone(AccountError):

@@ -75,8 +75,7 @@ class InvalidLink(AccountError):
     code = Code.INVALID_LINK
     keeps_changes = True
 
-    def __init__(self) -> None:
-        super().__init__("verification")
+    fixed_reason = "verification"
 
 
 class NotTheRegistrationPassword(NotReauthenticated):
@@ -85,8 +84,7 @@ class NotTheRegistrationPassword(NotReauthenticated):
 
     code = Code.WRONG_PASSWORD
 
-    def __init__(self) -> None:
-        super().__init__("registration_password")
+    fixed_reason = "registration_password"
 
 
 class TooManyLinks(AccountError):

@@ -7,9 +7,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ...keys import KeyRing
-from ...security.digests import new_token, token_digest
 from ...settings import Settings
-from ...storage import Client, Grant, RefreshToken, User, now
+from ...storage import Client, Grant, RefreshToken, User, add_secret
 from .. import scopes as scope_rules
 from ..tokens import issue_access_token, issue_id_token
 
@@ -69,16 +68,8 @@ class TokenIssuer:
         return response
 
     def _refresh_token(self, db: Session, grant: Grant, scope: list[str]) -> str:
-        token = new_token()
-        stamp = now()
-        db.add(
-            RefreshToken(
-                token_hash=token_digest(token),
-                grant_id=grant.id,
-                scope=" ".join(scope),
-                created_at=stamp,
-                expires_at=stamp + self.settings.refresh_token_ttl,
-            )
+        _, token = add_secret(
+            db, RefreshToken, self.settings.refresh_token_ttl, grant_id=grant.id, scope=" ".join(scope)
         )
         return token
 
