@@ -30,7 +30,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--post-logout-redirect-uri", action="append", default=[], dest="post_logout_redirect_uris")
     create.add_argument("--scope", default=DEFAULT_SCOPE)
     create.add_argument("--grant-type", action="append", choices=GRANT_TYPES, dest="grant_types")
-    create.add_argument("--token-endpoint-auth-method", choices=AUTH_METHODS, default="client_secret_basic")
+    create.add_argument(
+        "--token-endpoint-auth-method",
+        choices=AUTH_METHODS,
+        help="the only method the client may use; without it, a secret sent in the Basic header or the body",
+    )
     create.add_argument("--jwks-uri")
     create.add_argument("--first-party", action="store_true", help="skip the consent screen")
     create.add_argument(
@@ -88,6 +92,7 @@ def described(client: Client) -> dict[str, Any]:
         "scope": client.scope,
         "grant_types": client.grant_types,
         "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        "auth_method_pinned": client.auth_method_pinned,
         "jwks_uri": client.jwks_uri,
         "first_party": client.first_party,
         "web_origins": client.web_origins,

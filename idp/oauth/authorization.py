@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from .. import audit
+from ..audit import Event
 from ..catalogs import N_
 from ..errors import Refused
 from ..keys import KeyRing
@@ -337,6 +339,14 @@ def _redirect_error(params: AuthorizationParams, error: OAuthError) -> Authoriza
 
 def record_consent(db: Session, client: Client, params: AuthorizationParams, user_id: str) -> None:
     """Remember the scopes granted, adding to what this person granted this client before."""
+    audit.record(
+        db,
+        Event.CONSENT_GIVEN,
+        outcome="success",
+        user_id=user_id,
+        client_id=client.id,
+        detail={"scope": " ".join(params.scope)},
+    )
     consent = db.get(Consent, (user_id, client.id))
     if consent is None:
         db.add(Consent(user_id=user_id, client_id=client.id, scope=" ".join(params.scope), granted_at=now()))
@@ -353,8 +363,17 @@ def _answer(db: Session, pending: AuthorizationRequest) -> None:
         raise BadAuthorizationTarget(ANSWERED)
 
 
-def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest) -> AuthorizationError:
+def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest, user_id: str) -> AuthorizationError:
+    """The person declined the client's request on the consent page."""
     _answer(db, pending)
+    audit.record(
+        db,
+        Event.CONSENT_REFUSED,
+        outcome="success",
+        user_id=user_id,
+        client_id=params.client_id,
+        detail={"scope": " ".join(params.scope)},
+    )
     return _redirect_error(params, AccessDenied("the person declined"))
 
 

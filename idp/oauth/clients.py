@@ -164,13 +164,16 @@ def create_client(
     post_logout_redirect_uris: Sequence[str] = (),
     scope: str = DEFAULT_SCOPE,
     grant_types: list[str] | None = None,
-    auth_method: str = "client_secret_basic",
+    auth_method: str | None = None,
     jwks_uri: str | None = None,
     first_party: bool = False,
     web_origins: Sequence[str] = (),
     allow_http: bool = False,
 ) -> NewClient:
-    """Check everything first and write one row, so bad input leaves nothing behind."""
+    """Check everything first and write one row, so bad input leaves nothing behind. Without an
+    ``auth_method`` the client gets a secret that it may send in the Basic header or the body."""
+    pinned = auth_method is not None
+    auth_method = auth_method or "client_secret_basic"
     name = name.strip()
     if not name or len(name) > 200:
         raise ClientError("--name: must be 1 to 200 characters")
@@ -213,6 +216,7 @@ def create_client(
         scope=" ".join(scopes),
         grant_types=grant_types,
         token_endpoint_auth_method=auth_method,
+        auth_method_pinned=pinned,
         jwks_uri=jwks_uri,
         first_party=first_party,
         web_origins=origins,

@@ -1,4 +1,5 @@
-"""The token response every grant ends with (RFC 6749 §5.1, OIDC Core §3.1.3.3)."""
+"""The token response every grant ends with (RFC 6749 §5.1, OIDC Core §3.1.3.3), and its audit
+event: which grant issued what to whom, never a token."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ... import audit
+from ...audit import Event
 from ...keys import KeyRing
 from ...settings import Settings
 from ...storage import Client, Grant, RefreshToken, User, add_secret
@@ -22,6 +25,7 @@ class TokenIssuer:
         self,
         db: Session,
         *,
+        grant_type: str,
         client: Client,
         user: User,
         grant: Grant,
@@ -65,6 +69,7 @@ class TokenIssuer:
         kept_scope = refresh_scope if refresh_scope is not None else scope
         if "offline_access" in kept_scope and "refresh_token" in client.grant_types:
             response["refresh_token"] = self._refresh_token(db, grant, kept_scope)
+        _issued(db, grant_type, client, user.id, response)
         return response
 
     def _refresh_token(self, db: Session, grant: Grant, scope: list[str]) -> str:
@@ -73,7 +78,7 @@ class TokenIssuer:
         )
         return token
 
-    def for_client(self, client: Client, scope: list[str]) -> dict[str, Any]:
+    def for_client(self, db: Session, *, grant_type: str, client: Client, scope: list[str]) -> dict[str, Any]:
         """RFC 9068 §2.2: with no person involved, ``sub`` is the client itself."""
         access = issue_access_token(
             self.keyring,
@@ -90,4 +95,11 @@ class TokenIssuer:
         }
         if scope:
             response["scope"] = " ".join(scope)
+        _issued(db, grant_type, client, None, response)
         return response
+
+
+def _issued(db: Session, grant_type: str, client: Client, user_id: str | None, response: dict[str, Any]) -> None:
+    issued = [kind for kind in ("access_token", "id_token", "refresh_token") if kind in response]
+    detail = {"grant_type": grant_type, "scope": response.get("scope", ""), "issued": issued}
+    audit.record(db, Event.TOKENS_ISSUED, outcome="success", user_id=user_id, client_id=client.id, detail=detail)
