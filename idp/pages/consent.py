@@ -52,5 +52,5 @@ def consent(call: Visitor) -> Response:
         record_consent(call.db, client, params, active.user.id)
         return response
     if decision == "deny":
-        return authorization_response(call.request, deny(call.db, params, pending).response)
+        return authorization_response(call.request, deny(call.db, params, pending, active.user.id).response)
     return error_page(call.request, CHOOSE)
