@@ -29,6 +29,7 @@ _ORIGIN = "audit_origin"
 class Event(StrEnum):
     """The names events are stored under; a misspelt one is a type error, not a row no query finds."""
 
+    ACCOUNT_DELETED = "account_deleted"
     ACCOUNT_LOCKED = "account_locked"
     AUTHORIZATION_CODE_REUSED = "authorization_code_reused"
     CLIENT_AUTHENTICATION_FAILED = "client_authentication_failed"
@@ -41,6 +42,7 @@ class Event(StrEnum):
     EMAIL_VERIFIED = "email_verified"
     MESSAGE_FAILED = "message_failed"
     PASSWORD_CHANGED = "password_changed"
+    PERSONAL_DATA_EXPORTED = "personal_data_exported"
     PASSWORD_RESET = "password_reset"
     PASSWORD_RESET_REQUESTED = "password_reset_requested"
     PASSWORD_SET = "password_set"

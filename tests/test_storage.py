@@ -145,7 +145,10 @@ def test_clients_registered_before_pinning_keep_how_they_authenticate(own_databa
                 )
         upgrade(url)
         with engine.connect() as connection:
-            pinned = dict(connection.execute(text("SELECT id, auth_method_pinned FROM clients")).tuples().all())
+            pinned = {
+                row.id: row.auth_method_pinned
+                for row in connection.execute(text("SELECT id, auth_method_pinned FROM clients"))
+            }
         assert pinned == {"basic": False, "post": True, "spa": True}
     finally:
         engine.dispose()

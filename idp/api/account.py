@@ -51,6 +51,9 @@ EMAIL_FIELDS: Fields = {
     "email": Field(320, "The new address; the link that confirms it goes there."),
     "current_password": CURRENT_PASSWORD_IF_ANY,
 }
+DELETE_FIELDS: Fields = {
+    "current_password": CURRENT_PASSWORD_IF_ANY,
+}
 SET_PASSWORD_FIELDS: Fields = {
     "code": Field(16, "The code emailed by POST /api/account/password/set/code."),
     "password": Field(MAX_PASSWORD_INPUT, "The first password; the password policy applies."),
@@ -195,9 +198,25 @@ def set_password(call: Holder) -> Response:
     return Response(status_code=204)
 
 
+@operation()
+def export_data(call: Holder) -> Response:
+    """Everything held about the person, as one JSON document to keep."""
+    return _json(commands.export_data(call.db, call.who))
+
+
+@operation(Needs(DELETE_FIELDS, limits=(Limit.SIGN_IN,), lock=False))
+def delete_account(call: Holder) -> Response:
+    """The account goes, with every session, grant and token, once the person showed again it is
+    them. Each try spends the per-address budget for password guesses, as a password change does.
+    The command takes the person's lock once the password is checked."""
+    commands.delete_account(call.ctx, call.db, call.who, call.values.get("current_password", ""), call.lock)
+    return Response(status_code=204)
+
+
 async def account(request: Request) -> Response:
-    """One route for both methods of ``/api/account``, so that a 405 lists every method it takes."""
-    return await (patch_account if request.method == "PATCH" else get_account)(request)
+    """One route for every method of ``/api/account``, so that a 405 lists every method it takes."""
+    methods = {"PATCH": patch_account, "DELETE": delete_account}
+    return await methods.get(request.method, get_account)(request)
 
 
 async def phone(request: Request) -> Response:
@@ -206,7 +225,8 @@ async def phone(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/account", account, methods=["GET", "PATCH"]),
+    Route("/account", account, methods=["GET", "PATCH", "DELETE"]),
+    Route("/account/export", export_data, methods=["GET"]),
     Route("/account/sessions", list_sessions, methods=["GET"]),
     Route("/account/sessions/end-others", end_other_sessions, methods=["POST"]),
     Route("/account/sessions/{session_id}", end_session, methods=["DELETE"]),
