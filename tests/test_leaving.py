@@ -14,11 +14,11 @@ from starlette.testclient import TestClient
 
 from idp.storage import AuditEvent, BrowserSession, Consent, Grant, RefreshToken, User
 
-from .conftest import PASSWORD, TEST_ISSUER
+from .conftest import PASSWORD, TEST_ISSUER, run_idp
 from .flows import hidden_fields, tokens_for
 from .test_account import emailed
 from .test_account_api import Documented, assert_problem, bearer
-from .test_cli import env, one, run_idp  # noqa: F401 - env is a fixture
+from .test_cli import env, one  # noqa: F401 - env is a fixture
 
 SECRET_FIELDS = ("password_hash", "totp_secret", "token_hash", "code_hash", "secret_hash")
 

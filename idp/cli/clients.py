@@ -9,6 +9,7 @@ from ..oauth.clients import (
     AUTH_METHODS,
     DEFAULT_SCOPE,
     GRANT_TYPES,
+    LIFETIMES,
     ClientError,
     create_client,
     delete_client,
@@ -44,6 +45,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         dest="web_origins",
         help="scheme://host[:port] of a browser app that may call the token, revocation and userinfo endpoints (CORS)",
     )
+    create.add_argument("--access-token-ttl", type=int, help="seconds; at most the server's IDP_ACCESS_TOKEN_TTL")
+    create.add_argument(
+        "--refresh-token-ttl",
+        type=int,
+        help="seconds each refresh token lives (sliding); at most IDP_REFRESH_TOKEN_TTL",
+    )
+    create.add_argument(
+        "--refresh-token-absolute-ttl",
+        type=int,
+        help="seconds after sign-in beyond which no refresh token of the sign-in is valid, however often refreshed",
+    )
     create.set_defaults(run=create_command)
     actions.add_parser("list", help="every client, one JSON object a line").set_defaults(run=list_command)
     delete = actions.add_parser("delete", help="delete a client and everything issued to it")
@@ -66,6 +78,7 @@ def create_command(settings: Settings, args: argparse.Namespace) -> int:
             jwks_uri=args.jwks_uri,
             first_party=args.first_party,
             web_origins=args.web_origins,
+            lifetimes={name: getattr(args, name) for name in LIFETIMES},
             allow_http=settings.issuer.startswith("http://"),
         )
         output = {"client_id": made.client.id}
@@ -96,6 +109,7 @@ def described(client: Client) -> dict[str, Any]:
         "jwks_uri": client.jwks_uri,
         "first_party": client.first_party,
         "web_origins": client.web_origins,
+        **{name: getattr(client, name) for name in LIFETIMES},
     }
 
 

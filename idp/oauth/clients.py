@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -20,6 +20,13 @@ from .grants.registry import GRANTS
 
 GRANT_TYPES = tuple(GRANTS)
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+LIFETIMES = {
+    "access_token_ttl": (60, 86_400),
+    "refresh_token_ttl": (300, 31_536_000),
+    "refresh_token_absolute_ttl": (300, 315_360_000),
+}
+"""The bounds of a client's own lifetimes, in seconds (those of the server's settings; a refresh
+token family's absolute maximum up to ten years)."""
 DEFAULT_SCOPE = "openid profile email phone offline_access"
 MAX_URI_LENGTH = 2000
 _LOOPBACK_IP_URI = re.compile(r"http://(127\.0\.0\.1|\[::1\])(?::([0-9]{1,5}))?([/?][^#]*)?")
@@ -168,6 +175,7 @@ def create_client(
     jwks_uri: str | None = None,
     first_party: bool = False,
     web_origins: Sequence[str] = (),
+    lifetimes: Mapping[str, int | None] | None = None,
     allow_http: bool = False,
 ) -> NewClient:
     """Check everything first and write one row, so bad input leaves nothing behind. Without an
@@ -193,6 +201,7 @@ def create_client(
         for u in dict.fromkeys(post_logout_redirect_uris)
     ]
     origins = list(dict.fromkeys(check_web_origin(o, allow_http=allow_http) for o in web_origins))
+    own_lifetimes = check_lifetimes(lifetimes or {})
     try:
         scopes = scope_rules.parse(scope)
     except InvalidScope as exc:
@@ -221,10 +230,24 @@ def create_client(
         first_party=first_party,
         web_origins=origins,
         created_at=now(),
+        **own_lifetimes,
     )
     db.add(client)
     db.flush()
     return NewClient(client=client, secret=secret)
+
+
+def check_lifetimes(lifetimes: Mapping[str, int | None]) -> dict[str, int]:
+    """The lifetimes given (``--access-token-ttl`` ...), each within :data:`LIFETIMES`."""
+    checked = {}
+    for name, value in lifetimes.items():
+        if value is None:
+            continue
+        low, high = LIFETIMES[name]
+        if not low <= value <= high:
+            raise ClientError(f"--{name.replace('_', '-')}: must be {low} to {high} seconds")
+        checked[name] = value
+    return checked
 
 
 def list_clients(db: Session) -> list[Client]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, String, true
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
@@ -31,6 +31,11 @@ class Client(Base):
     # When ``jwks_uri`` was last asked, whether or not it answered: at most once an interval.
     jwks_checked_at: Mapped[int | None] = mapped_column(BigInteger)
     first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Lifetimes of the client's own, in seconds; ``None``: the server's. Never longer than the
+    # server's at issuance, which bounds how long a key must stay published.
+    access_token_ttl: Mapped[int | None] = mapped_column(Integer)
+    refresh_token_ttl: Mapped[int | None] = mapped_column(Integer)
+    refresh_token_absolute_ttl: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
     @property

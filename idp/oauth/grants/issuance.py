@@ -11,7 +11,7 @@ from ... import audit
 from ...audit import Event
 from ...keys import KeyRing
 from ...settings import Settings
-from ...storage import Client, Grant, RefreshToken, User, add_secret
+from ...storage import Client, Grant, RefreshToken, User, add_secret, now
 from .. import scopes as scope_rules
 from ..tokens import issue_access_token, issue_id_token
 
@@ -39,7 +39,7 @@ class TokenIssuer:
         access = issue_access_token(
             self.keyring,
             issuer=issuer,
-            ttl=self.settings.access_token_ttl,
+            ttl=self._access_token_ttl(client),
             client_id=client.id,
             subject=user.id,
             scope=scope,
@@ -68,22 +68,35 @@ class TokenIssuer:
             )
         kept_scope = refresh_scope if refresh_scope is not None else scope
         if "offline_access" in kept_scope and "refresh_token" in client.grant_types:
-            response["refresh_token"] = self._refresh_token(db, grant, kept_scope)
+            response["refresh_token"] = self._refresh_token(db, client, grant, kept_scope)
         _issued(db, grant_type, client, user.id, response)
         return response
 
-    def _refresh_token(self, db: Session, grant: Grant, scope: list[str]) -> str:
+    def _refresh_token(self, db: Session, client: Client, grant: Grant, scope: list[str]) -> str:
         _, token = add_secret(
-            db, RefreshToken, self.settings.refresh_token_ttl, grant_id=grant.id, scope=" ".join(scope)
+            db, RefreshToken, self._refresh_token_ttl(client, grant), grant_id=grant.id, scope=" ".join(scope)
         )
         return token
+
+    def _access_token_ttl(self, client: Client) -> int:
+        """The client's own lifetime, never beyond the server's: keys stay published only that long."""
+        return min(client.access_token_ttl or self.settings.access_token_ttl, self.settings.access_token_ttl)
+
+    def _refresh_token_ttl(self, client: Client, grant: Grant) -> int:
+        """Each refresh token lives the client's lifetime (never beyond the server's) from its
+        issue, so that use keeps a sign-in going; with an absolute maximum, none outlives that
+        many seconds after the grant began, however often it was refreshed."""
+        ttl = min(client.refresh_token_ttl or self.settings.refresh_token_ttl, self.settings.refresh_token_ttl)
+        if client.refresh_token_absolute_ttl is not None:
+            ttl = min(ttl, grant.created_at + client.refresh_token_absolute_ttl - now())
+        return ttl
 
     def for_client(self, db: Session, *, grant_type: str, client: Client, scope: list[str]) -> dict[str, Any]:
         """RFC 9068 §2.2: with no person involved, ``sub`` is the client itself."""
         access = issue_access_token(
             self.keyring,
             issuer=self.settings.issuer,
-            ttl=self.settings.access_token_ttl,
+            ttl=self._access_token_ttl(client),
             client_id=client.id,
             subject=client.id,
             scope=scope,
