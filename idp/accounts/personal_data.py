@@ -3,7 +3,8 @@
 The profile, the sign-in sessions (ended ones too, until cleanup removes them), what each
 application was granted and the consent given to it, and the audit events about the person. What
 would let someone act as the person, or tell how they prove it, is left out: no password hash, no
-authenticator secret, no recovery code, no token or code digest.
+authenticator secret, no recovery code, no token or code digest. Rows are given by the names of
+their columns.
 """
 
 from __future__ import annotations
@@ -14,52 +15,32 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..storage import AuditEvent, BrowserSession, Client, Consent, Grant, User
+from .profile import profile_of
 
 FORMAT = 1
 """The version of the document's shape, for a program that reads it."""
+SESSION = ("id", "auth_time", "amr", "created_at", "last_seen_at", "expires_at", "ended_at", "ip", "user_agent")
+GRANT = ("scope", "created_at", "revoked_at", "session_id")
+CONSENT = ("scope", "granted_at")
+EVENT = ("at", "event", "outcome", "client_id", "ip", "user_agent", "detail")
 
 
 def personal_data(db: Session, user: User, exported_at: int) -> dict[str, Any]:
     sessions = select(BrowserSession).where(BrowserSession.user_id == user.id).order_by(BrowserSession.created_at)
     events = select(AuditEvent).where(AuditEvent.user_id == user.id).order_by(AuditEvent.id)
-    return {
-        "format": FORMAT,
-        "exported_at": exported_at,
-        "profile": _profile(user),
-        "sessions": [_session(s) for s in db.scalars(sessions)],
-        "applications": _applications(db, user),
-        "audit_events": [_event(e) for e in db.scalars(events)],
-    }
-
-
-def _profile(user: User) -> dict[str, Any]:
-    return {
-        "sub": user.id,
-        "email": user.email,
-        "email_verified": bool(user.email_verified),
-        "phone_number": user.phone,
-        "phone_number_verified": bool(user.phone_verified),
-        "name": user.name,
-        "locale": user.locale,
+    profile = profile_of(user) | {
         "has_password": user.password_hash is not None,
-        "second_factor": user.mfa_method,
         "disabled": bool(user.disabled),
         "created_at": user.created_at,
         "updated_at": user.updated_at,
     }
-
-
-def _session(session: BrowserSession) -> dict[str, Any]:
     return {
-        "id": session.id,
-        "signed_in_at": session.auth_time,
-        "methods": list(session.amr),
-        "created_at": session.created_at,
-        "last_seen_at": session.last_seen_at,
-        "expires_at": session.expires_at,
-        "ended_at": session.ended_at,
-        "ip": session.ip,
-        "user_agent": session.user_agent,
+        "format": FORMAT,
+        "exported_at": exported_at,
+        "profile": profile,
+        "sessions": [_columns(s, SESSION) for s in db.scalars(sessions)],
+        "applications": _applications(db, user),
+        "audit_events": [_columns(e, EVENT) for e in db.scalars(events)],
     }
 
 
@@ -73,33 +54,12 @@ def _applications(db: Session, user: User) -> list[dict[str, Any]]:
         {
             "client_id": client_id,
             "name": names.get(client_id),
-            "consent": _consent(consents.get(client_id)),
-            "grants": [_grant(g) for g in grants if g.client_id == client_id],
+            "consent": _columns(consents[client_id], CONSENT) if client_id in consents else None,
+            "grants": [_columns(g, GRANT) for g in grants if g.client_id == client_id],
         }
         for client_id in client_ids
     ]
 
 
-def _consent(consent: Consent | None) -> dict[str, Any] | None:
-    return None if consent is None else {"scope": consent.scope, "granted_at": consent.granted_at}
-
-
-def _grant(grant: Grant) -> dict[str, Any]:
-    return {
-        "scope": grant.scope,
-        "created_at": grant.created_at,
-        "revoked_at": grant.revoked_at,
-        "session_id": grant.session_id,
-    }
-
-
-def _event(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "at": event.at,
-        "event": event.event,
-        "outcome": event.outcome,
-        "client_id": event.client_id,
-        "ip": event.ip,
-        "user_agent": event.user_agent,
-        "detail": event.detail,
-    }
+def _columns(row: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in names}

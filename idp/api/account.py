@@ -20,7 +20,6 @@ from ..accounts.commands import Actor
 from ..accounts.reauthentication import MAX_PASSWORD_INPUT
 from ..accounts.users import MAX_NAME
 from ..security.rate_limits import Limit
-from ..storage import User
 from ..web.pipeline import Call, Endpoint, Handler, Needs, endpoint
 from .bearer import BEARER
 from .bodies import Field, Fields
@@ -76,22 +75,9 @@ def _json(body: Any, status_code: int = 200) -> Response:
     return JSONResponse(body, status_code=status_code, headers={"Cache-Control": "no-store"})
 
 
-def _profile(user: User) -> dict[str, Any]:
-    return {
-        "sub": user.id,
-        "email": user.email,
-        "email_verified": bool(user.email_verified),
-        "phone": user.phone,
-        "phone_verified": bool(user.phone_verified),
-        "name": user.name,
-        "locale": user.locale,
-        "mfa_method": user.mfa_method,
-    }
-
-
 @operation()
 def get_account(call: Holder) -> Response:
-    return _json(_profile(call.who.user))
+    return _json(profile.profile_of(call.who.user))
 
 
 @operation(Needs(NAME_FIELDS))
@@ -102,7 +88,7 @@ def patch_account(call: Holder) -> Response:
         commands.update_name(call.db, call.who, call.values["name"])
     if "locale" in call.values:
         commands.choose_language(call.db, call.who, call.values["locale"])
-    return _json(_profile(call.who.user))
+    return _json(profile.profile_of(call.who.user))
 
 
 @operation()
@@ -162,14 +148,14 @@ def add_phone(call: Holder) -> Response:
 @operation(Needs(CODE_FIELDS, limits=(Limit.VERIFICATION,)))
 def verify_phone(call: Holder) -> Response:
     commands.verify_phone(call.ctx, call.db, call.who, call.values["code"])
-    return _json(_profile(call.who.user))
+    return _json(profile.profile_of(call.who.user))
 
 
 @operation()
 def remove_phone(call: Holder) -> Response:
     """Codes no longer go to the number, and it no longer signs the person in."""
     commands.remove_phone(call.ctx, call.db, call.who)
-    return _json(_profile(call.who.user))
+    return _json(profile.profile_of(call.who.user))
 
 
 @operation(Needs(EMAIL_FIELDS, limits=(Limit.VERIFICATION,), lock=False))

@@ -339,14 +339,7 @@ def _redirect_error(params: AuthorizationParams, error: OAuthError) -> Authoriza
 
 def record_consent(db: Session, client: Client, params: AuthorizationParams, user_id: str) -> None:
     """Remember the scopes granted, adding to what this person granted this client before."""
-    audit.record(
-        db,
-        Event.CONSENT_GIVEN,
-        outcome="success",
-        user_id=user_id,
-        client_id=client.id,
-        detail={"scope": " ".join(params.scope)},
-    )
+    _consent_event(db, Event.CONSENT_GIVEN, params, user_id)
     consent = db.get(Consent, (user_id, client.id))
     if consent is None:
         db.add(Consent(user_id=user_id, client_id=client.id, scope=" ".join(params.scope), granted_at=now()))
@@ -354,6 +347,11 @@ def record_consent(db: Session, client: Client, params: AuthorizationParams, use
         merged = list(dict.fromkeys(consent.scope.split() + params.scope))
         consent.scope = " ".join(merged)
         consent.granted_at = now()
+
+
+def _consent_event(db: Session, event: Event, params: AuthorizationParams, user_id: str) -> None:
+    scope = {"scope": " ".join(params.scope)}
+    audit.record(db, event, outcome="success", user_id=user_id, client_id=params.client_id, detail=scope)
 
 
 def _answer(db: Session, pending: AuthorizationRequest) -> None:
@@ -366,14 +364,7 @@ def _answer(db: Session, pending: AuthorizationRequest) -> None:
 def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest, user_id: str) -> AuthorizationError:
     """The person declined the client's request on the consent page."""
     _answer(db, pending)
-    audit.record(
-        db,
-        Event.CONSENT_REFUSED,
-        outcome="success",
-        user_id=user_id,
-        client_id=params.client_id,
-        detail={"scope": " ".join(params.scope)},
-    )
+    _consent_event(db, Event.CONSENT_REFUSED, params, user_id)
     return _redirect_error(params, AccessDenied("the person declined"))
 
 
