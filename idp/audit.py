@@ -60,6 +60,7 @@ class Event(StrEnum):
     SESSION_ENDED = "session_ended"
     SIGN_IN = "sign_in"
     SIGN_OUT = "sign_out"
+    TERMS_ACCEPTED = "terms_accepted"
     TOKEN_REVOKED = "token_revoked"
     TOKENS_ISSUED = "tokens_issued"
     VERIFICATION_RESENT = "verification_resent"

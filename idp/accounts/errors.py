@@ -48,6 +48,7 @@ class Code(StrEnum):
     EMAIL_TAKEN = "email-taken"
     ACCOUNT_CHANGED = "account-changed"
     UNKNOWN_LANGUAGE = "unknown-language"
+    TERMS_NOT_ACCEPTED = "terms-not-accepted"
 
 
 class AccountError(Refused):

@@ -30,6 +30,8 @@ def personal_data(db: Session, user: User, exported_at: int) -> dict[str, Any]:
     events = select(AuditEvent).where(AuditEvent.user_id == user.id).order_by(AuditEvent.id)
     profile = profile_of(user) | {
         "has_password": user.password_hash is not None,
+        "terms_version": user.terms_version,
+        "terms_accepted_at": user.terms_accepted_at,
         "disabled": bool(user.disabled),
         "created_at": user.created_at,
         "updated_at": user.updated_at,

@@ -29,6 +29,7 @@ from .errors import (
     AccessDenied,
     BadAuthorizationTarget,
     ConsentRequired,
+    InteractionRequired,
     InvalidRequest,
     InvalidScope,
     InvalidToken,
@@ -109,7 +110,12 @@ class ShowConsent:
     request_id: str
 
 
-Next = AuthorizationResponse | ShowLogin | ShowConsent
+@dataclass(frozen=True)
+class ShowTerms:
+    request_id: str
+
+
+Next = AuthorizationResponse | ShowLogin | ShowConsent | ShowTerms
 
 
 def parse_request(
@@ -310,8 +316,11 @@ def decide(
     params: AuthorizationParams,
     active: ActiveSession | None,
     pending: AuthorizationRequest | None = None,
+    *,
+    terms_version: str | None,
 ) -> Next:
-    """What comes next for this request: sign-in, consent, or the response to the client."""
+    """What comes next for this request: sign-in, the terms in force (``terms_version``) when the
+    person has not accepted them yet, consent, or the response to the client."""
     fresh = pending is not None and active is not None and pending.session_id == active.session.id
     if needs_sign_in(params, active, pending):
         if "none" in params.prompt:
@@ -324,6 +333,11 @@ def decide(
         # This answer ends the request: its consent page must not give a code afterwards.
         _answer(db, pending)
         raise _redirect_error(params, LoginRequired("the person who signed in is not the one id_token_hint names"))
+    if terms_version is not None and active.user.terms_version != terms_version:
+        if "none" in params.prompt:
+            raise _redirect_error(params, InteractionRequired("the person must accept the terms"))
+        pending = pending or save_pending(db, params)
+        return ShowTerms(request_id=pending.id)
     if needs_consent(db, client, params, active.user.id):
         if "none" in params.prompt:
             raise _redirect_error(params, ConsentRequired("the person must consent"))
@@ -362,7 +376,7 @@ def _answer(db: Session, pending: AuthorizationRequest) -> None:
 
 
 def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest, user_id: str) -> AuthorizationError:
-    """The person declined the client's request on the consent page."""
+    """The person declined the client's request on the consent page, or the terms."""
     _answer(db, pending)
     _consent_event(db, Event.CONSENT_REFUSED, params, user_id)
     return _redirect_error(params, AccessDenied("the person declined"))

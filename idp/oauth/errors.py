@@ -101,6 +101,12 @@ class ConsentRequired(OAuthError):
     error = "consent_required"
 
 
+class InteractionRequired(OAuthError):
+    """OIDC Core §3.1.2.6: ``prompt=none``, but the person must do something first (accept terms)."""
+
+    error = "interaction_required"
+
+
 class RequestNotSupported(OAuthError):
     error = "request_not_supported"
 

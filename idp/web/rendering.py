@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from ..languages import install
-from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin
+from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin, ShowTerms
 from .locale import language, switcher_action, translate
 from .request import context as services
 
@@ -75,4 +75,6 @@ def next_step(request: Request, step: Next) -> Response:
         return RedirectResponse(f"/login?{urlencode({'request': step.request_id})}", status_code=303)
     if isinstance(step, ShowConsent):
         return RedirectResponse(f"/consent?{urlencode({'request': step.request_id})}", status_code=303)
+    if isinstance(step, ShowTerms):
+        return RedirectResponse(f"/terms?{urlencode({'request': step.request_id})}", status_code=303)
     return authorization_response(request, step)
