@@ -97,6 +97,8 @@ class Settings:
     default_locale: str = catalogs.SOURCE
     site_name: str = "idp"
     theme_dir: Path | None = None
+    terms_url: str | None = None
+    terms_version: str | None = None
 
     @property
     def secure_cookies(self) -> bool:
@@ -267,8 +269,11 @@ class Settings:
             default_locale=choice("IDP_DEFAULT_LOCALE", cls.default_locale, catalogs.available()),
             site_name=_site_name(text("IDP_SITE_NAME", cls.site_name) or cls.site_name),
             theme_dir=_theme_dir(text("IDP_THEME_DIR")),
+            terms_url=url("IDP_TERMS_URL", None, ("https", "http")),
+            terms_version=text("IDP_TERMS_VERSION"),
         )
         _check_backends(settings)
+        _check_terms(settings)
         return settings
 
 
@@ -335,6 +340,14 @@ def _proxies(value: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6N
         except ValueError:
             raise SettingsError(f"IDP_TRUSTED_PROXIES: {item!r} is not an IP address or network") from None
     return tuple(networks)
+
+
+def _check_terms(settings: Settings) -> None:
+    """Terms are a document and its version together: a version says when to ask again."""
+    if (settings.terms_url is None) != (settings.terms_version is None):
+        raise SettingsError("IDP_TERMS_URL and IDP_TERMS_VERSION: set both, or neither")
+    if settings.terms_version is not None and len(settings.terms_version) > 64:
+        raise SettingsError("IDP_TERMS_VERSION: at most 64 characters")
 
 
 def _check_backends(settings: Settings) -> None:

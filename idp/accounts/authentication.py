@@ -89,6 +89,11 @@ def is_locked(user: User) -> bool:
     return user.locked_until is not None and user.locked_until > now()
 
 
+def lock_minutes(locked_until: int) -> int:
+    """Whole minutes until the lock ends, at least one: what a locked person is told."""
+    return max(1, -(-(locked_until - now()) // 60))
+
+
 def reset_failures(user: User) -> None:
     """A whole sign-in succeeded: with a second factor, only once that factor was right too."""
     if user.failed_sign_ins or user.locked_until is not None:

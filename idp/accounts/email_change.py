@@ -75,8 +75,7 @@ class LinkInvalid(AccountError):
     code = Code.INVALID_LINK
     keeps_changes = True
 
-    def __init__(self) -> None:
-        super().__init__("email_change")
+    fixed_reason = "email_change"
 
 
 class AddressTaken(AccountError):

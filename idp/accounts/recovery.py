@@ -65,8 +65,7 @@ class ResetLinkInvalid(AccountError):
 
     code = Code.INVALID_LINK
 
-    def __init__(self) -> None:
-        super().__init__("reset")
+    fixed_reason = "reset"
 
 
 class Requested(Enum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -20,6 +20,13 @@ from .grants.registry import GRANTS
 
 GRANT_TYPES = tuple(GRANTS)
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+LIFETIMES = {
+    "access_token_ttl": (60, 86_400),
+    "refresh_token_ttl": (300, 31_536_000),
+    "refresh_token_absolute_ttl": (300, 315_360_000),
+}
+"""The bounds of a client's own lifetimes, in seconds (those of the server's settings; a refresh
+token family's absolute maximum up to ten years)."""
 DEFAULT_SCOPE = "openid profile email phone offline_access"
 MAX_URI_LENGTH = 2000
 _LOOPBACK_IP_URI = re.compile(r"http://(127\.0\.0\.1|\[::1\])(?::([0-9]{1,5}))?([/?][^#]*)?")
@@ -198,16 +205,20 @@ def create_client(
     post_logout_redirect_uris: Sequence[str] = (),
     scope: str = DEFAULT_SCOPE,
     grant_types: list[str] | None = None,
-    auth_method: str = "client_secret_basic",
+    auth_method: str | None = None,
     jwks_uri: str | None = None,
     first_party: bool = False,
     web_origins: Sequence[str] = (),
     logo_uri: str | None = None,
     policy_uri: str | None = None,
     tos_uri: str | None = None,
+    lifetimes: Mapping[str, int | None] | None = None,
     allow_http: bool = False,
 ) -> NewClient:
-    """Check everything first and write one row, so bad input leaves nothing behind."""
+    """Check everything first and write one row, so bad input leaves nothing behind. Without an
+    ``auth_method`` the client gets a secret that it may send in the Basic header or the body."""
+    pinned = auth_method is not None
+    auth_method = auth_method or "client_secret_basic"
     name = name.strip()
     if not name or len(name) > 200:
         raise ClientError("--name: must be 1 to 200 characters")
@@ -235,6 +246,7 @@ def create_client(
             ("tos_uri", "--tos-uri", tos_uri),
         )
     }
+    own_lifetimes = check_lifetimes(lifetimes or {})
     try:
         scopes = scope_rules.parse(scope)
     except InvalidScope as exc:
@@ -258,15 +270,30 @@ def create_client(
         scope=" ".join(scopes),
         grant_types=grant_types,
         token_endpoint_auth_method=auth_method,
+        auth_method_pinned=pinned,
         jwks_uri=jwks_uri,
         first_party=first_party,
         web_origins=origins,
         **branding,
         created_at=now(),
+        **own_lifetimes,
     )
     db.add(client)
     db.flush()
     return NewClient(client=client, secret=secret)
+
+
+def check_lifetimes(lifetimes: Mapping[str, int | None]) -> dict[str, int]:
+    """The lifetimes given (``--access-token-ttl`` ...), each within :data:`LIFETIMES`."""
+    checked = {}
+    for name, value in lifetimes.items():
+        if value is None:
+            continue
+        low, high = LIFETIMES[name]
+        if not low <= value <= high:
+            raise ClientError(f"--{name.replace('_', '-')}: must be {low} to {high} seconds")
+        checked[name] = value
+    return checked
 
 
 def list_clients(db: Session) -> list[Client]:

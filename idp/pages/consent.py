@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 from starlette.responses import RedirectResponse, Response
 
+from ..accounts import terms
 from ..catalogs import N_
 from ..oauth import scopes
 from ..oauth.authorization import deny, issue_code, load_pending, needs_sign_in, record_consent
@@ -36,6 +37,8 @@ def consent(call: Visitor) -> Response:
     if needs_sign_in(params, active, pending):
         return RedirectResponse(f"/login?{urlencode({'request': pending.id})}", status_code=303)
     assert active is not None
+    if terms.pending(call.ctx.settings, active.user):
+        return RedirectResponse(f"/terms?{urlencode({'request': pending.id})}", status_code=303)
     note_use(call.db, active.session)
     note_saved(call.request, active.user.locale)
     if not call.unsafe:
@@ -53,5 +56,5 @@ def consent(call: Visitor) -> Response:
         record_consent(call.db, client, params, active.user.id)
         return response
     if decision == "deny":
-        return authorization_response(call.request, deny(call.db, params, pending).response)
+        return authorization_response(call.request, deny(call.db, params, pending, active.user.id).response)
     return error_page(call.request, CHOOSE)

@@ -57,6 +57,7 @@ def _register_page(call: Visitor, shown: Shown) -> Response:
         "name": call.values.get("name", ""),
         "phone": call.values.get("phone", ""),
         "min_length": settings.password_min_length,
+        "terms_url": settings.terms_url,
         "error": shown.error,
     }
     return render(call.request, "register.html", page, status_code=shown.status_code)
@@ -75,6 +76,7 @@ def register(call: Visitor) -> Response:
         password_confirm=values.get("password_confirm", ""),
         name=values.get("name", ""),
         phone=values.get("phone", ""),
+        accepted_terms=values.get("accept_terms") == "yes",
     )
     registered = registration.register(
         call.ctx,

@@ -132,7 +132,9 @@ def complete_sign_in(
         if auth_time is None:
             pending.session_id = session.id
         try:
-            response = next_step(request, decide(db, client, params, ActiveSession(session, user), pending))
+            active = ActiveSession(session, user)
+            terms_version = context(request).settings.terms_version
+            response = next_step(request, decide(db, client, params, active, pending, terms_version=terms_version))
         except AuthorizationError as exc:
             response = authorization_response(request, exc.response)
         except BadAuthorizationTarget as exc:

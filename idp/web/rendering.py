@@ -8,7 +8,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin
+from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin, ShowTerms
 from .branding import image_policy
 from .locale import language, switcher_action, translate
 from .request import context as services
@@ -71,4 +71,6 @@ def next_step(request: Request, step: Next) -> Response:
         return RedirectResponse(f"/login?{urlencode({'request': step.request_id})}", status_code=303)
     if isinstance(step, ShowConsent):
         return RedirectResponse(f"/consent?{urlencode({'request': step.request_id})}", status_code=303)
+    if isinstance(step, ShowTerms):
+        return RedirectResponse(f"/terms?{urlencode({'request': step.request_id})}", status_code=303)
     return authorization_response(request, step)
