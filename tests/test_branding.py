@@ -19,8 +19,9 @@ from markupsafe import escape
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from idp.accounts.codes_vocabulary import Channel
 from idp.accounts.users import create_user
-from idp.messaging.outbox import enqueue_sms
+from idp.messaging.outbox import enqueue
 from idp.oauth.clients import ClientError, create_client
 from idp.security.headers import CSP
 from idp.security.sealing import OUTBOX, Sealer
@@ -146,7 +147,9 @@ def test_an_email_names_the_site_in_its_subject_and_body(site_environ):
 def test_a_text_message_names_the_site_where_it_names_the_product(site):
     to = f"+1555{secrets.randbelow(10**7):07d}"
     with ctx_of(site).db.begin() as db:
-        enqueue_sms(db, ctx_of(site).secret_key, to, "test_message", {"code": "123456"}, useful_until=now() + 60)
+        enqueue(
+            db, ctx_of(site).secret_key, Channel.SMS, to, "test_message", {"code": "123456"}, useful_until=now() + 60
+        )
     [sms] = sent_to(site, to)
     assert sms["text"] == f"{SITE} test code: 123456"
 

@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from .. import audit
 from ..audit import Event
-from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..messaging.outbox import enqueue, notice_useful_until
 from ..metrics import SIGN_INS
 from ..settings import Settings
 from ..storage import User, now
+from .codes_vocabulary import Channel
 from .confirmation import confirm_identity
 from .errors import AccountError, Code
 from .passwords import hash_password, needs_rehash, verify_password
@@ -119,9 +120,10 @@ def count_failure(db: Session, settings: Settings, secret_key: str, user: User) 
     db.execute(update(User).where(User.id == user.id).values(failed_sign_ins=0, locked_until=locked_until))
     if user.email is None:
         return True
-    enqueue_email(
+    enqueue(
         db,
         secret_key,
+        Channel.EMAIL,
         user.email,
         "account_locked",
         {

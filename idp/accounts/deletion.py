@@ -28,9 +28,10 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..audit import Event
 from ..context import Context
-from ..messaging.outbox import enqueue_email, enqueue_sms, notice_useful_until
+from ..messaging.outbox import enqueue, notice_useful_until
 from ..sso import sign_out_everywhere
 from ..storage import AuditEvent, User, now
+from .codes_vocabulary import Channel
 
 
 def delete_account(
@@ -50,6 +51,17 @@ def _notify(ctx: Context, db: Session, user: User) -> None:
     when = {"when": datetime.fromtimestamp(now(), UTC).strftime("%Y-%m-%d %H:%M UTC")}
     until = notice_useful_until()
     if user.email is not None and user.email_verified:
-        enqueue_email(db, ctx.secret_key, user.email, "account_deleted", when, useful_until=until, locale=user.locale)
+        enqueue(
+            db,
+            ctx.secret_key,
+            Channel.EMAIL,
+            user.email,
+            "account_deleted",
+            when,
+            useful_until=until,
+            locale=user.locale,
+        )
     elif user.phone is not None and user.phone_verified:
-        enqueue_sms(db, ctx.secret_key, user.phone, "account_deleted", when, useful_until=until, locale=user.locale)
+        enqueue(
+            db, ctx.secret_key, Channel.SMS, user.phone, "account_deleted", when, useful_until=until, locale=user.locale
+        )

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from ..audit import mask
 from ..catalogs import available
 from ..context import Context
-from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..messaging.outbox import enqueue, notice_useful_until
 from ..sso import end_session
 from ..storage import BrowserSession, OneTimeCode, User, now
 from . import otp
@@ -262,9 +262,10 @@ def remove_phone(ctx: Context, db: Session, user: User) -> str:
 
 def _notify(ctx: Context, db: Session, email: str, template: str, phone: str) -> None:
     """The number masked as the audit log has it, and the way back should it not have been them."""
-    enqueue_email(
+    enqueue(
         db,
         ctx.secret_key,
+        Channel.EMAIL,
         email,
         template,
         {

@@ -44,13 +44,13 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..audit import Event, mask
 from ..context import Context
-from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..messaging.outbox import enqueue, notice_useful_until
 from ..security.digests import digests_equal, keyed_digest, token_digest
 from ..security.rate_limits import Limit
 from ..settings import Settings
 from ..storage import ActionToken, User, now
 from . import links, terms
-from .codes_vocabulary import Purpose
+from .codes_vocabulary import Channel, Purpose
 from .errors import AccountError, Code, InvalidEmail, PasswordsDiffer
 from .password_policy import check_new_password, set_password
 from .passwords import hash_password
@@ -239,9 +239,10 @@ def _already_registered(ctx: Context, db: Session, user: User, password: str) ->
     hash_password(password)
     assert user.email is not None
     if not requests_wait(ctx, Limit.REGISTRATION_ADDRESS, address_key(secret_key, user.email)):
-        enqueue_email(
+        enqueue(
             db,
             secret_key,
+            Channel.EMAIL,
             user.email,
             "already_registered",
             {"login_link": f"{settings.issuer}/login", "reset_link": f"{settings.issuer}/password/forgot"},
@@ -276,9 +277,10 @@ def send_link(
         authorization_request_id=authorization_request_id,
         browser_hash=user.registration_browser_hash,
     )
-    enqueue_email(
+    enqueue(
         db,
         secret_key,
+        Channel.EMAIL,
         user.email,
         "verify_email",
         {"link": links.url(settings.issuer, "/verify-email", token), "hours": -(-lifetime // 3600)},

@@ -57,9 +57,10 @@ def notice_useful_until() -> int:
     return now() + NOTICE_LIFETIME
 
 
-def enqueue_email(
+def enqueue(
     db: Session,
     secret_key: str,
+    channel: Channel,
     to: str,
     template: str,
     context: dict[str, Any],
@@ -67,25 +68,15 @@ def enqueue_email(
     useful_until: int,
     locale: str | None = None,
 ) -> OutboxMessage:
-    """``locale``: the recipient's saved language, if any."""
-    subject, text, html = render_email(template, context, speaker(db).language_for(locale), theme_of(db))
-    return _enqueue(db, secret_key, Channel.EMAIL, to, {"subject": subject, "text": text, "html": html}, useful_until)
-
-
-def enqueue_sms(
-    db: Session,
-    secret_key: str,
-    to: str,
-    template: str,
-    context: dict[str, Any],
-    *,
-    useful_until: int,
-    locale: str | None = None,
-) -> OutboxMessage:
-    """``to`` is an E.164 number, as ``idp.accounts.phones`` makes it; ``locale`` the recipient's
-    saved language, if any."""
-    text = render_sms(template, context, speaker(db).language_for(locale), theme_of(db))
-    return _enqueue(db, secret_key, Channel.SMS, to, {"text": text}, useful_until)
+    """``to`` is an email address, or an E.164 number as ``idp.accounts.phones`` makes it;
+    ``locale`` the recipient's saved language, if any."""
+    language, theme = speaker(db).language_for(locale), theme_of(db)
+    if channel is Channel.EMAIL:
+        subject, text, html = render_email(template, context, language, theme)
+        content = {"subject": subject, "text": text, "html": html}
+    else:
+        content = {"text": render_sms(template, context, language, theme)}
+    return _enqueue(db, secret_key, channel, to, content, useful_until)
 
 
 def _enqueue(

@@ -7,7 +7,7 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
@@ -118,14 +118,7 @@ def check_web_origin(origin: str, *, allow_http: bool, option: str = "--web-orig
         raise ClientError(f"{option}: {shown} must be in ASCII (an international host name in its xn-- form)")
     if any(c.isspace() or c in "?#\\@" for c in origin):
         raise ClientError(f"{option}: {shown} must be scheme://host[:port] and nothing more")
-    try:
-        parts = urlsplit(origin)
-        port = parts.port
-    except ValueError:
-        raise ClientError(f"{option}: {shown} has an invalid host or port") from None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS or not origin.lower().startswith(f"{scheme}://"):
-        raise ClientError(f"{option}: {shown} must start with https:// (http:// only on loopback)")
+    parts, scheme, port = _web_url(origin, option)
     if parts.path:
         raise ClientError(f"{option}: {shown} must be scheme://host[:port], with no path, not even /")
     host = _origin_host(parts.hostname or "")
@@ -138,6 +131,19 @@ def check_web_origin(origin: str, *, allow_http: bool, option: str = "--web-orig
     if port is None or port == DEFAULT_PORTS[scheme]:
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"
+
+
+def _web_url(url: str, option: str) -> tuple[SplitResult, str, int | None]:
+    """``url`` split, with its scheme in lowercase (http or https, as written) and its port."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ClientError(f"{option}: {url!r} has an invalid host or port") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not url.lower().startswith(f"{scheme}://"):
+        raise ClientError(f"{option}: {url!r} must start with https:// (http:// only on loopback)")
+    return parts, scheme, port
 
 
 def _origin_host(hostname: str) -> str | None:
@@ -160,14 +166,7 @@ def check_branding_uri(uri: str, *, allow_http: bool, option: str) -> str:
         raise ClientError(f"{option}: longer than {MAX_URI_LENGTH} characters")
     if not uri.isascii() or any(not c.isprintable() or c.isspace() or c in _NOT_IN_URIS for c in uri):
         raise ClientError(f"{option}: {shown} is not a URL (spaces, quotes and <> must be percent-encoded)")
-    try:
-        parts = urlsplit(uri)
-        port = parts.port
-    except ValueError:
-        raise ClientError(f"{option}: {shown} has an invalid host or port") from None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS or not uri.lower().startswith(f"{scheme}://"):
-        raise ClientError(f"{option}: {shown} must be an https:// URL (http:// only on loopback)")
+    parts, scheme, port = _web_url(uri, option)
     if scheme == "http" and not (allow_http or _is_loopback(parts.hostname)):
         raise ClientError(f"{option}: {shown} must be https (http only on loopback)")
     if "@" in parts.netloc or port == 0 or _origin_host(parts.hostname or "") is None:

@@ -5,39 +5,27 @@ declines, which the application hears as ``access_denied``. Buttons named ``deci
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts import terms
 from ..accounts.users import lock_user
 from ..catalogs import N_
-from ..oauth.authorization import decide, deny, load_pending, needs_sign_in
+from ..oauth.authorization import decide, deny
 from ..sso import ActiveSession
-from ..web.browser import current_session
-from ..web.locale import note_saved, note_ui_locales
 from ..web.pipeline import Needs
 from ..web.rendering import authorization_response, error_page, next_step, render
-from .signin import request_id
-from .surface import Shown, Visit, Visitor, visit
+from .surface import Visitor, visit
+from .waiting_request import WAITING, waiting
 
-EXPIRED = N_("This form has expired. Go back to the application and start again.")
 CHOOSE = N_("Choose accept or decline.")
 
 
-def _expired_page(call: Visitor, shown: Shown) -> Response:
-    return error_page(call.request, EXPIRED)
-
-
-@visit(Visit(_expired_page), Needs(lock=False))
+@visit(WAITING, Needs(lock=False))
 def terms_page(call: Visitor) -> Response:
-    pending, client, params = load_pending(call.db, request_id(call))
-    note_ui_locales(call.request, params.ui_locales)
-    active = current_session(call.request, call.db)
-    if needs_sign_in(params, active, pending):
-        return RedirectResponse(f"/login?{urlencode({'request': pending.id})}", status_code=303)
-    assert active is not None
-    note_saved(call.request, active.user.locale)
+    found = waiting(call)
+    if isinstance(found, RedirectResponse):
+        return found
+    pending, client, params, active = found.pending, found.client, found.params, found.active
     settings = call.ctx.settings
     if not terms.pending(settings, active.user):
         return next_step(
