@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from .. import audit
 from ..audit import Event
-from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..messaging.outbox import enqueue, notice_useful_until
 from ..metrics import SIGN_INS
 from ..settings import Settings
 from ..storage import User, now
+from .codes_vocabulary import Channel
 from .confirmation import confirm_identity
 from .errors import AccountError, Code
 from .passwords import hash_password, needs_rehash, verify_password
@@ -92,6 +93,11 @@ def is_locked(user: User) -> bool:
     return user.locked_until is not None and user.locked_until > now()
 
 
+def lock_minutes(locked_until: int) -> int:
+    """Whole minutes until the lock ends, at least one: what a locked person is told."""
+    return max(1, -(-(locked_until - now()) // 60))
+
+
 def reset_failures(user: User) -> None:
     """A whole sign-in succeeded: with a second factor, only once that factor was right too."""
     if user.failed_sign_ins or user.locked_until is not None:
@@ -117,9 +123,10 @@ def count_failure(db: Session, settings: Settings, secret_key: str, user: User) 
     db.execute(update(User).where(User.id == user.id).values(failed_sign_ins=0, locked_until=locked_until))
     if user.email is None:
         return True
-    enqueue_email(
+    enqueue(
         db,
         secret_key,
+        Channel.EMAIL,
         user.email,
         "account_locked",
         {

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..audit import Event, mask
 from ..context import Context
-from ..storage import User
-from . import email_change, first_password, profile, second_factor
+from ..storage import User, now
+from . import deletion, email_change, first_password, personal_data, profile, second_factor
 from .codes_vocabulary import Channel, Purpose
 from .errors import NoPendingPhone, SessionNotFound, WrongCode
 from .profile import OthersEnded
@@ -197,6 +197,20 @@ def set_password(ctx: Context, db: Session, actor: Actor, code: str, password: s
         raise
     actor.record(db, Event.PASSWORD_SET, "success", sessions_ended=ended)
     return ended
+
+
+def export_data(db: Session, actor: Actor) -> dict[str, Any]:
+    """Everything held about the person (:mod:`.personal_data`); the export is audited."""
+    data = personal_data.personal_data(db, actor.user, now())
+    actor.record(db, Event.PERSONAL_DATA_EXPORTED, "success")
+    return data
+
+
+def delete_account(ctx: Context, db: Session, actor: Actor, current_password: str, lock: Callable[[], Actor]) -> None:
+    """The account and what hangs on it go (:mod:`.deletion`), once the person showed again it is
+    them: their password, or for an account without one a sign-in a few minutes ago."""
+    user = _prove(ctx, db, actor, lock, current_password, RecentSignIn.WITHOUT_PASSWORD, Event.ACCOUNT_DELETED)
+    deletion.delete_account(ctx, db, user, by="self", client_id=actor.client_id)
 
 
 def start_second_factor(

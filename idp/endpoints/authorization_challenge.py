@@ -19,6 +19,7 @@ from ..accounts.errors import AccountError, Code
 from ..context import Context
 from ..errors import Refused
 from ..oauth import first_party
+from ..oauth.client_auth import Credentials
 from ..oauth.errors import AccessDenied, BadAuthorizationTarget, InvalidRequest, OAuthError, TemporarilyUnavailable
 from ..security.rate_limits import Limit
 from ..storage import Client
@@ -53,7 +54,7 @@ class ChallengeSurface(ClientSurface):
     def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> Client:
         assert isinstance(raw, Raw)
         credentials = raw.credentials
-        if credentials.method == "none" and credentials.client_id is None:
+        if isinstance(credentials, Credentials) and credentials.method == "none" and credentials.client_id is None:
             named = first_party.client_of(db, raw.form.get("auth_session"))
             raw = Raw(raw.form, replace(credentials, client_id=named))
         return super().authenticate(request, ctx, db, raw)

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from .. import audit
+from ..audit import Event
 from ..catalogs import N_
 from ..errors import Refused
 from ..keys import KeyRing
@@ -27,6 +29,7 @@ from .errors import (
     AccessDenied,
     BadAuthorizationTarget,
     ConsentRequired,
+    InteractionRequired,
     InvalidRequest,
     InvalidScope,
     InvalidToken,
@@ -110,7 +113,12 @@ class ShowConsent:
     request_id: str
 
 
-Next = AuthorizationResponse | ShowLogin | ShowConsent
+@dataclass(frozen=True)
+class ShowTerms:
+    request_id: str
+
+
+Next = AuthorizationResponse | ShowLogin | ShowConsent | ShowTerms
 
 
 def parse_request(
@@ -323,8 +331,11 @@ def decide(
     params: AuthorizationParams,
     active: ActiveSession | None,
     pending: AuthorizationRequest | None = None,
+    *,
+    terms_version: str | None,
 ) -> Next:
-    """What comes next for this request: sign-in, consent, or the response to the client."""
+    """What comes next for this request: sign-in, the terms in force (``terms_version``) when the
+    person has not accepted them yet, consent, or the response to the client."""
     fresh = pending is not None and active is not None and pending.session_id == active.session.id
     if needs_sign_in(params, active, pending):
         if "none" in params.prompt:
@@ -337,6 +348,11 @@ def decide(
         # This answer ends the request: its consent page must not give a code afterwards.
         _answer(db, pending)
         raise _redirect_error(params, LoginRequired("the person who signed in is not the one id_token_hint names"))
+    if terms_version is not None and active.user.terms_version != terms_version:
+        if "none" in params.prompt:
+            raise _redirect_error(params, InteractionRequired("the person must accept the terms"))
+        pending = pending or save_pending(db, params)
+        return ShowTerms(request_id=pending.id)
     if needs_consent(db, client, params, active.user.id):
         if "none" in params.prompt:
             raise _redirect_error(params, ConsentRequired("the person must consent"))
@@ -352,6 +368,7 @@ def _redirect_error(params: AuthorizationParams, error: OAuthError) -> Authoriza
 
 def record_consent(db: Session, client: Client, params: AuthorizationParams, user_id: str) -> None:
     """Remember the scopes granted, adding to what this person granted this client before."""
+    _consent_event(db, Event.CONSENT_GIVEN, params, user_id)
     consent = db.get(Consent, (user_id, client.id))
     if consent is None:
         db.add(Consent(user_id=user_id, client_id=client.id, scope=" ".join(params.scope), granted_at=now()))
@@ -361,6 +378,11 @@ def record_consent(db: Session, client: Client, params: AuthorizationParams, use
         consent.granted_at = now()
 
 
+def _consent_event(db: Session, event: Event, params: AuthorizationParams, user_id: str) -> None:
+    scope = {"scope": " ".join(params.scope)}
+    audit.record(db, event, outcome="success", user_id=user_id, client_id=params.client_id, detail=scope)
+
+
 def _answer(db: Session, pending: AuthorizationRequest) -> None:
     """A pending request is answered once: of two answers at once (a double click on "allow",
     "allow" in one tab and "deny" in another), the one that comes second finds it gone."""
@@ -368,8 +390,10 @@ def _answer(db: Session, pending: AuthorizationRequest) -> None:
         raise BadAuthorizationTarget(ANSWERED)
 
 
-def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest) -> AuthorizationError:
+def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest, user_id: str) -> AuthorizationError:
+    """The person declined the client's request on the consent page, or the terms."""
     _answer(db, pending)
+    _consent_event(db, Event.CONSENT_REFUSED, params, user_id)
     return _redirect_error(params, AccessDenied("the person declined"))
 
 

@@ -18,6 +18,7 @@ from ..oauth.authorization import try_hint_code_once
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
 from ..storage import PendingSignIn
+from ..web.branding import ClientBrand
 from ..web.locale import language, translate
 from ..web.messages import message
 from ..web.pipeline import Needs, Throttled
@@ -25,12 +26,12 @@ from ..web.rendering import error_page, render
 from ..web.throttling import refusal_notice
 from .signin import (
     complete_sign_in,
-    note_requested_language,
     pending_sign_in,
     request_id,
     set_pending_cookie,
     start_second_factor,
     target,
+    waiting_target,
 )
 from .surface import ERROR_PAGE, Shown, Visit, Visitor, visit
 
@@ -42,10 +43,11 @@ def code_request_page(call: Visitor, shown: Shown, typed: str | None = None) -> 
     """The page asking for a code; its field holds what was ``typed``, else the request's
     ``login_hint``. With password sign-in off it is the sign-in page too (:mod:`.login`)."""
     serving = request_id(call)
-    params = note_requested_language(call, serving)
-    hint = params.login_hint if params is not None else None
+    served = waiting_target(call, serving)
+    hint = served.params.login_hint if served.params is not None else None
     page = {
         "request_id": serving,
+        "client": ClientBrand.of(served.client),
         "identifier": typed if typed is not None else call.values.get("identifier", hint or ""),
         "password_sign_in": call.ctx.settings.password_sign_in,
         "error": shown.error,
@@ -55,11 +57,13 @@ def code_request_page(call: Visitor, shown: Shown, typed: str | None = None) -> 
 
 
 def _enter_page(call: Visitor, shown: Shown) -> Response:
-    pending = _pending(call)
+    pending = challenges.find(call.db, pending_sign_in(call.request))
     if pending is None:
         return error_page(call.request, GONE)
+    client = waiting_target(call, pending.authorization_request_id).client
     progress = challenges.progress(call.ctx, call.db, pending)
     page = {
+        "client": ClientBrand.of(client),
         "second_factor": challenges.is_second_factor(pending),
         "channel": pending.channel,
         "error": shown.error,
@@ -74,7 +78,7 @@ def _enter_page(call: Visitor, shown: Shown) -> Response:
 def _pending(call: Visitor) -> PendingSignIn | None:
     pending = challenges.find(call.db, pending_sign_in(call.request))
     if pending is not None:
-        note_requested_language(call, pending.authorization_request_id)
+        waiting_target(call, pending.authorization_request_id)
     return pending
 
 

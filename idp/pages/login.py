@@ -11,6 +11,7 @@ from ..accounts.authentication import sign_in_with_password
 from ..accounts.errors import Code
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
+from ..web.branding import ClientBrand
 from ..web.pipeline import Needs
 from ..web.rendering import error_page, render
 from ..web.throttling import account_key
@@ -31,7 +32,7 @@ def _login_page(call: Visitor, shown: Shown, *, unverified: bool = False) -> Res
     params = serving.params
     page = {
         "request_id": serving.request_id,
-        "client_name": serving.client.name if serving.client else None,
+        "client": ClientBrand.of(serving.client),
         "username": call.values.get("username", params.login_hint if params else "") or "",
         "self_registration": call.ctx.settings.self_registration,
         "error": shown.error,

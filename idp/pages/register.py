@@ -24,6 +24,7 @@ from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.digests import new_token, token_digest
 from ..security.rate_limits import Limit
+from ..web.branding import ClientBrand
 from ..web.browser import browser_cookie, set_browser_cookie
 from ..web.locale import language, translate
 from ..web.messages import message
@@ -54,11 +55,12 @@ def _register_page(call: Visitor, shown: Shown) -> Response:
         return error_page(call.request, str(exc))
     page = {
         "request_id": serving.request_id,
-        "client_name": serving.client.name if serving.client else None,
+        "client": ClientBrand.of(serving.client),
         "email": call.values.get("email", ""),
         "name": call.values.get("name", ""),
         "phone": call.values.get("phone", ""),
         "min_length": settings.password_min_length,
+        "terms_url": settings.terms_url,
         "error": shown.error,
     }
     return render(call.request, "register.html", page, status_code=shown.status_code)
@@ -83,6 +85,7 @@ def register(call: Visitor) -> Response:
         password_confirm=values.get("password_confirm", ""),
         name=values.get("name", ""),
         phone=values.get("phone", ""),
+        accepted_terms=values.get("accept_terms") == "yes",
     )
     registered = registration.register(
         call.ctx,

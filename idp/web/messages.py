@@ -126,6 +126,7 @@ SENTENCES: dict[tuple[Code, str], str] = {
         "Too many failed sign-ins: your account is locked for {minutes} more minutes. "
         "Resetting your password ends the lock at once."
     ),
+    (Code.TERMS_NOT_ACCEPTED, "terms-not-accepted"): N_("Accept the terms to create an account."),
     (Code.ACCOUNT_CHANGED, "account-changed"): N_(
         "Your account changed while we were checking this, perhaps from another window. Please try again."
     ),
