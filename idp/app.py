@@ -6,14 +6,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from . import api
 from .context import Context
@@ -33,8 +31,10 @@ from .pages.account import (
     account,
     add_phone,
     change_password,
+    delete_account,
     end_one_session,
     end_other_sessions,
+    export_data,
     remove_phone,
     resend_phone_code,
     send_password_code,
@@ -50,6 +50,7 @@ from .pages.login import login
 from .pages.logout import logout
 from .pages.password import forgot_password, reset_password
 from .pages.register import register, resend_verification, verify_email
+from .pages.terms import terms_page
 from .security.headers import SecurityHeaders
 from .security.null_bytes import NullBytes
 from .settings import Settings
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/login/verify", enter_code, methods=["GET", "POST"]),
         Route("/login/verify/resend", resend_code, methods=["POST"]),
         Route("/consent", consent, methods=["GET", "POST"]),
+        Route("/terms", terms_page, methods=["GET", "POST"]),
         Route("/language", switch_language, methods=["POST"]),
         Route("/password/forgot", forgot_password, methods=["GET", "POST"]),
         Route("/password/reset", reset_password, methods=["GET", "POST"]),
@@ -119,6 +121,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/account/sessions/end-others", end_other_sessions, methods=["POST"]),
         Route("/account/sessions/{session_id}/end", end_one_session, methods=["POST"]),
         Route("/account/password", change_password, methods=["POST"]),
+        Route("/account/export", export_data),
+        Route("/account/delete", delete_account, methods=["POST"]),
         Route("/account/password/set", set_password, methods=["GET", "POST"]),
         Route("/account/password/set/code", send_password_code, methods=["POST"]),
         Route("/account/security", security.security),
@@ -131,7 +135,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route("/metrics", metrics.metrics),
-        Mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
+        Mount("/static", ctx.theme.static_files(), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={DBAPIError: _database_unavailable}, lifespan=_lifespan)
     app.state.ctx = ctx

@@ -27,6 +27,7 @@ from .security.csrf import Csrf
 from .security.rate_limits import RateLimiter
 from .settings import Settings
 from .storage import make_engine, make_sessionmaker
+from .theme import Theme, dress
 
 if TYPE_CHECKING:
     import redis
@@ -45,6 +46,7 @@ class Context:
     secret_key: str
     redis: redis.Redis | None
     languages: Languages
+    theme: Theme
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -52,7 +54,9 @@ class Context:
         keystore = KeyStore(settings.keys_dir)
         languages = Languages.load(settings.default_locale)
         db = make_sessionmaker(engine)
+        theme = Theme(settings.site_name, settings.theme_dir)
         speak(db, languages)
+        dress(db, theme)
         return cls(
             settings=settings,
             engine=engine,
@@ -62,6 +66,7 @@ class Context:
             secret_key=settings.secret_key or keystore.secret_key(),
             redis=_redis_client(settings.redis_url),
             languages=languages,
+            theme=theme,
         )
 
     @cached_property

@@ -140,7 +140,7 @@ class Speaker:
 
 def speak(maker: sessionmaker[Session], languages: Languages) -> None:
     """Every session ``maker`` makes writes its messages with ``languages``."""
-    info: dict[Any, Any] = {_SPEAKER: Speaker(languages)}
+    info: dict[Any, Any] = {**maker.kw.get("info", {}), _SPEAKER: Speaker(languages)}
     maker.configure(info=info)
 
 

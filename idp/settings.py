@@ -24,6 +24,7 @@ from . import catalogs
 _TRUE = {"on", "true", "1", "yes"}
 MAX_RATE_AMOUNT = 100_000
 MAX_RATE_WINDOW = 86_400
+MAX_SITE_NAME = 30
 _FALSE = {"off", "false", "0", "no"}
 # Words of example values, compared with the key lowercased and stripped of all but letters and
 # digits: fewer than one random key in 100 million holds one of them by chance.
@@ -85,6 +86,7 @@ class Settings:
     sms_budget_hour: int = 1000
     sms_budget_country_hour: int = 200
     self_registration: bool = True
+    password_sign_in: bool = True
     require_verified_email: bool = True
     pwned_passwords: bool = False
     password_min_length: int = 8
@@ -94,6 +96,10 @@ class Settings:
     audit_retention_days: int = 365
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
     default_locale: str = catalogs.SOURCE
+    site_name: str = "idp"
+    theme_dir: Path | None = None
+    terms_url: str | None = None
+    terms_version: str | None = None
 
     @property
     def secure_cookies(self) -> bool:
@@ -253,6 +259,7 @@ class Settings:
                 "IDP_SMS_BUDGET_COUNTRY_HOUR", cls.sms_budget_country_hour, 1, MAX_RATE_AMOUNT
             ),
             self_registration=flag("IDP_SELF_REGISTRATION", True),
+            password_sign_in=flag("IDP_PASSWORD_SIGN_IN", True),
             require_verified_email=flag("IDP_REQUIRE_VERIFIED_EMAIL", True),
             pwned_passwords=flag("IDP_PWNED_PASSWORDS", False),
             password_min_length=number("IDP_PASSWORD_MIN_LENGTH", cls.password_min_length, 8, 128),
@@ -262,8 +269,13 @@ class Settings:
             audit_retention_days=number("IDP_AUDIT_RETENTION_DAYS", cls.audit_retention_days, 0, 36_500),
             trusted_proxies=_proxies(text("IDP_TRUSTED_PROXIES")),
             default_locale=choice("IDP_DEFAULT_LOCALE", cls.default_locale, catalogs.available()),
+            site_name=_site_name(text("IDP_SITE_NAME", cls.site_name) or cls.site_name),
+            theme_dir=_theme_dir(text("IDP_THEME_DIR")),
+            terms_url=url("IDP_TERMS_URL", None, ("https", "http")),
+            terms_version=text("IDP_TERMS_VERSION"),
         )
         _check_backends(settings)
+        _check_terms(settings)
         return settings
 
 
@@ -276,6 +288,26 @@ def _regions(value: str | None) -> frozenset[str] | None:
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise SettingsError(f"IDP_PHONE_REGIONS: {region!r} is not a region code like IR or US")
     return frozenset(regions)
+
+
+def _site_name(value: str) -> str:
+    """Shown in every page's title, every email's subject and some text messages: one short line, so
+    that a Persian text message naming it still fits one segment."""
+    if len(value) > MAX_SITE_NAME:
+        raise SettingsError(f"IDP_SITE_NAME: must be at most {MAX_SITE_NAME} characters")
+    if any(not character.isprintable() for character in value):
+        raise SettingsError("IDP_SITE_NAME: must be one line of printable text")
+    return value
+
+
+def _theme_dir(value: str | None) -> Path | None:
+    """A theme that is not there would leave the site in the shipped look without a word: stop."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        raise SettingsError(f"IDP_THEME_DIR: {value!r} is not a directory")
+    return path
 
 
 def _check_database_url(value: str) -> None:
@@ -310,6 +342,14 @@ def _proxies(value: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6N
         except ValueError:
             raise SettingsError(f"IDP_TRUSTED_PROXIES: {item!r} is not an IP address or network") from None
     return tuple(networks)
+
+
+def _check_terms(settings: Settings) -> None:
+    """Terms are a document and its version together: a version says when to ask again."""
+    if (settings.terms_url is None) != (settings.terms_version is None):
+        raise SettingsError("IDP_TERMS_URL and IDP_TERMS_VERSION: set both, or neither")
+    if settings.terms_version is not None and len(settings.terms_version) > 64:
+        raise SettingsError("IDP_TERMS_VERSION: at most 64 characters")
 
 
 def _check_backends(settings: Settings) -> None:

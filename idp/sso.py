@@ -125,6 +125,19 @@ def end_session(db: Session, session_id: str) -> None:
     revoke_grants(db, Grant.session_id == session_id)
 
 
+def sign_out(db: Session, active: ActiveSession, client_id: str | None) -> None:
+    """The person signed out of this browser, at ``client_id``'s request when an application asked."""
+    end_session(db, active.session.id)
+    audit.record(
+        db,
+        Event.SIGN_OUT,
+        outcome="success",
+        user_id=active.user.id,
+        client_id=client_id,
+        detail={"session_id": active.session.id},
+    )
+
+
 def sign_out_everywhere(db: Session, user_id: str, *, keep_session_id: str | None = None) -> int:
     """End every live session of the person but ``keep_session_id`` and revoke every grant not made
     in it, sessionless (offline) ones included; returns how many sessions ended."""

@@ -129,7 +129,7 @@ def sms_code(ctx, caplog: pytest.LogCaptureFixture, phone: str, after: int = 0) 
 def emailed(ctx, caplog: pytest.LogCaptureFixture, to: str, subject: str) -> str:  # type: ignore[no-untyped-def]
     """The newest email to ``to`` with ``subject`` as the console backend printed it; the app's own
     worker may have sent it already."""
-    heading = f"email to {to}\nSubject: {subject}\n"
+    heading = f"email to {to}\nSubject: {subject} · idp\n"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         deliver_due(ctx)

@@ -636,7 +636,7 @@ def test_an_unknown_path_under_api_is_a_problem(http, token):
 def test_a_method_not_allowed_is_a_problem_with_allow(http, token):
     response = http.put("/api/account", headers=bearer(token), json={})
     assert_problem(response, 405, None)
-    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "PATCH"}
+    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "PATCH", "DELETE"}
 
 
 def test_the_openapi_document_is_valid_openapi_3_1(http):
@@ -671,7 +671,7 @@ def test_every_route_is_documented_and_every_documented_operation_is_routed(http
         (path, method) for path, item in document["paths"].items() for method in item if method != "parameters"
     }
     routed = _api_routes(app)
-    assert len(routed) == 13
+    assert len(routed) == 15
     assert routed == documented
 
 

@@ -141,6 +141,7 @@ def test_clients_create_defaults(env):
     assert listed["grant_types"] == ["authorization_code", "refresh_token"]
     assert listed["scope"] == DEFAULT_SCOPE
     assert listed["token_endpoint_auth_method"] == "client_secret_basic"
+    assert listed["auth_method_pinned"] is False, "a secret in the Basic header or the body"
     assert listed["first_party"] is False
     assert listed["post_logout_redirect_uris"] == []
     assert listed["jwks_uri"] is None
@@ -162,6 +163,7 @@ def test_public_and_private_key_jwt_clients_get_no_secret(env):
     assert listed[keyed["client_id"]]["token_endpoint_auth_method"] == "private_key_jwt"
     assert listed[keyed["client_id"]]["jwks_uri"] == "https://rp.example/jwks.json"
     assert listed[post["client_id"]]["token_endpoint_auth_method"] == "client_secret_post"
+    assert all(entry["auth_method_pinned"] for entry in listed.values()), "each named its method"
 
 
 def test_clients_create_with_every_option(env):

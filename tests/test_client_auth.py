@@ -23,6 +23,7 @@ from idp.storage import Client
 
 from .flows import exchange, pkce_pair, sign_in
 from .services import QuietHandler, http_server
+from .test_audit import events
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ISSUER = "http://testserver"
@@ -107,11 +108,19 @@ def test_basic_client_id_in_body_must_match(http, basic_client, post_client):
     assert_invalid_client(response, basic=True)
 
 
-def test_basic_client_may_not_use_post(http, basic_client):
-    response = http.post(
-        "/token",
-        data={**CC, "client_id": basic_client.client_id, "client_secret": basic_client.client_secret},
+def test_a_client_that_named_no_method_sends_its_secret_either_way(http, basic_client):
+    """Relying-party libraries at their defaults differ: half send the secret in the body."""
+    assert http.post("/token", data=CC, auth=basic_client.auth).status_code == 200
+    in_body = {**CC, "client_id": basic_client.client_id, "client_secret": basic_client.client_secret}
+    assert http.post("/token", data=in_body).status_code == 200
+
+
+def test_a_client_that_named_basic_may_not_use_post(http, make_client):
+    pinned = make_client(
+        redirect_uris=[], grant_types=["client_credentials"], scope="api.read", auth_method="client_secret_basic"
     )
+    assert http.post("/token", data=CC, auth=pinned.auth).status_code == 200
+    response = http.post("/token", data={**CC, "client_id": pinned.client_id, "client_secret": pinned.client_secret})
     assert_invalid_client(response, basic=False)
 
 
@@ -630,3 +639,70 @@ def test_an_oversized_jwks_is_not_taken(http, make_client, jwks_server, client_k
     client = make_jwt_client(make_client, jwks_uri)
     signed = assertion(client.client_id, client_key)
     assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
+
+
+# -- refusals are logged and audited ------------------------------------------------------------
+
+
+def refused_events(ctx: Any, since: int) -> list[Any]:
+    return [e for e in events(ctx, "client_authentication_failed") if e.id > since]
+
+
+def last_event_id(ctx: Any) -> int:
+    found = events(ctx, "client_authentication_failed")
+    return found[-1].id if found else 0
+
+
+@pytest.mark.parametrize(
+    ("attempt", "reason", "names_the_client"),
+    [
+        ("unknown client", "unknown_client", True),
+        ("wrong secret", "wrong_secret", True),
+        ("wrong method", "wrong_method", True),
+        ("malformed basic", "malformed", False),
+        ("bad assertion", "bad_assertion", False),
+        ("public client without a secret", "wrong_method", True),
+    ],
+)
+def test_a_refused_client_authentication_is_logged_and_audited_with_why(
+    http, ctx, make_client, post_client, caplog, attempt, reason, names_the_client
+):
+    secret = "presented-" + secrets.token_hex(8)
+    named = post_client.client_id
+    requests: dict[str, dict[str, Any]] = {
+        "unknown client": {"data": CC, "auth": ("no-such-client-" + secrets.token_hex(4), secret)},
+        "wrong secret": {"data": {**CC, "client_id": named, "client_secret": secret}},
+        "wrong method": {"data": CC, "auth": (named, secret)},
+        "malformed basic": {"data": CC, "headers": {"Authorization": "Basic " + secret}},
+        "bad assertion": {"data": {**CC, "client_assertion_type": ASSERTION_TYPE, "client_assertion": secret}},
+        "public client without a secret": {"data": {**CC, "client_id": named}},
+    }
+    since = last_event_id(ctx)
+    caplog.set_level("INFO", logger="idp.client_auth")
+    response = http.post("/token", **requests[attempt])
+    assert response.status_code == 401, response.text
+    [event] = refused_events(ctx, since)
+    assert event.outcome == "failure"
+    assert event.detail["reason"] == reason
+    if names_the_client:
+        assert event.client_id is not None
+    else:
+        assert event.client_id is None
+    assert event.ip, "the address is kept, as for every event"
+    logged = [r.getMessage() for r in caplog.records if r.name == "idp.client_auth"]
+    assert len(logged) == 1 and f"reason={reason}" in logged[0]
+    assert secret not in repr(event.detail) and secret not in logged[0]
+
+
+def test_a_client_id_too_long_to_be_one_is_audited_without_it(http, ctx):
+    since = last_event_id(ctx)
+    response = http.post("/token", data={**CC, "client_id": "x" * 500, "client_secret": "s"})
+    assert_invalid_client(response, basic=False)
+    [event] = refused_events(ctx, since)
+    assert event.client_id is None and event.detail["reason"] == "unknown_client"
+
+
+def test_a_client_that_authenticates_leaves_no_refusal(http, basic_client, ctx):
+    since = last_event_id(ctx)
+    assert http.post("/token", data=CC, auth=basic_client.auth).status_code == 200
+    assert refused_events(ctx, since) == []

@@ -36,10 +36,11 @@ from sqlalchemy import func, select, text, update
 from starlette.testclient import TestClient
 
 from idp.accounts import otp, recovery, registration
+from idp.accounts.codes_vocabulary import Channel
 from idp.accounts.users import create_user
 from idp.app import create_app
 from idp.context import Context
-from idp.messaging.outbox import enqueue_email, enqueue_sms
+from idp.messaging.outbox import enqueue
 from idp.messaging.sms import sms_backend
 from idp.messaging.worker import MAX_RETRY, deliver_due
 from idp.migrate import upgrade
@@ -182,13 +183,15 @@ def certificate_for_localhost(directory: Path) -> tuple[Path, Path, Path]:
 
 def queue_sms(ctx: Context, code: str = "493817", to: str = PHONE, useful_for: int = 3600) -> str:
     with ctx.db.begin() as db:
-        return enqueue_sms(db, ctx.secret_key, to, "test_message", {"code": code}, useful_until=now() + useful_for).id
+        return enqueue(
+            db, ctx.secret_key, Channel.SMS, to, "test_message", {"code": code}, useful_until=now() + useful_for
+        ).id
 
 
 def queue_email(ctx: Context, to: str = "ann@example.com", name: str = "Ann", code: str = "493817") -> str:
     context = {"name": name, "code": code, "link": "https://idp.example/verify?t=abc&u=1"}
     with ctx.db.begin() as db:
-        return enqueue_email(db, ctx.secret_key, to, "test_message", context, useful_until=now() + 3600).id
+        return enqueue(db, ctx.secret_key, Channel.EMAIL, to, "test_message", context, useful_until=now() + 3600).id
 
 
 def row(ctx: Context, message_id: str) -> OutboxMessage:
@@ -634,10 +637,14 @@ def test_the_stored_body_is_sealed_and_cleared_after_delivery(build: Callable[..
 def test_a_message_queued_in_a_rolled_back_transaction_does_not_exist(build: Callable[..., Context]) -> None:
     ctx = build()
     with ctx.db() as db:
-        enqueue_sms(db, ctx.secret_key, "+15551230000", "test_message", {"code": "000001"}, useful_until=now() + 60)
+        enqueue(
+            db, ctx.secret_key, Channel.SMS, "+15551230000", "test_message", {"code": "000001"}, useful_until=now() + 60
+        )
         db.rollback()
     with ctx.db() as db, db.begin():
-        enqueue_sms(db, ctx.secret_key, "+15551239999", "test_message", {"code": "000002"}, useful_until=now() + 60)
+        enqueue(
+            db, ctx.secret_key, Channel.SMS, "+15551239999", "test_message", {"code": "000002"}, useful_until=now() + 60
+        )
 
     with ctx.db() as db:
         assert list(db.scalars(select(OutboxMessage.recipient))) == ["+15551239999"]

@@ -131,7 +131,7 @@ def link_for(http: TestClient, mailbox: Mailbox, email: str) -> str:
     notice queued before (a lockout's, say) may arrive while we wait."""
 
     def resets() -> list[Email]:
-        return [message for message in mailbox.to(email) if message.subject == "Reset your password"]
+        return [message for message in mailbox.to(email) if message.subject == "Reset your password · idp"]
 
     already = len(resets())
     assert ask_for_link(http, email).status_code == 200
@@ -298,9 +298,9 @@ def watch_work(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callab
     work = RequestWork()
     render, seal = outbox.render_email, sealing.Sealer.seal
 
-    def rendering(template: str, context: dict[str, Any], language: Language) -> tuple[str, str, str]:
+    def rendering(template: str, context: dict[str, Any], language: Language, theme: Any) -> tuple[str, str, str]:
         work.rendered.append(template)
-        return render(template, context, language)
+        return render(template, context, language, theme)
 
     def sealing_(self: sealing.Sealer, plaintext: str) -> str:
         work.sealed += 1

@@ -326,7 +326,7 @@ def test_registration_makes_an_unverified_account_and_mails_a_link(site: Site) -
     assert user.password_hash is not None and user.password_hash.startswith("$argon2id$")
 
     (message,) = site.mail("ann@example.com")
-    assert message["Subject"] == "Verify your email address"
+    assert message["Subject"] == "Verify your email address · idp"
     (link,) = site.links("ann@example.com")
     assert link.startswith(f"{TEST_ISSUER}/verify-email?token=")
     assert message.get_body(("html",)) is not None
@@ -382,8 +382,8 @@ def test_a_taken_email_gets_the_same_answer_and_its_owner_a_notice(site: Site) -
 
     messages = site.mail("owner@example.com")
     assert [m["Subject"] for m in messages] == [
-        "Verify your email address",
-        "Someone tried to register with your email address",
+        "Verify your email address · idp",
+        "Someone tried to register with your email address · idp",
     ]
     notice = text_of(messages[-1])
     assert f"{TEST_ISSUER}/login" in notice and f"{TEST_ISSUER}/password/forgot" in notice
@@ -425,7 +425,7 @@ def test_a_taken_phone_is_left_off_without_a_word(site: Site) -> None:
     assert second is not None and second.phone is None
     assert owner is not None and owner.phone == "+14155550100"
     assert len(site.links("second@example.com")) == 1
-    assert site.mail("owner@example.com")[-1]["Subject"] == "Verify your email address", "the owner is not told"
+    assert site.mail("owner@example.com")[-1]["Subject"] == "Verify your email address · idp", "the owner is not told"
     event = site.audit("registration")[-1]
     assert event.detail and event.detail["phone"] == "left_off_taken"
 

@@ -645,7 +645,7 @@ def test_turning_off_needs_the_password(mfa_ctx, browser_of, messages):
         assert totp.remaining_recovery_codes(db, user) == 0
     [disabled] = events(mfa_ctx, person.id, "second_factor_disabled")
     assert disabled.detail == {"method": "totp"}
-    notice = f"email to {person.email}\nSubject: Two-step sign-in is off for your account\n"
+    notice = f"email to {person.email}\nSubject: Two-step sign-in is off for your account · idp\n"
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not any(r.getMessage().startswith(notice) for r in messages.records):
         deliver_due(mfa_ctx)  # the subject is sealed in the outbox: read it from what was sent

@@ -122,6 +122,38 @@ def test_dropping_the_outbox_subject_keeps_queued_messages(own_database_url):
         engine.dispose()
 
 
+def test_clients_registered_before_pinning_keep_how_they_authenticate(own_database_url):
+    """Before 0016 a client of ``client_secret_post`` had named it (it was never the default) and
+    stays pinned; one of ``client_secret_basic`` may have taken the default, and now accepts either."""
+    url = own_database_url
+    command.upgrade(alembic_config(url), "0012")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for client_id, method in [
+                ("basic", "client_secret_basic"),
+                ("post", "client_secret_post"),
+                ("spa", "none"),
+            ]:
+                connection.execute(
+                    text(
+                        "INSERT INTO clients (id, name, redirect_uris, post_logout_redirect_uris, scope, grant_types,"
+                        " token_endpoint_auth_method, first_party, created_at)"
+                        " VALUES (:id, 'App', '[]', '[]', 'openid', '[]', :method, false, 1)"
+                    ),
+                    {"id": client_id, "method": method},
+                )
+        upgrade(url)
+        with engine.connect() as connection:
+            pinned = {
+                row.id: row.auth_method_pinned
+                for row in connection.execute(text("SELECT id, auth_method_pinned FROM clients"))
+            }
+        assert pinned == {"basic": False, "post": True, "spa": True}
+    finally:
+        engine.dispose()
+
+
 def test_a_message_queued_before_useful_until_existed_is_retried_for_an_hour(own_database_url):
     """Its lifetime is unknown: an hour, a reset link's, the shortest a link has."""
     url = own_database_url

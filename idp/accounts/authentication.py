@@ -18,14 +18,16 @@ from sqlalchemy.orm import Session
 
 from .. import audit
 from ..audit import Event
-from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..messaging.outbox import enqueue, notice_useful_until
 from ..metrics import SIGN_INS
 from ..settings import Settings
 from ..storage import User, now
+from .codes_vocabulary import Channel
 from .confirmation import confirm_identity
 from .errors import AccountError, Code
 from .legacy_hashes import decoy_hash
 from .passwords import hash_password, needs_rehash, verify_password
+from .sign_in_methods import check_password_allowed
 from .users import find_by_identifier
 
 
@@ -49,7 +51,9 @@ def sign_in_with_password(
     db: Session, settings: Settings, secret_key: str, identifier: str, password: str, client_id: str | None
 ) -> User:
     """The person whose password this is, or :class:`SignInFailed` (:class:`EmailNotVerified`);
-    a failure is recorded, for ``client_id``'s sign-in when it is one."""
+    a failure is recorded, for ``client_id``'s sign-in when it is one. With password sign-in off
+    nothing is looked up: :class:`~.sign_in_methods.PasswordSignInOff`."""
+    check_password_allowed(settings)
     user = find_by_identifier(db, identifier, settings.phone_default_region) if len(identifier) <= 320 else None
     correct = verify_password(user.password_hash if user else None, password[:1024], decoy_hash(db))
     if user is None:
@@ -92,6 +96,11 @@ def is_locked(user: User) -> bool:
     return user.locked_until is not None and user.locked_until > now()
 
 
+def lock_minutes(locked_until: int) -> int:
+    """Whole minutes until the lock ends, at least one: what a locked person is told."""
+    return max(1, -(-(locked_until - now()) // 60))
+
+
 def reset_failures(user: User) -> None:
     """A whole sign-in succeeded: with a second factor, only once that factor was right too."""
     if user.failed_sign_ins or user.locked_until is not None:
@@ -117,9 +126,10 @@ def count_failure(db: Session, settings: Settings, secret_key: str, user: User) 
     db.execute(update(User).where(User.id == user.id).values(failed_sign_ins=0, locked_until=locked_until))
     if user.email is None:
         return True
-    enqueue_email(
+    enqueue(
         db,
         secret_key,
+        Channel.EMAIL,
         user.email,
         "account_locked",
         {

@@ -26,10 +26,10 @@ from .. import audit
 from ..audit import Event
 from ..context import Context
 from ..metrics import SIGN_INS
-from ..security.digests import new_token, token_digest
-from ..storage import PendingSignIn, User, now
+from ..security.digests import token_digest
+from ..storage import PendingSignIn, User, add_secret, now
 from . import otp, sms_budget, totp
-from .authentication import count_failure, is_locked, reset_failures
+from .authentication import count_failure, is_locked, lock_minutes, reset_failures
 from .codes_vocabulary import Channel, Purpose
 from .errors import AccountError, Code, WrongCode
 from .phones import to_e164
@@ -52,8 +52,7 @@ class SignInEnded(AccountError):
 class TooManyWrongCodes(SignInEnded):
     """The sign-in ended after its last wrong code (``IDP_OTP_ATTEMPTS``)."""
 
-    def __init__(self) -> None:
-        super().__init__("too_many_wrong_codes")
+    fixed_reason = "too_many_wrong_codes"
 
 
 class AccountLocked(SignInEnded):
@@ -61,7 +60,7 @@ class AccountLocked(SignInEnded):
     code learns it, and that is the owner of the address or number: the message is for them."""
 
     def __init__(self, locked_until: int) -> None:
-        super().__init__("account_locked", minutes=max(1, -(-(locked_until - now()) // 60)))
+        super().__init__("account_locked", minutes=lock_minutes(locked_until))
 
 
 class IdentifierError(AccountError):
@@ -70,8 +69,7 @@ class IdentifierError(AccountError):
 
     code = Code.INVALID_EMAIL
 
-    def __init__(self) -> None:
-        super().__init__("not_an_address")
+    fixed_reason = "not_an_address"
 
 
 @dataclass(frozen=True)
@@ -100,19 +98,16 @@ def start(
     authorization_request_id: str | None,
 ) -> tuple[PendingSignIn, str]:
     """A new pending sign-in and the cookie value that names it (never stored)."""
-    cookie = new_token()
-    stamp = now()
-    pending = PendingSignIn(
-        token_hash=token_digest(cookie),
+    pending, cookie = add_secret(
+        db,
+        PendingSignIn,
+        LIFETIME,
         user_id=user_id,
         identifier=identifier,
         channel=channel,
         amr=amr,
         authorization_request_id=authorization_request_id,
-        created_at=stamp,
-        expires_at=stamp + LIFETIME,
     )
-    db.add(pending)
     db.flush()
     return pending, cookie
 

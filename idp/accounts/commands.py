@@ -20,14 +20,15 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..audit import Event, mask
 from ..context import Context
-from ..storage import User
-from . import email_change, first_password, profile, second_factor
+from ..storage import User, now
+from . import deletion, email_change, first_password, personal_data, profile, second_factor
 from .codes_vocabulary import Channel, Purpose
 from .errors import NoPendingPhone, SessionNotFound, WrongCode
 from .profile import OthersEnded
 from .reauthentication import NotReauthenticated, RecentSignIn, confirm, prove
 from .recovery import change_password as change_password_service
 from .second_factor import Enrolment
+from .sign_in_methods import check_password_allowed
 
 
 @dataclass(frozen=True)
@@ -176,14 +177,17 @@ def change_email(
 
 
 def send_password_code(ctx: Context, db: Session, actor: Actor) -> str:
-    """The code a first password needs goes to the verified address; returns the address."""
+    """The code a first password needs goes to the verified address; returns the address. With
+    password sign-in off a password would sign nobody in: no code goes."""
+    check_password_allowed(ctx.settings)
     return first_password.send_code(ctx, db, actor.user)
 
 
 def set_password(ctx: Context, db: Session, actor: Actor, code: str, password: str, lock: Callable[[], Actor]) -> int:
     """A first password, with the emailed code; returns how many other sessions ended. A password
     the policy refuses leaves the code usable. ``lock`` takes the person's row lock once the
-    password is checked and hashed (:mod:`.first_password`)."""
+    password is checked and hashed (:mod:`.first_password`). With password sign-in off none is set."""
+    check_password_allowed(ctx.settings)
     try:
         ended = first_password.set_first_password(
             ctx, db, actor.user, code, password, actor.session_id, lambda: lock().user
@@ -193,6 +197,20 @@ def set_password(ctx: Context, db: Session, actor: Actor, code: str, password: s
         raise
     actor.record(db, Event.PASSWORD_SET, "success", sessions_ended=ended)
     return ended
+
+
+def export_data(db: Session, actor: Actor) -> dict[str, Any]:
+    """Everything held about the person (:mod:`.personal_data`); the export is audited."""
+    data = personal_data.personal_data(db, actor.user, now())
+    actor.record(db, Event.PERSONAL_DATA_EXPORTED, "success")
+    return data
+
+
+def delete_account(ctx: Context, db: Session, actor: Actor, current_password: str, lock: Callable[[], Actor]) -> None:
+    """The account and what hangs on it go (:mod:`.deletion`), once the person showed again it is
+    them: their password, or for an account without one a sign-in a few minutes ago."""
+    user = _prove(ctx, db, actor, lock, current_password, RecentSignIn.WITHOUT_PASSWORD, Event.ACCOUNT_DELETED)
+    deletion.delete_account(ctx, db, user, by="self", client_id=actor.client_id)
 
 
 def start_second_factor(

@@ -37,11 +37,11 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..audit import Event, mask
 from ..context import Context
-from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..messaging.outbox import enqueue, notice_useful_until
 from ..security.rate_limits import Limit
 from ..storage import ActionToken, User, now
 from . import links, otp
-from .codes_vocabulary import Purpose
+from .codes_vocabulary import Channel, Purpose
 from .errors import AccountError, Code
 from .registration import address_key, requests_wait
 from .users import UserError, normalize_email
@@ -75,8 +75,7 @@ class LinkInvalid(AccountError):
     code = Code.INVALID_LINK
     keeps_changes = True
 
-    def __init__(self) -> None:
-        super().__init__("email_change")
+    fixed_reason = "email_change"
 
 
 class AddressTaken(AccountError):
@@ -126,9 +125,10 @@ def request_change(ctx: Context, db: Session, user: User, email: str) -> Request
     db.flush()
     hours = LINK_LIFETIME // 3600
     if user.email is not None:
-        enqueue_email(
+        enqueue(
             db,
             ctx.secret_key,
+            Channel.EMAIL,
             user.email,
             "email_change_requested",
             {"new_email": mask(email), "hours": hours, "reset_link": f"{ctx.settings.issuer}/password/forgot"},
@@ -138,9 +138,10 @@ def request_change(ctx: Context, db: Session, user: User, email: str) -> Request
     owner = db.scalar(select(User).where(User.email == email))
     if owner is not None:
         # The link is made all the same, never sent: the person's page shows it waiting either way.
-        enqueue_email(
+        enqueue(
             db,
             ctx.secret_key,
+            Channel.EMAIL,
             email,
             "email_change_taken",
             {"login_link": f"{ctx.settings.issuer}/login"},
@@ -149,9 +150,10 @@ def request_change(ctx: Context, db: Session, user: User, email: str) -> Request
         )
         return Requested(key, taken=True)
     link = links.url(ctx.settings.issuer, "/account/email/confirm", token)
-    enqueue_email(
+    enqueue(
         db,
         ctx.secret_key,
+        Channel.EMAIL,
         email,
         "email_change",
         {"link": link, "hours": hours},
@@ -217,9 +219,10 @@ def confirm(ctx: Context, db: Session, token: str | None) -> Changed:
     links.cancel(db, user.id)
     if old_email is not None:
         otp.cancel(db, old_email)
-        enqueue_email(
+        enqueue(
             db,
             ctx.secret_key,
+            Channel.EMAIL,
             old_email,
             "email_changed",
             {"new_email": mask(link.email)},

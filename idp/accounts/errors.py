@@ -43,19 +43,24 @@ class Code(StrEnum):
     SECOND_FACTOR = "second-factor"
     SIGN_IN_ENDED = "sign-in-ended"
     SIGN_IN_FAILED = "sign-in-failed"
+    PASSWORD_SIGN_IN_OFF = "password-sign-in-off"
     EMAIL_NOT_VERIFIED = "email-not-verified"
     INVALID_LINK = "invalid-link"
     EMAIL_TAKEN = "email-taken"
     ACCOUNT_CHANGED = "account-changed"
     UNKNOWN_LANGUAGE = "unknown-language"
+    TERMS_NOT_ACCEPTED = "terms-not-accepted"
 
 
 class AccountError(Refused):
     """A refusal of an account operation; see the module's docstring."""
 
     code: ClassVar[Code]
+    fixed_reason: ClassVar[str | None] = None
+    """The reason a refusal always gives, where its class is the only one of its code to give it."""
 
     def __init__(self, reason: str | None = None, **data: int | str | None) -> None:
+        reason = reason or self.fixed_reason
         self.reason = reason or self.code.value
         self.data = data
         super().__init__(f"{self.code.value}: {self.reason}" if reason else self.code.value)

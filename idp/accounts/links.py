@@ -15,8 +15,8 @@ from urllib.parse import urlencode
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ..security.digests import new_token, token_digest
-from ..storage import ActionToken, now, spend_once
+from ..security.digests import token_digest
+from ..storage import ActionToken, add_secret, now, spend_once
 from .codes_vocabulary import Purpose
 from .users import lock_user
 
@@ -34,19 +34,15 @@ def issue(
     browser_hash: str | None = None,
 ) -> str:
     """A new link's token for the caller to send to ``email``; it is never stored."""
-    token = new_token()
-    stamp = now()
-    db.add(
-        ActionToken(
-            token_hash=token_digest(token),
-            purpose=purpose,
-            user_id=user_id,
-            email=email,
-            authorization_request_id=authorization_request_id,
-            browser_hash=browser_hash,
-            created_at=stamp,
-            expires_at=stamp + lifetime,
-        )
+    _, token = add_secret(
+        db,
+        ActionToken,
+        lifetime,
+        purpose=purpose,
+        user_id=user_id,
+        email=email,
+        authorization_request_id=authorization_request_id,
+        browser_hash=browser_hash,
     )
     return token
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..audit import Event
 from ..context import Context
-from ..messaging.outbox import enqueue_email, enqueue_sms
+from ..messaging.outbox import enqueue
 from ..metrics import CODES_SENT
 from ..security.digests import keyed_digest, new_id
 from ..storage import OneTimeCode, User, now, spend_once
@@ -133,9 +133,9 @@ def deliver(ctx: Context, db: Session, issued: IssuedCode, *, channel: str, to: 
     recipient = db.get(User, issued.user_id) if issued.user_id is not None else None
     locale = recipient.locale if recipient is not None else None
     if channel == Channel.EMAIL:
-        enqueue_email(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at, locale=locale)
+        enqueue(db, ctx.secret_key, Channel.EMAIL, to, template, message, useful_until=issued.expires_at, locale=locale)
     else:
-        enqueue_sms(db, ctx.secret_key, to, template, message, useful_until=issued.expires_at, locale=locale)
+        enqueue(db, ctx.secret_key, Channel.SMS, to, template, message, useful_until=issued.expires_at, locale=locale)
     audit.record(
         db,
         Event.CODE_SENT,

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
@@ -33,7 +34,7 @@ from sqlalchemy.orm import Session
 from ..audit import mask
 from ..catalogs import available
 from ..context import Context
-from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..messaging.outbox import enqueue, notice_useful_until
 from ..sso import end_session
 from ..storage import BrowserSession, OneTimeCode, User, now
 from . import otp
@@ -62,8 +63,7 @@ class PhoneAlreadyYours(AccountError):
 
     code = Code.INVALID_PHONE
 
-    def __init__(self) -> None:
-        super().__init__("already_yours")
+    fixed_reason = "already_yours"
 
 
 class NoPhone(AccountError):
@@ -95,6 +95,20 @@ class SessionSummary:
     started_at: int
     last_seen_at: int
     current: bool
+
+
+def profile_of(user: User) -> dict[str, Any]:
+    """The person's profile as the account API shows it and their data export begins."""
+    return {
+        "sub": user.id,
+        "email": user.email,
+        "email_verified": bool(user.email_verified),
+        "phone": user.phone,
+        "phone_verified": bool(user.phone_verified),
+        "name": user.name,
+        "locale": user.locale,
+        "mfa_method": user.mfa_method,
+    }
 
 
 def update_name(db: Session, user: User, name: str) -> None:
@@ -248,9 +262,10 @@ def remove_phone(ctx: Context, db: Session, user: User) -> str:
 
 def _notify(ctx: Context, db: Session, email: str, template: str, phone: str) -> None:
     """The number masked as the audit log has it, and the way back should it not have been them."""
-    enqueue_email(
+    enqueue(
         db,
         ctx.secret_key,
+        Channel.EMAIL,
         email,
         template,
         {

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from ..settings import Settings
 from ..storage import User, now
-from .authentication import count_failure
+from .authentication import count_failure, lock_minutes
 from .confirmation import confirm_identity
 from .errors import AccountChanged, AccountError, Code
 from .passwords import verify_password
@@ -61,8 +61,7 @@ class WrongPassword(NotReauthenticated):
 
     code = Code.WRONG_PASSWORD
 
-    def __init__(self) -> None:
-        super().__init__("wrong_password")
+    fixed_reason = "wrong_password"
 
 
 class AccountLocked(NotReauthenticated):
@@ -71,7 +70,7 @@ class AccountLocked(NotReauthenticated):
     code = Code.ACCOUNT_LOCKED
 
     def __init__(self, locked_until: int) -> None:
-        super().__init__("account_locked", minutes=max(1, -(-(locked_until - now()) // 60)))
+        super().__init__("account_locked", minutes=lock_minutes(locked_until))
 
 
 class SignInTooOld(NotReauthenticated):
@@ -79,8 +78,7 @@ class SignInTooOld(NotReauthenticated):
 
     code = Code.SIGN_IN_REQUIRED
 
-    def __init__(self) -> None:
-        super().__init__("sign_in_too_old")
+    fixed_reason = "sign_in_too_old"
 
 
 def signed_in_recently(auth_time: int | None) -> bool:

@@ -40,13 +40,13 @@ from sqlalchemy.orm import Session
 
 from .. import audit
 from ..audit import Event, mask
-from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..messaging.outbox import enqueue, notice_useful_until
 from ..security.digests import new_token
 from ..settings import Settings
 from ..sso import sign_out_everywhere
 from ..storage import ActionToken, User, now
 from . import links
-from .codes_vocabulary import Purpose
+from .codes_vocabulary import Channel, Purpose
 from .confirmation import confirm_identity, drop_unconfirmed_phone
 from .errors import AccountChanged, AccountError, Code, InvalidEmail
 from .password_policy import apply_password, prepare_password
@@ -65,8 +65,7 @@ class ResetLinkInvalid(AccountError):
 
     code = Code.INVALID_LINK
 
-    def __init__(self) -> None:
-        super().__init__("reset")
+    fixed_reason = "reset"
 
 
 class Requested(Enum):
@@ -140,9 +139,10 @@ def _queue_link(db: Session, settings: Settings, secret_key: str, email: str, us
     """Issue a reset link and queue the email that carries it to ``email``. Without an account
     there is no row for the token (it would name no person): the token is made all the same."""
     token = links.issue(db, PURPOSE, user_id, email, LINK_LIFETIME) if user_id is not None else new_token()
-    enqueue_email(
+    enqueue(
         db,
         secret_key,
+        Channel.EMAIL,
         email,
         "password_reset",
         {"link": links.url(settings.issuer, "/password/reset", token), "minutes": LINK_LIFETIME // 60},
@@ -241,9 +241,10 @@ def notify_password_changed(
     taken off the account with it, masked."""
     if user.email is None:
         return
-    enqueue_email(
+    enqueue(
         db,
         secret_key,
+        Channel.EMAIL,
         user.email,
         "password_changed",
         {

@@ -44,13 +44,13 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..audit import Event, mask
 from ..context import Context
-from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..messaging.outbox import enqueue, notice_useful_until
 from ..security.digests import digests_equal, keyed_digest, token_digest
 from ..security.rate_limits import Limit
 from ..settings import Settings
 from ..storage import ActionToken, User, now
-from . import links
-from .codes_vocabulary import Purpose
+from . import links, terms
+from .codes_vocabulary import Channel, Purpose
 from .errors import AccountError, Code, InvalidEmail, PasswordsDiffer
 from .password_policy import check_new_password, set_password
 from .passwords import hash_password
@@ -75,8 +75,7 @@ class InvalidLink(AccountError):
     code = Code.INVALID_LINK
     keeps_changes = True
 
-    def __init__(self) -> None:
-        super().__init__("verification")
+    fixed_reason = "verification"
 
 
 class NotTheRegistrationPassword(NotReauthenticated):
@@ -85,8 +84,7 @@ class NotTheRegistrationPassword(NotReauthenticated):
 
     code = Code.WRONG_PASSWORD
 
-    def __init__(self) -> None:
-        super().__init__("registration_password")
+    fixed_reason = "registration_password"
 
 
 class TooManyLinks(AccountError):
@@ -109,6 +107,7 @@ class Application:
     password_confirm: str
     name: str = ""
     phone: str = ""
+    accepted_terms: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,7 +144,10 @@ def requests_wait(ctx: Context, limit: Limit, key: str) -> int:
 
 def parse(settings: Settings, form: Application) -> tuple[str, str | None, str | None]:
     """The normalized email, E.164 phone and name; raises :class:`~.errors.InvalidEmail`,
-    :class:`~.errors.PasswordsDiffer`, or the name's or the phone's refusal."""
+    :class:`~.errors.PasswordsDiffer`, :class:`~.terms.TermsNotAccepted`, or the name's or the
+    phone's refusal."""
+    if settings.terms_version is not None and not form.accepted_terms:
+        raise terms.TermsNotAccepted
     try:
         email = normalize_email(form.email)
     except UserError:
@@ -214,6 +216,8 @@ def _register(
         phone_taken = True
         user = create_user(db, email=email, name=name)
     set_password(db, settings, user, form.password)
+    if settings.terms_version is not None:
+        terms.accept(db, settings, user, None)
     user.registration_browser_hash = browser_hash
     # The link counts toward the address's mail, as the notices registering it again send do.
     ctx.rate_limiter.check(Limit.REGISTRATION_ADDRESS, address_key(secret_key, email))
@@ -235,9 +239,10 @@ def _already_registered(ctx: Context, db: Session, user: User, password: str) ->
     hash_password(password)
     assert user.email is not None
     if not requests_wait(ctx, Limit.REGISTRATION_ADDRESS, address_key(secret_key, user.email)):
-        enqueue_email(
+        enqueue(
             db,
             secret_key,
+            Channel.EMAIL,
             user.email,
             "already_registered",
             {"login_link": f"{settings.issuer}/login", "reset_link": f"{settings.issuer}/password/forgot"},
@@ -272,9 +277,10 @@ def send_link(
         authorization_request_id=authorization_request_id,
         browser_hash=user.registration_browser_hash,
     )
-    enqueue_email(
+    enqueue(
         db,
         secret_key,
+        Channel.EMAIL,
         user.email,
         "verify_email",
         {"link": links.url(settings.issuer, "/verify-email", token), "hours": -(-lifetime // 3600)},

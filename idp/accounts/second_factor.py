@@ -22,11 +22,11 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy.orm import Session
 
 from ..context import Context
-from ..messaging.outbox import enqueue_email, notice_useful_until
+from ..messaging.outbox import enqueue, notice_useful_until
 from ..security.sealing import Sealer
 from ..storage import User, now
 from . import otp, totp
-from .codes_vocabulary import Purpose, SecondFactorMethod
+from .codes_vocabulary import Channel, Purpose, SecondFactorMethod
 from .errors import AccountError, Code
 from .reauthentication import signed_in_recently
 from .users import lock_user
@@ -135,9 +135,10 @@ def turn_off(ctx: Context, db: Session, user: User) -> str:
     user.updated_at = now()
     totp.spend_recovery_codes(db, user)
     if user.email is not None:
-        enqueue_email(
+        enqueue(
             db,
             ctx.secret_key,
+            Channel.EMAIL,
             user.email,
             "second_factor_disabled",
             {"account_link": f"{ctx.settings.issuer}/account/security"},

@@ -33,8 +33,7 @@ class SmsNotServed(SmsRefused):
 
     code = Code.INVALID_PHONE
 
-    def __init__(self) -> None:
-        super().__init__("not_served")
+    fixed_reason = "not_served"
 
 
 class SmsBudgetSpent(SmsRefused):

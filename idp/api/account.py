@@ -20,7 +20,6 @@ from ..accounts.commands import Actor
 from ..accounts.reauthentication import MAX_PASSWORD_INPUT
 from ..accounts.users import MAX_NAME
 from ..security.rate_limits import Limit
-from ..storage import User
 from ..web.pipeline import Call, Endpoint, Handler, Needs, endpoint
 from .bearer import BEARER
 from .bodies import Field, Fields
@@ -51,6 +50,9 @@ EMAIL_FIELDS: Fields = {
     "email": Field(320, "The new address; the link that confirms it goes there."),
     "current_password": CURRENT_PASSWORD_IF_ANY,
 }
+DELETE_FIELDS: Fields = {
+    "current_password": CURRENT_PASSWORD_IF_ANY,
+}
 SET_PASSWORD_FIELDS: Fields = {
     "code": Field(16, "The code emailed by POST /api/account/password/set/code."),
     "password": Field(MAX_PASSWORD_INPUT, "The first password; the password policy applies."),
@@ -73,22 +75,9 @@ def _json(body: Any, status_code: int = 200) -> Response:
     return JSONResponse(body, status_code=status_code, headers={"Cache-Control": "no-store"})
 
 
-def _profile(user: User) -> dict[str, Any]:
-    return {
-        "sub": user.id,
-        "email": user.email,
-        "email_verified": bool(user.email_verified),
-        "phone": user.phone,
-        "phone_verified": bool(user.phone_verified),
-        "name": user.name,
-        "locale": user.locale,
-        "mfa_method": user.mfa_method,
-    }
-
-
 @operation()
 def get_account(call: Holder) -> Response:
-    return _json(_profile(call.who.user))
+    return _json(profile.profile_of(call.who.user))
 
 
 @operation(Needs(NAME_FIELDS))
@@ -99,7 +88,7 @@ def patch_account(call: Holder) -> Response:
         commands.update_name(call.db, call.who, call.values["name"])
     if "locale" in call.values:
         commands.choose_language(call.db, call.who, call.values["locale"])
-    return _json(_profile(call.who.user))
+    return _json(profile.profile_of(call.who.user))
 
 
 @operation()
@@ -159,14 +148,14 @@ def add_phone(call: Holder) -> Response:
 @operation(Needs(CODE_FIELDS, limits=(Limit.VERIFICATION,)))
 def verify_phone(call: Holder) -> Response:
     commands.verify_phone(call.ctx, call.db, call.who, call.values["code"])
-    return _json(_profile(call.who.user))
+    return _json(profile.profile_of(call.who.user))
 
 
 @operation()
 def remove_phone(call: Holder) -> Response:
     """Codes no longer go to the number, and it no longer signs the person in."""
     commands.remove_phone(call.ctx, call.db, call.who)
-    return _json(_profile(call.who.user))
+    return _json(profile.profile_of(call.who.user))
 
 
 @operation(Needs(EMAIL_FIELDS, limits=(Limit.VERIFICATION,), lock=False))
@@ -195,9 +184,25 @@ def set_password(call: Holder) -> Response:
     return Response(status_code=204)
 
 
+@operation()
+def export_data(call: Holder) -> Response:
+    """Everything held about the person, as one JSON document to keep."""
+    return _json(commands.export_data(call.db, call.who))
+
+
+@operation(Needs(DELETE_FIELDS, limits=(Limit.SIGN_IN,), lock=False))
+def delete_account(call: Holder) -> Response:
+    """The account goes, with every session, grant and token, once the person showed again it is
+    them. Each try spends the per-address budget for password guesses, as a password change does.
+    The command takes the person's lock once the password is checked."""
+    commands.delete_account(call.ctx, call.db, call.who, call.values.get("current_password", ""), call.lock)
+    return Response(status_code=204)
+
+
 async def account(request: Request) -> Response:
-    """One route for both methods of ``/api/account``, so that a 405 lists every method it takes."""
-    return await (patch_account if request.method == "PATCH" else get_account)(request)
+    """One route for every method of ``/api/account``, so that a 405 lists every method it takes."""
+    methods = {"PATCH": patch_account, "DELETE": delete_account}
+    return await methods.get(request.method, get_account)(request)
 
 
 async def phone(request: Request) -> Response:
@@ -206,7 +211,8 @@ async def phone(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/account", account, methods=["GET", "PATCH"]),
+    Route("/account", account, methods=["GET", "PATCH", "DELETE"]),
+    Route("/account/export", export_data, methods=["GET"]),
     Route("/account/sessions", list_sessions, methods=["GET"]),
     Route("/account/sessions/end-others", end_other_sessions, methods=["POST"]),
     Route("/account/sessions/{session_id}", end_session, methods=["DELETE"]),

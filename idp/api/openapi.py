@@ -13,7 +13,15 @@ from starlette.responses import JSONResponse, Response
 
 from ..accounts.codes_vocabulary import SecondFactorMethod
 from ..web.request import context
-from .account import CODE_FIELDS, EMAIL_FIELDS, NAME_FIELDS, PASSWORD_FIELDS, PHONE_FIELDS, SET_PASSWORD_FIELDS
+from .account import (
+    CODE_FIELDS,
+    DELETE_FIELDS,
+    EMAIL_FIELDS,
+    NAME_FIELDS,
+    PASSWORD_FIELDS,
+    PHONE_FIELDS,
+    SET_PASSWORD_FIELDS,
+)
 from .bearer import REQUIRED_SCOPE
 from .bodies import JSON_TYPE, Fields, json_schema
 from .problems import KINDS, MEDIA_TYPE
@@ -119,6 +127,7 @@ _BODIES: dict[str, Fields] = {
     "PhoneCode": CODE_FIELDS,
     "EmailChange": EMAIL_FIELDS,
     "FirstPassword": SET_PASSWORD_FIELDS,
+    "AccountDeletion": DELETE_FIELDS,
 }
 
 
@@ -232,6 +241,31 @@ def document(issuer: str) -> dict[str, Any]:
                     },
                     body="NameChange",
                     description="Email and phone change only through proof that the person holds them.",
+                ),
+                "delete": _operation(
+                    "deleteAccount",
+                    "Delete the account",
+                    {
+                        "204": {"description": "Deleted; every session ended, every grant and token revoked."},
+                        "403": not_proven,
+                        "409": _problem(
+                            "`account-changed`: the password changed while the one given was checked; try again."
+                        ),
+                        "429": _problem("`rate-limited`: too many password tries from this address.", RETRY_AFTER),
+                    },
+                    body="AccountDeletion",
+                    description=(
+                        "The person is told at their verified address. Audit events about them stay, without "
+                        "address, user agent or details, until the audit retention removes them."
+                    ),
+                ),
+            },
+            "/api/account/export": {
+                "get": _operation(
+                    "exportAccount",
+                    "Everything held about the person",
+                    {"200": _json("Profile, sessions, applications and audit events.", {"type": "object"})},
+                    description="No password hash, authenticator secret, recovery code or token is in it.",
                 ),
             },
             "/api/account/sessions": {

@@ -60,6 +60,7 @@ KINDS = {
     "no-phone": Kind(409, "There is no phone number on the account"),
     "phone-needed": Kind(409, "The phone number is needed to sign in"),
     "password-already-set": Kind(409, "The account already has a password"),
+    "password-sign-in-off": Kind(403, "Signing in with a password is turned off"),
     "no-verified-email": Kind(409, "The account has no verified email address"),
     "rate-limited": Kind(429, "Too many requests from this address lately"),
     "session-not-found": Kind(404, "There is no such session"),

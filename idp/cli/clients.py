@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..accounts import sign_in_methods
 from ..oauth.clients import (
     AUTH_METHODS,
     DEFAULT_SCOPE,
     GRANT_TYPES,
+    LIFETIMES,
     ClientError,
     create_client,
     delete_client,
@@ -30,7 +32,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--post-logout-redirect-uri", action="append", default=[], dest="post_logout_redirect_uris")
     create.add_argument("--scope", default=DEFAULT_SCOPE)
     create.add_argument("--grant-type", action="append", choices=GRANT_TYPES, dest="grant_types")
-    create.add_argument("--token-endpoint-auth-method", choices=AUTH_METHODS, default="client_secret_basic")
+    create.add_argument(
+        "--token-endpoint-auth-method",
+        choices=AUTH_METHODS,
+        help="the only method the client may use; without it, a secret sent in the Basic header or the body",
+    )
     create.add_argument("--jwks-uri")
     create.add_argument("--first-party", action="store_true", help="skip the consent screen")
     create.add_argument(
@@ -39,6 +45,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=[],
         dest="web_origins",
         help="scheme://host[:port] of a browser app that may call the token, revocation and userinfo endpoints (CORS)",
+    )
+    create.add_argument(
+        "--sign-in",
+        choices=sign_in_methods.CHOICES,
+        default=sign_in_methods.PASSWORD,
+        help="what the sign-in leads with: the password page, or the code page (a login_hint gets its code at once)",
+    )
+    create.add_argument("--logo-uri", help="https URL of the client's logo, shown on the sign-in and consent pages")
+    create.add_argument("--policy-uri", help="https URL of the client's privacy policy, linked from those pages")
+    create.add_argument("--tos-uri", help="https URL of the client's terms of service, linked from those pages")
+    create.add_argument("--access-token-ttl", type=int, help="seconds; at most the server's IDP_ACCESS_TOKEN_TTL")
+    create.add_argument(
+        "--refresh-token-ttl",
+        type=int,
+        help="seconds each refresh token lives (sliding); at most IDP_REFRESH_TOKEN_TTL",
+    )
+    create.add_argument(
+        "--refresh-token-absolute-ttl",
+        type=int,
+        help="seconds after sign-in beyond which no refresh token of the sign-in is valid, however often refreshed",
     )
     create.set_defaults(run=create_command)
     actions.add_parser("list", help="every client, one JSON object a line").set_defaults(run=list_command)
@@ -62,6 +88,11 @@ def create_command(settings: Settings, args: argparse.Namespace) -> int:
             jwks_uri=args.jwks_uri,
             first_party=args.first_party,
             web_origins=args.web_origins,
+            sign_in=args.sign_in,
+            logo_uri=args.logo_uri,
+            policy_uri=args.policy_uri,
+            tos_uri=args.tos_uri,
+            lifetimes={name: getattr(args, name) for name in LIFETIMES},
             allow_http=settings.issuer.startswith("http://"),
         )
         output = {"client_id": made.client.id}
@@ -88,9 +119,15 @@ def described(client: Client) -> dict[str, Any]:
         "scope": client.scope,
         "grant_types": client.grant_types,
         "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        "auth_method_pinned": client.auth_method_pinned,
         "jwks_uri": client.jwks_uri,
         "first_party": client.first_party,
         "web_origins": client.web_origins,
+        "sign_in": client.sign_in,
+        "logo_uri": client.logo_uri,
+        "policy_uri": client.policy_uri,
+        "tos_uri": client.tos_uri,
+        **{name: getattr(client, name) for name in LIFETIMES},
     }
 
 

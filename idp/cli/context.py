@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
+
+from sqlalchemy.orm import Session
+
+from .. import audit
 from ..context import Context
 from ..migrate import upgrade
 from ..settings import Settings
@@ -12,3 +17,9 @@ def open_context(settings: Settings) -> Context:
     finds the tables it reads and writes."""
     upgrade(settings.database_url)
     return Context.build(settings)
+
+
+def as_operator(db: Session) -> None:
+    """Every audit event ``db`` records comes from the operator who ran the command, named by their
+    operating-system account (no address: the command ran on the server)."""
+    audit.set_origin(db, audit.Origin(ip=None, user_agent=f"idp command line, operator {getpass.getuser()}"))

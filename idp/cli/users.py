@@ -1,4 +1,4 @@
-"""``idp users create / list / unlock / disable / import / export``."""
+"""``idp users create / list / show / unlock / disable / delete / import / export``."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import json
 import sys
 from typing import Any
 
+from .. import audit
+from ..accounts.deletion import delete_account
 from ..accounts.exports import export_people
 from ..accounts.imports import Summary, import_people
-from ..accounts.users import UserError, create_user, disable_user, list_users, unlock_user
+from ..accounts.personal_data import personal_data
+from ..accounts.users import UserError, create_user, disable_user, list_users, lock_user, unlock_user
+from ..audit import Event
 from ..settings import Settings
-from ..storage import User
-from .context import open_context
+from ..storage import User, now
+from .context import as_operator, open_context
 from .output import emit
 
 # Read from standard input this many bytes at most: a password is at most 256 characters.
@@ -61,6 +65,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action = actions.add_parser(name, help=text)
         action.add_argument("user_id")
         action.set_defaults(run=act_command, act=act, done=done)
+    show = actions.add_parser("show", help="everything held about a person, as the person would download it")
+    show.add_argument("user_id")
+    show.set_defaults(run=show_command)
+    delete = actions.add_parser("delete", help="delete an account: its sessions end, its grants and tokens die")
+    delete.add_argument("user_id")
+    delete.set_defaults(run=delete_command)
 
 
 def create_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -136,6 +146,31 @@ def described(user: User) -> dict[str, Any]:
         "disabled": user.disabled,
         "locked": user.locked_until is not None,
     }
+
+
+def show_command(settings: Settings, args: argparse.Namespace) -> int:
+    """The person's data export; that an operator read it is audited."""
+    with open_context(settings).db.begin() as db:
+        as_operator(db)
+        user = db.get(User, args.user_id) if len(args.user_id) <= 64 else None
+        if user is None:
+            raise UserError(f"no user with id {args.user_id}")
+        data = personal_data(db, user, now())
+        audit.record(db, Event.PERSONAL_DATA_EXPORTED, outcome="success", user_id=user.id, detail={"by": "operator"})
+    emit(data)
+    return 0
+
+
+def delete_command(settings: Settings, args: argparse.Namespace) -> int:
+    ctx = open_context(settings)
+    with ctx.db.begin() as db:
+        as_operator(db)
+        user = lock_user(db, args.user_id) if len(args.user_id) <= 64 else None
+        if user is None:
+            raise UserError(f"no user with id {args.user_id}")
+        delete_account(ctx, db, user, by="operator")
+    emit({"id": args.user_id, "deleted": True})
+    return 0
 
 
 def act_command(settings: Settings, args: argparse.Namespace) -> int:

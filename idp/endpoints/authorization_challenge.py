@@ -19,6 +19,7 @@ from ..accounts.errors import AccountError, Code
 from ..context import Context
 from ..errors import Refused
 from ..oauth import first_party
+from ..oauth.client_auth import Credentials
 from ..oauth.errors import AccessDenied, BadAuthorizationTarget, InvalidRequest, OAuthError, TemporarilyUnavailable
 from ..security.rate_limits import Limit
 from ..storage import Client
@@ -27,7 +28,11 @@ from ..web.throttling import account_key
 from .client_surface import ClientSurface, Raw
 from .responses import json_response, oauth_error
 
-ERRORS: dict[Code, type[OAuthError]] = {Code.INVALID_EMAIL: InvalidRequest, Code.INVALID_PHONE: InvalidRequest}
+ERRORS: dict[Code, type[OAuthError]] = {
+    Code.INVALID_EMAIL: InvalidRequest,
+    Code.INVALID_PHONE: InvalidRequest,
+    Code.PASSWORD_SIGN_IN_OFF: InvalidRequest,
+}
 """The error a refusal of the sign-in services is answered with where it is not ``access_denied``
 (the sign-in ended, the email is not verified); too many codes (to the address or number, or the
 hour's SMS budget) is a 429 with the wait."""
@@ -38,6 +43,7 @@ DESCRIPTIONS: dict[str, str] = {
     "too_many_wrong_codes": "the code was wrong too many times: start again",
     "account_locked": "the account is locked for a while after too many failed sign-ins",
     Code.EMAIL_NOT_VERIFIED.value: "the email address of this account is not verified yet",
+    Code.PASSWORD_SIGN_IN_OFF.value: "password sign-in is turned off: send the otp sent to login_hint",
 }
 
 
@@ -48,7 +54,7 @@ class ChallengeSurface(ClientSurface):
     def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> Client:
         assert isinstance(raw, Raw)
         credentials = raw.credentials
-        if credentials.method == "none" and credentials.client_id is None:
+        if isinstance(credentials, Credentials) and credentials.method == "none" and credentials.client_id is None:
             named = first_party.client_of(db, raw.form.get("auth_session"))
             raw = Raw(raw.form, replace(credentials, client_id=named))
         return super().authenticate(request, ctx, db, raw)

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from ..context import Context
 from ..errors import Refused
-from ..oauth.authorization import AuthorizationError, ShowConsent, ShowLogin, decide, parse_request
+from ..oauth.authorization import AuthorizationError, ShowConsent, ShowLogin, ShowTerms, decide, parse_request
 from ..security.forms import FormError, read_form
 from ..security.rate_limits import Limit, Refusal
 from ..sso import note_use
@@ -64,8 +64,8 @@ def _authorize(call: Visitor) -> Response:
     active = current_session(call.request, call.db)
     if active is not None:
         note_use(call.db, active.session)
-    step = decide(call.db, client, params, active)
-    if isinstance(step, ShowLogin | ShowConsent):
+    step = decide(call.db, client, params, active, terms_version=ctx.settings.terms_version)
+    if isinstance(step, ShowLogin | ShowConsent | ShowTerms):
         call.spend(Limit.AUTHORIZE)
     return next_step(call.request, step)
 

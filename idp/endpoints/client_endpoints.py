@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from starlette.responses import Response
 
-from ..oauth.errors import InvalidClient, InvalidRequest
+from ..oauth.errors import ClientAuthFailure, InvalidClient, InvalidRequest
 from ..oauth.introspection import introspect
 from ..oauth.revocation import revoke
 from ..storage import Client
@@ -34,7 +34,7 @@ def _revoke(call: Call[Client]) -> Response:
 def _introspect(call: Call[Client]) -> Response:
     """RFC 7662 §2.1: the caller must be a confidential client."""
     if call.who.is_public:
-        raise InvalidClient("public clients cannot introspect tokens")
+        raise InvalidClient("public clients cannot introspect tokens", reason=ClientAuthFailure.PUBLIC_CLIENT)
     ctx = call.ctx
     token, hint = call.values["token"], call.values.get("token_type_hint")
     return json_response(introspect(call.db, ctx.keyring, ctx.settings.issuer, call.who.id, token, hint))

@@ -9,11 +9,13 @@ JWKS fetched outside them, before the request's transaction begins with the clie
 known, the client is counted against its own budget (:func:`throttle_client`), so that nobody else
 can spend it. Every refusal is an RFC 6749 §5.2 error, never cached. The client the request names
 is noted for CORS (:mod:`idp.web.cors`) before it authenticates, so that a browser app on one of its
-origins can read why it was refused.
+origins can read why it was refused. A refused authentication is logged and audited with why
+(:class:`~idp.oauth.errors.ClientAuthFailure`) and the client it named, never what it presented.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -21,10 +23,12 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import audit
+from ..audit import Event
 from ..context import Context
 from ..errors import Refused
-from ..oauth.client_auth import Credentials, read_credentials
-from ..oauth.errors import InvalidRequest, OAuthError
+from ..oauth.client_auth import MAX_CLIENT_ID, Credentials, read_credentials
+from ..oauth.errors import InvalidClient, InvalidRequest, OAuthError
 from ..security.forms import FormError, given, read_form, single_values
 from ..security.rate_limits import Refusal
 from ..storage import Client
@@ -33,6 +37,8 @@ from ..web.pipeline import Answer, Call, Needs
 from .responses import oauth_error
 from .throttling import throttle_client, throttled
 
+log = logging.getLogger("idp.client_auth")
+
 Check = Callable[[Mapping[str, str]], object]
 """What an endpoint's form must pass before its client authenticates: raises an ``OAuthError``."""
 
@@ -40,7 +46,9 @@ Check = Callable[[Mapping[str, str]], object]
 @dataclass(frozen=True)
 class Raw:
     form: dict[str, str]
-    credentials: Credentials
+    credentials: Credentials | InvalidClient
+    """What the client presented, or why it could not be read (refused once the refusal can be
+    audited)."""
 
 
 class ClientSurface:
@@ -58,18 +66,27 @@ class ClientSurface:
                 raise InvalidRequest(f"parameters sent more than once: {', '.join(sorted(repeated))}")
             if callable(needs.fields):
                 needs.fields(form)
-            credentials = read_credentials(request.headers.get("authorization"), form)
+            credentials: Credentials | InvalidClient = read_credentials(request.headers.get("authorization"), form)
+        except InvalidClient as exc:
+            credentials = exc
         except OAuthError as exc:
             raise Answer(oauth_error(exc)) from None
-        note_client(request, credentials.client_id)
+        note_client(request, credentials.client_id if isinstance(credentials, Credentials) else None)
         return Raw(form, credentials)
 
     def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> Client:
         """The client; a failed authentication, or a spent budget whose audit event the pipeline
         commits with the :class:`Answer`, ends the request here."""
         assert isinstance(raw, Raw)
+        credentials = raw.credentials
         try:
-            client = ctx.client_authenticator.authenticate(db, raw.credentials)
+            if isinstance(credentials, InvalidClient):
+                raise credentials
+            client = ctx.client_authenticator.authenticate(db, credentials)
+        except InvalidClient as exc:
+            _refused(db, exc, credentials if isinstance(credentials, Credentials) else None)
+            raise Answer(oauth_error(exc)) from None
+        try:
             throttle_client(request, db, client)
         except OAuthError as exc:
             raise Answer(oauth_error(exc)) from None
@@ -91,3 +108,20 @@ class ClientSurface:
 
 
 CLIENT = ClientSurface()
+
+
+def _refused(db: Session, error: InvalidClient, credentials: Credentials | None) -> None:
+    """Log and audit a refused client authentication, in the transaction its answer commits; the
+    client it named only if that can be a client's id."""
+    method = credentials.method if credentials is not None else None
+    client_id = credentials.client_id if credentials is not None else None
+    if client_id is not None and len(client_id) > MAX_CLIENT_ID:
+        client_id = None
+    log.warning("client authentication refused: client_id=%r method=%s reason=%s", client_id, method, error.reason)
+    audit.record(
+        db,
+        Event.CLIENT_AUTHENTICATION_FAILED,
+        outcome="failure",
+        client_id=client_id,
+        detail={"reason": error.reason.value, "method": method},
+    )

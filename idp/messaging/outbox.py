@@ -17,17 +17,16 @@ long the mail or SMS provider is down, and drops it after.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy.orm import Session
 
 from ..accounts.codes_vocabulary import Channel
-from ..languages import Language, install, speaker
+from ..languages import Language, speaker
 from ..security.digests import new_id
 from ..security.sealing import OUTBOX, Sealer
 from ..storage import OutboxMessage, now
+from ..theme import Theme, theme_of
 
 NOTICE_LIFETIME = 3 * 24 * 3600
 """A notice (password changed, phone removed, account locked, ...) tells the owner of a change they
@@ -35,25 +34,22 @@ may not have made: it is worth as much after a weekend's outage as on the day, s
 it offers (a password reset) still works. Three days covers an outage from a Friday evening to a
 Monday morning; a notice older than that is no longer news, and the audit log keeps the change."""
 
-_templates = install(
-    Environment(
-        loader=FileSystemLoader(Path(__file__).parent.parent / "templates"),
-        autoescape=select_autoescape(["html"], default_for_string=False, default=False),
-        undefined=StrictUndefined,
-    )
-)
 
-
-def render_email(template: str, context: dict[str, Any], language: Language) -> tuple[str, str, str]:
-    """The subject, the text and the HTML of ``email/<template>`` in ``language``."""
+def render_email(
+    template: str, context: dict[str, Any], language: Language, theme: Theme | None = None
+) -> tuple[str, str, str]:
+    """The subject, the text and the HTML of ``email/<template>`` in ``language``, as ``theme``
+    (the shipped look when none) has them."""
+    templates = (theme or Theme()).messages
     context = {**context, "language": language}
-    subject, _, text = _templates.get_template(f"email/{template}.txt").render(context).partition("\n")
-    html = _templates.get_template(f"email/{template}.html").render(context)
+    subject, _, text = templates.get_template(f"email/{template}.txt").render(context).partition("\n")
+    html = templates.get_template(f"email/{template}.html").render(context)
     return subject.strip(), text.strip() + "\n", html
 
 
-def render_sms(template: str, context: dict[str, Any], language: Language) -> str:
-    return _templates.get_template(f"sms/{template}.txt").render({**context, "language": language}).strip()
+def render_sms(template: str, context: dict[str, Any], language: Language, theme: Theme | None = None) -> str:
+    templates = (theme or Theme()).messages
+    return templates.get_template(f"sms/{template}.txt").render({**context, "language": language}).strip()
 
 
 def notice_useful_until() -> int:
@@ -61,9 +57,10 @@ def notice_useful_until() -> int:
     return now() + NOTICE_LIFETIME
 
 
-def enqueue_email(
+def enqueue(
     db: Session,
     secret_key: str,
+    channel: Channel,
     to: str,
     template: str,
     context: dict[str, Any],
@@ -71,25 +68,15 @@ def enqueue_email(
     useful_until: int,
     locale: str | None = None,
 ) -> OutboxMessage:
-    """``locale``: the recipient's saved language, if any."""
-    subject, text, html = render_email(template, context, speaker(db).language_for(locale))
-    return _enqueue(db, secret_key, Channel.EMAIL, to, {"subject": subject, "text": text, "html": html}, useful_until)
-
-
-def enqueue_sms(
-    db: Session,
-    secret_key: str,
-    to: str,
-    template: str,
-    context: dict[str, Any],
-    *,
-    useful_until: int,
-    locale: str | None = None,
-) -> OutboxMessage:
-    """``to`` is an E.164 number, as ``idp.accounts.phones`` makes it; ``locale`` the recipient's
-    saved language, if any."""
-    text = render_sms(template, context, speaker(db).language_for(locale))
-    return _enqueue(db, secret_key, Channel.SMS, to, {"text": text}, useful_until)
+    """``to`` is an email address, or an E.164 number as ``idp.accounts.phones`` makes it;
+    ``locale`` the recipient's saved language, if any."""
+    language, theme = speaker(db).language_for(locale), theme_of(db)
+    if channel is Channel.EMAIL:
+        subject, text, html = render_email(template, context, language, theme)
+        content = {"subject": subject, "text": text, "html": html}
+    else:
+        content = {"text": render_sms(template, context, language, theme)}
+    return _enqueue(db, secret_key, channel, to, content, useful_until)
 
 
 def _enqueue(

@@ -14,19 +14,22 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from .. import audit
+from ..audit import Event
 from ..catalogs import N_
 from ..errors import Refused
 from ..keys import KeyRing
 from ..security.digests import new_token, token_digest
 from ..security.forms import given, single_values
 from ..sso import ActiveSession
-from ..storage import AuthorizationCode, AuthorizationRequest, Client, Consent, changed_rows, now
+from ..storage import AuthorizationCode, AuthorizationRequest, Client, Consent, changed_rows, now, spend_once
 from . import scopes as scope_rules
 from .clients import redirect_uri_registered
 from .errors import (
     AccessDenied,
     BadAuthorizationTarget,
     ConsentRequired,
+    InteractionRequired,
     InvalidRequest,
     InvalidScope,
     InvalidToken,
@@ -98,8 +101,11 @@ class AuthorizationResponse:
 
 @dataclass(frozen=True)
 class ShowLogin:
+    """The person must sign in; ``sign_in`` is the client's preference of what the sign-in leads with."""
+
     request_id: str
     login_hint: str | None
+    sign_in: str = "password"
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,12 @@ class ShowConsent:
     request_id: str
 
 
-Next = AuthorizationResponse | ShowLogin | ShowConsent
+@dataclass(frozen=True)
+class ShowTerms:
+    request_id: str
+
+
+Next = AuthorizationResponse | ShowLogin | ShowConsent | ShowTerms
 
 
 def parse_request(
@@ -274,6 +285,18 @@ def load_pending(db: Session, request_id: str | None) -> tuple[AuthorizationRequ
     return pending, client, AuthorizationParams.from_dict(pending.params)
 
 
+def try_hint_code_once(db: Session, request_id: str) -> bool:
+    """Whether this call is the one that may send a code to the request's ``login_hint``: true once
+    per request, whoever races for it, so that a reload or the back button sends nothing more."""
+    return spend_once(
+        db,
+        AuthorizationRequest,
+        AuthorizationRequest.id == request_id,
+        AuthorizationRequest.hint_code_tried.is_(False),
+        hint_code_tried=True,
+    )
+
+
 def needs_consent(db: Session, client: Client, params: AuthorizationParams, user_id: str) -> bool:
     if client.first_party:
         return False
@@ -308,20 +331,28 @@ def decide(
     params: AuthorizationParams,
     active: ActiveSession | None,
     pending: AuthorizationRequest | None = None,
+    *,
+    terms_version: str | None,
 ) -> Next:
-    """What comes next for this request: sign-in, consent, or the response to the client."""
+    """What comes next for this request: sign-in, the terms in force (``terms_version``) when the
+    person has not accepted them yet, consent, or the response to the client."""
     fresh = pending is not None and active is not None and pending.session_id == active.session.id
     if needs_sign_in(params, active, pending):
         if "none" in params.prompt:
             raise _redirect_error(params, LoginRequired("the person must sign in"))
         pending = pending or save_pending(db, params)
-        return ShowLogin(request_id=pending.id, login_hint=params.login_hint)
+        return ShowLogin(request_id=pending.id, login_hint=params.login_hint, sign_in=client.sign_in)
     assert active is not None
     if fresh and params.hint_subject is not None and params.hint_subject != active.user.id:
         assert pending is not None
         # This answer ends the request: its consent page must not give a code afterwards.
         _answer(db, pending)
         raise _redirect_error(params, LoginRequired("the person who signed in is not the one id_token_hint names"))
+    if terms_version is not None and active.user.terms_version != terms_version:
+        if "none" in params.prompt:
+            raise _redirect_error(params, InteractionRequired("the person must accept the terms"))
+        pending = pending or save_pending(db, params)
+        return ShowTerms(request_id=pending.id)
     if needs_consent(db, client, params, active.user.id):
         if "none" in params.prompt:
             raise _redirect_error(params, ConsentRequired("the person must consent"))
@@ -337,6 +368,7 @@ def _redirect_error(params: AuthorizationParams, error: OAuthError) -> Authoriza
 
 def record_consent(db: Session, client: Client, params: AuthorizationParams, user_id: str) -> None:
     """Remember the scopes granted, adding to what this person granted this client before."""
+    _consent_event(db, Event.CONSENT_GIVEN, params, user_id)
     consent = db.get(Consent, (user_id, client.id))
     if consent is None:
         db.add(Consent(user_id=user_id, client_id=client.id, scope=" ".join(params.scope), granted_at=now()))
@@ -346,6 +378,11 @@ def record_consent(db: Session, client: Client, params: AuthorizationParams, use
         consent.granted_at = now()
 
 
+def _consent_event(db: Session, event: Event, params: AuthorizationParams, user_id: str) -> None:
+    scope = {"scope": " ".join(params.scope)}
+    audit.record(db, event, outcome="success", user_id=user_id, client_id=params.client_id, detail=scope)
+
+
 def _answer(db: Session, pending: AuthorizationRequest) -> None:
     """A pending request is answered once: of two answers at once (a double click on "allow",
     "allow" in one tab and "deny" in another), the one that comes second finds it gone."""
@@ -353,8 +390,10 @@ def _answer(db: Session, pending: AuthorizationRequest) -> None:
         raise BadAuthorizationTarget(ANSWERED)
 
 
-def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest) -> AuthorizationError:
+def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest, user_id: str) -> AuthorizationError:
+    """The person declined the client's request on the consent page, or the terms."""
     _answer(db, pending)
+    _consent_event(db, Event.CONSENT_REFUSED, params, user_id)
     return _redirect_error(params, AccessDenied("the person declined"))
 
 

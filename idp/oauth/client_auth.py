@@ -1,8 +1,11 @@
 """Client authentication at the token, revocation and introspection endpoints.
 
 ``client_secret_basic`` and ``client_secret_post`` (RFC 6749 §2.3.1), ``private_key_jwt``
-(RFC 7523 §2.2 and §3, OIDC Core §9) and ``none`` for public clients. A client uses exactly the
-method it registered; anything else is ``invalid_client``.
+(RFC 7523 §2.2 and §3, OIDC Core §9) and ``none`` for public clients. A client registered with a
+secret but without naming how it sends it (:attr:`Client.auth_method_pinned` false) may send it
+either way, as relying-party libraries differ in which they use at their defaults; otherwise a
+client uses exactly the method it registered. Anything else is ``invalid_client``, with a
+:class:`ClientAuthFailure` that says why for the log and the audit trail.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..security.digests import digests_equal, keyed_digest
 from ..storage import Client, ClientAssertion
 from .client_jwks import ClientJwks
-from .errors import InvalidClient, InvalidRequest
+from .errors import ClientAuthFailure, InvalidClient, InvalidRequest
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_MAX_LIFETIME = 3600
 MAX_CREDENTIAL_LENGTH = 4096
+MAX_CLIENT_ID = 64
 _DUMMY_SECRET_HASH = "0" * 64
+SECRET_METHODS = frozenset({"client_secret_basic", "client_secret_post"})
 
 
 @dataclass(frozen=True)
@@ -54,16 +59,22 @@ def read_credentials(authorization: str | None, form: Mapping[str, str]) -> Cred
             decoded = base64.b64decode(encoded.strip(), validate=True).decode()
             raw_id, raw_secret = decoded.split(":", 1)
         except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise InvalidClient("malformed Basic credentials", used_basic=True) from None
+            raise InvalidClient(
+                "malformed Basic credentials", reason=ClientAuthFailure.MALFORMED, used_basic=True
+            ) from None
         client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
         if "client_id" in form and form["client_id"] != client_id:
-            raise InvalidClient("client_id does not match the Basic credentials", used_basic=True)
+            raise InvalidClient(
+                "client_id does not match the Basic credentials", reason=ClientAuthFailure.MALFORMED, used_basic=True
+            )
         return Credentials("client_secret_basic", client_id, secret=secret)
     if has_secret and has_assertion:
         raise InvalidRequest("use one client authentication method, not several")
     if has_assertion:
         if form.get("client_assertion_type") != ASSERTION_TYPE:
-            raise InvalidClient(f"client_assertion_type must be {ASSERTION_TYPE}")
+            raise InvalidClient(
+                f"client_assertion_type must be {ASSERTION_TYPE}", reason=ClientAuthFailure.BAD_ASSERTION
+            )
         assertion = form.get("client_assertion", "")
         return Credentials("private_key_jwt", form.get("client_id"), assertion=assertion)
     if has_secret:
@@ -92,67 +103,92 @@ class ClientAuthenticator:
         if credentials.method == "private_key_jwt":
             return self._authenticate_assertion(db, credentials)
         client_id = credentials.client_id
-        if not client_id or len(client_id) > 64:
-            raise InvalidClient("client_id is missing or unknown", used_basic=used_basic)
+        if not client_id or len(client_id) > MAX_CLIENT_ID:
+            raise InvalidClient(
+                "client_id is missing or unknown", reason=ClientAuthFailure.UNKNOWN_CLIENT, used_basic=used_basic
+            )
         client = db.get(Client, client_id)
         if credentials.method == "none":
-            if client is None or client.token_endpoint_auth_method != "none":
-                raise InvalidClient("this client must authenticate")
+            if client is None:
+                raise InvalidClient("this client must authenticate", reason=ClientAuthFailure.UNKNOWN_CLIENT)
+            if client.token_endpoint_auth_method != "none":
+                raise InvalidClient("this client must authenticate", reason=ClientAuthFailure.WRONG_METHOD)
             return client
         secret = credentials.secret or ""
         if len(secret) > MAX_CREDENTIAL_LENGTH:
-            raise InvalidClient("client authentication failed", used_basic=used_basic)
+            raise InvalidClient(reason=ClientAuthFailure.MALFORMED, used_basic=used_basic)
         presented = keyed_digest(self.secret_key, secret)
         stored = client.secret_hash if client is not None and client.secret_hash else _DUMMY_SECRET_HASH
         matches = digests_equal(presented, stored)
-        if client is None or not matches or client.token_endpoint_auth_method != credentials.method:
-            raise InvalidClient("client authentication failed", used_basic=used_basic)
+        if client is None:
+            raise InvalidClient(reason=ClientAuthFailure.UNKNOWN_CLIENT, used_basic=used_basic)
+        if not _accepts(client, credentials.method):
+            raise InvalidClient(reason=ClientAuthFailure.WRONG_METHOD, used_basic=used_basic)
+        if not matches:
+            raise InvalidClient(reason=ClientAuthFailure.WRONG_SECRET, used_basic=used_basic)
         return client
 
     def _authenticate_assertion(self, db: Session, credentials: Credentials) -> Client:
         assertion = credentials.assertion or ""
         if not assertion or len(assertion) > MAX_CREDENTIAL_LENGTH:
-            raise InvalidClient("client_assertion is missing or too long")
+            raise InvalidClient("client_assertion is missing or too long", reason=ClientAuthFailure.BAD_ASSERTION)
         try:
             unverified = jws.extract_compact(assertion.encode())
             issuer = json.loads(unverified.payload).get("iss")
         except (JoseError, ValueError, TypeError, AttributeError):
-            raise InvalidClient("client_assertion is not a JWT") from None
+            raise InvalidClient("client_assertion is not a JWT", reason=ClientAuthFailure.BAD_ASSERTION) from None
         client_id = credentials.client_id or issuer
-        if not isinstance(client_id, str) or len(client_id) > 64:
-            raise InvalidClient("client_assertion names no client")
+        if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID:
+            raise InvalidClient("client_assertion names no client", reason=ClientAuthFailure.BAD_ASSERTION)
         claims = self.jwks.verified_claims(client_id, assertion)
         self._check_assertion_claims(client_id, claims)
         try:
             with self.sessions.begin() as own:
                 own.add(ClientAssertion(client_id=client_id, jti=claims["jti"], expires_at=claims["exp"]))
         except IntegrityError:
-            raise InvalidClient("this client_assertion was already used") from None
+            raise InvalidClient(
+                "this client_assertion was already used", reason=ClientAuthFailure.BAD_ASSERTION
+            ) from None
         client = db.get(Client, client_id)
-        if client is None or client.token_endpoint_auth_method != "private_key_jwt":
-            raise InvalidClient("client authentication failed")
+        if client is None:
+            raise InvalidClient(reason=ClientAuthFailure.UNKNOWN_CLIENT)
+        if client.token_endpoint_auth_method != "private_key_jwt":
+            raise InvalidClient(reason=ClientAuthFailure.WRONG_METHOD)
         return client
 
     def _check_assertion_claims(self, client_id: str, claims: dict[str, Any]) -> None:
         if claims.get("iss") != client_id or claims.get("sub") != client_id:
-            raise InvalidClient("client_assertion iss and sub must be the client_id")
+            raise InvalidClient(
+                "client_assertion iss and sub must be the client_id", reason=ClientAuthFailure.BAD_ASSERTION
+            )
         # draft-ietf-oauth-rfc7523bis §4, RFC 7523 §3 item 3 case b: the aud claim "MUST use the
         # issuer identifier [RFC8414] of the authorization server as its sole value", and "the
         # token endpoint URL of the authorization server MUST NOT be used as an audience value".
         if claims.get("aud") != self.issuer:
-            raise InvalidClient(f"client_assertion aud must be the issuer {self.issuer} alone, as a string")
+            raise InvalidClient(
+                f"client_assertion aud must be the issuer {self.issuer} alone, as a string",
+                reason=ClientAuthFailure.BAD_ASSERTION,
+            )
         exp = claims.get("exp")
         stamp = time.time()
         if not isinstance(exp, int) or exp <= stamp:
-            raise InvalidClient("client_assertion has expired or has no exp")
+            raise InvalidClient("client_assertion has expired or has no exp", reason=ClientAuthFailure.BAD_ASSERTION)
         if exp - stamp > ASSERTION_MAX_LIFETIME:
-            raise InvalidClient("client_assertion lives too long")
+            raise InvalidClient("client_assertion lives too long", reason=ClientAuthFailure.BAD_ASSERTION)
         iat = claims.get("iat")
         if iat is not None and (not isinstance(iat, int) or iat > stamp + 60):
-            raise InvalidClient("client_assertion iat is in the future")
+            raise InvalidClient("client_assertion iat is in the future", reason=ClientAuthFailure.BAD_ASSERTION)
         nbf = claims.get("nbf")
         if nbf is not None and (not isinstance(nbf, int) or nbf > stamp + 60):
-            raise InvalidClient("client_assertion is not valid yet (nbf)")
+            raise InvalidClient("client_assertion is not valid yet (nbf)", reason=ClientAuthFailure.BAD_ASSERTION)
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > 255:
-            raise InvalidClient("client_assertion needs a jti")
+            raise InvalidClient("client_assertion needs a jti", reason=ClientAuthFailure.BAD_ASSERTION)
+
+
+def _accepts(client: Client, method: str) -> bool:
+    """Whether ``client`` may authenticate by ``method``: the one it named, or either way of
+    sending a secret when it named none."""
+    if client.token_endpoint_auth_method == method:
+        return True
+    return not client.auth_method_pinned and {client.token_endpoint_auth_method, method} <= SECRET_METHODS

@@ -33,7 +33,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..storage import Client, now, spend_once
-from .errors import InvalidClient
+from .errors import ClientAuthFailure, InvalidClient
 
 log = logging.getLogger("idp.client_jwks")
 
@@ -69,28 +69,30 @@ class ClientJwks:
         allows; otherwise ``InvalidClient``.
         """
         cached = self._cached(client_id)
-        if cached is None:
-            raise InvalidClient("client authentication failed")
         keys = cached.jwks
         attempted = False
         if keys is None or now() - cached.fetched_at >= JWKS_CACHE_SECONDS:
             attempted = True
             keys = self._fetch(client_id, cached) or keys
         if keys is None:
-            raise InvalidClient("the client's JWKS could not be fetched; retry later")
+            raise InvalidClient(
+                "the client's JWKS could not be fetched; retry later", reason=ClientAuthFailure.JWKS_UNAVAILABLE
+            )
         claims = _verified_claims(keys, assertion)
         if claims is None and not attempted:
             fetched = self._fetch(client_id, cached)
             claims = _verified_claims(fetched, assertion) if fetched is not None else None
         if claims is None:
-            raise InvalidClient("client_assertion signature does not verify")
+            raise InvalidClient("client_assertion signature does not verify", reason=ClientAuthFailure.BAD_ASSERTION)
         return claims
 
-    def _cached(self, client_id: str) -> _Cached | None:
+    def _cached(self, client_id: str) -> _Cached:
         with self._sessions() as db:
             client = db.get(Client, client_id)
-            if client is None or client.token_endpoint_auth_method != "private_key_jwt" or not client.jwks_uri:
-                return None
+            if client is None:
+                raise InvalidClient(reason=ClientAuthFailure.UNKNOWN_CLIENT)
+            if client.token_endpoint_auth_method != "private_key_jwt" or not client.jwks_uri:
+                raise InvalidClient(reason=ClientAuthFailure.WRONG_METHOD)
             return _Cached(client.jwks_uri, client.jwks, client.jwks_fetched_at or 0, client.jwks_checked_at or 0)
 
     def _fetch(self, client_id: str, cached: _Cached) -> dict[str, Any] | None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
+from ..accounts import sign_in_methods
 from ..security.digests import keyed_digest, new_token
 from ..storage import Client, now
 from . import scopes as scope_rules
@@ -20,11 +21,20 @@ from .grants.registry import GRANTS
 
 GRANT_TYPES = tuple(GRANTS)
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+LIFETIMES = {
+    "access_token_ttl": (60, 86_400),
+    "refresh_token_ttl": (300, 31_536_000),
+    "refresh_token_absolute_ttl": (300, 315_360_000),
+}
+"""The bounds of a client's own lifetimes, in seconds (those of the server's settings; a refresh
+token family's absolute maximum up to ten years)."""
 DEFAULT_SCOPE = "openid profile email phone offline_access"
 MAX_URI_LENGTH = 2000
 _LOOPBACK_IP_URI = re.compile(r"http://(127\.0\.0\.1|\[::1\])(?::([0-9]{1,5}))?([/?][^#]*)?")
 MAX_ORIGIN_LENGTH = 300
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_NOT_IN_URIS = frozenset('"<>\\^`{|}')
+"""What RFC 3986 §2 leaves out of a URI: it appears only percent-encoded."""
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
@@ -109,14 +119,7 @@ def check_web_origin(origin: str, *, allow_http: bool, option: str = "--web-orig
         raise ClientError(f"{option}: {shown} must be in ASCII (an international host name in its xn-- form)")
     if any(c.isspace() or c in "?#\\@" for c in origin):
         raise ClientError(f"{option}: {shown} must be scheme://host[:port] and nothing more")
-    try:
-        parts = urlsplit(origin)
-        port = parts.port
-    except ValueError:
-        raise ClientError(f"{option}: {shown} has an invalid host or port") from None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS or not origin.lower().startswith(f"{scheme}://"):
-        raise ClientError(f"{option}: {shown} must start with https:// (http:// only on loopback)")
+    parts, scheme, port = _web_url(origin, option)
     if parts.path:
         raise ClientError(f"{option}: {shown} must be scheme://host[:port], with no path, not even /")
     host = _origin_host(parts.hostname or "")
@@ -131,6 +134,19 @@ def check_web_origin(origin: str, *, allow_http: bool, option: str = "--web-orig
     return f"{scheme}://{host}:{port}"
 
 
+def _web_url(url: str, option: str) -> tuple[SplitResult, str, int | None]:
+    """``url`` split, with its scheme in lowercase (http or https, as written) and its port."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ClientError(f"{option}: {url!r} has an invalid host or port") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not url.lower().startswith(f"{scheme}://"):
+        raise ClientError(f"{option}: {url!r} must start with https:// (http:// only on loopback)")
+    return parts, scheme, port
+
+
 def _origin_host(hostname: str) -> str | None:
     """A host as an origin shows it: a name in lowercase, an IPv6 address compressed in brackets."""
     try:
@@ -138,6 +154,31 @@ def _origin_host(hostname: str) -> str | None:
     except ValueError:
         return hostname if _HOSTNAME.fullmatch(hostname) else None
     return f"[{address.compressed}]" if address.version == 6 else str(address)
+
+
+def check_branding_uri(uri: str, *, allow_http: bool, option: str) -> str:
+    """A logo, policy or terms URL of RFC 7591 §2, which the sign-in and consent pages put in an
+    ``<img src>`` or ``<a href>``: an absolute https URL (http where a redirect URI may be http),
+    with a plain host, so that nothing but a web page or image can be behind it (no
+    ``javascript:``, no ``data:``) and its origin can be named in the page's Content-Security-Policy.
+    """
+    shown = repr(uri)
+    if len(uri) > MAX_URI_LENGTH:
+        raise ClientError(f"{option}: longer than {MAX_URI_LENGTH} characters")
+    if not uri.isascii() or any(not c.isprintable() or c.isspace() or c in _NOT_IN_URIS for c in uri):
+        raise ClientError(f"{option}: {shown} is not a URL (spaces, quotes and <> must be percent-encoded)")
+    parts, scheme, port = _web_url(uri, option)
+    if scheme == "http" and not (allow_http or _is_loopback(parts.hostname)):
+        raise ClientError(f"{option}: {shown} must be https (http only on loopback)")
+    if "@" in parts.netloc or port == 0 or _origin_host(parts.hostname or "") is None:
+        raise ClientError(f"{option}: {shown} has no valid host")
+    return uri
+
+
+def origin_of(uri: str) -> str:
+    """The origin of a URL :func:`check_branding_uri` accepted, as a Content-Security-Policy names it."""
+    parts = urlsplit(uri)
+    return check_web_origin(f"{parts.scheme}://{parts.netloc}", allow_http=True)
 
 
 def registered_origins(db: Session, client_id: str) -> list[str] | None:
@@ -164,13 +205,21 @@ def create_client(
     post_logout_redirect_uris: Sequence[str] = (),
     scope: str = DEFAULT_SCOPE,
     grant_types: list[str] | None = None,
-    auth_method: str = "client_secret_basic",
+    auth_method: str | None = None,
     jwks_uri: str | None = None,
     first_party: bool = False,
     web_origins: Sequence[str] = (),
+    sign_in: str = sign_in_methods.PASSWORD,
+    logo_uri: str | None = None,
+    policy_uri: str | None = None,
+    tos_uri: str | None = None,
+    lifetimes: Mapping[str, int | None] | None = None,
     allow_http: bool = False,
 ) -> NewClient:
-    """Check everything first and write one row, so bad input leaves nothing behind."""
+    """Check everything first and write one row, so bad input leaves nothing behind. Without an
+    ``auth_method`` the client gets a secret that it may send in the Basic header or the body."""
+    pinned = auth_method is not None
+    auth_method = auth_method or "client_secret_basic"
     name = name.strip()
     if not name or len(name) > 200:
         raise ClientError("--name: must be 1 to 200 characters")
@@ -180,6 +229,8 @@ def create_client(
             raise ClientError(f"--grant-type: {grant!r} is not one of {', '.join(GRANT_TYPES)}")
     if auth_method not in AUTH_METHODS:
         raise ClientError(f"--token-endpoint-auth-method: {auth_method!r} is not one of {', '.join(AUTH_METHODS)}")
+    if sign_in not in sign_in_methods.CHOICES:
+        raise ClientError(f"--sign-in: {sign_in!r} is not one of {', '.join(sign_in_methods.CHOICES)}")
     if auth_method == "none" and "client_credentials" in grant_types:
         raise ClientError("--grant-type: client_credentials needs a confidential client, not auth method none")
     if "authorization_code" in grant_types and not redirect_uris:
@@ -190,6 +241,15 @@ def create_client(
         for u in dict.fromkeys(post_logout_redirect_uris)
     ]
     origins = list(dict.fromkeys(check_web_origin(o, allow_http=allow_http) for o in web_origins))
+    branding = {
+        name: None if uri is None else check_branding_uri(uri, allow_http=allow_http, option=option)
+        for name, option, uri in (
+            ("logo_uri", "--logo-uri", logo_uri),
+            ("policy_uri", "--policy-uri", policy_uri),
+            ("tos_uri", "--tos-uri", tos_uri),
+        )
+    }
+    own_lifetimes = check_lifetimes(lifetimes or {})
     try:
         scopes = scope_rules.parse(scope)
     except InvalidScope as exc:
@@ -213,14 +273,31 @@ def create_client(
         scope=" ".join(scopes),
         grant_types=grant_types,
         token_endpoint_auth_method=auth_method,
+        auth_method_pinned=pinned,
         jwks_uri=jwks_uri,
         first_party=first_party,
         web_origins=origins,
+        sign_in=sign_in,
+        **branding,
         created_at=now(),
+        **own_lifetimes,
     )
     db.add(client)
     db.flush()
     return NewClient(client=client, secret=secret)
+
+
+def check_lifetimes(lifetimes: Mapping[str, int | None]) -> dict[str, int]:
+    """The lifetimes given (``--access-token-ttl`` ...), each within :data:`LIFETIMES`."""
+    checked = {}
+    for name, value in lifetimes.items():
+        if value is None:
+            continue
+        low, high = LIFETIMES[name]
+        if not low <= value <= high:
+            raise ClientError(f"--{name.replace('_', '-')}: must be {low} to {high} seconds")
+        checked[name] = value
+    return checked
 
 
 def list_clients(db: Session) -> list[Client]:

@@ -6,6 +6,8 @@ token errors) and OpenID Connect Core §3.1.2.6 (``login_required``, ``consent_r
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from ..errors import Refused
 
 
@@ -28,14 +30,34 @@ class InvalidRequest(OAuthError):
     error = "invalid_request"
 
 
+class ClientAuthFailure(StrEnum):
+    """Why a client did not authenticate, for the log and the audit trail only: the answer says
+    no more than ``client authentication failed`` where more would tell which clients exist."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_CLIENT = "unknown_client"
+    WRONG_METHOD = "wrong_method"
+    WRONG_SECRET = "wrong_secret"
+    BAD_ASSERTION = "bad_assertion"
+    JWKS_UNAVAILABLE = "jwks_unavailable"
+    PUBLIC_CLIENT = "public_client"
+
+
 class InvalidClient(OAuthError):
     """RFC 6749 §5.2: 401, with ``WWW-Authenticate`` when the client used the Authorization header."""
 
     error = "invalid_client"
     status_code = 401
 
-    def __init__(self, description: str = "client authentication failed", *, used_basic: bool = False) -> None:
+    def __init__(
+        self,
+        description: str = "client authentication failed",
+        *,
+        reason: ClientAuthFailure,
+        used_basic: bool = False,
+    ) -> None:
         super().__init__(description)
+        self.reason = reason
         self.used_basic = used_basic
 
 
@@ -77,6 +99,12 @@ class LoginRequired(OAuthError):
 
 class ConsentRequired(OAuthError):
     error = "consent_required"
+
+
+class InteractionRequired(OAuthError):
+    """OIDC Core §3.1.2.6: ``prompt=none``, but the person must do something first (accept terms)."""
+
+    error = "interaction_required"
 
 
 class RequestNotSupported(OAuthError):

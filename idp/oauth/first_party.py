@@ -28,7 +28,7 @@ from typing import NoReturn
 from sqlalchemy.orm import Session
 
 from .. import audit
-from ..accounts import challenges
+from ..accounts import challenges, terms
 from ..accounts.authentication import SignInFailed, sign_in_with_password
 from ..accounts.errors import WrongCode
 from ..context import Context
@@ -46,6 +46,12 @@ class InvalidSession(OAuthError):
     """§5.2.2.1: the ``auth_session`` is unknown, expired, already used, or another client's."""
 
     error = "invalid_session"
+
+
+class RedirectToWeb(OAuthError):
+    """§5.2.2.1: the person must do what only a browser can show them: accept new terms."""
+
+    error = "redirect_to_web"
 
 
 class InsufficientAuthorization(OAuthError):
@@ -226,7 +232,10 @@ def _authorize(ctx: Context, db: Session, client: Client, resumed: Resumed, user
     """The code, made in a sign-in session of its own as a browser's would be, though no cookie
     names it: the sign-in is recorded there, its ``auth_time``, ``amr`` and ``sid`` reach the ID
     token, it is listed on the person's account page, and ending it there (or signing out
-    everywhere, or a password reset) revokes what the app was given."""
+    everywhere, or a password reset) revokes what the app was given. Terms the person has not
+    accepted yet send the app to the browser (:class:`RedirectToWeb`), where the terms page asks."""
+    if terms.pending(ctx.settings, user):
+        raise RedirectToWeb("the person must accept the terms in a browser")
     origin = audit.origin(db)
     session, _ = start_session(
         db,

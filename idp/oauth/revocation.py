@@ -2,7 +2,8 @@
 
 A refresh token takes its whole grant with it (§2.1: the access tokens of that grant too); an
 access token is remembered as revoked until it would have expired. A token the client does not
-own, or one we do not know, is answered with 200 all the same (§2.2).
+own, or one we do not know, is answered with 200 all the same (§2.2); only a revocation that
+took effect is audited.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .. import audit
+from ..audit import Event
 from ..keys import KeyRing
 from ..security.digests import token_digest
 from ..storage import Client, Grant, RefreshToken, RevokedAccessToken, revoke_grants
@@ -40,6 +43,7 @@ def _revoke_refresh_token(db: Session, _keyring: KeyRing, _issuer: str, client: 
     grant = db.get(Grant, row.grant_id)
     if grant is not None and grant.client_id == client.id:
         revoke_grants(db, Grant.id == grant.id)
+        _revoked(db, client, grant.user_id, "refresh_token")
     return True
 
 
@@ -59,5 +63,12 @@ def _revoke_access_token(db: Session, keyring: KeyRing, issuer: str, client: Cli
         with db.begin_nested():
             db.add(RevokedAccessToken(jti=jti[:80], expires_at=exp))
     except IntegrityError:
-        pass
+        return True
+    subject = claims.get("sub")
+    _revoked(db, client, subject if isinstance(subject, str) and subject != client.id else None, "access_token")
     return True
+
+
+def _revoked(db: Session, client: Client, user_id: str | None, kind: str) -> None:
+    detail = {"kind": kind}
+    audit.record(db, Event.TOKEN_REVOKED, outcome="success", user_id=user_id, client_id=client.id, detail=detail)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ..accounts import commands, email_change, first_password, profile
 from ..accounts.errors import Code, PasswordsDiffer
@@ -68,6 +68,7 @@ def _account_page(call: Person, shown: Shown) -> Response:
         "section": shown.section,
         "notice": shown.notice,
         "values": shown.values,
+        "password_sign_in": call.ctx.settings.password_sign_in,
     }
     return render(call.request, "account.html", context, status_code=shown.status_code)
 
@@ -99,6 +100,7 @@ PHONE_CODE = Form(
     _verify_page,
     elsewhere={Code.PHONE_UNAVAILABLE: Form(_account_page, "phone"), Code.PHONE_NEEDED: Form(_account_page, "phone")},
 )
+DELETE = Form(_account_page, "delete")
 CODES = Needs(limits=(Limit.VERIFICATION,))
 
 
@@ -198,3 +200,20 @@ def set_password(call: Person) -> Response:
         raise PasswordsDiffer
     commands.set_password(call.ctx, call.db, call.who, values.get("code", ""), values.get("password", ""), call.lock)
     return done("password_set")
+
+
+@signed_in(ACCOUNT)
+def export_data(call: Person) -> Response:
+    """Everything held about the person, as a file to keep."""
+    headers = {"Content-Disposition": 'attachment; filename="account.json"', "Cache-Control": "no-store"}
+    return JSONResponse(commands.export_data(call.db, call.who), headers=headers)
+
+
+@signed_in(DELETE, Needs(limits=(Limit.SIGN_IN,), lock=False))
+def delete_account(call: Person) -> Response:
+    """Each try spends one of the address's sign-in budget, as a password change does. The command
+    takes the person's lock once the password is checked."""
+    commands.delete_account(call.ctx, call.db, call.who, call.values.get("current_password", ""), call.lock)
+    response = render(call.request, "account_deleted.html")
+    clear_session_cookie(call.request, response)
+    return response

@@ -1,4 +1,5 @@
-"""The sign-in page: ``username`` (email or phone) and ``password``."""
+"""The sign-in page: ``username`` (email or phone) and ``password``; with ``IDP_PASSWORD_SIGN_IN``
+off, the page asking for a code."""
 
 from __future__ import annotations
 
@@ -10,14 +11,20 @@ from ..accounts.authentication import sign_in_with_password
 from ..accounts.errors import Code
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.rate_limits import Limit
+from ..web.branding import ClientBrand
 from ..web.pipeline import Needs
 from ..web.rendering import error_page, render
 from ..web.throttling import account_key
+from .codes import code_request_page
 from .signin import complete_sign_in, start_second_factor, target
 from .surface import Shown, Visit, Visitor, visit
 
 
 def _login_page(call: Visitor, shown: Shown, *, unverified: bool = False) -> Response:
+    """With password sign-in off, the page asking for a code stands in for it, the refusal of a
+    password posted anyway shown there."""
+    if not call.ctx.settings.password_sign_in:
+        return code_request_page(call, shown, typed=call.values.get("username"))
     try:
         serving = target(call)
     except BadAuthorizationTarget as exc:
@@ -25,7 +32,7 @@ def _login_page(call: Visitor, shown: Shown, *, unverified: bool = False) -> Res
     params = serving.params
     page = {
         "request_id": serving.request_id,
-        "client_name": serving.client.name if serving.client else None,
+        "client": ClientBrand.of(serving.client),
         "username": call.values.get("username", params.login_hint if params else "") or "",
         "self_registration": call.ctx.settings.self_registration,
         "error": shown.error,

@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ..catalogs import N_
 from ..oauth.logout import parse_logout
-from ..sso import end_session
+from ..sso import sign_out
 from ..web.browser import clear_session_cookie, session_to_end
 from ..web.pipeline import Answer, Needs
 from ..web.rendering import error_page, render, with_query
@@ -62,7 +62,7 @@ def logout(call: Visitor) -> Response:
         }
         return render(call.request, "logout_confirm.html", page)
     if active is not None:
-        end_session(call.db, active.session.id)
+        sign_out(call.db, active, ask.client.id if ask.client else None)
     response: Response
     if ask.post_logout_redirect_uri is not None:
         params = {"state": ask.state} if ask.state is not None else {}

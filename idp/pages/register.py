@@ -11,8 +11,10 @@ cookie; known and unknown addresses asking for a new link get the same page.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from sqlalchemy.orm import Session
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from ..accounts import links, registration
 from ..accounts.errors import Code, InvalidEmail
@@ -22,12 +24,14 @@ from ..oauth.authorization import load_pending
 from ..oauth.errors import BadAuthorizationTarget
 from ..security.digests import new_token, token_digest
 from ..security.rate_limits import Limit
+from ..web.branding import ClientBrand
 from ..web.browser import browser_cookie, set_browser_cookie
 from ..web.locale import language, translate
 from ..web.messages import message
 from ..web.pipeline import Needs
 from ..web.rendering import error_page, message_page, render
 from .signin import complete_sign_in, start_second_factor, target
+from .signin import request_id as serving_request
 from .surface import ERROR_PAGE, Shown, Visit, Visitor, visit
 
 BROWSER_COOKIE = "idp_registration"
@@ -51,11 +55,12 @@ def _register_page(call: Visitor, shown: Shown) -> Response:
         return error_page(call.request, str(exc))
     page = {
         "request_id": serving.request_id,
-        "client_name": serving.client.name if serving.client else None,
+        "client": ClientBrand.of(serving.client),
         "email": call.values.get("email", ""),
         "name": call.values.get("name", ""),
         "phone": call.values.get("phone", ""),
         "min_length": settings.password_min_length,
+        "terms_url": settings.terms_url,
         "error": shown.error,
     }
     return render(call.request, "register.html", page, status_code=shown.status_code)
@@ -63,7 +68,13 @@ def _register_page(call: Visitor, shown: Shown) -> Response:
 
 @visit(Visit(_register_page), Needs(limits=(Limit.REGISTRATION,), lock=False))
 def register(call: Visitor) -> Response:
-    if not call.unsafe or not call.ctx.settings.self_registration:
+    """With password sign-in off an account has no password to choose: the code page registers,
+    as a first sign-in by code makes the account, its address or number proven by the code."""
+    settings = call.ctx.settings
+    if settings.self_registration and not settings.password_sign_in:
+        named = serving_request(call)
+        return RedirectResponse("/login/code" + (f"?{urlencode({'request': named})}" if named else ""), status_code=303)
+    if not call.unsafe or not settings.self_registration:
         return _register_page(call, Shown())
     serving = target(call)
     browser_id = _browser_id(call)
@@ -74,6 +85,7 @@ def register(call: Visitor) -> Response:
         password_confirm=values.get("password_confirm", ""),
         name=values.get("name", ""),
         phone=values.get("phone", ""),
+        accepted_terms=values.get("accept_terms") == "yes",
     )
     registered = registration.register(
         call.ctx,

@@ -53,16 +53,17 @@ def target(call: Visitor) -> Target:
     return Target(named, client, params)
 
 
-def note_requested_language(call: Visitor, authorization_request_id: str | None) -> None:
-    """The pages of a sign-in under way speak the ``ui_locales`` of the request it serves, if that
-    request still waits."""
+def waiting_target(call: Visitor, authorization_request_id: str | None) -> Target:
+    """The request a sign-in under way serves, if that request still waits (its pages name its
+    client, fill in its ``login_hint`` and speak its ``ui_locales``); none otherwise."""
     if authorization_request_id is None:
-        return
+        return Target()
     try:
-        _, _, params = load_pending(call.db, authorization_request_id)
+        _, client, params = load_pending(call.db, authorization_request_id)
     except BadAuthorizationTarget:
-        return
+        return Target()
     note_ui_locales(call.request, params.ui_locales)
+    return Target(authorization_request_id, client, params)
 
 
 def pending_sign_in(request: Request) -> str | None:
@@ -131,7 +132,9 @@ def complete_sign_in(
         if auth_time is None:
             pending.session_id = session.id
         try:
-            response = next_step(request, decide(db, client, params, ActiveSession(session, user), pending))
+            active = ActiveSession(session, user)
+            terms_version = context(request).settings.terms_version
+            response = next_step(request, decide(db, client, params, active, pending, terms_version=terms_version))
         except AuthorizationError as exc:
             response = authorization_response(request, exc.response)
         except BadAuthorizationTarget as exc:

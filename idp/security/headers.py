@@ -1,14 +1,28 @@
-"""Security headers on every response, as a pure ASGI middleware."""
+"""Security headers on every response, as a pure ASGI middleware.
+
+A response that set its own ``Content-Security-Policy`` keeps it: a page showing a client's logo
+allows that one origin for images (:func:`content_security_policy`), and no other page does.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
-)
+
+def content_security_policy(image_origins: Iterable[str] = ()) -> str:
+    """The policy of every answer; ``image_origins`` (``scheme://host[:port]``, as
+    :func:`idp.oauth.clients.check_web_origin` writes them) may also serve its images."""
+    images = " ".join(("'self'", "data:", *image_origins))
+    return (
+        f"default-src 'self'; script-src 'self'; style-src 'self'; img-src {images}; "
+        "frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    )
+
+
+CSP = content_security_policy()
 
 
 class SecurityHeaders:

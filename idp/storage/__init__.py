@@ -10,9 +10,10 @@ from .grants import AuthorizationCode, AuthorizationRequest, Grant, RefreshToken
 from .outbox import OutboxMessage
 from .people import PasswordHistory, RecoveryCode, User, UserGroup
 from .sessions import BrowserSession, Consent, PendingSignIn
-from .single_use import spend_once
+from .single_use import add_secret, spend_once
 
 __all__ = [
+    "add_secret",
     "ActionToken",
     "AuditEvent",
     "AuthorizationCode",

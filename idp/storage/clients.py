@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, String
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
@@ -23,12 +23,27 @@ class Client(Base):
     scope: Mapped[str] = mapped_column(String(1000))
     grant_types: Mapped[list[str]] = mapped_column(JSON)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(32))
+    # False when registered without naming a method: the secret may come in the header or the body.
+    auth_method_pinned: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     jwks_uri: Mapped[str | None] = mapped_column(String(2000))
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     jwks_fetched_at: Mapped[int | None] = mapped_column(BigInteger)
     # When ``jwks_uri`` was last asked, whether or not it answered: at most once an interval.
     jwks_checked_at: Mapped[int | None] = mapped_column(BigInteger)
     first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How its sign-in starts: "password" (the sign-in page) or "code" (the code page, and a
+    # ``login_hint`` gets its code at once).
+    sign_in: Mapped[str] = mapped_column(String(16), default="password", server_default="password")
+    # RFC 7591 §2 metadata the sign-in and consent pages show: the client's logo, privacy policy
+    # and terms of service.
+    logo_uri: Mapped[str | None] = mapped_column(String(2000))
+    policy_uri: Mapped[str | None] = mapped_column(String(2000))
+    tos_uri: Mapped[str | None] = mapped_column(String(2000))
+    # Lifetimes of the client's own, in seconds; ``None``: the server's. Never longer than the
+    # server's at issuance, which bounds how long a key must stay published.
+    access_token_ttl: Mapped[int | None] = mapped_column(Integer)
+    refresh_token_ttl: Mapped[int | None] = mapped_column(Integer)
+    refresh_token_absolute_ttl: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
     @property

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, String
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
@@ -23,6 +23,9 @@ class AuthorizationRequest(Base):
     client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     session_id: Mapped[str | None] = mapped_column(String(32))
+    # Whether the code page already tried sending a code to the request's ``login_hint``: once
+    # per request, so that reloading the page or going back to it sends nothing more.
+    hint_code_tried: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
 

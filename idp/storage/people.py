@@ -61,6 +61,9 @@ class User(Base):
     registration_browser_hash: Mapped[str | None] = mapped_column(String(64))
     locale: Mapped[str | None] = mapped_column(String(16))
     """The language the person chose (a tag with a catalog, ``fa``): their pages and messages use it."""
+    terms_version: Mapped[str | None] = mapped_column(String(64))
+    """The version of the terms (``IDP_TERMS_VERSION``) the person last accepted, and when."""
+    terms_accepted_at: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 

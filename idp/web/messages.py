@@ -95,6 +95,9 @@ SENTENCES: dict[tuple[Code, str], str] = {
     ),
     (Code.SESSION_NOT_FOUND, "session-not-found"): N_("There is no such session."),
     (Code.SIGN_IN_FAILED, "sign-in-failed"): N_("The email, phone number or password is not right."),
+    (Code.PASSWORD_SIGN_IN_OFF, "password-sign-in-off"): N_(
+        "Signing in with a password is turned off. Sign in with a code sent to your email or phone."
+    ),
     (Code.EMAIL_NOT_VERIFIED, "email-not-verified"): N_(
         "Verify your email address first: follow the link in the email we sent you."
     ),
@@ -123,6 +126,7 @@ SENTENCES: dict[tuple[Code, str], str] = {
         "Too many failed sign-ins: your account is locked for {minutes} more minutes. "
         "Resetting your password ends the lock at once."
     ),
+    (Code.TERMS_NOT_ACCEPTED, "terms-not-accepted"): N_("Accept the terms to create an account."),
     (Code.ACCOUNT_CHANGED, "account-changed"): N_(
         "Your account changed while we were checking this, perhaps from another window. Please try again."
     ),

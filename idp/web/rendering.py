@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from jinja2 import Environment, FileSystemLoader
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.templating import Jinja2Templates
 
-from ..languages import install
-from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin
+from ..accounts.sign_in_methods import leads_with_code
+from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin, ShowTerms
+from .branding import image_policy
 from .locale import language, switcher_action, translate
 from .request import context as services
-
-templates = Jinja2Templates(
-    env=install(Environment(loader=FileSystemLoader(Path(__file__).parent.parent / "templates"), autoescape=True))
-)
 
 
 def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
     """Render a page with its CSRF token, in the request's language, with the language switcher; a
-    browser without the CSRF cookie gets one."""
+    browser without the CSRF cookie gets one. A page showing a ``client``'s logo may load it."""
     ctx = services(request)
     csrf = ctx.csrf
     token, new_cookie = csrf.issue(request)
@@ -31,8 +25,11 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
     page["language"] = language(request)
     page["languages"] = list(ctx.languages.by_tag.values())
     page["switcher_action"] = switcher_action(request, page.get("request_id"))
-    response = templates.TemplateResponse(request, template, page, status_code=status_code)
+    response = ctx.theme.pages.TemplateResponse(request, template, page, status_code=status_code)
     response.headers["Cache-Control"] = "no-store"
+    policy = image_policy(page.get("client"))
+    if policy is not None:
+        response.headers["Content-Security-Policy"] = policy
     if new_cookie is not None:
         csrf.set_cookie(response, new_cookie)
     return response
@@ -60,7 +57,7 @@ def authorization_response(request: Request, response: AuthorizationResponse) ->
     """Query mode redirects with 303 (RFC 9700 §4.12); form_post posts from an auto-submitted page."""
     params = {**response.params, "iss": services(request).settings.issuer}
     if response.response_mode == "form_post":
-        page = templates.TemplateResponse(
+        page = services(request).theme.pages.TemplateResponse(
             request,
             "form_post.html",
             {"action": response.redirect_uri, "fields": params, "language": language(request)},
@@ -72,7 +69,10 @@ def authorization_response(request: Request, response: AuthorizationResponse) ->
 
 def next_step(request: Request, step: Next) -> Response:
     if isinstance(step, ShowLogin):
-        return RedirectResponse(f"/login?{urlencode({'request': step.request_id})}", status_code=303)
+        page = "/login/code" if leads_with_code(services(request).settings, step.sign_in) else "/login"
+        return RedirectResponse(f"{page}?{urlencode({'request': step.request_id})}", status_code=303)
     if isinstance(step, ShowConsent):
         return RedirectResponse(f"/consent?{urlencode({'request': step.request_id})}", status_code=303)
+    if isinstance(step, ShowTerms):
+        return RedirectResponse(f"/terms?{urlencode({'request': step.request_id})}", status_code=303)
     return authorization_response(request, step)

@@ -22,7 +22,8 @@ from ..audit import Event
 from ..catalogs import N_
 from ..security.digests import keyed_digest
 from ..security.rate_limits import Refusal
-from .rendering import error_page
+from .locale import translate
+from .rendering import message_page
 from .request import context
 
 
@@ -39,11 +40,17 @@ def account_key(request: Request, account: str) -> str:
 def refusal_page(request: Request, refusal: Refusal, db: Session) -> Response:
     """The 429 page of a spent limit; its audit event is written in ``db``, which the request
     pipeline commits after rolling back what came before."""
-    audit.record(db, Event.RATE_LIMITED, outcome="failure", detail={"limit": refusal.limit.value})
-    sentence, wait = _too_many(refusal.retry_after)
-    response = error_page(request, sentence, 429, **wait)
+    response = message_page(request, refusal_notice(request, refusal, db), 429)
     response.headers["Retry-After"] = str(refusal.retry_after)
     return response
+
+
+def refusal_notice(request: Request, refusal: Refusal, db: Session) -> str:
+    """The sentence of a spent limit in the request's language, its audit event written in ``db``:
+    for a page that tells of the refusal rather than being it."""
+    audit.record(db, Event.RATE_LIMITED, outcome="failure", detail={"limit": refusal.limit.value})
+    sentence, wait = _too_many(refusal.retry_after)
+    return translate(request, sentence, **wait)
 
 
 def _too_many(seconds: int) -> tuple[str, dict[str, int]]:

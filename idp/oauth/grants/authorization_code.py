@@ -18,6 +18,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ... import audit
+from ...audit import Event
 from ...security.digests import new_id, token_digest
 from ...storage import AuthorizationCode, BrowserSession, Client, Grant, User, now, revoke_grants, spend_once
 from ..errors import InvalidGrant, InvalidRequest, ReusedGrant
@@ -74,12 +76,15 @@ def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, s
     )
     db.add(grant)
     db.flush()
-    return issuer.for_user(db, client=client, user=user, grant=grant, scope=scope, nonce=row.nonce)
+    return issuer.for_user(
+        db, grant_type=GRANT_TYPE, client=client, user=user, grant=grant, scope=scope, nonce=row.nonce
+    )
 
 
 def _reused(db: Session, row: AuthorizationCode) -> ReusedGrant:
     """Revoke what the code's first exchange issued; ``row`` is as its winner committed it."""
     revoke_grants(db, Grant.id == row.grant_id)
+    audit.record(db, Event.AUTHORIZATION_CODE_REUSED, outcome="failure", user_id=row.user_id, client_id=row.client_id)
     return ReusedGrant("the code was already used")
 
 

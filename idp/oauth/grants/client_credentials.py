@@ -15,7 +15,7 @@ from .issuance import TokenIssuer
 GRANT_TYPE = "client_credentials"
 
 
-def issue(_db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
     if client.is_public:
         raise UnauthorizedClient("this client may not use the client credentials grant")
     allowed = client.scopes - scope_rules.USER_ONLY
@@ -26,4 +26,4 @@ def issue(_db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, 
         scope_rules.check_allowed(scope, allowed)
     else:
         scope = sorted(allowed)
-    return issuer.for_client(client, scope)
+    return issuer.for_client(db, grant_type=GRANT_TYPE, client=client, scope=scope)

@@ -1,4 +1,5 @@
-"""The token response every grant ends with (RFC 6749 §5.1, OIDC Core §3.1.3.3)."""
+"""The token response every grant ends with (RFC 6749 §5.1, OIDC Core §3.1.3.3), and its audit
+event: which grant issued what to whom, never a token."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ... import audit
+from ...audit import Event
 from ...keys import KeyRing
-from ...security.digests import new_token, token_digest
 from ...settings import Settings
-from ...storage import Client, Grant, RefreshToken, User, now
+from ...storage import Client, Grant, RefreshToken, User, add_secret, now
 from .. import scopes as scope_rules
 from ..tokens import issue_access_token, issue_id_token
 
@@ -23,6 +25,7 @@ class TokenIssuer:
         self,
         db: Session,
         *,
+        grant_type: str,
         client: Client,
         user: User,
         grant: Grant,
@@ -36,7 +39,7 @@ class TokenIssuer:
         access = issue_access_token(
             self.keyring,
             issuer=issuer,
-            ttl=self.settings.access_token_ttl,
+            ttl=self._access_token_ttl(client),
             client_id=client.id,
             subject=user.id,
             scope=scope,
@@ -65,29 +68,35 @@ class TokenIssuer:
             )
         kept_scope = refresh_scope if refresh_scope is not None else scope
         if "offline_access" in kept_scope and "refresh_token" in client.grant_types:
-            response["refresh_token"] = self._refresh_token(db, grant, kept_scope)
+            response["refresh_token"] = self._refresh_token(db, client, grant, kept_scope)
+        _issued(db, grant_type, client, user.id, response)
         return response
 
-    def _refresh_token(self, db: Session, grant: Grant, scope: list[str]) -> str:
-        token = new_token()
-        stamp = now()
-        db.add(
-            RefreshToken(
-                token_hash=token_digest(token),
-                grant_id=grant.id,
-                scope=" ".join(scope),
-                created_at=stamp,
-                expires_at=stamp + self.settings.refresh_token_ttl,
-            )
+    def _refresh_token(self, db: Session, client: Client, grant: Grant, scope: list[str]) -> str:
+        _, token = add_secret(
+            db, RefreshToken, self._refresh_token_ttl(client, grant), grant_id=grant.id, scope=" ".join(scope)
         )
         return token
 
-    def for_client(self, client: Client, scope: list[str]) -> dict[str, Any]:
+    def _access_token_ttl(self, client: Client) -> int:
+        """The client's own lifetime, never beyond the server's: keys stay published only that long."""
+        return min(client.access_token_ttl or self.settings.access_token_ttl, self.settings.access_token_ttl)
+
+    def _refresh_token_ttl(self, client: Client, grant: Grant) -> int:
+        """Each refresh token lives the client's lifetime (never beyond the server's) from its
+        issue, so that use keeps a sign-in going; with an absolute maximum, none outlives that
+        many seconds after the grant began, however often it was refreshed."""
+        ttl = min(client.refresh_token_ttl or self.settings.refresh_token_ttl, self.settings.refresh_token_ttl)
+        if client.refresh_token_absolute_ttl is not None:
+            ttl = min(ttl, grant.created_at + client.refresh_token_absolute_ttl - now())
+        return ttl
+
+    def for_client(self, db: Session, *, grant_type: str, client: Client, scope: list[str]) -> dict[str, Any]:
         """RFC 9068 §2.2: with no person involved, ``sub`` is the client itself."""
         access = issue_access_token(
             self.keyring,
             issuer=self.settings.issuer,
-            ttl=self.settings.access_token_ttl,
+            ttl=self._access_token_ttl(client),
             client_id=client.id,
             subject=client.id,
             scope=scope,
@@ -99,4 +108,11 @@ class TokenIssuer:
         }
         if scope:
             response["scope"] = " ".join(scope)
+        _issued(db, grant_type, client, None, response)
         return response
+
+
+def _issued(db: Session, grant_type: str, client: Client, user_id: str | None, response: dict[str, Any]) -> None:
+    issued = [kind for kind in ("access_token", "id_token", "refresh_token") if kind in response]
+    detail = {"grant_type": grant_type, "scope": response.get("scope", ""), "issued": issued}
+    audit.record(db, Event.TOKENS_ISSUED, outcome="success", user_id=user_id, client_id=client.id, detail=detail)

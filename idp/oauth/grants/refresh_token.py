@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ... import audit
+from ...audit import Event
 from ...security.digests import token_digest
 from ...storage import Client, Grant, RefreshToken, User, now, revoke_grants, spend_once
 from .. import scopes as scope_rules
@@ -48,9 +50,18 @@ def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, s
     user = db.get(User, grant.user_id)
     if user is None or user.disabled:
         raise InvalidGrant("the person of this grant can no longer sign in")
-    return issuer.for_user(db, client=client, user=user, grant=grant, scope=requested, refresh_scope=kept_scope)
+    return issuer.for_user(
+        db,
+        grant_type=GRANT_TYPE,
+        client=client,
+        user=user,
+        grant=grant,
+        scope=requested,
+        refresh_scope=kept_scope,
+    )
 
 
 def _reused(db: Session, grant: Grant) -> ReusedGrant:
     revoke_grants(db, Grant.id == grant.id)
+    audit.record(db, Event.REFRESH_TOKEN_REUSED, outcome="failure", user_id=grant.user_id, client_id=grant.client_id)
     return ReusedGrant("the refresh token was already used; every token of its family is now revoked")
