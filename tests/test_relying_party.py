@@ -25,6 +25,7 @@ from joserfc.errors import InvalidClaimError
 
 from idp.context import Context
 from idp.settings import Settings
+from idp.storage import User, UserGroup
 
 from .conftest import PASSWORD, LiveServer, free_port
 from .flows import hidden_fields, query_of
@@ -452,3 +453,71 @@ def test_cli_made_client_secret_is_required(app, op):
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
     assert response.headers["www-authenticate"].lower().startswith("basic")
+
+
+# --- claims by scope ------------------------------------------------------------------------------
+
+
+def scoped_sign_in(
+    browser: httpx.Client, app: App, op: dict[str, Any], person: Person, scope: str
+) -> tuple[OAuth2Client, dict[str, Any]]:
+    client = OAuth2Client(
+        client_id=app.client_id,
+        client_secret=app.client_secret,
+        scope=scope,
+        redirect_uri=app.redirect_uri,
+        code_challenge_method="S256",
+        timeout=10,
+    )
+    authorization = start(client, op)
+    callback, _ = walk_to_callback(browser, app, authorization, person)
+    token = client.fetch_token(
+        op["token_endpoint"],
+        authorization_response=callback,
+        state=authorization.state,
+        code_verifier=authorization.verifier,
+    )
+    return client, dict(token)
+
+
+def test_profile_and_groups_claims_reach_authlib_by_scope(browser, live_server, op, jwks_client, ctx, make_user):
+    """OIDC Core §5.4: ``profile`` releases the names, username, time zone and language a person
+    has (none they lack), ``groups`` the groups they are in; both in the ID token and at UserInfo."""
+    app = register_app(live_server, "--scope", "openid profile email groups")
+    user = make_user(email=f"claims-{secrets.token_hex(4)}@example.com", name="Ada Lovelace")
+    with ctx.db.begin() as db:
+        person = db.get(User, user.id)
+        assert person is not None
+        person.given_name, person.family_name, person.preferred_username = (
+            "Ada",
+            "Lovelace",
+            f"ada{secrets.token_hex(3)}",
+        )
+        person.zoneinfo, person.locale = "Europe/London", "fa"
+        db.add_all([UserGroup(user_id=user.id, name="staff"), UserGroup(user_id=user.id, name="accounting")])
+    client, token = scoped_sign_in(browser, app, op, Person(user.id, user.email), "openid profile groups")
+    expected = {
+        "name": "Ada Lovelace",
+        "given_name": "Ada",
+        "family_name": "Lovelace",
+        "preferred_username": person.preferred_username,
+        "zoneinfo": "Europe/London",
+        "locale": "fa",
+        "groups": ["accounting", "staff"],
+    }
+    claims = verify_id_token(jwks_client, op, app, token["id_token"])
+    assert {name: claims.get(name) for name in expected} == expected
+    assert "email" not in claims, "email was not asked for"
+    userinfo = client.get(op["userinfo_endpoint"]).json()
+    assert {name: userinfo.get(name) for name in expected} == expected and "email" not in userinfo
+    assert set(expected) <= set(op["claims_supported"]) and "groups" in op["scopes_supported"]
+
+
+def test_a_person_without_profile_values_gets_no_empty_claims(browser, live_server, op, jwks_client, make_user):
+    app = register_app(live_server, "--scope", "openid profile groups")
+    user = make_user(email=f"bare-{secrets.token_hex(4)}@example.com")
+    client, token = scoped_sign_in(browser, app, op, Person(user.id, user.email), "openid profile groups")
+    userinfo = client.get(op["userinfo_endpoint"]).json()
+    assert userinfo["groups"] == []
+    assert not {"given_name", "family_name", "preferred_username", "zoneinfo", "locale"} & set(userinfo)
+    assert "given_name" not in verify_id_token(jwks_client, op, app, token["id_token"])

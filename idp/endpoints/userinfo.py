@@ -101,7 +101,9 @@ def _userinfo(call: Call[Claims]) -> Response:
     user = call.db.get(User, call.who.get("sub"))
     if user is None or user.disabled:
         raise InvalidToken("the person of this token no longer exists")
-    return JSONResponse({"sub": user.id, **scopes.user_claims(user, granted)}, headers={"Cache-Control": "no-store"})
+    return JSONResponse(
+        {"sub": user.id, **scopes.user_claims(call.db, user, granted)}, headers={"Cache-Control": "no-store"}
+    )
 
 
 userinfo = endpoint(UserinfoSurface(), Needs(lock=False), _userinfo)

@@ -64,7 +64,7 @@ class TokenIssuer:
                 session_id=grant.session_id,
                 nonce=nonce,
                 access_token=access.token,
-                extra_claims=scope_rules.user_claims(user, scope),
+                extra_claims=scope_rules.user_claims(db, user, scope),
             )
         kept_scope = refresh_scope if refresh_scope is not None else scope
         if "offline_access" in kept_scope and "refresh_token" in client.grant_types:
