@@ -80,6 +80,7 @@ def test_export_then_delete_through_the_account_api(http, ctx, make_client, make
     data = exported.json()
     assert data["profile"]["sub"] == user.id and data["profile"]["email"] == user.email
     assert data["profile"]["name"] == "Leaving Api" and data["profile"]["has_password"] is True
+    assert data["profile"]["groups"] == [] and data["profile"]["given_name"] is None
     assert [s["ended_at"] for s in data["sessions"]] == [None]
     [application] = data["applications"]
     assert application["client_id"] == client.client_id and application["name"] == "Test app"

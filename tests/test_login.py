@@ -103,6 +103,21 @@ def test_unknown_phone_number_gets_the_generic_error(http):
     assert assert_generic_failure(post_login(http, "not an identifier", PASSWORD)) == generic
 
 
+@pytest.mark.parametrize("username", ["ada_lovelace", "2125550123"])
+def test_a_person_signs_in_by_their_username_too(http, make_user, ctx, username):
+    """People brought from a system that signed in by username keep doing so; one that looks like
+    a number (but is nobody's) is still theirs."""
+    user = make_user()
+    taken = f"{username}{secrets.randbelow(10**6)}"
+    with ctx.db.begin() as db:
+        db.execute(update(User).where(User.id == user.id).values(preferred_username=taken))
+    generic = generic_error(http)
+    assert assert_generic_failure(post_login(http, taken, "not the password at all")) == generic
+    if taken.upper() != taken:
+        assert assert_generic_failure(post_login(http, taken.upper(), PASSWORD)) == generic, "exactly as it is"
+    assert_signed_in(post_login(http, taken, PASSWORD))
+
+
 def test_failed_sign_in_keeps_the_username(http, make_user):
     user = make_user()
     response = post_login(http, user.email, "not the password at all")

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..storage import AuditEvent, BrowserSession, Client, Consent, Grant, User
+from ..storage import AuditEvent, BrowserSession, Client, Consent, Grant, User, UserGroup
 from .profile import profile_of
 
 FORMAT = 1
@@ -28,7 +28,13 @@ EVENT = ("at", "event", "outcome", "client_id", "ip", "user_agent", "detail")
 def personal_data(db: Session, user: User, exported_at: int) -> dict[str, Any]:
     sessions = select(BrowserSession).where(BrowserSession.user_id == user.id).order_by(BrowserSession.created_at)
     events = select(AuditEvent).where(AuditEvent.user_id == user.id).order_by(AuditEvent.id)
+    groups = select(UserGroup.name).where(UserGroup.user_id == user.id).order_by(UserGroup.name)
     profile = profile_of(user) | {
+        "given_name": user.given_name,
+        "family_name": user.family_name,
+        "preferred_username": user.preferred_username,
+        "zoneinfo": user.zoneinfo,
+        "groups": list(db.scalars(groups)),
         "has_password": user.password_hash is not None,
         "terms_version": user.terms_version,
         "terms_accepted_at": user.terms_accepted_at,

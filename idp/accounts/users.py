@@ -118,7 +118,8 @@ def create_user(
 
 
 def find_by_identifier(db: Session, identifier: str, phone_region: str | None) -> User | None:
-    """An email address, or a phone number in any form ``phonenumbers`` understands."""
+    """An email address, a phone number in any form ``phonenumbers`` understands, or else a
+    username (``preferred_username``, as a system people came from had it, exactly)."""
     identifier = identifier.strip()
     if "@" in identifier:
         try:
@@ -126,9 +127,12 @@ def find_by_identifier(db: Session, identifier: str, phone_region: str | None) -
         except UserError:
             return None
     try:
-        return db.scalar(select(User).where(User.phone == to_e164(identifier, phone_region)))
+        by_phone = db.scalar(select(User).where(User.phone == to_e164(identifier, phone_region)))
     except PhoneError:
-        return None
+        by_phone = None
+    if by_phone is not None or not identifier:
+        return by_phone
+    return db.scalar(select(User).where(User.preferred_username == identifier))
 
 
 def lock_user(db: Session, user_id: str) -> User | None:
