@@ -31,6 +31,7 @@ class Event(StrEnum):
 
     ACCOUNT_DELETED = "account_deleted"
     ACCOUNT_LOCKED = "account_locked"
+    ADMIN_ACTION = "admin_action"
     AUTHORIZATION_CODE_REUSED = "authorization_code_reused"
     CLIENT_AUTHENTICATION_FAILED = "client_authentication_failed"
     CODE_SENT = "code_sent"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from sqlalchemy import String, cast, select
@@ -21,6 +22,7 @@ from .grants.registry import GRANTS
 
 GRANT_TYPES = tuple(GRANTS)
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 LIFETIMES = {
     "access_token_ttl": (60, 86_400),
     "refresh_token_ttl": (300, 31_536_000),
@@ -196,95 +198,153 @@ def any_client_registers_origin(db: Session, origin: str) -> bool:
     return any(origin in origins for origins in db.scalars(mentioning))
 
 
-def create_client(
-    db: Session,
-    secret_key: str,
-    *,
-    name: str,
-    redirect_uris: list[str],
-    post_logout_redirect_uris: Sequence[str] = (),
-    scope: str = DEFAULT_SCOPE,
-    grant_types: list[str] | None = None,
-    auth_method: str | None = None,
-    jwks_uri: str | None = None,
-    first_party: bool = False,
-    web_origins: Sequence[str] = (),
-    sign_in: str = sign_in_methods.PASSWORD,
-    logo_uri: str | None = None,
-    policy_uri: str | None = None,
-    tos_uri: str | None = None,
-    lifetimes: Mapping[str, int | None] | None = None,
-    allow_http: bool = False,
-) -> NewClient:
-    """Check everything first and write one row, so bad input leaves nothing behind. Without an
+@dataclass(frozen=True)
+class Registration:
+    """What ``idp clients create`` registers, or ``update`` changes, before it is checked. Without an
     ``auth_method`` the client gets a secret that it may send in the Basic header or the body."""
-    pinned = auth_method is not None
-    auth_method = auth_method or "client_secret_basic"
-    name = name.strip()
+
+    name: str
+    redirect_uris: Sequence[str]
+    post_logout_redirect_uris: Sequence[str] = ()
+    scope: str = DEFAULT_SCOPE
+    grant_types: Sequence[str] | None = None
+    auth_method: str | None = None
+    jwks_uri: str | None = None
+    first_party: bool = False
+    web_origins: Sequence[str] = ()
+    sign_in: str = sign_in_methods.PASSWORD
+    logo_uri: str | None = None
+    policy_uri: str | None = None
+    tos_uri: str | None = None
+    lifetimes: Mapping[str, int | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, client: Client) -> Registration:
+        return cls(
+            name=client.name,
+            redirect_uris=client.redirect_uris,
+            post_logout_redirect_uris=client.post_logout_redirect_uris,
+            scope=client.scope,
+            grant_types=client.grant_types,
+            auth_method=client.token_endpoint_auth_method if client.auth_method_pinned else None,
+            jwks_uri=client.jwks_uri,
+            first_party=client.first_party,
+            web_origins=client.web_origins,
+            sign_in=client.sign_in,
+            logo_uri=client.logo_uri,
+            policy_uri=client.policy_uri,
+            tos_uri=client.tos_uri,
+            lifetimes={name: getattr(client, name) for name in LIFETIMES},
+        )
+
+
+def create_client(db: Session, secret_key: str, *, allow_http: bool = False, **given: Any) -> NewClient:
+    """Check everything first and write one row, so bad input leaves nothing behind; ``given`` as
+    :class:`Registration`."""
+    columns = _columns(Registration(**given), allow_http=allow_http)
+    secret = new_token() if columns["token_endpoint_auth_method"] in SECRET_METHODS else None
+    client = Client(
+        id=new_token()[:32],
+        secret_hash=keyed_digest(secret_key, secret) if secret else None,
+        created_at=now(),
+        **columns,
+    )
+    db.add(client)
+    db.flush()
+    return NewClient(client=client, secret=secret)
+
+
+def update_client(db: Session, client_id: str, changes: Mapping[str, Any], *, allow_http: bool = False) -> Client:
+    """Change what ``changes`` names (as :class:`Registration`), checked as a new registration
+    would be; the secret stays (``rotate_secret`` replaces it), so a client that has one keeps a
+    method that sends one, and one without gets none."""
+    client = find_client(db, client_id)
+    columns = _columns(replace(Registration.of(client), **changes), allow_http=allow_http)
+    had_secret = client.token_endpoint_auth_method in SECRET_METHODS
+    if (columns["token_endpoint_auth_method"] in SECRET_METHODS) != had_secret:
+        raise ClientError("--token-endpoint-auth-method: a client keeps whether it has a secret; register a new one")
+    for name, value in columns.items():
+        setattr(client, name, value)
+    db.flush()
+    return client
+
+
+def rotate_secret(db: Session, secret_key: str, client_id: str) -> str:
+    """A new secret for the client, shown once; the old one stops working at once."""
+    client = find_client(db, client_id)
+    if client.token_endpoint_auth_method not in SECRET_METHODS:
+        raise ClientError(f"client {client_id} authenticates without a secret ({client.token_endpoint_auth_method})")
+    secret = new_token()
+    client.secret_hash = keyed_digest(secret_key, secret)
+    return secret
+
+
+def find_client(db: Session, client_id: str) -> Client:
+    """The client with this id, or a :class:`ClientError` that names it."""
+    client = db.get(Client, client_id) if len(client_id) <= 64 else None
+    if client is None:
+        raise ClientError(f"no client with id {client_id}")
+    return client
+
+
+def _columns(registration: Registration, *, allow_http: bool) -> dict[str, Any]:
+    """The client's columns for ``registration``, every value checked."""
+    r = registration
+    auth_method = r.auth_method or "client_secret_basic"
+    name = r.name.strip()
     if not name or len(name) > 200:
         raise ClientError("--name: must be 1 to 200 characters")
-    grant_types = list(dict.fromkeys(grant_types or ["authorization_code", "refresh_token"]))
+    grant_types = list(dict.fromkeys(r.grant_types or ["authorization_code", "refresh_token"]))
     for grant in grant_types:
         if grant not in GRANT_TYPES:
             raise ClientError(f"--grant-type: {grant!r} is not one of {', '.join(GRANT_TYPES)}")
     if auth_method not in AUTH_METHODS:
         raise ClientError(f"--token-endpoint-auth-method: {auth_method!r} is not one of {', '.join(AUTH_METHODS)}")
-    if sign_in not in sign_in_methods.CHOICES:
-        raise ClientError(f"--sign-in: {sign_in!r} is not one of {', '.join(sign_in_methods.CHOICES)}")
+    if r.sign_in not in sign_in_methods.CHOICES:
+        raise ClientError(f"--sign-in: {r.sign_in!r} is not one of {', '.join(sign_in_methods.CHOICES)}")
     if auth_method == "none" and "client_credentials" in grant_types:
         raise ClientError("--grant-type: client_credentials needs a confidential client, not auth method none")
-    if "authorization_code" in grant_types and not redirect_uris:
+    if "authorization_code" in grant_types and not r.redirect_uris:
         raise ClientError("--redirect-uri: the authorization_code grant needs at least one")
-    redirects = [check_redirect_uri(u, allow_http=allow_http) for u in dict.fromkeys(redirect_uris)]
-    logouts = [
-        check_redirect_uri(u, allow_http=allow_http, option="--post-logout-redirect-uri")
-        for u in dict.fromkeys(post_logout_redirect_uris)
-    ]
-    origins = list(dict.fromkeys(check_web_origin(o, allow_http=allow_http) for o in web_origins))
-    branding = {
-        name: None if uri is None else check_branding_uri(uri, allow_http=allow_http, option=option)
-        for name, option, uri in (
-            ("logo_uri", "--logo-uri", logo_uri),
-            ("policy_uri", "--policy-uri", policy_uri),
-            ("tos_uri", "--tos-uri", tos_uri),
-        )
-    }
-    own_lifetimes = check_lifetimes(lifetimes or {})
     try:
-        scopes = scope_rules.parse(scope)
+        scopes = scope_rules.parse(r.scope)
     except InvalidScope as exc:
         raise ClientError(f"--scope: {exc.description}") from None
     if not scopes:
         raise ClientError("--scope: must name at least one scope")
     if auth_method == "private_key_jwt":
-        if jwks_uri is None:
+        if r.jwks_uri is None:
             raise ClientError("--jwks-uri: private_key_jwt needs the URL of the client's JWKS")
-        check_redirect_uri(jwks_uri, allow_http=allow_http, option="--jwks-uri")
-    elif jwks_uri is not None:
+        check_redirect_uri(r.jwks_uri, allow_http=allow_http, option="--jwks-uri")
+    elif r.jwks_uri is not None:
         raise ClientError("--jwks-uri: only private_key_jwt clients use a JWKS")
-
-    secret = new_token() if auth_method in ("client_secret_basic", "client_secret_post") else None
-    client = Client(
-        id=new_token()[:32],
-        name=name,
-        secret_hash=keyed_digest(secret_key, secret) if secret else None,
-        redirect_uris=redirects,
-        post_logout_redirect_uris=logouts,
-        scope=" ".join(scopes),
-        grant_types=grant_types,
-        token_endpoint_auth_method=auth_method,
-        auth_method_pinned=pinned,
-        jwks_uri=jwks_uri,
-        first_party=first_party,
-        web_origins=origins,
-        sign_in=sign_in,
+    branding = {
+        column: None if uri is None else check_branding_uri(uri, allow_http=allow_http, option=option)
+        for column, option, uri in (
+            ("logo_uri", "--logo-uri", r.logo_uri),
+            ("policy_uri", "--policy-uri", r.policy_uri),
+            ("tos_uri", "--tos-uri", r.tos_uri),
+        )
+    }
+    return {
+        "name": name,
+        "redirect_uris": [check_redirect_uri(u, allow_http=allow_http) for u in dict.fromkeys(r.redirect_uris)],
+        "post_logout_redirect_uris": [
+            check_redirect_uri(u, allow_http=allow_http, option="--post-logout-redirect-uri")
+            for u in dict.fromkeys(r.post_logout_redirect_uris)
+        ],
+        "scope": " ".join(scopes),
+        "grant_types": grant_types,
+        "token_endpoint_auth_method": auth_method,
+        "auth_method_pinned": r.auth_method is not None,
+        "jwks_uri": r.jwks_uri,
+        "first_party": r.first_party,
+        "web_origins": list(dict.fromkeys(check_web_origin(o, allow_http=allow_http) for o in r.web_origins)),
+        "sign_in": r.sign_in,
         **branding,
-        created_at=now(),
-        **own_lifetimes,
-    )
-    db.add(client)
-    db.flush()
-    return NewClient(client=client, secret=secret)
+        **dict.fromkeys(LIFETIMES),
+        **check_lifetimes(r.lifetimes),
+    }
 
 
 def check_lifetimes(lifetimes: Mapping[str, int | None]) -> dict[str, int]:
@@ -305,7 +365,4 @@ def list_clients(db: Session) -> list[Client]:
 
 
 def delete_client(db: Session, client_id: str) -> None:
-    client = db.get(Client, client_id)
-    if client is None:
-        raise ClientError(f"no client with id {client_id}")
-    db.delete(client)
+    db.delete(find_client(db, client_id))
