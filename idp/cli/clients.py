@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from .. import audit
 from ..accounts import sign_in_methods
-from ..audit import Event
 from ..oauth.clients import (
     AUTH_METHODS,
     DEFAULT_SCOPE,
@@ -25,7 +21,7 @@ from ..oauth.clients import (
 )
 from ..settings import Settings
 from ..storage import Client
-from .context import as_operator, open_context
+from .context import as_operator, open_context, record_admin_action
 from .output import emit
 
 REFUSALS: tuple[type[Exception], ...] = (ClientError,)
@@ -127,7 +123,7 @@ def update_command(settings: Settings, args: argparse.Namespace) -> int:
         if "lifetimes" in given:
             given["lifetimes"] = {**_lifetimes(find_client(db, args.client_id)), **given["lifetimes"]}
         client = update_client(db, args.client_id, given, allow_http=settings.issuer.startswith("http://"))
-        _record(db, client.id, "update", sorted(given))
+        record_admin_action(db, "clients update", list(given), client_id=client.id)
         output = described(client)
     emit(output)
     return 0
@@ -138,7 +134,7 @@ def rotate_command(settings: Settings, args: argparse.Namespace) -> int:
     with ctx.db.begin() as db:
         as_operator(db)
         secret = rotate_secret(db, ctx.secret_key, args.client_id)
-        _record(db, args.client_id, "rotate-secret", [])
+        record_admin_action(db, "clients rotate-secret", client_id=args.client_id)
     emit({"client_id": args.client_id, "client_secret": secret})
     return 0
 
@@ -186,12 +182,6 @@ def delete_command(settings: Settings, args: argparse.Namespace) -> int:
     with open_context(settings).db.begin() as db:
         as_operator(db)
         delete_client(db, args.client_id)
-        _record(db, args.client_id, "delete", [])
+        record_admin_action(db, "clients delete", client_id=args.client_id)
     emit({"client_id": args.client_id, "deleted": True})
     return 0
-
-
-def _record(db: Session, client_id: str, command: str, options: list[str]) -> None:
-    """An operator's change to a client, in the audit trail (the operator: :func:`as_operator`)."""
-    detail = {"command": f"clients {command}", "options": options}
-    audit.record(db, Event.ADMIN_ACTION, outcome="success", client_id=client_id, detail=detail)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import getpass
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
 from .. import audit
+from ..audit import Event
 from ..context import Context
 from ..migrate import upgrade
 from ..settings import Settings
@@ -23,3 +25,12 @@ def as_operator(db: Session) -> None:
     """Every audit event ``db`` records comes from the operator who ran the command, named by their
     operating-system account (no address: the command ran on the server)."""
     audit.set_origin(db, audit.Origin(ip=None, user_agent=f"idp command line, operator {getpass.getuser()}"))
+
+
+def record_admin_action(
+    db: Session, command: str, options: Sequence[str] = (), *, user_id: str | None = None, client_id: str | None = None
+) -> None:
+    """An operator's change, in the audit trail with the operator (:func:`as_operator`) and the
+    options given, never their values."""
+    detail = {"command": command, "options": sorted(options)}
+    audit.record(db, Event.ADMIN_ACTION, outcome="success", user_id=user_id, client_id=client_id, detail=detail)

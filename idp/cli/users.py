@@ -1,4 +1,5 @@
-"""``idp users create / list / show / unlock / disable / delete / import / export``."""
+"""``idp users create / list / search / show / update / unlock / disable / enable / delete / reset-link /
+sessions / grants / import / export``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from typing import Any
 
 from .. import audit
+from ..accounts import administration
 from ..accounts.deletion import delete_account
 from ..accounts.exports import export_people
 from ..accounts.imports import Summary, import_people
@@ -17,7 +19,7 @@ from ..accounts.users import UserError, create_user, disable_user, list_users, l
 from ..audit import Event
 from ..settings import Settings
 from ..storage import User, now
-from .context import as_operator, open_context
+from .context import as_operator, open_context, record_admin_action
 from .output import emit
 
 # Read from standard input this many bytes at most: a password is at most 256 characters.
@@ -61,6 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for name, act, done, text in (
         ("unlock", unlock_user, "unlocked", "end a lockout"),
         ("disable", disable_user, "disabled", "disable an account and end its sessions and grants"),
+        ("enable", administration.enable_user, "enabled", "let a disabled account sign in again"),
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("user_id")
@@ -71,6 +74,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     delete = actions.add_parser("delete", help="delete an account: its sessions end, its grants and tokens die")
     delete.add_argument("user_id")
     delete.set_defaults(run=delete_command)
+    search = actions.add_parser(
+        "search", help="people whose id is TEXT or whose address, number, names or username hold it"
+    )
+    search.add_argument("text")
+    search.set_defaults(run=search_command)
+    update = actions.add_parser("update", help="change what the options name; prints the person")
+    update.add_argument("user_id")
+    for option in ("--email", "--phone", "--name", "--given-name", "--family-name", "--username"):
+        update.add_argument(option)
+    update.add_argument("--group", action="append", dest="groups", help="the person's groups, all of them (repeat it)")
+    update.add_argument("--no-groups", action="store_const", const=[], dest="groups", help="in no group")
+    for flag in ("--email-verified", "--phone-verified"):
+        update.add_argument(flag, action=argparse.BooleanOptionalAction)
+    update.set_defaults(run=update_command)
+    reset = actions.add_parser("reset-link", help="print a one-time link to set a new password (an hour)")
+    reset.add_argument("user_id")
+    reset.set_defaults(run=reset_link_command)
+    sessions = actions.add_parser("sessions", help="the person's live sessions, or end some or all")
+    sessions.add_argument("user_id")
+    sessions.add_argument("--end", action="append", default=[], metavar="SESSION_ID")
+    sessions.add_argument("--end-all", action="store_true")
+    sessions.set_defaults(run=sessions_command)
+    grants = actions.add_parser("grants", help="what the person granted applications, or revoke some or all")
+    grants.add_argument("user_id")
+    grants.add_argument("--revoke", action="append", default=[], metavar="GRANT_ID")
+    grants.add_argument("--revoke-all", action="store_true")
+    grants.set_defaults(run=grants_command)
 
 
 def create_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -176,7 +206,9 @@ def delete_command(settings: Settings, args: argparse.Namespace) -> int:
 def act_command(settings: Settings, args: argparse.Namespace) -> int:
     """One change to one person (``args.act``), printed as the state it leaves (``args.done``)."""
     with open_context(settings).db.begin() as db:
+        as_operator(db)
         args.act(db, args.user_id)
+        record_admin_action(db, f"users {args.action}", user_id=args.user_id)
     emit({"id": args.user_id, args.done: True})
     return 0
 
@@ -202,3 +234,93 @@ def read_password() -> str:
     if not password:
         raise PasswordInputError("--password -: standard input held no password on its first line")
     return password
+
+
+UPDATES = {
+    "email": "email",
+    "phone": "phone",
+    "name": "name",
+    "given_name": "given_name",
+    "family_name": "family_name",
+    "username": "preferred_username",
+    "groups": "groups",
+    "email_verified": "email_verified",
+    "phone_verified": "phone_verified",
+}
+"""Each option of ``users update`` and what it changes."""
+
+
+def search_command(settings: Settings, args: argparse.Namespace) -> int:
+    with open_context(settings).db() as db:
+        for user in administration.search_users(db, args.text):
+            emit(described(user))
+    return 0
+
+
+def update_command(settings: Settings, args: argparse.Namespace) -> int:
+    changes = {column: getattr(args, option) for option, column in UPDATES.items() if getattr(args, option) is not None}
+    if not changes:
+        raise UserError("users update: name at least one thing to change (--email, --phone, --name ...)")
+    with open_context(settings).db.begin() as db:
+        as_operator(db)
+        user = administration.update_person(db, settings, args.user_id, changes)
+        record_admin_action(db, "users update", list(changes), user_id=user.id)
+        output = described(user) | {
+            "given_name": user.given_name,
+            "family_name": user.family_name,
+            "preferred_username": user.preferred_username,
+        }
+    emit(output)
+    return 0
+
+
+def reset_link_command(settings: Settings, args: argparse.Namespace) -> int:
+    with open_context(settings).db.begin() as db:
+        as_operator(db)
+        link = administration.reset_link(db, settings, args.user_id)
+        record_admin_action(db, "users reset-link", user_id=args.user_id)
+    emit({"id": args.user_id, "reset_link": link})
+    return 0
+
+
+def sessions_command(settings: Settings, args: argparse.Namespace) -> int:
+    with open_context(settings).db.begin() as db:
+        if args.end or args.end_all:
+            as_operator(db)
+            ended = administration.end_sessions(db, args.user_id, args.end)
+            record_admin_action(db, "users sessions --end", user_id=args.user_id)
+            emit({"id": args.user_id, "ended": ended})
+            return 0
+        for session in administration.live_sessions(db, args.user_id):
+            emit(
+                {
+                    "id": session.id,
+                    "created_at": session.created_at,
+                    "last_seen_at": session.last_seen_at,
+                    "expires_at": session.expires_at,
+                    "ip": session.ip,
+                    "user_agent": session.user_agent,
+                }
+            )
+    return 0
+
+
+def grants_command(settings: Settings, args: argparse.Namespace) -> int:
+    with open_context(settings).db.begin() as db:
+        if args.revoke or args.revoke_all:
+            as_operator(db)
+            revoked = administration.revoke_person_grants(db, args.user_id, args.revoke)
+            record_admin_action(db, "users grants --revoke", user_id=args.user_id)
+            emit({"id": args.user_id, "revoked": revoked})
+            return 0
+        for grant in administration.grants_of(db, args.user_id):
+            emit(
+                {
+                    "id": grant.id,
+                    "client_id": grant.client_id,
+                    "scope": grant.scope,
+                    "created_at": grant.created_at,
+                    "revoked_at": grant.revoked_at,
+                }
+            )
+    return 0

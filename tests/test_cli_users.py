@@ -1,0 +1,127 @@
+"""An operator's commands for people: search, update, enable, reset-link, sessions and grants; each
+change audited with the operating-system account that ran it, and bad input written nowhere."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+from .conftest import PASSWORD, run_idp
+from .flows import RegisteredClient, hidden_fields, post_login, tokens_for
+from .test_cli import Person, cli_app, create_client, env, ok, one  # noqa: F401 - cli_app and env are fixtures
+
+NEW_PASSWORD = "an entirely new passphrase 7"
+
+
+def person(env: dict[str, str], email: str) -> Person:  # noqa: F811
+    made = one(env, "users", "create", "--email", email, "--password", PASSWORD, "--verified")
+    return Person(made["id"], email, PASSWORD)
+
+
+def first_party(env: dict[str, str]) -> RegisteredClient:  # noqa: F811
+    made = create_client(env, "--first-party")
+    return RegisteredClient(made["client_id"], made["client_secret"], "https://rp.example/cb")
+
+
+def test_search_finds_people_by_what_they_are_known_by(env):  # noqa: F811
+    ada = person(env, "ada.search@example.com")
+    one(env, "users", "update", ada.id, "--username", "countess", "--phone", "+14155550199")
+    person(env, "grace.search@example.com")
+    for text in ("ada.search", "COUNTESS", "5550199", ada.id):
+        assert [found["id"] for found in ok(env, "users", "search", text)] == [ada.id], text
+    assert len(ok(env, "users", "search", ".search@")) == 2
+    assert ok(env, "users", "search", "nobody-like-this") == []
+
+
+def test_update_changes_what_it_names_and_refuses_what_is_anothers(env):  # noqa: F811
+    ada, grace = person(env, "ada.update@example.com"), person(env, "grace.update@example.com")
+    updated = one(
+        env,
+        "users",
+        "update",
+        ada.id,
+        *("--email", "Ada.New@Example.com", "--no-email-verified", "--given-name", "Ada", "--username", "ada"),
+        *("--group", "staff", "--group", "admins"),
+    )
+    assert updated["email"] == "ada.new@example.com" and updated["email_verified"] is False
+    assert updated["given_name"] == "Ada" and updated["preferred_username"] == "ada"
+    assert one(env, "users", "show", ada.id)["profile"]["groups"] == ["admins", "staff"]
+    before = one(env, "users", "show", grace.id)["profile"]
+    for args, option in [
+        (("--email", "ada.new@example.com"), "--email"),
+        (("--username", "ada"), "--username"),
+        (("--email", "not an address"), "--email"),
+        (("--phone", "12"), "--phone"),
+        (("--name", "x" * 201), "--name"),
+        ((), "users update"),
+    ]:
+        refused = run_idp(env, "users", "update", grace.id, *args)
+        assert refused.returncode == 2 and refused.stdout == "", refused
+        [line] = refused.stderr.strip().splitlines()
+        assert option in line, line
+    assert one(env, "users", "show", grace.id)["profile"] == before, "a refusal writes nothing"
+
+
+def test_enable_lets_a_disabled_person_sign_in_again(env, cli_app):  # noqa: F811
+    ada, app = person(env, "ada.enable@example.com"), first_party(env)
+    one(env, "users", "disable", ada.id)
+    assert post_login(cli_app, ada.email, PASSWORD).status_code == 400
+    assert one(env, "users", "enable", ada.id) == {"id": ada.id, "enabled": True}
+    assert tokens_for(cli_app, app, ada)["access_token"]
+
+
+def test_a_reset_link_sets_a_new_password_once(env, cli_app):  # noqa: F811
+    ada = person(env, "ada.reset@example.com")
+    link = urlsplit(one(env, "users", "reset-link", ada.id)["reset_link"])
+    assert link.path == "/password/reset"
+    page = cli_app.get(f"{link.path}?{link.query}")
+    assert page.status_code == 200, page.text
+    form = {**hidden_fields(page.text), "password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD}
+    assert cli_app.post("/password/reset", data=form).status_code == 200
+    assert post_login(cli_app, ada.email, PASSWORD).status_code == 400
+    assert post_login(cli_app, ada.email, NEW_PASSWORD).status_code == 303
+    spent = cli_app.get(f"{link.path}?{link.query}")
+    assert spent.status_code == 400 and 'name="password"' not in spent.text, "the link works once"
+    phoneless = one(env, "users", "create", "--phone", "+14155550142")
+    refused = run_idp(env, "users", "reset-link", phoneless["id"])
+    assert refused.returncode == 2 and "no email address" in refused.stderr
+
+
+def test_sessions_and_grants_are_listed_and_ended(env, cli_app):  # noqa: F811
+    ada, app = person(env, "ada.sessions@example.com"), first_party(env)
+    tokens = tokens_for(cli_app, app, ada, scope="openid offline_access")
+    [session] = ok(env, "users", "sessions", ada.id)
+    assert session["ip"] and session["user_agent"]
+    [grant] = ok(env, "users", "grants", ada.id)
+    assert grant["client_id"] == app.client_id and grant["revoked_at"] is None
+
+    assert one(env, "users", "grants", ada.id, "--revoke", grant["id"]) == {"id": ada.id, "revoked": 1}
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    assert cli_app.post("/token", data=refresh, auth=app.auth).status_code == 400
+    assert cli_app.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code == 401
+    again = run_idp(env, "users", "grants", ada.id, "--revoke", grant["id"])
+    assert again.returncode == 2 and "no grant" in again.stderr
+
+    assert one(env, "users", "sessions", ada.id, "--end-all") == {"id": ada.id, "ended": 1}
+    assert ok(env, "users", "sessions", ada.id) == []
+    assert cli_app.get("/account").status_code == 303, "the browser is signed out"
+    unknown = run_idp(env, "users", "sessions", ada.id, "--end", "nope")
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_operator_changes_are_audited_with_who_ran_them(env):  # noqa: F811
+    ada = person(env, "ada.audit@example.com")
+    one(env, "users", "update", ada.id, "--name", "Ada")
+    one(env, "users", "disable", ada.id)
+    one(env, "users", "enable", ada.id)
+    link = one(env, "users", "reset-link", ada.id)["reset_link"]
+    printed = run_idp(env, "audit", "--user", ada.id, "--event", "admin_action").stdout
+    events = [json.loads(line) for line in printed.splitlines()]
+    assert [e["detail"]["command"] for e in events] == [
+        "users update",
+        "users disable",
+        "users enable",
+        "users reset-link",
+    ]
+    assert all(e["user_agent"].startswith("idp command line, operator ") for e in events)
+    assert link.split("token=")[1] not in printed
