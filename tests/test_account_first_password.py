@@ -18,7 +18,7 @@ from .test_account import alert_text, events, notice_text, post_form, sign_in, s
 from .test_account_api import Documented, assert_problem, bearer
 
 FIRST_PASSWORD = "my very first passphrase 7"
-CODE = re.compile(r"Your code to set a password is (\d{6})\n")
+CODE = re.compile(r"Your code to set a password is (\d{6})\b")
 PASSWORD_CHANGED = re.compile(r"the password of your account was changed")
 
 
