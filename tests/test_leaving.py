@@ -5,10 +5,8 @@ as them, and the audit trail about them is kept without what ties it to them."""
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
@@ -17,22 +15,10 @@ from idp.storage import AuditEvent, BrowserSession, Consent, Grant, RefreshToken
 from .conftest import PASSWORD, TEST_ISSUER, run_idp
 from .flows import hidden_fields, tokens_for
 from .test_account import emailed
-from .test_account_api import Documented, assert_problem, bearer
+from .test_account_api import assert_problem, bearer, documented, sms_log  # noqa: F401 - documented and sms_log are fixtures
 from .test_cli import env, one  # noqa: F401 - env is a fixture
 
 SECRET_FIELDS = ("password_hash", "totp_secret", "token_hash", "code_hash", "secret_hash")
-
-
-@pytest.fixture
-def documented(app) -> Documented:  # type: ignore[no-untyped-def]
-    with TestClient(app, base_url=TEST_ISSUER) as http:
-        return Documented(http.get("/api/account/openapi.json").json())
-
-
-@pytest.fixture
-def mail(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="idp.messages")
-    return caplog
 
 
 def held_about(ctx: Any, user_id: str) -> dict[str, int]:
@@ -69,7 +55,7 @@ def assert_nothing_works_as(http: TestClient, client: Any, user: Any, tokens: di
 # --- the account API -----------------------------------------------------------------------------
 
 
-def test_export_then_delete_through_the_account_api(http, ctx, make_client, make_user, mail, documented):
+def test_export_then_delete_through_the_account_api(http, ctx, make_client, make_user, sms_log, documented):  # noqa: F811
     client, user = make_client(first_party=True, scope="openid email offline_access"), make_user(name="Leaving Api")
     tokens = tokens_for(http, client, user, scope="openid email offline_access")
 
@@ -104,7 +90,7 @@ def test_export_then_delete_through_the_account_api(http, ctx, make_client, make
     documented.check(deleted, "/api/account", "delete")
     assert held_about(ctx, user.id) == {"users": 0, "sessions": 0, "grants": 0, "consents": 0, "refresh_tokens": 0}
     assert_nothing_works_as(http, client, user, tokens)
-    assert "your account was deleted on" in emailed(ctx, mail, user.email, "Your account was deleted")
+    assert "your account was deleted on" in emailed(ctx, sms_log, user.email, "Your account was deleted")
 
     kept = audit_of(ctx, user.id)
     *before, last = kept
@@ -135,7 +121,7 @@ def test_deleting_without_the_password_is_refused_and_deletes_nothing(http, ctx,
 # --- the account page ----------------------------------------------------------------------------
 
 
-def test_download_and_delete_from_the_account_page(http, ctx, make_client, make_user, mail):
+def test_download_and_delete_from_the_account_page(http, ctx, make_client, make_user, sms_log):  # noqa: F811
     client, user = make_client(), make_user()
     tokens = tokens_for(http, client, user, scope="openid offline_access")
     page = http.get("/account")
@@ -159,7 +145,7 @@ def test_download_and_delete_from_the_account_page(http, ctx, make_client, make_
     assert held_about(ctx, user.id)["users"] == 0
     assert http.get("/account").status_code == 303, "this browser is signed out"
     assert_nothing_works_as(http, client, user, tokens)
-    emailed(ctx, mail, user.email, "Your account was deleted")
+    emailed(ctx, sms_log, user.email, "Your account was deleted")
 
 
 # --- the operator's command line -----------------------------------------------------------------
