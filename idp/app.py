@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from . import api
+from .audit import run_audit_writer
 from .context import Context
 from .endpoints import discovery, health, metrics
 from .endpoints.authorization_challenge import authorization_challenge
@@ -74,7 +75,10 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     """Every server process cleans up in the background while it serves, and delivers the outbox
     unless ``IDP_DELIVERY_WORKER=off`` leaves that to other processes."""
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(run_housekeeping(app.state.ctx, stop))]
+    tasks = [
+        asyncio.create_task(run_housekeeping(app.state.ctx, stop)),
+        asyncio.create_task(run_audit_writer(app.state.ctx.audit_queue, stop)),
+    ]
     if app.state.ctx.settings.delivery_worker:
         tasks.append(asyncio.create_task(run_worker(app.state.ctx, stop)))
     try:

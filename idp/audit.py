@@ -12,14 +12,21 @@ in it says so.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import insert
+from sqlalchemy.orm import Session, sessionmaker
 
 from .storage import AuditEvent, now
+
+log = logging.getLogger("idp.audit")
 
 MAX_USER_AGENT = 512
 _SECRET_WORDS = ("password", "secret", "token", "code")
@@ -103,24 +110,102 @@ def record(
     A ``detail`` key that names a secret is refused outright: passing a code or a password here is
     a programming error, and failing loudly in tests beats a secret quietly kept in the database.
     """
+    row = _row(db, event, outcome, user_id, client_id, ip, user_agent, detail)
+    db.add(AuditEvent(**row))
+
+
+def _row(
+    db: Session,
+    event: Event,
+    outcome: str,
+    user_id: str | None,
+    client_id: str | None,
+    ip: str | None,
+    user_agent: str | None,
+    detail: Mapping[str, Any] | None,
+) -> dict[str, Any]:
     for key in detail or {}:
         if any(word in key.lower() for word in _SECRET_WORDS):
             raise ValueError(f"audit detail {key!r} looks like a secret; record facts, never secrets")
     origin = db.info.get(_ORIGIN)
     if ip is None and user_agent is None and isinstance(origin, Origin):
         ip, user_agent = origin.ip, origin.user_agent
-    db.add(
-        AuditEvent(
-            at=now(),
-            event=event,
-            outcome=outcome,
-            user_id=user_id,
-            client_id=client_id,
-            ip=ip,
-            user_agent=user_agent[:MAX_USER_AGENT] if user_agent is not None else None,
-            detail=dict(detail) if detail is not None else None,
-        )
-    )
+    return {
+        "at": now(),
+        "event": event,
+        "outcome": outcome,
+        "user_id": user_id,
+        "client_id": client_id,
+        "ip": ip,
+        "user_agent": user_agent[:MAX_USER_AGENT] if user_agent is not None else None,
+        "detail": dict(detail) if detail is not None else None,
+    }
+
+
+class AuditQueue:
+    """Events of requests that write nothing else, written in batches by :func:`run_audit_writer`.
+
+    A ``client_credentials`` token request reads only what every process keeps in memory; a
+    transaction of its own for its one event would cost more than the rest of the request (and on
+    SQLite, queue every token request behind one writer). Its event is kept here instead and
+    written within :data:`AUDIT_BATCH_SECONDS`, in one transaction with every other event queued
+    by then; a process that stops cleanly writes what it holds first, one that is killed loses
+    at most that long.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def record(
+        self,
+        db: Session,
+        event: Event,
+        *,
+        outcome: str,
+        user_id: str | None = None,
+        client_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """As :func:`record`, from ``db``'s request, but written soon instead of with ``db``."""
+        row = _row(db, event, outcome, user_id, client_id, None, None, detail)
+        with self._lock:
+            self._rows.append(row)
+
+    def write(self) -> int:
+        """Write what is queued, in one transaction; how many events that was. What a database
+        refuses stays queued for the next time, up to :data:`MAX_QUEUED` events."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if not rows:
+            return 0
+        try:
+            with self.sessions.begin() as db:
+                db.execute(insert(AuditEvent), rows)
+        except Exception:
+            with self._lock:
+                self._rows = (rows + self._rows)[-MAX_QUEUED:]
+            raise
+        return len(rows)
+
+
+AUDIT_BATCH_SECONDS = 0.5
+MAX_QUEUED = 100_000
+
+
+async def run_audit_writer(queue: AuditQueue, stop: asyncio.Event) -> None:
+    """Write the queue every :data:`AUDIT_BATCH_SECONDS` while the process serves, and once more
+    when it stops; a batch the database refuses is tried again with the next."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), AUDIT_BATCH_SECONDS)
+        try:
+            await asyncio.to_thread(queue.write)
+        except Exception as exc:  # noqa: BLE001 - a database outage must not end the writer
+            log.error("audit events not written yet: %s", type(exc).__name__)
+        if stop.is_set():
+            return
 
 
 def mask(recipient: str) -> str:

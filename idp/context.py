@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from .audit import AuditQueue
+from .caching.clients import ClientCache
+from .caching.generations import Generations
+from .caching.live_tokens import LiveTokens
 from .keys import KeyRing, KeyStore
 from .languages import Languages, speak
 from .messaging.email import EmailBackend, email_backend
@@ -47,6 +51,7 @@ class Context:
     redis: redis.Redis | None
     languages: Languages
     theme: Theme
+    generations: Generations
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -57,6 +62,9 @@ class Context:
         theme = Theme(settings.site_name, settings.theme_dir)
         speak(db, languages)
         dress(db, theme)
+        redis_client = _redis_client(settings.redis_url)
+        generations = Generations.for_store(settings.database_url, redis_client)
+        generations.attach(db)
         return cls(
             settings=settings,
             engine=engine,
@@ -64,9 +72,10 @@ class Context:
             keystore=keystore,
             keyring=KeyRing(keystore),
             secret_key=settings.secret_key or keystore.secret_key(),
-            redis=_redis_client(settings.redis_url),
+            redis=redis_client,
             languages=languages,
             theme=theme,
+            generations=generations,
         )
 
     @cached_property
@@ -78,12 +87,20 @@ class Context:
         return Csrf(self.secret_key, self.settings.secure_cookies)
 
     @cached_property
+    def audit_queue(self) -> AuditQueue:
+        return AuditQueue(self.db)
+
+    @cached_property
     def token_issuer(self) -> TokenIssuer:
-        return TokenIssuer(self.keyring, self.settings)
+        return TokenIssuer(self.keyring, self.settings, self.audit_queue)
 
     @cached_property
     def client_authenticator(self) -> ClientAuthenticator:
-        return ClientAuthenticator(self.secret_key, self.settings.issuer, self.db)
+        return ClientAuthenticator(self.secret_key, self.settings.issuer, self.db, ClientCache(self.generations))
+
+    @cached_property
+    def live_tokens(self) -> LiveTokens:
+        return LiveTokens(self.generations)
 
     @cached_property
     def metadata(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import html
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -58,6 +59,18 @@ class TestUser:
     id: str
     email: str
     password: str | None
+
+
+def eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Poll ``check`` until it holds or ``seconds`` pass: for what a process does in the
+    background (a key rotation reaching it, a batch of audit events written)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 def pkce_pair() -> tuple[str, str]:

@@ -40,7 +40,7 @@ from idp.storage import make_engine
 from idp.storage.database import CONNECT_TIMEOUT, POSTGRESQL_CONNECT_ARGS
 
 from .conftest import PASSWORD, SECRET_KEY, run_idp, start_server
-from .flows import RegisteredClient, authorize_params, hidden_fields, pkce_pair, tokens_for
+from .flows import RegisteredClient, authorize_params, eventually, hidden_fields, pkce_pair, tokens_for
 from .flows import TestUser as Person
 from .services import RedisServer, TcpProxy, postgresql_database
 
@@ -109,15 +109,6 @@ def serve(database_url: URL, tmp_path: Path) -> Iterator[Callable[..., Instance]
         process.wait(timeout=15)
 
 
-def until(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def refresh(web: httpx.Client, client: RegisteredClient, token: str) -> httpx.Response:
     return web.post("/token", data={"grant_type": "refresh_token", "refresh_token": token}, auth=client.auth)
 
@@ -168,7 +159,7 @@ def test_without_redis_sign_in_works_readiness_is_degraded_and_recovers(serve, r
 
     redis_server.start()
 
-    assert until(lambda: instance.readiness()[1]["status"] == "ready", 10), instance.readiness()
+    assert eventually(lambda: instance.readiness()[1]["status"] == "ready", 10), instance.readiness()
     assert instance.readiness()[1]["checks"] == {"database": "ok", "redis": "ok"}
     time.sleep(max(0.0, fell_back_at + REDIS_RETRY - time.monotonic()))
     with instance.web() as web:
@@ -235,7 +226,7 @@ def test_without_the_database_requests_answer_503_quickly_and_recover(serve, pro
 
         proxy.start()
 
-        assert until(lambda: instance.readiness()[0] == 200, 10), instance.readiness()
+        assert eventually(lambda: instance.readiness()[0] == 200, 10), instance.readiness()
         assert web.get("/account").status_code == 200
         refreshed = refresh(web, client, tokens["refresh_token"])
         assert refreshed.status_code == 200, refreshed.text
@@ -248,7 +239,7 @@ def test_without_the_database_requests_answer_503_quickly_and_recover(serve, pro
         proxy.stop()
         proxy.start()
 
-        assert until(lambda: instance.readiness()[0] == 200, 10), instance.readiness()
+        assert eventually(lambda: instance.readiness()[0] == 200, 10), instance.readiness()
         assert refresh(web, client, tokens["refresh_token"]).status_code == 200
     with instance.web() as web:
         tokens_for(web, client, person)

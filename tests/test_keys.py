@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 from idp.app import create_app
 
 from .conftest import TEST_ISSUER, make_settings, run_idp
-from .flows import RegisteredClient, tokens_for
+from .flows import RegisteredClient, eventually, tokens_for
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
@@ -89,17 +89,6 @@ def jwks_kids(http: httpx.Client) -> list[str]:
     response = http.get("/jwks.json")
     assert response.status_code == 200
     return [key["kid"] for key in response.json()["keys"]]
-
-
-def eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
-    """Poll ``check`` until it holds or ``seconds`` pass (rotation reaches a process within ~1 s)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from idp.accounts.users import disable_user
 from idp.oauth.errors import InvalidGrant, ReusedGrant
 from idp.oauth.grants import registry
 from idp.storage import AuthorizationCode, Client, Grant, RefreshToken, revoke_grants
+from idp.storage.generations import Topic, bump
 
 from .flows import exchange, pkce_pair, sign_in, tokens_for
 
@@ -457,10 +458,12 @@ def test_unsupported_grant_type(http, client, grant_type):
 
 
 def register_for(ctx, client, grant_type: str) -> None:  # type: ignore[no-untyped-def]
-    """Register ``client`` for a grant the registry holds only while a test runs."""
+    """Register ``client`` for a grant the registry holds only while a test runs (the command line
+    knows only the grants that ship), made known to the processes' caches as every change is."""
     with ctx.db.begin() as db:
         stored = db.get_one(Client, client.client_id)
         stored.grant_types = [*stored.grant_types, grant_type]
+        bump(db, Topic.CLIENTS)
 
 
 def test_the_endpoint_serves_whatever_grant_the_registry_holds(http, ctx, client, monkeypatch):

@@ -71,7 +71,7 @@ def authenticate(ctx: Context, db: Session, token: str) -> Caller:
     """The person ``token`` acts for; raises a 401 or 403 :class:`Problem` otherwise."""
     issuer = ctx.settings.issuer
     try:
-        claims = verify_access_token(db, ctx.keyring, issuer, token)
+        claims = verify_access_token(db, ctx.keyring, issuer, token, ctx.live_tokens)
     except InvalidToken as exc:
         raise _unauthorized(f"The access token is not accepted: {exc.description}.", exc.description) from None
     audience = claims.get("aud")

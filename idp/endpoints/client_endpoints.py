@@ -37,7 +37,8 @@ def _introspect(call: Call[Client]) -> Response:
         raise InvalidClient("public clients cannot introspect tokens", reason=ClientAuthFailure.PUBLIC_CLIENT)
     ctx = call.ctx
     token, hint = call.values["token"], call.values.get("token_type_hint")
-    return json_response(introspect(call.db, ctx.keyring, ctx.settings.issuer, call.who.id, token, hint))
+    answer = introspect(call.db, ctx.keyring, ctx.live_tokens, ctx.settings.issuer, call.who.id, token, hint)
+    return json_response(answer)
 
 
 revocation = endpoint(CLIENT, ABOUT_A_TOKEN, _revoke)

@@ -73,7 +73,7 @@ class UserinfoSurface:
     def authenticate(self, request: Request, ctx: Context, db: Session, raw: object) -> Claims:
         assert isinstance(raw, str)
         try:
-            claims = verify_access_token(db, ctx.keyring, ctx.settings.issuer, raw)
+            claims = verify_access_token(db, ctx.keyring, ctx.settings.issuer, raw, ctx.live_tokens)
         except OAuthError as exc:
             raise Answer(_challenge(exc)) from None
         client_id = claims.get("client_id")

@@ -24,6 +24,7 @@ from joserfc.errors import JoseError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..caching.clients import ClientCache
 from ..security.digests import digests_equal, keyed_digest
 from ..storage import Client, ClientAssertion
 from .client_jwks import ClientJwks
@@ -91,10 +92,11 @@ class ClientAuthenticator:
     whatever becomes of the request.
     """
 
-    def __init__(self, secret_key: str, issuer: str, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, secret_key: str, issuer: str, sessions: sessionmaker[Session], clients: ClientCache) -> None:
         self.secret_key = secret_key
         self.issuer = issuer
         self.sessions = sessions
+        self.clients = clients
         self.jwks = ClientJwks(sessions)
 
     def authenticate(self, db: Session, credentials: Credentials) -> Client:
@@ -107,7 +109,7 @@ class ClientAuthenticator:
             raise InvalidClient(
                 "client_id is missing or unknown", reason=ClientAuthFailure.UNKNOWN_CLIENT, used_basic=used_basic
             )
-        client = db.get(Client, client_id)
+        client = self.clients.get(db, client_id)
         if credentials.method == "none":
             if client is None:
                 raise InvalidClient("this client must authenticate", reason=ClientAuthFailure.UNKNOWN_CLIENT)

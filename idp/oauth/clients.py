@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from ..accounts import sign_in_methods
 from ..security.digests import keyed_digest, new_token
 from ..storage import Client, now
+from ..storage.generations import Topic, bump
 from . import scopes as scope_rules
 from .errors import InvalidScope
 from .grants.registry import GRANTS
@@ -266,6 +267,7 @@ def update_client(db: Session, client_id: str, changes: Mapping[str, Any], *, al
     for name, value in columns.items():
         setattr(client, name, value)
     db.flush()
+    bump(db, Topic.CLIENTS)
     return client
 
 
@@ -276,6 +278,7 @@ def rotate_secret(db: Session, secret_key: str, client_id: str) -> str:
         raise ClientError(f"client {client_id} authenticates without a secret ({client.token_endpoint_auth_method})")
     secret = new_token()
     client.secret_hash = keyed_digest(secret_key, secret)
+    bump(db, Topic.CLIENTS)
     return secret
 
 
@@ -365,4 +368,7 @@ def list_clients(db: Session) -> list[Client]:
 
 
 def delete_client(db: Session, client_id: str) -> None:
+    """The client goes, and its grants with it: both kinds of change are made known."""
     db.delete(find_client(db, client_id))
+    bump(db, Topic.CLIENTS)
+    bump(db, Topic.REVOCATIONS)

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ..caching.live_tokens import LiveTokens
 from ..keys import KeyRing
 from ..security.digests import token_digest
 from ..storage import Grant, RefreshToken, now
@@ -16,7 +17,7 @@ INACTIVE: dict[str, Any] = {"active": False}
 
 
 def introspect(
-    db: Session, keyring: KeyRing, issuer: str, caller_id: str, token: str, _hint: str | None
+    db: Session, keyring: KeyRing, live: LiveTokens, issuer: str, caller_id: str, token: str, _hint: str | None
 ) -> dict[str, Any]:
     """The token's shape tells its type (a JWT has two dots, a refresh token none), so the
     ``token_type_hint`` is not needed; a wrong hint must not hide an active token (§2.1).
@@ -29,7 +30,7 @@ def introspect(
         return INACTIVE
     if token.count(".") == 2:
         try:
-            claims = verify_access_token(db, keyring, issuer, token)
+            claims = verify_access_token(db, keyring, issuer, token, live)
         except InvalidToken:
             return INACTIVE
         return {"active": True, "token_type": "Bearer", **claims}

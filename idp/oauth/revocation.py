@@ -19,6 +19,7 @@ from ..audit import Event
 from ..keys import KeyRing
 from ..security.digests import token_digest
 from ..storage import Client, Grant, RefreshToken, RevokedAccessToken, revoke_grants
+from ..storage.generations import Topic, bump
 from .errors import InvalidToken
 from .tokens import MAX_TOKEN_LENGTH, decode_signed
 
@@ -62,6 +63,7 @@ def _revoke_access_token(db: Session, keyring: KeyRing, issuer: str, client: Cli
     try:
         with db.begin_nested():
             db.add(RevokedAccessToken(jti=jti[:80], expires_at=exp))
+            bump(db, Topic.REVOCATIONS)
     except IntegrityError:
         return True
     subject = claims.get("sub")

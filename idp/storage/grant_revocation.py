@@ -11,9 +11,11 @@ from sqlalchemy import ColumnElement, update
 from sqlalchemy.orm import Session
 
 from .base import now
+from .generations import Topic, bump
 from .grants import Grant
 
 
 def revoke_grants(db: Session, *where: ColumnElement[bool]) -> None:
     """Revoke every live grant that ``where`` selects; one revoked before keeps its time."""
     db.execute(update(Grant).where(Grant.revoked_at.is_(None), *where).values(revoked_at=now()))
+    bump(db, Topic.REVOCATIONS)

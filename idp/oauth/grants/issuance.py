@@ -17,9 +17,10 @@ from ..tokens import issue_access_token, issue_id_token
 
 
 class TokenIssuer:
-    def __init__(self, keyring: KeyRing, settings: Settings) -> None:
+    def __init__(self, keyring: KeyRing, settings: Settings, audit_queue: audit.AuditQueue) -> None:
         self.keyring = keyring
         self.settings = settings
+        self.audit_queue = audit_queue
 
     def for_user(
         self,
@@ -69,7 +70,8 @@ class TokenIssuer:
         kept_scope = refresh_scope if refresh_scope is not None else scope
         if "offline_access" in kept_scope and "refresh_token" in client.grant_types:
             response["refresh_token"] = self._refresh_token(db, client, grant, kept_scope)
-        _issued(db, grant_type, client, user.id, response)
+        detail = _issued(grant_type, response)
+        audit.record(db, Event.TOKENS_ISSUED, outcome="success", user_id=user.id, client_id=client.id, detail=detail)
         return response
 
     def _refresh_token(self, db: Session, client: Client, grant: Grant, scope: list[str]) -> str:
@@ -108,11 +110,13 @@ class TokenIssuer:
         }
         if scope:
             response["scope"] = " ".join(scope)
-        _issued(db, grant_type, client, None, response)
+        self.audit_queue.record(
+            db, Event.TOKENS_ISSUED, outcome="success", client_id=client.id, detail=_issued(grant_type, response)
+        )
         return response
 
 
-def _issued(db: Session, grant_type: str, client: Client, user_id: str | None, response: dict[str, Any]) -> None:
+def _issued(grant_type: str, response: dict[str, Any]) -> dict[str, Any]:
+    """The ``tokens_issued`` event's detail: which grant issued which kinds, never a token."""
     issued = [kind for kind in ("access_token", "id_token", "refresh_token") if kind in response]
-    detail = {"grant_type": grant_type, "scope": response.get("scope", ""), "issued": issued}
-    audit.record(db, Event.TOKENS_ISSUED, outcome="success", user_id=user_id, client_id=client.id, detail=detail)
+    return {"grant_type": grant_type, "scope": response.get("scope", ""), "issued": issued}

@@ -1,0 +1,56 @@
+"""A counter per kind of change, bumped in the transaction that makes the change.
+
+Every process keeps what it reads on hot paths (clients, whether a token is still good) in memory,
+tagged with the counter it read; a tag that no longer matches is a miss. Bumping in the changing
+transaction makes the counter exact: it moves exactly when the change commits.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, String, event, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from .base import Base
+
+
+class Topic(StrEnum):
+    CLIENTS = "clients"
+    """A client registered, changed, given a new secret or deleted."""
+    REVOCATIONS = "revocations"
+    """A grant revoked or deleted, or an access token revoked."""
+
+
+class Generation(Base):
+    __tablename__ = "generations"
+
+    topic: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+MIRROR = "generation_mirror"
+"""``Session.info`` key of a callable that each topic bumped in a session is handed to once the
+session commits: how a process with Redis makes the change known there too."""
+
+
+def bump(db: Session, topic: Topic) -> None:
+    """Mark ``topic`` changed by the caller's transaction."""
+    db.execute(update(Generation).where(Generation.topic == topic.value).values(value=Generation.value + 1))
+    mirror = db.info.get(MIRROR)
+    if mirror is None:
+        return
+    pending: set[Topic] = db.info.setdefault(_PENDING, set())
+    if not pending:
+        event.listen(db, "after_commit", _mirror_after_commit, once=True)
+    pending.add(topic)
+
+
+_PENDING = "generations_pending"
+
+
+def _mirror_after_commit(db: Session) -> None:
+    topics: set[Topic] = db.info.pop(_PENDING, set())
+    mirror = db.info[MIRROR]
+    for topic in sorted(topics):
+        mirror(topic)

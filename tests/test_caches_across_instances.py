@@ -1,0 +1,177 @@
+"""What every process keeps in memory stops counting the moment it changes anywhere.
+
+Three ``idp serve`` processes share one store, as replicas behind a load balancer do: PostgreSQL
+with Redis (the counters read from Redis), PostgreSQL alone (read from the database) and one SQLite
+file (read from the file beside it). Each test first makes every process use, and so keep, what it
+then changes through one process or the command line, and asks every process again at once: a
+revoked token, a deleted client, a rotated secret or a changed registration must fail everywhere
+on the very next request, with no wait in between.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import PASSWORD, SECRET_KEY, run_idp, start_server
+from .flows import RegisteredClient, exchange, pkce_pair, sign_in
+from .flows import TestUser as Person
+from .services import RedisServer, postgresql_database
+
+ISSUER = "http://idp.example"
+REDIRECT_URI = "https://rp.example/cb"
+TIMES_KEPT = 3
+"""How often each process is asked before the change: enough for any of them to have kept it."""
+
+
+class Instances:
+    def __init__(self, environ: dict[str, str], urls: list[str]) -> None:
+        self.environ = environ
+        self.webs = [httpx.Client(base_url=url, follow_redirects=False, timeout=15) for url in urls]
+
+    def idp(self, *args: str) -> dict[str, Any]:
+        result = run_idp(self.environ, *args)
+        assert result.returncode == 0, (args, result.stderr)
+        parsed = json.loads(result.stdout) if result.stdout.strip() else {}
+        assert isinstance(parsed, dict)
+        return parsed
+
+    def machine_client(self) -> RegisteredClient:
+        made = self.idp(
+            "clients", "create", "--name", "Machine", "--redirect-uri", REDIRECT_URI,
+            "--grant-type", "client_credentials", "--grant-type", "authorization_code",
+            "--grant-type", "refresh_token",
+        )  # fmt: skip
+        return RegisteredClient(made["client_id"], made["client_secret"], REDIRECT_URI)
+
+    def everywhere(self, ask: Any) -> list[Any]:
+        """``ask(web)`` of every process, :data:`TIMES_KEPT` times each; the answers of the last round."""
+        answers = []
+        for _ in range(TIMES_KEPT):
+            answers = [ask(web) for web in self.webs]
+        return answers
+
+
+def _store(kind: str, directory: Path, stack: ExitStack) -> dict[str, str]:
+    if kind == "sqlite":
+        return {"IDP_DATABASE_URL": f"sqlite:///{directory / 'idp.db'}"}
+    url = stack.enter_context(postgresql_database()).render_as_string(hide_password=False)
+    if kind == "postgresql":
+        return {"IDP_DATABASE_URL": url}
+    redis_server = RedisServer(directory)
+    redis_server.start()
+    stack.callback(redis_server.kill)
+    return {"IDP_DATABASE_URL": url, "IDP_REDIS_URL": redis_server.url}
+
+
+@pytest.fixture(scope="module", params=["postgresql+redis", "postgresql", "sqlite"])
+def instances(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instances]:
+    directory = tmp_path_factory.mktemp("caches")
+    with ExitStack() as stack:
+        environ = _store(request.param, directory, stack) | {
+            "IDP_KEYS_DIR": str(directory / "keys"),
+            "IDP_SECRET_KEY": SECRET_KEY,
+            "IDP_RATE_LIMITING": "off",
+            "HOME": str(directory),
+        }
+        processes: list[subprocess.Popen[bytes]] = []
+        urls = []
+        try:
+            for number in range(3):
+                process, url = start_server(environ, directory / f"serve-{number}.log", issuer=ISSUER)
+                processes.append(process)
+                urls.append(url)
+            found = Instances(environ | {"IDP_ISSUER": ISSUER}, urls)
+            yield found
+            for web in found.webs:
+                web.close()
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=15)
+
+
+def client_credentials(web: httpx.Client, auth: tuple[str, str]) -> httpx.Response:
+    return web.post("/token", data={"grant_type": "client_credentials"}, auth=auth)
+
+
+def introspected(web: httpx.Client, client: RegisteredClient, token: str) -> dict[str, Any]:
+    response = web.post("/introspect", data={"token": token}, auth=client.auth)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_revoked_access_token_is_inactive_at_once_on_every_instance(instances):
+    client = instances.machine_client()
+    token = client_credentials(instances.webs[0], client.auth).json()["access_token"]
+    assert all(found["active"] for found in instances.everywhere(lambda web: introspected(web, client, token)))
+
+    revoked = instances.webs[1].post("/revoke", data={"token": token}, auth=client.auth)
+    assert revoked.status_code == 200
+
+    assert instances.everywhere(lambda web: introspected(web, client, token)) == [{"active": False}] * 3
+
+
+def test_a_grant_revoked_on_one_instance_ends_its_access_token_at_once_on_every_instance(instances):
+    client = instances.machine_client()
+    email = f"cache-{secrets.token_hex(4)}@example.com"
+    made = instances.idp("users", "create", "--email", email, "--password", PASSWORD, "--verified")
+    verifier, challenge = pkce_pair()
+    web = instances.webs[0]
+    callback = sign_in(web, client, Person(made["id"], email, PASSWORD), challenge, scope="openid offline_access")
+    tokens = exchange(web, client, callback["code"], verifier).json()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert [r.status_code for r in instances.everywhere(lambda web: web.get("/userinfo", headers=bearer))] == [200] * 3
+
+    revoked = instances.webs[2].post("/revoke", data={"token": tokens["refresh_token"]}, auth=client.auth)
+    assert revoked.status_code == 200
+
+    assert [r.status_code for r in instances.everywhere(lambda web: web.get("/userinfo", headers=bearer))] == [401] * 3
+    found = instances.everywhere(lambda web: introspected(web, client, tokens["access_token"]))
+    assert found == [{"active": False}] * 3
+
+
+def test_a_rotated_secret_stops_at_once_on_every_instance(instances):
+    client = instances.machine_client()
+    assert [r.status_code for r in instances.everywhere(lambda web: client_credentials(web, client.auth))] == [200] * 3
+
+    new_secret = instances.idp("clients", "rotate-secret", client.client_id)["client_secret"]
+
+    old = instances.everywhere(lambda web: client_credentials(web, client.auth))
+    assert [(r.status_code, r.json()["error"]) for r in old] == [(401, "invalid_client")] * 3
+    new = instances.everywhere(lambda web: client_credentials(web, (client.client_id, new_secret)))
+    assert [r.status_code for r in new] == [200] * 3
+
+
+def test_a_deleted_client_stops_at_once_on_every_instance(instances):
+    client = instances.machine_client()
+    token = client_credentials(instances.webs[0], client.auth).json()["access_token"]
+    assert [r.status_code for r in instances.everywhere(lambda web: client_credentials(web, client.auth))] == [200] * 3
+    assert all(found["active"] for found in instances.everywhere(lambda web: introspected(web, client, token)))
+
+    run = run_idp(instances.environ, "clients", "delete", client.client_id)
+    assert run.returncode == 0, run.stderr
+
+    after = instances.everywhere(lambda web: client_credentials(web, client.auth))
+    assert [(r.status_code, r.json()["error"]) for r in after] == [(401, "invalid_client")] * 3
+    other = instances.machine_client()
+    assert instances.everywhere(lambda web: introspected(web, other, token)) == [{"active": False}] * 3
+
+
+def test_a_changed_registration_counts_at_once_on_every_instance(instances):
+    client = instances.machine_client()
+    assert [r.status_code for r in instances.everywhere(lambda web: client_credentials(web, client.auth))] == [200] * 3
+
+    instances.idp("clients", "update", client.client_id, "--grant-type", "authorization_code")
+
+    after = instances.everywhere(lambda web: client_credentials(web, client.auth))
+    assert [(r.status_code, r.json()["error"]) for r in after] == [(400, "unauthorized_client")] * 3
