@@ -1,6 +1,7 @@
 """The benchmark: ``idp serve --workers 2`` under load, beside what the machine itself can do.
 
     .venv/bin/python bench/run.py [--seconds 8] [--concurrency 16] [--database-url URL] [--redis-url URL]
+                                  [--peer DIR]
 
 It measures the machine's RSA-2048 signing and argon2 hashing rates, starts the provider twice
 (on a fresh database, then on the migrated one) to time start-up to a ready ``/readyz``, creates a
@@ -8,7 +9,9 @@ client and a person with the real CLI, drives each scenario for ``--seconds`` fr
 process (wrk for the stateless ones, ``bench/wrk.py``; the async httpx loop of ``bench/load.py``
 for refresh chains and sign-ins), and prints Markdown tables: throughput and latency, server CPU
 and resident memory per worker, the load generator's CPU, and the issue's targets with "met" or
-"not met".
+"not met". With ``--peer DIR`` (the folder of node oidc-provider's reference server, see
+``bench/peer.py``) it then runs the judged scenarios against both, alternating idp and the peer
+:data:`ROUNDS` times with ``wrk -t1 -c32``, and prints idp's figures as ratios of the peer's.
 """
 
 from __future__ import annotations
@@ -34,12 +37,16 @@ import stateless
 import wrk
 from capacity import HashRate, Rate, argon2_rate, rsa_signing_rate
 from load import Job
+from peer import JUDGED, Peer
 from server import Server, environment, free_port, idp, pss_mb
 
 WORKERS = 2
 SCENARIOS = ("discovery", "jwks", "client_credentials", "refresh_token", "introspection", "userinfo", "sign_in")
 REDIRECT_URI = "http://127.0.0.1:9/callback"
 LOAD = Path(__file__).with_name("load.py")
+ROUNDS = 2
+PEER_CONCURRENCY = 32
+PEER_GOALS = {"discovery": 1.5, "jwks": 1.5, "client_credentials": 1.2, "introspection": 1.0}
 
 
 @dataclass
@@ -67,7 +74,7 @@ class Watch:
 class RssSampler(threading.Thread):
     """The largest resident size each worker reaches while a scenario runs."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server | Peer) -> None:
         super().__init__(daemon=True)
         self.server = server
         self.peak = server.rss()
@@ -94,7 +101,7 @@ def load_average() -> str:
 
 
 @contextmanager
-def watching(server: Server) -> Iterator[Watch]:
+def watching(server: Server | Peer) -> Iterator[Watch]:
     """The server's CPU time and each worker's peak resident size over the block."""
     watch = Watch()
     sampler = RssSampler(server)
@@ -110,7 +117,7 @@ def watching(server: Server) -> Iterator[Watch]:
 
 
 def run_stateless(
-    server: Server, scenario: stateless.Stateless, seconds: int, concurrency: int, directory: Path
+    server: Server | Peer, scenario: stateless.Stateless, seconds: int, concurrency: int, directory: Path
 ) -> Scenario:
     """One request checked with httpx, then wrk for ``seconds``; the server is watched while wrk runs."""
     stateless.confirm(server.url, scenario)
@@ -141,6 +148,71 @@ def run_stateful(server: Server, job: dict[str, Any], name: str) -> Scenario:
     if not started or loader.returncode != 0:
         raise SystemExit(f"load generator failed on {name}: {errors.strip()[-2000:]}")
     return Scenario(name, json.loads(output), watch.server_cpu, watch.peak_rss)
+
+
+@dataclass
+class Pair:
+    name: str
+    idp: list[Scenario]
+    peer: list[Scenario]
+
+    @staticmethod
+    def mean(runs: list[Scenario], figure: str) -> float:
+        return sum(getattr(run, figure) for run in runs) / len(runs)
+
+
+def run_against_peer(
+    server: Server, peer: Peer, replayed: dict[str, stateless.Stateless], seconds: int, directory: Path
+) -> list[Pair]:
+    """Each judged scenario on idp, then on the peer, :data:`ROUNDS` times over."""
+    theirs = {s.name: s for s in peer.scenarios()}
+    pairs = []
+    for name in JUDGED:
+        print(f"  {name}: idp and the peer, alternating ...", file=sys.stderr)
+        pair = Pair(name, [], [])
+        for _ in range(ROUNDS):
+            pair.idp.append(run_stateless(server, replayed[name], seconds, PEER_CONCURRENCY, directory))
+            pair.peer.append(run_stateless(peer, theirs[name], seconds, PEER_CONCURRENCY, directory))
+        pairs.append(pair)
+    return pairs
+
+
+def peer_report(pairs: list[Pair]) -> str:
+    rows = []
+    for pair in pairs:
+        ours, theirs = Pair.mean(pair.idp, "rate"), Pair.mean(pair.peer, "rate")
+        our_cpu, their_cpu = Pair.mean(pair.idp, "cpu_ms_per_request"), Pair.mean(pair.peer, "cpu_ms_per_request")
+        errors = sum(s.result["errors"] for s in pair.idp + pair.peer)
+        goal = PEER_GOALS[pair.name]
+        rows.append(
+            [
+                pair.name,
+                fmt(theirs, 0),
+                fmt(ours, 0),
+                fmt(ours / theirs, 2),
+                fmt(their_cpu, 3),
+                fmt(our_cpu, 3),
+                fmt(our_cpu / their_cpu, 2),
+                str(errors),
+                f">= {goal}",
+                verdict(ours / theirs >= goal),
+            ]
+        )
+    header = [
+        "scenario (wrk -t1 -c32)",
+        "peer per second",
+        "idp per second",
+        "idp / peer",
+        "peer CPU ms each",
+        "idp CPU ms each",
+        "CPU each, idp / peer",
+        "errors",
+        "goal",
+        "",
+    ]
+    return f"idp beside node oidc-provider, each with {WORKERS} processes, mean of {ROUNDS} alternating rounds\n\n" + (
+        table(header, rows)
+    )
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -300,6 +372,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent connections or chains (default 16)")
     parser.add_argument("--database-url", help="a PostgreSQL database of its own (default: a fresh SQLite file)")
     parser.add_argument("--redis-url", help="a Redis of its own")
+    parser.add_argument("--peer", type=Path, help="node oidc-provider's reference server folder, to compare with")
     args = parser.parse_args()
     if args.seconds < 1 or args.concurrency < 1:
         parser.error("--seconds and --concurrency must be positive")
@@ -348,6 +421,8 @@ def main() -> None:
             env, "users", "create", "--email", email, "--password", password, "--verified", "--name", "Bench Mark"
         )
         server = Server.start(env, WORKERS, log)
+        peer = Peer.start(args.peer, Path(directory), WORKERS) if args.peer else None
+        pairs: list[Pair] = []
         try:
             time.sleep(1)
             idle_rss, idle_pss, parent_pss = server.rss(), server.pss(), pss_mb(server.process.pid)
@@ -371,8 +446,12 @@ def main() -> None:
                     )
                 else:
                     measured.append(run_stateful(server, job, name))
+            if peer is not None:
+                pairs = run_against_peer(server, peer, replayed, args.seconds, Path(directory))
         finally:
             server.stop()
+            if peer is not None:
+                peer.stop()
     about["load average at end"] = load_average()
     print(
         report(
@@ -387,6 +466,8 @@ def main() -> None:
             measured,
         )
     )
+    if pairs:
+        print("\n" + peer_report(pairs))
 
 
 if __name__ == "__main__":
