@@ -9,6 +9,7 @@ each worker (redis-py opens new connections in a process that is not the one tha
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -106,6 +107,11 @@ class Context:
     def metadata(self) -> dict[str, Any]:
         """The discovery document's members."""
         return metadata(self.settings.issuer, self.languages.tags)
+
+    @cached_property
+    def metadata_json(self) -> bytes:
+        """The discovery document, serialised once."""
+        return json.dumps(self.metadata, separators=(",", ":")).encode()
 
     @cached_property
     def email_backend(self) -> EmailBackend:

@@ -10,6 +10,7 @@ from idp.oauth.clients import GRANT_TYPES
 from idp.oauth.grants.registry import GRANTS
 
 from .conftest import TEST_ISSUER
+from .flows import eventually
 
 ENDPOINTS = (
     "authorization_endpoint",
@@ -130,3 +131,28 @@ def test_sign_in_page_is_not_cached(http):
     response = http.get("/login")
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/jwks.json"])
+def test_a_document_already_held_is_answered_304_without_a_body(http, path):
+    first = http.get(path)
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"')
+    again = http.get(path, headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+    assert again.headers["cache-control"] == first.headers["cache-control"]
+    stale = http.get(path, headers={"If-None-Match": '"something-else"'})
+    assert stale.status_code == 200
+    assert stale.content == first.content
+
+
+def test_the_jwks_etag_changes_with_the_keys(http, ctx):
+    before = http.get("/jwks.json")
+    ctx.keystore.rotate()
+    assert eventually(lambda: http.get("/jwks.json").headers["etag"] != before.headers["etag"])
+    after = http.get("/jwks.json", headers={"If-None-Match": before.headers["etag"]})
+    assert after.status_code == 200
+    assert after.headers["etag"] != before.headers["etag"]
+    assert {key["kid"] for key in after.json()["keys"]} > {key["kid"] for key in before.json()["keys"]}

@@ -9,12 +9,15 @@ never the path itself, and never the query string or the body: authorization req
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from prometheus_client import Counter, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Match, Mount
@@ -30,11 +33,22 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 access_log = logging.getLogger("idp.access")
 
 
-def request_id_from(header: str | None) -> str:
-    """The caller's id when it is safe to log and echo, else a fresh one."""
-    if header is not None and _REQUEST_ID.fullmatch(header):
-        return header
-    return uuid.uuid4().hex
+class RequestIds:
+    """Fresh request ids: a random prefix per process and a counter, unique across processes
+    without a call to the system's random source per request."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._count):016x}"
+
+    def from_header(self, header: str | None) -> str:
+        """The caller's id when it is safe to log and echo, else a fresh one."""
+        if header is not None and _REQUEST_ID.fullmatch(header):
+            return header
+        return self.new()
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
@@ -61,18 +75,55 @@ def _template(route: BaseRoute, scope: Scope) -> str:
     return route.path_format  # type: ignore[attr-defined, no-any-return]
 
 
+@dataclass(frozen=True)
+class _Series:
+    requests: Counter
+    latency: Histogram
+
+    def observe(self, elapsed: float) -> None:
+        self.requests.inc()
+        self.latency.observe(elapsed)
+
+
 class RequestObservability:
+    """The route of a path without parameters is found once per process and kept, so that most
+    requests are not routed twice; a path with parameters (or none known) is routed each time,
+    so that no path a caller makes up is kept."""
+
     def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[Network]) -> None:
         self.app = app
         self.trusted_proxies = trusted_proxies
+        self.ids = RequestIds()
+        self._static_routes: dict[str, str] = {}
+        self._series: dict[tuple[str, str, int], _Series] = {}
+
+    def _metrics(self, route: str, method: str, status: int) -> _Series:
+        """The metric series of one kind of answer, looked up by label once per process (routes
+        are templates, methods and statuses few: the set is bounded)."""
+        key = (route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            requests = REQUESTS.labels(route=route, method=method, status=str(status))
+            series = _Series(requests, LATENCY.labels(route=route))
+            self._series[key] = series
+        return series
+
+    def _route(self, scope: Scope) -> str:
+        path = scope["path"]
+        found = self._static_routes.get(path)
+        if found is None:
+            found = route_template(scope["app"].routes, scope)
+            if found == path:
+                self._static_routes[path] = found
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        request_id = request_id_from(request.headers.get("x-request-id"))
-        route = route_template(scope["app"].routes, scope)
+        request_id = self.ids.from_header(request.headers.get("x-request-id"))
+        route = self._route(scope)
         method = request.method if request.method in METHODS else "OTHER"
         status = 500  # what the client gets when the application fails before it answers
         started = time.perf_counter()
@@ -89,8 +140,7 @@ class RequestObservability:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            REQUESTS.labels(route=route, method=method, status=str(status)).inc()
-            LATENCY.labels(route=route).observe(elapsed)
+            self._metrics(route, method, status).observe(elapsed)
             access_log.info(
                 "%s %s %d",
                 method,

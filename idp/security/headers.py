@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -26,9 +25,19 @@ CSP = content_security_policy()
 
 
 class SecurityHeaders:
+    """Each header unless the response set its own, added as ready bytes."""
+
     def __init__(self, app: ASGIApp, *, https: bool) -> None:
         self.app = app
-        self.https = https
+        defaults = {
+            "content-security-policy": CSP,
+            "x-content-type-options": "nosniff",
+            "referrer-policy": "no-referrer",
+            "x-frame-options": "DENY",
+        }
+        if https:
+            defaults["strict-transport-security"] = "max-age=31536000; includeSubDomains"
+        self.defaults = [(name.encode(), value.encode()) for name, value in defaults.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,13 +46,9 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("Content-Security-Policy", CSP)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                headers.setdefault("X-Frame-Options", "DENY")
-                if self.https:
-                    headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+                headers = message.setdefault("headers", [])
+                present = {name.lower() for name, _ in headers}
+                message["headers"] = [*headers, *(pair for pair in self.defaults if pair[0] not in present)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
