@@ -9,24 +9,36 @@ A hash starting with ``!`` is Django's unusable password: the person has none.
 
 from __future__ import annotations
 
+from functools import cache
+from typing import TYPE_CHECKING
+
 from argon2 import extract_parameters
 from argon2.exceptions import InvalidHashError
-from passlib.hash import django_bcrypt, django_bcrypt_sha256, django_pbkdf2_sha1, django_pbkdf2_sha256
-from passlib.ifc import PasswordHash
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from ..storage import User
 from ..storage.people import LEGACY_PASSWORD
 
+if TYPE_CHECKING:
+    from passlib.ifc import PasswordHash
+
 DJANGO_ARGON2 = "argon2"
 UNUSABLE = "!"
-VERIFIERS: dict[str, type[PasswordHash]] = {
-    "pbkdf2_sha256": django_pbkdf2_sha256,
-    "pbkdf2_sha1": django_pbkdf2_sha1,
-    "bcrypt_sha256": django_bcrypt_sha256,
-    "bcrypt": django_bcrypt,
-}
+
+
+@cache
+def verifiers() -> dict[str, type[PasswordHash]]:
+    """libpass's Django hashers by algorithm, imported on first use: most processes never meet
+    a Django hash, and the library costs each of them about 8 MB."""
+    from passlib.hash import django_bcrypt, django_bcrypt_sha256, django_pbkdf2_sha1, django_pbkdf2_sha256
+
+    return {
+        "pbkdf2_sha256": django_pbkdf2_sha256,
+        "pbkdf2_sha1": django_pbkdf2_sha1,
+        "bcrypt_sha256": django_bcrypt_sha256,
+        "bcrypt": django_bcrypt,
+    }
 
 
 class UnknownHashFormat(ValueError):
@@ -45,7 +57,7 @@ def stored_form(django_hash: str) -> str | None:
         except InvalidHashError:
             raise UnknownHashFormat("password: not a well-formed argon2 hash") from None
         return own
-    verifier = VERIFIERS.get(algorithm)
+    verifier = verifiers().get(algorithm)
     if verifier is None:
         raise UnknownHashFormat(f"password: {algorithm!r} is not a hash format idp reads")
     # Parsed, not verified: a verification would cost a hash's whole work factor on every line.
@@ -71,7 +83,7 @@ def is_legacy(stored_hash: str) -> bool:
 
 
 def verify_legacy(stored_hash: str, password: str) -> bool:
-    verifier = VERIFIERS.get(stored_hash.split("$", 1)[0])
+    verifier = verifiers().get(stored_hash.split("$", 1)[0])
     if verifier is None:
         return False
     try:

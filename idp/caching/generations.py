@@ -113,12 +113,18 @@ class FileMirror:
 
     def read(self) -> Stamp | None:
         try:
-            lines = self.path.read_text().split()
+            descriptor = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             self.changed(None)
             return self.read() if self.path.exists() else None
         except OSError:
             return None
+        try:
+            lines = os.read(descriptor, 4096).decode("ascii", "replace").split()
+        except OSError:
+            return None
+        finally:
+            os.close(descriptor)
         if len(lines) != len(Topic):
             return None
         return dict(zip(Topic, lines, strict=True))
