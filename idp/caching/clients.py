@@ -1,8 +1,9 @@
 """Registered clients as every process keeps them: read from the database once per change.
 
-An entry is a detached copy tagged with the clients' change counter it was read under; a request
-gets it merged into its own session without a query, so the code after it sees an ordinary row.
-Only clients that exist are kept, and at most :data:`MAX_ENTRIES`, so that asking for made-up ids
+An entry is a detached copy tagged with the clients' change counter it was read under, shared by
+every request of the process that finds it fresh: it is read, never changed, and never added to a
+session (a client is changed only through :mod:`idp.oauth.clients`, on its own row). Only
+clients that exist are kept, and at most :data:`MAX_ENTRIES`, so that asking for made-up ids
 cannot grow a process.
 """
 
@@ -23,14 +24,14 @@ class ClientCache:
         self._entries: dict[str, tuple[str, Client]] = {}
 
     def get(self, db: Session, client_id: str) -> Client | None:
-        """The client as it is now, in ``db``; ``None`` for one that does not exist."""
+        """The client as it is now; ``None`` for one that does not exist."""
         stamp = self.generations.read(db)
         if stamp is None:
             return db.get(Client, client_id)
         tag = stamp[Topic.CLIENTS]
         entry = self._entries.get(client_id)
         if entry is not None and entry[0] == tag:
-            return db.merge(entry[1], load=False)
+            return entry[1]
         client = db.get(Client, client_id)
         if client is not None:
             if len(self._entries) >= MAX_ENTRIES:

@@ -123,7 +123,8 @@ def decode_signed(keyring: KeyRing, token: str) -> jwt.Token:
 def verify_access_token(db: Session, keyring: KeyRing, issuer: str, token: str, live: LiveTokens) -> dict[str, Any]:
     """A bearer token we issued, unexpired, unrevoked: RFC 9068 §4 plus our own revocation list,
     which is asked only about a token not found unrevoked since the last revocation. A token of
-    a grant dies with it; one issued to a client alone dies with the client."""
+    a grant dies with it; one issued to a client alone (its ``sub`` is the client, RFC 9068 §2.2)
+    dies with the client."""
     decoded = decode_signed(keyring, token)
     claims = decoded.claims
     if decoded.header.get("typ", "").lower() not in ("at+jwt", "application/at+jwt"):
@@ -145,7 +146,7 @@ def verify_access_token(db: Session, keyring: KeyRing, issuer: str, token: str, 
         grant = db.get(Grant, grant_id)
         if grant is None or grant.revoked_at is not None:
             raise InvalidToken("the token was revoked")
-    else:
+    elif claims.get("sub") == claims.get("client_id"):
         client_id = claims.get("client_id")
         if not isinstance(client_id, str) or db.get(Client, client_id) is None:
             raise InvalidToken("the token's client is no longer registered")
