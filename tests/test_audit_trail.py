@@ -9,6 +9,10 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
+from idp import audit
+from idp.accounts.deletion import delete_account
+from idp.accounts.users import lock_user
+from idp.audit import AuditQueue, Event
 from idp.context import Context
 from idp.storage import AuditEvent
 
@@ -180,3 +184,40 @@ def test_sign_out_is_audited_with_the_application_that_asked(http, ctx, make_cli
     [event] = new_events(ctx, since, "sign_out")
     assert_recorded(event, client=app, user=user, secrets=secrets_of(tokens))
     assert event.detail["session_id"]
+
+
+# --- events written in batches ------------------------------------------------------------------
+
+
+def queue_one(ctx: Context, queue: AuditQueue, user_id: str, *, commit: bool) -> None:
+    with ctx.db() as db:
+        audit.set_origin(db, audit.Origin("203.0.113.9", "Batch/1.0"))
+        detail = {"grant_type": "refresh_token", "scope": "openid", "issued": ["access_token"]}
+        queue.record(db, Event.TOKENS_ISSUED, outcome="success", user_id=user_id, detail=detail)
+        if not commit:
+            # As the pipeline does when a refusal's answer writes an event of its own: the
+            # session goes on after the rollback, and what it commits then is only what came after.
+            db.rollback()
+        db.commit()
+
+
+def test_a_batched_event_is_written_only_if_its_request_committed(ctx, make_user):
+    queue, user = AuditQueue(ctx.db), make_user()
+    since = last_id(ctx)
+    queue_one(ctx, queue, user.id, commit=False)
+    assert queue.write() == 0
+    queue_one(ctx, queue, user.id, commit=True)
+    assert queue.write() == 1
+    [written] = new_events(ctx, since, "tokens_issued")
+    assert (written.user_id, written.ip, written.user_agent) == (user.id, "203.0.113.9", "Batch/1.0")
+
+
+def test_a_batched_event_of_a_person_deleted_meanwhile_is_written_without_where_it_came_from(ctx, make_user):
+    queue, user = AuditQueue(ctx.db), make_user()
+    since = last_id(ctx)
+    queue_one(ctx, queue, user.id, commit=True)
+    with ctx.db.begin() as db:
+        delete_account(ctx, db, lock_user(db, user.id), by="operator")
+    assert queue.write() == 1
+    [written] = new_events(ctx, since, "tokens_issued")
+    assert (written.user_id, written.ip, written.user_agent, written.detail) == (user.id, None, None, None)

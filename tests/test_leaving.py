@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from idp.storage import AuditEvent, BrowserSession, Consent, Grant, RefreshToken, User
 
 from .conftest import PASSWORD, TEST_ISSUER, run_idp
-from .flows import hidden_fields, tokens_for
+from .flows import eventually, hidden_fields, tokens_for
 from .test_account import emailed
 from .test_account_api import assert_problem, bearer, documented, sms_log  # noqa: F401 - documented and sms_log are fixtures
 from .test_cli import env, one  # noqa: F401 - env is a fixture
@@ -52,12 +52,20 @@ def assert_nothing_works_as(http: TestClient, client: Any, user: Any, tokens: di
     assert signed_in.status_code == 400, "the password signs in no one"
 
 
+def issued_events(ctx: Any, user_id: str) -> int:
+    with ctx.db() as db:
+        query = select(AuditEvent.id).where(AuditEvent.user_id == user_id, AuditEvent.event == "tokens_issued")
+        return len(list(db.scalars(query)))
+
+
 # --- the account API -----------------------------------------------------------------------------
 
 
 def test_export_then_delete_through_the_account_api(http, ctx, make_client, make_user, sms_log, documented):  # noqa: F811
     client, user = make_client(first_party=True, scope="openid email offline_access"), make_user(name="Leaving Api")
     tokens = tokens_for(http, client, user, scope="openid email offline_access")
+    # The token endpoint's event is written in the next batch, within half a second.
+    assert eventually(lambda: issued_events(ctx, user.id) == 1)
 
     exported = http.get("/api/account/export", headers=bearer(tokens["access_token"]))
     assert exported.status_code == 200, exported.text

@@ -71,7 +71,9 @@ class TokenIssuer:
         if "offline_access" in kept_scope and "refresh_token" in client.grant_types:
             response["refresh_token"] = self._refresh_token(db, client, grant, kept_scope)
         detail = _issued(grant_type, response)
-        audit.record(db, Event.TOKENS_ISSUED, outcome="success", user_id=user.id, client_id=client.id, detail=detail)
+        self.audit_queue.record(
+            db, Event.TOKENS_ISSUED, outcome="success", user_id=user.id, client_id=client.id, detail=detail
+        )
         return response
 
     def _refresh_token(self, db: Session, client: Client, grant: Grant, scope: list[str]) -> str:
