@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ... import audit
@@ -26,10 +27,10 @@ GRANT_TYPE = "refresh_token"
 
 def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
     presented = required(form, "refresh_token")
-    row = db.get(RefreshToken, token_digest(presented)) if len(presented) <= 128 else None
-    grant = db.get(Grant, row.grant_id) if row is not None else None
-    if row is None or grant is None or grant.client_id != client.id:
+    found = _token_grant_and_person(db, presented)
+    if found is None or found[1].client_id != client.id:
         raise InvalidGrant("the refresh token is invalid")
+    row, grant, user = found
     if grant.revoked_at is not None:
         raise InvalidGrant("the refresh token was revoked")
     if row.used_at is not None:
@@ -47,7 +48,6 @@ def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, s
     ):
         raise _reused(db, grant)
 
-    user = db.get(User, grant.user_id)
     if user is None or user.disabled:
         raise InvalidGrant("the person of this grant can no longer sign in")
     return issuer.for_user(
@@ -59,6 +59,20 @@ def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, s
         scope=requested,
         refresh_scope=kept_scope,
     )
+
+
+def _token_grant_and_person(db: Session, presented: str) -> tuple[RefreshToken, Grant, User | None] | None:
+    """The token's row, its grant and the grant's person, in one query."""
+    if len(presented) > 128:
+        return None
+    query = (
+        select(RefreshToken, Grant, User)
+        .join(Grant, Grant.id == RefreshToken.grant_id)
+        .outerjoin(User, User.id == Grant.user_id)
+        .where(RefreshToken.token_hash == token_digest(presented))
+    )
+    found = db.execute(query).one_or_none()
+    return None if found is None else (found[0], found[1], found[2])
 
 
 def _reused(db: Session, grant: Grant) -> ReusedGrant:
