@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .audit import AuditQueue
 from .caching.clients import ClientCache
-from .caching.generations import Generations
+from .caching.generations import FileMirror, Generations
 from .caching.live_tokens import LiveTokens
 from .keys import KeyRing, KeyStore
 from .languages import Languages, speak
@@ -78,6 +78,13 @@ class Context:
             theme=theme,
             generations=generations,
         )
+
+    @property
+    def serves_from_memory(self) -> bool:
+        """Whether a request may be served in the event loop when all it needs is in memory: only
+        where nothing it reads blocks, with no Redis (its counters and limits) and the change
+        counters in a local file, as on SQLite."""
+        return self.redis is None and isinstance(self.generations.mirror, FileMirror)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:

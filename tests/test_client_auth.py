@@ -694,6 +694,18 @@ def test_a_refused_client_authentication_is_logged_and_audited_with_why(
     assert secret not in repr(event.detail) and secret not in logged[0]
 
 
+def test_a_wrong_secret_for_a_client_kept_in_memory_is_logged_and_audited_once(http, ctx, basic_client, caplog):
+    """A client that authenticated before is kept in the process: a refusal of it could be
+    answered without the database, but it is logged and audited exactly once all the same."""
+    assert http.post("/token", data=CC, auth=basic_client.auth).status_code == 200
+    since = last_event_id(ctx)
+    caplog.set_level("INFO", logger="idp.client_auth")
+    refused = http.post("/token", data=CC, auth=(basic_client.client_id, "not-the-secret"))
+    assert refused.status_code == 401
+    assert [e.detail["reason"] for e in refused_events(ctx, since)] == ["wrong_secret"]
+    assert len([r for r in caplog.records if r.name == "idp.client_auth"]) == 1
+
+
 def test_a_client_id_too_long_to_be_one_is_audited_without_it(http, ctx):
     since = last_event_id(ctx)
     response = http.post("/token", data={**CC, "client_id": "x" * 500, "client_secret": "s"})

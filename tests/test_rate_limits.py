@@ -451,6 +451,18 @@ def test_a_clients_requests_are_limited_per_client(open_site, make_cc_client):
     assert client_credentials(site, other).status_code == 200
 
 
+def test_a_request_tried_from_memory_and_then_in_a_thread_counts_once(open_site, make_cc_client):
+    """Introspection of a token not yet found unrevoked starts in the event loop, counts the
+    client, then needs the database and runs again in a thread: the client is counted once."""
+    site = open_site(IDP_RATE_LIMIT_TOKEN="3/minute")
+    client = make_cc_client()
+    token = client_credentials(site, client).json()["access_token"]
+    for _ in range(2):
+        found = site.browser().post("/introspect", data={"token": token}, auth=client.auth)
+        assert (found.status_code, found.json()["active"]) == (200, True)
+    assert client_credentials(site, client).status_code == 429
+
+
 def test_a_per_address_limit_of_a_client_endpoint_is_answered_and_audited(open_site, make_cc_client):
     """A client endpoint may declare per-address limits as any other: its refusal is an RFC 6749
     error, and the audit event its answer writes is committed by the pipeline."""

@@ -32,6 +32,7 @@ from ..oauth.errors import InvalidClient, InvalidRequest, OAuthError
 from ..security.forms import FormError, given, read_form, single_values
 from ..security.rate_limits import Refusal
 from ..storage import Client
+from ..storage.database import require_database
 from ..web.cors import note_client
 from ..web.pipeline import Answer, Call, Needs
 from .responses import oauth_error
@@ -49,6 +50,17 @@ class Raw:
     credentials: Credentials | InvalidClient
     """What the client presented, or why it could not be read (refused once the refusal can be
     audited)."""
+
+
+def from_memory(raw: object) -> bool:
+    """Whether the client sent a secret (or none, being public), which the process checks against
+    the clients it keeps in memory; an assertion is checked against keys that may need fetching,
+    and its ``jti`` spent, so it is never served from memory."""
+    return (
+        isinstance(raw, Raw)
+        and isinstance(raw.credentials, Credentials)
+        and raw.credentials.method != "private_key_jwt"
+    )
 
 
 class ClientSurface:
@@ -112,7 +124,8 @@ CLIENT = ClientSurface()
 
 def _refused(db: Session, error: InvalidClient, credentials: Credentials | None) -> None:
     """Log and audit a refused client authentication, in the transaction its answer commits; the
-    client it named only if that can be a client's id."""
+    client it named only if that can be a client's id. Never from memory: logged once."""
+    require_database(db)
     method = credentials.method if credentials is not None else None
     client_id = credentials.client_id if credentials is not None else None
     if client_id is not None and len(client_id) > MAX_CLIENT_ID:

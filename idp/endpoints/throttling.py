@@ -19,10 +19,17 @@ from ..web.request import context
 
 
 def throttle_client(request: Request, db: Session, client: Client) -> None:
-    """Count this request of ``client``; over its limit, audit the refusal and raise a 429."""
-    refusal = context(request).rate_limiter.check(Limit.TOKEN, client.id)
-    if refusal is not None:
+    """Count this request of ``client``, once however often the request is tried (first in the
+    event loop, then in a thread); over its limit, audit the refusal and raise a 429."""
+    refusal = getattr(request.state, "client_refusal", _UNCOUNTED)
+    if refusal is _UNCOUNTED:
+        refusal = context(request).rate_limiter.check(Limit.TOKEN, client.id)
+        request.state.client_refusal = refusal
+    if isinstance(refusal, Refusal):
         raise throttled(db, refusal, client_id=client.id)
+
+
+_UNCOUNTED = object()
 
 
 def throttled(db: Session, refusal: Refusal, *, client_id: str) -> TemporarilyUnavailable:

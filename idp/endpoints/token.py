@@ -8,7 +8,7 @@ from ..metrics import TOKENS
 from ..oauth.grants.registry import grant_for, issue
 from ..storage import Client
 from ..web.pipeline import Call, Needs, endpoint
-from .client_surface import CLIENT
+from .client_surface import CLIENT, Raw, from_memory
 from .responses import json_response
 
 
@@ -18,4 +18,9 @@ def _token(call: Call[Client]) -> Response:
     return json_response(body)
 
 
-token = endpoint(CLIENT, Needs(fields=grant_for, lock=False), _token)
+def _from_memory(raw: object) -> bool:
+    """A client_credentials request needs only the client and the keys, both kept in memory."""
+    return from_memory(raw) and isinstance(raw, Raw) and raw.form.get("grant_type") == "client_credentials"
+
+
+token = endpoint(CLIENT, Needs(fields=grant_for, lock=False, from_memory=_from_memory), _token)

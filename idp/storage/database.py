@@ -56,7 +56,33 @@ def make_engine(url: str) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    maker = sessionmaker(engine, expire_on_commit=False)
+    event.listen(maker, "after_begin", _refuse_if_in_memory_only)
+    return maker
+
+
+class NeedsDatabase(Exception):
+    """A session marked :func:`in_memory_only` was about to use the database."""
+
+
+_IN_MEMORY_ONLY = "in_memory_only"
+
+
+def in_memory_only(db: Session) -> None:
+    """``db`` must not reach the database: its first statement raises :class:`NeedsDatabase`
+    instead (so that work run where it must not block learns it must go where it may)."""
+    db.info[_IN_MEMORY_ONLY] = True
+
+
+def require_database(db: Session) -> None:
+    """For work with effects beyond ``db`` (a log line) that must happen once: raises
+    :class:`NeedsDatabase` at once in a session marked :func:`in_memory_only`."""
+    if db.info.get(_IN_MEMORY_ONLY):
+        raise NeedsDatabase
+
+
+def _refuse_if_in_memory_only(db: Session, _transaction: Any, _connection: Any) -> None:
+    require_database(db)
 
 
 def changed_rows(result: Result[Any]) -> int:

@@ -7,7 +7,9 @@ authenticated, how a body is read, and how a refusal is answered. The pipeline d
 this order and nowhere else:
 
 1. read the body in the event loop, within limits, so that a slow upload never holds a thread;
-2. hop to the thread pool once, open the request's one transaction;
+2. hop to the thread pool once (or, for a request the handler declares it may serve from memory,
+   stay in the event loop unless the database is needed after all), open the request's one
+   transaction;
 3. authenticate the caller (the surface checks CSRF there, for a browser's unsafe request);
 4. spend the declared rate limits, for any unsafe method, before anything else is written (a spent
    one rolls back, and commits only what the surface's answer to it writes);
@@ -37,6 +39,7 @@ from ..context import Context
 from ..errors import Refused
 from ..languages import speak_for
 from ..security.rate_limits import Limit, Refusal
+from ..storage.database import NeedsDatabase, in_memory_only
 from .locale import language
 from .request import context, rate_limit_address, transaction
 
@@ -71,6 +74,12 @@ class Needs:
     lock: bool = True
     """Whether the pipeline takes the person's row lock before the handler; ``False`` for a
     handler that does slow work first and then calls :meth:`Call.lock`."""
+    from_memory: Callable[[object], bool] | None = None
+    """Whether a request (as the surface read it) may be served from what the process keeps in
+    memory: such a request is served in the event loop, without the hop to a thread, and goes to
+    the thread pool only if it turns out to need the database after all. Only for a handler
+    whose caller's budget is spent once per request whichever way it is served, and with no
+    ``limits``."""
 
 
 @dataclass
@@ -140,20 +149,38 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 def endpoint(surface: Surface[Who], needs: Needs, handler: Handler[Who]) -> Endpoint:
     """``handler`` served by the pipeline (see the module's docstring)."""
 
+    if needs.from_memory is not None and needs.limits:
+        raise ValueError("a handler served from memory spends no per-address limits")
+
     @functools.wraps(handler)
     async def serve(request: Request) -> Response:
         try:
             raw = await surface.read(request, needs)
         except Answer as answer:
             return answer.response
+        if needs.from_memory is not None and context(request).serves_from_memory and needs.from_memory(raw):
+            try:
+                return _serve(surface, needs, handler, request, raw, from_memory=True)
+            except NeedsDatabase:
+                pass
         return await run_in_threadpool(_serve, surface, needs, handler, request, raw)
 
     return serve
 
 
-def _serve(surface: Surface[Who], needs: Needs, handler: Handler[Who], request: Request, raw: object) -> Response:
+def _serve(
+    surface: Surface[Who],
+    needs: Needs,
+    handler: Handler[Who],
+    request: Request,
+    raw: object,
+    *,
+    from_memory: bool = False,
+) -> Response:
     ctx = context(request)
     with transaction(request) as db:
+        if from_memory:
+            in_memory_only(db)
         speak_for(db, lambda: language(request))
         try:
             who = surface.authenticate(request, ctx, db, raw)
