@@ -8,6 +8,7 @@ a live ``idp serve`` for real relying-party clients and the browser.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import shutil
@@ -250,6 +251,33 @@ def run_idp(
         cwd=env.get("HOME", "/"),
         input=input,
     )
+
+
+def idp_json(environ: dict[str, str], *args: str) -> dict[str, Any]:
+    """Run a command of the real CLI that must succeed; the JSON object it printed (empty for none)."""
+    result = run_idp(environ, *args)
+    assert result.returncode == 0, (args, result.stderr)
+    parsed = json.loads(result.stdout) if result.stdout.strip() else {}
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+@contextmanager
+def serving(environ: dict[str, str], directory: Path, count: int, issuer: str) -> Iterator[list[str]]:
+    """``count`` ``idp serve`` processes behind one ``issuer``, as replicas; their URLs."""
+    processes: list[subprocess.Popen[bytes]] = []
+    urls = []
+    try:
+        for number in range(count):
+            process, url = start_server(environ, directory / f"serve-{number}.log", issuer=issuer)
+            processes.append(process)
+            urls.append(url)
+        yield urls
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=15)
 
 
 def start_server(

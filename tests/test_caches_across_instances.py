@@ -10,9 +10,7 @@ on the very next request, with no wait in between.
 
 from __future__ import annotations
 
-import json
 import secrets
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import PASSWORD, SECRET_KEY, run_idp, start_server
+from .conftest import PASSWORD, SECRET_KEY, idp_json, run_idp, serving
 from .flows import RegisteredClient, exchange, pkce_pair, sign_in
 from .flows import TestUser as Person
 from .services import RedisServer, postgresql_database
@@ -38,11 +36,7 @@ class Instances:
         self.webs = [httpx.Client(base_url=url, follow_redirects=False, timeout=15) for url in urls]
 
     def idp(self, *args: str) -> dict[str, Any]:
-        result = run_idp(self.environ, *args)
-        assert result.returncode == 0, (args, result.stderr)
-        parsed = json.loads(result.stdout) if result.stdout.strip() else {}
-        assert isinstance(parsed, dict)
-        return parsed
+        return idp_json(self.environ, *args)
 
     def machine_client(self) -> RegisteredClient:
         made = self.idp(
@@ -82,22 +76,11 @@ def instances(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
             "IDP_RATE_LIMITING": "off",
             "HOME": str(directory),
         }
-        processes: list[subprocess.Popen[bytes]] = []
-        urls = []
-        try:
-            for number in range(3):
-                process, url = start_server(environ, directory / f"serve-{number}.log", issuer=ISSUER)
-                processes.append(process)
-                urls.append(url)
+        with serving(environ, directory, 3, ISSUER) as urls:
             found = Instances(environ | {"IDP_ISSUER": ISSUER}, urls)
             yield found
             for web in found.webs:
                 web.close()
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=15)
 
 
 def client_credentials(web: httpx.Client, auth: tuple[str, str]) -> httpx.Response:

@@ -9,7 +9,6 @@ liveness holds, and all recovers by itself when the database is back.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -39,7 +38,7 @@ from idp.settings import Settings
 from idp.storage import make_engine
 from idp.storage.database import CONNECT_TIMEOUT, POSTGRESQL_CONNECT_ARGS
 
-from .conftest import PASSWORD, SECRET_KEY, run_idp, start_server
+from .conftest import PASSWORD, SECRET_KEY, idp_json, start_server
 from .flows import RegisteredClient, authorize_params, eventually, hidden_fields, pkce_pair, tokens_for
 from .flows import TestUser as Person
 from .services import RedisServer, TcpProxy, postgresql_database
@@ -59,11 +58,7 @@ class Instance:
         return httpx.Client(base_url=self.url, follow_redirects=False, timeout=30)
 
     def idp(self, *args: str) -> dict[str, Any]:
-        result = run_idp(self.environ, *args)
-        assert result.returncode == 0, (args, result.stderr)
-        parsed = json.loads(result.stdout)
-        assert isinstance(parsed, dict)
-        return parsed
+        return idp_json(self.environ, *args)
 
     def client(self) -> RegisteredClient:
         made = self.idp("clients", "create", "--name", "Relying app", "--redirect-uri", REDIRECT_URI)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import PASSWORD, SECRET_KEY, run_idp, start_server
+from .conftest import PASSWORD, SECRET_KEY, idp_json, serving
 from .flows import RegisteredClient, authorize_params, exchange, hidden_fields, pkce_pair, query_of, sign_in
 from .flows import TestUser as Person
 from .services import RedisServer, postgresql_database
@@ -39,11 +38,7 @@ class Instances:
         return httpx.Client(base_url=self.urls[index], cookies=cookies, follow_redirects=False, timeout=15)
 
     def idp(self, *args: str) -> dict[str, Any]:
-        result = run_idp(self.environ, *args)
-        assert result.returncode == 0, (args, result.stderr)
-        parsed = json.loads(result.stdout)
-        assert isinstance(parsed, dict)
-        return parsed
+        return idp_json(self.environ, *args)
 
     def person(self) -> Person:
         email = f"scale-{secrets.token_hex(4)}@example.com"
@@ -66,19 +61,10 @@ def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instances]:
             "IDP_RATE_LIMIT_RESET": f"{RESET_LIMIT}/hour",
             "HOME": str(directory),
         }
-        processes: list[subprocess.Popen[bytes]] = []
-        urls = []
         try:
-            for number in range(3):
-                process, url = start_server(environ, directory / f"serve-{number}.log", issuer=ISSUER)
-                processes.append(process)
-                urls.append(url)
-            yield Instances(environ, urls)
+            with serving(environ, directory, 3, ISSUER) as urls:
+                yield Instances(environ, urls)
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=15)
             redis_server.kill()
 
 
