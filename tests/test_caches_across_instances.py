@@ -158,3 +158,43 @@ def test_a_changed_registration_counts_at_once_on_every_instance(instances):
 
     after = instances.everywhere(lambda web: client_credentials(web, client.auth))
     assert [(r.status_code, r.json()["error"]) for r in after] == [(400, "unauthorized_client")] * 3
+
+
+def test_while_redis_is_down_and_after_it_restarts_empty_nothing_stale_is_used(tmp_path):
+    """Without Redis a process cannot know what changed: it uses no cache until Redis answers,
+    and a Redis back with none of its counters (it keeps nothing on disk) starts them afresh."""
+    redis_server = RedisServer(tmp_path)
+    redis_server.start()
+    environ = {
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
+        "IDP_REDIS_URL": redis_server.url,
+        "IDP_KEYS_DIR": str(tmp_path / "keys"),
+        "IDP_SECRET_KEY": SECRET_KEY,
+        "IDP_RATE_LIMITING": "off",
+        "HOME": str(tmp_path),
+    }
+    try:
+        with serving(environ, tmp_path, 2, ISSUER) as urls:
+            found = Instances(environ | {"IDP_ISSUER": ISSUER}, urls)
+            client = found.machine_client()
+            assert [r.status_code for r in found.everywhere(lambda web: client_credentials(web, client.auth))] == [
+                200
+            ] * 2
+
+            redis_server.kill()
+            assert [r.status_code for r in found.everywhere(lambda web: client_credentials(web, client.auth))] == [
+                200
+            ] * 2
+            secret = found.idp("clients", "rotate-secret", client.client_id)["client_secret"]
+            old = found.everywhere(lambda web: client_credentials(web, client.auth))
+            assert [r.status_code for r in old] == [401] * 2
+
+            redis_server.start()
+            old = found.everywhere(lambda web: client_credentials(web, client.auth))
+            assert [r.status_code for r in old] == [401] * 2
+            new = found.everywhere(lambda web: client_credentials(web, (client.client_id, secret)))
+            assert [r.status_code for r in new] == [200] * 2
+            for web in found.webs:
+                web.close()
+    finally:
+        redis_server.kill()

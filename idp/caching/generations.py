@@ -82,6 +82,9 @@ class RedisMirror:
         self.redis = redis_client
         self._errors: tuple[type[Exception], ...] = (redis_library.RedisError,)
         self._keys = {topic: f"idp:generation:{topic.value}" for topic in Topic}
+        self._failing = False
+        """Whether the last read failed: an outage is logged when it begins and when it ends,
+        not on every request."""
 
     def read(self) -> Stamp | None:
         try:
@@ -93,8 +96,13 @@ class RedisMirror:
                     value = self.redis.get(self._keys[topic])
                 stamp[topic] = value.decode() if isinstance(value, bytes) else str(value)
         except self._errors as exc:
-            log.warning("change counters unreadable in Redis, caches bypassed: %s", type(exc).__name__)
+            if not self._failing:
+                log.warning("change counters unreadable in Redis, caches bypassed: %s", type(exc).__name__)
+            self._failing = True
             return None
+        if self._failing:
+            log.info("change counters readable in Redis again")
+            self._failing = False
         return stamp
 
     def changed(self, topic: Topic) -> None:
