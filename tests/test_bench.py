@@ -27,6 +27,7 @@ import pytest
 from .services import own_database
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+FAKE_PEER = Path(__file__).resolve().parent / "fake_peer"
 SCENARIOS = (
     "discovery",
     "jwks",
@@ -155,8 +156,9 @@ def test_a_short_run_prints_every_scenario_and_target(tmp_path: Path) -> None:
         back_end = ["--database-url", database_url] if database_url.startswith("postgresql") else []
         if os.environ.get("IDP_TEST_REDIS_URL"):
             back_end += ["--redis-url", os.environ["IDP_TEST_REDIS_URL"]]
+        peer = ["--peer", str(FAKE_PEER)] if shutil.which("node") and shutil.which("npm") else []
         result = subprocess.run(
-            [sys.executable, str(BENCH), "--seconds", "1", "--concurrency", "2", *back_end],
+            [sys.executable, str(BENCH), "--seconds", "1", "--concurrency", "2", *back_end, *peer],
             capture_output=True,
             text=True,
             timeout=580,
@@ -175,3 +177,10 @@ def test_a_short_run_prints_every_scenario_and_target(tmp_path: Path) -> None:
     assert re.search(r"RSA-2048 signatures, 1 core \| [\d,.]+ \|", result.stdout)
     assert re.search(r"argon2 hashes, 1 core \| [\d,.]+ \|", result.stdout)
     assert "load average at end" in result.stdout
+    if peer:
+        for scenario in ("discovery", "jwks", "client_credentials", "introspection"):
+            row = rows[f"{scenario}, beside the peer"]
+            _peer_rate, _idp_rate, ratio, *_, errors, goal, verdict = row
+            assert float(ratio) > 0 and errors == "0" and goal.startswith(">= "), row
+            assert verdict in ("met", "**not met**")
+        assert re.search(r"the machine, same run: [\d,]+ RSA-2048 signatures a second on 1 core", result.stdout)
