@@ -50,6 +50,7 @@ def test_update_changes_what_it_names_and_refuses_what_is_anothers(env):  # noqa
     for args, option in [
         (("--email", "ada.new@example.com"), "--email"),
         (("--username", "ada"), "--username"),
+        (("--username", "ada\tlovelace"), "--username"),
         (("--email", "not an address"), "--email"),
         (("--phone", "12"), "--phone"),
         (("--name", "x" * 201), "--name"),

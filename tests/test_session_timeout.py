@@ -122,7 +122,7 @@ def test_finding_a_session_writes_nothing_and_each_request_served_in_it_notes_it
         "account": lambda: browser.get("/account"),
         "security": lambda: browser.get("/account/security"),
         "authorize": lambda: browser.get("/authorize", params=authorize_params(client, pkce_pair()[1])),
-        "change": lambda: post_form(browser, "/account/name", name="Ada"),
+        "change": lambda: post_form(browser, "/account/profile", name="Ada"),
     }
     for name, serve in served.items():
         _idle_for(browser, session_id, 120)
