@@ -339,6 +339,23 @@ def test_a_second_run_changes_nothing_and_a_dry_run_writes_nothing(environ, site
     assert next(person for person in export(environ) if person["id"] == "10")["groups"] == ["editors", "staff"]
 
 
+def admin_actions(environ: dict[str, str]) -> list[dict[str, Any]]:
+    printed = run_idp(environ, "audit", "--event", "admin_action").stdout
+    return [json.loads(line) for line in printed.splitlines()]
+
+
+def test_an_import_is_audited_once_with_its_counts_and_a_dry_run_not_at_all(environ, tmp_path):
+    lines, _ = django_people()
+    path = write_lines(tmp_path / "people.jsonl", [*lines, {"id": "99"}])
+    assert import_file(environ, path, "--dry-run")[2] == 2
+    assert admin_actions(environ) == []
+    assert import_file(environ, path)[2] == 2
+    (event,) = admin_actions(environ)
+    counts = {"imported": len(lines), "unchanged": 0, "failed": 1}
+    assert event["detail"] == {"command": "users import", "options": [], **counts}
+    assert event["user_id"] is None and event["user_agent"].startswith("idp command line, operator ")
+
+
 def test_export_then_import_into_a_fresh_database_gives_the_same_people(environ, site, tmp_path, base_environ):
     lines, passwords = django_people()
     import_file(environ, write_lines(tmp_path / "people.jsonl", lines))
@@ -363,6 +380,10 @@ def test_export_then_import_into_a_fresh_database_gives_the_same_people(environ,
 def test_phone_only_people_are_made_on_the_command_line(environ):
     made = run_idp(environ, "users", "create", "--phone", "+4915112345678", "--verified")
     assert made.returncode == 0, made.stderr
+    (created,) = admin_actions(environ)
+    assert created["detail"] == {"command": "users create", "options": ["phone", "verified"]}
+    assert created["user_id"] == json.loads(made.stdout)["id"]
+    assert created["user_agent"].startswith("idp command line, operator ")
     both = run_idp(environ, "users", "create", "--phone", "+4915112345679", "--email", "both@example.com")
     assert both.returncode == 0, both.stderr
     listed = {person["id"]: person for person in map(json.loads, run_idp(environ, "users", "list").stdout.splitlines())}
