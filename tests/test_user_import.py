@@ -399,6 +399,27 @@ def test_phone_only_people_are_made_on_the_command_line(environ):
         assert (refused.returncode, refused.stdout, refused.stderr) == (2, "", said)
 
 
+def test_a_person_made_with_a_phone_and_a_password_signs_in_with_them(environ, site):
+    """IDP_REQUIRE_VERIFIED_EMAIL (on by default) asks for a verified address of people who have
+    one; a person with none signs in by the number they verified."""
+    phone, password = "+989121234567", "a phone person's passphrase"
+    made = run_idp(environ, "users", "create", "--phone", phone, "--password", password, "--verified")
+    assert made.returncode == 0, made.stderr
+    response = post_login(browser(site), phone, password)
+    assert response.status_code == 303 and response.headers["location"] == "/account", response.text
+
+    unverified = run_idp(environ, "users", "create", "--phone", "+989121234568", "--password", password)
+    assert unverified.returncode == 0, unverified.stderr
+    refused = post_login(browser(site), "+989121234568", password)
+    assert refused.status_code == 400, "a number nobody verified does not sign in without an address"
+    args = ("--email", "e@example.com", "--phone", "+989121234569", "--password", password)
+    with_email = run_idp(environ, "users", "create", *args)
+    assert with_email.returncode == 0, with_email.stderr
+    run_idp(environ, "users", "update", json.loads(with_email.stdout)["id"], "--phone-verified", check=True)
+    unproven = post_login(browser(site), "+989121234569", password)
+    assert unproven.status_code == 400 and "Verify your email address" in unproven.text, "an address must be verified"
+
+
 def test_the_schema_takes_long_ids_and_keeps_what_was_there(tmp_path):
     """0015 on a database with people and their sessions: nothing is lost, and a UUID fits."""
     with own_database(tmp_path) as url:
