@@ -119,6 +119,7 @@ def test_operator_changes_are_audited_with_who_ran_them(env):  # noqa: F811
     printed = run_idp(env, "audit", "--user", ada.id, "--event", "admin_action").stdout
     events = [json.loads(line) for line in printed.splitlines()]
     assert [e["detail"]["command"] for e in events] == [
+        "users create",
         "users update",
         "users disable",
         "users enable",
