@@ -40,7 +40,7 @@ from .pages.account import (
     resend_phone_code,
     send_password_code,
     set_password,
-    update_name,
+    update_profile,
     verify_phone,
 )
 from .pages.account_email import change_email, confirm_email
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/verify-email", verify_email, methods=["GET", "POST"]),
         Route("/verify-email/resend", resend_verification, methods=["POST"]),
         Route("/account", account),
-        Route("/account/name", update_name, methods=["POST"]),
+        Route("/account/profile", update_profile, methods=["POST"]),
         Route("/account/email", change_email, methods=["GET", "POST"]),
         Route("/account/email/confirm", confirm_email, methods=["GET", "POST"]),
         Route("/account/phone", add_phone, methods=["POST"]),

@@ -80,6 +80,7 @@ class Settings:
     otp_attempts: int = 3
     session_ttl: int = 43_200
     session_idle_ttl: int | None = None
+    remember_ttl: int = 2_592_000
     metrics_port: int | None = None
     phone_default_region: str | None = None
     phone_regions: frozenset[str] | None = None
@@ -251,6 +252,7 @@ class Settings:
             otp_attempts=number("IDP_OTP_ATTEMPTS", cls.otp_attempts, 3, 5),
             session_ttl=number("IDP_SESSION_TTL", cls.session_ttl, 300, 31_536_000),
             session_idle_ttl=optional_number("IDP_SESSION_IDLE_TTL", 300, 31_536_000),
+            remember_ttl=number("IDP_REMEMBER_TTL", cls.remember_ttl, 300, 31_536_000),
             metrics_port=optional_number("IDP_METRICS_PORT", 1, 65535),
             phone_default_region=region,
             phone_regions=_regions(text("IDP_PHONE_REGIONS")),

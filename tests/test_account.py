@@ -170,7 +170,7 @@ def me(browsers, person) -> TestClient:  # type: ignore[no-untyped-def]
     ("method", "path"),
     [
         ("GET", "/account"),
-        ("POST", "/account/name"),
+        ("POST", "/account/profile"),
         ("POST", "/account/phone"),
         ("GET", "/account/phone/verify"),
         ("POST", "/account/phone/verify"),
@@ -210,7 +210,7 @@ def test_unverified_email_is_shown_as_such(me, ctx, person):
 @pytest.mark.parametrize(
     ("path", "fields"),
     [
-        ("/account/name", {"name": "Mallory"}),
+        ("/account/profile", {"name": "Mallory"}),
         ("/account/phone", {"phone": "+14155550123", "current_password": PASSWORD}),
         (
             "/account/password",
@@ -259,7 +259,7 @@ def test_a_name_with_control_or_direction_characters_is_refused(me, ctx, person,
     """A name goes into pages, ID tokens and logs, where these would recolour, split or reorder
     what follows it."""
     before = stored_user(ctx, person.id).name
-    response = post_form(me, "/account/name", name=name)
+    response = post_form(me, "/account/profile", name=name)
     assert response.status_code == 400
     assert "control characters" in alert_text(response)
     assert stored_user(ctx, person.id).name == before
@@ -267,28 +267,102 @@ def test_a_name_with_control_or_direction_characters_is_refused(me, ctx, person,
 
 def test_names_in_any_script_and_with_emoji_are_kept(me, ctx, person):
     name = "مریم میرزاخانی 👩\u200d🔬"
-    assert post_form(me, "/account/name", name=name).status_code == 303
+    assert post_form(me, "/account/profile", name=name).status_code == 303
     assert stored_user(ctx, person.id).name == name
 
 
 def test_name_can_be_changed_and_removed(me, ctx, person):
-    response = post_form(me, "/account/name", name="  Ada Lovelace ")
+    response = post_form(me, "/account/profile", name="  Ada Lovelace ")
     assert response.status_code == 303
-    assert response.headers["location"] == "/account?done=name"
+    assert response.headers["location"] == "/account?done=profile"
     page = me.get(response.headers["location"])
-    assert notice_text(page) == "Your name is saved."
+    assert notice_text(page) == "Your profile is saved."
     assert 'value="Ada Lovelace"' in page.text
     assert stored_user(ctx, person.id).name == "Ada Lovelace"
     assert events(ctx, person.id, "profile_updated")[-1].detail == {"fields": ["name"]}
-    assert post_form(me, "/account/name", name="").status_code == 303
+    assert post_form(me, "/account/profile", name="").status_code == 303
     assert stored_user(ctx, person.id).name is None
 
 
 def test_too_long_a_name_is_refused(me, ctx, person):
-    response = post_form(me, "/account/name", name="x" * 201)
+    response = post_form(me, "/account/profile", name="x" * 201)
     assert response.status_code == 400
     assert "200 characters" in alert_text(response)
     assert stored_user(ctx, person.id).name == "Ada Account"
+
+
+def _holding_username(ctx, make_user, username: str) -> None:  # type: ignore[no-untyped-def]
+    """Another person, whose username is ``username``."""
+    other = make_user()
+    with ctx.db.begin() as db:
+        db.get(User, other.id).preferred_username = username
+
+
+def test_the_profile_form_changes_names_username_language_and_time_zone(me, ctx, person):
+    page = me.get("/account")
+    for field in ("given_name", "family_name", "preferred_username", "zoneinfo"):
+        assert re.search(rf'<input[^>]*name="{field}"', page.text), field
+    assert re.search(r'<select[^>]*name="locale"', page.text)
+    assert '<option value="Asia/Tehran">' in page.text
+    username = f"ada-{secrets.token_hex(4)}"
+    fields = {"given_name": " Ada ", "family_name": "Lovelace", "preferred_username": username}
+    response = post_form(me, "/account/profile", name="Ada Account", locale="fa", zoneinfo="Asia/Tehran", **fields)
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/account?done=profile"
+    user = stored_user(ctx, person.id)
+    assert (user.given_name, user.family_name, user.preferred_username) == ("Ada", "Lovelace", username)
+    assert (user.locale, user.zoneinfo, user.name) == ("fa", "Asia/Tehran", "Ada Account")
+    changed = ["given_name", "family_name", "preferred_username", "locale", "zoneinfo"]
+    assert events(ctx, person.id, "profile_updated")[-1].detail == {"fields": changed}
+    shown = me.get("/account").text
+    assert f'value="{username}"' in shown and 'value="Asia/Tehran"' in shown
+    assert re.search(r'<option value="fa"[^>]* selected>', shown)
+
+    other_browser = TestClient(me.app, base_url=TEST_ISSUER, follow_redirects=False)
+    sign_in(other_browser, username)
+
+    cleared = post_form(me, "/account/profile", given_name="", family_name="", preferred_username="", zoneinfo="")
+    assert cleared.status_code == 303
+    user = stored_user(ctx, person.id)
+    assert (user.given_name, user.family_name, user.preferred_username, user.zoneinfo) == (None,) * 4
+    assert user.locale == "fa", "a language left unchosen keeps the one saved"
+
+
+def test_saving_the_profile_unchanged_writes_no_audit_event(me, ctx, person):
+    assert post_form(me, "/account/profile", name="Ada Account", locale="").status_code == 303
+    assert events(ctx, person.id, "profile_updated") == []
+
+
+def test_a_username_another_person_has_is_refused(me, ctx, person, make_user):
+    taken = f"taken-{secrets.token_hex(4)}"
+    _holding_username(ctx, make_user, taken)
+    response = post_form(me, "/account/profile", preferred_username=taken, given_name="Ada")
+    assert response.status_code == 409
+    assert alert_text(response) == "That username is taken. Choose another one."
+    assert f'value="{taken}"' in response.text, "what was typed is shown again"
+    user = stored_user(ctx, person.id)
+    assert user.preferred_username is None and user.given_name is None, "nothing is saved"
+    assert events(ctx, person.id, "profile_updated") == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"zoneinfo": "Mars/Olympus_Mons"}, "That is not a time zone."),
+        ({"zoneinfo": "../../etc/passwd"}, "That is not a time zone."),
+        ({"preferred_username": "ada\nlovelace"}, "line breaks or control characters"),
+        ({"preferred_username": "x" * 151}, "at most 150 characters"),
+        ({"given_name": "x" * 201}, "at most 200 characters"),
+        ({"family_name": "Love\u202elace"}, "control characters"),
+        ({"locale": "de"}, "Choose one of these languages: en, fa."),
+    ],
+)
+def test_a_bad_profile_value_is_refused_with_its_reason(me, ctx, person, fields, says):
+    response = post_form(me, "/account/profile", **fields)
+    assert response.status_code == 400
+    assert says in alert_text(response)
+    user = stored_user(ctx, person.id)
+    assert (user.zoneinfo, user.preferred_username, user.given_name, user.family_name) == (None,) * 4
 
 
 # --- phone ---------------------------------------------------------------------------------------

@@ -180,7 +180,11 @@ def test_get_returns_the_profile(http, token, person, documented):
         "phone": None,
         "phone_verified": False,
         "name": "Ada Api",
+        "given_name": None,
+        "family_name": None,
+        "preferred_username": None,
         "locale": None,
+        "zoneinfo": None,
         "mfa_method": None,
     }
     documented.check(response, "/api/account", "get")
@@ -234,6 +238,80 @@ def test_patch_with_no_member_changes_nothing(http, token):
     response = http.patch("/api/account", headers=bearer(token), json={})
     assert response.status_code == 200
     assert response.json()["name"] == "Ada Api"
+
+
+def test_patch_changes_the_profile_and_only_what_it_names(http, ctx, token, person, client, documented):
+    username = f"ada-{secrets.token_hex(4)}"
+    body = {"given_name": "Ada", "family_name": "Lovelace", "preferred_username": f" {username} ", "zoneinfo": "UTC"}
+    response = http.patch("/api/account", headers=bearer(token), json=body)
+    assert response.status_code == 200, response.text
+    documented.check(response, "/api/account", "patch")
+    profile = response.json()
+    assert (profile["given_name"], profile["family_name"]) == ("Ada", "Lovelace")
+    assert (profile["preferred_username"], profile["zoneinfo"], profile["name"]) == (username, "UTC", "Ada Api")
+    updated = events(ctx, person.id, "profile_updated")
+    assert updated[-1].detail == {"fields": ["given_name", "family_name", "preferred_username", "zoneinfo"]}
+    assert updated[-1].client_id == client.client_id
+
+    again = http.patch("/api/account", headers=bearer(token), json={"preferred_username": username})
+    assert again.status_code == 200
+    assert len(events(ctx, person.id, "profile_updated")) == len(updated), "no change, no event"
+    cleared = http.patch("/api/account", headers=bearer(token), json={"zoneinfo": "", "preferred_username": ""})
+    assert (cleared.json()["zoneinfo"], cleared.json()["preferred_username"]) == (None, None)
+    assert cleared.json()["given_name"] == "Ada"
+
+
+def test_patch_refuses_a_username_another_person_has(http, ctx, token, person, make_user, documented):
+    other = make_user()
+    taken = f"taken-{secrets.token_hex(4)}"
+    with ctx.db.begin() as db:
+        db.get(User, other.id).preferred_username = taken
+    response = http.patch("/api/account", headers=bearer(token), json={"preferred_username": taken, "name": "Ada"})
+    problem = assert_problem(response, 409, "username-taken")
+    documented.check(response, "/api/account", "patch")
+    assert other.id not in json.dumps(problem) and other.email not in json.dumps(problem)
+    profile = http.get("/api/account", headers=bearer(token)).json()
+    assert (profile["preferred_username"], profile["name"]) == (None, "Ada Api"), "nothing is saved"
+
+
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        ({"zoneinfo": "Mars/Olympus_Mons"}, "unknown-time-zone"),
+        ({"zoneinfo": "europe/berlin"}, "unknown-time-zone"),
+        ({"preferred_username": "ada\u0007"}, "invalid-username"),
+        ({"given_name": "Ada\u202e"}, "invalid-name"),
+        ({"family_name": "x" * 201}, "invalid-body"),
+        ({"preferred_username": "x" * 151}, "invalid-body"),
+    ],
+)
+def test_patch_refuses_a_bad_profile_value(http, token, body, name, documented):
+    response = http.patch("/api/account", headers=bearer(token), json={**body, "name": "Changed"})
+    assert_problem(response, 422, name)
+    documented.check(response, "/api/account", "patch")
+    assert http.get("/api/account", headers=bearer(token)).json()["name"] == "Ada Api"
+
+
+def test_asking_for_usernames_spends_the_verification_budget(base_environ, make_user, make_client, documented):
+    """Whether a username is taken is all a refusal tells; it cannot be asked without end."""
+    application = create_app(make_settings(base_environ, IDP_RATE_LIMITING="on", IDP_RATE_LIMIT_VERIFICATION="2/hour"))
+    stem = f"u{secrets.token_hex(4)}-"
+    try:
+        with TestClient(
+            application, base_url=TEST_ISSUER, follow_redirects=False, client=(new_address(), 50000)
+        ) as http:
+            token = tokens_for(http, make_client(first_party=True), make_user())["access_token"]
+            answers = [
+                http.patch("/api/account", headers=bearer(token), json={"preferred_username": f"{stem}{n}"})
+                for n in range(3)
+            ]
+            assert [answer.status_code for answer in answers] == [200, 200, 429]
+            assert_problem(answers[-1], 429, "rate-limited")
+            documented.check(answers[-1], "/api/account", "patch")
+            same = {"preferred_username": f"{stem}1", "name": "Ada"}
+            assert http.patch("/api/account", headers=bearer(token), json=same).status_code == 200
+    finally:
+        application.state.ctx.close()
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -203,6 +204,18 @@ def test_sign_in_and_consent_reach_the_callback(tab, person, live_server, rp):
     assert claims["nonce"] == params["nonce"]
     assert claims["name"] == "Grace Browser"
     assert tab.csp_violations() == []
+
+
+def test_keep_me_signed_in_makes_the_session_cookie_outlive_the_browser(tab, person, live_server):
+    tab.authorize()
+    checkbox = tab.page.get_by_label("Keep me signed in")
+    assert checkbox.get_attribute("name") == "remember" and not checkbox.is_checked()
+    checkbox.check()
+    tab.sign_in(person.email, person.password)
+    assert tab.path() == "/consent"
+    (cookie,) = [c for c in tab.page.context.cookies(live_server.url) if c["name"].endswith("idp_session")]
+    lifetime = cookie["expires"] - time.time()
+    assert 2_592_000 - 60 < lifetime <= 2_592_000, "IDP_REMEMBER_TTL by default, not the browser's session"
 
 
 def test_consent_page_lists_the_scopes(tab, person):

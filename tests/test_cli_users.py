@@ -50,6 +50,7 @@ def test_update_changes_what_it_names_and_refuses_what_is_anothers(env):  # noqa
     for args, option in [
         (("--email", "ada.new@example.com"), "--email"),
         (("--username", "ada"), "--username"),
+        (("--username", "ada\tlovelace"), "--username"),
         (("--email", "not an address"), "--email"),
         (("--phone", "12"), "--phone"),
         (("--name", "x" * 201), "--name"),
@@ -118,6 +119,7 @@ def test_operator_changes_are_audited_with_who_ran_them(env):  # noqa: F811
     printed = run_idp(env, "audit", "--user", ada.id, "--event", "admin_action").stdout
     events = [json.loads(line) for line in printed.splitlines()]
     assert [e["detail"]["command"] for e in events] == [
+        "users create",
         "users update",
         "users disable",
         "users enable",

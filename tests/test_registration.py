@@ -224,7 +224,7 @@ def make_rp(ctx: Context, redirect_uri: str = "https://rp.example/cb") -> Regist
 def test_register_page_has_the_contract_fields(site: Site) -> None:
     page = site.http.get("/register")
     assert page.status_code == 200
-    for field in ("email", "password", "password_confirm", "name", "phone"):
+    for field in ("email", "password", "password_confirm", "name", "given_name", "family_name", "phone"):
         assert f'name="{field}"' in page.text
     assert "csrf_token" in hidden_fields(page.text)
     assert page.headers["cache-control"] == "no-store"
@@ -496,6 +496,27 @@ def test_an_expired_link_is_refused(site: Site) -> None:
 def test_an_unknown_link_is_refused(site: Site, query: str) -> None:
     response = site.http.get("/verify-email" + query)
     assert response.status_code == 400 and "not valid" in alert(response.text)
+
+
+def test_names_given_at_registration_are_kept_and_go_out_as_claims(site: Site) -> None:
+    rp = make_rp(site.ctx)
+    request_id, verifier, _ = start_authorization(site.http, rp)
+    names = {"name": "Ann Example", "given_name": " Ann ", "family_name": "Example"}
+    assert register(site.http, "ann@example.com", request_id=request_id, **names).status_code == 200
+    user = site.user("ann@example.com")
+    assert user is not None and (user.name, user.given_name, user.family_name) == ("Ann Example", "Ann", "Example")
+
+    (link,) = site.links("ann@example.com")
+    response = submit_consent(site.http, site.http.get(path_of(link)).headers["location"])
+    tokens = exchange(site.http, rp, query_of(response.headers["location"])["code"], verifier)
+    claims = jwt.decode(tokens.json()["id_token"], options={"verify_signature": False})
+    assert (claims["name"], claims["given_name"], claims["family_name"]) == ("Ann Example", "Ann", "Example")
+
+
+def test_a_given_name_with_control_characters_is_refused_at_registration(site: Site) -> None:
+    response = register(site.http, "ann@example.com", given_name="Ann\u202e")
+    assert response.status_code == 400 and "control characters" in alert(response.text)
+    assert site.user("ann@example.com") is None
 
 
 def test_a_head_request_does_not_spend_the_link(site: Site) -> None:

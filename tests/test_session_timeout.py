@@ -1,22 +1,35 @@
-"""Single sign-on sessions end after ``IDP_SESSION_TTL`` whatever happens, and after
-``IDP_SESSION_IDLE_TTL`` of disuse: a browser left signed in on a shared machine stops signing
-anyone in once nobody has used it for that long (ASVS V7.3.1)."""
+"""Single sign-on sessions end after ``IDP_SESSION_TTL`` whatever happens (``IDP_REMEMBER_TTL``
+for a person who ticked "Keep me signed in"), and after ``IDP_SESSION_IDLE_TTL`` of disuse: a
+browser left signed in on a shared machine stops signing anyone in once nobody has used it for
+that long (ASVS V7.3.1)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import update
 from starlette.testclient import TestClient
 
+from idp import sso
 from idp.app import create_app
 from idp.sso import find_session
-from idp.storage import BrowserSession, now
+from idp.storage import BrowserSession, User, now
 from idp.web.browser import SESSION_COOKIE
 
 from .conftest import TEST_ISSUER, make_settings
-from .flows import assert_signed_in, authorize_params, pkce_pair, post_login, query_of, sign_in, tokens_for
+from .flows import (
+    assert_signed_in,
+    authorize_params,
+    emailed_code,
+    enter_code,
+    pkce_pair,
+    post_login,
+    query_of,
+    sign_in,
+    tokens_for,
+)
 from .test_account import post_form
 
 IDLE_TTL = 900
@@ -122,7 +135,7 @@ def test_finding_a_session_writes_nothing_and_each_request_served_in_it_notes_it
         "account": lambda: browser.get("/account"),
         "security": lambda: browser.get("/account/security"),
         "authorize": lambda: browser.get("/authorize", params=authorize_params(client, pkce_pair()[1])),
-        "change": lambda: post_form(browser, "/account/name", name="Ada"),
+        "change": lambda: post_form(browser, "/account/profile", name="Ada"),
     }
     for name, serve in served.items():
         _idle_for(browser, session_id, 120)
@@ -173,3 +186,74 @@ def test_without_an_idle_timeout_an_old_last_use_still_signs_in(http, make_user)
         long_ago = now() - 11 * 3600
         db.execute(update(BrowserSession).where(BrowserSession.user_id == user.id).values(last_seen_at=long_ago))
     assert http.get("/account").status_code == 200
+
+
+REMEMBER_TTL = 86_400
+
+
+@pytest.fixture(scope="module")
+def remembering_app(base_environ, settings):  # type: ignore[no-untyped-def]
+    application = create_app(make_settings(base_environ, IDP_SESSION_TTL="3600", IDP_REMEMBER_TTL=str(REMEMBER_TTL)))
+    yield application
+    application.state.ctx.close()
+
+
+def _browser(application) -> TestClient:  # type: ignore[no-untyped-def]
+    return TestClient(application, base_url=TEST_ISSUER, follow_redirects=False)
+
+
+def _session_row(application, user_id: str) -> BrowserSession:  # type: ignore[no-untyped-def]
+    with application.state.ctx.db() as db:
+        row = db.query(BrowserSession).filter_by(user_id=user_id).one()
+        db.expunge(row)
+        return row
+
+
+def test_keep_me_signed_in_gives_a_longer_session_and_cookie(remembering_app, make_user):
+    user = make_user()
+    with _browser(remembering_app) as browser:
+        response = post_login(browser, user.email, user.password, remember="yes")
+        assert_signed_in(response)
+        assert f"Max-Age={REMEMBER_TTL}" in response.headers["set-cookie"]
+    row = _session_row(remembering_app, user.id)
+    assert row.expires_at - row.created_at == REMEMBER_TTL
+
+
+def test_a_remembered_session_outlives_the_session_ttl_and_another_does_not(remembering_app, make_user, monkeypatch):
+    kept, plain = make_user(), make_user()
+    with _browser(remembering_app) as remembered, _browser(remembering_app) as forgotten:
+        assert_signed_in(post_login(remembered, kept.email, kept.password, remember="yes"))
+        assert_signed_in(post_login(forgotten, plain.email, plain.password))
+        later = now() + 3600 + 60
+        monkeypatch.setattr(sso, "now", lambda: later)
+        assert remembered.get("/account").status_code == 200
+        response = forgotten.get("/account")
+        assert response.status_code == 303 and response.headers["location"] == "/login"
+
+
+def test_keep_me_signed_in_waits_through_a_second_factor(remembering_app, make_user, caplog):
+    """The choice made with the password holds once the second step is done."""
+    caplog.set_level(logging.INFO, logger="idp.messages")
+    user = make_user()
+    with remembering_app.state.ctx.db.begin() as db:
+        db.get_one(User, user.id).mfa_method = "email"
+    with _browser(remembering_app) as browser:
+        response = post_login(browser, user.email, user.password, remember="yes")
+        assert response.headers["location"] == "/login/verify"
+        assert_signed_in(enter_code(browser, emailed_code(browser, caplog, user.email)))
+    row = _session_row(remembering_app, user.id)
+    assert row.expires_at - row.created_at == REMEMBER_TTL
+
+
+def test_a_remembered_session_still_goes_idle(base_environ, settings, make_user):  # type: ignore[no-untyped-def]
+    application = create_app(make_settings(base_environ, IDP_SESSION_IDLE_TTL=str(IDLE_TTL)))
+    try:
+        with _browser(application) as browser:
+            user = make_user()
+            assert_signed_in(post_login(browser, user.email, user.password, remember="yes"))
+            session_id = _session_row(application, user.id).id
+            _idle_for(browser, session_id, IDLE_TTL + 1)
+            response = browser.get("/account")
+            assert response.status_code == 303 and response.headers["location"] == "/login"
+    finally:
+        application.state.ctx.close()

@@ -183,6 +183,8 @@ def test_other_sms_backends_with_their_settings(backend):
         ("IDP_SESSION_IDLE_TTL", "60"),
         ("IDP_SESSION_IDLE_TTL", "-1"),
         ("IDP_SESSION_IDLE_TTL", "15m"),
+        ("IDP_REMEMBER_TTL", "60"),
+        ("IDP_REMEMBER_TTL", "a month"),
         ("IDP_METRICS_PORT", "0"),
         ("IDP_METRICS_PORT", "65536"),
         ("IDP_METRICS_PORT", "metrics"),
@@ -288,8 +290,9 @@ def test_blank_values_mean_the_default():
 
 
 def test_session_lifetimes_are_read():
-    settings = parse(IDP_SESSION_TTL="28800", IDP_SESSION_IDLE_TTL="1800")
-    assert (settings.session_ttl, settings.session_idle_ttl) == (28_800, 1_800)
+    settings = parse(IDP_SESSION_TTL="28800", IDP_SESSION_IDLE_TTL="1800", IDP_REMEMBER_TTL="604800")
+    assert (settings.session_ttl, settings.session_idle_ttl, settings.remember_ttl) == (28_800, 1_800, 604_800)
+    assert parse().remember_ttl == 2_592_000
 
 
 @pytest.mark.parametrize(

@@ -339,6 +339,23 @@ def test_a_second_run_changes_nothing_and_a_dry_run_writes_nothing(environ, site
     assert next(person for person in export(environ) if person["id"] == "10")["groups"] == ["editors", "staff"]
 
 
+def admin_actions(environ: dict[str, str]) -> list[dict[str, Any]]:
+    printed = run_idp(environ, "audit", "--event", "admin_action").stdout
+    return [json.loads(line) for line in printed.splitlines()]
+
+
+def test_an_import_is_audited_once_with_its_counts_and_a_dry_run_not_at_all(environ, tmp_path):
+    lines, _ = django_people()
+    path = write_lines(tmp_path / "people.jsonl", [*lines, {"id": "99"}])
+    assert import_file(environ, path, "--dry-run")[2] == 2
+    assert admin_actions(environ) == []
+    assert import_file(environ, path)[2] == 2
+    (event,) = admin_actions(environ)
+    counts = {"imported": len(lines), "unchanged": 0, "failed": 1}
+    assert event["detail"] == {"command": "users import", "options": [], **counts}
+    assert event["user_id"] is None and event["user_agent"].startswith("idp command line, operator ")
+
+
 def test_export_then_import_into_a_fresh_database_gives_the_same_people(environ, site, tmp_path, base_environ):
     lines, passwords = django_people()
     import_file(environ, write_lines(tmp_path / "people.jsonl", lines))
@@ -363,6 +380,10 @@ def test_export_then_import_into_a_fresh_database_gives_the_same_people(environ,
 def test_phone_only_people_are_made_on_the_command_line(environ):
     made = run_idp(environ, "users", "create", "--phone", "+4915112345678", "--verified")
     assert made.returncode == 0, made.stderr
+    (created,) = admin_actions(environ)
+    assert created["detail"] == {"command": "users create", "options": ["phone", "verified"]}
+    assert created["user_id"] == json.loads(made.stdout)["id"]
+    assert created["user_agent"].startswith("idp command line, operator ")
     both = run_idp(environ, "users", "create", "--phone", "+4915112345679", "--email", "both@example.com")
     assert both.returncode == 0, both.stderr
     listed = {person["id"]: person for person in map(json.loads, run_idp(environ, "users", "list").stdout.splitlines())}
@@ -376,6 +397,27 @@ def test_phone_only_people_are_made_on_the_command_line(environ):
     ):
         refused = run_idp(environ, "users", "create", *args)
         assert (refused.returncode, refused.stdout, refused.stderr) == (2, "", said)
+
+
+def test_a_person_made_with_a_phone_and_a_password_signs_in_with_them(environ, site):
+    """IDP_REQUIRE_VERIFIED_EMAIL (on by default) asks for a verified address of people who have
+    one; a person with none signs in by the number they verified."""
+    phone, password = "+989121234567", "a phone person's passphrase"
+    made = run_idp(environ, "users", "create", "--phone", phone, "--password", password, "--verified")
+    assert made.returncode == 0, made.stderr
+    response = post_login(browser(site), phone, password)
+    assert response.status_code == 303 and response.headers["location"] == "/account", response.text
+
+    unverified = run_idp(environ, "users", "create", "--phone", "+989121234568", "--password", password)
+    assert unverified.returncode == 0, unverified.stderr
+    refused = post_login(browser(site), "+989121234568", password)
+    assert refused.status_code == 400, "a number nobody verified does not sign in without an address"
+    args = ("--email", "e@example.com", "--phone", "+989121234569", "--password", password)
+    with_email = run_idp(environ, "users", "create", *args)
+    assert with_email.returncode == 0, with_email.stderr
+    run_idp(environ, "users", "update", json.loads(with_email.stdout)["id"], "--phone-verified", check=True)
+    unproven = post_login(browser(site), "+989121234569", password)
+    assert unproven.status_code == 400 and "Verify your email address" in unproven.text, "an address must be verified"
 
 
 def test_the_schema_takes_long_ids_and_keeps_what_was_there(tmp_path):

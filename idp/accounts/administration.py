@@ -19,8 +19,9 @@ from ..sso import end_session
 from ..storage import BrowserSession, Grant, User, UserGroup, now, revoke_grants
 from . import links, recovery
 from .errors import AccountError
-from .person_lines import MAX_GROUP, MAX_USERNAME
+from .person_lines import MAX_GROUP
 from .phones import PhoneError, to_e164
+from .usernames import MAX_USERNAME, UsernameRefused, UsernameTaken, clean_username, ensure_free
 from .users import UserError, clean_name, get_user, lock_user, normalize_email
 
 SEARCHED = (User.email, User.phone, User.name, User.given_name, User.family_name, User.preferred_username)
@@ -67,7 +68,7 @@ def update_person(db: Session, settings: Settings, user_id: str, changes: Mappin
                 option = "--" + column.replace("_", "-")
                 raise UserError(f"{option}: at most 200 characters, no control characters") from None
     if "preferred_username" in changes:
-        user.preferred_username = _unique(db, user, User.preferred_username, _username(changes), "--username")
+        user.preferred_username = _username(db, user, changes["preferred_username"])
     for flag in ("email_verified", "phone_verified"):
         if flag in changes:
             setattr(user, flag, bool(changes[flag]))
@@ -133,10 +134,15 @@ def _unique(db: Session, user: User, column: Any, value: str, option: str) -> st
     return value
 
 
-def _username(changes: Mapping[str, Any]) -> str:
-    username = str(changes["preferred_username"]).strip()
-    if not username or len(username) > MAX_USERNAME or not username.isprintable():
-        raise UserError(f"--username: 1 to {MAX_USERNAME} printable characters")
+def _username(db: Session, user: User, raw: str) -> str | None:
+    """Checked as the person's own change is (:mod:`.usernames`); an empty one removes it."""
+    try:
+        username = clean_username(raw)
+        ensure_free(db, user.id, username)
+    except UsernameRefused:
+        raise UserError(f"--username: at most {MAX_USERNAME} printable characters") from None
+    except UsernameTaken:
+        raise UserError(f"--username: {raw.strip()} is already another person's") from None
     return username
 
 

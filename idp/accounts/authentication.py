@@ -71,11 +71,18 @@ def sign_in_with_password(
         reset_failures(user)
     if user.password_hash and needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    if settings.require_verified_email and not user.email_verified:
+    if settings.require_verified_email and not _proven(user):
         _record_failure(db, user, client_id, "email_not_verified")
         raise EmailNotVerified
     confirm_identity(user)
     return user
+
+
+def _proven(user: User) -> bool:
+    """Whether the person showed they hold how they are reached, as ``IDP_REQUIRE_VERIFIED_EMAIL``
+    asks: their address, or for a person with no address at all (made with a phone number alone)
+    the number."""
+    return user.email_verified if user.email is not None else user.phone_verified
 
 
 def _failed(db: Session, user: User | None, client_id: str | None, reason: str) -> NoReturn:

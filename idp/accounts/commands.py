@@ -11,7 +11,7 @@ it may no longer act.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,18 +52,13 @@ class Actor:
         )
 
 
-def update_name(db: Session, actor: Actor, name: str) -> None:
-    """An empty name removes it."""
-    profile.update_name(db, actor.user, name)
-    actor.record(db, Event.PROFILE_UPDATED, "success", fields=["name"])
-
-
-def choose_language(db: Session, actor: Actor, tag: str) -> None:
-    """The language of the person's pages and messages from now on; ``tag`` has a catalog."""
-    if actor.user.locale == tag:
-        return
-    profile.choose_language(db, actor.user, tag)
-    actor.record(db, Event.PROFILE_UPDATED, "success", fields=["locale"])
+def update_profile(db: Session, actor: Actor, changes: Mapping[str, str]) -> list[str]:
+    """Change what ``changes`` names of the person's profile (:data:`.profile.EDITABLE`); the
+    change is audited with the fields that changed, none when nothing did. Returns those fields."""
+    changed = profile.update_profile(db, actor.user, changes)
+    if changed:
+        actor.record(db, Event.PROFILE_UPDATED, "success", fields=changed)
+    return changed
 
 
 def add_phone(

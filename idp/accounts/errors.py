@@ -50,6 +50,9 @@ class Code(StrEnum):
     ACCOUNT_CHANGED = "account-changed"
     UNKNOWN_LANGUAGE = "unknown-language"
     TERMS_NOT_ACCEPTED = "terms-not-accepted"
+    INVALID_USERNAME = "invalid-username"
+    USERNAME_TAKEN = "username-taken"
+    UNKNOWN_TIME_ZONE = "unknown-time-zone"
 
 
 class AccountError(Refused):

@@ -19,13 +19,13 @@ from ..storage import User
 from ..storage.people import ID_LENGTH
 from .legacy_hashes import UnknownHashFormat, django_form, stored_form
 from .phones import PhoneError, to_e164
+from .time_zones import UnknownTimeZone, clean_zoneinfo
+from .usernames import MAX_USERNAME, UsernameRefused, clean_username
 from .users import NameRefused, UserError, clean_name, normalize_email
 
-MAX_USERNAME = 150
 MAX_GROUP = 150
 _ID = re.compile(r"^[\x21-\x7e]+$")  # what an app holds as a sub: printable ASCII, no spaces
 _LOCALE = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")  # a BCP 47 tag's shape
-_ZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")  # an IANA zone's shape
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 NAMES = ("name", "given_name", "family_name")
 FLAGS = ("email_verified", "phone_number_verified")
@@ -126,7 +126,7 @@ def parse_line(text: str | bytes) -> PersonLine:
         family_name=names["family_name"],
         preferred_username=_username(fields),
         locale=_shaped(fields, "locale", _LOCALE, 16, "a BCP 47 language tag"),
-        zoneinfo=_shaped(fields, "zoneinfo", _ZONE, 64, "an IANA time zone (Europe/Berlin)"),
+        zoneinfo=_zoneinfo(fields),
         groups=_groups(fields),
         created_at=_created_at(fields),
         password_hash=password_hash,
@@ -170,13 +170,17 @@ def _e164(value: str) -> str:
 
 
 def _username(fields: dict[str, Any]) -> str | None:
-    username = _text(fields, "preferred_username")
-    if username is None:
-        return None
-    username = username.strip()
-    if len(username) > MAX_USERNAME or not username.isprintable():
-        raise LineError(f"preferred_username: at most {MAX_USERNAME} printable characters")
-    return username or None
+    try:
+        return clean_username(_text(fields, "preferred_username"))
+    except UsernameRefused:
+        raise LineError(f"preferred_username: at most {MAX_USERNAME} printable characters") from None
+
+
+def _zoneinfo(fields: dict[str, Any]) -> str | None:
+    try:
+        return clean_zoneinfo(_text(fields, "zoneinfo"))
+    except UnknownTimeZone:
+        raise LineError("zoneinfo: not an IANA time zone (Europe/Berlin)") from None
 
 
 def _shaped(fields: dict[str, Any], field: str, shape: re.Pattern[str], length: int, what: str) -> str | None:

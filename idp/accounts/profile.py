@@ -1,4 +1,4 @@
-"""What a signed-in person changes about their own account: name, phone number, sessions.
+"""What a signed-in person changes about their own account: profile, phone number, sessions.
 
 The hosted ``/account`` page and the account API both call these; each function works inside the
 caller's transaction and leaves the commit, and the audit event, to the caller.
@@ -23,12 +23,13 @@ run one after the other; adding one checks the password first, without the lock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..audit import mask
@@ -44,6 +45,8 @@ from .devices import describe
 from .errors import AccountError, Code, WrongCode
 from .phones import to_e164
 from .reauthentication import RecentSignIn, confirm, prove
+from .time_zones import clean_zoneinfo
+from .usernames import UsernameTaken, clean_username, ensure_free
 from .users import clean_name, lock_user
 
 VERIFY_PHONE = Purpose.VERIFY_PHONE
@@ -106,15 +109,13 @@ def profile_of(user: User) -> dict[str, Any]:
         "phone": user.phone,
         "phone_verified": bool(user.phone_verified),
         "name": user.name,
+        "given_name": user.given_name,
+        "family_name": user.family_name,
+        "preferred_username": user.preferred_username,
         "locale": user.locale,
+        "zoneinfo": user.zoneinfo,
         "mfa_method": user.mfa_method,
     }
-
-
-def update_name(db: Session, user: User, name: str) -> None:
-    """An empty name removes it; raises :class:`~.users.NameRefused`."""
-    user.name = clean_name(name)
-    user.updated_at = now()
 
 
 class UnknownLanguage(AccountError):
@@ -123,12 +124,49 @@ class UnknownLanguage(AccountError):
     code = Code.UNKNOWN_LANGUAGE
 
 
-def choose_language(db: Session, user: User, tag: str) -> None:
+def _language(tag: str) -> str:
     """Raises :class:`UnknownLanguage` for a ``tag`` that names no catalog (``ui_locales_supported``)."""
     if tag not in available():
         raise UnknownLanguage(supported=", ".join(available()))
-    user.locale = tag
+    return tag
+
+
+_CHECKS: dict[str, Callable[[str], str | None]] = {
+    "name": clean_name,
+    "given_name": clean_name,
+    "family_name": clean_name,
+    "preferred_username": clean_username,
+    "locale": _language,
+    "zoneinfo": clean_zoneinfo,
+}
+EDITABLE = tuple(_CHECKS)
+"""What a person changes about themselves here; an empty value removes it, but for ``locale``."""
+
+
+def update_profile(db: Session, user: User, changes: Mapping[str, str]) -> list[str]:
+    """Set what ``changes`` names of :data:`EDITABLE`, each value checked as it is wherever else it
+    is set (:func:`~.users.clean_name`, :mod:`.usernames`, :mod:`.time_zones`), and all of them
+    before any is written; returns the fields whose value changed, in :data:`EDITABLE`'s order.
+
+    Raises :class:`~.users.NameRefused`, :class:`~.usernames.UsernameRefused`,
+    :class:`~.usernames.UsernameTaken` (also when another person took it at the same moment),
+    :class:`UnknownLanguage` or :class:`~.time_zones.UnknownTimeZone`.
+    """
+    checked = {field: _CHECKS[field](changes[field]) for field in EDITABLE if field in changes}
+    changed = [field for field, value in checked.items() if getattr(user, field) != value]
+    if not changed:
+        return changed
+    if "preferred_username" in changed:
+        ensure_free(db, user.id, checked["preferred_username"])
+    try:
+        with db.begin_nested():
+            for field in changed:
+                setattr(user, field, checked[field])
+            db.flush()
+    except IntegrityError:
+        raise UsernameTaken from None
     user.updated_at = now()
+    return changed
 
 
 def start_phone_verification(

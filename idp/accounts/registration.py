@@ -108,6 +108,21 @@ class Application:
     name: str = ""
     phone: str = ""
     accepted_terms: bool = False
+    given_name: str = ""
+    family_name: str = ""
+
+    def names(self) -> Names:
+        """The names to keep; raises :class:`~.users.NameRefused`."""
+        return Names(clean_name(self.name), clean_name(self.given_name), clean_name(self.family_name))
+
+
+@dataclass(frozen=True)
+class Names:
+    """The names a person gave at registration, as their claims hold them (``None``: not given)."""
+
+    name: str | None
+    given_name: str | None
+    family_name: str | None
 
 
 @dataclass(frozen=True)
@@ -142,8 +157,8 @@ def requests_wait(ctx: Context, limit: Limit, key: str) -> int:
     return 0 if refusal is None else refusal.retry_after
 
 
-def parse(settings: Settings, form: Application) -> tuple[str, str | None, str | None]:
-    """The normalized email, E.164 phone and name; raises :class:`~.errors.InvalidEmail`,
+def parse(settings: Settings, form: Application) -> tuple[str, str | None, Names]:
+    """The normalized email, E.164 phone and names (:meth:`Application.names`); raises :class:`~.errors.InvalidEmail`,
     :class:`~.errors.PasswordsDiffer`, :class:`~.terms.TermsNotAccepted`, or the name's or the
     phone's refusal."""
     if settings.terms_version is not None and not form.accepted_terms:
@@ -154,9 +169,9 @@ def parse(settings: Settings, form: Application) -> tuple[str, str | None, str |
         raise InvalidEmail("no_email") from None
     if form.password != form.password_confirm:
         raise PasswordsDiffer("not_the_same")
-    name = clean_name(form.name)
+    names = form.names()
     phone = to_e164(form.phone, settings.phone_default_region) if form.phone.strip() else None
-    return email, phone, name
+    return email, phone, names
 
 
 def register(
@@ -199,13 +214,20 @@ def _register(
     browser_hash: str,
 ) -> Registered:
     settings, secret_key = ctx.settings, ctx.secret_key
-    email, phone, name = parse(settings, form)
+    email, phone, names = parse(settings, form)
     existing = db.scalar(select(User).where(User.email == email))
     if existing is not None:
         return _already_registered(ctx, db, existing, form.password)
     phone_taken = phone is not None and db.scalar(select(User.id).where(User.phone == phone)) is not None
     try:
-        user = create_user(db, email=email, phone=None if phone_taken else phone, name=name)
+        user = create_user(
+            db,
+            email=email,
+            phone=None if phone_taken else phone,
+            name=names.name,
+            given_name=names.given_name,
+            family_name=names.family_name,
+        )
     except (IntegrityError, UserError):
         # A registration racing this one took the address or the phone first. Nothing was written
         # before the account, so rolling back loses nothing.
@@ -214,7 +236,7 @@ def _register(
         if existing is not None:
             return _already_registered(ctx, db, existing, form.password)
         phone_taken = True
-        user = create_user(db, email=email, name=name)
+        user = create_user(db, email=email, name=names.name, given_name=names.given_name, family_name=names.family_name)
     set_password(db, settings, user, form.password)
     if settings.terms_version is not None:
         terms.accept(db, settings, user, None)

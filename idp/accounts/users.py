@@ -74,6 +74,8 @@ def create_user(
     password: str | None = None,
     phone: str | None = None,
     name: str | None = None,
+    given_name: str | None = None,
+    family_name: str | None = None,
     verified: bool = False,
     phone_region: str | None = None,
 ) -> User:
@@ -88,7 +90,7 @@ def create_user(
     except PhoneError as exc:
         raise UserError(f"that phone number cannot be used: {_said(exc)}") from None
     try:
-        name = clean_name(name)
+        name, given_name, family_name = clean_name(name), clean_name(given_name), clean_name(family_name)
     except NameRefused as exc:
         raise UserError(f"that name cannot be used: {_said(exc)}") from None
     if password is not None:
@@ -105,6 +107,8 @@ def create_user(
         phone=e164,
         phone_verified=verified and e164 is not None,
         name=name,
+        given_name=given_name,
+        family_name=family_name,
         password_hash=hash_password(password) if password is not None else None,
         disabled=False,
         failed_sign_ins=0,

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from ..accounts import commands, email_change, profile
 from ..accounts.commands import Actor
 from ..accounts.reauthentication import MAX_PASSWORD_INPUT
+from ..accounts.usernames import MAX_USERNAME, asks_another
 from ..accounts.users import MAX_NAME
 from ..security.rate_limits import Limit
 from ..web.pipeline import Call, Endpoint, Handler, Needs, endpoint
@@ -29,11 +30,20 @@ CURRENT_PASSWORD_IF_ANY = Field(
     "The password the person signs in with now; required when the account has one.",
     required=False,
 )
-NAME_FIELDS: Fields = {
+PROFILE_FIELDS: Fields = {
     "name": Field(MAX_NAME, "The name to show; an empty string removes it.", required=False),
+    "given_name": Field(MAX_NAME, "Given (first) name; an empty string removes it.", required=False),
+    "family_name": Field(MAX_NAME, "Family (last) name; an empty string removes it.", required=False),
+    "preferred_username": Field(
+        MAX_USERNAME,
+        "A username to sign in with besides the email address or phone number; no one else's. An empty "
+        "string removes it.",
+        required=False,
+    ),
     "locale": Field(
         16, "The language of the person's pages and messages: one of `ui_locales_supported`.", required=False
     ),
+    "zoneinfo": Field(64, "An IANA time zone, like `Europe/Berlin`; an empty string removes it.", required=False),
 }
 PASSWORD_FIELDS: Fields = {
     "current_password": Field(MAX_PASSWORD_INPUT, "The password the person signs in with now."),
@@ -80,14 +90,15 @@ def get_account(call: Holder) -> Response:
     return _json(profile.profile_of(call.who.user))
 
 
-@operation(Needs(NAME_FIELDS))
+@operation(Needs(PROFILE_FIELDS))
 def patch_account(call: Holder) -> Response:
-    """Only ``name`` and ``locale`` change here: email and phone change through proof that the
-    person holds them."""
-    if "name" in call.values:
-        commands.update_name(call.db, call.who, call.values["name"])
-    if "locale" in call.values:
-        commands.choose_language(call.db, call.who, call.values["locale"])
+    """Only the members sent change; email and phone change elsewhere, through proof that the
+    person holds them. Asking for a username not the person's own spends the address's
+    verification budget: whether one is taken is all a refusal tells, but it must not be asked
+    without end."""
+    if asks_another(call.who.user, call.values.get("preferred_username")):
+        call.spend(Limit.VERIFICATION)
+    commands.update_profile(call.db, call.who, call.values)
     return _json(profile.profile_of(call.who.user))
 
 

@@ -17,9 +17,9 @@ from .account import (
     CODE_FIELDS,
     DELETE_FIELDS,
     EMAIL_FIELDS,
-    NAME_FIELDS,
     PASSWORD_FIELDS,
     PHONE_FIELDS,
+    PROFILE_FIELDS,
     SET_PASSWORD_FIELDS,
 )
 from .bearer import REQUIRED_SCOPE
@@ -71,7 +71,20 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Profile": {
         "type": "object",
-        "required": ["sub", "email", "email_verified", "phone", "phone_verified", "name", "locale", "mfa_method"],
+        "required": [
+            "sub",
+            "email",
+            "email_verified",
+            "phone",
+            "phone_verified",
+            "name",
+            "given_name",
+            "family_name",
+            "preferred_username",
+            "locale",
+            "zoneinfo",
+            "mfa_method",
+        ],
         "additionalProperties": False,
         "properties": {
             "sub": {"type": "string", "description": "The person's id, as `sub` in their tokens."},
@@ -80,10 +93,17 @@ _SCHEMAS: dict[str, Any] = {
             "phone": {"type": ["string", "null"], "description": "E.164."},
             "phone_verified": {"type": "boolean"},
             "name": {"type": ["string", "null"]},
+            "given_name": {"type": ["string", "null"]},
+            "family_name": {"type": ["string", "null"]},
+            "preferred_username": {
+                "type": ["string", "null"],
+                "description": "A username the person may sign in with; no two people have the same.",
+            },
             "locale": {
                 "type": ["string", "null"],
                 "description": "The language the person chose; null: their browser's, else the provider's default.",
             },
+            "zoneinfo": {"type": ["string", "null"], "description": "An IANA time zone."},
             "mfa_method": {"enum": [*SecondFactorMethod, None], "description": "The second factor, if on."},
         },
     },
@@ -121,7 +141,7 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 _BODIES: dict[str, Fields] = {
-    "NameChange": NAME_FIELDS,
+    "ProfileChange": PROFILE_FIELDS,
     "PasswordChange": PASSWORD_FIELDS,
     "PhoneAdd": PHONE_FIELDS,
     "PhoneCode": CODE_FIELDS,
@@ -231,16 +251,25 @@ def document(issuer: str) -> dict[str, Any]:
                 "get": _operation("getAccount", "The person's profile", {"200": _json("The profile.", profile)}),
                 "patch": _operation(
                     "updateAccount",
-                    "Change the name",
+                    "Change the profile",
                     {
                         "200": _json("The profile as changed.", profile),
+                        "409": _problem("`username-taken`: another person has the `preferred_username`."),
                         "422": _problem(
-                            "`invalid-body`; `invalid-name`: the name is refused; `unknown-language`: the "
-                            "`locale` is not one of `ui_locales_supported`."
+                            "`invalid-body`; `invalid-name`: a name is refused; `invalid-username`; "
+                            "`unknown-language`: the `locale` is not one of `ui_locales_supported`; "
+                            "`unknown-time-zone`: the `zoneinfo` is not an IANA time zone."
+                        ),
+                        "429": _problem(
+                            "`rate-limited`: too many requests naming a `preferred_username` from this address.",
+                            RETRY_AFTER,
                         ),
                     },
-                    body="NameChange",
-                    description="Email and phone change only through proof that the person holds them.",
+                    body="ProfileChange",
+                    description=(
+                        "Only the members sent change, each checked before any is saved. Email and phone change "
+                        "only through proof that the person holds them."
+                    ),
                 ),
                 "delete": _operation(
                     "deleteAccount",

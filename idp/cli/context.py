@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import getpass
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -28,9 +28,15 @@ def as_operator(db: Session) -> None:
 
 
 def record_admin_action(
-    db: Session, command: str, options: Sequence[str] = (), *, user_id: str | None = None, client_id: str | None = None
+    db: Session,
+    command: str,
+    options: Sequence[str] = (),
+    *,
+    user_id: str | None = None,
+    client_id: str | None = None,
+    counts: Mapping[str, int] | None = None,
 ) -> None:
     """An operator's change, in the audit trail with the operator (:func:`as_operator`) and the
-    options given, never their values."""
-    detail = {"command": command, "options": sorted(options)}
+    options given, never their values; ``counts`` say how much a command that changes many did."""
+    detail: dict[str, object] = {"command": command, "options": sorted(options), **(counts or {})}
     audit.record(db, Event.ADMIN_ACTION, outcome="success", user_id=user_id, client_id=client_id, detail=detail)

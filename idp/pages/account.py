@@ -1,6 +1,6 @@
-"""The signed-in person's own page: profile, phone verification and removal, sessions, password
-(changing it, or setting a first one with an emailed code). The email address changes on a page of
-its own (:mod:`idp.pages.account_email`).
+"""The signed-in person's own page: profile (names, username, language, time zone), phone
+verification and removal, sessions, password (changing it, or setting a first one with an emailed
+code). The email address changes on a page of its own (:mod:`idp.pages.account_email`).
 
 Each form posts to a path of its own and is served by the request pipeline
 (:mod:`idp.pages.signed_in`): a handler here calls one account command and says where to go. What
@@ -17,6 +17,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ..accounts import commands, email_change, first_password, profile
 from ..accounts.errors import Code, PasswordsDiffer
+from ..accounts.time_zones import known_zones
+from ..accounts.usernames import asks_another
 from ..catalogs import N_
 from ..security.rate_limits import Limit
 from ..web.browser import clear_session_cookie
@@ -27,7 +29,7 @@ from .signed_in import Form, Person, done, signed_in
 from .surface import Shown
 
 NOTICES = {
-    "name": N_("Your name is saved."),
+    "profile": N_("Your profile is saved."),
     "email": N_("We sent a link to the new address. Your email address changes when you open it."),
     "phone": N_("Your phone number is verified."),
     "phone_removed": N_("Your phone number is removed: codes no longer go to it, and it no longer signs you in."),
@@ -69,6 +71,7 @@ def _account_page(call: Person, shown: Shown) -> Response:
         "notice": shown.notice,
         "values": shown.values,
         "password_sign_in": call.ctx.settings.password_sign_in,
+        "zones": sorted(known_zones()),
     }
     return render(call.request, "account.html", context, status_code=shown.status_code)
 
@@ -89,7 +92,7 @@ def _password_set_page(call: Person, shown: Shown) -> Response:
 
 
 ACCOUNT = Form(_account_page)
-NAME = Form(_account_page, "name", refill=("name",))
+PROFILE = Form(_account_page, "profile", refill=profile.EDITABLE)
 PHONE = Form(_account_page, "phone", refill=("phone",))
 PHONE_REMOVE = Form(_account_page, "phone_remove")
 PASSWORD = Form(_account_page, "password")
@@ -109,10 +112,18 @@ def account(call: Person) -> Response:
     return _account_page(call, Shown(notice=_notice(call, call.request.query_params.get("done", ""))))
 
 
-@signed_in(NAME)
-def update_name(call: Person) -> Response:
-    commands.update_name(call.db, call.who, call.values.get("name", ""))
-    return done("name")
+@signed_in(PROFILE)
+def update_profile(call: Person) -> Response:
+    """The fields posted change; a language left unchosen keeps the browser's. A username other
+    than the person's own spends the address's verification budget: whether one is taken is all
+    a refusal tells, but it must not be asked without end."""
+    changes = {field: call.values[field] for field in profile.EDITABLE if field in call.values}
+    if not changes.get("locale"):
+        changes.pop("locale", None)
+    if asks_another(call.who.user, changes.get("preferred_username")):
+        call.spend(Limit.VERIFICATION)
+    commands.update_profile(call.db, call.who, changes)
+    return done("profile")
 
 
 @signed_in(PHONE, Needs(limits=(Limit.VERIFICATION,), lock=False))

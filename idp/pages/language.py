@@ -27,5 +27,5 @@ def switch_language(call: Visitor) -> Response:
     active = current_session(call.request, call.db)
     if active is not None and lock_person(call.db, active.user.id, active.session.id) is not None:
         person = Actor(active.user, active.session.id, active.session.auth_time, None)
-        commands.choose_language(call.db, person, tag)
+        commands.update_profile(call.db, person, {"locale": tag})
     return response

@@ -1,4 +1,5 @@
-"""The sign-in page: ``username`` (email or phone) and ``password``; with ``IDP_PASSWORD_SIGN_IN``
+"""The sign-in page: ``username`` (email or phone), ``password`` and ``remember`` ("Keep me
+signed in": a session of ``IDP_REMEMBER_TTL``); with ``IDP_PASSWORD_SIGN_IN``
 off, the page asking for a code."""
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def _login_page(call: Visitor, shown: Shown, *, unverified: bool = False) -> Res
         "request_id": serving.request_id,
         "client": ClientBrand.of(serving.client),
         "username": call.values.get("username", params.login_hint if params else "") or "",
+        "remember": call.values.get("remember") == "yes",
         "self_registration": call.ctx.settings.self_registration,
         "error": shown.error,
         "unverified_email": unverified,
@@ -55,6 +57,9 @@ def login(call: Visitor) -> Response:
     call.spend(Limit.SIGN_IN_ACCOUNT, account_key(call.request, username))
     password = call.values.get("password", "")
     user = sign_in_with_password(call.db, ctx.settings, ctx.secret_key, username, password, client_id)
+    remember = call.values.get("remember") == "yes"
     if user.mfa_method:
-        return start_second_factor(call.request, call.db, user, authorization_request_id=request_id)
-    return complete_sign_in(call.request, call.db, user, amr=["pwd"], authorization_request_id=request_id)
+        return start_second_factor(call.request, call.db, user, authorization_request_id=request_id, remember=remember)
+    return complete_sign_in(
+        call.request, call.db, user, amr=["pwd"], authorization_request_id=request_id, remember=remember
+    )

@@ -1,5 +1,6 @@
-"""Registration (``email``, ``password``, ``password_confirm``, optional ``name`` and ``phone``),
-the emailed link that verifies the address, and asking for a new link (``email``).
+"""Registration (``email``, ``password``, ``password_confirm``, optional ``name``, ``given_name``,
+``family_name`` and ``phone``), the emailed link that verifies the address, and asking for a new
+link (``email``).
 
 Registering sets a "registration browser" cookie whose digest the new account keeps: its links,
 the first and any sent again whoever asks, sign the person in only in that browser. Elsewhere a
@@ -58,6 +59,8 @@ def _register_page(call: Visitor, shown: Shown) -> Response:
         "client": ClientBrand.of(serving.client),
         "email": call.values.get("email", ""),
         "name": call.values.get("name", ""),
+        "given_name": call.values.get("given_name", ""),
+        "family_name": call.values.get("family_name", ""),
         "phone": call.values.get("phone", ""),
         "min_length": settings.password_min_length,
         "terms_url": settings.terms_url,
@@ -84,6 +87,8 @@ def register(call: Visitor) -> Response:
         password=values.get("password", ""),
         password_confirm=values.get("password_confirm", ""),
         name=values.get("name", ""),
+        given_name=values.get("given_name", ""),
+        family_name=values.get("family_name", ""),
         phone=values.get("phone", ""),
         accepted_terms=values.get("accept_terms") == "yes",
     )

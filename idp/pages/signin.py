@@ -25,6 +25,8 @@ from ..web.request import context, request_address
 from .surface import Visitor
 
 PENDING_COOKIE = "idp_signin"
+REMEMBER_COOKIE = "idp_remember"
+"""Set while a sign-in whose person ticked "Keep me signed in" waits for its second step."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,14 @@ def set_pending_cookie(request: Request, response: Response, value: str) -> None
     set_browser_cookie(request, response, PENDING_COOKIE, value, max_age=challenges.LIFETIME)
 
 
+def session_lifetime(request: Request, remember: bool) -> int:
+    """``IDP_REMEMBER_TTL`` for a person who asked to stay signed in, here or at the first step of
+    this sign-in; ``IDP_SESSION_TTL`` otherwise."""
+    settings = context(request).settings
+    remembered = remember or browser_cookie(request, REMEMBER_COOKIE) == "yes"
+    return settings.remember_ttl if remembered else settings.session_ttl
+
+
 def start_second_factor(
     request: Request,
     db: Session,
@@ -82,12 +92,16 @@ def start_second_factor(
     *,
     authorization_request_id: str | None,
     first_factor: tuple[str, ...] = ("pwd",),
+    remember: bool = False,
 ) -> Response:
     """A first factor was right (a password unless ``first_factor`` says otherwise) and a second
-    factor is due: on to the code page."""
+    factor is due: on to the code page. Whether to keep the person signed in waits in a cookie
+    as long as the sign-in does: it is theirs to choose, so nothing needs to vouch for it."""
     _, cookie = challenges.start_second_factor(context(request), db, user, authorization_request_id, list(first_factor))
     response = RedirectResponse("/login/verify", status_code=303)
     set_pending_cookie(request, response, cookie)
+    if remember:
+        set_browser_cookie(request, response, REMEMBER_COOKIE, "yes", max_age=challenges.LIFETIME)
     return response
 
 
@@ -99,14 +113,18 @@ def complete_sign_in(
     amr: list[str],
     authorization_request_id: str | None,
     auth_time: int | None = None,
+    remember: bool = False,
 ) -> Response:
-    """Start the session, continue the authorization request (or go to /account), record it.
+    """Start the session, continue the authorization request (or go to /account), record it. A
+    person who asked to stay signed in (``remember``, or at the first step) gets a longer session
+    (:func:`session_lifetime`).
 
     ``amr`` names each method once (RFC 8176): an email code followed by an authenticator code
     are both ``otp``. A sign-in whose authentication happened earlier (``auth_time``) is not one
     made for the request: the request's ``max_age`` and ``prompt=login`` judge it as they judge an
     older session."""
     amr = list(dict.fromkeys(amr))
+    lifetime = session_lifetime(request, remember)
     previous = session_to_end(request, db)
     if previous is not None:
         end_session(db, previous.session.id)
@@ -124,7 +142,7 @@ def complete_sign_in(
         ip=request_address(request),
         user_agent=request.headers.get("user-agent"),
         auth_time=auth_time,
-        lifetime=context(request).settings.session_ttl,
+        lifetime=lifetime,
         client_id=target[1].id if target else None,
     )
     if target is not None:
@@ -140,6 +158,8 @@ def complete_sign_in(
         except BadAuthorizationTarget as exc:
             response = error_page(request, str(exc))
     response = response or RedirectResponse("/account", status_code=303)
-    set_session_cookie(request, response, cookie)
+    set_session_cookie(request, response, cookie, lifetime)
     clear_browser_cookie(request, response, PENDING_COOKIE)
+    if browser_cookie(request, REMEMBER_COOKIE) is not None:
+        clear_browser_cookie(request, response, REMEMBER_COOKIE)
     return response

@@ -41,6 +41,7 @@ STATUS: dict[Code, int] = {
     Code.TOO_MANY_EMAILS: 429,
     Code.SESSION_NOT_FOUND: 404,
     Code.EMAIL_TAKEN: 409,
+    Code.USERNAME_TAKEN: 409,
     Code.ACCOUNT_CHANGED: 409,
 }
 """The status of a page that shows a refusal; any code not here is 400."""

@@ -46,9 +46,9 @@ def session_to_end(request: Request, db: Session) -> ActiveSession | None:
     return find_session(db, browser_cookie(request, SESSION_COOKIE), idle_timeout=None)
 
 
-def set_session_cookie(request: Request, response: Response, token: str) -> None:
-    max_age = context(request).settings.session_ttl
-    set_browser_cookie(request, response, SESSION_COOKIE, token, max_age=max_age)
+def set_session_cookie(request: Request, response: Response, token: str, lifetime: int) -> None:
+    """The cookie lasts as long as its session (``lifetime`` seconds)."""
+    set_browser_cookie(request, response, SESSION_COOKIE, token, max_age=lifetime)
 
 
 def clear_session_cookie(request: Request, response: Response) -> None:

@@ -21,6 +21,12 @@ SENTENCES: dict[tuple[Code, str], str] = {
     (Code.INVALID_NAME, "control_characters"): N_(
         "The name cannot hold control characters or text-direction overrides."
     ),
+    (Code.INVALID_USERNAME, "too_long"): N_("The username can have at most {max_length} characters."),
+    (Code.INVALID_USERNAME, "not_printable"): N_("The username cannot hold line breaks or control characters."),
+    (Code.USERNAME_TAKEN, "username-taken"): N_("That username is taken. Choose another one."),
+    (Code.UNKNOWN_TIME_ZONE, "unknown-time-zone"): N_(
+        "That is not a time zone. Choose one from the list, like Europe/Berlin."
+    ),
     (Code.WRONG_PASSWORD, "wrong_password"): N_("Your current password is not right."),
     (Code.WRONG_PASSWORD, "registration_password"): N_(
         "That is not the password chosen when this account was registered."
