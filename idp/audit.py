@@ -211,7 +211,6 @@ class AuditQueue:
 
 AUDIT_BATCH_SECONDS = 0.5
 MAX_QUEUED = 100_000
-_QUEUED = "audit_queued"
 
 
 def _forget_the_deleted(db: Session, rows: list[dict[str, Any]]) -> None:
@@ -224,12 +223,6 @@ def _forget_the_deleted(db: Session, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row["user_id"] is not None and row["user_id"] not in present:
             row.update(ip=None, user_agent=None, detail=None)
-
-
-def _drop_uncommitted(db: Session, transaction: SessionTransaction) -> None:
-    """The events of a session's transaction that ended without committing are not written."""
-    if transaction.parent is None:
-        db.info.pop(_QUEUED, None)
 
 
 async def run_audit_writer(queue: AuditQueue, stop: asyncio.Event) -> None:
