@@ -75,8 +75,9 @@ def in_memory_only(db: Session) -> None:
 
 
 def require_database(db: Session) -> None:
-    """For work with effects beyond ``db`` (a log line) that must happen once: raises
-    :class:`NeedsDatabase` at once in a session marked :func:`in_memory_only`."""
+    """For work with effects beyond ``db`` (a log line) that must happen once, or that blocks
+    otherwise (a round trip to Redis): raises :class:`NeedsDatabase` at once in a session marked
+    :func:`in_memory_only`."""
     if db.info.get(_IN_MEMORY_ONLY):
         raise NeedsDatabase
 
