@@ -61,7 +61,7 @@ def clean_name(raw: str | None) -> str | None:
     return name or None
 
 
-def _said(error: AccountError) -> str:
+def said(error: AccountError) -> str:
     """An operator's one line: the reason and its data (``too long, max length 200``)."""
     data = "".join(f", {key.replace('_', ' ')} {value}" for key, value in error.data.items())
     return error.reason.replace("_", " ") + data
@@ -88,11 +88,11 @@ def create_user(
     try:
         e164 = to_e164(phone, phone_region) if phone else None
     except PhoneError as exc:
-        raise UserError(f"that phone number cannot be used: {_said(exc)}") from None
+        raise UserError(f"that phone number cannot be used: {said(exc)}") from None
     try:
         name, given_name, family_name = clean_name(name), clean_name(given_name), clean_name(family_name)
     except NameRefused as exc:
-        raise UserError(f"that name cannot be used: {_said(exc)}") from None
+        raise UserError(f"that name cannot be used: {said(exc)}") from None
     if password is not None:
         check_password(password)
     if email and db.scalar(select(User.id).where(User.email == email)) is not None:

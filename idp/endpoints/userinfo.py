@@ -16,12 +16,12 @@ from starlette.responses import JSONResponse, Response
 
 from ..context import Context
 from ..errors import Refused
-from ..oauth import scopes
+from ..oauth import claims_request, scopes
 from ..oauth.errors import InsufficientScope, InvalidRequest, InvalidToken, OAuthError
 from ..oauth.tokens import verify_access_token
 from ..security.forms import FormError, read_form, single_values
 from ..security.rate_limits import Refusal
-from ..storage import User
+from ..storage import Grant, User
 from ..web.cors import note_client
 from ..web.pipeline import Answer, Call, Needs, endpoint
 
@@ -101,9 +101,16 @@ def _userinfo(call: Call[Claims]) -> Response:
     user = call.db.get(User, call.who.get("sub"))
     if user is None or user.disabled:
         raise InvalidToken("the person of this token no longer exists")
-    return JSONResponse(
-        {"sub": user.id, **scopes.user_claims(call.db, user, granted)}, headers={"Cache-Control": "no-store"}
-    )
+    claims = scopes.user_claims(call.db, user, granted, _asked(call))
+    return JSONResponse({"sub": user.id, **claims}, headers={"Cache-Control": "no-store"})
+
+
+def _asked(call: Call[Claims]) -> list[str]:
+    """The claims the token's grant asked for by name for this response (OIDC Core §5.5); the
+    grant is the one its ``jti`` names (:mod:`idp.oauth.tokens`)."""
+    jti = str(call.who.get("jti", ""))
+    grant = call.db.get(Grant, jti.split(".", 1)[0]) if "." in jti else None
+    return claims_request.asked(grant.requested_claims if grant is not None else None, "userinfo")
 
 
 userinfo = endpoint(UserinfoSurface(), Needs(lock=False), _userinfo)
