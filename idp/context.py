@@ -18,9 +18,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .audit import AuditQueue
+from .caching.asked_claims import AskedClaims
 from .caching.clients import ClientCache
 from .caching.generations import Generations
 from .caching.live_tokens import LiveTokens
+from .caching.people import PeopleCache
 from .keys import KeyRing, KeyStore
 from .languages import Languages, speak
 from .messaging.email import EmailBackend, email_backend
@@ -110,6 +112,14 @@ class Context:
     @cached_property
     def live_tokens(self) -> LiveTokens:
         return LiveTokens(self.generations)
+
+    @cached_property
+    def people(self) -> PeopleCache:
+        return PeopleCache(self.generations)
+
+    @cached_property
+    def asked_claims(self) -> AskedClaims:
+        return AskedClaims()
 
     @cached_property
     def metadata(self) -> dict[str, Any]:

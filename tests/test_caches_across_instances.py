@@ -4,8 +4,8 @@ Three ``idp serve`` processes share one store, as replicas behind a load balance
 with Redis (the counters read from Redis), PostgreSQL alone (read from the database) and one SQLite
 file (read from the file beside it). Each test first makes every process use, and so keep, what it
 then changes through one process or the command line, and asks every process again at once: a
-revoked token, a deleted client, a rotated secret or a changed registration must fail everywhere
-on the very next request, with no wait in between.
+revoked token, a deleted client, a rotated secret, a changed registration, a changed profile or a
+disabled person must count everywhere on the very next request, with no wait in between.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ class Instances:
     def idp(self, *args: str) -> dict[str, Any]:
         return idp_json(self.environ, *args)
 
-    def machine_client(self) -> RegisteredClient:
+    def machine_client(self, *options: str) -> RegisteredClient:
         made = self.idp(
             "clients", "create", "--name", "Machine", "--redirect-uri", REDIRECT_URI,
             "--grant-type", "client_credentials", "--grant-type", "authorization_code",
-            "--grant-type", "refresh_token",
+            "--grant-type", "refresh_token", *options,
         )  # fmt: skip
         return RegisteredClient(made["client_id"], made["client_secret"], REDIRECT_URI)
 
@@ -158,6 +158,50 @@ def test_a_changed_registration_counts_at_once_on_every_instance(instances):
 
     after = instances.everywhere(lambda web: client_credentials(web, client.auth))
     assert [(r.status_code, r.json()["error"]) for r in after] == [(400, "unauthorized_client")] * 3
+
+
+def _signed_in_person(instances: Instances, scope: str) -> tuple[str, dict[str, str]]:
+    """A new person signed in to a new client through the first process: their id, and a bearer header."""
+    client = instances.machine_client("--scope", scope)
+    email = f"cache-{secrets.token_hex(4)}@example.com"
+    made = instances.idp("users", "create", "--email", email, "--password", PASSWORD, "--verified", "--name", "Before")
+    verifier, challenge = pkce_pair()
+    with httpx.Client(base_url=str(instances.webs[0].base_url), follow_redirects=False, timeout=15) as browser:
+        callback = sign_in(browser, client, Person(made["id"], email, PASSWORD), challenge, scope=scope)
+        tokens = exchange(browser, client, callback["code"], verifier).json()
+    return made["id"], {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def test_a_changed_profile_shows_at_once_on_every_instance(instances):
+    person, bearer = _signed_in_person(instances, "openid profile")
+    before = instances.everywhere(lambda web: web.get("/userinfo", headers=bearer).json())
+    assert [found["name"] for found in before] == ["Before"] * 3
+
+    instances.idp("users", "update", person, "--name", "After")
+
+    after = instances.everywhere(lambda web: web.get("/userinfo", headers=bearer).json())
+    assert [found["name"] for found in after] == ["After"] * 3
+
+
+def test_a_group_joined_shows_at_once_on_every_instance(instances):
+    person, bearer = _signed_in_person(instances, "openid groups")
+    before = instances.everywhere(lambda web: web.get("/userinfo", headers=bearer).json())
+    assert before == [{"sub": person, "groups": []}] * 3
+
+    instances.idp("users", "update", person, "--group", "staff")
+
+    after = instances.everywhere(lambda web: web.get("/userinfo", headers=bearer).json())
+    assert after == [{"sub": person, "groups": ["staff"]}] * 3
+
+
+def test_a_disabled_person_is_refused_at_once_on_every_instance(instances):
+    person, bearer = _signed_in_person(instances, "openid profile")
+    assert [r.status_code for r in instances.everywhere(lambda web: web.get("/userinfo", headers=bearer))] == [200] * 3
+
+    run = run_idp(instances.environ, "users", "disable", person)
+    assert run.returncode == 0, run.stderr
+
+    assert [r.status_code for r in instances.everywhere(lambda web: web.get("/userinfo", headers=bearer))] == [401] * 3
 
 
 def test_while_redis_is_down_and_after_it_restarts_empty_nothing_stale_is_used(tmp_path):

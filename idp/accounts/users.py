@@ -12,6 +12,7 @@ from ..languages import speaker
 from ..security.digests import new_id
 from ..sso import sign_out_everywhere
 from ..storage import User, now
+from ..storage.people_changes import CLAIMS_UNCHANGED
 from .errors import AccountError, Code
 from .passwords import hash_password
 from .phones import PhoneError, to_e164
@@ -158,7 +159,7 @@ def lock_user(db: Session, user_id: str) -> User | None:
             update(User)
             .where(User.id == user_id)
             .values(updated_at=User.updated_at)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, **{CLAIMS_UNCHANGED: True})
         )
     return db.scalar(
         select(User).where(User.id == user_id).with_for_update(key_share=True).execution_options(populate_existing=True)

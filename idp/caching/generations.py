@@ -185,8 +185,14 @@ class FileMirror:
         finally:
             os.close(descriptor)
         if len(lines) != len(Topic):
-            return None
+            return self._started_afresh()
         return dict(zip(Topic, lines, strict=True))
+
+    def _started_afresh(self) -> Stamp | None:
+        """A file of another version of the provider, with other topics: every topic anew."""
+        self.changed(None)
+        lines = self.path.read_text("ascii", "replace").split() if self.path.exists() else []
+        return dict(zip(Topic, lines, strict=True)) if len(lines) == len(Topic) else None
 
     async def read_async(self) -> Stamp | None:
         """A read of a few bytes from a local file, which does not wait on anything."""

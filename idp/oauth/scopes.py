@@ -72,7 +72,20 @@ def user_claims(
     by name (``requested``, OIDC Core §5.5), and no others; a claim the person has no value for
     is left out (OIDC Core §5.3.2). ``groups`` lists the names of the groups they are in; a
     ``*_verified`` flag comes only with the address or number it is about."""
-    wanted = set(claims_of(scopes)) | {claim for claim in requested if claim in CLAIMS}
+    return _claims(db, user, wanted(scopes, requested))
+
+
+def every_claim(db: Session, user: User) -> dict[str, object]:
+    """Every claim the person has a value for: what a process keeps of them, to release from."""
+    return _claims(db, user, set(CLAIMS))
+
+
+def wanted(scopes: list[str] | set[str], requested: list[str] | tuple[str, ...] = ()) -> set[str]:
+    """The claims ``scopes`` release together with those asked for by name."""
+    return set(claims_of(scopes)) | {claim for claim in requested if claim in CLAIMS}
+
+
+def _claims(db: Session, user: User, wanted: set[str]) -> dict[str, object]:
     values: dict[str, object] = {}
     for claim in CLAIMS:
         if claim not in wanted:
