@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from .conftest import PASSWORD, run_idp
 from .flows import RegisteredClient, hidden_fields, post_login, tokens_for
-from .test_cli import Person, cli_app, create_client, env, ok, one  # noqa: F401 - cli_app and env are fixtures
+from .test_cli import Person, assert_refused, cli_app, create_client, env, ok, one, users  # noqa: F401 - fixtures
 
 NEW_PASSWORD = "an entirely new passphrase 7"
 
@@ -91,6 +91,67 @@ def test_update_sets_the_picture_and_the_address_and_refuses_bad_ones(env):  # n
     assert one(env, "users", "show", ada.id)["profile"] == shown, "a refusal writes nothing"
     cleared = one(env, "users", "update", ada.id, "--picture", "", "--address", "{}")
     assert (cleared["picture"], cleared["address"]) == (None, None)
+
+
+def test_update_sets_the_language_and_the_time_zone_and_refuses_unknown_ones(env):  # noqa: F811
+    ada = person(env, "ada.zone@example.com")
+    updated = one(env, "users", "update", ada.id, "--locale", "fa", "--zoneinfo", "Asia/Tehran")
+    assert (updated["locale"], updated["zoneinfo"]) == ("fa", "Asia/Tehran")
+    shown = one(env, "users", "show", ada.id)["profile"]
+    assert (shown["locale"], shown["zoneinfo"]) == ("fa", "Asia/Tehran")
+    for args, says in [
+        (("--zoneinfo", "Mars/Olympus"), "--zoneinfo: not an IANA time zone"),
+        (("--zoneinfo", "europe/berlin"), "--zoneinfo: not an IANA time zone"),
+        (("--locale", "de"), "--locale: de is not a language idp speaks"),
+        (("--locale", "fa-IR"), "--locale: fa-IR is not a language idp speaks"),
+        (("--username", "ada", "--zoneinfo", "Mars/Olympus"), "--zoneinfo: not an IANA time zone"),
+    ]:
+        line = assert_refused(run_idp(env, "users", "update", ada.id, *args))
+        assert says in line, line
+    assert one(env, "users", "show", ada.id)["profile"] == shown, "a refusal writes nothing, not even the username"
+    cleared = one(env, "users", "update", ada.id, "--locale", "", "--zoneinfo", "")
+    assert (cleared["locale"], cleared["zoneinfo"]) == (None, None)
+
+
+def test_create_sets_the_whole_profile(env):  # noqa: F811
+    address = {"street_address": "1 Main St", "locality": "Berlin", "country": "Germany"}
+    made = one(
+        env,
+        "users",
+        "create",
+        *("--email", "ada.whole@example.com", "--given-name", "Ada", "--family-name", "Lovelace"),
+        *("--username", "countess", "--locale", "fa", "--zoneinfo", "Europe/London"),
+        *("--picture", "https://pictures.example/ada.png", "--address", json.dumps(address)),
+        *("--group", "staff", "--group", "admins"),
+    )
+    assert set(made) == {"id"}, "create prints the id alone, as before"
+    shown = one(env, "users", "show", made["id"])["profile"]
+    assert (shown["given_name"], shown["family_name"], shown["preferred_username"]) == ("Ada", "Lovelace", "countess")
+    assert (shown["locale"], shown["zoneinfo"]) == ("fa", "Europe/London")
+    assert shown["picture"] == "https://pictures.example/ada.png"
+    assert shown["address"] == {"formatted": "1 Main St\nBerlin\nGermany", **address}
+    assert shown["groups"] == ["admins", "staff"]
+    [event] = [json.loads(line) for line in run_idp(env, "audit", "--event", "admin_action").stdout.splitlines()]
+    assert "zoneinfo" in event["detail"]["options"] and "Europe/London" not in json.dumps(event)
+
+
+def test_create_refuses_a_bad_profile_and_makes_no_account(env):  # noqa: F811
+    seeded = one(env, "users", "create", "--email", "grace.taken@example.com", "--username", "grace")
+    for args, says in [
+        (("--zoneinfo", "Mars/Olympus"), "--zoneinfo: not an IANA time zone"),
+        (("--locale", "xx"), "--locale: xx is not a language idp speaks"),
+        (("--picture", "http://pictures.example/ada.png"), "--picture: not https"),
+        (("--picture", "javascript:alert(1)"), "--picture: not a url"),
+        (("--address", "Berlin"), "--address: a JSON object"),
+        (("--address", '{"planet": "Mars"}'), "--address: not a part, part planet"),
+        (("--username", "grace"), "--username: grace is already another person's"),
+        (("--username", "ada\tlovelace"), "--username: at most 150 printable characters"),
+        (("--given-name", "x" * 201), "--given-name: at most 200 characters"),
+        (("--group", "x" * 151), "--group: at most 150 printable characters"),
+    ]:
+        line = assert_refused(run_idp(env, "users", "create", "--email", "ada.bad@example.com", *args))
+        assert says in line, line
+    assert [u["id"] for u in users(env)] == [seeded["id"]], "a refusal leaves no account behind"
 
 
 def test_enable_lets_a_disabled_person_sign_in_again(env, cli_app):  # noqa: F811

@@ -24,6 +24,8 @@ from .person_lines import MAX_GROUP
 from .phones import PhoneError, to_e164
 from .picture import PictureRefused, clean_picture
 from .postal_address import AddressRefused, clean_address
+from .profile import UnknownLanguage, known_language
+from .time_zones import UnknownTimeZone, clean_zoneinfo
 from .usernames import MAX_USERNAME, UsernameRefused, UsernameTaken, clean_username, ensure_free
 from .users import UserError, clean_name, get_user, lock_user, normalize_email, said
 
@@ -47,8 +49,8 @@ def enable_user(db: Session, user_id: str) -> User:
 
 def update_person(db: Session, settings: Settings, user_id: str, changes: Mapping[str, Any]) -> User:
     """``changes``: ``email``, ``phone``, ``name``, ``given_name``, ``family_name``,
-    ``preferred_username``, ``picture``, ``address`` (a JSON object, as text), ``groups`` (the
-    whole list), ``email_verified``, ``phone_verified``."""
+    ``preferred_username``, ``locale``, ``zoneinfo``, ``picture``, ``address`` (a JSON object, as
+    text), ``groups`` (the whole list), ``email_verified``, ``phone_verified``."""
     user = lock_user(db, user_id)
     if user is None:
         raise UserError(f"no user with id {user_id}")
@@ -73,6 +75,13 @@ def update_person(db: Session, settings: Settings, user_id: str, changes: Mappin
                 raise UserError(f"{option}: at most 200 characters, no control characters") from None
     if "preferred_username" in changes:
         user.preferred_username = _username(db, user, changes["preferred_username"])
+    if "locale" in changes:
+        user.locale = _locale(changes["locale"])
+    if "zoneinfo" in changes:
+        try:
+            user.zoneinfo = clean_zoneinfo(changes["zoneinfo"])
+        except UnknownTimeZone:
+            raise UserError("--zoneinfo: not an IANA time zone (Europe/Berlin)") from None
     if "picture" in changes:
         try:
             user.picture = clean_picture(changes["picture"])
@@ -155,6 +164,18 @@ def _username(db: Session, user: User, raw: str) -> str | None:
     except UsernameTaken:
         raise UserError(f"--username: {raw.strip()} is already another person's") from None
     return username
+
+
+def _locale(raw: str) -> str | None:
+    """Checked as the person's own choice is (:func:`~.profile.known_language`): the language of
+    their pages and messages. An empty one removes it, so that the request's language is used."""
+    tag = raw.strip()
+    if not tag:
+        return None
+    try:
+        return known_language(tag)
+    except UnknownLanguage as exc:
+        raise UserError(f"--locale: {tag} is not a language idp speaks ({exc.data['supported']})") from None
 
 
 def _address(raw: str) -> dict[str, str] | None:

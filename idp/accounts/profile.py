@@ -128,8 +128,9 @@ class UnknownLanguage(AccountError):
     code = Code.UNKNOWN_LANGUAGE
 
 
-def _language(tag: str) -> str:
-    """Raises :class:`UnknownLanguage` for a ``tag`` that names no catalog (``ui_locales_supported``)."""
+def known_language(tag: str) -> str:
+    """Raises :class:`UnknownLanguage` for a ``tag`` that names no catalog (``ui_locales_supported``):
+    a person's language chooses the catalog of their pages and messages, wherever it is set."""
     if tag not in available():
         raise UnknownLanguage(supported=", ".join(available()))
     return tag
@@ -140,7 +141,7 @@ _CHECKS: dict[str, Callable[[str], str | None]] = {
     "given_name": clean_name,
     "family_name": clean_name,
     "preferred_username": clean_username,
-    "locale": _language,
+    "locale": known_language,
     "zoneinfo": clean_zoneinfo,
     "picture": clean_picture,
 }

@@ -49,6 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     create.add_argument("--phone", help="in E.164 (+4915112345678), or national with IDP_PHONE_DEFAULT_REGION")
     create.add_argument("--name")
+    _profile_options(create)
     create.add_argument("--verified", action="store_true", help="mark the email (and phone) verified")
     create.set_defaults(run=create_command)
     actions.add_parser("list", help="every account, one JSON object a line").set_defaults(run=list_command)
@@ -79,18 +80,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     search.add_argument("text")
     search.set_defaults(run=search_command)
-    update = actions.add_parser("update", help="change what the options name; prints the person")
-    update.add_argument("user_id")
-    for option in ("--email", "--phone", "--name", "--given-name", "--family-name", "--username"):
-        update.add_argument(option)
-    update.add_argument("--picture", help="the https URL of the person's picture; an empty one removes it")
-    update.add_argument(
-        "--address",
-        metavar="JSON",
-        help='the postal address as import lines have it, replacing the one kept: {"street_address": ..., '
-        '"locality": ..., "region": ..., "postal_code": ..., "country": ...}; {} removes it',
+    update = actions.add_parser(
+        "update", help="change what the options name (an empty value removes it); prints the person"
     )
-    update.add_argument("--group", action="append", dest="groups", help="the person's groups, all of them (repeat it)")
+    update.add_argument("user_id")
+    for option in ("--email", "--phone", "--name"):
+        update.add_argument(option)
+    _profile_options(update)
     update.add_argument("--no-groups", action="store_const", const=[], dest="groups", help="in no group")
     for flag in ("--email-verified", "--phone-verified"):
         update.add_argument(flag, action=argparse.BooleanOptionalAction)
@@ -110,10 +106,51 @@ def configure(parser: argparse.ArgumentParser) -> None:
     grants.set_defaults(run=grants_command)
 
 
-CREATE_OPTIONS = ("email", "password", "phone", "name", "verified")
+def _profile_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``create`` and ``update`` share (:data:`PROFILE`), so that an operator makes an
+    account with everything they could later change, each value checked by the same code."""
+    for option in ("--given-name", "--family-name", "--username"):
+        parser.add_argument(option)
+    parser.add_argument(
+        "--locale",
+        metavar="TAG",
+        help="the language of the person's pages and messages: one idp has a catalog for, like fa",
+    )
+    parser.add_argument("--zoneinfo", metavar="ZONE", help="an IANA time zone, like Europe/Berlin")
+    parser.add_argument("--picture", metavar="URL", help="the https URL of the person's picture")
+    parser.add_argument(
+        "--address",
+        metavar="JSON",
+        help='the postal address as import lines have it, replacing the one kept: {"street_address": ..., '
+        '"locality": ..., "region": ..., "postal_code": ..., "country": ...}; {} removes it',
+    )
+    parser.add_argument(
+        "--group", action="append", dest="groups", metavar="GROUP", help="the person's groups, all of them (repeat it)"
+    )
+
+
+PROFILE = {
+    "given_name": "given_name",
+    "family_name": "family_name",
+    "username": "preferred_username",
+    "locale": "locale",
+    "zoneinfo": "zoneinfo",
+    "picture": "picture",
+    "address": "address",
+    "groups": "groups",
+}
+"""Each option :func:`_profile_options` adds and what it sets; an empty value removes it."""
+CREATE_OPTIONS = ("email", "password", "phone", "name", "verified", *PROFILE)
+
+
+def _changes(args: argparse.Namespace, options: dict[str, str]) -> dict[str, Any]:
+    """What the given ``options`` set, as :func:`~..accounts.administration.update_person` takes it."""
+    return {column: getattr(args, option) for option, column in options.items() if getattr(args, option) is not None}
 
 
 def create_command(settings: Settings, args: argparse.Namespace) -> int:
+    """The profile beyond the sign-in details is set as ``users update`` sets it, in the same
+    transaction: a refused value leaves no account behind."""
     if args.email is None and args.phone is None:
         raise UserError("--email, --phone or both: an account needs an email address or a phone number")
     password = read_password() if args.password == FROM_STANDARD_INPUT else args.password
@@ -129,6 +166,9 @@ def create_command(settings: Settings, args: argparse.Namespace) -> int:
             verified=args.verified,
             phone_region=settings.phone_default_region,
         )
+        profile = _changes(args, PROFILE)
+        if profile:
+            administration.update_person(db, settings, user.id, profile)
         given = [option for option in CREATE_OPTIONS if getattr(args, option) not in (None, False)]
         record_admin_action(db, "users create", given, user_id=user.id)
         output = {"id": user.id}
@@ -261,12 +301,7 @@ UPDATES = {
     "email": "email",
     "phone": "phone",
     "name": "name",
-    "given_name": "given_name",
-    "family_name": "family_name",
-    "username": "preferred_username",
-    "picture": "picture",
-    "address": "address",
-    "groups": "groups",
+    **PROFILE,
     "email_verified": "email_verified",
     "phone_verified": "phone_verified",
 }
@@ -281,7 +316,7 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def update_command(settings: Settings, args: argparse.Namespace) -> int:
-    changes = {column: getattr(args, option) for option, column in UPDATES.items() if getattr(args, option) is not None}
+    changes = _changes(args, UPDATES)
     if not changes:
         raise UserError("users update: name at least one thing to change (--email, --phone, --name ...)")
     with open_context(settings).db.begin() as db:
@@ -292,6 +327,8 @@ def update_command(settings: Settings, args: argparse.Namespace) -> int:
             "given_name": user.given_name,
             "family_name": user.family_name,
             "preferred_username": user.preferred_username,
+            "locale": user.locale,
+            "zoneinfo": user.zoneinfo,
             "picture": user.picture,
             "address": user.address,
         }
