@@ -18,9 +18,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .audit import AuditQueue
+from .caching.asked_claims import AskedClaims
 from .caching.clients import ClientCache
-from .caching.generations import FileMirror, Generations
+from .caching.generations import Generations
 from .caching.live_tokens import LiveTokens
+from .caching.people import PeopleCache
 from .keys import KeyRing, KeyStore
 from .languages import Languages, speak
 from .messaging.email import EmailBackend, email_backend
@@ -64,7 +66,7 @@ class Context:
         speak(db, languages)
         dress(db, theme)
         redis_client = _redis_client(settings.redis_url)
-        generations = Generations.for_store(settings.database_url, redis_client)
+        generations = Generations.for_store(settings.database_url, redis_client, settings.redis_url)
         generations.attach(db)
         return cls(
             settings=settings,
@@ -82,9 +84,10 @@ class Context:
     @property
     def serves_from_memory(self) -> bool:
         """Whether a request may be served in the event loop when all it needs is in memory: only
-        where nothing it reads blocks, with no Redis (its counters and limits) and the change
-        counters in a local file, as on SQLite."""
-        return self.redis is None and isinstance(self.generations.mirror, FileMirror)
+        where the change counters can be read without blocking it, from Redis or from a file
+        beside a SQLite database. (A count in Redis against a rate limit still blocks, and sends
+        its request to a thread: :func:`idp.endpoints.throttling.throttle_client`.)"""
+        return self.generations.mirror is not None
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:
@@ -109,6 +112,14 @@ class Context:
     @cached_property
     def live_tokens(self) -> LiveTokens:
         return LiveTokens(self.generations)
+
+    @cached_property
+    def people(self) -> PeopleCache:
+        return PeopleCache(self.generations)
+
+    @cached_property
+    def asked_claims(self) -> AskedClaims:
+        return AskedClaims()
 
     @cached_property
     def metadata(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from .storage.database import make_engine
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD = "0019"
+HEAD = "0021"
 """The newest migration's revision; ``tests/test_storage.py`` checks it against Alembic's head."""
 
 

@@ -39,10 +39,10 @@ class Instances:
     def idp(self, *args: str) -> dict[str, Any]:
         return idp_json(self.environ, *args)
 
-    def person(self) -> Person:
-        """Someone new, verified, made with the command line."""
+    def person(self, *options: str) -> Person:
+        """Someone new, verified, made with the command line (and its ``options``: ``--name``)."""
         email = f"scale-{secrets.token_hex(4)}@example.com"
-        made = self.idp("users", "create", "--email", email, "--password", PASSWORD, "--verified")
+        made = self.idp("users", "create", "--email", email, "--password", PASSWORD, "--verified", *options)
         return Person(made["id"], email, PASSWORD)
 
     def close(self) -> None:

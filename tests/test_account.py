@@ -365,6 +365,56 @@ def test_a_bad_profile_value_is_refused_with_its_reason(me, ctx, person, fields,
     assert (user.zoneinfo, user.preferred_username, user.given_name, user.family_name) == (None,) * 4
 
 
+def test_the_profile_form_sets_and_removes_the_picture_and_the_postal_address(me, ctx, person):
+    page = me.get("/account")
+    for field in ("picture", "locality", "region", "postal_code", "country"):
+        assert re.search(rf'<input[^>]*name="{field}"', page.text), field
+    assert re.search(r'<textarea[^>]*name="street_address"', page.text)
+    address = {"street_address": "1 Main St\r\nFlat 2", "locality": " Berlin ", "postal_code": "10115", "country": "DE"}
+    response = post_form(me, "/account/profile", picture="https://pictures.example/ada.png", region="", **address)
+    assert response.status_code == 303, response.text
+    user = stored_user(ctx, person.id)
+    assert user.picture == "https://pictures.example/ada.png"
+    assert user.address == {
+        "formatted": "1 Main St\nFlat 2\n10115 Berlin\nDE",
+        "street_address": "1 Main St\nFlat 2",
+        "locality": "Berlin",
+        "postal_code": "10115",
+        "country": "DE",
+    }
+    assert events(ctx, person.id, "profile_updated")[-1].detail == {"fields": ["picture", "address"]}
+    shown = me.get("/account").text
+    assert 'value="https://pictures.example/ada.png"' in shown and 'value="Berlin"' in shown
+
+    cleared = post_form(
+        me, "/account/profile", picture="", street_address="", locality="", region="", postal_code="", country=""
+    )
+    assert cleared.status_code == 303
+    user = stored_user(ctx, person.id)
+    assert (user.picture, user.address) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"picture": "http://pictures.example/ada.png"}, "must start with https://"),
+        ({"picture": "javascript:alert(1)"}, "Enter the web address of a picture"),
+        ({"picture": "https://user:secret@pictures.example/a.png"}, "Enter the web address of a picture"),
+        ({"picture": "https://pictures.example:port/a.png"}, "Enter the web address of a picture"),
+        ({"picture": "https://pictures.example/" + "a" * 2000}, "at most 2000 characters"),
+        ({"postal_code": "1" * 21}, "at most 20 characters"),
+        ({"locality": "Ber\nlin"}, "control characters"),
+        ({"country": "DE\u202e"}, "control characters"),
+    ],
+)
+def test_a_bad_picture_or_address_is_refused_with_its_reason(me, ctx, person, fields, says):
+    response = post_form(me, "/account/profile", **fields)
+    assert response.status_code == 400
+    assert says in alert_text(response)
+    user = stored_user(ctx, person.id)
+    assert (user.picture, user.address) == (None, None)
+
+
 # --- phone ---------------------------------------------------------------------------------------
 
 

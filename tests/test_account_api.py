@@ -185,9 +185,54 @@ def test_get_returns_the_profile(http, token, person, documented):
         "preferred_username": None,
         "locale": None,
         "zoneinfo": None,
+        "picture": None,
+        "address": None,
         "mfa_method": None,
     }
     documented.check(response, "/api/account", "get")
+
+
+def test_patch_sets_the_picture_and_the_address_and_removes_them(http, ctx, token, person, documented):
+    address = {"street_address": "1 Main St", "locality": "Berlin", "postal_code": "10115", "country": "Germany"}
+    body = {"picture": "https://pictures.example/ada.png", "address": address}
+    response = http.patch("/api/account", headers=bearer(token), json=body)
+    assert response.status_code == 200, response.text
+    documented.check(response, "/api/account", "patch")
+    shown = response.json()
+    assert shown["picture"] == "https://pictures.example/ada.png"
+    assert shown["address"] == {"formatted": "1 Main St\n10115 Berlin\nGermany", **address}
+    assert events(ctx, person.id, "profile_updated")[-1].detail == {"fields": ["picture", "address"]}
+
+    own = {"formatted": "Somewhere far", "country": "Iran"}
+    replaced = http.patch("/api/account", headers=bearer(token), json={"address": own}).json()
+    assert replaced["address"] == own, "the address sent replaces the one kept, its own formatted kept"
+    assert replaced["picture"] == "https://pictures.example/ada.png", "what was not sent stays"
+
+    loopback = {"picture": "http://127.0.0.1:8000/me.png", "address": {}}
+    cleared = http.patch("/api/account", headers=bearer(token), json=loopback).json()
+    assert cleared["picture"] == "http://127.0.0.1:8000/me.png" and cleared["address"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "name", "pointers"),
+    [
+        ({"picture": "http://pictures.example/a.png"}, "invalid-picture", None),
+        ({"picture": "data:image/png;base64,AAAA"}, "invalid-picture", None),
+        ({"address": {"locality": "Ber\u0000lin"}}, "invalid-body", ["/address/locality"]),
+        ({"address": {"locality": 5, "planet": "Mars"}}, "invalid-body", ["/address/planet", "/address/locality"]),
+        ({"address": {"postal_code": "1" * 21}}, "invalid-body", ["/address/postal_code"]),
+        ({"address": "1 Main St"}, "invalid-body", ["/address"]),
+        ({"address": None}, "invalid-body", ["/address"]),
+        ({"address": {"region": "Ber\u202elin"}}, "invalid-address", None),
+    ],
+)
+def test_patch_refuses_a_bad_picture_or_address(http, token, body, name, pointers, documented):
+    response = http.patch("/api/account", headers=bearer(token), json={**body, "name": "Changed"})
+    problem = assert_problem(response, 422, name)
+    if pointers is not None:
+        assert [error["pointer"] for error in problem["errors"]] == pointers
+    documented.check(response, "/api/account", "patch")
+    assert http.get("/api/account", headers=bearer(token)).json()["name"] == "Ada Api"
 
 
 def test_patch_changes_the_name_and_an_empty_one_removes_it(http, ctx, token, person, client, documented):

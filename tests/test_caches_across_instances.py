@@ -4,8 +4,8 @@ Three ``idp serve`` processes share one store, as replicas behind a load balance
 with Redis (the counters read from Redis), PostgreSQL alone (read from the database) and one SQLite
 file (read from the file beside it). Each test first makes every process use, and so keep, what it
 then changes through one process or the command line, and asks every process again at once: a
-revoked token, a deleted client, a rotated secret or a changed registration must fail everywhere
-on the very next request, with no wait in between.
+revoked token, a deleted client, a rotated secret, a changed registration, a changed profile or a
+disabled person must count everywhere on the very next request, with no wait in between.
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ def instances(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         yield stack.enter_context(running(environ, directory))
 
 
-def machine_client(instances: Instances) -> RegisteredClient:
-    """A confidential client of every grant the tests use, made with the command line."""
+def machine_client(instances: Instances, *options: str) -> RegisteredClient:
+    """A confidential client of every grant the tests use, made with the command line (and its ``options``)."""
     made = instances.idp(
         "clients", "create", "--name", "Machine", "--redirect-uri", REDIRECT_URI,
         "--grant-type", "client_credentials", "--grant-type", "authorization_code",
-        "--grant-type", "refresh_token",
+        "--grant-type", "refresh_token", *options,
     )  # fmt: skip
     return RegisteredClient(made["client_id"], made["client_secret"], REDIRECT_URI)
 
@@ -126,6 +126,49 @@ def test_a_changed_registration_counts_at_once_on_every_instance(instances):
 
     after = everywhere(instances, lambda web: client_credentials(web, client.auth))
     assert [(r.status_code, r.json()["error"]) for r in after] == [(400, "unauthorized_client")] * 3
+
+
+def _signed_in_person(instances: Instances, scope: str) -> tuple[str, dict[str, str]]:
+    """A new person signed in to a new client through the first process: their id, and a bearer header."""
+    client = machine_client(instances, "--scope", scope)
+    person = instances.person("--name", "Before")
+    verifier, challenge = pkce_pair()
+    with instances.web(0) as browser:
+        callback = sign_in(browser, client, person, challenge, scope=scope)
+        tokens = exchange(browser, client, callback["code"], verifier).json()
+    return person.id, {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def test_a_changed_profile_shows_at_once_on_every_instance(instances):
+    person, bearer = _signed_in_person(instances, "openid profile")
+    before = everywhere(instances, lambda web: web.get("/userinfo", headers=bearer).json())
+    assert [found["name"] for found in before] == ["Before"] * 3
+
+    instances.idp("users", "update", person, "--name", "After")
+
+    after = everywhere(instances, lambda web: web.get("/userinfo", headers=bearer).json())
+    assert [found["name"] for found in after] == ["After"] * 3
+
+
+def test_a_group_joined_shows_at_once_on_every_instance(instances):
+    person, bearer = _signed_in_person(instances, "openid groups")
+    before = everywhere(instances, lambda web: web.get("/userinfo", headers=bearer).json())
+    assert before == [{"sub": person, "groups": []}] * 3
+
+    instances.idp("users", "update", person, "--group", "staff")
+
+    after = everywhere(instances, lambda web: web.get("/userinfo", headers=bearer).json())
+    assert after == [{"sub": person, "groups": ["staff"]}] * 3
+
+
+def test_a_disabled_person_is_refused_at_once_on_every_instance(instances):
+    person, bearer = _signed_in_person(instances, "openid profile")
+    assert [r.status_code for r in everywhere(instances, lambda web: web.get("/userinfo", headers=bearer))] == [200] * 3
+
+    run = run_idp(instances.environ, "users", "disable", person)
+    assert run.returncode == 0, run.stderr
+
+    assert [r.status_code for r in everywhere(instances, lambda web: web.get("/userinfo", headers=bearer))] == [401] * 3
 
 
 def test_while_redis_is_down_and_after_it_restarts_empty_nothing_stale_is_used(tmp_path):

@@ -63,6 +63,36 @@ def test_update_changes_what_it_names_and_refuses_what_is_anothers(env):  # noqa
     assert one(env, "users", "show", grace.id)["profile"] == before, "a refusal writes nothing"
 
 
+def test_update_sets_the_picture_and_the_address_and_refuses_bad_ones(env):  # noqa: F811
+    ada = person(env, "ada.picture@example.com")
+    address = {"street_address": "1 Main St", "locality": "Berlin", "country": "Germany"}
+    updated = one(
+        env,
+        "users",
+        "update",
+        ada.id,
+        *("--picture", "https://pictures.example/ada.png", "--address", json.dumps(address)),
+    )
+    assert updated["picture"] == "https://pictures.example/ada.png"
+    assert updated["address"] == {"formatted": "1 Main St\nBerlin\nGermany", **address}
+    shown = one(env, "users", "show", ada.id)["profile"]
+    assert shown["picture"] == updated["picture"] and shown["address"] == updated["address"]
+    for args, says in [
+        (("--picture", "http://pictures.example/ada.png"), "--picture: not https"),
+        (("--picture", "javascript:alert(1)"), "--picture: not a url"),
+        (("--address", "Berlin"), "--address: a JSON object"),
+        (("--address", '{"planet": "Mars"}'), "--address: not a part, part planet"),
+        (("--address", json.dumps({"postal_code": "1" * 21})), "--address: too long, part postal_code, max length 20"),
+    ]:
+        refused = run_idp(env, "users", "update", ada.id, *args)
+        assert refused.returncode == 2 and refused.stdout == "", refused
+        [line] = refused.stderr.strip().splitlines()
+        assert says in line, line
+    assert one(env, "users", "show", ada.id)["profile"] == shown, "a refusal writes nothing"
+    cleared = one(env, "users", "update", ada.id, "--picture", "", "--address", "{}")
+    assert (cleared["picture"], cleared["address"]) == (None, None)
+
+
 def test_enable_lets_a_disabled_person_sign_in_again(env, cli_app):  # noqa: F811
     ada, app = person(env, "ada.enable@example.com"), first_party(env)
     one(env, "users", "disable", ada.id)

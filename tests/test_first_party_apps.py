@@ -10,6 +10,7 @@ and its back end would.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -116,7 +117,7 @@ def begin(site: TestClient, app: RegisteredClient, login_hint: str, **extra: str
     """The first request: its challenge and the PKCE verifier."""
     verifier, challenge = pkce_pair()
     params = {"scope": SCOPE, "code_challenge": challenge, "code_challenge_method": "S256", "login_hint": login_hint}
-    response = post(site, app, **params, **extra)
+    response = post(site, app, **(params | extra))
     assert response.status_code == 403, response.text
     assert response.headers["cache-control"] == "no-store"
     return response.json(), verifier
@@ -531,3 +532,25 @@ def test_an_oversized_or_repeated_body_is_refused(site, app):
     )
     assert_error(repeated, "invalid_request")
     assert_error(site.post(PATH, json={"client_id": app.client_id}), "invalid_request")
+
+
+def test_the_claims_parameter_reaches_the_tokens_of_a_first_party_app(site, app):
+    """OIDC Core §5.5 at the authorization challenge endpoint: claims asked for by name reach the
+    ID token; a malformed parameter is refused before any code goes out, and a ``sub`` asked for
+    by value that is not the person who signs in gives no code."""
+    user = add_user(site, email=new_email(), name="Ada Native")
+    asked = json.dumps({"id_token": {"name": {"essential": True}, "groups": None}})
+    challenge, verifier = begin(site, app, user.email, scope="openid", claims=asked)
+    code = authorization_code(post(site, app, auth_session=challenge["auth_session"], password=PASSWORD))
+    claims = verified_claims(site, app, tokens(site, app, code, verifier)["id_token"], audience=app.client_id)
+    assert claims["name"] == "Ada Native" and claims["groups"] == [] and "email" not in claims
+
+    _, code_challenge = pkce_pair()
+    malformed = {"scope": "openid", "code_challenge": code_challenge, "code_challenge_method": "S256"}
+    refused = post(site, app, **malformed, login_hint=user.email, claims='{"userinfo": 1}')
+    assert "claims.userinfo must be a JSON object" in assert_error(refused, "invalid_request")["error_description"]
+
+    someone_else = json.dumps({"id_token": {"sub": {"value": "someone-else"}}})
+    challenge, _ = begin(site, app, user.email, scope="openid", claims=someone_else)
+    refused = post(site, app, auth_session=challenge["auth_session"], password=PASSWORD)
+    assert "not the one the claims parameter names" in assert_error(refused, "access_denied")["error_description"]

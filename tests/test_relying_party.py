@@ -521,3 +521,146 @@ def test_a_person_without_profile_values_gets_no_empty_claims(browser, live_serv
     assert userinfo["groups"] == []
     assert not {"given_name", "family_name", "preferred_username", "zoneinfo", "locale"} & set(userinfo)
     assert "given_name" not in verify_id_token(jwks_client, op, app, token["id_token"])
+
+
+def give_profile(ctx: Context, user_id: str, **values: Any) -> None:
+    with ctx.db.begin() as db:
+        person = db.get(User, user_id)
+        assert person is not None
+        for name, value in values.items():
+            setattr(person, name, value)
+
+
+ADDRESS = {
+    "formatted": "1 Main St\n10115 Berlin\nGermany",
+    "street_address": "1 Main St",
+    "locality": "Berlin",
+    "postal_code": "10115",
+    "country": "Germany",
+}
+PICTURE = "https://pictures.example/ada.png"
+
+
+def test_address_scope_and_picture_reach_authlib(browser, live_server, op, jwks_client, ctx, make_user):
+    """OIDC Core §5.4: ``address`` releases the address object, ``profile`` the picture among the
+    other profile claims; discovery lists both."""
+    app = register_app(live_server, "--scope", "openid profile address")
+    user = make_user(email=f"address-{secrets.token_hex(4)}@example.com")
+    give_profile(ctx, user.id, address=ADDRESS, picture=PICTURE)
+    client, token = scoped_sign_in(browser, app, op, Person(user.id, user.email), "openid profile address")
+    claims = verify_id_token(jwks_client, op, app, token["id_token"])
+    userinfo = client.get(op["userinfo_endpoint"]).json()
+    for released in (claims, userinfo):
+        assert released["address"] == ADDRESS and released["picture"] == PICTURE
+    assert "address" in op["scopes_supported"]
+    assert {"address", "picture"} <= set(op["claims_supported"])
+    assert op["claims_parameter_supported"] is True
+
+    bare = register_app(live_server, "--scope", "openid profile")
+    client, token = scoped_sign_in(browser, bare, op, Person(user.id, user.email), "openid profile")
+    assert client.get(op["userinfo_endpoint"]).json()["picture"] == PICTURE
+    assert "address" not in client.get(op["userinfo_endpoint"]).json(), "the address scope was not asked for"
+
+
+def claims_sign_in(
+    browser: httpx.Client, app: App, op: dict[str, Any], person: Person, scope: str, claims: dict[str, Any]
+) -> tuple[OAuth2Client, dict[str, Any]]:
+    client = OAuth2Client(
+        client_id=app.client_id,
+        client_secret=app.client_secret,
+        scope=scope,
+        redirect_uri=app.redirect_uri,
+        code_challenge_method="S256",
+        timeout=10,
+    )
+    authorization = start(client, op, claims=json.dumps(claims))
+    callback, _ = walk_to_callback(browser, app, authorization, person)
+    token = client.fetch_token(
+        op["token_endpoint"],
+        authorization_response=callback,
+        state=authorization.state,
+        code_verifier=authorization.verifier,
+    )
+    return client, dict(token)
+
+
+def test_the_claims_parameter_adds_claims_to_the_id_token_and_userinfo_apart(
+    browser, live_server, op, jwks_client, ctx, make_user
+):
+    """OIDC Core §5.5: claims asked for by name reach the response they were asked for, besides
+    those of the scopes; unknown ones and ones the person has no value for are left out; a refresh
+    keeps them."""
+    app = register_app(live_server, "--scope", "openid offline_access")
+    user = make_user(email=f"asked-{secrets.token_hex(4)}@example.com", name="Ada Asked")
+    give_profile(ctx, user.id, address=ADDRESS, zoneinfo="Europe/Berlin")
+    asked = {
+        "id_token": {"email": {"essential": True}, "address": None, "nickname": None, "zoneinfo": None},
+        "userinfo": {"name": None, "picture": {"essential": True}, "unknown_claim": {"value": 1}},
+    }
+    client, token = claims_sign_in(browser, app, op, Person(user.id, user.email), "openid offline_access", asked)
+    claims = verify_id_token(jwks_client, op, app, token["id_token"])
+    assert claims["email"] == user.email and claims["address"] == ADDRESS and claims["zoneinfo"] == "Europe/Berlin"
+    assert not {"email_verified", "name", "nickname", "picture"} & set(claims), "only what was asked for"
+    userinfo = client.get(op["userinfo_endpoint"]).json()
+    assert userinfo == {"sub": user.id, "name": "Ada Asked"}, "no picture: the person has none"
+
+    refreshed = client.refresh_token(op["token_endpoint"], refresh_token=token["refresh_token"])
+    again = verify_id_token(jwks_client, op, app, refreshed["id_token"])
+    assert again["address"] == ADDRESS and again["email"] == user.email
+    assert client.get(op["userinfo_endpoint"]).json() == {"sub": user.id, "name": "Ada Asked"}
+
+
+@pytest.mark.parametrize(
+    ("claims", "says"),
+    [
+        ("{not json", "claims is not a JSON object"),
+        ("[]", "claims is not a JSON object"),
+        ('{"id_token": []}', "claims.id_token must be a JSON object"),
+        ('{"userinfo": {"email": true}}', "claims.userinfo.email must be null or a JSON object"),
+        ('{"id_token": {"email": {"essential": "yes"}}}', "claims.id_token.email.essential must be true or false"),
+        ('{"id_token": {"acr": {"values": "2"}}}', "claims.id_token.acr.values must be a non-empty JSON array"),
+        ('{"id_token": {"sub": {"value": {"a": 1}}}}', "claims.id_token.sub.value must be a string"),
+        ('{"id_token": {"sub": {"value": "a"}}, "userinfo": {"sub": {"value": "b"}}}', "two different sub"),
+        ('{"id_token": {"email": null}}' + " " * 4000, "claims is longer than 4000 characters"),
+    ],
+)
+def test_a_malformed_claims_parameter_is_an_invalid_request_redirect(browser, app, op, claims, says):
+    client = oauth_client(app)
+    authorization = start(client, op, claims=claims)
+    location = follow(browser, browser.get(authorization.url))
+    assert location.startswith(app.redirect_uri + "?"), location
+    received = query_of(location)
+    assert received["error"] == "invalid_request" and received["state"] == authorization.state
+    assert says in received["error_description"]
+
+
+def test_a_sub_asked_for_by_value_must_be_the_person_signed_in(browser, signed_in, app, op, person, make_user):
+    """OIDC Core §5.5.1: no answer about another person than the ``sub`` asked for; with
+    ``prompt=none`` that is ``login_required``, otherwise the person is asked to sign in."""
+    other = make_user(email=f"other-{secrets.token_hex(4)}@example.com")
+    asked = json.dumps({"id_token": {"sub": {"value": other.id}}})
+    client = oauth_client(app)
+    authorization = start(client, op, claims=asked, prompt="none")
+    received = query_of(follow(browser, browser.get(authorization.url)))
+    assert received["error"] == "login_required"
+
+    authorization = start(client, op, claims=asked)
+    location = follow(browser, browser.get(authorization.url))
+    assert urlsplit(location).path == "/login"
+
+    mine = json.dumps({"id_token": {"sub": {"value": person.id}}})
+    authorization = start(client, op, claims=mine, prompt="none")
+    received = query_of(follow(browser, browser.get(authorization.url)))
+    assert "code" in received, received
+
+
+def test_an_essential_acr_a_one_factor_person_cannot_reach_is_access_denied(browser, signed_in, app, op, person):
+    """OIDC Core §5.5.1.1: a person without a second factor cannot reach acr 2, which fails."""
+    client = oauth_client(app)
+    asked = json.dumps({"id_token": {"acr": {"essential": True, "values": ["2"]}}})
+    authorization = start(client, op, claims=asked)
+    received = query_of(follow(browser, browser.get(authorization.url)))
+    assert received["error"] == "access_denied" and "acr" in received["error_description"]
+    reachable = json.dumps({"id_token": {"acr": {"essential": True, "values": ["1", "2"]}}})
+    authorization = start(client, op, claims=reachable, prompt="none")
+    assert "code" in query_of(follow(browser, browser.get(authorization.url)))

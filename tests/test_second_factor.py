@@ -8,6 +8,7 @@ backend, the request the real Twilio adapter sent to a stub, an email in an aios
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -814,3 +815,29 @@ def test_browser_password_and_email_code_from_an_app(browser, base_environ, own_
         process.terminate()
         process.wait(timeout=10)
         controller.stop()
+
+
+ACR_2 = json.dumps({"id_token": {"acr": {"essential": True, "values": ["2"]}}})
+
+
+def test_an_essential_acr_2_asks_a_one_factor_session_for_the_second_factor(mfa_ctx, browser_of, messages):
+    """OIDC Core §5.5.1.1: a session signed in with the password alone (before two-step sign-in
+    was turned on) does not reach acr 2; an app that insists on it sends the person through the
+    sign-in again, which now asks for the second factor, and the ID token says acr 2."""
+    person = new_person(mfa_ctx)
+    web = signed_in_browser(browser_of, person)
+    turn_on(mfa_ctx, person.id, "email")
+    client = new_app_client(mfa_ctx)
+    verifier, challenge = pkce_pair()
+
+    without = web.get("/authorize", params=authorize_params(client, challenge, claims=ACR_2, prompt="none"))
+    assert query_of(without.headers["location"])["error"] == "login_required"
+
+    response = web.get("/authorize", params=authorize_params(client, challenge, claims=ACR_2))
+    assert response.status_code == 303 and urlsplit(response.headers["location"]).path == "/login", response.text
+    messages.clear()
+    assert_waits_for_second_factor(password_sign_in(web, person, query_of(response.headers["location"])["request"]))
+    response = enter_code(web, code_sent_to(mfa_ctx, messages, person.email))
+    assert response.status_code == 303, response.text
+    claims = id_token_claims(web, client, response.headers["location"], verifier)
+    assert claims["acr"] == "2" and "mfa" in claims["amr"]

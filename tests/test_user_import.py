@@ -288,10 +288,13 @@ def test_bad_lines_are_named_and_nothing_of_them_is_written(environ, site, tmp_p
         {"id": str(uuid.uuid4()), "email": "uuid@example.com", "preferred_username": "u", "zoneinfo": "Asia/Tehran"},
         "",
         {"id": "x" * 65, "email": "long@example.com"},
+        {"id": "15", "email": "fifteen@example.com", "picture": "http://pictures.example/a.png"},
+        {"id": "16", "email": "sixteen@example.com", "address": "Berlin"},
+        {"id": "17", "email": "seventeen@example.com", "address": {"locality": "Ber\u0007lin"}},
     ]
     summary, errors, status = import_file(environ, write_lines(tmp_path / "people.jsonl", lines))
     assert status == 2
-    assert summary == {"imported": 2, "unchanged": 0, "failed": 11}
+    assert summary == {"imported": 2, "unchanged": 0, "failed": 14}
     assert errors == [
         "line 2: not a JSON object",
         "line 3: id: required, a string",
@@ -304,6 +307,9 @@ def test_bad_lines_are_named_and_nothing_of_them_is_written(environ, site, tmp_p
         "line 10: id: already on line 1",
         "line 11: groups: a list of strings",
         "line 14: id: at most 64 printable characters without spaces",
+        "line 15: picture: not https",
+        "line 16: address: an object of formatted, street_address, locality, region, postal_code, country",
+        "line 17: address: control characters, part locality",
     ]
     people = export(environ)
     assert sorted(person["email"] for person in people) == ["one@example.com", "uuid@example.com"]
@@ -315,6 +321,20 @@ def test_bad_lines_are_named_and_nothing_of_them_is_written(environ, site, tmp_p
         ["line 1: preferred_username: already another person's"],
         2,
     )
+
+
+def test_the_picture_and_the_address_are_imported_exported_and_imported_again_unchanged(environ, site, tmp_path):
+    address = {"formatted": "1 Main St, Berlin", "street_address": "1 Main St", "locality": "Berlin"}
+    line = {"id": "p1", "email": "pictured@example.com", "picture": "https://pictures.example/p1.png"}
+    path = write_lines(tmp_path / "people.jsonl", [{**line, "address": address}])
+    assert import_file(environ, path)[0] == {"imported": 1, "unchanged": 0, "failed": 0}
+    [exported] = [person for person in export(environ) if person["id"] == "p1"]
+    assert exported["picture"] == line["picture"] and exported["address"] == address
+    assert stored(site, "p1").address == address
+    assert import_file(environ, path)[0] == {"imported": 0, "unchanged": 1, "failed": 0}
+    moved = write_lines(tmp_path / "moved.jsonl", [{**line, "address": {"locality": "Hamburg"}}])
+    assert import_file(environ, moved)[0] == {"imported": 1, "unchanged": 0, "failed": 0}
+    assert stored(site, "p1").address == {"formatted": "Hamburg", "locality": "Hamburg"}
 
 
 def test_a_second_run_changes_nothing_and_a_dry_run_writes_nothing(environ, site, tmp_path):

@@ -8,6 +8,7 @@ refusal leaves nothing behind. A :class:`~.users.UserError` says what was wrong 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,8 +22,10 @@ from . import links, recovery
 from .errors import AccountError
 from .person_lines import MAX_GROUP
 from .phones import PhoneError, to_e164
+from .picture import PictureRefused, clean_picture
+from .postal_address import AddressRefused, clean_address
 from .usernames import MAX_USERNAME, UsernameRefused, UsernameTaken, clean_username, ensure_free
-from .users import UserError, clean_name, get_user, lock_user, normalize_email
+from .users import UserError, clean_name, get_user, lock_user, normalize_email, said
 
 SEARCHED = (User.email, User.phone, User.name, User.given_name, User.family_name, User.preferred_username)
 MAX_FOUND = 50
@@ -44,7 +47,8 @@ def enable_user(db: Session, user_id: str) -> User:
 
 def update_person(db: Session, settings: Settings, user_id: str, changes: Mapping[str, Any]) -> User:
     """``changes``: ``email``, ``phone``, ``name``, ``given_name``, ``family_name``,
-    ``preferred_username``, ``groups`` (the whole list), ``email_verified``, ``phone_verified``."""
+    ``preferred_username``, ``picture``, ``address`` (a JSON object, as text), ``groups`` (the
+    whole list), ``email_verified``, ``phone_verified``."""
     user = lock_user(db, user_id)
     if user is None:
         raise UserError(f"no user with id {user_id}")
@@ -69,6 +73,13 @@ def update_person(db: Session, settings: Settings, user_id: str, changes: Mappin
                 raise UserError(f"{option}: at most 200 characters, no control characters") from None
     if "preferred_username" in changes:
         user.preferred_username = _username(db, user, changes["preferred_username"])
+    if "picture" in changes:
+        try:
+            user.picture = clean_picture(changes["picture"])
+        except PictureRefused as exc:
+            raise UserError(f"--picture: {said(exc)}") from None
+    if "address" in changes:
+        user.address = _address(changes["address"])
     for flag in ("email_verified", "phone_verified"):
         if flag in changes:
             setattr(user, flag, bool(changes[flag]))
@@ -144,6 +155,20 @@ def _username(db: Session, user: User, raw: str) -> str | None:
     except UsernameTaken:
         raise UserError(f"--username: {raw.strip()} is already another person's") from None
     return username
+
+
+def _address(raw: str) -> dict[str, str] | None:
+    """Checked as the person's own change is (:mod:`.postal_address`), from a JSON object."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise UserError('--address: a JSON object, like {"locality": "Berlin", "country": "Germany"}')
+    try:
+        return clean_address(value)
+    except AddressRefused as exc:
+        raise UserError(f"--address: {said(exc)}") from None
 
 
 def _set_groups(db: Session, user: User, groups: Sequence[str]) -> None:

@@ -22,6 +22,7 @@ from ..messaging.outbox import enqueue, notice_useful_until
 from ..metrics import SIGN_INS
 from ..settings import Settings
 from ..storage import User, now
+from ..storage.people_changes import CLAIMS_UNCHANGED
 from .codes_vocabulary import Channel
 from .confirmation import confirm_identity
 from .errors import AccountError, Code
@@ -126,11 +127,17 @@ def count_failure(db: Session, settings: Settings, secret_key: str, user: User) 
         .where(User.id == user.id, or_(User.locked_until.is_(None), User.locked_until <= stamp))
         .values(failed_sign_ins=User.failed_sign_ins + 1)
         .returning(User.failed_sign_ins)
+        .execution_options(**{CLAIMS_UNCHANGED: True})
     ).scalar_one_or_none()
     if failures is None or failures < settings.lockout_attempts:
         return False
     locked_until = stamp + settings.lockout_seconds
-    db.execute(update(User).where(User.id == user.id).values(failed_sign_ins=0, locked_until=locked_until))
+    db.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(failed_sign_ins=0, locked_until=locked_until)
+        .execution_options(**{CLAIMS_UNCHANGED: True})
+    )
     if user.email is None:
         return True
     enqueue(

@@ -52,10 +52,13 @@ class Actor:
         )
 
 
-def update_profile(db: Session, actor: Actor, changes: Mapping[str, str]) -> list[str]:
-    """Change what ``changes`` names of the person's profile (:data:`.profile.EDITABLE`); the
-    change is audited with the fields that changed, none when nothing did. Returns those fields."""
-    changed = profile.update_profile(db, actor.user, changes)
+def update_profile(
+    db: Session, actor: Actor, changes: Mapping[str, str], address: Mapping[str, object] | None = None
+) -> list[str]:
+    """Change what ``changes`` names of the person's profile (:data:`.profile.EDITABLE`), and
+    their ``address`` when one is given; the change is audited with the fields that changed, none
+    when nothing did. Returns those fields."""
+    changed = profile.update_profile(db, actor.user, changes, address)
     if changed:
         actor.record(db, Event.PROFILE_UPDATED, "success", fields=changed)
     return changed

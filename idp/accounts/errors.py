@@ -53,6 +53,8 @@ class Code(StrEnum):
     INVALID_USERNAME = "invalid-username"
     USERNAME_TAKEN = "username-taken"
     UNKNOWN_TIME_ZONE = "unknown-time-zone"
+    INVALID_PICTURE = "invalid-picture"
+    INVALID_ADDRESS = "invalid-address"
 
 
 class AccountError(Refused):

@@ -19,9 +19,11 @@ from ..storage import User
 from ..storage.people import ID_LENGTH
 from .legacy_hashes import UnknownHashFormat, django_form, stored_form
 from .phones import PhoneError, to_e164
+from .picture import PictureRefused, clean_picture
+from .postal_address import AddressRefused, clean_address
 from .time_zones import UnknownTimeZone, clean_zoneinfo
 from .usernames import MAX_USERNAME, UsernameRefused, clean_username
-from .users import NameRefused, UserError, clean_name, normalize_email
+from .users import NameRefused, UserError, clean_name, normalize_email, said
 
 MAX_GROUP = 150
 _ID = re.compile(r"^[\x21-\x7e]+$")  # what an app holds as a sub: printable ASCII, no spaces
@@ -50,6 +52,8 @@ class PersonLine:
     preferred_username: str | None
     locale: str | None
     zoneinfo: str | None
+    picture: str | None
+    address: dict[str, str] | None
     groups: frozenset[str]
     created_at: int | None
     password_hash: str | None
@@ -72,6 +76,8 @@ class PersonLine:
             "preferred_username": self.preferred_username,
             "locale": self.locale,
             "zoneinfo": self.zoneinfo,
+            "picture": self.picture,
+            "address": self.address,
         } | ({"created_at": self.created_at} if self.created_at is not None else {})
 
 
@@ -127,6 +133,8 @@ def parse_line(text: str | bytes) -> PersonLine:
         preferred_username=_username(fields),
         locale=_shaped(fields, "locale", _LOCALE, 16, "a BCP 47 language tag"),
         zoneinfo=_zoneinfo(fields),
+        picture=_picture(fields),
+        address=_address(fields),
         groups=_groups(fields),
         created_at=_created_at(fields),
         password_hash=password_hash,
@@ -147,6 +155,8 @@ def line_of(user: User, groups: frozenset[str]) -> dict[str, Any]:
         "preferred_username": user.preferred_username,
         "locale": user.locale,
         "zoneinfo": user.zoneinfo,
+        "picture": user.picture,
+        "address": user.address,
         "groups": sorted(groups),
         "created_at": datetime.fromtimestamp(user.created_at, UTC).isoformat().replace("+00:00", "Z"),
         "password": django_form(user.password_hash),
@@ -181,6 +191,26 @@ def _zoneinfo(fields: dict[str, Any]) -> str | None:
         return clean_zoneinfo(_text(fields, "zoneinfo"))
     except UnknownTimeZone:
         raise LineError("zoneinfo: not an IANA time zone (Europe/Berlin)") from None
+
+
+def _picture(fields: dict[str, Any]) -> str | None:
+    try:
+        return clean_picture(_text(fields, "picture"))
+    except PictureRefused as exc:
+        raise LineError(f"picture: {said(exc)}") from None
+
+
+def _address(fields: dict[str, Any]) -> dict[str, str] | None:
+    """An object of OpenID Connect's address parts (``null`` or ``{}``: none)."""
+    value = fields.get("address")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise LineError("address: an object of formatted, street_address, locality, region, postal_code, country")
+    try:
+        return clean_address(value)
+    except AddressRefused as exc:
+        raise LineError(f"address: {said(exc)}") from None
 
 
 def _shaped(fields: dict[str, Any], field: str, shape: re.Pattern[str], length: int, what: str) -> str | None:

@@ -44,6 +44,8 @@ from .confirmation import drop_unconfirmed_phone
 from .devices import describe
 from .errors import AccountError, Code, WrongCode
 from .phones import to_e164
+from .picture import clean_picture
+from .postal_address import clean_address
 from .reauthentication import RecentSignIn, confirm, prove
 from .time_zones import clean_zoneinfo
 from .usernames import UsernameTaken, clean_username, ensure_free
@@ -114,6 +116,8 @@ def profile_of(user: User) -> dict[str, Any]:
         "preferred_username": user.preferred_username,
         "locale": user.locale,
         "zoneinfo": user.zoneinfo,
+        "picture": user.picture,
+        "address": user.address,
         "mfa_method": user.mfa_method,
     }
 
@@ -138,26 +142,36 @@ _CHECKS: dict[str, Callable[[str], str | None]] = {
     "preferred_username": clean_username,
     "locale": _language,
     "zoneinfo": clean_zoneinfo,
+    "picture": clean_picture,
 }
 EDITABLE = tuple(_CHECKS)
-"""What a person changes about themselves here; an empty value removes it, but for ``locale``."""
+"""What a person changes about themselves here besides the address; an empty value removes it,
+but for ``locale``."""
 
 
-def update_profile(db: Session, user: User, changes: Mapping[str, str]) -> list[str]:
-    """Set what ``changes`` names of :data:`EDITABLE`, each value checked as it is wherever else it
-    is set (:func:`~.users.clean_name`, :mod:`.usernames`, :mod:`.time_zones`), and all of them
-    before any is written; returns the fields whose value changed, in :data:`EDITABLE`'s order.
+def update_profile(
+    db: Session, user: User, changes: Mapping[str, str], address: Mapping[str, object] | None = None
+) -> list[str]:
+    """Set what ``changes`` names of :data:`EDITABLE`, and the whole ``address`` when one is given
+    (one with no part filled in removes it), each value checked as it is wherever else it is set
+    (:func:`~.users.clean_name`, :mod:`.usernames`, :mod:`.time_zones`, :mod:`.picture`,
+    :mod:`.postal_address`), and all of them before any is written; returns the fields whose value
+    changed, in :data:`EDITABLE`'s order, then ``address``.
 
     Raises :class:`~.users.NameRefused`, :class:`~.usernames.UsernameRefused`,
     :class:`~.usernames.UsernameTaken` (also when another person took it at the same moment),
-    :class:`UnknownLanguage` or :class:`~.time_zones.UnknownTimeZone`.
+    :class:`UnknownLanguage`, :class:`~.time_zones.UnknownTimeZone`,
+    :class:`~.picture.PictureRefused` or :class:`~.postal_address.AddressRefused`.
     """
-    checked = {field: _CHECKS[field](changes[field]) for field in EDITABLE if field in changes}
+    checked: dict[str, object] = {field: _CHECKS[field](changes[field]) for field in EDITABLE if field in changes}
+    if address is not None:
+        checked["address"] = clean_address(address)
     changed = [field for field, value in checked.items() if getattr(user, field) != value]
     if not changed:
         return changed
     if "preferred_username" in changed:
-        ensure_free(db, user.id, checked["preferred_username"])
+        username = checked["preferred_username"]
+        ensure_free(db, user.id, username if isinstance(username, str) else None)
     try:
         with db.begin_nested():
             for field in changed:

@@ -12,6 +12,7 @@ from ..languages import speaker
 from ..security.digests import new_id
 from ..sso import sign_out_everywhere
 from ..storage import User, now
+from ..storage.people_changes import CLAIMS_UNCHANGED
 from .errors import AccountError, Code
 from .passwords import hash_password
 from .phones import PhoneError, to_e164
@@ -61,7 +62,7 @@ def clean_name(raw: str | None) -> str | None:
     return name or None
 
 
-def _said(error: AccountError) -> str:
+def said(error: AccountError) -> str:
     """An operator's one line: the reason and its data (``too long, max length 200``)."""
     data = "".join(f", {key.replace('_', ' ')} {value}" for key, value in error.data.items())
     return error.reason.replace("_", " ") + data
@@ -88,11 +89,11 @@ def create_user(
     try:
         e164 = to_e164(phone, phone_region) if phone else None
     except PhoneError as exc:
-        raise UserError(f"that phone number cannot be used: {_said(exc)}") from None
+        raise UserError(f"that phone number cannot be used: {said(exc)}") from None
     try:
         name, given_name, family_name = clean_name(name), clean_name(given_name), clean_name(family_name)
     except NameRefused as exc:
-        raise UserError(f"that name cannot be used: {_said(exc)}") from None
+        raise UserError(f"that name cannot be used: {said(exc)}") from None
     if password is not None:
         check_password(password)
     if email and db.scalar(select(User.id).where(User.email == email)) is not None:
@@ -158,7 +159,7 @@ def lock_user(db: Session, user_id: str) -> User | None:
             update(User)
             .where(User.id == user_id)
             .values(updated_at=User.updated_at)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, **{CLAIMS_UNCHANGED: True})
         )
     return db.scalar(
         select(User).where(User.id == user_id).with_for_update(key_share=True).execution_options(populate_existing=True)

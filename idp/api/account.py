@@ -15,15 +15,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..accounts import commands, email_change, profile
+from ..accounts import commands, email_change, postal_address, profile
 from ..accounts.commands import Actor
+from ..accounts.picture import MAX_PICTURE
 from ..accounts.reauthentication import MAX_PASSWORD_INPUT
 from ..accounts.usernames import MAX_USERNAME, asks_another
 from ..accounts.users import MAX_NAME
 from ..security.rate_limits import Limit
 from ..web.pipeline import Call, Endpoint, Handler, Needs, endpoint
 from .bearer import BEARER
-from .bodies import Field, Fields
+from .bodies import Field, Fields, members_of
 
 CURRENT_PASSWORD_IF_ANY = Field(
     MAX_PASSWORD_INPUT,
@@ -44,6 +45,21 @@ PROFILE_FIELDS: Fields = {
         16, "The language of the person's pages and messages: one of `ui_locales_supported`.", required=False
     ),
     "zoneinfo": Field(64, "An IANA time zone, like `Europe/Berlin`; an empty string removes it.", required=False),
+    "picture": Field(
+        MAX_PICTURE,
+        "The https URL of the person's picture (http only on the loopback interface); an empty string removes it.",
+        required=False,
+    ),
+    "address": Field(
+        0,
+        "The postal address (OpenID Connect Core §5.1.1), replacing the one kept: the parts left out are "
+        "removed, and `{}` removes it. Without `formatted`, one is made from the other parts.",
+        required=False,
+        members={
+            part: Field(length, f"`{part}`; an empty string or leaving it out removes it.", required=False)
+            for part, length in postal_address.MAX_LENGTH.items()
+        },
+    ),
 }
 PASSWORD_FIELDS: Fields = {
     "current_password": Field(MAX_PASSWORD_INPUT, "The password the person signs in with now."),
@@ -98,7 +114,7 @@ def patch_account(call: Holder) -> Response:
     without end."""
     if asks_another(call.who.user, call.values.get("preferred_username")):
         call.spend(Limit.VERIFICATION)
-    commands.update_profile(call.db, call.who, call.values)
+    commands.update_profile(call.db, call.who, call.values, members_of(call.values, "address"))
     return _json(profile.profile_of(call.who.user))
 
 

@@ -1,7 +1,9 @@
 """JSON request bodies: read within the size limit, parsed strictly, checked against an operation's fields.
 
-Every body the account API takes is one flat JSON object of strings, so a field is a name, a
-maximum length and whether it is required. The same :data:`Fields` an endpoint checks are what
+Every body the account API takes is one JSON object of strings, or of objects of strings (the
+postal address), so a field is a name, a maximum length, whether it is required, and for an
+object its own fields. The pipeline hands a handler its values as flat strings (:func:`members_of`
+reads an object's back). The same :data:`Fields` an endpoint checks are what
 the OpenAPI document publishes (:func:`json_schema`), so the two cannot drift apart.
 """
 
@@ -22,29 +24,45 @@ JSON_TYPE = "application/json"
 
 @dataclass(frozen=True)
 class Field:
-    """A string member of a request body."""
+    """A string member of a request body, or with ``members`` an object of string members (whose
+    ``max_length`` is unused)."""
 
     max_length: int
     description: str
     required: bool = True
+    members: Mapping[str, Field] | None = None
 
 
 Fields = Mapping[str, Field]
 
 
-def json_schema(fields: Fields) -> dict[str, Any]:
+def json_schema(fields: Fields, description: str | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
-        "properties": {
-            name: {"type": "string", "maxLength": field.max_length, "description": field.description}
-            for name, field in fields.items()
-        },
+        "properties": {name: _property(field) for name, field in fields.items()},
     }
+    if description is not None:
+        schema["description"] = description
     required = [name for name, field in fields.items() if field.required]
     if required:
         schema["required"] = required
     return schema
+
+
+def _property(field: Field) -> dict[str, Any]:
+    if field.members is not None:
+        return json_schema(field.members, field.description)
+    return {"type": "string", "maxLength": field.max_length, "description": field.description}
+
+
+def members_of(values: Mapping[str, str], name: str) -> dict[str, str] | None:
+    """The members of the object ``name`` as they were sent, ``None`` when it was not: the values
+    of an object come as ``<name>.<member>``, beside ``<name>`` itself, which says it was sent."""
+    if name not in values:
+        return None
+    prefix = name + "."
+    return {key.removeprefix(prefix): value for key, value in values.items() if key.startswith(prefix)}
 
 
 async def read_limited(request: Request) -> bytes:
@@ -84,9 +102,9 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return members
 
 
-def _pointer(name: str) -> str:
-    """RFC 6901: a JSON Pointer to a member of the top-level object."""
-    return "/" + name.replace("~", "~0").replace("/", "~1")
+def _pointer(name: str, within: str = "") -> str:
+    """RFC 6901: a JSON Pointer to a member of the object ``within`` points to (the top level)."""
+    return within + "/" + name.replace("~", "~0").replace("/", "~1")
 
 
 def _is_text(value: str) -> bool:
@@ -103,28 +121,45 @@ def _is_text(value: str) -> bool:
 def _check(document: Any, fields: Fields) -> dict[str, str]:
     """Each mistake becomes an entry of the problem's ``errors`` (RFC 9457 §3 example)."""
     if not isinstance(document, dict):
-        errors = [{"pointer": "", "detail": "must be a JSON object"}]
-        raise Problem("invalid-body", "The request body must be a JSON object.", extensions={"errors": errors})
-    errors = [
-        {"pointer": _pointer(name), "detail": "is not a member this operation takes"}
-        for name in sorted(document.keys() - fields.keys())
-    ]
+        shape = [{"pointer": "", "detail": "must be a JSON object"}]
+        raise Problem("invalid-body", "The request body must be a JSON object.", extensions={"errors": shape})
     values: dict[str, str] = {}
-    for name, field in fields.items():
-        if name not in document:
-            if field.required:
-                errors.append({"pointer": _pointer(name), "detail": "is required"})
-            continue
-        value = document[name]
-        if not isinstance(value, str):
-            errors.append({"pointer": _pointer(name), "detail": "must be a string"})
-        elif len(value) > field.max_length:
-            errors.append({"pointer": _pointer(name), "detail": f"must have at most {field.max_length} characters"})
-        elif not _is_text(value):
-            errors.append({"pointer": _pointer(name), "detail": "must not hold NUL characters or lone surrogates"})
-        else:
-            values[name] = value
+    errors: list[dict[str, str]] = []
+    _check_members(document, fields, "", values, errors)
     if errors:
         detail = "; ".join(f"{error['pointer']} {error['detail']}" for error in errors) + "."
         raise Problem("invalid-body", detail, extensions={"errors": errors})
     return values
+
+
+def _check_members(
+    document: dict[str, Any], fields: Fields, within: str, values: dict[str, str], errors: list[dict[str, str]]
+) -> None:
+    """Check the object ``within`` points to, adding its values (an inner object's as
+    ``<name>.<member>``) and its mistakes."""
+    errors.extend(
+        {"pointer": _pointer(name, within), "detail": "is not a member this operation takes"}
+        for name in sorted(document.keys() - fields.keys())
+    )
+    key_prefix = within[1:].replace("/", ".") + "." if within else ""
+    for name, field in fields.items():
+        pointer = _pointer(name, within)
+        if name not in document:
+            if field.required:
+                errors.append({"pointer": pointer, "detail": "is required"})
+            continue
+        value = document[name]
+        if field.members is not None:
+            if not isinstance(value, dict):
+                errors.append({"pointer": pointer, "detail": "must be a JSON object"})
+            else:
+                values[key_prefix + name] = ""
+                _check_members(value, field.members, pointer, values, errors)
+        elif not isinstance(value, str):
+            errors.append({"pointer": pointer, "detail": "must be a string"})
+        elif len(value) > field.max_length:
+            errors.append({"pointer": pointer, "detail": f"must have at most {field.max_length} characters"})
+        elif not _is_text(value):
+            errors.append({"pointer": pointer, "detail": "must not hold NUL characters or lone surrogates"})
+        else:
+            values[key_prefix + name] = value

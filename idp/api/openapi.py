@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..accounts import postal_address
 from ..accounts.codes_vocabulary import SecondFactorMethod
 from ..web.request import context
 from .account import (
@@ -83,6 +84,8 @@ _SCHEMAS: dict[str, Any] = {
             "preferred_username",
             "locale",
             "zoneinfo",
+            "picture",
+            "address",
             "mfa_method",
         ],
         "additionalProperties": False,
@@ -104,6 +107,13 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "The language the person chose; null: their browser's, else the provider's default.",
             },
             "zoneinfo": {"type": ["string", "null"], "description": "An IANA time zone."},
+            "picture": {"type": ["string", "null"], "description": "The https URL of the person's picture."},
+            "address": {
+                "type": ["object", "null"],
+                "description": "The postal address, as OpenID Connect's `address` claim has it.",
+                "additionalProperties": False,
+                "properties": {part: {"type": "string"} for part in postal_address.PARTS},
+            },
             "mfa_method": {"enum": [*SecondFactorMethod, None], "description": "The second factor, if on."},
         },
     },
@@ -258,7 +268,9 @@ def document(issuer: str) -> dict[str, Any]:
                         "422": _problem(
                             "`invalid-body`; `invalid-name`: a name is refused; `invalid-username`; "
                             "`unknown-language`: the `locale` is not one of `ui_locales_supported`; "
-                            "`unknown-time-zone`: the `zoneinfo` is not an IANA time zone."
+                            "`unknown-time-zone`: the `zoneinfo` is not an IANA time zone; `invalid-picture`: the "
+                            "`picture` is not an https URL; `invalid-address`: a part of the `address` is too long "
+                            "or holds control characters."
                         ),
                         "429": _problem(
                             "`rate-limited`: too many requests naming a `preferred_username` from this address.",

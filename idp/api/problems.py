@@ -49,6 +49,8 @@ KINDS = {
     "invalid-username": Kind(422, "The username cannot be used"),
     "username-taken": Kind(409, "Another person has this username"),
     "unknown-time-zone": Kind(422, "The time zone is not an IANA time zone"),
+    "invalid-picture": Kind(422, "The picture is not an https URL"),
+    "invalid-address": Kind(422, "The address cannot be used"),
     "wrong-password": Kind(403, "The current password is not right"),
     "account-locked": Kind(403, "Wrong passwords locked the account for a while"),
     "password-rejected": Kind(422, "The new password is refused by the password policy"),

@@ -9,15 +9,20 @@ loses it cannot bring back a value a cache still holds), and read from there:
 - on SQLite, whose processes all run beside its file, from a small file next to it: a read of a
   few bytes, no query, no round trip.
 
+A request served in the event loop reads them ahead (:meth:`Generations.read_ahead`), from Redis
+without blocking, and hands what it read to its session (:meth:`Generations.preset`).
+
 A change is written there before the command or request that made it answers, so whatever is asked
 afterwards, of any process, sees it. A process that cannot read a value uses no cache until it can.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,6 +34,7 @@ from ..storage.generations import MIRROR, Generation, Topic
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio
 
 log = logging.getLogger("idp.caching")
 
@@ -41,6 +47,8 @@ _READ = "generations_read"
 class Mirror(Protocol):
     def read(self) -> Stamp | None: ...
 
+    async def read_async(self) -> Stamp | None: ...
+
     def changed(self, topic: Topic) -> None: ...
 
 
@@ -49,9 +57,9 @@ class Generations:
         self.mirror = mirror
 
     @classmethod
-    def for_store(cls, database_url: str, redis_client: redis.Redis | None) -> Generations:
-        if redis_client is not None:
-            return cls(RedisMirror(redis_client))
+    def for_store(cls, database_url: str, redis_client: redis.Redis | None, redis_url: str | None) -> Generations:
+        if redis_client is not None and redis_url is not None:
+            return cls(RedisMirror(redis_client, redis_url))
         url = make_url(database_url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             return cls(FileMirror(Path(f"{url.database}-generations")))
@@ -74,14 +82,27 @@ class Generations:
         db.info[_READ] = stamp
         return stamp
 
+    async def read_ahead(self) -> Stamp | None:
+        """The counters now, read without blocking the event loop; ``None`` where only the
+        database has them, or they cannot be read."""
+        return await self.mirror.read_async() if self.mirror is not None else None
+
+    def preset(self, db: Session, stamp: Stamp) -> None:
+        """``db``'s transaction uses ``stamp``, read ahead, as its counters."""
+        db.info[_READ] = stamp
+
 
 class RedisMirror:
-    def __init__(self, redis_client: redis.Redis) -> None:
+    def __init__(self, redis_client: redis.Redis, url: str) -> None:
         import redis as redis_library
 
         self.redis = redis_client
+        self.url = url
         self._errors: tuple[type[Exception], ...] = (redis_library.RedisError,)
         self._keys = {topic: f"idp:generation:{topic.value}" for topic in Topic}
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
         self._failing = False
         """Whether the last read failed: an outage is logged when it begins and when it ends,
         not on every request."""
@@ -89,21 +110,51 @@ class RedisMirror:
     def read(self) -> Stamp | None:
         try:
             values = self.redis.mget(list(self._keys.values()))
-            stamp: Stamp = {}
-            for topic, value in zip(Topic, values, strict=True):
+            for index, (topic, value) in enumerate(zip(Topic, values, strict=True)):
                 if value is None:
                     self.redis.set(self._keys[topic], secrets.token_hex(8), nx=True)
-                    value = self.redis.get(self._keys[topic])
-                stamp[topic] = value.decode() if isinstance(value, bytes) else str(value)
+                    values[index] = self.redis.get(self._keys[topic])
         except self._errors as exc:
-            if not self._failing:
-                log.warning("change counters unreadable in Redis, caches bypassed: %s", type(exc).__name__)
-            self._failing = True
+            self._failed(exc)
             return None
+        return self._read(values)
+
+    async def read_async(self) -> Stamp | None:
+        """As :meth:`read`, through an asyncio client of the running event loop; a counter not
+        there yet is left for :meth:`read` to start (``None``)."""
+        try:
+            values = await self._async_client().mget(list(self._keys.values()))
+        except self._errors as exc:
+            self._failed(exc)
+            return None
+        if any(value is None for value in values):
+            return None
+        return self._read(values)
+
+    def _async_client(self) -> redis.asyncio.Redis:
+        """An asyncio client's connections belong to the loop that opened them: one client per loop."""
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            import redis.asyncio
+
+            client = redis.asyncio.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+            self._async_clients[loop] = client
+        return client
+
+    def _read(self, values: list[bytes | str | None]) -> Stamp:
         if self._failing:
             log.info("change counters readable in Redis again")
             self._failing = False
-        return stamp
+        return {
+            topic: value.decode() if isinstance(value, bytes) else str(value)
+            for topic, value in zip(Topic, values, strict=True)
+        }
+
+    def _failed(self, exc: Exception) -> None:
+        if not self._failing:
+            log.warning("change counters unreadable in Redis, caches bypassed: %s", type(exc).__name__)
+        self._failing = True
 
     def changed(self, topic: Topic) -> None:
         try:
@@ -134,8 +185,18 @@ class FileMirror:
         finally:
             os.close(descriptor)
         if len(lines) != len(Topic):
-            return None
+            return self._started_afresh()
         return dict(zip(Topic, lines, strict=True))
+
+    def _started_afresh(self) -> Stamp | None:
+        """A file of another version of the provider, with other topics: every topic anew."""
+        self.changed(None)
+        lines = self.path.read_text("ascii", "replace").split() if self.path.exists() else []
+        return dict(zip(Topic, lines, strict=True)) if len(lines) == len(Topic) else None
+
+    async def read_async(self) -> Stamp | None:
+        """A read of a few bytes from a local file, which does not wait on anything."""
+        return self.read()
 
     def changed(self, topic: Topic | None) -> None:
         """Every topic gets a new value: simpler than rewriting one line, and as correct."""

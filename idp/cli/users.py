@@ -83,6 +83,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     update.add_argument("user_id")
     for option in ("--email", "--phone", "--name", "--given-name", "--family-name", "--username"):
         update.add_argument(option)
+    update.add_argument("--picture", help="the https URL of the person's picture; an empty one removes it")
+    update.add_argument(
+        "--address",
+        metavar="JSON",
+        help='the postal address as import lines have it, replacing the one kept: {"street_address": ..., '
+        '"locality": ..., "region": ..., "postal_code": ..., "country": ...}; {} removes it',
+    )
     update.add_argument("--group", action="append", dest="groups", help="the person's groups, all of them (repeat it)")
     update.add_argument("--no-groups", action="store_const", const=[], dest="groups", help="in no group")
     for flag in ("--email-verified", "--phone-verified"):
@@ -257,6 +264,8 @@ UPDATES = {
     "given_name": "given_name",
     "family_name": "family_name",
     "username": "preferred_username",
+    "picture": "picture",
+    "address": "address",
     "groups": "groups",
     "email_verified": "email_verified",
     "phone_verified": "phone_verified",
@@ -283,6 +292,8 @@ def update_command(settings: Settings, args: argparse.Namespace) -> int:
             "given_name": user.given_name,
             "family_name": user.family_name,
             "preferred_username": user.preferred_username,
+            "picture": user.picture,
+            "address": user.address,
         }
     emit(output)
     return 0

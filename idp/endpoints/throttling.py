@@ -15,15 +15,21 @@ from ..audit import Event
 from ..oauth.errors import TemporarilyUnavailable
 from ..security.rate_limits import Limit, Refusal
 from ..storage import Client
+from ..storage.database import require_database
 from ..web.request import context
 
 
 def throttle_client(request: Request, db: Session, client: Client) -> None:
     """Count this request of ``client``, once however often the request is tried (first in the
-    event loop, then in a thread); over its limit, audit the refusal and raise a 429."""
+    event loop, then in a thread); over its limit, audit the refusal and raise a 429. A count
+    kept in Redis is a round trip, made in a thread: where the request may not block, it is
+    sent there first (:func:`~idp.storage.database.require_database`)."""
     refusal = getattr(request.state, "client_refusal", _UNCOUNTED)
     if refusal is _UNCOUNTED:
-        refusal = context(request).rate_limiter.check(Limit.TOKEN, client.id)
+        limiter = context(request).rate_limiter
+        if limiter.waits(Limit.TOKEN):
+            require_database(db)
+        refusal = limiter.check(Limit.TOKEN, client.id)
         request.state.client_refusal = refusal
     if isinstance(refusal, Refusal):
         raise throttled(db, refusal, client_id=client.id)

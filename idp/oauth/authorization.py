@@ -23,7 +23,10 @@ from ..security.digests import new_token, token_digest
 from ..security.forms import given, single_values
 from ..sso import ActiveSession
 from ..storage import AuthorizationCode, AuthorizationRequest, Client, Consent, changed_rows, now, spend_once
+from . import claims_request
 from . import scopes as scope_rules
+from .assurance import meets
+from .claims_request import ClaimsRequest
 from .clients import redirect_uri_registered
 from .errors import (
     AccessDenied,
@@ -71,6 +74,8 @@ class AuthorizationParams:
     hint_subject: str | None = None
     ui_locales: str | None = None
     """The languages the person prefers, for the pages of the sign-in (OpenID Connect Core §3.1.2.1)."""
+    claims: ClaimsRequest | None = None
+    """The ``claims`` parameter, checked (:mod:`.claims_request`); its ``sub`` value is ``hint_subject``."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuthorizationParams:
@@ -209,6 +214,10 @@ def parse_request(
         hint_subject = _hint_subject(keyring, issuer, client.id, values["id_token_hint"])
         if hint_subject is None:
             raise fail(InvalidRequest("id_token_hint is not an ID token this provider issued to this client"))
+    try:
+        claims, hint_subject = checked_claims(values.get("claims"), hint_subject)
+    except OAuthError as exc:
+        raise fail(exc) from None
 
     return client, AuthorizationParams(
         client_id=client.id,
@@ -223,7 +232,21 @@ def parse_request(
         login_hint=values.get("login_hint"),
         hint_subject=hint_subject,
         ui_locales=values.get("ui_locales"),
+        claims=claims,
     )
+
+
+def checked_claims(raw: str | None, hint_subject: str | None) -> tuple[ClaimsRequest | None, str | None]:
+    """The ``claims`` parameter checked, and the person the request is about: the ``sub`` it asks
+    for by value is one more hint that must be that person (OIDC Core §5.5.1), as ``id_token_hint``
+    is. Raises :class:`~.errors.InvalidRequest`, also when the two name different people."""
+    claims = claims_request.parse(raw)
+    wanted = claims_request.subject(claims)
+    if wanted is None:
+        return claims, hint_subject
+    if hint_subject is not None and hint_subject != wanted:
+        raise InvalidRequest("id_token_hint and the sub the claims parameter asks for are different people")
+    return claims, wanted
 
 
 def _hint_subject(keyring: KeyRing, issuer: str, client_id: str | None, hint: str) -> str | None:
@@ -312,8 +335,10 @@ def needs_sign_in(
     """Whether the browser must sign in (again) before this request may go on.
 
     A sign-in made for this very request (``pending.session_id``) satisfies ``prompt=login`` and
-    ``max_age``; an older single sign-on session satisfies them only if it is recent enough. The
-    consent page asks this too, so that going straight to it cannot skip a forced sign-in.
+    ``max_age``; an older single sign-on session satisfies them only if it is recent enough. One
+    that did not reach the ``acr`` the request insists on (OIDC Core §5.5.1.1) signs in again when
+    the person has a second factor, which the sign-in then asks for. The consent page asks this
+    too, so that going straight to it cannot skip a forced sign-in.
     """
     if active is None:
         return True
@@ -322,7 +347,10 @@ def needs_sign_in(
     # Whole seconds truncate the elapsed time, so ">=": max_age=0 always asks (OIDC Core §3.1.2.1).
     too_old = params.max_age is not None and now() - active.session.auth_time >= params.max_age
     other_person = params.hint_subject is not None and params.hint_subject != active.user.id
-    return too_old or other_person or bool({"login", "select_account"} & set(params.prompt))
+    step_up = active.user.mfa_method is not None and not meets(
+        claims_request.required_acr(params.claims), active.session.amr
+    )
+    return too_old or other_person or step_up or bool({"login", "select_account"} & set(params.prompt))
 
 
 def decide(
@@ -347,7 +375,12 @@ def decide(
         assert pending is not None
         # This answer ends the request: its consent page must not give a code afterwards.
         _answer(db, pending)
-        raise _redirect_error(params, LoginRequired("the person who signed in is not the one id_token_hint names"))
+        raise _redirect_error(params, LoginRequired("the person who signed in is not the one the request names"))
+    if not meets(claims_request.required_acr(params.claims), active.session.amr):
+        # OIDC Core §5.5.1.1: an essential acr the sign-in cannot reach is a failed authentication.
+        if pending is not None:
+            _answer(db, pending)
+        raise _redirect_error(params, AccessDenied("the sign-in did not reach the acr the claims parameter requires"))
     if terms_version is not None and active.user.terms_version != terms_version:
         if "none" in params.prompt:
             raise _redirect_error(params, InteractionRequired("the person must accept the terms"))
@@ -426,6 +459,7 @@ def new_code(
             code_challenge=params.code_challenge,
             auth_time=active.session.auth_time,
             amr=list(active.session.amr),
+            requested_claims=params.claims,
             created_at=stamp,
             expires_at=stamp + CODE_LIFETIME,
         )

@@ -34,9 +34,18 @@ from ..accounts.errors import WrongCode
 from ..context import Context
 from ..sso import ActiveSession, start_session
 from ..storage import AuthorizationRequest, Client, PendingSignIn, User, now
+from . import claims_request
 from . import scopes as scope_rules
-from .authorization import AuthorizationParams, new_code, save_pending
-from .errors import InvalidRequest, InvalidScope, OAuthError, UnauthorizedClient, UnsupportedResponseType
+from .assurance import meets
+from .authorization import AuthorizationParams, checked_claims, new_code, save_pending
+from .errors import (
+    AccessDenied,
+    InvalidRequest,
+    InvalidScope,
+    OAuthError,
+    UnauthorizedClient,
+    UnsupportedResponseType,
+)
 
 MAX_LENGTH = {"login_hint": 320, "nonce": 512, "auth_session": 100, "otp": 64, "password": 1024}
 _CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
@@ -202,22 +211,36 @@ def _check_client(client: Client) -> None:
 
 
 def _parse(client: Client, form: Mapping[str, str]) -> AuthorizationParams:
-    """§4.1: the authorization request's parameters that mean something without a browser; those
-    that only steer a redirect (``redirect_uri``, ``state``, ``response_mode``, ``prompt``) are
-    ignored, as nothing is redirected."""
+    """§4.1: the authorization request's parameters that mean something without a browser, the
+    ``claims`` parameter (OIDC Core §5.5) among them; those that only steer a redirect
+    (``redirect_uri``, ``state``, ``response_mode``, ``prompt``) are ignored, as nothing is
+    redirected."""
     if form.get("response_type", "code") != "code":
         raise UnsupportedResponseType("only response_type=code is supported")
     scope = scope_rules.parse(form.get("scope"))
     if not scope:
         raise InvalidScope("scope is required")
     scope_rules.check_allowed(scope, client.scopes)
+    claims, subject = checked_claims(form.get("claims"), None)
     return AuthorizationParams(
         client_id=client.id,
         redirect_uri=None,
         scope=scope,
         nonce=form.get("nonce"),
         code_challenge=form["code_challenge"],
+        hint_subject=subject,
+        claims=claims,
     )
+
+
+def _check_claims(params: AuthorizationParams, user: User, amr: list[str]) -> None:
+    """What the ``claims`` parameter insists on (OIDC Core §5.5.1): the ``sub`` it names must be
+    the person who signed in, and an essential ``acr`` must be reached, the second factor having
+    been asked for already when the person has one; else no code (:class:`~.errors.AccessDenied`)."""
+    if params.hint_subject is not None and params.hint_subject != user.id:
+        raise AccessDenied("the person who signed in is not the one the claims parameter names")
+    if not meets(claims_request.required_acr(params.claims), amr):
+        raise AccessDenied("the sign-in did not reach the acr the claims parameter requires")
 
 
 def _ask_second_factor(ctx: Context, db: Session, user: User, resumed: Resumed, first_factor: list[str]) -> NoReturn:
@@ -236,6 +259,7 @@ def _authorize(ctx: Context, db: Session, client: Client, resumed: Resumed, user
     accepted yet send the app to the browser (:class:`RedirectToWeb`), where the terms page asks."""
     if terms.pending(ctx.settings, user):
         raise RedirectToWeb("the person must accept the terms in a browser")
+    _check_claims(resumed.params, user, amr)
     origin = audit.origin(db)
     session, _ = start_session(
         db,

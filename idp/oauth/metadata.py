@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import scopes
+from .assurance import ACR_VALUES
 from .client_jwks import ASSERTION_ALGORITHMS
 from .clients import AUTH_METHODS
 from .grants.registry import GRANTS
@@ -57,9 +58,9 @@ def metadata(issuer: str, ui_locales: tuple[str, ...]) -> dict[str, Any]:
             "at_hash",
             *scopes.CLAIMS,
         ],
-        "acr_values_supported": ["1", "2"],
+        "acr_values_supported": list(ACR_VALUES),
         "ui_locales_supported": list(ui_locales),
-        "claims_parameter_supported": False,
+        "claims_parameter_supported": True,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "require_request_uri_registration": False,

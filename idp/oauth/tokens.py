@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ..caching.live_tokens import LiveTokens
 from ..keys import KeyRing
 from ..storage import Client, Grant, RevokedAccessToken
+from .assurance import acr_of
 from .errors import InvalidToken
 
 ALGORITHMS = ["RS256"]
@@ -98,7 +99,7 @@ def issue_id_token(
         "iat": issued,
         "auth_time": auth_time,
         "amr": amr,
-        "acr": "1" if len(set(amr) - {"mfa"}) <= 1 else "2",
+        "acr": acr_of(amr),
         **extra_claims,
     }
     if session_id:

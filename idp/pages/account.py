@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from ..accounts import commands, email_change, first_password, profile
+from ..accounts import commands, email_change, first_password, postal_address, profile
 from ..accounts.errors import Code, PasswordsDiffer
 from ..accounts.time_zones import known_zones
 from ..accounts.usernames import asks_another
@@ -92,7 +92,7 @@ def _password_set_page(call: Person, shown: Shown) -> Response:
 
 
 ACCOUNT = Form(_account_page)
-PROFILE = Form(_account_page, "profile", refill=profile.EDITABLE)
+PROFILE = Form(_account_page, "profile", refill=(*profile.EDITABLE, *postal_address.ENTERED))
 PHONE = Form(_account_page, "phone", refill=("phone",))
 PHONE_REMOVE = Form(_account_page, "phone_remove")
 PASSWORD = Form(_account_page, "password")
@@ -114,15 +114,17 @@ def account(call: Person) -> Response:
 
 @signed_in(PROFILE)
 def update_profile(call: Person) -> Response:
-    """The fields posted change; a language left unchosen keeps the browser's. A username other
-    than the person's own spends the address's verification budget: whether one is taken is all
-    a refusal tells, but it must not be asked without end."""
+    """The fields posted change; a language left unchosen keeps the browser's. The address's
+    parts, when posted, are the whole new address. A username other than the person's own spends
+    the address's verification budget: whether one is taken is all a refusal tells, but it must
+    not be asked without end."""
     changes = {field: call.values[field] for field in profile.EDITABLE if field in call.values}
     if not changes.get("locale"):
         changes.pop("locale", None)
+    parts = {part: call.values[part] for part in postal_address.ENTERED if part in call.values}
     if asks_another(call.who.user, changes.get("preferred_username")):
         call.spend(Limit.VERIFICATION)
-    commands.update_profile(call.db, call.who, changes)
+    commands.update_profile(call.db, call.who, changes, parts or None)
     return done("profile")
 
 

@@ -105,6 +105,10 @@ class RateLimiter:
         metrics.RATE_LIMITED.labels(limit.value).inc()
         return Refusal(limit, retry_after)
 
+    def waits(self, limit: Limit) -> bool:
+        """Whether counting against ``limit`` now waits on Redis."""
+        return (self.enabled or limit in ALWAYS_ON) and self._strategy() is self._redis
+
     def _strategy(self) -> MovingWindowRateLimiter:
         if self._redis is None or time.monotonic() < self._redis_retry_at:
             return self._memory

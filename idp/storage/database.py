@@ -8,6 +8,8 @@ from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from .people_changes import watch_people
+
 CONNECT_TIMEOUT = 3
 # libpq's TCP settings for PostgreSQL. A server that vanishes without a word (a dropped route, a
 # failed-over host: no RST) leaves a pooled connection open that would otherwise hang its next
@@ -58,6 +60,7 @@ def make_engine(url: str) -> Engine:
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     maker = sessionmaker(engine, expire_on_commit=False)
     event.listen(maker, "after_begin", _refuse_if_in_memory_only)
+    watch_people(maker)
     return maker
 
 
@@ -75,8 +78,9 @@ def in_memory_only(db: Session) -> None:
 
 
 def require_database(db: Session) -> None:
-    """For work with effects beyond ``db`` (a log line) that must happen once: raises
-    :class:`NeedsDatabase` at once in a session marked :func:`in_memory_only`."""
+    """For work with effects beyond ``db`` (a log line) that must happen once, or that blocks
+    otherwise (a round trip to Redis): raises :class:`NeedsDatabase` at once in a session marked
+    :func:`in_memory_only`."""
     if db.info.get(_IN_MEMORY_ONLY):
         raise NeedsDatabase
 

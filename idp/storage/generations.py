@@ -20,6 +20,9 @@ class Topic(StrEnum):
     """A client registered, changed, given a new secret or deleted."""
     REVOCATIONS = "revocations"
     """A grant revoked or deleted, or an access token revoked."""
+    PEOPLE = "people"
+    """Something an app is told about a person changed (a claim, their groups), or they were
+    disabled or deleted (:mod:`idp.storage.people_changes`)."""
 
 
 class Generation(Base):

@@ -50,6 +50,8 @@ class AuthorizationCode(Base):
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
     used_at: Mapped[int | None] = mapped_column(BigInteger)
     grant_id: Mapped[str | None] = mapped_column(String(32))
+    requested_claims: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The authorization request's ``claims`` parameter, checked (:mod:`idp.oauth.claims_request`)."""
 
 
 class Grant(Base):
@@ -62,6 +64,8 @@ class Grant(Base):
     scope: Mapped[str] = mapped_column(String(1000))
     auth_time: Mapped[int] = mapped_column(BigInteger)
     amr: Mapped[list[str]] = mapped_column(JSON)
+    requested_claims: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """What the code's ``requested_claims`` was: every token the grant issues, refreshed or not, has them."""
     created_at: Mapped[int] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
 

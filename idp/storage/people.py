@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
@@ -47,6 +47,11 @@ class User(Base):
     family_name: Mapped[str | None] = mapped_column(String(200))
     preferred_username: Mapped[str | None] = mapped_column(String(150), index=True, unique=True)
     zoneinfo: Mapped[str | None] = mapped_column(String(64))
+    picture: Mapped[str | None] = mapped_column(String(2000))
+    """A URL of the person's picture (:mod:`idp.accounts.picture`)."""
+    address: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    """The person's postal address as OpenID Connect's ``address`` claim has it
+    (:mod:`idp.accounts.postal_address`)."""
     password_hash: Mapped[str | None] = mapped_column(String(255))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)

@@ -27,6 +27,13 @@ SENTENCES: dict[tuple[Code, str], str] = {
     (Code.UNKNOWN_TIME_ZONE, "unknown-time-zone"): N_(
         "That is not a time zone. Choose one from the list, like Europe/Berlin."
     ),
+    (Code.INVALID_PICTURE, "too_long"): N_("The picture's address can have at most {max_length} characters."),
+    (Code.INVALID_PICTURE, "not_a_url"): N_("Enter the web address of a picture, like https://example.com/me.jpg."),
+    (Code.INVALID_PICTURE, "not_https"): N_("The picture's address must start with https://."),
+    (Code.INVALID_ADDRESS, "too_long"): N_("That part of the address can have at most {max_length} characters."),
+    (Code.INVALID_ADDRESS, "control_characters"): N_("The address cannot hold control characters."),
+    (Code.INVALID_ADDRESS, "not_text"): N_("Each part of the address must be text."),
+    (Code.INVALID_ADDRESS, "not_a_part"): N_("An address has no part named {part}."),
     (Code.WRONG_PASSWORD, "wrong_password"): N_("Your current password is not right."),
     (Code.WRONG_PASSWORD, "registration_password"): N_(
         "That is not the password chosen when this account was registered."

@@ -8,8 +8,8 @@ this order and nowhere else:
 
 1. read the body in the event loop, within limits, so that a slow upload never holds a thread;
 2. hop to the thread pool once (or, for a request the handler declares it may serve from memory,
-   stay in the event loop unless the database is needed after all), open the request's one
-   transaction;
+   read the caches' change counters ahead and stay in the event loop unless the database is
+   needed after all), open the request's one transaction;
 3. authenticate the caller (the surface checks CSRF there, for a browser's unsafe request);
 4. spend the declared rate limits, for any unsafe method, before anything else is written (a spent
    one rolls back, and commits only what the surface's answer to it writes);
@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..caching.generations import Stamp
 from ..context import Context
 from ..errors import Refused
 from ..languages import speak_for
@@ -158,11 +159,14 @@ def endpoint(surface: Surface[Who], needs: Needs, handler: Handler[Who]) -> Endp
             raw = await surface.read(request, needs)
         except Answer as answer:
             return answer.response
-        if needs.from_memory is not None and context(request).serves_from_memory and needs.from_memory(raw):
-            try:
-                return _serve(surface, needs, handler, request, raw, from_memory=True)
-            except NeedsDatabase:
-                pass
+        ctx = context(request)
+        if needs.from_memory is not None and ctx.serves_from_memory and needs.from_memory(raw):
+            stamp = await ctx.generations.read_ahead()
+            if stamp is not None:
+                try:
+                    return _serve(surface, needs, handler, request, raw, stamp)
+                except NeedsDatabase:
+                    pass
         return await run_in_threadpool(_serve, surface, needs, handler, request, raw)
 
     return serve
@@ -174,13 +178,15 @@ def _serve(
     handler: Handler[Who],
     request: Request,
     raw: object,
-    *,
-    from_memory: bool = False,
+    stamp: Stamp | None = None,
 ) -> Response:
+    """Serve in one transaction; given the change counters read ahead (``stamp``), from memory
+    only, or :class:`NeedsDatabase`."""
     ctx = context(request)
     with transaction(request) as db:
-        if from_memory:
+        if stamp is not None:
             in_memory_only(db)
+            ctx.generations.preset(db, stamp)
         speak_for(db, lambda: language(request))
         try:
             who = surface.authenticate(request, ctx, db, raw)

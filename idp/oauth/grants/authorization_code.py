@@ -72,6 +72,7 @@ def issue(db: Session, issuer: TokenIssuer, client: Client, form: Mapping[str, s
         scope=row.scope,
         auth_time=row.auth_time,
         amr=list(row.amr),
+        requested_claims=row.requested_claims,
         created_at=now(),
     )
     db.add(grant)

@@ -12,6 +12,7 @@ from ...audit import Event
 from ...keys import KeyRing
 from ...settings import Settings
 from ...storage import Client, Grant, RefreshToken, User, add_secret, now
+from .. import claims_request
 from .. import scopes as scope_rules
 from ..tokens import issue_access_token, issue_id_token
 
@@ -34,7 +35,8 @@ class TokenIssuer:
         nonce: str | None = None,
         refresh_scope: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Access token for ``scope``; an ID token with ``openid``; a refresh token only when the
+        """Access token for ``scope``; an ID token with ``openid``, with the claims ``scope``
+        releases and those the grant's request asked for by name; a refresh token only when the
         grant holds ``offline_access`` and the client may refresh (OIDC Core §11)."""
         issuer = self.settings.issuer
         access = issue_access_token(
@@ -65,7 +67,9 @@ class TokenIssuer:
                 session_id=grant.session_id,
                 nonce=nonce,
                 access_token=access.token,
-                extra_claims=scope_rules.user_claims(db, user, scope),
+                extra_claims=scope_rules.user_claims(
+                    db, user, scope, claims_request.asked(grant.requested_claims, "id_token")
+                ),
             )
         kept_scope = refresh_scope if refresh_scope is not None else scope
         if "offline_access" in kept_scope and "refresh_token" in client.grant_types:

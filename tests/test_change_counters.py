@@ -1,0 +1,63 @@
+"""When the change counters the caches are tagged with move (:mod:`idp.storage.generations`).
+
+Across processes, ``tests/test_caches_across_instances.py`` shows that a change counts everywhere at
+once; this shows what moves the people's counter and what must not, and that a counters file an
+older version left beside a SQLite database is started afresh rather than read wrongly.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from idp.caching.generations import FileMirror
+from idp.storage import User, UserGroup
+from idp.storage.generations import Generation, Topic
+
+from .flows import assert_generic_failure, post_login
+
+
+def people_counter(ctx) -> int:  # type: ignore[no-untyped-def]
+    with ctx.db() as db:
+        return db.scalar(select(Generation.value).where(Generation.topic == Topic.PEOPLE.value))
+
+
+def test_a_changed_claim_moves_the_counter_once_per_transaction(ctx, make_user):
+    person = make_user()
+    before = people_counter(ctx)
+    with ctx.db.begin() as db:
+        user = db.get_one(User, person.id)
+        user.name = "Changed"
+        db.flush()
+        user.given_name = "Again"
+    assert people_counter(ctx) == before + 1
+
+
+def test_joining_a_group_and_being_deleted_move_it(ctx, make_user):
+    person = make_user()
+    before = people_counter(ctx)
+    with ctx.db.begin() as db:
+        db.add(UserGroup(user_id=person.id, name="staff"))
+    assert people_counter(ctx) == before + 1
+    with ctx.db.begin() as db:
+        db.delete(db.get_one(User, person.id))
+    assert people_counter(ctx) == before + 2
+
+
+def test_signing_in_and_failing_to_move_nothing_an_app_is_told(ctx, make_user, http):
+    """A sign-in writes when the person last proved who they are, a wrong password counts a
+    failure: neither is a claim, so neither empties every process's people."""
+    person = make_user()
+    before = people_counter(ctx)
+    assert_generic_failure(post_login(http, person.email, "not the password"))
+    right = post_login(http, person.email, person.password)
+    assert right.status_code == 303, right.text
+    assert people_counter(ctx) == before
+
+
+def test_a_counters_file_of_other_topics_is_started_afresh(tmp_path):
+    path = tmp_path / "idp.db-generations"
+    path.write_text("older\nversion")
+    read = FileMirror(path).read()
+    assert read is not None and set(read) == set(Topic)
+    assert "older" not in read.values()
+    assert FileMirror(path).read() == read
