@@ -14,13 +14,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-from server import _children, cpu_seconds, free_port, rss_mb
-from stateless import FORM, Request, Stateless, basic_auth
+from server import cpu_seconds, forked_workers, free_port, rss_mb, wait_ready
+from stateless import Stateless, client_credentials, discovery, introspection, jwks
 
 CLIENT_ID = "bench"
 CLIENT_SECRET = "s3cret-bench"
@@ -58,27 +56,14 @@ class Peer:
             "PEER_SEED_TOKEN": SEED_TOKEN,
             "NODE_ENV": "production",
         }
-        log = (directory / "peer.log").open("ab")
-        process = subprocess.Popen(  # noqa: S603 - node from PATH on the peer's own server.js
-            [node, "server.js"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        log = directory / "peer.log"
+        with log.open("ab") as handle:
+            process = subprocess.Popen(  # noqa: S603 - node from PATH on the peer's own server.js
+                [node, "server.js"], cwd=folder, env=env, stdout=handle, stderr=subprocess.STDOUT
+            )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"the peer exited: {(directory / 'peer.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/.well-known/openid-configuration", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        else:
-            process.kill()
-            raise SystemExit("the peer was not ready within 30 s")
-        while len(_children(process.pid)) < workers and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return cls(process, url, _children(process.pid) or [process.pid])
+        wait_ready(process, url + "/.well-known/openid-configuration", 30, "the peer", log)
+        return cls(process, url, forked_workers(process, workers, 30) or [process.pid])
 
     def cpu(self) -> float:
         return sum(cpu_seconds(pid) for pid in self.workers)
@@ -96,25 +81,9 @@ class Peer:
 
     def scenarios(self) -> list[Stateless]:
         """The judged scenarios against the peer, each checked once as idp's are."""
-        client = {"Authorization": basic_auth(CLIENT_ID, CLIENT_SECRET), "Content-Type": FORM}
         return [
-            Stateless(
-                "discovery",
-                Request("GET", "/.well-known/openid-configuration"),
-                f"the issuer {self.url}",
-                lambda answer: answer.get("issuer") == self.url,
-            ),
-            Stateless("jwks", Request("GET", "/jwks"), "at least one key", lambda answer: bool(answer.get("keys"))),
-            Stateless(
-                "client_credentials",
-                Request("POST", "/token", client, "grant_type=client_credentials"),
-                "a Bearer access_token",
-                lambda answer: bool(answer.get("access_token")),
-            ),
-            Stateless(
-                "introspection",
-                Request("POST", "/token/introspection", client, f"token={SEED_TOKEN}"),
-                "an active token",
-                lambda answer: answer.get("active") is True,
-            ),
+            discovery(self.url),
+            jwks("/jwks"),
+            client_credentials("/token", CLIENT_ID, CLIENT_SECRET),
+            introspection("/token/introspection", CLIENT_ID, CLIENT_SECRET, SEED_TOKEN),
         ]

@@ -101,6 +101,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def wait_ready(process: subprocess.Popen[bytes], url: str, within: float, name: str, log: Path) -> None:
+    """Return once ``url`` answers 200; stop the benchmark if ``process`` exits first or ``within``
+    seconds pass (killing it then), quoting the end of its ``log``. idp's start-up is timed by this,
+    so it asks every 5 ms."""
+    deadline = time.monotonic() + within
+    with httpx.Client(timeout=1) as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"{name} exited: {log.read_text()[-2000:]}")
+            try:
+                if http.get(url).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.005)
+    process.kill()
+    raise SystemExit(f"{name} was not ready within {within:g} s: {log.read_text()[-2000:]}")
+
+
+def forked_workers(process: subprocess.Popen[bytes], workers: int, within: float) -> list[int]:
+    """The worker processes of ``process``, once it has ``workers`` of them or ``within`` seconds
+    have passed: a server answers as soon as its first worker does."""
+    deadline = time.monotonic() + within
+    while len(_children(process.pid)) < workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _children(process.pid)
+
+
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -122,27 +150,14 @@ class Server:
                 stdout=handle,
                 stderr=subprocess.STDOUT,
             )
-        deadline = started + 60
+        wait_ready(process, url + "/readyz", 60, "idp serve", log)
+        ready = time.perf_counter() - started
+        # Every worker must be serving before anything is measured on them.
+        pids = forked_workers(process, workers, 60)
         with httpx.Client(timeout=1) as http:
-            while time.perf_counter() < deadline:
-                if process.poll() is not None:
-                    raise SystemExit(f"idp serve exited: {log.read_text()[-2000:]}")
-                try:
-                    if http.get(url + "/readyz").status_code == 200:
-                        ready = time.perf_counter() - started
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.005)
-            else:
-                process.kill()
-                raise SystemExit(f"idp serve was not ready within 60 s: {log.read_text()[-2000:]}")
-            # Every worker must be serving before anything is measured on them.
-            while len(_children(process.pid)) < workers and time.perf_counter() < deadline:
-                time.sleep(0.05)
             for _ in range(20 * workers):
                 http.get(url + "/readyz")
-        return cls(process, url, ready, _children(process.pid))
+        return cls(process, url, ready, pids)
 
     def rss(self) -> list[float]:
         return [rss_mb(pid) for pid in self.workers]

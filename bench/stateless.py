@@ -3,7 +3,8 @@
 wrk only counts status codes, so a provider answering 200 with a wrong body would pass under
 load; one request of the same shape, sent before the timed part and read in full, makes sure
 the answer is the right one. Introspection and userinfo all present one access token, got from a
-complete sign-in before the clock starts.
+complete sign-in before the clock starts. The peer (``bench/peer.py``) is asked the same
+requests, built by the same functions, so that the two are compared on equal terms.
 """
 
 from __future__ import annotations
@@ -43,34 +44,55 @@ def basic_auth(client_id: str, client_secret: str) -> str:
     return "Basic " + base64.b64encode(pair.encode()).decode()
 
 
+def discovery(issuer: str) -> Stateless:
+    """The discovery document of the provider ``issuer`` names."""
+    return Stateless(
+        "discovery",
+        Request("GET", "/.well-known/openid-configuration"),
+        f"the issuer {issuer}",
+        lambda answer: answer.get("issuer") == issuer,
+    )
+
+
+def jwks(path: str) -> Stateless:
+    """The key set at ``path``, which must hold a key."""
+    return Stateless("jwks", Request("GET", path), "at least one key", lambda answer: bool(answer.get("keys")))
+
+
+def _client(client_id: str, client_secret: str) -> dict[str, str]:
+    """The headers of a confidential client's form POST."""
+    return {"Authorization": basic_auth(client_id, client_secret), "Content-Type": FORM}
+
+
+def client_credentials(path: str, client_id: str, client_secret: str) -> Stateless:
+    """A token for the client itself, from the token endpoint at ``path``."""
+    return Stateless(
+        "client_credentials",
+        Request("POST", path, _client(client_id, client_secret), "grant_type=client_credentials"),
+        "a Bearer access_token",
+        lambda answer: bool(answer.get("access_token")) and str(answer.get("token_type")).lower() == "bearer",
+    )
+
+
+def introspection(path: str, client_id: str, client_secret: str, token: str, sub: str | None = None) -> Stateless:
+    """Introspection of ``token``, which must be active, and ``sub``'s when one is given."""
+    return Stateless(
+        "introspection",
+        Request("POST", path, _client(client_id, client_secret), f"token={quote_plus(token)}"),
+        "an active token" + (f" of {sub}" if sub else ""),
+        lambda answer: answer.get("active") is True and (sub is None or answer.get("sub") == sub),
+    )
+
+
 def scenarios(job: Job, person_id: str) -> list[Stateless]:
     """The five stateless scenarios against the provider at ``job.base``, each with what a right answer holds."""
     endpoints, access_token = asyncio.run(_signed_in(job))
-    client = {"Authorization": basic_auth(job.client_id, job.client_secret), "Content-Type": FORM}
     return [
-        Stateless(
-            "discovery",
-            Request("GET", "/.well-known/openid-configuration"),
-            f"the issuer {job.base}",
-            lambda answer: answer.get("issuer") == job.base,
-        ),
-        Stateless(
-            "jwks",
-            Request("GET", endpoints["jwks_uri"]),
-            "at least one key",
-            lambda answer: bool(answer.get("keys")),
-        ),
-        Stateless(
-            "client_credentials",
-            Request("POST", endpoints["token_endpoint"], client, "grant_type=client_credentials"),
-            "a Bearer access_token",
-            lambda answer: bool(answer.get("access_token")) and str(answer.get("token_type")).lower() == "bearer",
-        ),
-        Stateless(
-            "introspection",
-            Request("POST", endpoints["introspection_endpoint"], client, f"token={quote_plus(access_token)}"),
-            f"an active token of {person_id}",
-            lambda answer: answer.get("active") is True and answer.get("sub") == person_id,
+        discovery(job.base),
+        jwks(endpoints["jwks_uri"]),
+        client_credentials(endpoints["token_endpoint"], job.client_id, job.client_secret),
+        introspection(
+            endpoints["introspection_endpoint"], job.client_id, job.client_secret, access_token, sub=person_id
         ),
         Stateless(
             "userinfo",

@@ -1,9 +1,10 @@
 """The languages idp speaks: one gettext catalog each, for the hosted pages, emails and text messages.
 
-A language is a catalog, ``idp/locale/<tag>/LC_MESSAGES/messages.po``; adding one is adding a
-directory (the README says how). The catalogs are compiled in memory when the process starts
-(Babel reads the ``.po`` and writes the ``.mo`` into a buffer, a few milliseconds), so there is
-no build step to forget and no compiled file to fall out of date with its source.
+A language is a catalog, ``idp/locale/<tag>/LC_MESSAGES/messages.po``, and its compiled
+``messages.mo`` beside it (``pybabel compile``; the README says how to add one). A process reads
+only the ``.mo``, with the standard library's :mod:`gettext`: compiling the ``.po`` at every start
+imported Babel's catalog machinery, and naming the language loaded its locale data, some 7 MB a
+process in all. ``tests/test_languages.py`` fails while a ``.mo`` is not what its ``.po`` compiles to.
 
 Python code marks what a person reads with :func:`~.catalogs.N_`, which the extractor finds, and translates
 it where it is shown, into the language of whoever reads it (:mod:`idp.web.locale` chooses it for
@@ -17,21 +18,16 @@ and a request names its own language in its transaction (:func:`speak_for`).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from gettext import GNUTranslations
 from typing import Any
 
-from babel import Locale
-from babel.core import negotiate_locale
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.support import Translations
 from jinja2 import Environment, pass_context
 from jinja2.runtime import Context
 from sqlalchemy.orm import Session, sessionmaker
 
-from .catalogs import DOMAIN, LOCALE_DIR, SOURCE, available
+from .catalogs import DOMAIN, LOCALE_DIR, OWN_NAMES, RIGHT_TO_LEFT, SOURCE, available
 
 _SPEAKER = "idp.speaker"
 
@@ -45,7 +41,7 @@ class Language:
     """The language's own name for itself (``فارسی``), as the switcher shows it."""
     direction: str
     """``rtl`` or ``ltr``, for ``<html dir>``."""
-    translations: Translations
+    translations: GNUTranslations
 
     def text(self, message: str, **data: object) -> str:
         """``message`` in this language, its ``{placeholders}`` filled in from ``data``."""
@@ -73,25 +69,24 @@ class Languages:
         return self.by_tag.get(tag) if tag else None
 
     def negotiate(self, preferred: Iterable[str]) -> Language | None:
-        """The first of ``preferred`` (BCP 47 tags, best first) that has a catalog, by Babel's
-        rules: ``fa-IR`` is served by ``fa``."""
-        tag = negotiate_locale([p for p in preferred if p], list(self.by_tag), sep="-")
-        return self.by_tag.get(tag.lower()) if tag else None
+        """The first of ``preferred`` (BCP 47 tags, best first) that has a catalog, matched
+        without regard to case, else by its language subtag: ``fa-IR`` is served by ``fa``."""
+        for tag in preferred:
+            tag = tag.lower()
+            found = self.by_tag.get(tag) or self.by_tag.get(tag.partition("-")[0])
+            if found is not None:
+                return found
+        return None
 
 
 def _load(tag: str) -> Language:
-    path = LOCALE_DIR / tag / "LC_MESSAGES" / f"{DOMAIN}.po"
-    with path.open("rb") as source:
-        catalog = read_po(source, locale=tag, domain=DOMAIN)
-    compiled = io.BytesIO()
-    write_mo(compiled, catalog)
-    compiled.seek(0)
-    locale = Locale.parse(tag)
+    with (LOCALE_DIR / tag / "LC_MESSAGES" / f"{DOMAIN}.mo").open("rb") as compiled:
+        translations = GNUTranslations(compiled)
     return Language(
         tag=tag,
-        name=locale.get_display_name(locale) or tag,
-        direction="rtl" if locale.character_order == "right-to-left" else "ltr",
-        translations=Translations(compiled, domain=DOMAIN),
+        name=OWN_NAMES.get(tag, tag),
+        direction="rtl" if tag in RIGHT_TO_LEFT else "ltr",
+        translations=translations,
     )
 
 

@@ -10,77 +10,47 @@ disabled person must count everywhere on the very next request, with no wait in 
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import PASSWORD, SECRET_KEY, idp_json, run_idp, serving
+from .conftest import run_idp
 from .flows import RegisteredClient, exchange, pkce_pair, sign_in
-from .flows import TestUser as Person
-from .services import RedisServer, postgresql_database
+from .instances import STORES, Instances, running, store
+from .services import RedisServer
 
-ISSUER = "http://idp.example"
 REDIRECT_URI = "https://rp.example/cb"
 TIMES_KEPT = 3
 """How often each process is asked before the change: enough for any of them to have kept it."""
 
 
-class Instances:
-    def __init__(self, environ: dict[str, str], urls: list[str]) -> None:
-        self.environ = environ
-        self.webs = [httpx.Client(base_url=url, follow_redirects=False, timeout=15) for url in urls]
-
-    def idp(self, *args: str) -> dict[str, Any]:
-        return idp_json(self.environ, *args)
-
-    def machine_client(self, *options: str) -> RegisteredClient:
-        made = self.idp(
-            "clients", "create", "--name", "Machine", "--redirect-uri", REDIRECT_URI,
-            "--grant-type", "client_credentials", "--grant-type", "authorization_code",
-            "--grant-type", "refresh_token", *options,
-        )  # fmt: skip
-        return RegisteredClient(made["client_id"], made["client_secret"], REDIRECT_URI)
-
-    def everywhere(self, ask: Any) -> list[Any]:
-        """``ask(web)`` of every process, :data:`TIMES_KEPT` times each; the answers of the last round."""
-        answers = []
-        for _ in range(TIMES_KEPT):
-            answers = [ask(web) for web in self.webs]
-        return answers
-
-
-def _store(kind: str, directory: Path, stack: ExitStack) -> dict[str, str]:
-    if kind == "sqlite":
-        return {"IDP_DATABASE_URL": f"sqlite:///{directory / 'idp.db'}"}
-    url = stack.enter_context(postgresql_database()).render_as_string(hide_password=False)
-    if kind == "postgresql":
-        return {"IDP_DATABASE_URL": url}
-    redis_server = RedisServer(directory)
-    redis_server.start()
-    stack.callback(redis_server.kill)
-    return {"IDP_DATABASE_URL": url, "IDP_REDIS_URL": redis_server.url}
-
-
-@pytest.fixture(scope="module", params=["postgresql+redis", "postgresql", "sqlite"])
+@pytest.fixture(scope="module", params=STORES)
 def instances(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instances]:
     directory = tmp_path_factory.mktemp("caches")
     with ExitStack() as stack:
-        environ = _store(request.param, directory, stack) | {
-            "IDP_KEYS_DIR": str(directory / "keys"),
-            "IDP_SECRET_KEY": SECRET_KEY,
-            "IDP_RATE_LIMITING": "off",
-            "HOME": str(directory),
-        }
-        with serving(environ, directory, 3, ISSUER) as urls:
-            found = Instances(environ | {"IDP_ISSUER": ISSUER}, urls)
-            yield found
-            for web in found.webs:
-                web.close()
+        environ = store(request.param, directory, stack) | {"IDP_RATE_LIMITING": "off"}
+        yield stack.enter_context(running(environ, directory))
+
+
+def machine_client(instances: Instances, *options: str) -> RegisteredClient:
+    """A confidential client of every grant the tests use, made with the command line (and its ``options``)."""
+    made = instances.idp(
+        "clients", "create", "--name", "Machine", "--redirect-uri", REDIRECT_URI,
+        "--grant-type", "client_credentials", "--grant-type", "authorization_code",
+        "--grant-type", "refresh_token", *options,
+    )  # fmt: skip
+    return RegisteredClient(made["client_id"], made["client_secret"], REDIRECT_URI)
+
+
+def everywhere(instances: Instances, ask: Callable[[httpx.Client], Any]) -> list[Any]:
+    """``ask(web)`` of every process, :data:`TIMES_KEPT` times each; the answers of the last round."""
+    answers: list[Any] = []
+    for _ in range(TIMES_KEPT):
+        answers = [ask(web) for web in instances.webs]
+    return answers
 
 
 def client_credentials(web: httpx.Client, auth: tuple[str, str]) -> httpx.Response:
@@ -94,114 +64,111 @@ def introspected(web: httpx.Client, client: RegisteredClient, token: str) -> dic
 
 
 def test_a_revoked_access_token_is_inactive_at_once_on_every_instance(instances):
-    client = instances.machine_client()
+    client = machine_client(instances)
     token = client_credentials(instances.webs[0], client.auth).json()["access_token"]
-    assert all(found["active"] for found in instances.everywhere(lambda web: introspected(web, client, token)))
+    assert all(found["active"] for found in everywhere(instances, lambda web: introspected(web, client, token)))
 
     revoked = instances.webs[1].post("/revoke", data={"token": token}, auth=client.auth)
     assert revoked.status_code == 200
 
-    assert instances.everywhere(lambda web: introspected(web, client, token)) == [{"active": False}] * 3
+    assert everywhere(instances, lambda web: introspected(web, client, token)) == [{"active": False}] * 3
 
 
 def test_a_grant_revoked_on_one_instance_ends_its_access_token_at_once_on_every_instance(instances):
-    client = instances.machine_client()
-    email = f"cache-{secrets.token_hex(4)}@example.com"
-    made = instances.idp("users", "create", "--email", email, "--password", PASSWORD, "--verified")
+    client = machine_client(instances)
     verifier, challenge = pkce_pair()
     web = instances.webs[0]
-    callback = sign_in(web, client, Person(made["id"], email, PASSWORD), challenge, scope="openid offline_access")
+    callback = sign_in(web, client, instances.person(), challenge, scope="openid offline_access")
     tokens = exchange(web, client, callback["code"], verifier).json()
     bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
-    assert [r.status_code for r in instances.everywhere(lambda web: web.get("/userinfo", headers=bearer))] == [200] * 3
+    assert [r.status_code for r in everywhere(instances, lambda web: web.get("/userinfo", headers=bearer))] == [200] * 3
 
     revoked = instances.webs[2].post("/revoke", data={"token": tokens["refresh_token"]}, auth=client.auth)
     assert revoked.status_code == 200
 
-    assert [r.status_code for r in instances.everywhere(lambda web: web.get("/userinfo", headers=bearer))] == [401] * 3
-    found = instances.everywhere(lambda web: introspected(web, client, tokens["access_token"]))
+    assert [r.status_code for r in everywhere(instances, lambda web: web.get("/userinfo", headers=bearer))] == [401] * 3
+    found = everywhere(instances, lambda web: introspected(web, client, tokens["access_token"]))
     assert found == [{"active": False}] * 3
 
 
 def test_a_rotated_secret_stops_at_once_on_every_instance(instances):
-    client = instances.machine_client()
-    assert [r.status_code for r in instances.everywhere(lambda web: client_credentials(web, client.auth))] == [200] * 3
+    client = machine_client(instances)
+    assert [r.status_code for r in everywhere(instances, lambda web: client_credentials(web, client.auth))] == [200] * 3
 
     new_secret = instances.idp("clients", "rotate-secret", client.client_id)["client_secret"]
 
-    old = instances.everywhere(lambda web: client_credentials(web, client.auth))
+    old = everywhere(instances, lambda web: client_credentials(web, client.auth))
     assert [(r.status_code, r.json()["error"]) for r in old] == [(401, "invalid_client")] * 3
-    new = instances.everywhere(lambda web: client_credentials(web, (client.client_id, new_secret)))
+    new = everywhere(instances, lambda web: client_credentials(web, (client.client_id, new_secret)))
     assert [r.status_code for r in new] == [200] * 3
 
 
 def test_a_deleted_client_stops_at_once_on_every_instance(instances):
-    client = instances.machine_client()
+    client = machine_client(instances)
     token = client_credentials(instances.webs[0], client.auth).json()["access_token"]
-    assert [r.status_code for r in instances.everywhere(lambda web: client_credentials(web, client.auth))] == [200] * 3
-    assert all(found["active"] for found in instances.everywhere(lambda web: introspected(web, client, token)))
+    assert [r.status_code for r in everywhere(instances, lambda web: client_credentials(web, client.auth))] == [200] * 3
+    assert all(found["active"] for found in everywhere(instances, lambda web: introspected(web, client, token)))
 
     run = run_idp(instances.environ, "clients", "delete", client.client_id)
     assert run.returncode == 0, run.stderr
 
-    after = instances.everywhere(lambda web: client_credentials(web, client.auth))
+    after = everywhere(instances, lambda web: client_credentials(web, client.auth))
     assert [(r.status_code, r.json()["error"]) for r in after] == [(401, "invalid_client")] * 3
-    other = instances.machine_client()
-    assert instances.everywhere(lambda web: introspected(web, other, token)) == [{"active": False}] * 3
+    other = machine_client(instances)
+    assert everywhere(instances, lambda web: introspected(web, other, token)) == [{"active": False}] * 3
 
 
 def test_a_changed_registration_counts_at_once_on_every_instance(instances):
-    client = instances.machine_client()
-    assert [r.status_code for r in instances.everywhere(lambda web: client_credentials(web, client.auth))] == [200] * 3
+    client = machine_client(instances)
+    assert [r.status_code for r in everywhere(instances, lambda web: client_credentials(web, client.auth))] == [200] * 3
 
     instances.idp("clients", "update", client.client_id, "--grant-type", "authorization_code")
 
-    after = instances.everywhere(lambda web: client_credentials(web, client.auth))
+    after = everywhere(instances, lambda web: client_credentials(web, client.auth))
     assert [(r.status_code, r.json()["error"]) for r in after] == [(400, "unauthorized_client")] * 3
 
 
 def _signed_in_person(instances: Instances, scope: str) -> tuple[str, dict[str, str]]:
     """A new person signed in to a new client through the first process: their id, and a bearer header."""
-    client = instances.machine_client("--scope", scope)
-    email = f"cache-{secrets.token_hex(4)}@example.com"
-    made = instances.idp("users", "create", "--email", email, "--password", PASSWORD, "--verified", "--name", "Before")
+    client = machine_client(instances, "--scope", scope)
+    person = instances.person("--name", "Before")
     verifier, challenge = pkce_pair()
-    with httpx.Client(base_url=str(instances.webs[0].base_url), follow_redirects=False, timeout=15) as browser:
-        callback = sign_in(browser, client, Person(made["id"], email, PASSWORD), challenge, scope=scope)
+    with instances.web(0) as browser:
+        callback = sign_in(browser, client, person, challenge, scope=scope)
         tokens = exchange(browser, client, callback["code"], verifier).json()
-    return made["id"], {"Authorization": f"Bearer {tokens['access_token']}"}
+    return person.id, {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 def test_a_changed_profile_shows_at_once_on_every_instance(instances):
     person, bearer = _signed_in_person(instances, "openid profile")
-    before = instances.everywhere(lambda web: web.get("/userinfo", headers=bearer).json())
+    before = everywhere(instances, lambda web: web.get("/userinfo", headers=bearer).json())
     assert [found["name"] for found in before] == ["Before"] * 3
 
     instances.idp("users", "update", person, "--name", "After")
 
-    after = instances.everywhere(lambda web: web.get("/userinfo", headers=bearer).json())
+    after = everywhere(instances, lambda web: web.get("/userinfo", headers=bearer).json())
     assert [found["name"] for found in after] == ["After"] * 3
 
 
 def test_a_group_joined_shows_at_once_on_every_instance(instances):
     person, bearer = _signed_in_person(instances, "openid groups")
-    before = instances.everywhere(lambda web: web.get("/userinfo", headers=bearer).json())
+    before = everywhere(instances, lambda web: web.get("/userinfo", headers=bearer).json())
     assert before == [{"sub": person, "groups": []}] * 3
 
     instances.idp("users", "update", person, "--group", "staff")
 
-    after = instances.everywhere(lambda web: web.get("/userinfo", headers=bearer).json())
+    after = everywhere(instances, lambda web: web.get("/userinfo", headers=bearer).json())
     assert after == [{"sub": person, "groups": ["staff"]}] * 3
 
 
 def test_a_disabled_person_is_refused_at_once_on_every_instance(instances):
     person, bearer = _signed_in_person(instances, "openid profile")
-    assert [r.status_code for r in instances.everywhere(lambda web: web.get("/userinfo", headers=bearer))] == [200] * 3
+    assert [r.status_code for r in everywhere(instances, lambda web: web.get("/userinfo", headers=bearer))] == [200] * 3
 
     run = run_idp(instances.environ, "users", "disable", person)
     assert run.returncode == 0, run.stderr
 
-    assert [r.status_code for r in instances.everywhere(lambda web: web.get("/userinfo", headers=bearer))] == [401] * 3
+    assert [r.status_code for r in everywhere(instances, lambda web: web.get("/userinfo", headers=bearer))] == [401] * 3
 
 
 def test_while_redis_is_down_and_after_it_restarts_empty_nothing_stale_is_used(tmp_path):
@@ -212,33 +179,27 @@ def test_while_redis_is_down_and_after_it_restarts_empty_nothing_stale_is_used(t
     environ = {
         "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}",
         "IDP_REDIS_URL": redis_server.url,
-        "IDP_KEYS_DIR": str(tmp_path / "keys"),
-        "IDP_SECRET_KEY": SECRET_KEY,
         "IDP_RATE_LIMITING": "off",
-        "HOME": str(tmp_path),
     }
     try:
-        with serving(environ, tmp_path, 2, ISSUER) as urls:
-            found = Instances(environ | {"IDP_ISSUER": ISSUER}, urls)
-            client = found.machine_client()
-            assert [r.status_code for r in found.everywhere(lambda web: client_credentials(web, client.auth))] == [
+        with running(environ, tmp_path, count=2) as found:
+            client = machine_client(found)
+            assert [r.status_code for r in everywhere(found, lambda web: client_credentials(web, client.auth))] == [
                 200
             ] * 2
 
             redis_server.kill()
-            assert [r.status_code for r in found.everywhere(lambda web: client_credentials(web, client.auth))] == [
+            assert [r.status_code for r in everywhere(found, lambda web: client_credentials(web, client.auth))] == [
                 200
             ] * 2
             secret = found.idp("clients", "rotate-secret", client.client_id)["client_secret"]
-            old = found.everywhere(lambda web: client_credentials(web, client.auth))
+            old = everywhere(found, lambda web: client_credentials(web, client.auth))
             assert [r.status_code for r in old] == [401] * 2
 
             redis_server.start()
-            old = found.everywhere(lambda web: client_credentials(web, client.auth))
+            old = everywhere(found, lambda web: client_credentials(web, client.auth))
             assert [r.status_code for r in old] == [401] * 2
-            new = found.everywhere(lambda web: client_credentials(web, (client.client_id, secret)))
+            new = everywhere(found, lambda web: client_credentials(web, (client.client_id, secret)))
             assert [r.status_code for r in new] == [200] * 2
-            for web in found.webs:
-                web.close()
     finally:
         redis_server.kill()

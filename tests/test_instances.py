@@ -8,64 +8,29 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from http.cookiejar import CookieJar
 from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import PASSWORD, SECRET_KEY, idp_json, serving
 from .flows import RegisteredClient, authorize_params, exchange, hidden_fields, pkce_pair, query_of, sign_in
-from .flows import TestUser as Person
-from .services import RedisServer, postgresql_database
+from .instances import ISSUER, Instances, running, store
 
-ISSUER = "http://idp.example"
 REDIRECT_URI = "https://rp.example/cb"
 RESET_LIMIT = 2
-
-
-class Instances:
-    def __init__(self, environ: dict[str, str], urls: list[str]) -> None:
-        self.environ = environ
-        self.urls = urls
-
-    def web(self, index: int, cookies: CookieJar | None = None) -> httpx.Client:
-        """A browser-like client of one instance; clients given the same jar share its cookies."""
-        return httpx.Client(base_url=self.urls[index], cookies=cookies, follow_redirects=False, timeout=15)
-
-    def idp(self, *args: str) -> dict[str, Any]:
-        return idp_json(self.environ, *args)
-
-    def person(self) -> Person:
-        email = f"scale-{secrets.token_hex(4)}@example.com"
-        made = self.idp("users", "create", "--email", email, "--password", PASSWORD, "--verified")
-        return Person(made["id"], email, PASSWORD)
 
 
 @pytest.fixture(scope="module")
 def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instances]:
     directory = tmp_path_factory.mktemp("instances")
-    redis_server = RedisServer(directory)
-    with postgresql_database() as database_url:
-        redis_server.start()
-        environ = {
-            "IDP_DATABASE_URL": database_url.render_as_string(hide_password=False),
-            "IDP_REDIS_URL": redis_server.url,
-            "IDP_KEYS_DIR": str(directory / "keys"),
-            "IDP_SECRET_KEY": SECRET_KEY,
-            "IDP_ISSUER": ISSUER,
-            "IDP_RATE_LIMIT_RESET": f"{RESET_LIMIT}/hour",
-            "HOME": str(directory),
-        }
-        try:
-            with serving(environ, directory, 3, ISSUER) as urls:
-                yield Instances(environ, urls)
-        finally:
-            redis_server.kill()
+    with ExitStack() as stack:
+        environ = store("postgresql+redis", directory, stack) | {"IDP_RATE_LIMIT_RESET": f"{RESET_LIMIT}/hour"}
+        yield stack.enter_context(running(environ, directory))
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ database, so that no delivery worker of another test sends them first.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -14,16 +15,19 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from gettext import GNUTranslations
 from pathlib import Path
 from typing import Any
 
 import pytest
+from babel import Locale
+from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from idp.accounts.users import create_user
-from idp.catalogs import LOCALE_DIR
+from idp.catalogs import LOCALE_DIR, OWN_NAMES, RIGHT_TO_LEFT, available
 from idp.languages import Languages
 from idp.messaging.outbox import render_sms
 from idp.security.sealing import OUTBOX, Sealer
@@ -263,6 +267,32 @@ def test_every_language_translates_every_message_and_keeps_its_placeholders():
         if path.parent.parent.name != "en":
             untranslated = [m.id for m in catalog if m.id and not (all(m.string) if m.pluralizable else m.string)]
             assert untranslated == [], path
+
+
+def test_every_compiled_catalog_is_what_its_source_compiles_to():
+    """idp reads the ``.mo``: one left behind by an edit of its ``.po`` fails here (``pybabel compile``)."""
+    for source in LOCALE_DIR.glob("*/LC_MESSAGES/messages.po"):
+        compiled = io.BytesIO()
+        write_mo(compiled, read_po(source.open("rb")))
+        compiled.seek(0)
+        with source.with_suffix(".mo").open("rb") as shipped:
+            assert GNUTranslations(shipped)._catalog == GNUTranslations(compiled)._catalog, source
+
+
+@pytest.mark.parametrize("tag", available())
+def test_each_language_has_its_own_name_and_direction_as_babel_gives_them(tag):
+    locale = Locale.parse(tag)
+    assert OWN_NAMES[tag] == locale.get_display_name(locale)
+    assert (tag in RIGHT_TO_LEFT) == (locale.character_order == "right-to-left")
+
+
+@pytest.mark.parametrize(
+    ("preferred", "expected"),
+    [(["de", "fa-IR", "en"], "fa"), (["FA"], "fa"), (["en-GB", "fa"], "en"), (["de", ""], None), ([], None)],
+)
+def test_negotiation_takes_the_first_tag_with_a_catalog_or_its_language(preferred, expected):
+    chosen = Languages.load().negotiate(preferred)
+    assert (chosen.tag if chosen else None) == expected
 
 
 def test_the_catalogs_hold_every_message_of_the_code(tmp_path):

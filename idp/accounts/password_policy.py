@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
-import httpx
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -46,6 +45,8 @@ def _common() -> frozenset[str]:
 
 def breached(password: str, api_base: str) -> bool:
     """Pwned Passwords range API: ``GET /range/<first 5 hex of SHA-1>``; suffixes come back."""
+    import httpx  # here: only a deployment with IDP_PWNED_PASSWORDS on needs it (some 3 MB a process)
+
     digest = hashlib.sha1(password.encode(), usedforsecurity=False).hexdigest().upper()
     prefix, suffix = digest[:5], digest[5:]
     try:

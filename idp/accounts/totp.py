@@ -10,7 +10,6 @@ import secrets
 import time
 
 import pyotp
-import segno
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -34,6 +33,8 @@ def provisioning_uri(secret: str, account: str, issuer: str) -> str:
 
 def qr_svg_data_uri(uri: str) -> str:
     """The QR code as an ``img`` source: no script, allowed by the page's CSP (``img-src data:``)."""
+    import segno  # here: only setting up an authenticator app draws one (1 MB a process)
+
     return segno.make(uri, error="m").svg_data_uri(scale=5)
 
 

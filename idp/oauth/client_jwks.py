@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
-import httpx
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, KeySetSerialization
@@ -129,6 +128,8 @@ class ClientJwks:
 
 def _download(client_id: str, uri: str) -> dict[str, Any] | None:
     """The JWKS at ``uri`` if it answers a usable one in time; None, logged, otherwise."""
+    import httpx  # here: a process imports it (some 3 MB) only if a client of its needs this
+
     deadline = time.monotonic() + FETCH_DEADLINE
     body = bytearray()
     try:
