@@ -4,7 +4,14 @@ change audited with the operating-system account that ran it, and bad input writ
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
+
+from sqlalchemy import create_engine, update
+from sqlalchemy.orm import Session
+
+from idp.storage import User
 
 from .conftest import PASSWORD, run_idp
 from .flows import RegisteredClient, hidden_fields, post_login, tokens_for
@@ -218,3 +225,25 @@ def test_operator_changes_are_audited_with_who_ran_them(env):  # noqa: F811
     ]
     assert all(e["user_agent"].startswith("idp command line, operator ") for e in events)
     assert link.split("token=")[1] not in printed
+
+
+def test_a_username_taken_while_update_runs_is_one_line_and_changes_nothing(env):  # noqa: F811
+    """The check that a username is free and the write that takes it are two statements: another
+    transaction may take it in between (here it holds it uncommitted, so the command's write
+    waits for it, then finds it taken). The command still ends in one line, writing nothing."""
+    ada, grace = person(env, "ada.race@example.com"), person(env, "grace.race@example.com")
+    engine = create_engine(env["IDP_DATABASE_URL"])
+    try:
+        with ThreadPoolExecutor(1) as pool, Session(engine) as db:
+            with db.begin():
+                db.execute(update(User).where(User.id == ada.id).values(preferred_username="countess"))
+                racing = pool.submit(
+                    run_idp, env, "users", "update", grace.id, "--username", "countess", "--given-name", "Grace"
+                )
+                time.sleep(1.5)
+            refused = racing.result(timeout=60)
+    finally:
+        engine.dispose()
+    assert_refused(refused, "--username")
+    after = one(env, "users", "show", grace.id)["profile"]
+    assert after.get("preferred_username") is None and after.get("given_name") is None, after

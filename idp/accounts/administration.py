@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..settings import Settings
@@ -54,6 +55,17 @@ def update_person(db: Session, settings: Settings, user_id: str, changes: Mappin
     user = lock_user(db, user_id)
     if user is None:
         raise UserError(f"no user with id {user_id}")
+    try:
+        return _update(db, settings, user, changes)
+    except IntegrityError:
+        raise UserError(
+            "--email, --phone, --username: another person took one of them meanwhile; nothing was changed"
+        ) from None
+
+
+def _update(db: Session, settings: Settings, user: User, changes: Mapping[str, Any]) -> User:
+    """Each change checked as the person's own would be; a value another transaction takes
+    between the check and the write is an :class:`IntegrityError` (its write waited for that one)."""
     if "email" in changes:
         try:
             email = normalize_email(changes["email"])

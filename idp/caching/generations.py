@@ -23,8 +23,9 @@ import logging
 import os
 import secrets
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
@@ -109,11 +110,12 @@ class RedisMirror:
 
     def read(self) -> Stamp | None:
         try:
-            values = self.redis.mget(list(self._keys.values()))
+            # A synchronous client's answer; redis-py types it as either kind.
+            values = cast(list[bytes | None], self.redis.mget(list(self._keys.values())))
             for index, (topic, value) in enumerate(zip(Topic, values, strict=True)):
                 if value is None:
                     self.redis.set(self._keys[topic], secrets.token_hex(8), nx=True)
-                    values[index] = self.redis.get(self._keys[topic])
+                    values[index] = cast(bytes | None, self.redis.get(self._keys[topic]))
         except self._errors as exc:
             self._failed(exc)
             return None
@@ -142,7 +144,7 @@ class RedisMirror:
             self._async_clients[loop] = client
         return client
 
-    def _read(self, values: list[bytes | str | None]) -> Stamp:
+    def _read(self, values: Sequence[bytes | str | None]) -> Stamp:
         if self._failing:
             log.info("change counters readable in Redis again")
             self._failing = False
