@@ -61,3 +61,20 @@ def test_a_counters_file_of_other_topics_is_started_afresh(tmp_path):
     assert read is not None and set(read) == set(Topic)
     assert "older" not in read.values()
     assert FileMirror(path).read() == read
+
+
+def test_a_change_after_a_savepoint_rolled_back_still_moves_it(ctx, make_user):
+    """A change inside a savepoint that is rolled back takes its bump with it: a later change in
+    the same transaction must bump again."""
+    person = make_user()
+    before = people_counter(ctx)
+    with ctx.db.begin() as db:
+        user = db.get_one(User, person.id)
+        savepoint = db.begin_nested()
+        user.name = "Inside"
+        db.flush()
+        savepoint.rollback()
+        user.given_name = "After"
+    assert people_counter(ctx) == before + 1
+    with ctx.db() as db:
+        assert db.get_one(User, person.id).given_name == "After"
