@@ -463,6 +463,32 @@ def test_a_request_tried_from_memory_and_then_in_a_thread_counts_once(open_site,
     assert client_credentials(site, client).status_code == 429
 
 
+def test_with_redis_counts_from_the_event_loop_and_from_threads_share_one_budget(open_site, make_cc_client, tmp_path):
+    """With Redis, a request served in the event loop counts its client there with an asyncio
+    client and a request served in a thread with the blocking one: the same scripts on the same
+    keys, so one budget, counted once per request whichever way it went."""
+    redis_server = RedisServer(tmp_path)
+    redis_server.start()
+    try:
+        site = open_site(IDP_RATE_LIMIT_TOKEN="4/minute", IDP_REDIS_URL=redis_server.url)
+        client = make_cc_client()
+        token = client_credentials(site, client).json()["access_token"]
+        for _ in range(2):
+            found = site.browser().post("/introspect", data={"token": token}, auth=client.auth)
+            assert (found.status_code, found.json()["active"]) == (200, True)
+        assert site.browser().post("/revoke", data={"token": "unknown"}, auth=client.auth).status_code == 200
+        refused = client_credentials(site, client)
+        assert (refused.status_code, refused.json()["error"]) == (429, "temporarily_unavailable")
+        assert [e.detail for e in refusals(site, client_id=client.client_id)] == [{"limit": "token"}]
+        counted = redis.Redis.from_url(redis_server.url)
+        try:
+            assert counted.keys(f"{rate_limits.KEY_PREFIX}*"), "the counts are in Redis"
+        finally:
+            counted.close()
+    finally:
+        redis_server.kill()
+
+
 def test_a_per_address_limit_of_a_client_endpoint_is_answered_and_audited(open_site, make_cc_client):
     """A client endpoint may declare per-address limits as any other: its refusal is an RFC 6749
     error, and the audit event its answer writes is committed by the pipeline."""

@@ -13,22 +13,24 @@ from starlette.requests import Request
 from .. import audit
 from ..audit import Event
 from ..oauth.errors import TemporarilyUnavailable
-from ..security.rate_limits import Limit, Refusal
+from ..security.rate_limits import CountInRedis, Limit, Refusal
 from ..storage import Client
-from ..storage.database import require_database
+from ..storage.database import is_in_memory_only
 from ..web.request import context
 
 
 def throttle_client(request: Request, db: Session, client: Client) -> None:
     """Count this request of ``client``, once however often the request is tried (first in the
     event loop, then in a thread); over its limit, audit the refusal and raise a 429. A count
-    kept in Redis is a round trip, made in a thread: where the request may not block, it is
-    sent there first (:func:`~idp.storage.database.require_database`)."""
+    kept in Redis is a round trip: where the request may not block, the pipeline makes it
+    without blocking and serves the request again (:class:`CountInRedis`)."""
     refusal = getattr(request.state, "client_refusal", _UNCOUNTED)
     if refusal is _UNCOUNTED:
         limiter = context(request).rate_limiter
-        if limiter.waits(Limit.TOKEN):
-            require_database(db)
+        if limiter.waits(Limit.TOKEN) and is_in_memory_only(db):
+            raise CountInRedis(
+                Limit.TOKEN, client.id, lambda counted: setattr(request.state, "client_refusal", counted)
+            )
         refusal = limiter.check(Limit.TOKEN, client.id)
         request.state.client_refusal = refusal
     if isinstance(refusal, Refusal):

@@ -6,18 +6,27 @@ scripts, shared by every process); without it, in this process's memory. When Re
 answer, checks count in memory instead, logged as an error and counted in
 ``idp_redis_fallbacks_total``, and Redis is asked again only after ``REDIS_RETRY`` seconds: an
 outage slows no request down, and it ends by itself when Redis is back.
+
+A request served in the event loop does not wait on Redis there: a count it needs raises
+:class:`CountInRedis`, and the request pipeline makes the count with an asyncio client of that
+loop (:meth:`RateLimiter.check_async`, the same Lua scripts on the same keys) and serves it again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import limits
+import limits.aio.storage
+import limits.aio.strategies
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
@@ -65,6 +74,17 @@ class Refusal:
     retry_after: int
 
 
+class CountInRedis(Exception):
+    """A count that waits on Redis, needed where the request may not block: count it with
+    :meth:`RateLimiter.check_async` and hand the result to ``keep``, then serve the request again."""
+
+    def __init__(self, limit: Limit, key: str, keep: Callable[[Refusal | None], None]) -> None:
+        super().__init__(limit.value)
+        self.limit = limit
+        self.key = key
+        self.keep = keep
+
+
 class RateLimiter:
     def __init__(self, settings: Settings, redis_client: redis.Redis | None) -> None:
         self.enabled = settings.rate_limiting
@@ -80,6 +100,10 @@ class RateLimiter:
                 settings.redis_url, connection_pool=redis_client.connection_pool, key_prefix=KEY_PREFIX
             )
             self._redis = MovingWindowRateLimiter(storage)
+        self._redis_url = settings.redis_url if self._redis is not None else None
+        self._async: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, limits.aio.strategies.MovingWindowRateLimiter
+        ] = weakref.WeakKeyDictionary()
         self._redis_retry_at = 0.0
         self._redis_failing = False
 
@@ -99,11 +123,45 @@ class RateLimiter:
             self._fall_back(exc)
             retry_after = _hit(self._memory, rate, limit.value, key)
         else:
-            self._recovered(strategy)
+            if strategy is self._redis:
+                self._recovered()
         if retry_after is None:
             return None
         metrics.RATE_LIMITED.labels(limit.value).inc()
         return Refusal(limit, retry_after)
+
+    async def check_async(self, limit: Limit, key: str) -> Refusal | None:
+        """:meth:`check`, counting in Redis without blocking the event loop it runs in."""
+        if not self.waits(limit):
+            return self.check(limit, key)
+        rate = self._rates[limit]
+        try:
+            retry_after = await _hit_async(self._async_strategy(), rate, limit.value, key)
+        except self._redis_errors as exc:
+            self._fall_back(exc)
+            retry_after = _hit(self._memory, rate, limit.value, key)
+        else:
+            self._recovered()
+        if retry_after is None:
+            return None
+        metrics.RATE_LIMITED.labels(limit.value).inc()
+        return Refusal(limit, retry_after)
+
+    def _async_strategy(self) -> limits.aio.strategies.MovingWindowRateLimiter:
+        """An asyncio client's connections belong to the loop that opened them: one per loop."""
+        assert self._redis_url is not None
+        loop = asyncio.get_running_loop()
+        strategy = self._async.get(loop)
+        if strategy is None:
+            storage = limits.aio.storage.RedisStorage(
+                f"async+{self._redis_url}",
+                implementation="redispy",
+                key_prefix=KEY_PREFIX,
+                socket_timeout=2,
+                socket_connect_timeout=2,
+            )
+            strategy = self._async[loop] = limits.aio.strategies.MovingWindowRateLimiter(storage)
+        return strategy
 
     def waits(self, limit: Limit) -> bool:
         """Whether counting against ``limit`` now waits on Redis."""
@@ -124,8 +182,8 @@ class RateLimiter:
             REDIS_RETRY,
         )
 
-    def _recovered(self, strategy: MovingWindowRateLimiter) -> None:
-        if strategy is self._redis and self._redis_failing:
+    def _recovered(self) -> None:
+        if self._redis_failing:
             self._redis_failing = False
             log.info("rate limits: Redis answers again; counting there")
 
@@ -136,6 +194,16 @@ def _rate(settings: Settings, limit: Limit) -> limits.RateLimitItem:
     if limit is Limit.SMS_COUNTRY:
         return limits.RateLimitItemPerHour(settings.sms_budget_country_hour)
     return limits.parse(getattr(settings, f"rate_limit_{limit.value}"))
+
+
+async def _hit_async(
+    strategy: limits.aio.strategies.MovingWindowRateLimiter, rate: limits.RateLimitItem, *identifiers: str
+) -> int | None:
+    """:func:`_hit` through an asyncio strategy."""
+    if await strategy.hit(rate, *identifiers):
+        return None
+    reset_at = (await strategy.get_window_stats(rate, *identifiers)).reset_time
+    return max(1, math.ceil(reset_at - time.time()))
 
 
 def _hit(strategy: MovingWindowRateLimiter, rate: limits.RateLimitItem, *identifiers: str) -> int | None:

@@ -77,6 +77,10 @@ def in_memory_only(db: Session) -> None:
     db.info[_IN_MEMORY_ONLY] = True
 
 
+def is_in_memory_only(db: Session) -> bool:
+    return bool(db.info.get(_IN_MEMORY_ONLY))
+
+
 def require_database(db: Session) -> None:
     """For work with effects beyond ``db`` (a log line) that must happen once, or that blocks
     otherwise (a round trip to Redis): raises :class:`NeedsDatabase` at once in a session marked

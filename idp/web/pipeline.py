@@ -9,7 +9,8 @@ this order and nowhere else:
 1. read the body in the event loop, within limits, so that a slow upload never holds a thread;
 2. hop to the thread pool once (or, for a request the handler declares it may serve from memory,
    read the caches' change counters ahead and stay in the event loop unless the database is
-   needed after all), open the request's one transaction;
+   needed after all; a count in Redis it needs is made without blocking, and the request served
+   again), open the request's one transaction;
 3. authenticate the caller (the surface checks CSRF there, for a browser's unsafe request);
 4. spend the declared rate limits, for any unsafe method, before anything else is written (a spent
    one rolls back, and commits only what the surface's answer to it writes);
@@ -39,7 +40,7 @@ from ..caching.generations import Stamp
 from ..context import Context
 from ..errors import Refused
 from ..languages import speak_for
-from ..security.rate_limits import Limit, Refusal
+from ..security.rate_limits import CountInRedis, Limit, Refusal
 from ..storage.database import NeedsDatabase, in_memory_only
 from .locale import language
 from .request import context, rate_limit_address, transaction
@@ -162,11 +163,13 @@ def endpoint(surface: Surface[Who], needs: Needs, handler: Handler[Who]) -> Endp
         ctx = context(request)
         if needs.from_memory is not None and ctx.serves_from_memory and needs.from_memory(raw):
             stamp = await ctx.generations.read_ahead()
-            if stamp is not None:
+            while stamp is not None:
                 try:
                     return _serve(surface, needs, handler, request, raw, stamp)
                 except NeedsDatabase:
-                    pass
+                    break
+                except CountInRedis as count:
+                    count.keep(await ctx.rate_limiter.check_async(count.limit, count.key))
         return await run_in_threadpool(_serve, surface, needs, handler, request, raw)
 
     return serve
