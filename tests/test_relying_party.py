@@ -590,7 +590,7 @@ def test_the_claims_parameter_adds_claims_to_the_id_token_and_userinfo_apart(
     """OIDC Core §5.5: claims asked for by name reach the response they were asked for, besides
     those of the scopes; unknown ones and ones the person has no value for are left out; a refresh
     keeps them."""
-    app = register_app(live_server, "--scope", "openid offline_access")
+    app = register_app(live_server, "--scope", "openid offline_access profile email address")
     user = make_user(email=f"asked-{secrets.token_hex(4)}@example.com", name="Ada Asked")
     give_profile(ctx, user.id, address=ADDRESS, zoneinfo="Europe/Berlin")
     asked = {
@@ -610,6 +610,40 @@ def test_the_claims_parameter_adds_claims_to_the_id_token_and_userinfo_apart(
     assert client.get(op["userinfo_endpoint"]).json() == {"sub": user.id, "name": "Ada Asked"}
 
 
+def test_claims_asked_for_by_name_are_only_those_the_app_may_have_and_the_person_agreed_to(
+    browser, live_server, op, jwks_client, ctx, make_user
+):
+    """OIDC Core §3.1.2.4: the person decides before anything about them is released. An app
+    allowed only ``openid`` gets no email by naming it; an app allowed ``email`` that the person
+    agreed to for ``openid`` alone asks again, on a consent page that names the email address."""
+    narrow = register_app(live_server, "--scope", "openid offline_access")
+    user = make_user(email=f"narrow-{secrets.token_hex(4)}@example.com", name="Ada Narrow")
+    asked = {"id_token": {"email": {"essential": True}}, "userinfo": {"email": None, "name": None}}
+    client, token = claims_sign_in(browser, narrow, op, Person(user.id, user.email), "openid", asked)
+    claims = verify_id_token(jwks_client, op, narrow, token["id_token"])
+    assert not {"email", "name"} & set(claims), claims
+    assert client.get(op["userinfo_endpoint"]).json() == {"sub": user.id}
+
+    wide = register_app(live_server, "--scope", "openid email")
+    plain = OAuth2Client(
+        client_id=wide.client_id, client_secret=wide.client_secret, scope="openid",
+        redirect_uri=wide.redirect_uri, code_challenge_method="S256", timeout=10,
+    )  # fmt: skip
+    _, seen = walk_to_callback(browser, wide, start(plain, op), Person(user.id, user.email))
+    assert seen == ["consent"], "agreed to openid alone"
+    authorization = start(plain, op, claims=json.dumps(asked))
+    location = follow(browser, browser.get(authorization.url))
+    assert urlsplit(location).path == "/consent", "the email address was never agreed to"
+    page = browser.get(location)
+    assert "See your email address" in page.text, page.text
+    location = follow(browser, browser.post("/consent", data={**hidden_fields(page.text), "decision": "allow"}))
+    token = plain.fetch_token(
+        op["token_endpoint"], authorization_response=location, state=authorization.state,
+        code_verifier=authorization.verifier,
+    )  # fmt: skip
+    assert verify_id_token(jwks_client, op, wide, token["id_token"])["email"] == user.email
+
+
 @pytest.mark.parametrize(
     ("claims", "says"),
     [
@@ -622,6 +656,8 @@ def test_the_claims_parameter_adds_claims_to_the_id_token_and_userinfo_apart(
         ('{"id_token": {"sub": {"value": {"a": 1}}}}', "claims.id_token.sub.value must be a string"),
         ('{"id_token": {"sub": {"value": "a"}}, "userinfo": {"sub": {"value": "b"}}}', "two different sub"),
         ('{"id_token": {"email": null}}' + " " * 4000, "claims is longer than 4000 characters"),
+        ('{"id_token": {"sub": {"value": NaN}}}', "claims is not a JSON object"),
+        ('{"userinfo": {"email": {"values": [1e999]}}}', "claims is not a JSON object"),
     ],
 )
 def test_a_malformed_claims_parameter_is_an_invalid_request_redirect(browser, app, op, claims, says):

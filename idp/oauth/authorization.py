@@ -81,6 +81,11 @@ class AuthorizationParams:
     def from_dict(cls, data: dict[str, Any]) -> AuthorizationParams:
         return cls(**data)
 
+    def agreed_scope(self) -> list[str]:
+        """What the person agrees to: the scopes asked for, and those of the claims the app asked
+        for by name (OIDC Core §3.1.2.4: nothing about them is released without their decision)."""
+        return list(dict.fromkeys(self.scope + claims_request.scopes_asked(self.claims)))
+
 
 class AuthorizationError(Refused):
     """An error the client learns of by redirect: RFC 6749 §4.1.2.1, with ``state`` and ``iss``."""
@@ -215,7 +220,7 @@ def parse_request(
         if hint_subject is None:
             raise fail(InvalidRequest("id_token_hint is not an ID token this provider issued to this client"))
     try:
-        claims, hint_subject = checked_claims(values.get("claims"), hint_subject)
+        claims, hint_subject = checked_claims(values.get("claims"), hint_subject, client.scopes)
     except OAuthError as exc:
         raise fail(exc) from None
 
@@ -236,11 +241,14 @@ def parse_request(
     )
 
 
-def checked_claims(raw: str | None, hint_subject: str | None) -> tuple[ClaimsRequest | None, str | None]:
-    """The ``claims`` parameter checked, and the person the request is about: the ``sub`` it asks
-    for by value is one more hint that must be that person (OIDC Core §5.5.1), as ``id_token_hint``
-    is. Raises :class:`~.errors.InvalidRequest`, also when the two name different people."""
-    claims = claims_request.parse(raw)
+def checked_claims(
+    raw: str | None, hint_subject: str | None, allowed_scopes: set[str]
+) -> tuple[ClaimsRequest | None, str | None]:
+    """The ``claims`` parameter checked, kept to the claims the client's ``allowed_scopes``
+    release, and the person the request is about: the ``sub`` it asks for by value is one more
+    hint that must be that person (OIDC Core §5.5.1), as ``id_token_hint`` is. Raises
+    :class:`~.errors.InvalidRequest`, also when the two name different people."""
+    claims = claims_request.within(claims_request.parse(raw), allowed_scopes)
     wanted = claims_request.subject(claims)
     if wanted is None:
         return claims, hint_subject
@@ -326,7 +334,7 @@ def needs_consent(db: Session, client: Client, params: AuthorizationParams, user
     if "consent" in params.prompt:
         return True
     granted = db.scalar(select(Consent.scope).where(Consent.user_id == user_id, Consent.client_id == client.id))
-    return granted is None or not set(params.scope) <= set(granted.split())
+    return granted is None or not set(params.agreed_scope()) <= set(granted.split())
 
 
 def needs_sign_in(
@@ -403,16 +411,17 @@ def record_consent(db: Session, client: Client, params: AuthorizationParams, use
     """Remember the scopes granted, adding to what this person granted this client before."""
     _consent_event(db, Event.CONSENT_GIVEN, params, user_id)
     consent = db.get(Consent, (user_id, client.id))
+    agreed = params.agreed_scope()
     if consent is None:
-        db.add(Consent(user_id=user_id, client_id=client.id, scope=" ".join(params.scope), granted_at=now()))
+        db.add(Consent(user_id=user_id, client_id=client.id, scope=" ".join(agreed), granted_at=now()))
     else:
-        merged = list(dict.fromkeys(consent.scope.split() + params.scope))
+        merged = list(dict.fromkeys(consent.scope.split() + agreed))
         consent.scope = " ".join(merged)
         consent.granted_at = now()
 
 
 def _consent_event(db: Session, event: Event, params: AuthorizationParams, user_id: str) -> None:
-    scope = {"scope": " ".join(params.scope)}
+    scope = {"scope": " ".join(params.agreed_scope())}
     audit.record(db, event, outcome="success", user_id=user_id, client_id=params.client_id, detail=scope)
 
 

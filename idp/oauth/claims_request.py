@@ -12,6 +12,8 @@ kept (§5.5: others are ignored), and of each only what the provider reads: ``es
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Collection
 from typing import Any
 
 from . import scopes
@@ -39,7 +41,7 @@ def parse(raw: str | None) -> ClaimsRequest | None:
     if len(raw) > MAX_LENGTH:
         raise InvalidRequest(f"claims is longer than {MAX_LENGTH} characters")
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
     except (ValueError, RecursionError):
         raise InvalidRequest("claims is not a JSON object") from None
     if not isinstance(document, dict):
@@ -80,10 +82,41 @@ def _request(target: str, name: str, spec: object) -> dict[str, Any] | None:
     return kept
 
 
+def _not_a_number(constant: str) -> float:
+    """``NaN`` and ``Infinity`` are not JSON (RFC 8259 §6), and no database column keeps them."""
+    raise ValueError(constant)
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(text)
+    return number
+
+
 def _plain(where: str, value: object) -> str | int | float | bool:
     if not isinstance(value, str | int | float | bool) or (isinstance(value, str) and len(value) > MAX_VALUE):
         raise InvalidRequest(f"{where} must be a string of at most {MAX_VALUE} characters, a number or a boolean")
     return value
+
+
+def within(request: ClaimsRequest | None, allowed_scopes: Collection[str]) -> ClaimsRequest | None:
+    """Of the person's claims asked for, only those a scope the client may have releases: naming
+    a claim asks for it as its scope would, never around what the client was registered for."""
+    if not request:
+        return request
+    allowed = set(scopes.claims_of(set(allowed_scopes)))
+    return {
+        target: {name: spec for name, spec in members.items() if name not in scopes.CLAIMS or name in allowed}
+        for target, members in request.items()
+    }
+
+
+def scopes_asked(request: ClaimsRequest | None) -> list[str]:
+    """The scopes that release the person's claims asked for by name: what the person agrees to,
+    on the consent page, when the app names them (OIDC Core §3.1.2.4)."""
+    named = {name for members in (request or {}).values() for name in members if name in scopes.CLAIMS}
+    return [scope for scope, released in scopes.RELEASED.items() if named & set(released)]
 
 
 def asked(request: ClaimsRequest | None, target: str) -> list[str]:

@@ -221,7 +221,7 @@ def _parse(client: Client, form: Mapping[str, str]) -> AuthorizationParams:
     if not scope:
         raise InvalidScope("scope is required")
     scope_rules.check_allowed(scope, client.scopes)
-    claims, subject = checked_claims(form.get("claims"), None)
+    claims, subject = checked_claims(form.get("claims"), None, client.scopes)
     return AuthorizationParams(
         client_id=client.id,
         redirect_uri=None,

@@ -32,7 +32,7 @@ def consent(call: Visitor) -> Response:
             "request_id": pending.id,
             "client": ClientBrand.of(client),
             "account": active.user.email or active.user.phone,
-            "scopes": [(s, scopes.DESCRIPTIONS.get(s, s)) for s in params.scope],
+            "scopes": [(s, scopes.DESCRIPTIONS.get(s, s)) for s in params.agreed_scope()],
         }
         return render(call.request, "consent.html", page)
     decision = call.values.get("decision")
