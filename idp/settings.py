@@ -165,7 +165,8 @@ class Settings:
             if value is None:
                 return None
             parts = urlsplit(value)
-            if parts.scheme not in schemes or not parts.netloc:
+            where = parts.path if parts.scheme == "unix" else parts.netloc
+            if parts.scheme not in schemes or not where:
                 raise SettingsError(f"{name}: must be an absolute {' or '.join(schemes)} URL, not {value!r}")
             return value.rstrip("/")
 

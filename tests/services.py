@@ -23,6 +23,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -115,6 +116,9 @@ class RedisServer:
         self.directory = directory
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        # A socket's path has at most 107 bytes, which a test's own directory may not leave.
+        self.socket = Path(tempfile.mkdtemp(prefix="redis-")) / "redis.sock"
+        self.socket_url = f"unix://{self.socket}?db=0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -126,6 +130,8 @@ class RedisServer:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
+                "--unixsocket",
+                str(self.socket),
                 "--save",
                 "",
                 "--appendonly",

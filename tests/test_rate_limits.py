@@ -489,6 +489,22 @@ def test_with_redis_counts_from_the_event_loop_and_from_threads_share_one_budget
         redis_server.kill()
 
 
+def test_a_redis_reached_over_a_unix_socket_counts_from_the_event_loop_too(open_site, make_cc_client, tmp_path):
+    """``IDP_REDIS_URL=unix://...`` is a Redis as any other, for the counts made without blocking."""
+    redis_server = RedisServer(tmp_path)
+    redis_server.start()
+    try:
+        site = open_site(IDP_RATE_LIMIT_TOKEN="3/minute", IDP_REDIS_URL=redis_server.socket_url)
+        client = make_cc_client()
+        token = client_credentials(site, client).json()["access_token"]
+        for _ in range(2):
+            found = site.browser().post("/introspect", data={"token": token}, auth=client.auth)
+            assert (found.status_code, found.json()["active"]) == (200, True)
+        assert client_credentials(site, client).status_code == 429
+    finally:
+        redis_server.kill()
+
+
 def test_a_per_address_limit_of_a_client_endpoint_is_answered_and_audited(open_site, make_cc_client):
     """A client endpoint may declare per-address limits as any other: its refusal is an RFC 6749
     error, and the audit event its answer writes is committed by the pipeline."""

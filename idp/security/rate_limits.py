@@ -154,7 +154,7 @@ class RateLimiter:
         strategy = self._async.get(loop)
         if strategy is None:
             storage = limits.aio.storage.RedisStorage(
-                f"async+{self._redis_url}",
+                _async_url(self._redis_url),
                 implementation="redispy",
                 key_prefix=KEY_PREFIX,
                 socket_timeout=2,
@@ -194,6 +194,13 @@ def _rate(settings: Settings, limit: Limit) -> limits.RateLimitItem:
     if limit is Limit.SMS_COUNTRY:
         return limits.RateLimitItemPerHour(settings.sms_budget_country_hour)
     return limits.parse(getattr(settings, f"rate_limit_{limit.value}"))
+
+
+def _async_url(url: str) -> str:
+    """The same Redis as ``limits`` names it for redis-py's asyncio client: ``async+`` before the
+    scheme, and a socket (redis-py's ``unix://``) as ``async+redis+unix://``."""
+    scheme, _, rest = url.partition("://")
+    return f"async+redis+unix://{rest}" if scheme == "unix" else f"async+{url}"
 
 
 async def _hit_async(
