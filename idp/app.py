@@ -15,6 +15,7 @@ from starlette.routing import Mount, Route
 
 from . import api
 from .audit import run_audit_writer
+from .caching.generations import run_settling
 from .context import Context
 from .endpoints import discovery, health, metrics
 from .endpoints.authorization_challenge import authorization_challenge
@@ -72,8 +73,10 @@ async def _database_unavailable(_request: Request, exc: Exception) -> Response:
 
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    """Every server process cleans up in the background while it serves, and delivers the outbox
-    unless ``IDP_DELIVERY_WORKER=off`` leaves that to other processes."""
+    """Every server process cleans up in the background while it serves, writes the audit queue,
+    reads the caches' change counters from the database now and then
+    (:func:`~idp.caching.generations.run_settling`), and delivers the outbox unless
+    ``IDP_DELIVERY_WORKER=off`` leaves that to other processes."""
     stop = asyncio.Event()
     tasks = [
         asyncio.create_task(run_housekeeping(app.state.ctx, stop)),
@@ -81,6 +84,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     ]
     if app.state.ctx.settings.delivery_worker:
         tasks.append(asyncio.create_task(run_worker(app.state.ctx, stop)))
+    if app.state.ctx.generations.mirror is not None:
+        tasks.append(asyncio.create_task(run_settling(app.state.ctx.generations, app.state.ctx.db, stop)))
     try:
         yield
     finally:

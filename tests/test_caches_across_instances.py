@@ -17,8 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import run_idp
-from .flows import RegisteredClient, exchange, pkce_pair, sign_in
+from idp.caching.generations import SETTLE_SECONDS
+
+from .conftest import free_port, idp_json, run_idp
+from .flows import RegisteredClient, eventually, exchange, pkce_pair, sign_in
 from .instances import STORES, Instances, running, store
 from .services import RedisServer
 
@@ -169,6 +171,24 @@ def test_a_disabled_person_is_refused_at_once_on_every_instance(instances):
     assert run.returncode == 0, run.stderr
 
     assert [r.status_code for r in everywhere(instances, lambda web: web.get("/userinfo", headers=bearer))] == [401] * 3
+
+
+def test_a_change_whose_counter_never_reached_redis_still_counts_within_seconds(instances):
+    """The command that rotates the secret cannot reach Redis (here its own settings name a port
+    nobody listens on), so the processes are not told through it; they still read the counters
+    from the database every few seconds, so the old secret stops there too, shortly."""
+    if "IDP_REDIS_URL" not in instances.environ:
+        pytest.skip("without Redis the counters are read from the database or the file itself")
+    client = machine_client(instances)
+    assert [r.status_code for r in everywhere(instances, lambda web: client_credentials(web, client.auth))] == [200] * 3
+
+    unreachable = instances.environ | {"IDP_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    idp_json(unreachable, "clients", "rotate-secret", client.client_id)
+
+    def refused_everywhere() -> bool:
+        return [r.status_code for r in (client_credentials(web, client.auth) for web in instances.webs)] == [401] * 3
+
+    assert eventually(refused_everywhere, seconds=3 * SETTLE_SECONDS)
 
 
 def test_while_redis_is_down_and_after_it_restarts_empty_nothing_stale_is_used(tmp_path):

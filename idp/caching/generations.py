@@ -14,11 +14,16 @@ without blocking, and hands what it read to its session (:meth:`Generations.pres
 
 A change is written there before the command or request that made it answers, so whatever is asked
 afterwards, of any process, sees it. A process that cannot read a value uses no cache until it can.
+A change whose value could not be written there (Redis unreachable from the process that made it,
+the file unwritable) is still found in the database: every serving process also reads the counters
+there every :data:`SETTLE_SECONDS` (:func:`run_settling`) and tags with both, so no cache outlives
+a change by more than that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..storage.generations import MIRROR, Generation, Topic
@@ -41,6 +47,9 @@ log = logging.getLogger("idp.caching")
 
 Stamp = dict[Topic, str]
 """The counters as one read found them."""
+
+SETTLE_SECONDS = 5.0
+"""How often a serving process reads the counters from the database too."""
 
 _READ = "generations_read"
 
@@ -56,6 +65,9 @@ class Mirror(Protocol):
 class Generations:
     def __init__(self, mirror: Mirror | None) -> None:
         self.mirror = mirror
+        self._settled: Stamp | None = None
+        """The counters as the database last had them (:meth:`settle`)."""
+        self._settling_failed = False
 
     @classmethod
     def for_store(cls, database_url: str, redis_client: redis.Redis | None, redis_url: str | None) -> Generations:
@@ -79,14 +91,34 @@ class Generations:
         if _READ in db.info:
             found: Stamp | None = db.info[_READ]
             return found
-        stamp = self.mirror.read() if self.mirror is not None else _from_database(db)
+        stamp = self._with_settled(self.mirror.read()) if self.mirror is not None else _from_database(db)
         db.info[_READ] = stamp
         return stamp
 
     async def read_ahead(self) -> Stamp | None:
         """The counters now, read without blocking the event loop; ``None`` where only the
         database has them, or they cannot be read."""
-        return await self.mirror.read_async() if self.mirror is not None else None
+        return self._with_settled(await self.mirror.read_async()) if self.mirror is not None else None
+
+    def settle(self, maker: sessionmaker[Session]) -> None:
+        """Read the counters from the database, where every change is (a thread's work)."""
+        try:
+            with maker() as db:
+                self._settled = _from_database(db)
+        except SQLAlchemyError as exc:
+            if not self._settling_failed:
+                log.warning("change counters unreadable in the database: %s", type(exc).__name__)
+            self._settling_failed = True
+            return
+        if self._settling_failed:
+            log.info("change counters readable in the database again")
+            self._settling_failed = False
+
+    def _with_settled(self, stamp: Stamp | None) -> Stamp | None:
+        if stamp is None or self._settled is None:
+            return stamp
+        settled = self._settled
+        return {topic: f"{value}.{settled[topic]}" for topic, value in stamp.items()}
 
     def preset(self, db: Session, stamp: Stamp) -> None:
         """``db``'s transaction uses ``stamp``, read ahead, as its counters."""
@@ -209,6 +241,14 @@ class FileMirror:
         except OSError as exc:
             log.error("a change could not be written to %s: %s", self.path, exc)
             aside.unlink(missing_ok=True)
+
+
+async def run_settling(generations: Generations, maker: sessionmaker[Session], stop: asyncio.Event) -> None:
+    """Settle the counters now and every :data:`SETTLE_SECONDS` while the process serves."""
+    while not stop.is_set():
+        await asyncio.to_thread(generations.settle, maker)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SETTLE_SECONDS)
 
 
 def _forget_read(db: Session) -> None:
