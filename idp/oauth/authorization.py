@@ -25,7 +25,7 @@ from ..sso import ActiveSession
 from ..storage import AuthorizationCode, AuthorizationRequest, Client, Consent, changed_rows, now, spend_once
 from . import claims_request
 from . import scopes as scope_rules
-from .assurance import meets
+from .assurance import meets, step_up_reaches
 from .claims_request import ClaimsRequest
 from .clients import redirect_uri_registered
 from .errors import (
@@ -345,7 +345,8 @@ def needs_sign_in(
     A sign-in made for this very request (``pending.session_id``) satisfies ``prompt=login`` and
     ``max_age``; an older single sign-on session satisfies them only if it is recent enough. One
     that did not reach the ``acr`` the request insists on (OIDC Core §5.5.1.1) signs in again when
-    the person has a second factor, which the sign-in then asks for. The consent page asks this
+    the person has a second factor and a second factor is what it lacks; otherwise the request
+    fails without a sign-in that could not help. The consent page asks this
     too, so that going straight to it cannot skip a forced sign-in.
     """
     if active is None:
@@ -355,7 +356,7 @@ def needs_sign_in(
     # Whole seconds truncate the elapsed time, so ">=": max_age=0 always asks (OIDC Core §3.1.2.1).
     too_old = params.max_age is not None and now() - active.session.auth_time >= params.max_age
     other_person = params.hint_subject is not None and params.hint_subject != active.user.id
-    step_up = active.user.mfa_method is not None and not meets(
+    step_up = active.user.mfa_method is not None and step_up_reaches(
         claims_request.required_acr(params.claims), active.session.amr
     )
     return too_old or other_person or step_up or bool({"login", "select_account"} & set(params.prompt))
