@@ -554,4 +554,4 @@ def test_the_claims_parameter_reaches_the_tokens_of_a_first_party_app(site, app)
     someone_else = json.dumps({"id_token": {"sub": {"value": "someone-else"}}})
     challenge, _ = begin(site, app, user.email, scope="openid", claims=someone_else)
     refused = post(site, app, auth_session=challenge["auth_session"], password=PASSWORD)
-    assert "not the one the claims parameter names" in assert_error(refused, "access_denied")["error_description"]
+    assert "not the one the request names" in assert_error(refused, "login_required")["error_description"]

@@ -654,6 +654,8 @@ def test_claims_asked_for_by_name_are_only_those_the_app_may_have_and_the_person
         ('{"id_token": {"email": {"essential": "yes"}}}', "claims.id_token.email.essential must be true or false"),
         ('{"id_token": {"acr": {"values": "2"}}}', "claims.id_token.acr.values must be a non-empty JSON array"),
         ('{"id_token": {"sub": {"value": {"a": 1}}}}', "claims.id_token.sub.value must be a string"),
+        ('{"userinfo": {"sub": {"value": 42}}}', "claims.userinfo.sub.value must be a string"),
+        ('{"id_token": {"sub": {"value": true}}}', "claims.id_token.sub.value must be a string"),
         ('{"id_token": {"sub": {"value": "a"}}, "userinfo": {"sub": {"value": "b"}}}', "two different sub"),
         ('{"id_token": {"email": null}}' + " " * 4000, "claims is longer than 4000 characters"),
         ('{"id_token": {"sub": {"value": NaN}}}', "claims is not a JSON object"),

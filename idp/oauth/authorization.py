@@ -8,6 +8,7 @@ is kept in the database, so any process can continue it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -373,23 +374,18 @@ def decide(
 ) -> Next:
     """What comes next for this request: sign-in, the terms in force (``terms_version``) when the
     person has not accepted them yet, consent, or the response to the client."""
-    fresh = pending is not None and active is not None and pending.session_id == active.session.id
     if needs_sign_in(params, active, pending):
         if "none" in params.prompt:
             raise _redirect_error(params, LoginRequired("the person must sign in"))
         pending = pending or save_pending(db, params)
         return ShowLogin(request_id=pending.id, login_hint=params.login_hint, sign_in=client.sign_in)
     assert active is not None
-    if fresh and params.hint_subject is not None and params.hint_subject != active.user.id:
-        assert pending is not None
-        # This answer ends the request: its consent page must not give a code afterwards.
-        _answer(db, pending)
-        raise _redirect_error(params, LoginRequired("the person who signed in is not the one the request names"))
-    if not meets(claims_request.required_acr(params.claims), active.session.amr):
-        # OIDC Core §5.5.1.1: an essential acr the sign-in cannot reach is a failed authentication.
+    refused = unmet(params, active.user.id, active.session.amr)
+    if refused is not None:
         if pending is not None:
+            # This answer ends the request: its consent page must not give a code afterwards.
             _answer(db, pending)
-        raise _redirect_error(params, AccessDenied("the sign-in did not reach the acr the claims parameter requires"))
+        raise _redirect_error(params, refused)
     if terms_version is not None and active.user.terms_version != terms_version:
         if "none" in params.prompt:
             raise _redirect_error(params, InteractionRequired("the person must accept the terms"))
@@ -401,6 +397,19 @@ def decide(
         pending = pending or save_pending(db, params)
         return ShowConsent(request_id=pending.id)
     return issue_code(db, params, active, pending)
+
+
+def unmet(params: AuthorizationParams, user_id: str, amr: Iterable[str]) -> OAuthError | None:
+    """Why a sign-in, the person ``user_id`` with ``amr``, cannot answer this request, ``None``
+    when it can: it is another person than the request names (``id_token_hint``, or the ``sub``
+    the claims parameter asks for: OIDC Core §3.1.2.1, §5.5.1), or it did not reach the essential
+    ``acr`` asked for (§5.5.1.1: a failed authentication). Where a new sign-in could still help,
+    :func:`needs_sign_in` asks for one first."""
+    if params.hint_subject is not None and params.hint_subject != user_id:
+        return LoginRequired("the person who signed in is not the one the request names")
+    if not meets(claims_request.required_acr(params.claims), amr):
+        return AccessDenied("the sign-in did not reach the acr the claims parameter requires")
+    return None
 
 
 def _redirect_error(params: AuthorizationParams, error: OAuthError) -> AuthorizationError:

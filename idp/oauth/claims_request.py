@@ -72,6 +72,8 @@ def _request(target: str, name: str, spec: object) -> dict[str, Any] | None:
         kept["essential"] = spec["essential"]
     if "value" in spec:
         kept["value"] = _plain(where + ".value", spec["value"])
+        if name == "sub" and not isinstance(kept["value"], str):
+            raise InvalidRequest(f"{where}.value must be a string: a sub is one (§5.1)")
     if "values" in spec:
         values = spec["values"]
         if not isinstance(values, list) or not values:
@@ -130,8 +132,8 @@ def subject(request: ClaimsRequest | None) -> str | None:
     """The ``sub`` a request asks for by ``value`` (§5.5.1): the answer may only be about that
     person, whoever else is signed in. Raises :class:`~.errors.InvalidRequest` when the ID token
     and the UserInfo response ask for two different people."""
-    named = {
-        str(spec["value"])
+    named: set[str] = {
+        spec["value"]
         for target in TARGETS
         if (spec := (request or {}).get(target, {}).get("sub")) is not None and "value" in spec
     }

@@ -34,12 +34,9 @@ from ..accounts.errors import WrongCode
 from ..context import Context
 from ..sso import ActiveSession, start_session
 from ..storage import AuthorizationRequest, Client, PendingSignIn, User, now
-from . import claims_request
 from . import scopes as scope_rules
-from .assurance import meets
-from .authorization import AuthorizationParams, checked_claims, new_code, save_pending
+from .authorization import AuthorizationParams, checked_claims, new_code, save_pending, unmet
 from .errors import (
-    AccessDenied,
     InvalidRequest,
     InvalidScope,
     OAuthError,
@@ -233,16 +230,6 @@ def _parse(client: Client, form: Mapping[str, str]) -> AuthorizationParams:
     )
 
 
-def _check_claims(params: AuthorizationParams, user: User, amr: list[str]) -> None:
-    """What the ``claims`` parameter insists on (OIDC Core §5.5.1): the ``sub`` it names must be
-    the person who signed in, and an essential ``acr`` must be reached, the second factor having
-    been asked for already when the person has one; else no code (:class:`~.errors.AccessDenied`)."""
-    if params.hint_subject is not None and params.hint_subject != user.id:
-        raise AccessDenied("the person who signed in is not the one the claims parameter names")
-    if not meets(claims_request.required_acr(params.claims), amr):
-        raise AccessDenied("the sign-in did not reach the acr the claims parameter requires")
-
-
 def _ask_second_factor(ctx: Context, db: Session, user: User, resumed: Resumed, first_factor: list[str]) -> NoReturn:
     """The next challenge: the person's second factor, under a new ``auth_session`` (§5.3.1 lets
     every answer bring one), as the pages give the browser a new cookie once the first factor is
@@ -259,7 +246,9 @@ def _authorize(ctx: Context, db: Session, client: Client, resumed: Resumed, user
     accepted yet send the app to the browser (:class:`RedirectToWeb`), where the terms page asks."""
     if terms.pending(ctx.settings, user):
         raise RedirectToWeb("the person must accept the terms in a browser")
-    _check_claims(resumed.params, user, amr)
+    refused = unmet(resumed.params, user.id, amr)
+    if refused is not None:
+        raise refused
     origin = audit.origin(db)
     session, _ = start_session(
         db,
