@@ -68,6 +68,10 @@ class Languages:
     def get(self, tag: str | None) -> Language | None:
         return self.by_tag.get(tag) if tag else None
 
+    def nearest(self, tag: str | None) -> Language | None:
+        """The language that serves a person whose ``locale`` is ``tag``, any BCP 47 tag."""
+        return self.negotiate([tag]) if tag else None
+
     def negotiate(self, preferred: Iterable[str]) -> Language | None:
         """The first of ``preferred`` (BCP 47 tags, best first) that has a catalog, matched
         without regard to case, else by its language subtag: ``fa-IR`` is served by ``fa``."""
@@ -121,8 +125,8 @@ class Speaker:
     """The language of the request the transaction serves, if it serves one."""
 
     def language_for(self, saved: str | None) -> Language:
-        """The recipient's saved language, else the request's, else the default."""
-        chosen = self.languages.get(saved)
+        """The language nearest the recipient's saved one, else the request's, else the default."""
+        chosen = self.languages.nearest(saved)
         if chosen is not None:
             return chosen
         return self.of_request() if self.of_request is not None else self.languages.default

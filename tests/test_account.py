@@ -354,7 +354,8 @@ def test_a_username_another_person_has_is_refused(me, ctx, person, make_user):
         ({"preferred_username": "x" * 151}, "at most 150 characters"),
         ({"given_name": "x" * 201}, "at most 200 characters"),
         ({"family_name": "Love\u202elace"}, "control characters"),
-        ({"locale": "de"}, "Choose one of these languages: en, fa."),
+        ({"locale": "fa_IR"}, "A language is a tag of at most 16 characters, like en, fa or fa-IR."),
+        ({"locale": "en\nfa"}, "A language is a tag of at most 16 characters, like en, fa or fa-IR."),
     ],
 )
 def test_a_bad_profile_value_is_refused_with_its_reason(me, ctx, person, fields, says):

@@ -100,7 +100,7 @@ def test_update_sets_the_picture_and_the_address_and_refuses_bad_ones(env):  # n
     assert (cleared["picture"], cleared["address"]) == (None, None)
 
 
-def test_update_sets_the_language_and_the_time_zone_and_refuses_unknown_ones(env):  # noqa: F811
+def test_update_sets_the_language_and_the_time_zone_and_refuses_malformed_ones(env):  # noqa: F811
     ada = person(env, "ada.zone@example.com")
     updated = one(env, "users", "update", ada.id, "--locale", "fa", "--zoneinfo", "Asia/Tehran")
     assert (updated["locale"], updated["zoneinfo"]) == ("fa", "Asia/Tehran")
@@ -109,13 +109,14 @@ def test_update_sets_the_language_and_the_time_zone_and_refuses_unknown_ones(env
     for args, says in [
         (("--zoneinfo", "Mars/Olympus"), "--zoneinfo: not an IANA time zone"),
         (("--zoneinfo", "europe/berlin"), "--zoneinfo: not an IANA time zone"),
-        (("--locale", "de"), "--locale: de is not a language idp speaks"),
-        (("--locale", "fa-IR"), "--locale: fa-IR is not a language idp speaks"),
+        (("--locale", "fa_IR"), "--locale: a BCP 47 language tag (fa-IR)"),
+        (("--locale", "en fa"), "--locale: a BCP 47 language tag (fa-IR)"),
         (("--username", "ada", "--zoneinfo", "Mars/Olympus"), "--zoneinfo: not an IANA time zone"),
     ]:
         line = assert_refused(run_idp(env, "users", "update", ada.id, *args))
         assert says in line, line
     assert one(env, "users", "show", ada.id)["profile"] == shown, "a refusal writes nothing, not even the username"
+    assert one(env, "users", "update", ada.id, "--locale", "de-AT")["locale"] == "de-AT", "any BCP 47 tag"
     cleared = one(env, "users", "update", ada.id, "--locale", "", "--zoneinfo", "")
     assert (cleared["locale"], cleared["zoneinfo"]) == (None, None)
 
@@ -146,7 +147,8 @@ def test_create_refuses_a_bad_profile_and_makes_no_account(env):  # noqa: F811
     seeded = one(env, "users", "create", "--email", "grace.taken@example.com", "--username", "grace")
     for args, says in [
         (("--zoneinfo", "Mars/Olympus"), "--zoneinfo: not an IANA time zone"),
-        (("--locale", "xx"), "--locale: xx is not a language idp speaks"),
+        (("--locale", "fa_IR"), "--locale: a BCP 47 language tag (fa-IR) of at most 16 characters"),
+        (("--locale", "de-" + "x" * 14), "--locale: a BCP 47 language tag (fa-IR) of at most 16 characters"),
         (("--picture", "http://pictures.example/ada.png"), "--picture: not https"),
         (("--picture", "javascript:alert(1)"), "--picture: not a url"),
         (("--address", "Berlin"), "--address: a JSON object"),

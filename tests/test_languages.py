@@ -202,13 +202,35 @@ def test_switching_while_signed_in_saves_the_language_on_the_person(site, browse
     assert PERSIAN_PAGE in page.text, "the saved language outranks the browser's"
 
 
+def test_a_saved_tag_without_a_catalog_of_its_own_is_served_by_the_nearest_and_kept(site, browsers):
+    """An imported ``fa-IR`` is Persian; a ``de-AT`` idp does not speak is kept as the person's
+    (the ``locale`` claim), shown on the profile form, and a save of the form does not lose it."""
+    person = new_person(site, "nearest")
+    with ctx_of(site).db.begin() as db:
+        db.get(User, person.id).locale = "fa-IR"  # type: ignore[union-attr]
+    sign_in(site, person.email)
+    assert PERSIAN_PAGE in site.get("/account", headers={"Accept-Language": "en"}).text
+
+    with ctx_of(site).db.begin() as db:
+        db.get(User, person.id).locale = "de-AT"  # type: ignore[union-attr]
+    page = site.get("/account", headers={"Accept-Language": "en"})
+    assert PERSIAN_PAGE not in page.text
+    assert '<option value="de-AT" lang="de-AT" dir="ltr" selected>de-AT</option>' in page.text
+    form = {**hidden_fields(page.text), "locale": "de-AT", "given_name": "Ada"}
+    assert site.post("/account/profile", data=form).status_code == 303
+    with ctx_of(site).db() as db:
+        saved = db.get(User, person.id)
+        assert saved is not None and (saved.locale, saved.given_name) == ("de-AT", "Ada")
+
+
 # --- messages in the recipient's language --------------------------------------------------------
 
 
-def test_a_code_goes_in_the_recipients_saved_language(site):
-    person = new_person(site, "saved-code")
+@pytest.mark.parametrize("saved", ["fa", "fa-IR"])
+def test_a_code_goes_in_the_recipients_saved_language(site, saved):
+    person = new_person(site, f"saved-code-{saved}")
     with ctx_of(site).db.begin() as db:
-        db.get(User, person.id).locale = "fa"  # type: ignore[union-attr]
+        db.get(User, person.id).locale = saved  # type: ignore[union-attr]
     ask_for_code(site, person.email)
     [email] = sent_to(site, person.email)
     assert email["subject"].startswith("کد ورود شما: ")

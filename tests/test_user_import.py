@@ -291,10 +291,13 @@ def test_bad_lines_are_named_and_nothing_of_them_is_written(environ, site, tmp_p
         {"id": "15", "email": "fifteen@example.com", "picture": "http://pictures.example/a.png"},
         {"id": "16", "email": "sixteen@example.com", "address": "Berlin"},
         {"id": "17", "email": "seventeen@example.com", "address": {"locality": "Ber\u0007lin"}},
+        {"id": "18\n", "email": "eighteen@example.com"},
+        {"id": "19", "email": "nineteen@example.com", "locale": "fa_IR"},
+        {"id": "20", "email": "twenty@example.com", "locale": "de-"},
     ]
     summary, errors, status = import_file(environ, write_lines(tmp_path / "people.jsonl", lines))
     assert status == 2
-    assert summary == {"imported": 2, "unchanged": 0, "failed": 14}
+    assert summary == {"imported": 2, "unchanged": 0, "failed": 17}
     assert errors == [
         "line 2: not a JSON object",
         "line 3: id: required, a string",
@@ -310,6 +313,9 @@ def test_bad_lines_are_named_and_nothing_of_them_is_written(environ, site, tmp_p
         "line 15: picture: not https",
         "line 16: address: an object of formatted, street_address, locality, region, postal_code, country",
         "line 17: address: control characters, part locality",
+        "line 18: id: at most 64 printable characters without spaces",
+        "line 19: locale: not a BCP 47 language tag of at most 16 characters (fa-IR)",
+        "line 20: locale: not a BCP 47 language tag of at most 16 characters (fa-IR)",
     ]
     people = export(environ)
     assert sorted(person["email"] for person in people) == ["one@example.com", "uuid@example.com"]

@@ -21,11 +21,11 @@ from ..sso import end_session
 from ..storage import BrowserSession, Grant, User, UserGroup, now, revoke_grants
 from . import links, recovery
 from .errors import AccountError
+from .language_tags import MAX_LANGUAGE_TAG, LanguageTagRefused, clean_language_tag
 from .person_lines import MAX_GROUP
 from .phones import PhoneError, to_e164
 from .picture import PictureRefused, clean_picture
 from .postal_address import AddressRefused, clean_address
-from .profile import UnknownLanguage, known_language
 from .time_zones import UnknownTimeZone, clean_zoneinfo
 from .usernames import MAX_USERNAME, UsernameRefused, UsernameTaken, clean_username, ensure_free
 from .users import UserError, clean_name, get_user, lock_user, normalize_email, said
@@ -179,15 +179,14 @@ def _username(db: Session, user: User, raw: str) -> str | None:
 
 
 def _locale(raw: str) -> str | None:
-    """Checked as the person's own choice is (:func:`~.profile.known_language`): the language of
-    their pages and messages. An empty one removes it, so that the request's language is used."""
-    tag = raw.strip()
-    if not tag:
+    """Checked as the person's own choice is (:mod:`.language_tags`). An empty one removes it, so
+    that the request's language is used."""
+    if not raw.strip():
         return None
     try:
-        return known_language(tag)
-    except UnknownLanguage as exc:
-        raise UserError(f"--locale: {tag} is not a language idp speaks ({exc.data['supported']})") from None
+        return clean_language_tag(raw)
+    except LanguageTagRefused:
+        raise UserError(f"--locale: a BCP 47 language tag (fa-IR) of at most {MAX_LANGUAGE_TAG} characters") from None
 
 
 def _address(raw: str) -> dict[str, str] | None:

@@ -48,7 +48,7 @@ class Code(StrEnum):
     INVALID_LINK = "invalid-link"
     EMAIL_TAKEN = "email-taken"
     ACCOUNT_CHANGED = "account-changed"
-    UNKNOWN_LANGUAGE = "unknown-language"
+    INVALID_LANGUAGE = "invalid-language"
     TERMS_NOT_ACCEPTED = "terms-not-accepted"
     INVALID_USERNAME = "invalid-username"
     USERNAME_TAKEN = "username-taken"

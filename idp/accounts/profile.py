@@ -33,7 +33,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..audit import mask
-from ..catalogs import available
 from ..context import Context
 from ..messaging.outbox import enqueue, notice_useful_until
 from ..sso import end_session
@@ -43,6 +42,7 @@ from .codes_vocabulary import Channel, Purpose, SecondFactorMethod
 from .confirmation import drop_unconfirmed_phone
 from .devices import describe
 from .errors import AccountError, Code, WrongCode
+from .language_tags import clean_language_tag
 from .phones import to_e164
 from .picture import clean_picture
 from .postal_address import clean_address
@@ -122,26 +122,12 @@ def profile_of(user: User) -> dict[str, Any]:
     }
 
 
-class UnknownLanguage(AccountError):
-    """A language without a catalog: the person's pages and messages could not be in it."""
-
-    code = Code.UNKNOWN_LANGUAGE
-
-
-def known_language(tag: str) -> str:
-    """Raises :class:`UnknownLanguage` for a ``tag`` that names no catalog (``ui_locales_supported``):
-    a person's language chooses the catalog of their pages and messages, wherever it is set."""
-    if tag not in available():
-        raise UnknownLanguage(supported=", ".join(available()))
-    return tag
-
-
 _CHECKS: dict[str, Callable[[str], str | None]] = {
     "name": clean_name,
     "given_name": clean_name,
     "family_name": clean_name,
     "preferred_username": clean_username,
-    "locale": known_language,
+    "locale": clean_language_tag,
     "zoneinfo": clean_zoneinfo,
     "picture": clean_picture,
 }
@@ -161,7 +147,7 @@ def update_profile(
 
     Raises :class:`~.users.NameRefused`, :class:`~.usernames.UsernameRefused`,
     :class:`~.usernames.UsernameTaken` (also when another person took it at the same moment),
-    :class:`UnknownLanguage`, :class:`~.time_zones.UnknownTimeZone`,
+    :class:`~.language_tags.LanguageTagRefused`, :class:`~.time_zones.UnknownTimeZone`,
     :class:`~.picture.PictureRefused` or :class:`~.postal_address.AddressRefused`.
     """
     checked: dict[str, object] = {field: _CHECKS[field](changes[field]) for field in EDITABLE if field in changes}

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from ..accounts import commands, email_change, postal_address, profile
 from ..accounts.commands import Actor
+from ..accounts.language_tags import MAX_LANGUAGE_TAG
 from ..accounts.picture import MAX_PICTURE
 from ..accounts.reauthentication import MAX_PASSWORD_INPUT
 from ..accounts.usernames import MAX_USERNAME, asks_another
@@ -42,7 +43,10 @@ PROFILE_FIELDS: Fields = {
         required=False,
     ),
     "locale": Field(
-        16, "The language of the person's pages and messages: one of `ui_locales_supported`.", required=False
+        MAX_LANGUAGE_TAG,
+        "The person's language, a BCP 47 tag like `fa-IR`; their pages and messages are in the nearest of "
+        "`ui_locales_supported`.",
+        required=False,
     ),
     "zoneinfo": Field(64, "An IANA time zone, like `Europe/Berlin`; an empty string removes it.", required=False),
     "picture": Field(

@@ -104,7 +104,10 @@ _SCHEMAS: dict[str, Any] = {
             },
             "locale": {
                 "type": ["string", "null"],
-                "description": "The language the person chose; null: their browser's, else the provider's default.",
+                "description": (
+                    "The person's language, a BCP 47 tag; the pages use the nearest of `ui_locales_supported`. "
+                    "null: their browser's, else the provider's default."
+                ),
             },
             "zoneinfo": {"type": ["string", "null"], "description": "An IANA time zone."},
             "picture": {"type": ["string", "null"], "description": "The https URL of the person's picture."},
@@ -267,7 +270,7 @@ def document(issuer: str) -> dict[str, Any]:
                         "409": _problem("`username-taken`: another person has the `preferred_username`."),
                         "422": _problem(
                             "`invalid-body`; `invalid-name`: a name is refused; `invalid-username`; "
-                            "`unknown-language`: the `locale` is not one of `ui_locales_supported`; "
+                            "`invalid-language`: the `locale` is not a BCP 47 language tag; "
                             "`unknown-time-zone`: the `zoneinfo` is not an IANA time zone; `invalid-picture`: the "
                             "`picture` is not an https URL; `invalid-address`: a part of the `address` is too long "
                             "or holds control characters."

@@ -45,7 +45,7 @@ KINDS = {
     "unsupported-media-type": Kind(415, "The request body must be application/json"),
     "invalid-body": Kind(422, "The request body does not match the operation's schema"),
     "invalid-name": Kind(422, "The name cannot be used"),
-    "unknown-language": Kind(422, "The provider does not speak this language"),
+    "invalid-language": Kind(422, "The language is not a BCP 47 language tag"),
     "invalid-username": Kind(422, "The username cannot be used"),
     "username-taken": Kind(409, "Another person has this username"),
     "unknown-time-zone": Kind(422, "The time zone is not an IANA time zone"),

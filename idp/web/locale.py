@@ -7,7 +7,8 @@ Chosen in this order, the first that names a language idp has a catalog for:
 2. ``ui_locales`` (OpenID Connect Core §3.1.2.1: BCP 47 tags, best first) of the page's own URL,
    or of the authorization request the page serves (:func:`note_ui_locales`), so that it holds on
    every page of the sign-in, not only the first;
-3. the signed-in person's saved language (:func:`note_saved`);
+3. the signed-in person's saved language (:func:`note_saved`), or the nearest one: ``fa-IR`` is
+   served in ``fa``;
 4. the browser's ``Accept-Language``;
 5. ``IDP_DEFAULT_LOCALE``.
 """
@@ -37,7 +38,7 @@ def language(request: Request) -> Language:
     return (
         languages.get(browser_cookie(request, COOKIE))
         or languages.negotiate(_ui_locales(request))
-        or languages.get(getattr(request.state, "saved_locale", None))
+        or languages.nearest(getattr(request.state, "saved_locale", None))
         or languages.negotiate(accepted_languages(request.headers.get("accept-language", "")))
         or languages.default
     )

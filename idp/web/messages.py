@@ -17,7 +17,9 @@ from ..languages import Language
 
 SENTENCES: dict[tuple[Code, str], str] = {
     (Code.INVALID_NAME, "too_long"): N_("The name can have at most {max_length} characters."),
-    (Code.UNKNOWN_LANGUAGE, "unknown-language"): N_("Choose one of these languages: {supported}."),
+    (Code.INVALID_LANGUAGE, "invalid-language"): N_(
+        "A language is a tag of at most {max_length} characters, like en, fa or fa-IR."
+    ),
     (Code.INVALID_NAME, "control_characters"): N_(
         "The name cannot hold control characters or text-direction overrides."
     ),
