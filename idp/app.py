@@ -52,6 +52,7 @@ from .pages.login import login
 from .pages.logout import logout
 from .pages.password import forgot_password, reset_password
 from .pages.register import register, resend_verification, verify_email
+from .pages.step_up import step_up
 from .pages.terms import terms_page
 from .security.headers import SecurityHeaders
 from .security.null_bytes import NullBytes
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/login/code", request_code, methods=["GET", "POST"]),
         Route("/login/verify", enter_code, methods=["GET", "POST"]),
         Route("/login/verify/resend", resend_code, methods=["POST"]),
+        Route("/login/step-up", step_up, methods=["GET", "POST"]),
         Route("/consent", consent, methods=["GET", "POST"]),
         Route("/terms", terms_page, methods=["GET", "POST"]),
         Route("/language", switch_language, methods=["POST"]),

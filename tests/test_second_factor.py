@@ -765,6 +765,34 @@ def test_browser_password_and_totp_from_an_app(tab, make_user, live_server, rp):
     assert tab.csp_violations() == []
 
 
+def test_browser_step_up_asks_for_the_authenticator_code_alone(tab, make_user, live_server, rp):
+    """In Chromium: signed in with the password, then an authenticator app turned on; an app that
+    insists on acr 2 gets it by the authenticator's code alone, without the password again."""
+    person = make_user(name="Sam Stepup")
+    page = tab.page
+    page.goto(live_server.url + "/login")
+    tab.sign_in(person.email, person.password)
+    page.goto(live_server.url + "/account/security")
+    tab.submit("button[name=method][value=totp]")
+    secret = page.inner_text("#totp-key").replace(" ", "")
+    page.fill("input[name=code]", pyotp.TOTP(secret).now())
+    tab.submit("button[type=submit]")
+
+    _, verifier = tab.authorize(claims=ACR_2)
+    assert tab.path() == "/login/step-up", page.url
+    assert "authenticator app" in page.inner_text("main")
+    tab.submit("form[action='/login/step-up'] button[type=submit]")
+    assert tab.path() == "/login/verify", page.url
+    page.fill("input[name=code]", next_step_code(secret))
+    tab.submit("form[action='/login/verify'] button[type=submit]")
+    assert tab.path() == "/consent", page.url
+    page.click("button[name=decision][value=allow]")
+    callback = tab.wait_for_callback()
+    claims = verify_id_token(live_server, rp, exchange(live_server, rp, callback.params["code"], verifier)["id_token"])
+    assert claims["acr"] == "2" and claims["amr"] == ["pwd", "otp", "mfa"]
+    assert tab.csp_violations() == []
+
+
 def test_browser_password_and_email_code_from_an_app(browser, base_environ, own_database_url, tmp_path, relying_app):
     sink, controller = smtp_sink()
     url = own_database_url
@@ -820,24 +848,76 @@ def test_browser_password_and_email_code_from_an_app(browser, base_environ, own_
 ACR_2 = json.dumps({"id_token": {"acr": {"essential": True, "values": ["2"]}}})
 
 
-def test_an_essential_acr_2_asks_a_one_factor_session_for_the_second_factor(mfa_ctx, browser_of, messages):
+def sent_to(caplog: pytest.LogCaptureFixture, recipient: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "idp.messages" and f" to {recipient}" in r.getMessage()]
+
+
+def sessions_of(ctx: Context, user_id: str) -> list[BrowserSession]:
+    with ctx.db() as db:
+        return list(db.scalars(select(BrowserSession).where(BrowserSession.user_id == user_id)))
+
+
+def test_an_essential_acr_2_asks_a_password_session_for_the_second_factor_alone(mfa_ctx, browser_of, messages):
     """OIDC Core §5.5.1.1: a session signed in with the password alone (before two-step sign-in
-    was turned on) does not reach acr 2; an app that insists on it sends the person through the
-    sign-in again, which now asks for the second factor, and the ID token says acr 2."""
+    was turned on) does not reach acr 2. An app that insists on it has the person give their second
+    factor, not their password again: opening the page sends nothing (anyone can link there), its
+    button sends the code, and the code makes a new session in place of the old, at acr 2."""
     person = new_person(mfa_ctx)
     web = signed_in_browser(browser_of, person)
     turn_on(mfa_ctx, person.id, "email")
+    [before] = sessions_of(mfa_ctx, person.id)
     client = new_app_client(mfa_ctx)
     verifier, challenge = pkce_pair()
 
     without = web.get("/authorize", params=authorize_params(client, challenge, claims=ACR_2, prompt="none"))
     assert query_of(without.headers["location"])["error"] == "login_required"
 
-    response = web.get("/authorize", params=authorize_params(client, challenge, claims=ACR_2))
-    assert response.status_code == 303 and urlsplit(response.headers["location"]).path == "/login", response.text
     messages.clear()
-    assert_waits_for_second_factor(password_sign_in(web, person, query_of(response.headers["location"])["request"]))
+    response = web.get("/authorize", params=authorize_params(client, challenge, claims=ACR_2))
+    assert response.status_code == 303 and urlsplit(response.headers["location"]).path == "/login/step-up"
+    page = web.get(response.headers["location"])
+    assert page.status_code == 200 and "Confirm it is you" in page.text, page.text
+    assert "We will send a code to your email address." in page.text
+    deliver_due(mfa_ctx)
+    assert sent_to(messages, person.email) == [], "opening the page sends no code"
+    assert (
+        web.get("/consent", params={"request": query_of(response.headers["location"])["request"]})
+        .headers["location"]
+        .startswith("/login/step-up?")
+    ), "the consent page cannot be reached around it"
+
+    started = web.post("/login/step-up", data=hidden_fields(page.text))
+    assert_waits_for_second_factor(started)
     response = enter_code(web, code_sent_to(mfa_ctx, messages, person.email))
     assert response.status_code == 303, response.text
+    claims = id_token_claims(web, client, response.headers["location"], verifier)
+    assert claims["acr"] == "2" and claims["amr"] == ["pwd", "otp", "mfa"]
+    assert claims["auth_time"] >= before.auth_time
+    sessions = {session.id: session for session in sessions_of(mfa_ctx, person.id)}
+    assert sessions[before.id].ended_at is not None, "the password-only session is replaced"
+    [after] = [session for session in sessions.values() if session.ended_at is None]
+    assert after.amr == ["pwd", "otp", "mfa"] and after.expires_at - after.created_at == (
+        before.expires_at - before.created_at
+    )
+    assert claims["sid"] == after.id
+
+
+def test_a_session_of_a_code_alone_signs_in_again_for_acr_2(mfa_ctx, browser_of, messages):
+    """Which channel proved a session of a one-time code is not kept: the person signs in again,
+    where a password and the second factor reach acr 2."""
+    person = new_person(mfa_ctx)
+    web = signed_in_browser(browser_of, person)
+    turn_on(mfa_ctx, person.id, "email")
+    with mfa_ctx.db.begin() as db:
+        db.execute(update(BrowserSession).where(BrowserSession.user_id == person.id).values(amr=["otp"]))
+    client = new_app_client(mfa_ctx)
+    verifier, challenge = pkce_pair()
+    response = web.get("/authorize", params=authorize_params(client, challenge, claims=ACR_2))
+    assert response.status_code == 303 and urlsplit(response.headers["location"]).path == "/login", response.text
+    request = query_of(response.headers["location"])["request"]
+    assert web.get("/login/step-up", params={"request": request}).headers["location"].startswith("/login?")
+    messages.clear()
+    assert_waits_for_second_factor(password_sign_in(web, person, request))
+    response = enter_code(web, code_sent_to(mfa_ctx, messages, person.email))
     claims = id_token_claims(web, client, response.headers["location"], verifier)
     assert claims["acr"] == "2" and "mfa" in claims["amr"]

@@ -120,6 +120,14 @@ class ShowLogin:
 
 
 @dataclass(frozen=True)
+class ShowSecondFactor:
+    """The person is signed in, with a password, and the request insists on an ``acr`` their
+    second factor would reach: that factor is all they are asked for (:func:`second_factor_suffices`)."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
 class ShowConsent:
     request_id: str
 
@@ -129,7 +137,7 @@ class ShowTerms:
     request_id: str
 
 
-Next = AuthorizationResponse | ShowLogin | ShowConsent | ShowTerms
+Next = AuthorizationResponse | ShowLogin | ShowSecondFactor | ShowConsent | ShowTerms
 
 
 def parse_request(
@@ -354,13 +362,33 @@ def needs_sign_in(
         return True
     if pending is not None and pending.session_id == active.session.id:
         return False
+    return _must_sign_in_again(params, active) or _lacks_second_factor(params, active)
+
+
+def second_factor_suffices(params: AuthorizationParams, active: ActiveSession | None) -> bool:
+    """Whether the person signed in lacks only their second factor: the session was made with
+    their password (before two-step sign-in was turned on, say), is recent enough, is theirs, and
+    the request insists on an ``acr`` the second factor reaches. A session of a one-time code
+    alone signs in again instead: which channel proved it is not kept, and a second code to the
+    same channel would prove nothing more."""
+    return (
+        active is not None
+        and "pwd" in active.session.amr
+        and not _must_sign_in_again(params, active)
+        and _lacks_second_factor(params, active)
+    )
+
+
+def _must_sign_in_again(params: AuthorizationParams, active: ActiveSession) -> bool:
     # Whole seconds truncate the elapsed time, so ">=": max_age=0 always asks (OIDC Core §3.1.2.1).
     too_old = params.max_age is not None and now() - active.session.auth_time >= params.max_age
     other_person = params.hint_subject is not None and params.hint_subject != active.user.id
-    step_up = active.user.mfa_method is not None and step_up_reaches(
-        claims_request.required_acr(params.claims), active.session.amr
-    )
-    return too_old or other_person or step_up or bool({"login", "select_account"} & set(params.prompt))
+    return too_old or other_person or bool({"login", "select_account"} & set(params.prompt))
+
+
+def _lacks_second_factor(params: AuthorizationParams, active: ActiveSession) -> bool:
+    required = claims_request.required_acr(params.claims)
+    return active.user.mfa_method is not None and step_up_reaches(required, active.session.amr)
 
 
 def decide(
@@ -378,6 +406,8 @@ def decide(
         if "none" in params.prompt:
             raise _redirect_error(params, LoginRequired("the person must sign in"))
         pending = pending or save_pending(db, params)
+        if second_factor_suffices(params, active):
+            return ShowSecondFactor(request_id=pending.id)
         return ShowLogin(request_id=pending.id, login_hint=params.login_hint, sign_in=client.sign_in)
     assert active is not None
     refused = unmet(params, active.user.id, active.session.amr)

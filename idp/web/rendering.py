@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..accounts.sign_in_methods import leads_with_code
-from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin, ShowTerms
+from ..oauth.authorization import AuthorizationResponse, Next, ShowConsent, ShowLogin, ShowSecondFactor, ShowTerms
 from .branding import image_policy
 from .locale import language, switcher_action, translate
 from .request import context as services
@@ -71,6 +71,8 @@ def next_step(request: Request, step: Next) -> Response:
     if isinstance(step, ShowLogin):
         page = "/login/code" if leads_with_code(services(request).settings, step.sign_in) else "/login"
         return RedirectResponse(f"{page}?{urlencode({'request': step.request_id})}", status_code=303)
+    if isinstance(step, ShowSecondFactor):
+        return RedirectResponse(f"/login/step-up?{urlencode({'request': step.request_id})}", status_code=303)
     if isinstance(step, ShowConsent):
         return RedirectResponse(f"/consent?{urlencode({'request': step.request_id})}", status_code=303)
     if isinstance(step, ShowTerms):
