@@ -11,6 +11,7 @@ from __future__ import annotations
 from starlette.responses import RedirectResponse, Response
 
 from ..oauth.authorization import decide, needs_sign_in
+from ..security.rate_limits import Limit
 from ..storage import BrowserSession
 from ..web.branding import ClientBrand
 from ..web.pipeline import Needs
@@ -20,8 +21,9 @@ from .surface import Visitor, visit
 from .waiting_request import WAITING, waiting
 
 
-@visit(WAITING, Needs(lock=False))
+@visit(WAITING, Needs(limits=(Limit.VERIFICATION,), lock=False))
 def step_up(call: Visitor) -> Response:
+    """Each press sends a code, so it spends what asking for a code again spends."""
     found = waiting(call, stepping_up=True)
     if isinstance(found, RedirectResponse):
         return found
