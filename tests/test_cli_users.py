@@ -88,6 +88,7 @@ def test_update_sets_the_picture_and_the_address_and_refuses_bad_ones(env):  # n
         (("--picture", "http://pictures.example/ada.png"), "--picture: not https"),
         (("--picture", "javascript:alert(1)"), "--picture: not a url"),
         (("--address", "Berlin"), "--address: a JSON object"),
+        (("--address", '"Berlin"'), "--address: not an object, parts formatted, street_address, locality"),
         (("--address", '{"planet": "Mars"}'), "--address: not a part, part planet"),
         (("--address", json.dumps({"postal_code": "1" * 21})), "--address: too long, part postal_code, max length 20"),
     ]:

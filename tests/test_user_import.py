@@ -311,7 +311,7 @@ def test_bad_lines_are_named_and_nothing_of_them_is_written(environ, site, tmp_p
         "line 11: groups: a list of strings",
         "line 14: id: at most 64 printable characters without spaces",
         "line 15: picture: not https",
-        "line 16: address: an object of formatted, street_address, locality, region, postal_code, country",
+        "line 16: address: not an object, parts formatted, street_address, locality, region, postal_code, country",
         "line 17: address: control characters, part locality",
         "line 18: id: at most 64 printable characters without spaces",
         "line 19: locale: not a BCP 47 language tag of at most 16 characters (fa-IR)",

@@ -194,9 +194,7 @@ def _address(raw: str) -> dict[str, str] | None:
     try:
         value = json.loads(raw)
     except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise UserError('--address: a JSON object, like {"locality": "Berlin", "country": "Germany"}')
+        raise UserError('--address: a JSON object, like {"locality": "Berlin", "country": "Germany"}') from None
     try:
         return clean_address(value)
     except AddressRefused as exc:

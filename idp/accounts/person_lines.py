@@ -202,13 +202,8 @@ def _picture(fields: dict[str, Any]) -> str | None:
 
 def _address(fields: dict[str, Any]) -> dict[str, str] | None:
     """An object of OpenID Connect's address parts (``null`` or ``{}``: none)."""
-    value = fields.get("address")
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise LineError("address: an object of formatted, street_address, locality, region, postal_code, country")
     try:
-        return clean_address(value)
+        return clean_address(fields.get("address"))
     except AddressRefused as exc:
         raise LineError(f"address: {said(exc)}") from None
 

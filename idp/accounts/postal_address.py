@@ -31,9 +31,9 @@ MULTILINE = frozenset({"formatted", "street_address"})
 
 
 class AddressRefused(AccountError):
-    """An address that cannot be kept: ``not_a_part`` (``part``: a member §5.1.1 does not
-    define), ``not_text`` (``part``), ``too_long`` (``part``, ``max_length``) or
-    ``control_characters`` (``part``)."""
+    """An address that cannot be kept: ``not_an_object`` (``parts``: those it may have),
+    ``not_a_part`` (``part``: a member §5.1.1 does not define), ``not_text`` (``part``),
+    ``too_long`` (``part``, ``max_length``) or ``control_characters`` (``part``)."""
 
     code = Code.INVALID_ADDRESS
 
@@ -53,11 +53,15 @@ def _clean_part(part: str, raw: object) -> str | None:
     return value or None
 
 
-def clean_address(raw: Mapping[str, object] | None) -> dict[str, str] | None:
+def clean_address(raw: object) -> dict[str, str] | None:
     """The address to keep, its empty parts left out and ``formatted`` made from the others when
-    it is not given; ``None`` when no part has a value. Raises :class:`AddressRefused`."""
-    if not raw:
+    it is not given; ``None`` when no part has a value (``null`` and ``{}`` among them). Raises
+    :class:`AddressRefused`, also for what is not an object of parts at all (an import's line or
+    the command line can give anything JSON holds)."""
+    if raw is None:
         return None
+    if not isinstance(raw, Mapping):
+        raise AddressRefused("not_an_object", parts=", ".join(PARTS))
     unknown = sorted(set(raw) - set(PARTS))
     if unknown:
         raise AddressRefused("not_a_part", part=unknown[0])

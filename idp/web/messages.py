@@ -35,6 +35,7 @@ SENTENCES: dict[tuple[Code, str], str] = {
     (Code.INVALID_ADDRESS, "too_long"): N_("That part of the address can have at most {max_length} characters."),
     (Code.INVALID_ADDRESS, "control_characters"): N_("The address cannot hold control characters."),
     (Code.INVALID_ADDRESS, "not_text"): N_("Each part of the address must be text."),
+    (Code.INVALID_ADDRESS, "not_an_object"): N_("An address is made of these parts: {parts}."),
     (Code.INVALID_ADDRESS, "not_a_part"): N_("An address has no part named {part}."),
     (Code.WRONG_PASSWORD, "wrong_password"): N_("Your current password is not right."),
     (Code.WRONG_PASSWORD, "registration_password"): N_(
