@@ -111,11 +111,11 @@ def browser(live_server: LiveServer) -> Iterator[httpx.Client]:
         yield client
 
 
-def oauth_client(app: App) -> OAuth2Client:
+def oauth_client(app: App, scope: str = SCOPE) -> OAuth2Client:
     return OAuth2Client(
         client_id=app.client_id,
         client_secret=app.client_secret,
-        scope=SCOPE,
+        scope=scope,
         redirect_uri=app.redirect_uri,
         code_challenge_method="S256",
         token_endpoint_auth_method="client_secret_basic",
@@ -459,17 +459,11 @@ def test_cli_made_client_secret_is_required(app, op):
 
 
 def scoped_sign_in(
-    browser: httpx.Client, app: App, op: dict[str, Any], person: Person, scope: str
+    browser: httpx.Client, app: App, op: dict[str, Any], person: Person, scope: str, **extra: str
 ) -> tuple[OAuth2Client, dict[str, Any]]:
-    client = OAuth2Client(
-        client_id=app.client_id,
-        client_secret=app.client_secret,
-        scope=scope,
-        redirect_uri=app.redirect_uri,
-        code_challenge_method="S256",
-        timeout=10,
-    )
-    authorization = start(client, op)
+    """Authlib's client signed in for ``scope``, with ``extra`` authorization parameters: it and its token."""
+    client = oauth_client(app, scope)
+    authorization = start(client, op, **extra)
     callback, _ = walk_to_callback(browser, app, authorization, person)
     token = client.fetch_token(
         op["token_endpoint"],
@@ -562,28 +556,6 @@ def test_address_scope_and_picture_reach_authlib(browser, live_server, op, jwks_
     assert "address" not in client.get(op["userinfo_endpoint"]).json(), "the address scope was not asked for"
 
 
-def claims_sign_in(
-    browser: httpx.Client, app: App, op: dict[str, Any], person: Person, scope: str, claims: dict[str, Any]
-) -> tuple[OAuth2Client, dict[str, Any]]:
-    client = OAuth2Client(
-        client_id=app.client_id,
-        client_secret=app.client_secret,
-        scope=scope,
-        redirect_uri=app.redirect_uri,
-        code_challenge_method="S256",
-        timeout=10,
-    )
-    authorization = start(client, op, claims=json.dumps(claims))
-    callback, _ = walk_to_callback(browser, app, authorization, person)
-    token = client.fetch_token(
-        op["token_endpoint"],
-        authorization_response=callback,
-        state=authorization.state,
-        code_verifier=authorization.verifier,
-    )
-    return client, dict(token)
-
-
 def test_the_claims_parameter_adds_claims_to_the_id_token_and_userinfo_apart(
     browser, live_server, op, jwks_client, ctx, make_user
 ):
@@ -597,7 +569,8 @@ def test_the_claims_parameter_adds_claims_to_the_id_token_and_userinfo_apart(
         "id_token": {"email": {"essential": True}, "address": None, "nickname": None, "zoneinfo": None},
         "userinfo": {"name": None, "picture": {"essential": True}, "unknown_claim": {"value": 1}},
     }
-    client, token = claims_sign_in(browser, app, op, Person(user.id, user.email), "openid offline_access", asked)
+    person = Person(user.id, user.email)
+    client, token = scoped_sign_in(browser, app, op, person, "openid offline_access", claims=json.dumps(asked))
     claims = verify_id_token(jwks_client, op, app, token["id_token"])
     assert claims["email"] == user.email and claims["address"] == ADDRESS and claims["zoneinfo"] == "Europe/Berlin"
     assert not {"email_verified", "name", "nickname", "picture"} & set(claims), "only what was asked for"
@@ -619,16 +592,13 @@ def test_claims_asked_for_by_name_are_only_those_the_app_may_have_and_the_person
     narrow = register_app(live_server, "--scope", "openid offline_access")
     user = make_user(email=f"narrow-{secrets.token_hex(4)}@example.com", name="Ada Narrow")
     asked = {"id_token": {"email": {"essential": True}}, "userinfo": {"email": None, "name": None}}
-    client, token = claims_sign_in(browser, narrow, op, Person(user.id, user.email), "openid", asked)
+    client, token = scoped_sign_in(browser, narrow, op, Person(user.id, user.email), "openid", claims=json.dumps(asked))
     claims = verify_id_token(jwks_client, op, narrow, token["id_token"])
     assert not {"email", "name"} & set(claims), claims
     assert client.get(op["userinfo_endpoint"]).json() == {"sub": user.id}
 
     wide = register_app(live_server, "--scope", "openid email")
-    plain = OAuth2Client(
-        client_id=wide.client_id, client_secret=wide.client_secret, scope="openid",
-        redirect_uri=wide.redirect_uri, code_challenge_method="S256", timeout=10,
-    )  # fmt: skip
+    plain = oauth_client(wide, "openid")
     _, seen = walk_to_callback(browser, wide, start(plain, op), Person(user.id, user.email))
     assert seen == ["consent"], "agreed to openid alone"
     authorization = start(plain, op, claims=json.dumps(asked))
