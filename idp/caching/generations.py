@@ -27,7 +27,6 @@ import contextlib
 import logging
 import os
 import secrets
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
@@ -40,8 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..storage.generations import MIRROR, Generation, Topic
 
 if TYPE_CHECKING:
-    import redis
-    import redis.asyncio
+    from ..redis_clients import RedisClients
 
 log = logging.getLogger("idp.caching")
 
@@ -70,9 +68,9 @@ class Generations:
         self._settling_failed = False
 
     @classmethod
-    def for_store(cls, database_url: str, redis_client: redis.Redis | None, redis_url: str | None) -> Generations:
-        if redis_client is not None and redis_url is not None:
-            return cls(RedisMirror(redis_client, redis_url))
+    def for_store(cls, database_url: str, redis: RedisClients | None) -> Generations:
+        if redis is not None:
+            return cls(RedisMirror(redis))
         url = make_url(database_url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             return cls(FileMirror(Path(f"{url.database}-generations")))
@@ -126,16 +124,12 @@ class Generations:
 
 
 class RedisMirror:
-    def __init__(self, redis_client: redis.Redis, url: str) -> None:
-        import redis as redis_library
+    def __init__(self, clients: RedisClients) -> None:
+        import redis
 
-        self.redis = redis_client
-        self.url = url
-        self._errors: tuple[type[Exception], ...] = (redis_library.RedisError,)
+        self.clients = clients
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
         self._keys = {topic: f"idp:generation:{topic.value}" for topic in Topic}
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
-            weakref.WeakKeyDictionary()
-        )
         self._failing = False
         """Whether the last read failed: an outage is logged when it begins and when it ends,
         not on every request."""
@@ -143,11 +137,11 @@ class RedisMirror:
     def read(self) -> Stamp | None:
         try:
             # A synchronous client's answer; redis-py types it as either kind.
-            values = cast(list[bytes | None], self.redis.mget(list(self._keys.values())))
+            values = cast(list[bytes | None], self.clients.sync.mget(list(self._keys.values())))
             for index, (topic, value) in enumerate(zip(Topic, values, strict=True)):
                 if value is None:
-                    self.redis.set(self._keys[topic], secrets.token_hex(8), nx=True)
-                    values[index] = cast(bytes | None, self.redis.get(self._keys[topic]))
+                    self.clients.sync.set(self._keys[topic], secrets.token_hex(8), nx=True)
+                    values[index] = cast(bytes | None, self.clients.sync.get(self._keys[topic]))
         except self._errors as exc:
             self._failed(exc)
             return None
@@ -157,24 +151,13 @@ class RedisMirror:
         """As :meth:`read`, through an asyncio client of the running event loop; a counter not
         there yet is left for :meth:`read` to start (``None``)."""
         try:
-            values = await self._async_client().mget(list(self._keys.values()))
+            values = await self.clients.for_loop().mget(list(self._keys.values()))
         except self._errors as exc:
             self._failed(exc)
             return None
         if any(value is None for value in values):
             return None
         return self._read(values)
-
-    def _async_client(self) -> redis.asyncio.Redis:
-        """An asyncio client's connections belong to the loop that opened them: one client per loop."""
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            import redis.asyncio
-
-            client = redis.asyncio.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
-            self._async_clients[loop] = client
-        return client
 
     def _read(self, values: Sequence[bytes | str | None]) -> Stamp:
         if self._failing:
@@ -192,7 +175,7 @@ class RedisMirror:
 
     def changed(self, topic: Topic) -> None:
         try:
-            self.redis.set(self._keys[topic], secrets.token_hex(8))
+            self.clients.sync.set(self._keys[topic], secrets.token_hex(8))
         except self._errors as exc:
             log.error("a change to %s could not reach Redis: %s", topic.value, type(exc).__name__)
 
