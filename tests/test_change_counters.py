@@ -7,13 +7,21 @@ older version left beside a SQLite database is started afresh rather than read w
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import asyncio
+import logging
+from pathlib import Path
 
-from idp.caching.generations import FileMirror
+import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import sessionmaker
+
+from idp.caching.generations import FileMirror, Generations
+from idp.redis_clients import RedisClients
 from idp.storage import User, UserGroup
 from idp.storage.generations import Generation, Topic
 
 from .flows import assert_generic_failure, post_login
+from .services import RedisServer
 
 
 def people_counter(ctx) -> int:  # type: ignore[no-untyped-def]
@@ -78,3 +86,48 @@ def test_a_change_after_a_savepoint_rolled_back_still_moves_it(ctx, make_user):
     assert people_counter(ctx) == before + 1
     with ctx.db() as db:
         assert db.get_one(User, person.id).given_name == "After"
+
+
+def outage_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "idp.caching"]
+
+
+def test_counters_unreadable_in_redis_are_logged_when_that_begins_and_when_it_ends(tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO, logger="idp.caching")
+    server = RedisServer(tmp_path)
+    server.start()
+    clients = RedisClients(server.url)
+    generations = Generations.for_store(f"sqlite:///{tmp_path / 'idp.db'}", clients)
+    mirror = generations.mirror
+    assert mirror is not None
+    try:
+        assert mirror.read() is not None
+        server.kill()
+        assert mirror.read() is None
+        assert asyncio.run(generations.read_ahead()) is None
+        assert mirror.read() is None
+        server.start()
+        assert mirror.read() is not None
+        assert asyncio.run(generations.read_ahead()) is not None
+    finally:
+        clients.close()
+        server.kill()
+    assert outage_lines(caplog) == [
+        (logging.WARNING, "change counters unreadable in Redis, caches bypassed: ConnectionError"),
+        (logging.INFO, "change counters readable in Redis again"),
+    ]
+
+
+def test_counters_unreadable_in_the_database_are_logged_when_that_begins_and_when_it_ends(ctx, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="idp.caching")
+    unreachable = create_engine(f"sqlite:///{tmp_path / 'missing' / 'idp.db'}")
+    generations = Generations(None)
+    generations.settle(sessionmaker(unreachable))
+    generations.settle(sessionmaker(unreachable))
+    generations.settle(ctx.db)
+    generations.settle(ctx.db)
+    unreachable.dispose()
+    assert outage_lines(caplog) == [
+        (logging.WARNING, "change counters unreadable in the database: OperationalError"),
+        (logging.INFO, "change counters readable in the database again"),
+    ]

@@ -36,6 +36,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..observability.outages import Outage
 from ..storage.generations import MIRROR, Generation, Topic
 
 if TYPE_CHECKING:
@@ -65,7 +66,12 @@ class Generations:
         self.mirror = mirror
         self._settled: Stamp | None = None
         """The counters as the database last had them (:meth:`settle`)."""
-        self._settling_failed = False
+        self._settling = Outage(
+            log,
+            logging.WARNING,
+            "change counters unreadable in the database: %s",
+            "change counters readable in the database again",
+        )
 
     @classmethod
     def for_store(cls, database_url: str, redis: RedisClients | None) -> Generations:
@@ -104,13 +110,9 @@ class Generations:
             with maker() as db:
                 self._settled = _from_database(db)
         except SQLAlchemyError as exc:
-            if not self._settling_failed:
-                log.warning("change counters unreadable in the database: %s", type(exc).__name__)
-            self._settling_failed = True
+            self._settling.failed(exc)
             return
-        if self._settling_failed:
-            log.info("change counters readable in the database again")
-            self._settling_failed = False
+        self._settling.succeeded()
 
     def _with_settled(self, stamp: Stamp | None) -> Stamp | None:
         if stamp is None or self._settled is None:
@@ -130,9 +132,12 @@ class RedisMirror:
         self.clients = clients
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
         self._keys = {topic: f"idp:generation:{topic.value}" for topic in Topic}
-        self._failing = False
-        """Whether the last read failed: an outage is logged when it begins and when it ends,
-        not on every request."""
+        self._outage = Outage(
+            log,
+            logging.WARNING,
+            "change counters unreadable in Redis, caches bypassed: %s",
+            "change counters readable in Redis again",
+        )
 
     def read(self) -> Stamp | None:
         try:
@@ -143,7 +148,7 @@ class RedisMirror:
                     self.clients.sync.set(self._keys[topic], secrets.token_hex(8), nx=True)
                     values[index] = cast(bytes | None, self.clients.sync.get(self._keys[topic]))
         except self._errors as exc:
-            self._failed(exc)
+            self._outage.failed(exc)
             return None
         return self._read(values)
 
@@ -153,25 +158,18 @@ class RedisMirror:
         try:
             values = await self.clients.for_loop().mget(list(self._keys.values()))
         except self._errors as exc:
-            self._failed(exc)
+            self._outage.failed(exc)
             return None
         if any(value is None for value in values):
             return None
         return self._read(values)
 
     def _read(self, values: Sequence[bytes | str | None]) -> Stamp:
-        if self._failing:
-            log.info("change counters readable in Redis again")
-            self._failing = False
+        self._outage.succeeded()
         return {
             topic: value.decode() if isinstance(value, bytes) else str(value)
             for topic, value in zip(Topic, values, strict=True)
         }
-
-    def _failed(self, exc: Exception) -> None:
-        if not self._failing:
-            log.warning("change counters unreadable in Redis, caches bypassed: %s", type(exc).__name__)
-        self._failing = True
 
     def changed(self, topic: Topic) -> None:
         try:

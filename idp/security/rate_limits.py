@@ -3,9 +3,9 @@
 The ``limits`` library counts them in a moving window, so ``Retry-After`` says exactly when the
 oldest request leaves the window. With ``IDP_REDIS_URL`` the counts live in Redis (atomic Lua
 scripts, shared by every process); without it, in this process's memory. When Redis does not
-answer, checks count in memory instead, logged as an error and counted in
-``idp_redis_fallbacks_total``, and Redis is asked again only after ``REDIS_RETRY`` seconds: an
-outage slows no request down, and it ends by itself when Redis is back.
+answer, checks count in memory instead, counted in ``idp_redis_fallbacks_total`` (an error is
+logged when the outage begins, not at each fallback), and Redis is asked again only after
+``REDIS_RETRY`` seconds: an outage slows no request down, and it ends by itself when Redis is back.
 
 A request served in the event loop does not wait on Redis there: a count it needs raises
 :class:`CountInRedis`, and the request pipeline makes the count with an asyncio client of that
@@ -30,6 +30,7 @@ from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from .. import metrics
+from ..observability.outages import Outage
 from ..settings import Settings
 
 if TYPE_CHECKING:
@@ -106,7 +107,12 @@ class RateLimiter:
             weakref.WeakKeyDictionary()
         )
         self._redis_retry_at = 0.0
-        self._redis_failing = False
+        self._outage = Outage(
+            log,
+            logging.ERROR,
+            f"rate limits: Redis is unreachable (%s); counting in this process, asking again every {REDIS_RETRY:g} s",
+            "rate limits: Redis answers again; counting there",
+        )
 
     def check(self, limit: Limit, key: str) -> Refusal | None:
         """Count one request against ``limit`` for ``key``; a refusal when the window is full.
@@ -125,7 +131,7 @@ class RateLimiter:
             retry_after = _hit(self._memory, rate, limit.value, key)
         else:
             if strategy is self._redis:
-                self._recovered()
+                self._outage.succeeded()
         if retry_after is None:
             return None
         metrics.RATE_LIMITED.labels(limit.value).inc()
@@ -142,7 +148,7 @@ class RateLimiter:
             self._fall_back(exc)
             retry_after = _hit(self._memory, rate, limit.value, key)
         else:
-            self._recovered()
+            self._outage.succeeded()
         if retry_after is None:
             return None
         metrics.RATE_LIMITED.labels(limit.value).inc()
@@ -177,18 +183,8 @@ class RateLimiter:
 
     def _fall_back(self, exc: Exception) -> None:
         self._redis_retry_at = time.monotonic() + REDIS_RETRY
-        self._redis_failing = True
         metrics.REDIS_FALLBACKS.inc()
-        log.error(
-            "rate limits: Redis is unreachable (%s); counting in this process, retrying in %g s",
-            type(exc).__name__,
-            REDIS_RETRY,
-        )
-
-    def _recovered(self) -> None:
-        if self._redis_failing:
-            self._redis_failing = False
-            log.info("rate limits: Redis answers again; counting there")
+        self._outage.failed(exc)
 
 
 def _rate(settings: Settings, limit: Limit) -> limits.RateLimitItem:
