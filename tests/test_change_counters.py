@@ -17,8 +17,8 @@ from sqlalchemy.orm import sessionmaker
 
 from idp.caching.generations import FileMirror, Generations
 from idp.redis_clients import RedisClients
-from idp.storage import User, UserGroup
-from idp.storage.generations import Generation, Topic
+from idp.storage import User, UserGroup, make_sessionmaker
+from idp.storage.generations import Generation, Topic, bump
 
 from .flows import assert_generic_failure, post_login
 from .services import RedisServer
@@ -131,3 +131,22 @@ def test_counters_unreadable_in_the_database_are_logged_when_that_begins_and_whe
         (logging.WARNING, "change counters unreadable in the database: OperationalError"),
         (logging.INFO, "change counters readable in the database again"),
     ]
+
+
+def test_every_commit_of_a_session_reaches_the_mirror(ctx, tmp_path: Path):
+    """The command line commits more than once in one session: a change committed after the
+    first must reach the other processes too, not wait for the database settle."""
+    mirror = FileMirror(tmp_path / "idp.db-generations")
+    maker = make_sessionmaker(ctx.engine)
+    Generations(mirror).attach(maker)
+    with maker() as db:
+        bump(db, Topic.CLIENTS)
+        db.commit()
+        after_first = mirror.read()
+        bump(db, Topic.CLIENTS)
+        db.commit()
+        after_second = mirror.read()
+        db.commit()
+        assert mirror.read() == after_second, "a commit that bumped nothing mirrors nothing"
+    assert after_first is not None and after_second is not None
+    assert after_second[Topic.CLIENTS] != after_first[Topic.CLIENTS]

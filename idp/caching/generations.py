@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..observability.outages import Outage
-from ..storage.generations import MIRROR, Generation, Topic
+from ..storage.generations import MIRROR, Generation, Topic, mirror_committed
 
 if TYPE_CHECKING:
     from ..redis_clients import RedisClients
@@ -89,6 +89,7 @@ class Generations:
         event.listen(maker, "after_rollback", _forget_read)
         if self.mirror is not None:
             maker.configure(info={**maker.kw.get("info", {}), MIRROR: self.mirror.changed})
+            event.listen(maker, "after_commit", mirror_committed)
 
     def read(self, db: Session) -> Stamp | None:
         """The counters now, read once per transaction of ``db``; ``None``: not known, use no cache."""
