@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import secrets
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
@@ -49,6 +50,11 @@ Stamp = dict[Topic, str]
 
 SETTLE_SECONDS = 5.0
 """How often a serving process reads the counters from the database too."""
+
+REDIS_RETRY_SECONDS = 1.0
+"""How often a process asks a Redis that failed for the counters again. Every request reads them
+first: were each to ask a Redis that does not answer, each would wait out its timeout; meanwhile
+they bypass the caches, as a failed read does."""
 
 _READ = "generations_read"
 
@@ -139,8 +145,11 @@ class RedisMirror:
             "change counters unreadable in Redis, caches bypassed: %s",
             "change counters readable in Redis again",
         )
+        self._next_ask = 0.0
 
     def read(self) -> Stamp | None:
+        if not self._asking():
+            return None
         try:
             # A synchronous client's answer; redis-py types it as either kind.
             values = cast(list[bytes | None], self.clients.sync.mget(list(self._keys.values())))
@@ -149,24 +158,44 @@ class RedisMirror:
                     self.clients.sync.set(self._keys[topic], secrets.token_hex(8), nx=True)
                     values[index] = cast(bytes | None, self.clients.sync.get(self._keys[topic]))
         except self._errors as exc:
-            self._outage.failed(exc)
+            self._failed(exc)
             return None
-        return self._read(values)
+        return self._answered(values)
 
     async def read_async(self) -> Stamp | None:
         """As :meth:`read`, through an asyncio client of the running event loop; a counter not
         there yet is left for :meth:`read` to start (``None``)."""
+        if not self._asking():
+            return None
         try:
             values = await self.clients.for_loop().mget(list(self._keys.values()))
         except self._errors as exc:
-            self._outage.failed(exc)
+            self._failed(exc)
             return None
+        return self._answered(values)
+
+    def _asking(self) -> bool:
+        """Whether to ask Redis now: while it answers, always; during an outage, one read every
+        :data:`REDIS_RETRY_SECONDS` (the first to come claims it, the others do without)."""
+        if not self._outage.failing:
+            return True
+        now = time.monotonic()
+        if now < self._next_ask:
+            return False
+        self._next_ask = now + REDIS_RETRY_SECONDS
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        """The interval starts once a read has failed, however long it waited."""
+        self._next_ask = time.monotonic() + REDIS_RETRY_SECONDS
+        self._outage.failed(exc)
+
+    def _answered(self, values: Sequence[bytes | str | None]) -> Stamp | None:
+        """Redis answered, so an outage is over, even where a counter is not there yet (a Redis
+        back empty): every read may then ask it again, and :meth:`read` start the counters."""
+        self._outage.succeeded()
         if any(value is None for value in values):
             return None
-        return self._read(values)
-
-    def _read(self, values: Sequence[bytes | str | None]) -> Stamp:
-        self._outage.succeeded()
         return {
             topic: value.decode() if isinstance(value, bytes) else str(value)
             for topic, value in zip(Topic, values, strict=True)
