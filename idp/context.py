@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,14 +30,12 @@ from .messaging.sms import SmsBackend, sms_backend
 from .oauth.client_auth import ClientAuthenticator
 from .oauth.grants.issuance import TokenIssuer
 from .oauth.metadata import metadata
+from .redis_clients import RedisClients
 from .security.csrf import Csrf
 from .security.rate_limits import RateLimiter
 from .settings import Settings
 from .storage import make_engine, make_sessionmaker
 from .theme import Theme, dress
-
-if TYPE_CHECKING:
-    import redis
 
 
 @dataclass
@@ -51,7 +49,7 @@ class Context:
     keystore: KeyStore
     keyring: KeyRing
     secret_key: str
-    redis: redis.Redis | None
+    redis: RedisClients | None
     languages: Languages
     theme: Theme
     generations: Generations
@@ -65,8 +63,8 @@ class Context:
         theme = Theme(settings.site_name, settings.theme_dir)
         speak(db, languages)
         dress(db, theme)
-        redis_client = _redis_client(settings.redis_url)
-        generations = Generations.for_store(settings.database_url, redis_client, settings.redis_url)
+        redis_clients = RedisClients(settings.redis_url) if settings.redis_url is not None else None
+        generations = Generations.for_store(settings.database_url, redis_clients)
         generations.attach(db)
         return cls(
             settings=settings,
@@ -75,7 +73,7 @@ class Context:
             keystore=keystore,
             keyring=KeyRing(keystore),
             secret_key=settings.secret_key or keystore.secret_key(),
-            redis=redis_client,
+            redis=redis_clients,
             languages=languages,
             theme=theme,
             generations=generations,
@@ -143,11 +141,3 @@ class Context:
         if self.redis is not None:
             self.redis.close()
         self.engine.dispose()
-
-
-def _redis_client(url: str | None) -> redis.Redis | None:
-    if url is None:
-        return None
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)

@@ -7,13 +7,26 @@ older version left beside a SQLite database is started afresh rather than read w
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
-from idp.caching.generations import FileMirror
-from idp.storage import User, UserGroup
-from idp.storage.generations import Generation, Topic
+import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import sessionmaker
+
+from idp.caching import generations as generations_module
+from idp.caching.generations import FileMirror, Generations
+from idp.redis_clients import RedisClients
+from idp.storage import User, UserGroup, make_sessionmaker
+from idp.storage.generations import Generation, Topic, bump
 
 from .flows import assert_generic_failure, post_login
+from .services import RedisServer
 
 
 def people_counter(ctx) -> int:  # type: ignore[no-untyped-def]
@@ -78,3 +91,151 @@ def test_a_change_after_a_savepoint_rolled_back_still_moves_it(ctx, make_user):
     assert people_counter(ctx) == before + 1
     with ctx.db() as db:
         assert db.get_one(User, person.id).given_name == "After"
+
+
+def outage_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "idp.caching"]
+
+
+def test_counters_unreadable_in_redis_are_logged_when_that_begins_and_when_it_ends(
+    tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(generations_module, "REDIS_RETRY_SECONDS", 0.0)  # every read asks Redis
+    caplog.set_level(logging.INFO, logger="idp.caching")
+    server = RedisServer(tmp_path)
+    server.start()
+    clients = RedisClients(server.url)
+    generations = Generations.for_store(f"sqlite:///{tmp_path / 'idp.db'}", clients)
+    mirror = generations.mirror
+    assert mirror is not None
+    try:
+        assert mirror.read() is not None
+        server.kill()
+        assert mirror.read() is None
+        assert asyncio.run(generations.read_ahead()) is None
+        assert mirror.read() is None
+        server.start()
+        assert mirror.read() is not None
+        assert asyncio.run(generations.read_ahead()) is not None
+    finally:
+        clients.close()
+        server.kill()
+    assert outage_lines(caplog) == [
+        (logging.WARNING, "change counters unreadable in Redis, caches bypassed: ConnectionError"),
+        (logging.INFO, "change counters readable in Redis again"),
+    ]
+
+
+def test_counters_unreadable_in_the_database_are_logged_when_that_begins_and_when_it_ends(ctx, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="idp.caching")
+    unreachable = create_engine(f"sqlite:///{tmp_path / 'missing' / 'idp.db'}")
+    generations = Generations(None)
+    generations.settle(sessionmaker(unreachable))
+    generations.settle(sessionmaker(unreachable))
+    generations.settle(ctx.db)
+    generations.settle(ctx.db)
+    unreachable.dispose()
+    assert outage_lines(caplog) == [
+        (logging.WARNING, "change counters unreadable in the database: OperationalError"),
+        (logging.INFO, "change counters readable in the database again"),
+    ]
+
+
+def test_every_commit_of_a_session_reaches_the_mirror(ctx, tmp_path: Path):
+    """The command line commits more than once in one session: a change committed after the
+    first must reach the other processes too, not wait for the database settle."""
+    mirror = FileMirror(tmp_path / "idp.db-generations")
+    maker = make_sessionmaker(ctx.engine)
+    Generations(mirror).attach(maker)
+    with maker() as db:
+        bump(db, Topic.CLIENTS)
+        db.commit()
+        after_first = mirror.read()
+        bump(db, Topic.CLIENTS)
+        db.commit()
+        after_second = mirror.read()
+        db.commit()
+        assert mirror.read() == after_second, "a commit that bumped nothing mirrors nothing"
+    assert after_first is not None and after_second is not None
+    assert after_second[Topic.CLIENTS] != after_first[Topic.CLIENTS]
+
+
+class HangingUp:
+    """A server that accepts every connection and closes it at once, counting them: a Redis that
+    fails every command, where each attempt to ask it is one connection."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+
+@pytest.fixture
+def hanging_up() -> Iterator[HangingUp]:
+    server = HangingUp()
+    yield server
+    server.listener.close()
+
+
+def test_during_an_outage_of_redis_the_counters_are_asked_of_it_once_an_interval(
+    hanging_up: HangingUp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Every request reads the counters first: were each to ask a Redis that does not answer,
+    each would wait out the timeout. Meanwhile they bypass the caches, as when the read fails."""
+    monkeypatch.setattr(generations_module, "REDIS_RETRY_SECONDS", 0.3)
+    clients = RedisClients(hanging_up.url)
+    generations = Generations.for_store(f"sqlite:///{tmp_path / 'idp.db'}", clients)
+    mirror = generations.mirror
+    assert mirror is not None
+
+    async def read_ahead_together(count: int) -> list[object]:
+        return list(await asyncio.gather(*(generations.read_ahead() for _ in range(count))))
+
+    try:
+        assert asyncio.run(generations.read_ahead()) is None
+        assert hanging_up.connections == 1
+        assert asyncio.run(read_ahead_together(5)) == [None] * 5
+        assert mirror.read() is None
+        assert hanging_up.connections == 1, "asked again within the interval"
+        time.sleep(generations_module.REDIS_RETRY_SECONDS)
+        assert asyncio.run(read_ahead_together(5)) == [None] * 5
+        assert mirror.read() is None
+        assert hanging_up.connections == 2, "asked again once the interval is over, by one request"
+    finally:
+        clients.close()
+
+
+def test_a_redis_back_empty_after_an_outage_has_its_counters_started_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A read ahead that finds Redis answering but without counters leaves them to the read of
+    the request's thread, which must not be held back as if Redis still failed."""
+    monkeypatch.setattr(generations_module, "REDIS_RETRY_SECONDS", 0.3)
+    server = RedisServer(tmp_path)
+    server.start()
+    clients = RedisClients(server.url)
+    generations = Generations.for_store(f"sqlite:///{tmp_path / 'idp.db'}", clients)
+    mirror = generations.mirror
+    assert mirror is not None
+    try:
+        assert mirror.read() is not None
+        server.kill()
+        assert mirror.read() is None
+        server.start()
+        time.sleep(generations_module.REDIS_RETRY_SECONDS)
+        assert asyncio.run(generations.read_ahead()) is None, "no counters in a Redis back empty"
+        assert mirror.read() is not None
+        assert asyncio.run(generations.read_ahead()) is not None
+    finally:
+        clients.close()
+        server.kill()

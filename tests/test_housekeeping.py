@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from idp.accounts.registration import LINK_LIFETIME
 from idp.context import Context
 from idp.migrate import upgrade
 from idp.security.digests import new_id
@@ -27,6 +28,7 @@ from idp.storage import (
     User,
     now,
 )
+from idp.storage.generations import Generation, Topic
 
 from .conftest import SECRET_KEY, make_settings, run_idp
 
@@ -207,6 +209,35 @@ def test_cleanup_removes_only_what_can_no_longer_matter(env):
     assert _remaining(ctx, OutboxMessage.id) == {"m-new", "m-queued"}
     assert _remaining(ctx, AuditEvent.event) == {"event-new"}
     assert ok(env, "cleanup") == [{"removed": {}}], "a second run finds nothing"
+    ctx.close()
+
+
+def people_counter(ctx: Context) -> int | None:
+    with ctx.db() as db:
+        return db.scalar(select(Generation.value).where(Generation.topic == Topic.PEOPLE.value))
+
+
+def test_cleanup_moves_the_people_counter_only_when_it_removes_someone(env):
+    """Every process drops what it keeps of people when the counter moves: a cleanup (hourly, in
+    every process) that removes nobody must leave it be."""
+    ctx = Context.build(make_settings(env))
+    stamp = now()
+    with ctx.db.begin() as db:
+        db.add(User(id="proven", email="p@example.com", email_verified=True, created_at=0, updated_at=0))
+        db.add(User(id="young", email="y@example.com", registration_browser_hash="h", created_at=stamp, updated_at=0))
+    before = people_counter(ctx)
+    assert ok(env, "cleanup") == [{"removed": {}}]
+    assert people_counter(ctx) == before, "nobody removed"
+
+    with ctx.db.begin() as db:
+        stale = stamp - LINK_LIFETIME - 60
+        db.add(
+            User(id="unproven", email="u@example.com", registration_browser_hash="h", created_at=stale, updated_at=0)
+        )
+    before = people_counter(ctx)
+    assert ok(env, "cleanup") == [{"removed": {"unproven_registrations": 1}}]
+    assert people_counter(ctx) != before, "someone removed"
+    assert _remaining(ctx, User.id) == {"proven", "young"}
     ctx.close()
 
 

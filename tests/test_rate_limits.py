@@ -706,3 +706,34 @@ def test_without_redis_limits_count_in_memory_and_come_back_to_redis(
         assert fallbacks() == before + 1
     finally:
         server.kill()
+
+
+def test_an_outage_of_redis_is_logged_once_when_it_begins_and_once_when_it_ends(
+    open_site, make_user, tmp_path, monkeypatch, caplog
+):
+    """Every fallback is counted, but only the outage's start and end are logged."""
+    monkeypatch.setattr(rate_limits, "REDIS_RETRY", 0.0)  # every count asks Redis again
+    caplog.set_level(logging.INFO, logger="idp.rate_limits")
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        site = open_site(IDP_REDIS_URL=server.url)
+        user = make_user()
+        server.kill()
+        before = fallbacks()
+        for _ in range(3):
+            assert login(site.browser(), user.email).status_code == 400
+        assert fallbacks() >= before + 3
+        server.start()
+        for _ in range(2):
+            assert login(site.browser(), user.email).status_code == 400
+    finally:
+        server.kill()
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "idp.rate_limits"]
+    assert lines == [
+        (
+            logging.ERROR,
+            "rate limits: Redis is unreachable (ConnectionError); counting in this process, asking again every 0 s",
+        ),
+        (logging.INFO, "rate limits: Redis answers again; counting there"),
+    ]

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import os
 import secrets
-import weakref
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
@@ -37,11 +37,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..storage.generations import MIRROR, Generation, Topic
+from ..observability.outages import Outage
+from ..storage.generations import MIRROR, Generation, Topic, mirror_committed
 
 if TYPE_CHECKING:
-    import redis
-    import redis.asyncio
+    from ..redis_clients import RedisClients
 
 log = logging.getLogger("idp.caching")
 
@@ -50,6 +50,11 @@ Stamp = dict[Topic, str]
 
 SETTLE_SECONDS = 5.0
 """How often a serving process reads the counters from the database too."""
+
+REDIS_RETRY_SECONDS = 1.0
+"""How often a process asks a Redis that failed for the counters again. Every request reads them
+first: were each to ask a Redis that does not answer, each would wait out its timeout; meanwhile
+they bypass the caches, as a failed read does."""
 
 _READ = "generations_read"
 
@@ -67,12 +72,17 @@ class Generations:
         self.mirror = mirror
         self._settled: Stamp | None = None
         """The counters as the database last had them (:meth:`settle`)."""
-        self._settling_failed = False
+        self._settling = Outage(
+            log,
+            logging.WARNING,
+            "change counters unreadable in the database: %s",
+            "change counters readable in the database again",
+        )
 
     @classmethod
-    def for_store(cls, database_url: str, redis_client: redis.Redis | None, redis_url: str | None) -> Generations:
-        if redis_client is not None and redis_url is not None:
-            return cls(RedisMirror(redis_client, redis_url))
+    def for_store(cls, database_url: str, redis: RedisClients | None) -> Generations:
+        if redis is not None:
+            return cls(RedisMirror(redis))
         url = make_url(database_url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             return cls(FileMirror(Path(f"{url.database}-generations")))
@@ -85,6 +95,7 @@ class Generations:
         event.listen(maker, "after_rollback", _forget_read)
         if self.mirror is not None:
             maker.configure(info={**maker.kw.get("info", {}), MIRROR: self.mirror.changed})
+            event.listen(maker, "after_commit", mirror_committed)
 
     def read(self, db: Session) -> Stamp | None:
         """The counters now, read once per transaction of ``db``; ``None``: not known, use no cache."""
@@ -106,13 +117,9 @@ class Generations:
             with maker() as db:
                 self._settled = _from_database(db)
         except SQLAlchemyError as exc:
-            if not self._settling_failed:
-                log.warning("change counters unreadable in the database: %s", type(exc).__name__)
-            self._settling_failed = True
+            self._settling.failed(exc)
             return
-        if self._settling_failed:
-            log.info("change counters readable in the database again")
-            self._settling_failed = False
+        self._settling.succeeded()
 
     def _with_settled(self, stamp: Stamp | None) -> Stamp | None:
         if stamp is None or self._settled is None:
@@ -126,73 +133,77 @@ class Generations:
 
 
 class RedisMirror:
-    def __init__(self, redis_client: redis.Redis, url: str) -> None:
-        import redis as redis_library
+    def __init__(self, clients: RedisClients) -> None:
+        import redis
 
-        self.redis = redis_client
-        self.url = url
-        self._errors: tuple[type[Exception], ...] = (redis_library.RedisError,)
+        self.clients = clients
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
         self._keys = {topic: f"idp:generation:{topic.value}" for topic in Topic}
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
-            weakref.WeakKeyDictionary()
+        self._outage = Outage(
+            log,
+            logging.WARNING,
+            "change counters unreadable in Redis, caches bypassed: %s",
+            "change counters readable in Redis again",
         )
-        self._failing = False
-        """Whether the last read failed: an outage is logged when it begins and when it ends,
-        not on every request."""
+        self._next_ask = 0.0
 
     def read(self) -> Stamp | None:
+        if not self._asking():
+            return None
         try:
             # A synchronous client's answer; redis-py types it as either kind.
-            values = cast(list[bytes | None], self.redis.mget(list(self._keys.values())))
+            values = cast(list[bytes | None], self.clients.sync.mget(list(self._keys.values())))
             for index, (topic, value) in enumerate(zip(Topic, values, strict=True)):
                 if value is None:
-                    self.redis.set(self._keys[topic], secrets.token_hex(8), nx=True)
-                    values[index] = cast(bytes | None, self.redis.get(self._keys[topic]))
+                    self.clients.sync.set(self._keys[topic], secrets.token_hex(8), nx=True)
+                    values[index] = cast(bytes | None, self.clients.sync.get(self._keys[topic]))
         except self._errors as exc:
             self._failed(exc)
             return None
-        return self._read(values)
+        return self._answered(values)
 
     async def read_async(self) -> Stamp | None:
         """As :meth:`read`, through an asyncio client of the running event loop; a counter not
         there yet is left for :meth:`read` to start (``None``)."""
+        if not self._asking():
+            return None
         try:
-            values = await self._async_client().mget(list(self._keys.values()))
+            values = await self.clients.for_loop().mget(list(self._keys.values()))
         except self._errors as exc:
             self._failed(exc)
             return None
+        return self._answered(values)
+
+    def _asking(self) -> bool:
+        """Whether to ask Redis now: while it answers, always; during an outage, one read every
+        :data:`REDIS_RETRY_SECONDS` (the first to come claims it, the others do without)."""
+        if not self._outage.failing:
+            return True
+        now = time.monotonic()
+        if now < self._next_ask:
+            return False
+        self._next_ask = now + REDIS_RETRY_SECONDS
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        """The interval starts once a read has failed, however long it waited."""
+        self._next_ask = time.monotonic() + REDIS_RETRY_SECONDS
+        self._outage.failed(exc)
+
+    def _answered(self, values: Sequence[bytes | str | None]) -> Stamp | None:
+        """Redis answered, so an outage is over, even where a counter is not there yet (a Redis
+        back empty): every read may then ask it again, and :meth:`read` start the counters."""
+        self._outage.succeeded()
         if any(value is None for value in values):
             return None
-        return self._read(values)
-
-    def _async_client(self) -> redis.asyncio.Redis:
-        """An asyncio client's connections belong to the loop that opened them: one client per loop."""
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            import redis.asyncio
-
-            client = redis.asyncio.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
-            self._async_clients[loop] = client
-        return client
-
-    def _read(self, values: Sequence[bytes | str | None]) -> Stamp:
-        if self._failing:
-            log.info("change counters readable in Redis again")
-            self._failing = False
         return {
             topic: value.decode() if isinstance(value, bytes) else str(value)
             for topic, value in zip(Topic, values, strict=True)
         }
 
-    def _failed(self, exc: Exception) -> None:
-        if not self._failing:
-            log.warning("change counters unreadable in Redis, caches bypassed: %s", type(exc).__name__)
-        self._failing = True
-
     def changed(self, topic: Topic) -> None:
         try:
-            self.redis.set(self._keys[topic], secrets.token_hex(8))
+            self.clients.sync.set(self._keys[topic], secrets.token_hex(8))
         except self._errors as exc:
             log.error("a change to %s could not reach Redis: %s", topic.value, type(exc).__name__)
 

@@ -40,7 +40,7 @@ def _readyz(request: Request) -> Response:
         checks["database"] = "unavailable"
     if ctx.redis is not None:
         try:
-            ctx.redis.ping()
+            ctx.redis.sync.ping()
             checks["redis"] = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means degraded
             log.error("readiness: redis unavailable: %s", type(exc).__name__)

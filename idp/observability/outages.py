@@ -1,9 +1,13 @@
-"""A background loop's failures logged once per outage, not once per round.
+"""Failures logged once per outage, not once per attempt.
 
 The delivery worker runs every second: while the database is down every round fails the same way,
 and a traceback a second buries everything else in the log. So the first failure of an outage is
 logged in full, a one-line reminder at most every ``REMINDER_SECONDS`` says that it goes on, and one
-line says when it is over.
+line says when it is over (:class:`OutageLog`).
+
+What requests read on the way (the change counters in Redis or in the database, the rate limits'
+counts in Redis) fails once per request while it is gone, and each has something to fall back
+to: one line when the outage begins and one when it ends say all there is (:class:`Outage`).
 """
 
 from __future__ import annotations
@@ -54,3 +58,25 @@ class OutageLog:
                 time.monotonic() - self.started,
             )
             self.failures = 0
+
+
+class Outage:
+    """Whether one dependency is failing: ``began`` is logged at ``level`` (with the failure's
+    type for its ``%s``) at the first failure, ``ended`` at the first success after it."""
+
+    def __init__(self, log: logging.Logger, level: int, began: str, ended: str) -> None:
+        self.log = log
+        self.level = level
+        self.began = began
+        self.ended = ended
+        self.failing = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.failing:
+            self.failing = True
+            self.log.log(self.level, self.began, type(exc).__name__)
+
+    def succeeded(self) -> None:
+        if self.failing:
+            self.failing = False
+            self.log.info(self.ended)

@@ -3,9 +3,9 @@
 The ``limits`` library counts them in a moving window, so ``Retry-After`` says exactly when the
 oldest request leaves the window. With ``IDP_REDIS_URL`` the counts live in Redis (atomic Lua
 scripts, shared by every process); without it, in this process's memory. When Redis does not
-answer, checks count in memory instead, logged as an error and counted in
-``idp_redis_fallbacks_total``, and Redis is asked again only after ``REDIS_RETRY`` seconds: an
-outage slows no request down, and it ends by itself when Redis is back.
+answer, checks count in memory instead, counted in ``idp_redis_fallbacks_total`` (an error is
+logged when the outage begins, not at each fallback), and Redis is asked again only after
+``REDIS_RETRY`` seconds: an outage slows no request down, and it ends by itself when Redis is back.
 
 A request served in the event loop does not wait on Redis there: a count it needs raises
 :class:`CountInRedis`, and the request pipeline makes the count with an asyncio client of that
@@ -14,7 +14,6 @@ loop (:meth:`RateLimiter.check_async`, the same Lua scripts on the same keys) an
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -31,10 +30,13 @@ from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from .. import metrics
+from ..observability.outages import Outage
 from ..settings import Settings
 
 if TYPE_CHECKING:
-    import redis
+    import redis.asyncio
+
+    from ..redis_clients import RedisClients
 
 log = logging.getLogger("idp.rate_limits")
 
@@ -86,26 +88,31 @@ class CountInRedis(Exception):
 
 
 class RateLimiter:
-    def __init__(self, settings: Settings, redis_client: redis.Redis | None) -> None:
+    def __init__(self, settings: Settings, redis_clients: RedisClients | None) -> None:
         self.enabled = settings.rate_limiting
         self._rates = {limit: _rate(settings, limit) for limit in Limit}
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._redis: MovingWindowRateLimiter | None = None
         self._redis_errors: tuple[type[Exception], ...] = ()
-        if redis_client is not None and settings.redis_url is not None:
+        self._redis_clients = redis_clients
+        if redis_clients is not None:
             import redis
 
             self._redis_errors = (redis.RedisError,)
             storage = RedisStorage(
-                settings.redis_url, connection_pool=redis_client.connection_pool, key_prefix=KEY_PREFIX
+                redis_clients.url, connection_pool=redis_clients.sync.connection_pool, key_prefix=KEY_PREFIX
             )
             self._redis = MovingWindowRateLimiter(storage)
-        self._redis_url = settings.redis_url if self._redis is not None else None
-        self._async: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, limits.aio.strategies.MovingWindowRateLimiter
-        ] = weakref.WeakKeyDictionary()
+        self._async: weakref.WeakKeyDictionary[redis.asyncio.Redis, limits.aio.strategies.MovingWindowRateLimiter] = (
+            weakref.WeakKeyDictionary()
+        )
         self._redis_retry_at = 0.0
-        self._redis_failing = False
+        self._outage = Outage(
+            log,
+            logging.ERROR,
+            f"rate limits: Redis is unreachable (%s); counting in this process, asking again every {REDIS_RETRY:g} s",
+            "rate limits: Redis answers again; counting there",
+        )
 
     def check(self, limit: Limit, key: str) -> Refusal | None:
         """Count one request against ``limit`` for ``key``; a refusal when the window is full.
@@ -124,7 +131,7 @@ class RateLimiter:
             retry_after = _hit(self._memory, rate, limit.value, key)
         else:
             if strategy is self._redis:
-                self._recovered()
+                self._outage.succeeded()
         if retry_after is None:
             return None
         metrics.RATE_LIMITED.labels(limit.value).inc()
@@ -141,26 +148,28 @@ class RateLimiter:
             self._fall_back(exc)
             retry_after = _hit(self._memory, rate, limit.value, key)
         else:
-            self._recovered()
+            self._outage.succeeded()
         if retry_after is None:
             return None
         metrics.RATE_LIMITED.labels(limit.value).inc()
         return Refusal(limit, retry_after)
 
     def _async_strategy(self) -> limits.aio.strategies.MovingWindowRateLimiter:
-        """An asyncio client's connections belong to the loop that opened them: one per loop."""
-        assert self._redis_url is not None
-        loop = asyncio.get_running_loop()
-        strategy = self._async.get(loop)
+        """Counts through the running loop's asyncio client, whose connections it shares: one
+        strategy per client, made once, as each loop's client is."""
+        assert self._redis_clients is not None
+        client = self._redis_clients.for_loop()
+        strategy = self._async.get(client)
         if strategy is None:
             storage = limits.aio.storage.RedisStorage(
-                _async_url(self._redis_url),
+                _async_url(self._redis_clients.url),
                 implementation="redispy",
                 key_prefix=KEY_PREFIX,
-                socket_timeout=2,
-                socket_connect_timeout=2,
+                # Documented by limits (its client is then made on this pool), but typed as
+                # taking only the plain options it passes on.
+                connection_pool=client.connection_pool,  # type: ignore[arg-type]
             )
-            strategy = self._async[loop] = limits.aio.strategies.MovingWindowRateLimiter(storage)
+            strategy = self._async[client] = limits.aio.strategies.MovingWindowRateLimiter(storage)
         return strategy
 
     def waits(self, limit: Limit) -> bool:
@@ -174,18 +183,8 @@ class RateLimiter:
 
     def _fall_back(self, exc: Exception) -> None:
         self._redis_retry_at = time.monotonic() + REDIS_RETRY
-        self._redis_failing = True
         metrics.REDIS_FALLBACKS.inc()
-        log.error(
-            "rate limits: Redis is unreachable (%s); counting in this process, retrying in %g s",
-            type(exc).__name__,
-            REDIS_RETRY,
-        )
-
-    def _recovered(self) -> None:
-        if self._redis_failing:
-            self._redis_failing = False
-            log.info("rate limits: Redis answers again; counting there")
+        self._outage.failed(exc)
 
 
 def _rate(settings: Settings, limit: Limit) -> limits.RateLimitItem:
@@ -197,8 +196,9 @@ def _rate(settings: Settings, limit: Limit) -> limits.RateLimitItem:
 
 
 def _async_url(url: str) -> str:
-    """The same Redis as ``limits`` names it for redis-py's asyncio client: ``async+`` before the
-    scheme, and a socket (redis-py's ``unix://``) as ``async+redis+unix://``."""
+    """The same Redis as ``limits`` names it for redis-py's asyncio client (the scheme picks its
+    backend; the connections are the loop client's): ``async+`` before the scheme, and a socket
+    (redis-py's ``unix://``) as ``async+redis+unix://``."""
     scheme, _, rest = url.partition("://")
     return f"async+redis+unix://{rest}" if scheme == "unix" else f"async+{url}"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, String, event, update
+from sqlalchemy import BigInteger, String, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base
@@ -34,25 +34,22 @@ class Generation(Base):
 
 MIRROR = "generation_mirror"
 """``Session.info`` key of a callable that each topic bumped in a session is handed to once the
-session commits: how a process with Redis makes the change known there too."""
+session commits (:func:`mirror_committed`): how a process with Redis makes the change known there
+too."""
+
+_PENDING = "generations_pending"
 
 
 def bump(db: Session, topic: Topic) -> None:
     """Mark ``topic`` changed by the caller's transaction."""
     db.execute(update(Generation).where(Generation.topic == topic.value).values(value=Generation.value + 1))
-    mirror = db.info.get(MIRROR)
-    if mirror is None:
-        return
-    pending: set[Topic] = db.info.setdefault(_PENDING, set())
-    if not pending:
-        event.listen(db, "after_commit", _mirror_after_commit, once=True)
-    pending.add(topic)
+    if MIRROR in db.info:
+        db.info.setdefault(_PENDING, set()).add(topic)
 
 
-_PENDING = "generations_pending"
-
-
-def _mirror_after_commit(db: Session) -> None:
+def mirror_committed(db: Session) -> None:
+    """The ``after_commit`` listener of every session that has a mirror: a session may commit
+    many times, and each commit's bumps must reach the mirror, not only the first's."""
     topics: set[Topic] = db.info.pop(_PENDING, set())
     mirror = db.info[MIRROR]
     for topic in sorted(topics):
