@@ -11,7 +11,7 @@ from ... import audit
 from ...audit import Event
 from ...keys import KeyRing
 from ...settings import Settings
-from ...storage import Client, Grant, RefreshToken, User, add_secret, now
+from ...storage import Client, Grant, User, now, refresh_tokens
 from .. import claims_request
 from .. import scopes as scope_rules
 from ..tokens import issue_access_token, issue_id_token
@@ -81,10 +81,7 @@ class TokenIssuer:
         return response
 
     def _refresh_token(self, db: Session, client: Client, grant: Grant, scope: list[str]) -> str:
-        _, token = add_secret(
-            db, RefreshToken, self._refresh_token_ttl(client, grant), grant_id=grant.id, scope=" ".join(scope)
-        )
-        return token
+        return refresh_tokens.add(db, self._refresh_token_ttl(client, grant), grant_id=grant.id, scope=" ".join(scope))
 
     def _access_token_ttl(self, client: Client) -> int:
         """The client's own lifetime, never beyond the server's: keys stay published only that long."""
