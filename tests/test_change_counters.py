@@ -12,8 +12,10 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import create_engine, select
@@ -27,6 +29,15 @@ from idp.storage.generations import Generation, Topic, bump
 
 from .flows import assert_generic_failure, post_login
 from .services import RedisServer
+
+T = TypeVar("T")
+
+
+def run_apart(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on a loop of its own thread: a session's browser keeps a loop running in
+    this one, where ``asyncio.run`` refuses to start another."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def people_counter(ctx) -> int:  # type: ignore[no-untyped-def]
@@ -112,11 +123,11 @@ def test_counters_unreadable_in_redis_are_logged_when_that_begins_and_when_it_en
         assert mirror.read() is not None
         server.kill()
         assert mirror.read() is None
-        assert asyncio.run(generations.read_ahead()) is None
+        assert run_apart(generations.read_ahead()) is None
         assert mirror.read() is None
         server.start()
         assert mirror.read() is not None
-        assert asyncio.run(generations.read_ahead()) is not None
+        assert run_apart(generations.read_ahead()) is not None
     finally:
         clients.close()
         server.kill()
@@ -202,13 +213,13 @@ def test_during_an_outage_of_redis_the_counters_are_asked_of_it_once_an_interval
         return list(await asyncio.gather(*(generations.read_ahead() for _ in range(count))))
 
     try:
-        assert asyncio.run(generations.read_ahead()) is None
+        assert run_apart(generations.read_ahead()) is None
         assert hanging_up.connections == 1
-        assert asyncio.run(read_ahead_together(5)) == [None] * 5
+        assert run_apart(read_ahead_together(5)) == [None] * 5
         assert mirror.read() is None
         assert hanging_up.connections == 1, "asked again within the interval"
         time.sleep(generations_module.REDIS_RETRY_SECONDS)
-        assert asyncio.run(read_ahead_together(5)) == [None] * 5
+        assert run_apart(read_ahead_together(5)) == [None] * 5
         assert mirror.read() is None
         assert hanging_up.connections == 2, "asked again once the interval is over, by one request"
     finally:
@@ -233,9 +244,9 @@ def test_a_redis_back_empty_after_an_outage_has_its_counters_started_at_once(
         assert mirror.read() is None
         server.start()
         time.sleep(generations_module.REDIS_RETRY_SECONDS)
-        assert asyncio.run(generations.read_ahead()) is None, "no counters in a Redis back empty"
+        assert run_apart(generations.read_ahead()) is None, "no counters in a Redis back empty"
         assert mirror.read() is not None
-        assert asyncio.run(generations.read_ahead()) is not None
+        assert run_apart(generations.read_ahead()) is not None
     finally:
         clients.close()
         server.kill()
