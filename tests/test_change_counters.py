@@ -12,10 +12,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import create_engine, select
@@ -27,17 +25,9 @@ from idp.redis_clients import RedisClients
 from idp.storage import User, UserGroup, make_sessionmaker
 from idp.storage.generations import Generation, Topic, bump
 
+from .event_loops import run_apart
 from .flows import assert_generic_failure, post_login
 from .services import RedisServer
-
-T = TypeVar("T")
-
-
-def run_apart(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on a loop of its own thread: a session's browser keeps a loop running in
-    this one, where ``asyncio.run`` refuses to start another."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 def people_counter(ctx) -> int:  # type: ignore[no-untyped-def]

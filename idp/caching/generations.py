@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..observability.outages import Outage
 from ..storage.generations import MIRROR, Generation, Topic, mirror_committed
+from .shared_reads import SharedRead
 
 if TYPE_CHECKING:
     from ..redis_clients import RedisClients
@@ -146,6 +147,7 @@ class RedisMirror:
             "change counters readable in Redis again",
         )
         self._next_ask = 0.0
+        self._shared = SharedRead(self._read_async)
 
     def read(self) -> Stamp | None:
         if not self._asking():
@@ -163,8 +165,12 @@ class RedisMirror:
         return self._answered(values)
 
     async def read_async(self) -> Stamp | None:
-        """As :meth:`read`, through an asyncio client of the running event loop; a counter not
-        there yet is left for :meth:`read` to start (``None``)."""
+        """As :meth:`read`, through an asyncio client of the running event loop, in a read shared
+        with the requests of the loop that wait for it too (:mod:`idp.caching.shared_reads`); a
+        counter not there yet is left for :meth:`read` to start (``None``)."""
+        return await self._shared()
+
+    async def _read_async(self) -> Stamp | None:
         if not self._asking():
             return None
         try:
