@@ -175,6 +175,29 @@ def test_the_json_line_has_time_level_logger_message_and_fields(http, access):
     assert "color_message" not in line
 
 
+@pytest.mark.parametrize(
+    ("created", "written"),
+    [
+        (1796580000.0, "2026-12-06T18:00:00.000+00:00"),
+        (1796580000.9996, "2026-12-06T18:00:00.999+00:00"),
+        (1796580001.25, "2026-12-06T18:00:01.250+00:00"),
+        (1796579999.5, "2026-12-06T17:59:59.500+00:00"),
+    ],
+)
+def test_the_time_is_the_records_own_to_the_millisecond_however_lines_follow(created, written):
+    """One formatter writes every line of a process and keeps the second it last formatted: each
+    line must still show its own record's time, across seconds and backwards."""
+    formatter = JsonFormatter()
+    for moment, expected in [(created, written), (created - 86400, None), (created, written)]:
+        record = logging.LogRecord("idp.access", logging.INFO, __file__, 1, "line", None, None)
+        record.created = moment
+        time_written = json.loads(formatter.format(record))["time"]
+        if expected is not None:
+            assert time_written == expected
+        else:
+            assert time_written.startswith("2026-12-05T")
+
+
 # --- metrics -------------------------------------------------------------------------------------
 
 
