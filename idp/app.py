@@ -57,7 +57,8 @@ from .pages.terms import terms_page
 from .security.headers import SecurityHeaders
 from .security.null_bytes import NullBytes
 from .settings import Settings
-from .web.cors import client_route, public_route
+from .web.cors import client_route
+from .web.documents import PublicDocuments
 
 log = logging.getLogger("idp")
 
@@ -98,9 +99,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_environ()
     ctx = Context.build(settings)
     routes = [
-        public_route("/.well-known/openid-configuration", discovery.configuration),
-        public_route("/.well-known/oauth-authorization-server", discovery.configuration),
-        public_route(PATHS["jwks_uri"], discovery.jwks),
         Route(PATHS["authorization_endpoint"], authorize, methods=["GET", "POST"]),
         client_route(PATHS["token_endpoint"], token, methods=["POST"]),
         client_route(PATHS["authorization_challenge_endpoint"], authorization_challenge, methods=["POST"]),
@@ -150,8 +148,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, exception_handlers={DBAPIError: _database_unavailable}, lifespan=_lifespan)
     app.state.ctx = ctx
+    app.add_middleware(PublicDocuments, documents=discovery.DOCUMENTS)
     app.add_middleware(MetricsPort, port=settings.metrics_port)
     app.add_middleware(NullBytes)
     app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
-    app.add_middleware(RequestObservability, trusted_proxies=settings.trusted_proxies)
+    app.add_middleware(
+        RequestObservability, trusted_proxies=settings.trusted_proxies, static_routes=discovery.DOCUMENTS.keys()
+    )
     return app

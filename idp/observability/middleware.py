@@ -14,11 +14,10 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
-from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -90,11 +89,12 @@ class RequestObservability:
     requests are not routed twice; a path with parameters (or none known) is routed each time,
     so that no path a caller makes up is kept."""
 
-    def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[Network]) -> None:
+    def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[Network], static_routes: Iterable[str] = ()) -> None:
         self.app = app
         self.trusted_proxies = trusted_proxies
         self.ids = RequestIds()
-        self._static_routes: dict[str, str] = {}
+        self._static_routes: dict[str, str] = {path: path for path in static_routes}
+        """Known from the start: the paths answered before the router (``static_routes``)."""
         self._series: dict[tuple[str, str, int], _Series] = {}
 
     def _metrics(self, route: str, method: str, status: int) -> _Series:
@@ -133,7 +133,7 @@ class RequestObservability:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:

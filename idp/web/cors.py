@@ -1,7 +1,7 @@
 """Which pages of other origins may read the provider's answers: CORS (the Fetch standard, §3.2).
 
-Discovery and the JWKS are public documents any page may read (:func:`public_route`: Starlette's
-``CORSMiddleware`` for every origin, GET and HEAD).
+Discovery and the JWKS are public documents any page may read (:class:`AnyOrigin`: Starlette's
+``CORSMiddleware`` for every origin, GET and HEAD; :mod:`idp.web.documents` serves them).
 
 The endpoints a browser app calls with its tokens (:func:`client_route`: token, revocation,
 UserInfo) answer only an origin that the request's client registered (``--web-origin``), with
@@ -53,11 +53,6 @@ PUBLIC_METHODS = ("GET", "HEAD")
 _CLIENT = "idp.cors.client"
 
 
-def public_route(path: str, endpoint: Endpoint) -> Route:
-    """``endpoint`` (GET) readable from every origin."""
-    return Route(path, endpoint, methods=[*PUBLIC_METHODS, "OPTIONS"], middleware=[Middleware(AnyOrigin)])
-
-
 def client_route(path: str, endpoint: Endpoint, methods: Sequence[str]) -> Route:
     """``endpoint`` readable from the origins its request's client registered; its surface calls
     :func:`note_client`."""
@@ -82,7 +77,7 @@ def _allow(methods: Sequence[str]) -> Response:
 
 
 class AnyOrigin(CORSMiddleware):
-    """Starlette's CORS for every origin, GET and HEAD, on a route that allows them."""
+    """Starlette's CORS for every origin, GET and HEAD, in front of what answers them."""
 
     def __init__(self, app: ASGIApp) -> None:
         super().__init__(app, allow_origins=("*",), allow_methods=PUBLIC_METHODS, max_age=MAX_AGE)
