@@ -14,16 +14,22 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
+from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
 _KEY_FILE = re.compile(r"^(\d{8}T\d{12}Z)-[A-Za-z0-9_-]+\.pem$")
 _STAMP = "%Y%m%dT%H%M%S%fZ"
 SECRET_KEY_FILE = "secret.key"
 CHECK_INTERVAL = 1.0
+ALGORITHMS = ["RS256"]
+VERIFIED_KEPT = 1024
+"""Tokens whose signature a snapshot remembers having verified: about 3 MB a process, tokens included."""
 
 
 class KeyStoreError(Exception):
@@ -130,6 +136,23 @@ class KeySnapshot:
     active: SigningKey
     keyset: KeySet
     jwks_json: bytes
+    decode: Callable[[str], jwt.Token]
+    """A token whose signature one of ``keyset`` verifies, decoded (:func:`_decoder`)."""
+
+
+def _decoder(keyset: KeySet) -> Callable[[str], jwt.Token]:
+    """Resource servers and apps present the same access token again and again, and an RSA
+    verification is the largest part of answering them: the last :data:`VERIFIED_KEPT` tokens
+    found signed are kept, keyed by the whole token, so a token altered anywhere is verified
+    afresh, and with the snapshot, so one whose key leaves the keyring is never found again. A
+    token that fails is never kept. What is kept says only that the signature holds: expiry,
+    issuer and revocation are for the caller to check each time."""
+
+    @lru_cache(maxsize=VERIFIED_KEPT)
+    def decode(token: str) -> jwt.Token:
+        return jwt.decode(token, keyset, algorithms=ALGORITHMS)
+
+    return decode
 
 
 class KeyRing:
@@ -174,8 +197,10 @@ class KeyRing:
                 for k, item in zip(published, keys, strict=True)
             ]
         }
+        keyset = KeySet([*published])
         return KeySnapshot(
             active=keys[-1],
-            keyset=KeySet([*published]),
+            keyset=keyset,
             jwks_json=json.dumps(document, separators=(",", ":")).encode(),
+            decode=_decoder(keyset),
         )
