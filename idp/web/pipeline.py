@@ -41,7 +41,7 @@ from ..context import Context
 from ..errors import Refused
 from ..languages import speak_for
 from ..security.rate_limits import CountInRedis, Limit, Refusal
-from ..storage.database import NeedsDatabase, in_memory_only
+from ..storage.database import NeedsDatabase, commit_begun, in_memory_only
 from .locale import language
 from .request import context, rate_limit_address, transaction
 
@@ -204,16 +204,16 @@ def _serve(
         except Throttled as throttled:
             db.rollback()
             response = surface.refused(call, throttled.refusal)
-            db.commit()
+            commit_begun(db)
             return response
         except Answer as answer:
-            db.commit()
+            commit_begun(db)
             return answer.response
         except Refused as error:
             if error.keeps_changes:
-                db.commit()
+                commit_begun(db)
             else:
                 db.rollback()
             return surface.failed(call, error)
-        db.commit()
+        commit_begun(db)
         return response
