@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -75,6 +77,45 @@ def test_a_counters_file_of_other_topics_is_started_afresh(tmp_path):
     assert read is not None and set(read) == set(Topic)
     assert "older" not in read.values()
     assert FileMirror(path).read() == read
+
+
+@pytest.mark.parametrize("found", [b"", b"short", b"x" * 4096])
+def test_a_counters_file_cut_short_or_grown_is_written_whole_before_it_is_mapped(tmp_path, found):
+    """A file shorter than the map would end it at a bus error on the first read past its end."""
+    path = tmp_path / "idp.db-generations"
+    path.write_bytes(found)
+    mirror = FileMirror(path)
+    read = mirror.read()
+    assert read is not None and set(read) == set(Topic)
+    mirror.changed(Topic.PEOPLE)
+    assert mirror.read() != read
+
+
+def test_a_change_in_another_process_is_seen_at_the_next_read(tmp_path):
+    """Every process maps the one file: what one writes, the next read of any other returns,
+    without the file being opened again."""
+    path = tmp_path / "idp.db-generations"
+    here = FileMirror(path)
+    before = here.read()
+    assert before is not None
+    program = (
+        "import sys; from pathlib import Path; from idp.caching.generations import FileMirror; "
+        "from idp.storage.generations import Topic; FileMirror(Path(sys.argv[1])).changed(Topic.REVOCATIONS)"
+    )
+    subprocess.run([sys.executable, "-c", program, str(path)], check=True, timeout=60)  # noqa: S603
+    after = here.read()
+    assert after is not None
+    assert after[Topic.REVOCATIONS] != before[Topic.REVOCATIONS]
+    assert after[Topic.CLIENTS] == before[Topic.CLIENTS] and after[Topic.PEOPLE] == before[Topic.PEOPLE]
+
+
+def test_counters_that_cannot_be_mapped_are_no_counters_and_asked_for_again(tmp_path):
+    """No counters: the caches are bypassed (``None``), and the file is tried again at every read."""
+    mirror = FileMirror(tmp_path / "missing" / "idp.db-generations")
+    assert mirror.read() is None
+    mirror.changed(Topic.CLIENTS)
+    (tmp_path / "missing").mkdir()
+    assert mirror.read() is not None
 
 
 def test_a_change_after_a_savepoint_rolled_back_still_moves_it(ctx, make_user):

@@ -6,8 +6,8 @@ change is also written to it once its transaction commits, as a fresh random val
 loses it cannot bring back a value a cache still holds), and read from there:
 
 - with Redis, from Redis, in one round trip for every counter;
-- on SQLite, whose processes all run beside its file, from a small file next to it: a read of a
-  few bytes, no query, no round trip.
+- on SQLite, whose processes all run beside its file, from a small file next to it that each
+  maps into its memory: no query, no system call.
 
 A request served in the event loop reads them ahead (:meth:`Generations.read_ahead`), from Redis
 without blocking, and hands what it read to its session (:meth:`Generations.preset`).
@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import mmap
 import os
 import secrets
+import struct
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -215,49 +218,73 @@ class RedisMirror:
 
 
 class FileMirror:
-    """One line per topic in a file beside the SQLite database; a change replaces the file whole
-    (written aside, then renamed), so a reader sees the old file or the new, never half of one."""
+    """A small file beside the SQLite database that every process maps into its memory: a header,
+    then a slot of 8 bytes per topic, into which a change writes a fresh random value. A read is a
+    look at memory the processes share, without a system call; a change is visible to every
+    process as soon as it is written (an aligned 8-byte store, which no reader sees half done).
+
+    The file is made once and never replaced, only written in place, so every process maps the
+    same one: whoever finds it missing, short, or of another version (the former text format)
+    writes it whole, under an exclusive lock that the others wait for before they map it.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._map: mmap.mmap | None = None
+        self._last: tuple[bytes, Stamp] | None = None
+        """The slots of the last read and the stamp made of them, handed out again while they
+        have not changed."""
 
     def read(self) -> Stamp | None:
-        try:
-            descriptor = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            self.changed(None)
-            return self.read() if self.path.exists() else None
-        except OSError:
+        mapped = self._mapped()
+        if mapped is None:
             return None
-        try:
-            lines = os.read(descriptor, 4096).decode("ascii", "replace").split()
-        except OSError:
-            return None
-        finally:
-            os.close(descriptor)
-        if len(lines) != len(Topic):
-            return self._started_afresh()
-        return dict(zip(Topic, lines, strict=True))
-
-    def _started_afresh(self) -> Stamp | None:
-        """A file of another version of the provider, with other topics: every topic anew."""
-        self.changed(None)
-        lines = self.path.read_text("ascii", "replace").split() if self.path.exists() else []
-        return dict(zip(Topic, lines, strict=True)) if len(lines) == len(Topic) else None
+        slots = mapped[_HEADER_SIZE:_FILE_SIZE]
+        last = self._last
+        if last is not None and last[0] == slots:
+            return last[1]
+        stamp = {topic: slots[index * 8 : index * 8 + 8].hex() for index, topic in enumerate(Topic)}
+        self._last = (slots, stamp)
+        return stamp
 
     async def read_async(self) -> Stamp | None:
-        """A read of a few bytes from a local file, which does not wait on anything."""
+        """A look at memory, which does not wait on anything."""
         return self.read()
 
-    def changed(self, topic: Topic | None) -> None:
-        """Every topic gets a new value: simpler than rewriting one line, and as correct."""
-        aside = self.path.with_name(f"{self.path.name}.{secrets.token_hex(4)}")
-        try:
-            aside.write_text("\n".join(secrets.token_hex(8) for _ in Topic))
-            os.replace(aside, self.path)
-        except OSError as exc:
-            log.error("a change could not be written to %s: %s", self.path, exc)
-            aside.unlink(missing_ok=True)
+    def changed(self, topic: Topic) -> None:
+        mapped = self._mapped()
+        if mapped is None:
+            log.error("a change to %s could not be written to %s", topic.value, self.path)
+            return
+        struct.pack_into("<Q", mapped, _HEADER_SIZE + list(Topic).index(topic) * 8, secrets.randbits(64))
+
+    def _mapped(self) -> mmap.mmap | None:
+        """The file mapped, made first if need be; ``None`` while it cannot be (asked again next time)."""
+        if self._map is None:
+            try:
+                self._map = _map_counters(self.path)
+            except OSError as exc:
+                log.error("change counters unreadable in %s: %s", self.path, exc)
+                return None
+        return self._map
+
+
+_MAGIC = b"idp-counters-1\n\x00"
+_HEADER_SIZE = len(_MAGIC)
+_FILE_SIZE = _HEADER_SIZE + 8 * len(Topic)
+
+
+def _map_counters(path: Path) -> mmap.mmap:
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if os.fstat(descriptor).st_size != _FILE_SIZE or os.pread(descriptor, _HEADER_SIZE, 0) != _MAGIC:
+            os.pwrite(descriptor, _MAGIC + secrets.token_bytes(8 * len(Topic)), 0)
+            os.ftruncate(descriptor, _FILE_SIZE)
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return mmap.mmap(descriptor, _FILE_SIZE)
+    finally:
+        os.close(descriptor)
 
 
 async def run_settling(generations: Generations, maker: sessionmaker[Session], stop: asyncio.Event) -> None:
