@@ -109,13 +109,69 @@ def test_a_change_in_another_process_is_seen_at_the_next_read(tmp_path):
     assert after[Topic.CLIENTS] == before[Topic.CLIENTS] and after[Topic.PEOPLE] == before[Topic.PEOPLE]
 
 
-def test_counters_that_cannot_be_mapped_are_no_counters_and_asked_for_again(tmp_path):
-    """No counters: the caches are bypassed (``None``), and the file is tried again at every read."""
+def test_counters_that_cannot_be_mapped_are_no_counters_and_asked_for_again(tmp_path, caplog):
+    """No counters: the caches are bypassed (``None``), the file is tried again at every read, and
+    the log says so when that begins and when it ends, not at every request."""
+    caplog.set_level(logging.INFO, logger="idp.caching")
     mirror = FileMirror(tmp_path / "missing" / "idp.db-generations")
-    assert mirror.read() is None
-    mirror.changed(Topic.CLIENTS)
+    for _ in range(3):
+        assert mirror.read() is None
     (tmp_path / "missing").mkdir()
     assert mirror.read() is not None
+    lines = [line for _, line in outage_lines(caplog)]
+    assert len(lines) == 2 and "unreadable" in lines[0] and "readable" in lines[1]
+
+
+def test_a_slot_found_zero_is_no_counter(tmp_path):
+    """A file being written whole holds zeros for a moment: a read then finds no counters rather
+    than a value that every such moment would share (and a cache tagged with it could match)."""
+    path = tmp_path / "idp.db-generations"
+    mirror = FileMirror(path)
+    assert mirror.read() is not None
+    with path.open("r+b") as file:
+        file.seek(path.stat().st_size - 8)
+        file.write(bytes(8))
+    assert mirror.read() is None
+    mirror.changed(list(Topic)[-1])
+    assert mirror.read() is not None
+
+
+def test_a_change_being_written_by_another_process_is_never_read_half_done(tmp_path):
+    """Each slot is one aligned 8-byte store and load: however often another process writes, a
+    read gets whole values (a write done byte by byte would show zeros in between)."""
+    path = tmp_path / "idp.db-generations"
+    mirror = FileMirror(path)
+    assert mirror.read() is not None
+    program = (
+        "import sys, time; from pathlib import Path; from idp.caching.generations import FileMirror; "
+        "from idp.storage.generations import Topic; mirror = FileMirror(Path(sys.argv[1])); "
+        "end = time.monotonic() + 2\nwhile time.monotonic() < end: mirror.changed(Topic.CLIENTS)"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", program, str(path)])  # noqa: S603
+    try:
+        seen = set()
+        while writer.poll() is None:
+            read = mirror.read()
+            assert read is not None, "a read found a slot half written"
+            seen.add(read[Topic.CLIENTS])
+    finally:
+        writer.wait(timeout=60)
+    assert writer.returncode == 0
+    assert len(seen) > 10, "the reads did not overlap the writes"
+
+
+def test_a_counters_file_deleted_under_a_process_is_followed_to_the_new_one(tmp_path):
+    """A process keeps no mapping of a file no longer at the path: a change another process
+    writes into the file now there is seen at the next read."""
+    path = tmp_path / "idp.db-generations"
+    server = FileMirror(path)
+    before = server.read()
+    assert before is not None
+    path.unlink()
+    FileMirror(path).changed(Topic.REVOCATIONS)
+    after = server.read()
+    assert after is not None and after[Topic.REVOCATIONS] != before[Topic.REVOCATIONS]
+    assert FileMirror(path).read() == after
 
 
 def test_a_change_after_a_savepoint_rolled_back_still_moves_it(ctx, make_user):

@@ -7,7 +7,7 @@ loses it cannot bring back a value a cache still holds), and read from there:
 
 - with Redis, from Redis, in one round trip for every counter;
 - on SQLite, whose processes all run beside its file, from a small file next to it that each
-  maps into its memory: no query, no system call.
+  maps into its memory: no query, one ``stat``.
 
 A request served in the event loop reads them ahead (:meth:`Generations.read_ahead`), from Redis
 without blocking, and hands what it read to its session (:meth:`Generations.preset`).
@@ -29,9 +29,9 @@ import logging
 import mmap
 import os
 import secrets
-import struct
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -219,72 +219,111 @@ class RedisMirror:
 
 class FileMirror:
     """A small file beside the SQLite database that every process maps into its memory: a header,
-    then a slot of 8 bytes per topic, into which a change writes a fresh random value. A read is a
-    look at memory the processes share, without a system call; a change is visible to every
-    process as soon as it is written (an aligned 8-byte store, which no reader sees half done).
+    then a slot of 8 bytes per topic, into which a change writes a fresh random value (never 0).
+    A slot is read and written as one aligned 8-byte integer, so a reader sees the old value or
+    the new, never a mix; reading costs one ``stat`` of the path and a look at memory the
+    processes share.
 
-    The file is made once and never replaced, only written in place, so every process maps the
-    same one: whoever finds it missing, short, or of another version (the former text format)
-    writes it whole, under an exclusive lock that the others wait for before they map it.
+    The file is made once and written in place, never replaced, so every process maps the same
+    one: whoever finds it missing, short, or of another version (the former text format) writes
+    it whole under an exclusive lock, which the others wait for before they map it. A file that is
+    nonetheless replaced or deleted under a running process (by hand, or by an older version) is
+    noticed at the next read, by its device and inode, and the one now at the path is mapped.
+    A slot found 0 (a file being written whole) is no counter: caches are bypassed for that read.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._map: mmap.mmap | None = None
-        self._last: tuple[bytes, Stamp] | None = None
+        self._mapped: _MappedCounters | None = None
+        self._last: tuple[tuple[int, ...], Stamp] | None = None
         """The slots of the last read and the stamp made of them, handed out again while they
         have not changed."""
+        self._outage = Outage(
+            log,
+            logging.ERROR,
+            f"change counters unreadable in {path}, caches bypassed: %s",
+            f"change counters readable in {path} again",
+        )
 
     def read(self) -> Stamp | None:
-        mapped = self._mapped()
-        if mapped is None:
+        slots = self._slots()
+        if slots is None:
             return None
-        slots = mapped[_HEADER_SIZE:_FILE_SIZE]
+        values = tuple(slots)
+        if 0 in values:
+            return None
         last = self._last
-        if last is not None and last[0] == slots:
+        if last is not None and last[0] == values:
             return last[1]
-        stamp = {topic: slots[index * 8 : index * 8 + 8].hex() for index, topic in enumerate(Topic)}
-        self._last = (slots, stamp)
+        stamp = {topic: f"{value:016x}" for topic, value in zip(Topic, values, strict=True)}
+        self._last = (values, stamp)
         return stamp
 
     async def read_async(self) -> Stamp | None:
-        """A look at memory, which does not wait on anything."""
+        """A ``stat`` and a look at memory, which do not wait on anything."""
         return self.read()
 
     def changed(self, topic: Topic) -> None:
-        mapped = self._mapped()
-        if mapped is None:
+        slots = self._slots()
+        if slots is None:
             log.error("a change to %s could not be written to %s", topic.value, self.path)
             return
-        struct.pack_into("<Q", mapped, _HEADER_SIZE + list(Topic).index(topic) * 8, secrets.randbits(64))
+        slots[list(Topic).index(topic)] = _fresh()
 
-    def _mapped(self) -> mmap.mmap | None:
-        """The file mapped, made first if need be; ``None`` while it cannot be (asked again next time)."""
-        if self._map is None:
+    def _slots(self) -> memoryview | None:
+        """The slots of the file now at the path, mapped anew if it is not the one mapped."""
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            found = None
+        except OSError as exc:
+            self._outage.failed(exc)
+            return None
+        mapped = self._mapped
+        if mapped is None or found is None or (found.st_dev, found.st_ino) != mapped.identity:
             try:
-                self._map = _map_counters(self.path)
+                mapped = self._mapped = _map_counters(self.path)
             except OSError as exc:
-                log.error("change counters unreadable in %s: %s", self.path, exc)
+                self._outage.failed(exc)
                 return None
-        return self._map
+        self._outage.succeeded()
+        return mapped.slots
 
 
-_MAGIC = b"idp-counters-1\n\x00"
+@dataclass(frozen=True)
+class _MappedCounters:
+    identity: tuple[int, int]
+    """The mapped file's device and inode."""
+    slots: memoryview
+    """One native unsigned 64-bit integer per topic, in the order of :class:`Topic`."""
+
+
+_MAGIC = b"idp-counters-2\n\x00"
 _HEADER_SIZE = len(_MAGIC)
 _FILE_SIZE = _HEADER_SIZE + 8 * len(Topic)
 
 
-def _map_counters(path: Path) -> mmap.mmap:
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+def _fresh() -> int:
+    return secrets.randbits(64) or 1
+
+
+def _map_counters(path: Path) -> _MappedCounters:
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
-        if os.fstat(descriptor).st_size != _FILE_SIZE or os.pread(descriptor, _HEADER_SIZE, 0) != _MAGIC:
-            os.pwrite(descriptor, _MAGIC + secrets.token_bytes(8 * len(Topic)), 0)
+        status = os.fstat(descriptor)
+        written = status.st_size == _FILE_SIZE and os.pread(descriptor, _HEADER_SIZE, 0) == _MAGIC
+        if not written:
+            os.pwrite(descriptor, _MAGIC + bytes(_FILE_SIZE - _HEADER_SIZE), 0)
             os.ftruncate(descriptor, _FILE_SIZE)
+        slots = memoryview(mmap.mmap(descriptor, _FILE_SIZE))[_HEADER_SIZE:].cast("Q")
+        if not written:
+            for index in range(len(Topic)):
+                slots[index] = _fresh()
         fcntl.flock(descriptor, fcntl.LOCK_UN)
-        return mmap.mmap(descriptor, _FILE_SIZE)
     finally:
         os.close(descriptor)
+    return _MappedCounters((status.st_dev, status.st_ino), slots)
 
 
 async def run_settling(generations: Generations, maker: sessionmaker[Session], stop: asyncio.Event) -> None:

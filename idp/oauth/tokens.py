@@ -118,7 +118,7 @@ def decode_signed(keyring: KeyRing, token: str) -> jwt.Token:
         found = keyring.snapshot().decode(token)
     except (JoseError, ValueError, TypeError):
         raise InvalidToken("the token is malformed or its signature does not verify") from None
-    return jwt.Token(dict(found.header), dict(found.claims))  # the kept one stays as verified
+    return jwt.Token(dict(found.header), dict(found.claims))  # a caller's change stays its own
 
 
 def verify_access_token(db: Session, keyring: KeyRing, issuer: str, token: str, live: LiveTokens) -> dict[str, Any]:
