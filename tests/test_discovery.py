@@ -156,3 +156,27 @@ def test_the_jwks_etag_changes_with_the_keys(http, ctx):
     assert after.status_code == 200
     assert after.headers["etag"] != before.headers["etag"]
     assert {key["kid"] for key in after.json()["keys"]} > {key["kid"] for key in before.json()["keys"]}
+
+
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/jwks.json"])
+def test_head_answers_the_headers_of_get_without_a_body(http, path):
+    got, head = http.get(path), http.head(path)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(got.content))
+    for name in ("content-type", "etag", "cache-control", "vary", "x-content-type-options", "content-security-policy"):
+        assert head.headers[name] == got.headers[name]
+    assert head.headers["x-request-id"] != got.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/jwks.json"])
+def test_every_answer_of_a_document_names_what_it_varies_on_and_carries_the_security_headers(http, path):
+    """The answer of a request with an ``Origin`` differs from one without: a cache must keep both,
+    the 304 included."""
+    first = http.get(path)
+    held = http.get(path, headers={"If-None-Match": first.headers["etag"], "Origin": "https://app.example"})
+    for answer in (first, held):
+        assert answer.headers["vary"] == "Origin"
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["x-request-id"]
+    assert held.status_code == 304 and held.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-origin" not in first.headers
