@@ -242,3 +242,15 @@ def tokens_for(http: httpx.Client, client: RegisteredClient, user: TestUser, **o
     response = exchange(http, client, callback["code"], verifier)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def client_credentials_token(http: httpx.Client, client: RegisteredClient) -> str:
+    response = http.post("/token", data={"grant_type": "client_credentials"}, auth=client.auth)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def introspect(http: httpx.Client, client: RegisteredClient, token: str) -> dict[str, Any]:
+    response = http.post("/introspect", data={"token": token}, auth=client.auth)
+    assert response.status_code == 200, response.text
+    return dict(response.json())

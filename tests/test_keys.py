@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 from idp.app import create_app
 
 from .conftest import TEST_ISSUER, make_settings, run_idp
-from .flows import RegisteredClient, eventually, tokens_for
+from .flows import RegisteredClient, client_credentials_token, eventually, introspect, tokens_for
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
@@ -67,18 +67,6 @@ def idp_refused(environ: dict[str, str], *args: str) -> str:
 
 def pem_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.pem"))
-
-
-def client_credentials_token(http: httpx.Client, client: RegisteredClient) -> str:
-    response = http.post("/token", data={"grant_type": "client_credentials"}, auth=client.auth)
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
-
-
-def introspect(http: httpx.Client, client: RegisteredClient, token: str) -> dict[str, Any]:
-    response = http.post("/introspect", data={"token": token}, auth=client.auth)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def userinfo_status(http: httpx.Client, token: str) -> httpx.Response:

@@ -13,19 +13,7 @@ from joserfc import jwt
 from idp import keys
 from idp.oauth.tokens import decode_signed, issue_access_token
 
-from .flows import RegisteredClient
-
-
-def cc_token(http, client: RegisteredClient) -> str:  # type: ignore[no-untyped-def]
-    response = http.post("/token", data={"grant_type": "client_credentials"}, auth=client.auth)
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
-def introspected(http, client: RegisteredClient, token: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    response = http.post("/introspect", data={"token": token}, auth=client.auth)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
+from .flows import RegisteredClient, client_credentials_token, introspect
 
 
 @pytest.fixture
@@ -48,22 +36,22 @@ def verifications(monkeypatch) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_a_token_presented_again_is_not_verified_again(http, machine, verifications):
-    token = cc_token(http, machine)
+    token = client_credentials_token(http, machine)
     for _ in range(3):
-        assert introspected(http, machine, token)["active"] is True
+        assert introspect(http, machine, token)["active"] is True
     assert verifications.count(token) == 1
 
 
 def test_a_token_altered_after_it_was_verified_is_refused(http, machine):
-    token = cc_token(http, machine)
-    assert introspected(http, machine, token)["active"] is True
+    token = client_credentials_token(http, machine)
+    assert introspect(http, machine, token)["active"] is True
     header, payload, signature = token.split(".")
     middle = len(signature) // 2
     flipped = signature[:middle] + ("A" if signature[middle] != "A" else "B") + signature[middle + 1 :]
-    assert introspected(http, machine, f"{header}.{payload}.{flipped}") == {"active": False}
+    assert introspect(http, machine, f"{header}.{payload}.{flipped}") == {"active": False}
     forged_payload = base64.urlsafe_b64encode(b'{"scope":"admin"}').rstrip(b"=").decode()
-    assert introspected(http, machine, f"{header}.{forged_payload}.{signature}") == {"active": False}
-    assert introspected(http, machine, token)["active"] is True
+    assert introspect(http, machine, f"{header}.{forged_payload}.{signature}") == {"active": False}
+    assert introspect(http, machine, token)["active"] is True
 
 
 def test_a_kept_token_still_expires(http, ctx, machine):
@@ -71,14 +59,14 @@ def test_a_kept_token_still_expires(http, ctx, machine):
     issued = issue_access_token(
         ctx.keyring, issuer=ctx.settings.issuer, ttl=1, client_id=machine.client_id, subject=machine.client_id, scope=[]
     )
-    assert introspected(http, machine, issued.token)["active"] is True
+    assert introspect(http, machine, issued.token)["active"] is True
     exp = jwt.decode(issued.token, ctx.keyring.snapshot().keyset).claims["exp"]
     time.sleep(max(0.0, exp - time.time()) + 0.1)
-    assert introspected(http, machine, issued.token) == {"active": False}
+    assert introspect(http, machine, issued.token) == {"active": False}
 
 
 def test_what_a_caller_does_with_the_claims_does_not_change_the_kept_token(http, ctx, machine):
-    token = cc_token(http, machine)
+    token = client_credentials_token(http, machine)
     first = decode_signed(ctx.keyring, token)
     first.claims["sub"] = "someone-else"
     first.header["kid"] = "another"

@@ -89,7 +89,7 @@ class RequestObservability:
     requests are not routed twice; a path with parameters (or none known) is routed each time,
     so that no path a caller makes up is kept."""
 
-    def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[Network], static_routes: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[Network], static_routes: Iterable[str]) -> None:
         self.app = app
         self.trusted_proxies = trusted_proxies
         self.ids = RequestIds()

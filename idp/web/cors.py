@@ -70,7 +70,7 @@ def _is_preflight(headers: Headers) -> bool:
     return "origin" in headers and "access-control-request-method" in headers
 
 
-def _allow(methods: Sequence[str]) -> Response:
+def method_not_allowed(methods: Sequence[str]) -> Response:
     """An OPTIONS that is no preflight is refused as every other method the resource does not
     serve (RFC 9110 §15.5.6): OPTIONS is there only for browsers' preflights."""
     return PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": ", ".join(methods)})
@@ -84,7 +84,7 @@ class AnyOrigin(CORSMiddleware):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "OPTIONS" and not _is_preflight(Headers(scope=scope)):
-            await _allow(PUBLIC_METHODS)(scope, receive, send)
+            await method_not_allowed(PUBLIC_METHODS)(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -132,7 +132,7 @@ class ClientOrigins:
 
     async def _options(self, request: Request) -> Response:
         if not _is_preflight(request.headers):
-            return _allow(self.methods)
+            return method_not_allowed(self.methods)
         origin = request.headers["origin"]
         if not await run_in_threadpool(_allowed, request, origin, None):
             return PlainTextResponse("Disallowed CORS origin", status_code=400, headers={"Vary": "Origin"})

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
 
-from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..context import Context
-from .cors import AnyOrigin
+from .cors import PUBLIC_METHODS, AnyOrigin, method_not_allowed
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -63,16 +62,14 @@ class PublicDocuments:
     def __init__(self, app: ASGIApp, *, documents: Mapping[str, Document]) -> None:
         self.app = app
         self.documents = documents
-        self.other_methods = AnyOrigin(
-            PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": "GET, HEAD, OPTIONS"})
-        )
+        self.other_methods = AnyOrigin(method_not_allowed((*PUBLIC_METHODS, "OPTIONS")))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         document = self.documents.get(scope["path"]) if scope["type"] == "http" else None
         if document is None:
             await self.app(scope, receive, send)
             return
-        if scope["method"] not in ("GET", "HEAD"):
+        if scope["method"] not in PUBLIC_METHODS:
             await self.other_methods(scope, receive, send)
             return
         ctx = cast(Context, scope["app"].state.ctx)
