@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from . import api
@@ -59,6 +59,7 @@ from .security.null_bytes import NullBytes
 from .settings import Settings
 from .web.cors import client_route
 from .web.documents import PublicDocuments
+from .web.json_response import JSONResponse
 
 log = logging.getLogger("idp")
 

@@ -8,6 +8,7 @@ Live tests run ``idp serve`` to see the JSON lines it really writes, and ``--wor
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import re
@@ -196,6 +197,25 @@ def test_the_time_is_the_records_own_to_the_millisecond_however_lines_follow(cre
             assert time_written == expected
         else:
             assert time_written.startswith("2026-12-05T")
+
+
+def test_any_extra_value_is_written_in_one_json_line():
+    """A field given as ``extra`` may be any value: text in any script stays readable, a value JSON
+    has no form for is written as its text, and neither a wide integer nor a mapping keyed by
+    numbers loses the line."""
+    record = logging.LogRecord(
+        "idp", logging.WARNING, __file__, 1, "odd fields %s", ("\u0633\u0644\u0627\u0645",), None
+    )
+    record.wide = 2**70
+    record.keyed = {1: "one"}
+    record.moment = datetime.datetime(2026, 12, 6, 18, 0, tzinfo=datetime.UTC)
+    record.kind = object
+    written = JsonFormatter().format(record)
+    assert "\n" not in written and "\u0633\u0644\u0627\u0645" in written
+    line = json.loads(written)
+    assert line["message"] == "odd fields \u0633\u0644\u0627\u0645"
+    assert line["wide"] == 2**70 and line["keyed"] == {"1": "one"}
+    assert line["moment"].startswith("2026-12-06") and line["kind"] == "<class 'object'>"
 
 
 # --- metrics -------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ..accounts import commands, email_change, postal_address, profile
@@ -23,6 +23,7 @@ from ..accounts.reauthentication import MAX_PASSWORD_INPUT
 from ..accounts.usernames import MAX_USERNAME, asks_another
 from ..accounts.users import MAX_NAME
 from ..security.rate_limits import Limit
+from ..web.json_response import JSONResponse
 from ..web.pipeline import Call, Endpoint, Handler, Needs, endpoint
 from .bearer import BEARER
 from .bodies import Field, Fields, members_of

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ..accounts import postal_address
 from ..accounts.codes_vocabulary import SecondFactorMethod
+from ..web.json_response import JSONResponse
 from ..web.request import context
 from .account import (
     CODE_FIELDS,

@@ -16,9 +16,10 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ..accounts.errors import AccountError
+from ..web.json_response import JSONResponse
 from ..web.messages import message
 from ..web.request import context
 

@@ -7,8 +7,9 @@ import logging
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from ..web.json_response import JSONResponse
 from ..web.request import context
 
 log = logging.getLogger("idp.health")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.responses import JSONResponse
-
 from ..oauth.errors import InvalidClient, OAuthError, TemporarilyUnavailable
+from ..web.json_response import JSONResponse
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

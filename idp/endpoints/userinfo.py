@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ..context import Context
 from ..errors import Refused
@@ -22,6 +22,7 @@ from ..oauth.tokens import verify_access_token
 from ..security.forms import FormError, read_form, single_values
 from ..security.rate_limits import Refusal
 from ..web.cors import note_client
+from ..web.json_response import JSONResponse
 from ..web.pipeline import Answer, Call, Needs, endpoint
 
 Claims = dict[str, Any]

@@ -18,6 +18,8 @@ import logging.config
 from contextvars import ContextVar
 from typing import Any
 
+import orjson
+
 REQUEST_ID: ContextVar[str | None] = ContextVar("idp_request_id", default=None)
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``. uvicorn adds
@@ -33,12 +35,21 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+_FALLBACK = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
+def _encode(line: dict[str, Any]) -> str:
+    """orjson, several times faster than the standard library's encoder; a value it refuses (an
+    integer wider than 64 bits) is written by the standard library's, so that no line is lost."""
+    try:
+        return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return _FALLBACK.encode(line)
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record. A server writes a line for every request, so the time is
-    written from the second it falls in, formatted once per second, and one encoder serves all."""
+    written from the second it falls in, formatted once per second, and orjson encodes it."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -65,7 +76,7 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return _ENCODER.encode(line)
+        return _encode(line)
 
 
 def logging_config(level: int) -> dict[str, Any]:

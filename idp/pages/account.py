@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
 from ..accounts import commands, email_change, first_password, postal_address, profile
 from ..accounts.errors import Code, PasswordsDiffer
@@ -22,6 +22,7 @@ from ..accounts.usernames import asks_another
 from ..catalogs import N_
 from ..security.rate_limits import Limit
 from ..web.browser import clear_session_cookie
+from ..web.json_response import JSONResponse
 from ..web.locale import translate
 from ..web.pipeline import Needs
 from ..web.rendering import render

@@ -9,8 +9,9 @@ details; everything else in RFC 6749's.
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..web.json_response import JSONResponse
 
 REFUSAL = {"error": "invalid_request", "error_description": "the request holds a NUL character"}
 PROBLEM = {"type": "about:blank", "title": "Bad Request", "status": 400, "detail": "The request holds a NUL character."}
