@@ -35,6 +35,7 @@ from .security.csrf import Csrf
 from .security.rate_limits import RateLimiter
 from .settings import Settings
 from .storage import make_engine, make_sessionmaker
+from .storage.database import MemorySessions
 from .theme import Theme, dress
 
 
@@ -86,6 +87,10 @@ class Context:
         beside a SQLite database. (A count in Redis against a rate limit still blocks, and sends
         its request to a thread: :func:`idp.endpoints.throttling.throttle_client`.)"""
         return self.generations.mirror is not None
+
+    @cached_property
+    def memory_sessions(self) -> MemorySessions:
+        return MemorySessions(self.db)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:

@@ -41,9 +41,9 @@ from ..context import Context
 from ..errors import Refused
 from ..languages import speak_for
 from ..security.rate_limits import CountInRedis, Limit, Refusal
-from ..storage.database import NeedsDatabase, commit_begun, in_memory_only
+from ..storage.database import NeedsDatabase, commit_begun
 from .locale import language
-from .request import context, rate_limit_address, transaction
+from .request import context, note_origin, rate_limit_address, transaction
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
@@ -184,36 +184,50 @@ def _serve(
     stamp: Stamp | None = None,
 ) -> Response:
     """Serve in one transaction; given the change counters read ahead (``stamp``), from memory
-    only, or :class:`NeedsDatabase`."""
+    only (in the thread's lent session), or :class:`NeedsDatabase`."""
+    if stamp is None:
+        with transaction(request) as db:
+            return _serve_in(db, surface, needs, handler, request, raw)
     ctx = context(request)
-    with transaction(request) as db:
-        if stamp is not None:
-            in_memory_only(db)
-            ctx.generations.preset(db, stamp)
-        speak_for(db, lambda: language(request))
-        try:
-            who = surface.authenticate(request, ctx, db, raw)
-            call = Call(request, ctx, db, who, lambda: surface.relock(call, raw).who, raw=raw)
-            call.values = surface.values(call, raw, needs)
-            if call.unsafe:
-                for limit in needs.limits:
-                    call.spend(limit)
-                if needs.lock:
-                    call.lock()
-            response = handler(call)
-        except Throttled as throttled:
-            db.rollback()
-            response = surface.refused(call, throttled.refusal)
-            commit_begun(db)
-            return response
-        except Answer as answer:
-            commit_begun(db)
-            return answer.response
-        except Refused as error:
-            if error.keeps_changes:
-                commit_begun(db)
-            else:
-                db.rollback()
-            return surface.failed(call, error)
+    with ctx.memory_sessions.lend() as db:
+        note_origin(db, request)
+        ctx.generations.preset(db, stamp)
+        return _serve_in(db, surface, needs, handler, request, raw)
+
+
+def _serve_in(
+    db: Session,
+    surface: Surface[Who],
+    needs: Needs,
+    handler: Handler[Who],
+    request: Request,
+    raw: object,
+) -> Response:
+    ctx = context(request)
+    speak_for(db, lambda: language(request))
+    try:
+        who = surface.authenticate(request, ctx, db, raw)
+        call = Call(request, ctx, db, who, lambda: surface.relock(call, raw).who, raw=raw)
+        call.values = surface.values(call, raw, needs)
+        if call.unsafe:
+            for limit in needs.limits:
+                call.spend(limit)
+            if needs.lock:
+                call.lock()
+        response = handler(call)
+    except Throttled as throttled:
+        db.rollback()
+        response = surface.refused(call, throttled.refusal)
         commit_begun(db)
         return response
+    except Answer as answer:
+        commit_begun(db)
+        return answer.response
+    except Refused as error:
+        if error.keeps_changes:
+            commit_begun(db)
+        else:
+            db.rollback()
+        return surface.failed(call, error)
+    commit_begun(db)
+    return response

@@ -32,8 +32,12 @@ def rate_limit_address(request: Request) -> str:
 
 @contextmanager
 def transaction(request: Request) -> Iterator[Session]:
-    """The request's database session; the events services record in it name the request's
-    address and user agent."""
+    """The request's database session (see :func:`note_origin`)."""
     with context(request).db() as db:
-        audit_log.set_origin(db, audit_log.Origin(request_address(request), request.headers.get("user-agent")))
+        note_origin(db, request)
         yield db
+
+
+def note_origin(db: Session, request: Request) -> None:
+    """The events services record in ``db`` name the request's address and user agent."""
+    audit_log.set_origin(db, audit_log.Origin(request_address(request), request.headers.get("user-agent")))
