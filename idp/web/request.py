@@ -40,4 +40,4 @@ def transaction(request: Request) -> Iterator[Session]:
 
 def note_origin(db: Session, request: Request) -> None:
     """The events services record in ``db`` name the request's address and user agent."""
-    audit_log.set_origin(db, audit_log.Origin(request_address(request), request.headers.get("user-agent")))
+    audit_log.set_origin(db, lambda: audit_log.Origin(request_address(request), request.headers.get("user-agent")))
