@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from uvicorn_worker import UvicornWorker
 
 from .app import create_app
+from .http_protocol import OneWriteHttpProtocol
 from .settings import Settings
 
 
@@ -24,7 +25,7 @@ class Worker(UvicornWorker):
 
     CONFIG_KWARGS = {
         "loop": "auto",
-        "http": "auto",
+        "http": OneWriteHttpProtocol,
         "ws": "none",
         "lifespan": "on",
         "proxy_headers": False,

@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
+from ..http_protocol import OneWriteHttpProtocol
 from ..keys import KeyStore
 from ..migrate import upgrade
 from ..observability.logs import configure_logging, logging_config
@@ -90,6 +91,7 @@ def _serve_in_this_process(host: str, ports: list[int], log_config: dict[str, An
             port=port,
             proxy_headers=False,
             server_header=False,
+            http=OneWriteHttpProtocol,
             ws="none",
             log_config=log_config,
             access_log=False,
