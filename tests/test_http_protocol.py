@@ -10,7 +10,9 @@ requests over one socket.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,6 +33,8 @@ class RecordingTransport(asyncio.Transport):
         self.closed = False
 
     def write(self, data: bytes) -> None:  # type: ignore[override]
+        if self.closed:
+            raise RuntimeError("the handler is closed")  # as uvloop's transport answers
         self.writes.append(bytes(data))
 
     def close(self) -> None:
@@ -161,6 +165,45 @@ def test_a_response_that_closes_its_connection_is_written_before_the_close():
         exchange(answer(b"bye"), b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", lambda t: t.closed)
     )
     assert transport.closed and len(transport.writes) == 1 and transport.writes[0].endswith(b"\r\n\r\nbye")
+
+
+def test_a_closed_connection_is_freed_without_the_cycle_collector():
+    async def run() -> weakref.ref[OneWriteHttpProtocol]:
+        protocol, transport = connect(answer(b"x"))
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(lambda: bool(transport.writes))
+        protocol.connection_lost(None)
+        await asyncio.sleep(0.01)
+        return weakref.ref(protocol)
+
+    gc.disable()
+    try:
+        gone = asyncio.run(run())
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
+def test_a_head_held_when_the_peer_resets_is_dropped_not_written_to_the_closed_transport():
+    failures: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0.05)
+        raise RuntimeError("the application fails after its peer has gone")
+
+    async def run() -> RecordingTransport:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: failures.append(context))
+        protocol, transport = connect(app)
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.01)
+        transport.closed = True  # the event loop closed it as the reset came
+        protocol.connection_lost(ConnectionResetError())
+        await asyncio.sleep(0.1)
+        return transport
+
+    transport = asyncio.run(run())
+    assert transport.writes == [] and failures == []
 
 
 def test_idp_serve_answers_pipelined_requests_in_order(base_environ, tmp_path):
