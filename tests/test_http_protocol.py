@@ -22,6 +22,7 @@ from uvicorn.server import ServerState
 from idp.http_protocol import OneWriteHttpProtocol
 
 from .conftest import start_server
+from .event_loops import run_apart
 
 App = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -89,7 +90,7 @@ def answer(body: bytes, status: int = 200) -> App:
 
 
 def test_a_response_is_one_write_of_head_and_body():
-    transport = asyncio.run(
+    transport = run_apart(
         exchange(answer(b'{"ok":true}'), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", lambda t: bool(t.writes))
     )
     assert len(transport.writes) == 1
@@ -99,14 +100,12 @@ def test_a_response_is_one_write_of_head_and_body():
 
 def test_a_response_without_a_body_is_written_when_it_ends():
     """HEAD and 304 send no body bytes: the held head must still go out."""
-    head_only = asyncio.run(
+    head_only = run_apart(
         exchange(answer(b"0123456789"), b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", lambda t: bool(t.writes))
     )
     assert len(head_only.writes) == 1
     assert head_only.writes[0].startswith(b"HTTP/1.1 200 OK") and head_only.writes[0].endswith(b"\r\n\r\n")
-    not_modified = asyncio.run(
-        exchange(answer(b"", 304), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", lambda t: bool(t.writes))
-    )
+    not_modified = run_apart(exchange(answer(b"", 304), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", lambda t: bool(t.writes)))
     assert [w[:22] for w in not_modified.writes] == [b"HTTP/1.1 304 Not Modif"]
 
 
@@ -131,7 +130,7 @@ def test_the_chunks_of_a_streamed_body_are_not_held():
         await until(lambda: bool(seen) and len(transport.writes) == 3)
         return transport
 
-    transport = asyncio.run(run())
+    transport = run_apart(run())
     assert seen == [2], "the second chunk was written while the application paused"
     assert transport.writes[0].startswith(b"HTTP/1.1 200 OK") and transport.writes[0].endswith(b"3\r\none\r\n")
     assert transport.writes[1:] == [b"3\r\ntwo\r\n", b"0\r\n\r\n"]
@@ -155,13 +154,13 @@ def test_an_interim_100_continue_is_written_before_the_body_is_read():
         await until(lambda: len(transport.writes) == 2)
         return transport
 
-    transport = asyncio.run(run())
+    transport = run_apart(run())
     assert order == ["reads the body", "got b'hi'"]
     assert len(transport.writes) == 2 and transport.writes[1].endswith(b"\r\n\r\ndone")
 
 
 def test_a_response_that_closes_its_connection_is_written_before_the_close():
-    transport = asyncio.run(
+    transport = run_apart(
         exchange(answer(b"bye"), b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", lambda t: t.closed)
     )
     assert transport.closed and len(transport.writes) == 1 and transport.writes[0].endswith(b"\r\n\r\nbye")
@@ -178,7 +177,7 @@ def test_a_closed_connection_is_freed_without_the_cycle_collector():
 
     gc.disable()
     try:
-        gone = asyncio.run(run())
+        gone = run_apart(run())
         assert gone() is None
     finally:
         gc.enable()
@@ -202,7 +201,7 @@ def test_a_head_held_when_the_peer_resets_is_dropped_not_written_to_the_closed_t
         await asyncio.sleep(0.1)
         return transport
 
-    transport = asyncio.run(run())
+    transport = run_apart(run())
     assert transport.writes == [] and failures == []
 
 
