@@ -341,6 +341,18 @@ def json_lines(log: Path) -> list[dict[str, Any]]:
     return parsed
 
 
+def token_lines_written(log: Path, ids: dict[str, str]) -> dict[str, int]:
+    """The worker that wrote the access line of each request in ``ids``, read while the workers
+    write: a last line not yet ended is not yet written."""
+    ended = log.read_text().rpartition("\n")[0]
+    lines = [json.loads(line) for line in ended.splitlines() if line.strip()]
+    return {
+        line["request_id"]: line["pid"]
+        for line in lines
+        if line.get("route") == "/token" and line.get("request_id") in ids
+    }
+
+
 def stop(process) -> None:  # type: ignore[no-untyped-def]
     process.terminate()
     process.wait(timeout=15)
@@ -370,10 +382,10 @@ def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, own_dat
     process, url = start_server(environ, log, "--workers", "2")
     try:
         ids: dict[str, str] = {}
-        served_by: set[int] = set()
+        served_by: dict[str, int] = {}
         issued = 0
         # Each request on a new connection: the kernel hands connections to both workers.
-        while len(served_by) < 2 or issued < 10:
+        while len(set(served_by.values())) < 2 or issued < 10:
             assert issued < 300, "one worker took every connection"
             response = httpx.post(
                 url + "/token",
@@ -384,11 +396,12 @@ def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, own_dat
             assert response.status_code == 200, response.text
             issued += 1
             ids[response.headers["x-request-id"]] = "/token"
-            served_by = {
-                line["pid"]
-                for line in json_lines(log)
-                if line.get("route") == "/token" and line.get("request_id") in ids
-            }
+            served_by = token_lines_written(log, ids)
+        # A worker counts a request and writes its line after the client has the answer.
+        deadline = time.monotonic() + 10
+        while len(served_by) < issued and time.monotonic() < deadline:
+            time.sleep(0.05)
+            served_by = token_lines_written(log, ids)
         for _ in range(6):  # whichever worker answers shows the sum
             with httpx.Client(base_url=url, timeout=10) as scraper:
                 assert metric(scraper, "idp_tokens_issued_total", grant_type="client_credentials") == issued
