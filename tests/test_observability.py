@@ -341,16 +341,23 @@ def json_lines(log: Path) -> list[dict[str, Any]]:
     return parsed
 
 
-def token_lines_written(log: Path, ids: dict[str, str]) -> dict[str, int]:
+def access_lines_written(log: Path, ids: set[str]) -> dict[str, int]:
     """The worker that wrote the access line of each request in ``ids``, read while the workers
     write: a last line not yet ended is not yet written."""
     ended = log.read_text().rpartition("\n")[0]
     lines = [json.loads(line) for line in ended.splitlines() if line.strip()]
-    return {
-        line["request_id"]: line["pid"]
-        for line in lines
-        if line.get("route") == "/token" and line.get("request_id") in ids
-    }
+    return {line["request_id"]: line["pid"] for line in lines if line.get("request_id") in ids}
+
+
+def counted(log: Path, ids: set[str]) -> dict[str, int]:
+    """Waits for the access line of each request in ``ids``: a worker counts a request and then
+    writes its line after the client has its answer, so a scrape straight after could miss it."""
+    deadline = time.monotonic() + 10
+    written = access_lines_written(log, ids)
+    while len(written) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        written = access_lines_written(log, ids)
+    return written
 
 
 def stop(process) -> None:  # type: ignore[no-untyped-def]
@@ -381,12 +388,11 @@ def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, own_dat
     log = tmp_path / "workers.log"
     process, url = start_server(environ, log, "--workers", "2")
     try:
-        ids: dict[str, str] = {}
+        ids: set[str] = set()
         served_by: dict[str, int] = {}
-        issued = 0
         # Each request on a new connection: the kernel hands connections to both workers.
-        while len(set(served_by.values())) < 2 or issued < 10:
-            assert issued < 300, "one worker took every connection"
+        while len(set(served_by.values())) < 2 or len(ids) < 10:
+            assert len(ids) < 300, "one worker took every connection"
             response = httpx.post(
                 url + "/token",
                 data={"grant_type": "client_credentials"},
@@ -394,14 +400,10 @@ def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, own_dat
                 timeout=10,
             )
             assert response.status_code == 200, response.text
-            issued += 1
-            ids[response.headers["x-request-id"]] = "/token"
-            served_by = token_lines_written(log, ids)
-        # A worker counts a request and writes its line after the client has the answer.
-        deadline = time.monotonic() + 10
-        while len(served_by) < issued and time.monotonic() < deadline:
-            time.sleep(0.05)
-            served_by = token_lines_written(log, ids)
+            ids.add(response.headers["x-request-id"])
+            served_by = access_lines_written(log, ids)
+        counted(log, ids)
+        issued = len(ids)
         for _ in range(6):  # whichever worker answers shows the sum
             with httpx.Client(base_url=url, timeout=10) as scraper:
                 assert metric(scraper, "idp_tokens_issued_total", grant_type="client_credentials") == issued
@@ -414,7 +416,7 @@ def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, own_dat
     assert not [line for line in lines if line["logger"] == "uvicorn.access"], "uvicorn's access log is off"
     assert any(line["logger"] == "uvicorn.error" and "Started server process" in line["message"] for line in lines)
     token_lines = [line for line in lines if line.get("route") == "/token"]
-    assert {line["request_id"] for line in token_lines} == set(ids)
+    assert {line["request_id"] for line in token_lines} == ids
     for line in token_lines:
         assert line["logger"] == "idp.access" and line["status"] == 200 and line["method"] == "POST"
         assert line["client"] == "127.0.0.1" and line["duration_ms"] >= 0
@@ -453,12 +455,17 @@ def test_serve_answers_metrics_on_the_metrics_port_only(base_environ, own_databa
         "HOME": str(tmp_path),
         "IDP_METRICS_PORT": str(metrics_port),
     }
-    process, url = start_server(environ, tmp_path / "serve.log", "--workers", workers)
+    log = tmp_path / "serve.log"
+    process, url = start_server(environ, log, "--workers", workers)
     metrics_url = f"http://127.0.0.1:{metrics_port}"
     try:
         assert httpx.get(url + "/metrics", timeout=5).status_code == 404
+        ids = set()
         for _ in range(4):
-            assert httpx.get(url + "/jwks.json", timeout=5).status_code == 200
+            response = httpx.get(url + "/jwks.json", timeout=5)
+            assert response.status_code == 200
+            ids.add(response.headers["x-request-id"])
+        counted(log, ids)
         with httpx.Client(base_url=metrics_url, timeout=5) as scraper:
             assert metric(scraper, "idp_http_requests_total", route="/jwks.json", method="GET", status="200") == 4
             for path in ("/", "/healthz", "/login", "/jwks.json", "/.well-known/openid-configuration"):
