@@ -8,12 +8,16 @@ Live tests run ``idp serve`` to see the JSON lines it really writes, and ``--wor
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import io
 import json
 import logging
 import re
 import secrets
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +34,12 @@ from idp.context import Context
 from idp.messaging.errors import DeliveryError
 from idp.messaging.worker import deliver_due
 from idp.migrate import upgrade
-from idp.observability.logs import JsonFormatter, RequestIdFilter
+from idp.observability.logs import JsonFormatter, RequestIdFilter, TurnBatchedStreamHandler
 from idp.observability.middleware import UNMATCHED
 from idp.storage import OutboxMessage, now
 
 from .conftest import PASSWORD, TEST_ISSUER, free_port, make_settings, run_idp, start_server
+from .event_loops import run_apart
 from .flows import ask_for_code, emailed_code, enter_code, post_login, tokens_for
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -216,6 +221,106 @@ def test_any_extra_value_is_written_in_one_json_line():
     assert line["message"] == "odd fields \u0633\u0644\u0627\u0645"
     assert line["wide"] == 2**70 and line["keyed"] == {"1": "one"}
     assert line["moment"].startswith("2026-12-06") and line["kind"] == "<class 'object'>"
+
+
+# --- a server's lines, a loop's turn at a time ----------------------------------------------------
+
+
+class Writes(io.StringIO):
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+
+def batched_logger(stream: io.StringIO) -> tuple[logging.Logger, TurnBatchedStreamHandler]:
+    handler = TurnBatchedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.Logger(f"batched-{secrets.token_hex(4)}", logging.INFO)
+    logger.addHandler(handler)
+    return logger, handler
+
+
+def test_lines_of_one_turn_of_a_loop_are_written_together_after_it():
+    stream = Writes()
+    logger, _ = batched_logger(stream)
+
+    async def serve() -> list[list[str]]:
+        seen = []
+        for turn in range(2):
+            for request in range(3):
+                logger.info("turn %d request %d", turn, request)
+            seen.append(list(stream.writes))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return seen
+
+    during = run_apart(serve())
+    assert during == [[], ["turn 0 request 0\nturn 0 request 1\nturn 0 request 2\n"]]
+    assert stream.writes[1] == "turn 1 request 0\nturn 1 request 1\nturn 1 request 2\n"
+    assert len(stream.writes) == 2
+
+
+def test_a_line_from_a_thread_without_a_loop_is_written_at_once_after_what_is_held():
+    stream = Writes()
+    logger, _ = batched_logger(stream)
+
+    async def serve() -> list[str]:
+        logger.info("in the loop")
+        worker = threading.Thread(target=logger.info, args=("in the thread pool",))
+        worker.start()
+        worker.join()
+        written = list(stream.writes)
+        await asyncio.sleep(0)
+        return written
+
+    assert run_apart(serve()) == ["in the loop\nin the thread pool\n"]
+    assert stream.writes == ["in the loop\nin the thread pool\n"]
+    logger.info("no loop at all")
+    assert stream.writes[-1] == "no loop at all\n"
+
+
+def test_what_is_held_when_logging_shuts_down_is_written():
+    stream = Writes()
+    logger, handler = batched_logger(stream)
+
+    loop = asyncio.new_event_loop()
+
+    def last_words() -> None:
+        logger.info("stopping")
+        loop.stop()  # the turn that would have written it never comes
+
+    loop.call_soon(last_words)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+    assert stream.writes == []
+    logging.shutdown([weakref.ref(handler)])  # what atexit does as the process ends
+    assert stream.writes == ["stopping\n"]
+
+
+def test_a_stream_that_fails_is_reported_never_raised(capsys):
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("no space left on device")
+
+    logger, _ = batched_logger(Broken())
+
+    async def serve() -> None:
+        logger.info("lost")
+        await asyncio.sleep(0)
+        logger.info("lost too")
+        await asyncio.sleep(0)
+
+    run_apart(serve())
+    reported = capsys.readouterr().err
+    assert reported.count("--- Logging error ---") == 2 and "OSError: no space left on device" in reported
 
 
 # --- metrics -------------------------------------------------------------------------------------

@@ -64,13 +64,13 @@ def _metrics_shared_by(workers: int) -> Iterator[None]:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     if settings.metrics_port == args.port:
         raise SettingsError(f"IDP_METRICS_PORT: must differ from the port idp serve answers on ({args.port})")
-    configure_logging(logging.INFO)
+    configure_logging(logging.INFO, batched=True)
     upgrade(settings.database_url)
     store = KeyStore(settings.keys_dir)
     store.ensure()
     if settings.secret_key is None:
         store.secret_key()
-    log_config = logging_config(logging.INFO)
+    log_config = logging_config(logging.INFO, batched=True)
     ports = [args.port] if settings.metrics_port is None else [args.port, settings.metrics_port]
     with _metrics_shared_by(args.workers):
         if args.workers == 1:

@@ -6,17 +6,19 @@ Starlette carries into the thread pool, and :class:`RequestIdFilter` stamps it o
 is emitted. Fields given as ``extra={...}`` become fields of the line.
 ``idp serve`` hands :func:`logging_config` to uvicorn and to gunicorn's arbiter, so their own lines
 are JSON too (uvicorn's workers under gunicorn write through ``gunicorn.error``'s handler) and their
-access logs, which would print query strings, stay off: ours replaces them.
+access logs, which would print query strings, stay off: ours replaces them. Its lines are written
+a loop's turn at a time (:class:`TurnBatchedStreamHandler`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
 import logging.config
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -79,9 +81,57 @@ class JsonFormatter(logging.Formatter):
         return _encode(line)
 
 
-def logging_config(level: int) -> dict[str, Any]:
-    """A :func:`logging.config.dictConfig` configuration: everything as JSON lines on standard error."""
+class TurnBatchedStreamHandler(logging.StreamHandler[TextIO]):
+    """Lines emitted in a thread running an event loop are held until the loop's next turn and
+    written together; a line from any other thread (the thread pool, gunicorn's arbiter) is written
+    at once, after what is held, so that the order stays. A server writes a line for every request,
+    and a write of its own for each cost a system call and, with several workers on one file or
+    pipe, a wait for the others' writes: 28 us of an 80 us JWKS request. What is held when logging
+    shuts down is written then."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._held: list[str] = []
+        self._last: logging.LogRecord | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:  # noqa: BLE001 - logging never raises into the code that logs
+            self.handleError(record)
+            return
+        self._last = record
+        loop = asyncio._get_running_loop()  # noqa: SLF001 - the cheap check asyncio itself uses
+        if loop is None:
+            self._held.append(line)
+            self._write_held()
+            return
+        if not self._held:
+            loop.call_soon(self.flush)
+        self._held.append(line)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # a Handler makes its lock when it is made
+            self._write_held()
+
+    def _write_held(self) -> None:
+        text, self._held = "".join(self._held), []
+        try:
+            if text:
+                self.stream.write(text)
+            self.stream.flush()
+        except Exception:  # noqa: BLE001 - as StreamHandler.emit: reported, never raised
+            if self._last is not None:
+                self.handleError(self._last)
+
+
+def logging_config(level: int, *, batched: bool = False) -> dict[str, Any]:
+    """A :func:`logging.config.dictConfig` configuration: everything as JSON lines on standard
+    error; ``batched`` for a server, a loop's turn at a time. The commands write each line at once:
+    run in a process where another library's loop stays open, as in a test, a held line would wait
+    for that loop."""
     name = logging.getLevelName(level)
+    handler = f"{__name__}.TurnBatchedStreamHandler" if batched else "logging.StreamHandler"
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -89,7 +139,7 @@ def logging_config(level: int) -> dict[str, Any]:
         "filters": {"request_id": {"()": f"{__name__}.RequestIdFilter"}},
         "handlers": {
             "stderr": {
-                "class": "logging.StreamHandler",
+                "class": handler,
                 "formatter": "json",
                 "filters": ["request_id"],
                 "stream": "ext://sys.stderr",
@@ -106,11 +156,11 @@ def logging_config(level: int) -> dict[str, Any]:
     }
 
 
-def configure_logging(level: int) -> None:
+def configure_logging(level: int, *, batched: bool = False) -> None:
     """Also turns off what a record would gather that no line shows: the calling frame, the thread
     and the multiprocessing process name (the logging HOWTO's "Optimization"); the forked workers
     of ``idp serve`` inherit it."""
     logging._srcfile = None  # noqa: SLF001 - the documented switch for the caller's frame
     logging.logThreads = False
     logging.logMultiprocessing = False
-    logging.config.dictConfig(logging_config(level))
+    logging.config.dictConfig(logging_config(level, batched=batched))
