@@ -18,7 +18,8 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,13 @@ def batched_logger(stream: io.StringIO) -> tuple[logging.Logger, TurnBatchedStre
     return logger, handler
 
 
+def in_a_thread(work: Callable[[], None]) -> None:
+    """Run ``work`` in a thread of its own: after any browser test, the session's Playwright keeps
+    a loop running in the main thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(work).result()
+
+
 def test_lines_of_one_turn_of_a_loop_are_written_together_after_it():
     stream = Writes()
     logger, _ = batched_logger(stream)
@@ -281,7 +289,7 @@ def test_a_line_from_a_thread_without_a_loop_is_written_at_once_after_what_is_he
 
     assert run_apart(serve()) == ["in the loop\nin the thread pool\n"]
     assert stream.writes == ["in the loop\nin the thread pool\n"]
-    logger.info("no loop at all")
+    in_a_thread(lambda: logger.info("no loop at all"))
     assert stream.writes[-1] == "no loop at all\n"
 
 
@@ -289,17 +297,20 @@ def test_what_is_held_when_logging_shuts_down_is_written():
     stream = Writes()
     logger, handler = batched_logger(stream)
 
-    loop = asyncio.new_event_loop()
+    def serve_and_stop() -> None:
+        loop = asyncio.new_event_loop()
 
-    def last_words() -> None:
-        logger.info("stopping")
-        loop.stop()  # the turn that would have written it never comes
+        def last_words() -> None:
+            logger.info("stopping")
+            loop.stop()  # the turn that would have written it never comes
 
-    loop.call_soon(last_words)
-    try:
-        loop.run_forever()
-    finally:
-        loop.close()
+        loop.call_soon(last_words)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    in_a_thread(serve_and_stop)
     assert stream.writes == []
     logging.shutdown([weakref.ref(handler)])  # what atexit does as the process ends
     assert stream.writes == ["stopping\n"]
