@@ -35,7 +35,7 @@ from idp.context import Context
 from idp.messaging.errors import DeliveryError
 from idp.messaging.worker import deliver_due
 from idp.migrate import upgrade
-from idp.observability.logs import JsonFormatter, RequestIdFilter, TurnBatchedStreamHandler
+from idp.observability.logs import AccessRecord, JsonFormatter, RequestIdFilter, TurnBatchedStreamHandler
 from idp.observability.middleware import UNMATCHED
 from idp.storage import OutboxMessage, now
 
@@ -180,6 +180,44 @@ def test_the_json_line_has_time_level_logger_message_and_fields(http, access):
     assert line["route"] == "/healthz" and line["status"] == 200 and line["method"] == "GET"
     assert line["request_id"] == response.headers["x-request-id"]
     assert "color_message" not in line
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_an_access_record_is_the_record_logging_makes_of_the_same_line(monkeypatch):
+    """A request's access line has a record of its own, made faster: every handler and formatter
+    must find in it each field, with the value, of the record the standard path makes as
+    ``idp serve`` configures logging. On a Python whose records gain a field, this fails until
+    the access record has it too."""
+    monkeypatch.setattr(logging, "_srcfile", None)
+    monkeypatch.setattr(logging, "logThreads", False)
+    monkeypatch.setattr(logging, "logMultiprocessing", False)
+    fields = {"method": "GET", "route": "/jwks.json", "status": 200, "duration_ms": 0.05, "client": "127.0.0.1"}
+    kept = Kept()
+    logger = logging.Logger("idp.access", logging.INFO)
+    logger.addHandler(kept)
+    logger.info("%s %s %d", "GET", "/jwks.json", 200, extra=dict(fields))
+    logger.handle(AccessRecord("idp.access", "GET /jwks.json 200", dict(fields)))
+    standard, access = kept.records
+
+    for name, value in vars(standard).items():
+        if name in ("created", "msecs", "relativeCreated"):
+            assert abs(getattr(access, name) - value) < (1000 if name != "created" else 1), name
+        elif name not in ("msg", "args"):  # the access record holds its message written out
+            assert getattr(access, name) == value, name
+    assert access.getMessage() == standard.getMessage() == "GET /jwks.json 200"
+    every_field = " ".join(f"%({name})s" for name in vars(standard))
+    assert logging.Formatter(every_field).format(access)
+    lines = [json.loads(JsonFormatter().format(record)) for record in (standard, access)]
+    assert [{**line, "time": None} for line in lines[:1]] == [{**line, "time": None} for line in lines[1:]]
+    assert list(lines[0]) == list(lines[1])
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..metrics import LATENCY, REQUESTS
 from ..security.client_address import Network, client_address
-from .logs import REQUEST_ID
+from .logs import REQUEST_ID, AccessRecord
 
 UNMATCHED = "(unmatched)"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -141,17 +141,13 @@ class RequestObservability:
         finally:
             elapsed = time.perf_counter() - started
             self._metrics(route, method, status).observe(elapsed)
-            access_log.info(
-                "%s %s %d",
-                method,
-                route,
-                status,
-                extra={
+            if access_log.isEnabledFor(logging.INFO):
+                fields = {
                     "method": method,
                     "route": route,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
                     "client": client_address(request, self.trusted_proxies),
-                },
-            )
+                }
+                access_log.handle(AccessRecord(access_log.name, f"{method} {route} {status}", fields))
             REQUEST_ID.reset(token)
