@@ -15,13 +15,13 @@ import json
 import logging
 import re
 import secrets
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from select import PIPE_BUF
 from typing import Any
 
 import httpx
@@ -199,6 +199,7 @@ def test_an_access_record_is_the_record_logging_makes_of_the_same_line(monkeypat
     monkeypatch.setattr(logging, "_srcfile", None)
     monkeypatch.setattr(logging, "logThreads", False)
     monkeypatch.setattr(logging, "logMultiprocessing", False)
+    monkeypatch.setattr(logging, "logAsyncioTasks", False, raising=False)  # Python 3.12 and later
     fields = {"method": "GET", "route": "/jwks.json", "status": 200, "duration_ms": 0.05, "client": "127.0.0.1"}
     kept = Kept()
     logger = logging.Logger("idp.access", logging.INFO)
@@ -262,7 +263,7 @@ def test_any_extra_value_is_written_in_one_json_line():
     assert line["moment"].startswith("2026-12-06") and line["kind"] == "<class 'object'>"
 
 
-# --- a server's lines, a loop's turn at a time ----------------------------------------------------
+# --- a server's access lines, a loop's turn at a time ---------------------------------------------
 
 
 class Writes(io.StringIO):
@@ -277,12 +278,17 @@ class Writes(io.StringIO):
         return len(text)
 
 
-def batched_logger(stream: io.StringIO) -> tuple[logging.Logger, TurnBatchedStreamHandler]:
-    handler = TurnBatchedStreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.Logger(f"batched-{secrets.token_hex(4)}", logging.INFO)
-    logger.addHandler(handler)
-    return logger, handler
+class Lines:
+    """A logger whose only handler is a server's, writing to ``stream``."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        self.handler = TurnBatchedStreamHandler(stream)
+        self.handler.setFormatter(logging.Formatter("%(message)s"))
+        self.logger = logging.Logger(f"batched-{secrets.token_hex(4)}", logging.INFO)
+        self.logger.addHandler(self.handler)
+
+    def access(self, message: str) -> None:
+        self.logger.handle(AccessRecord(self.logger.name, message, {}))
 
 
 def in_a_thread(work: Callable[[], None]) -> None:
@@ -292,15 +298,15 @@ def in_a_thread(work: Callable[[], None]) -> None:
         pool.submit(work).result()
 
 
-def test_lines_of_one_turn_of_a_loop_are_written_together_after_it():
+def test_access_lines_of_one_turn_of_a_loop_are_written_together_after_it():
     stream = Writes()
-    logger, _ = batched_logger(stream)
+    lines = Lines(stream)
 
     async def serve() -> list[list[str]]:
         seen = []
         for turn in range(2):
             for request in range(3):
-                logger.info("turn %d request %d", turn, request)
+                lines.access(f"turn {turn} request {request}")
             seen.append(list(stream.writes))
             await asyncio.sleep(0)
         await asyncio.sleep(0)
@@ -312,45 +318,89 @@ def test_lines_of_one_turn_of_a_loop_are_written_together_after_it():
     assert len(stream.writes) == 2
 
 
-def test_a_line_from_a_thread_without_a_loop_is_written_at_once_after_what_is_held():
+def test_any_other_line_and_any_line_from_a_thread_without_a_loop_is_written_at_once_after_what_is_held():
     stream = Writes()
-    logger, _ = batched_logger(stream)
+    lines = Lines(stream)
 
     async def serve() -> list[str]:
-        logger.info("in the loop")
-        worker = threading.Thread(target=logger.info, args=("in the thread pool",))
-        worker.start()
-        worker.join()
+        lines.access("first request")
+        in_a_thread(lambda: lines.access("in the thread pool"))
         written = list(stream.writes)
+        lines.access("second request")
+        lines.logger.warning("shutting down")
+        written += stream.writes[len(written) :]
         await asyncio.sleep(0)
         return written
 
-    assert run_apart(serve()) == ["in the loop\nin the thread pool\n"]
-    assert stream.writes == ["in the loop\nin the thread pool\n"]
-    in_a_thread(lambda: logger.info("no loop at all"))
+    assert run_apart(serve()) == ["first request\nin the thread pool\n", "second request\nshutting down\n"]
+    assert len(stream.writes) == 2
+    in_a_thread(lambda: lines.access("no loop at all"))
     assert stream.writes[-1] == "no loop at all\n"
 
 
-def test_what_is_held_when_logging_shuts_down_is_written():
+def test_what_is_held_is_written_in_whole_lines_a_pipe_takes_whole():
     stream = Writes()
-    logger, handler = batched_logger(stream)
+    lines = Lines(stream)
+    written = [f"request {n} " + ("\u0633" if n % 7 == 0 else "a") * 300 for n in range(40)]
+
+    async def serve() -> None:
+        for line in written:
+            lines.access(line)
+        await asyncio.sleep(0)
+
+    run_apart(serve())
+    assert len(stream.writes) > 1
+    assert all(len(piece.encode()) <= PIPE_BUF and piece.endswith("\n") for piece in stream.writes)
+    assert "".join(stream.writes).splitlines() == written
+
+
+def test_lines_held_by_a_loop_closed_before_its_next_turn_go_with_the_next_loops():
+    stream = Writes()
+    lines = Lines(stream)
 
     def serve_and_stop() -> None:
         loop = asyncio.new_event_loop()
 
-        def last_words() -> None:
-            logger.info("stopping")
+        def last_request() -> None:
+            lines.access("a")
             loop.stop()  # the turn that would have written it never comes
 
-        loop.call_soon(last_words)
+        loop.call_soon(last_request)
         try:
             loop.run_forever()
         finally:
             loop.close()
 
+    async def serve_again() -> None:
+        lines.access("b")
+        await asyncio.sleep(0)
+
     in_a_thread(serve_and_stop)
     assert stream.writes == []
-    logging.shutdown([weakref.ref(handler)])  # what atexit does as the process ends
+    run_apart(serve_again())
+    assert stream.writes == ["a\nb\n"]
+
+
+def test_what_is_held_when_logging_shuts_down_is_written():
+    stream = Writes()
+    lines = Lines(stream)
+
+    async def last_request() -> None:
+        lines.access("stopping")
+
+    def serve_and_stop() -> None:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(last_request())
+        loop.call_soon(loop.stop)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+        assert task.done()
+
+    in_a_thread(serve_and_stop)
+    assert stream.writes == []
+    logging.shutdown([weakref.ref(lines.handler)])  # what atexit does as the process ends
     assert stream.writes == ["stopping\n"]
 
 
@@ -359,12 +409,12 @@ def test_a_stream_that_fails_is_reported_never_raised(capsys):
         def write(self, text: str) -> int:
             raise OSError("no space left on device")
 
-    logger, _ = batched_logger(Broken())
+    lines = Lines(Broken())
 
     async def serve() -> None:
-        logger.info("lost")
+        lines.access("lost")
         await asyncio.sleep(0)
-        logger.info("lost too")
+        lines.access("lost too")
         await asyncio.sleep(0)
 
     run_apart(serve())
@@ -556,7 +606,7 @@ def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, own_dat
             assert response.status_code == 200, response.text
             ids.add(response.headers["x-request-id"])
             served_by = access_lines_written(log, ids)
-        counted(log, ids)
+        assert len(counted(log, ids)) == len(ids), "an access line never came"
         issued = len(ids)
         for _ in range(6):  # whichever worker answers shows the sum
             with httpx.Client(base_url=url, timeout=10) as scraper:
@@ -575,6 +625,28 @@ def test_serve_sums_metrics_over_its_workers_and_logs_json(base_environ, own_dat
         assert line["logger"] == "idp.access" and line["status"] == 200 and line["method"] == "POST"
         assert line["client"] == "127.0.0.1" and line["duration_ms"] >= 0
     assert client["client_secret"] not in log.read_text()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_stopped_server_has_written_every_line_of_every_worker(base_environ, own_database_url, tmp_path, workers):
+    """uvicorn ends a worker stopped by SIGTERM by raising the signal again once it has logged
+    its last line, and the default action ends the process there: nothing may still be held."""
+    environ = {**base_environ, "IDP_DATABASE_URL": own_database_url, "HOME": str(tmp_path)}
+    log = tmp_path / "serve.log"
+    process, url = start_server(environ, log, "--workers", workers)
+    try:
+        ids = set()
+        for _ in range(10):
+            response = httpx.get(url + "/jwks.json", timeout=5)
+            assert response.status_code == 200
+            ids.add(response.headers["x-request-id"])
+    finally:
+        stop(process)
+    lines = json_lines(log)
+    started = {line["pid"] for line in lines if line["message"].startswith("Started server process")}
+    finished = {line["pid"] for line in lines if line["message"].startswith("Finished server process")}
+    assert len(started) == int(workers) and finished == started, log.read_text()[-3000:]
+    assert {line.get("request_id") for line in lines} >= ids
 
 
 # --- a port of their own for the metrics ---------------------------------------------------------
@@ -619,7 +691,7 @@ def test_serve_answers_metrics_on_the_metrics_port_only(base_environ, own_databa
             response = httpx.get(url + "/jwks.json", timeout=5)
             assert response.status_code == 200
             ids.add(response.headers["x-request-id"])
-        counted(log, ids)
+        assert len(counted(log, ids)) == len(ids), "an access line never came"
         with httpx.Client(base_url=metrics_url, timeout=5) as scraper:
             assert metric(scraper, "idp_http_requests_total", route="/jwks.json", method="GET", status="200") == 4
             for path in ("/", "/healthz", "/login", "/jwks.json", "/.well-known/openid-configuration"):

@@ -6,8 +6,8 @@ Starlette carries into the thread pool, and :class:`RequestIdFilter` stamps it o
 is emitted. Fields given as ``extra={...}`` become fields of the line.
 ``idp serve`` hands :func:`logging_config` to uvicorn and to gunicorn's arbiter, so their own lines
 are JSON too (uvicorn's workers under gunicorn write through ``gunicorn.error``'s handler) and their
-access logs, which would print query strings, stay off: ours replaces them. Its lines are written
-a loop's turn at a time (:class:`TurnBatchedStreamHandler`).
+access logs, which would print query strings, stay off: ours replaces them. It writes its access
+lines a loop's turn at a time (:class:`TurnBatchedStreamHandler`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ import json
 import logging
 import logging.config
 import os
+import select
+import sys
 import time
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any, TextIO
 
@@ -121,54 +124,80 @@ class JsonFormatter(logging.Formatter):
 
 
 class TurnBatchedStreamHandler(logging.StreamHandler[TextIO]):
-    """Lines emitted in a thread running an event loop are held until the loop's next turn and
-    written together; a line from any other thread (the thread pool, gunicorn's arbiter) is written
-    at once, after what is held, so that the order stays. A server writes a line for every request,
-    and a write of its own for each cost a system call and, with several workers on one file or
-    pipe, a wait for the others' writes: 28 us of an 80 us JWKS request. What is held when logging
-    shuts down is written then."""
+    """Access lines (:class:`AccessRecord`, one a request) emitted in a thread running an event
+    loop are held until the loop's next turn and written together; any other line is written at
+    once, after what is held, so that the order stays. A write of its own for each access line
+    cost a system call and, with several workers on one file or pipe, a wait for the others'
+    writes. Only access lines wait: uvicorn ends a worker stopped by a signal by raising it again
+    right after its last line, which ends the process there, and an error may be the last thing
+    a process says. What is held is written in pieces of at most ``PIPE_BUF`` bytes, cut at line
+    ends, so that workers writing to one pipe never mix their lines; and when logging shuts down."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
         self._held: list[str] = []
+        self._flush_on: asyncio.AbstractEventLoop | None = None
+        """The loop that has a flush of what is held to run, if any; a loop closed before its
+        next turn drops it, and the next loop to hold a line asks again."""
         self._last: logging.LogRecord | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record) + self.terminator
+        except RecursionError:
+            raise
         except Exception:  # noqa: BLE001 - logging never raises into the code that logs
             self.handleError(record)
             return
         self._last = record
-        loop = asyncio._get_running_loop()  # noqa: SLF001 - the cheap check asyncio itself uses
-        if loop is None:
-            self._held.append(line)
-            self._write_held()
-            return
-        if not self._held:
-            loop.call_soon(self.flush)
         self._held.append(line)
+        access = isinstance(record, AccessRecord)
+        loop = asyncio._get_running_loop() if access else None  # noqa: SLF001 - asyncio's own cheap check
+        if loop is None:
+            self._write_held()
+        elif self._flush_on is not loop:
+            loop.call_soon(self.flush)
+            self._flush_on = loop
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # a Handler makes its lock when it is made
             self._write_held()
 
     def _write_held(self) -> None:
-        text, self._held = "".join(self._held), []
+        held, self._held, self._flush_on = self._held, [], None
         try:
-            if text:
-                self.stream.write(text)
+            for piece in _pieces(held):
+                self.stream.write(piece)
             self.stream.flush()
+        except RecursionError:
+            raise
         except Exception:  # noqa: BLE001 - as StreamHandler.emit: reported, never raised
             if self._last is not None:
                 self.handleError(self._last)
+        self._last = None
+
+
+def _pieces(lines: list[str]) -> Iterator[str]:
+    """``lines`` joined into pieces of at most ``PIPE_BUF`` bytes in UTF-8, which a pipe takes
+    whole, cut between lines (a longer line is a piece of its own)."""
+    piece: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line) if line.isascii() else len(line.encode())
+        if piece and size + length > select.PIPE_BUF:
+            yield "".join(piece)
+            piece, size = [], 0
+        piece.append(line)
+        size += length
+    if piece:
+        yield "".join(piece)
 
 
 def logging_config(level: int, *, batched: bool = False) -> dict[str, Any]:
     """A :func:`logging.config.dictConfig` configuration: everything as JSON lines on standard
-    error; ``batched`` for a server, a loop's turn at a time. The commands write each line at once:
-    run in a process where another library's loop stays open, as in a test, a held line would wait
-    for that loop."""
+    error; ``batched`` for a server, its access lines a loop's turn at a time. The commands write
+    each line at once: run in a process where another library's loop stays open, as in a test, a
+    held line would wait for that loop."""
     name = logging.getLevelName(level)
     handler = f"{__name__}.TurnBatchedStreamHandler" if batched else "logging.StreamHandler"
     return {
@@ -196,10 +225,12 @@ def logging_config(level: int, *, batched: bool = False) -> dict[str, Any]:
 
 
 def configure_logging(level: int, *, batched: bool = False) -> None:
-    """Also turns off what a record would gather that no line shows: the calling frame, the thread
-    and the multiprocessing process name (the logging HOWTO's "Optimization"); the forked workers
-    of ``idp serve`` inherit it."""
+    """Also turns off what a record would gather that no line shows: the calling frame, the
+    thread, the multiprocessing process name and the asyncio task's name (the logging HOWTO's
+    "Optimization"); the forked workers of ``idp serve`` inherit it."""
     logging._srcfile = None  # noqa: SLF001 - the documented switch for the caller's frame
     logging.logThreads = False
     logging.logMultiprocessing = False
+    if sys.version_info >= (3, 12):
+        logging.logAsyncioTasks = False
     logging.config.dictConfig(logging_config(level, batched=batched))
