@@ -17,8 +17,7 @@ import re
 import secrets
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from select import PIPE_BUF
@@ -40,7 +39,7 @@ from idp.observability.middleware import UNMATCHED
 from idp.storage import OutboxMessage, now
 
 from .conftest import PASSWORD, TEST_ISSUER, free_port, make_settings, run_idp, start_server
-from .event_loops import run_apart
+from .event_loops import apart, run_apart
 from .flows import ask_for_code, emailed_code, enter_code, post_login, tokens_for
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -291,13 +290,6 @@ class Lines:
         self.logger.handle(AccessRecord(self.logger.name, message, {}))
 
 
-def in_a_thread(work: Callable[[], None]) -> None:
-    """Run ``work`` in a thread of its own: after any browser test, the session's Playwright keeps
-    a loop running in the main thread."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(work).result()
-
-
 def test_access_lines_of_one_turn_of_a_loop_are_written_together_after_it():
     stream = Writes()
     lines = Lines(stream)
@@ -324,7 +316,7 @@ def test_any_other_line_and_any_line_from_a_thread_without_a_loop_is_written_at_
 
     async def serve() -> list[str]:
         lines.access("first request")
-        in_a_thread(lambda: lines.access("in the thread pool"))
+        apart(lambda: lines.access("in the thread pool"))
         written = list(stream.writes)
         lines.access("second request")
         lines.logger.warning("shutting down")
@@ -334,7 +326,7 @@ def test_any_other_line_and_any_line_from_a_thread_without_a_loop_is_written_at_
 
     assert run_apart(serve()) == ["first request\nin the thread pool\n", "second request\nshutting down\n"]
     assert len(stream.writes) == 2
-    in_a_thread(lambda: lines.access("no loop at all"))
+    apart(lambda: lines.access("no loop at all"))
     assert stream.writes[-1] == "no loop at all\n"
 
 
@@ -375,7 +367,7 @@ def test_lines_held_by_a_loop_closed_before_its_next_turn_go_with_the_next_loops
         lines.access("b")
         await asyncio.sleep(0)
 
-    in_a_thread(serve_and_stop)
+    apart(serve_and_stop)
     assert stream.writes == []
     run_apart(serve_again())
     assert stream.writes == ["a\nb\n"]
@@ -398,7 +390,7 @@ def test_what_is_held_when_logging_shuts_down_is_written():
             loop.close()
         assert task.done()
 
-    in_a_thread(serve_and_stop)
+    apart(serve_and_stop)
     assert stream.writes == []
     logging.shutdown([weakref.ref(lines.handler)])  # what atexit does as the process ends
     assert stream.writes == ["stopping\n"]
