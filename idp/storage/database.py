@@ -88,8 +88,8 @@ class MemorySessions:
     """One session per thread for work that must not reach the database (:func:`in_memory_only`),
     lent to one piece of work at a time and cleared after it. A request served from memory in the
     event loop still needs a session to carry what it reads, and making and closing one for each
-    cost about a twentieth of such a request. Threads, not the process, each have their own: a process
-    may run several event loops (a test's clients do)."""
+    cost about a twentieth of such a request. Threads, not the process, each have their own: a
+    process may run several event loops (a test's clients do)."""
 
     def __init__(self, maker: sessionmaker[Session]) -> None:
         self._maker = maker
