@@ -55,9 +55,11 @@ def test_a_token_altered_after_it_was_verified_is_refused(http, machine):
 
 
 def test_a_kept_token_still_expires(http, ctx, machine):
-    """What is kept is the signature's verdict; the expiry is checked at every presentation."""
+    """What is kept is the signature's verdict; the expiry is checked at every presentation.
+    Times are whole seconds: a token of 1 s issued late in a second may be expired at once, so it
+    lives 2 s, at least one whole second."""
     issued = issue_access_token(
-        ctx.keyring, issuer=ctx.settings.issuer, ttl=1, client_id=machine.client_id, subject=machine.client_id, scope=[]
+        ctx.keyring, issuer=ctx.settings.issuer, ttl=2, client_id=machine.client_id, subject=machine.client_id, scope=[]
     )
     assert introspect(http, machine, issued.token)["active"] is True
     exp = jwt.decode(issued.token, ctx.keyring.snapshot().keyset).claims["exp"]
