@@ -4,7 +4,7 @@
                                   [--peer DIR]
 
 It measures the machine's RSA-2048 signing and argon2 hashing rates, starts the provider twice
-(on a fresh database, then on the migrated one) to time start-up to a ready ``/readyz``, creates a
+(on an empty database, then on the one it made) to time start-up to a ready ``/readyz``, creates a
 client and a person with the real CLI, drives each scenario for ``--seconds`` from a separate load
 process (wrk for the stateless ones, ``bench/wrk.py``; the async httpx loop of ``bench/load.py``
 for refresh chains and sign-ins), and prints Markdown tables: throughput and latency, server CPU
@@ -342,7 +342,7 @@ def report(
                     "<= 1.25",
                     verdict(sign_in_rate_ratio <= 1.25),
                 ],
-                ["ready on a fresh database (migrations, new key), s", fmt(ready[0], 2), "< 1", verdict(ready[0] < 1)],
+                ["ready on an empty database (new key), s", fmt(ready[0], 2), "< 1", verdict(ready[0] < 1)],
                 ["ready on a migrated database, s", fmt(ready[1], 2), "< 1", verdict(ready[1] < 1)],
                 [
                     "RSS per worker, idle, MB",

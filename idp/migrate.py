@@ -1,8 +1,11 @@
-"""Runs the Alembic migrations programmatically, from a checkout or an installed wheel.
+"""Brings the database to the newest schema: runs the Alembic migrations programmatically, from a
+checkout or an installed wheel, or creates an empty database at head.
 
 Importing Alembic costs a good part of ``idp serve``'s start-up, and nearly every start finds the
 schema already at head; so the revision is read with one query first, and Alembic is imported only
-when there is something to do.
+when there is something to migrate. An empty database is created at head from the models in one
+transaction, as the migrations would leave it (``tests/test_storage.py`` compares the two): running
+each migration in turn took longer than the rest of a first start on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import inspect, text
+from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, String, Table, insert, inspect, select, text
 
 from .storage.database import make_engine
 
@@ -19,6 +22,19 @@ if TYPE_CHECKING:
 
 HEAD = "0021"
 """The newest migration's revision; ``tests/test_storage.py`` checks it against Alembic's head."""
+
+MIGRATION_LOCK = 7_263_948_101
+"""The PostgreSQL advisory lock held while the schema is created or migrated: several replicas run
+``idp serve`` (which upgrades first) at the same moment; one changes the schema, the others wait
+for the lock, then find it at head."""
+
+ALEMBIC_VERSION = Table(
+    "alembic_version",
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
+"""Where Alembic keeps the revision a database is at, as Alembic creates it."""
 
 
 def migrations_dir() -> Path:
@@ -41,16 +57,57 @@ def current_revision(database_url: str) -> str | None:
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:
-            if not inspect(connection).has_table("alembic_version"):
-                return None
-            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return _revision(connection)
     finally:
         engine.dispose()
 
 
+def _revision(connection: Connection) -> str | None:
+    if not inspect(connection).has_table(ALEMBIC_VERSION.name):
+        return None
+    return connection.execute(select(ALEMBIC_VERSION.c.version_num)).scalar()
+
+
 def upgrade(database_url: str) -> None:
-    if current_revision(database_url) == HEAD:
-        return
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            revision = _revision(connection)
+            connection.rollback()
+            if revision == HEAD or (revision is None and _created_at_head(connection)):
+                return
+    finally:
+        engine.dispose()
     from alembic import command
 
     command.upgrade(alembic_config(database_url), "head")
+
+
+def _created_at_head(connection: Connection) -> bool:
+    """Create the schema at head if the database holds no table at all (False if it holds any):
+    the models' tables, the first value of each change counter (migrations 0019 and 0021) and
+    Alembic's revision, in one transaction, so that a failure leaves the database empty."""
+    from .storage import Base
+    from .storage.generations import Generation, Topic
+    from .storage.people import LEGACY_PASSWORD
+
+    with connection.begin():
+        _lock(connection)
+        if inspect(connection).get_table_names():
+            return False
+        Base.metadata.create_all(connection)
+        # The model leaves the index's condition out (see ``User``); made as migration 0015 makes it.
+        connection.execute(text("DROP INDEX ix_users_legacy_password"))
+        connection.execute(text(f"CREATE INDEX ix_users_legacy_password ON users (id) WHERE {LEGACY_PASSWORD}"))
+        connection.execute(insert(Generation), [{"topic": topic.value, "value": 0} for topic in Topic])
+        ALEMBIC_VERSION.create(connection)
+        connection.execute(ALEMBIC_VERSION.insert().values(version_num=HEAD))
+    return True
+
+
+def _lock(connection: Connection) -> None:
+    """Hold the schema for this transaction against any other process that would change it."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+    elif connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

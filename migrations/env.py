@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from idp.migrate import MIGRATION_LOCK
 from idp.settings import Settings
 from idp.storage import Base, make_engine
 
@@ -25,13 +26,8 @@ def run_migrations_online() -> None:
         engine.dispose()
 
 
-MIGRATION_LOCK = 7_263_948_101
-
-
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
     if connection.dialect.name == "postgresql":
-        # Several replicas run `idp serve` (which upgrades first) at the same moment: one migrates,
-        # the others wait for the lock, then find the schema at head.
         connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
     try:
         _migrate(connection)

@@ -25,9 +25,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from alembic import command as alembic_commands
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, select, update
+from sqlalchemy import create_engine, inspect, select, text, update
 from starlette.testclient import TestClient
 
 from idp.app import create_app
@@ -682,6 +683,23 @@ def test_migrate_creates_the_tables_at_head(env, tmp_path):
     assert run_idp(env, "migrate").returncode == 0  # idempotent
 
 
+def test_replicas_migrating_an_empty_database_at_once_create_it_once(env):
+    """Several replicas run ``idp serve``, which upgrades first, at the same moment: one creates
+    the schema, and the others wait for it, then find it at head."""
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: run_idp(env, "migrate"), range(4)))
+    assert [result.returncode for result in results] == [0] * 4, [result.stderr for result in results]
+    url = env["IDP_DATABASE_URL"]
+    assert current_revision(url) == HEAD
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            counters = connection.execute(text("SELECT topic, value FROM generations ORDER BY topic")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in counters] == [("clients", 0), ("people", 0), ("revocations", 0)]
+
+
 def test_the_known_head_is_alembics_head(env):
     assert HEAD == ScriptDirectory.from_config(alembic_config(env["IDP_DATABASE_URL"])).get_current_head()
 
@@ -695,13 +713,19 @@ def _imports_after(code: str, environ: dict[str, str]) -> set[str]:
     return set(result.stdout.split())
 
 
-def test_a_database_at_head_is_not_migrated_again_and_alembic_is_not_loaded(env):
-    """Start-up time: Alembic is imported only when there is a migration to run."""
+def test_alembic_is_loaded_only_to_migrate_a_database_from_an_older_revision(env):
+    """Start-up time: an empty database is created at head, and one at head is left as it is,
+    without importing Alembic; only a database at an older revision is migrated by it."""
     url = env["IDP_DATABASE_URL"]
     assert current_revision(url) is None
-    assert "alembic" in _imports_after(f"from idp.migrate import upgrade; upgrade({url!r})", env)
+    assert "alembic" not in _imports_after(f"from idp.migrate import upgrade; upgrade({url!r})", env)
     assert current_revision(url) == HEAD
     assert "alembic" not in _imports_after(f"from idp.migrate import upgrade; upgrade({url!r})", env)
+
+    alembic_commands.downgrade(alembic_config(url), "-1")
+    assert current_revision(url) not in (None, HEAD)
+    assert "alembic" in _imports_after(f"from idp.migrate import upgrade; upgrade({url!r})", env)
+    assert current_revision(url) == HEAD
 
 
 def test_idp_serve_does_not_load_the_other_commands(env):

@@ -28,10 +28,10 @@ class User(Base):
     __table_args__ = (
         # Finds a hash an import brought in one index step while any is left, and costs nothing
         # once the last one is gone (:func:`idp.accounts.legacy_hashes.decoy_hash`). It is partial,
-        # WHERE LEGACY_PASSWORD, as migration 0015 creates it: the schema is only ever built by the
-        # migrations, and Alembic's comparison with the models does not look at the condition. Saying
-        # it here would take ``postgresql_where``, which loads SQLAlchemy's PostgreSQL dialect (some
-        # 2.5 MB a process) on SQLite too.
+        # WHERE LEGACY_PASSWORD, as migration 0015 and :mod:`idp.migrate` create it; Alembic's
+        # comparison with the models does not look at the condition. Saying it here would take
+        # ``postgresql_where``, which loads SQLAlchemy's PostgreSQL dialect (some 2.5 MB a process)
+        # on SQLite too.
         Index("ix_users_legacy_password", "id"),
     )
 
