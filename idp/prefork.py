@@ -3,16 +3,22 @@
 A spawned worker imports everything again (most of a second each, and two of them at once share
 two cores), so ``--workers 2`` was ready in twice the time of one. A forked worker starts from the
 parent's memory: it is ready as soon as it exists, and the pages it does not write stay shared.
-The arbiter also replaces a worker that dies and, on SIGTERM, lets each finish its requests.
+The arbiter also replaces a worker that dies and, on SIGTERM, lets each finish its requests; on
+SIGINT or SIGQUIT too (see :class:`Worker`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import signal
+import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 from starlette.applications import Starlette
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from .app import create_app
@@ -21,7 +27,11 @@ from .settings import Settings
 
 
 class Worker(UvicornWorker):
-    """uvicorn with the settings ``idp serve`` gives it when it runs one worker itself."""
+    """uvicorn with the settings ``idp serve`` gives it when it runs one worker itself, stopped by
+    SIGQUIT as by SIGTERM: its requests finished and the application shut down (which writes what
+    the audit queue holds). The arbiter passes SIGINT and SIGQUIT on to its workers as SIGQUIT, on
+    which uvicorn_worker only sets a flag of gunicorn's that uvicorn never reads: the workers
+    served on until the arbiter killed them, 20 s later."""
 
     CONFIG_KWARGS = {
         "loop": "auto",
@@ -32,6 +42,21 @@ class Worker(UvicornWorker):
         "server_header": False,
         "access_log": False,
     }
+
+    async def _serve(self) -> None:
+        self.config.app = self.wsgi
+        server = Server(config=self.config)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, _stop, server)
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+
+def _stop(server: Server) -> None:
+    """Only ever the graceful stop: Ctrl-C in a terminal also sends SIGINT to each worker itself,
+    and uvicorn takes a second signal as one to stop at once, without shutting the application
+    down."""
+    server.should_exit = True
 
 
 def _after_fork(_arbiter: Any, worker: Worker) -> None:

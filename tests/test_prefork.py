@@ -1,5 +1,5 @@
 """``idp serve --workers N``: the workers are forks of the process that built the app, a worker that
-dies is replaced, and SIGTERM ends them all."""
+dies is replaced, and SIGTERM, SIGINT or SIGQUIT ends them all."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from .conftest import start_server
 
@@ -67,6 +68,38 @@ def test_workers_are_forks_a_dead_one_is_replaced_and_sigterm_ends_all(base_envi
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert not [pid for pid in replaced | workers if alive(pid)]
+
+
+@pytest.mark.parametrize(
+    ("stop_signal", "to_workers"),
+    [(signal.SIGINT, False), (signal.SIGQUIT, False), (signal.SIGINT, True)],
+    ids=["SIGINT", "SIGQUIT", "Ctrl-C"],
+)
+def test_sigint_or_sigquit_stops_every_worker_cleanly(
+    base_environ, own_database_url, tmp_path, stop_signal, to_workers
+):
+    """As ``kill -INT`` or a supervisor signals the server's own process: the arbiter passes it on
+    as SIGQUIT, and each worker shuts its application down and ends, well before the 20 s after
+    which the arbiter would kill it. Ctrl-C in a terminal signals the workers too: each then has
+    SIGINT of its own and SIGQUIT from the arbiter, and still shuts its application down."""
+    environ = {**base_environ, "IDP_DATABASE_URL": own_database_url, "HOME": str(tmp_path)}
+    log = tmp_path / "serve.log"
+    process, url = start_server(environ, log, "--workers", "2")
+    try:
+        workers = wait_for(lambda: two_workers(process.pid))
+        # A worker signalled before uvicorn took its signals over ends without a word.
+        wait_for(lambda: log.read_text().count("Application startup complete") == 2)
+        assert httpx.get(url + "/readyz", timeout=5).status_code == 200
+        for pid in [process.pid, *workers] if to_workers else [process.pid]:
+            os.kill(pid, stop_signal)
+        assert process.wait(timeout=12) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert log.read_text().count("Application shutdown complete") == 2, log.read_text()[-3000:]
+    assert "SIGKILL" not in log.read_text()
+    assert not [pid for pid in workers if alive(pid)]
 
 
 def test_workers_keep_their_files_in_the_temporary_directory_only(base_environ, own_database_url, tmp_path):
