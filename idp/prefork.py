@@ -13,6 +13,7 @@ import asyncio
 import gc
 import signal
 import sys
+from types import FrameType
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -28,10 +29,9 @@ from .settings import Settings
 
 class Worker(UvicornWorker):
     """uvicorn with the settings ``idp serve`` gives it when it runs one worker itself, stopped by
-    SIGQUIT as by SIGTERM: its requests finished and the application shut down (which writes what
-    the audit queue holds). The arbiter passes SIGINT and SIGQUIT on to its workers as SIGQUIT, on
-    which uvicorn_worker only sets a flag of gunicorn's that uvicorn never reads: the workers
-    served on until the arbiter killed them, 20 s later."""
+    SIGINT and SIGQUIT as by SIGTERM (:class:`_GracefulServer`). The arbiter passes SIGINT and
+    SIGQUIT on to its workers as SIGQUIT, on which uvicorn_worker only sets a flag of gunicorn's
+    that uvicorn never reads: the workers served on until the arbiter killed them, 20 s later."""
 
     CONFIG_KWARGS = {
         "loop": "auto",
@@ -45,18 +45,22 @@ class Worker(UvicornWorker):
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi
-        server = Server(config=self.config)
-        asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, _stop, server)
+        server = _GracefulServer(config=self.config)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, server.handle_exit, signal.SIGQUIT, None)
         await server.serve(sockets=self.sockets)
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
-def _stop(server: Server) -> None:
-    """Only ever the graceful stop: Ctrl-C in a terminal also sends SIGINT to each worker itself,
-    and uvicorn takes a second signal as one to stop at once, without shutting the application
-    down."""
-    server.should_exit = True
+class _GracefulServer(Server):
+    """A worker's uvicorn, for which every signal is SIGTERM: it finishes its requests, shuts the
+    application down (which writes what the audit queue holds), then ends by SIGTERM. uvicorn
+    takes a SIGINT after another signal as a second Ctrl-C, to stop at once without shutting the
+    application down; but Ctrl-C in a terminal sends SIGINT to each worker and the arbiter alike,
+    and the arbiter's SIGQUIT may come first. Stopping one that hangs is the arbiter's, 20 s on."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(signal.SIGTERM, frame)
 
 
 def _after_fork(_arbiter: Any, worker: Worker) -> None:

@@ -4,6 +4,7 @@ dies is replaced, and SIGTERM, SIGINT or SIGQUIT ends them all."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -116,6 +117,37 @@ def test_workers_keep_their_files_in_the_temporary_directory_only(base_environ, 
         [metrics] = temporary.iterdir()
         assert metrics.name.startswith("idp-metrics-") and any(metrics.iterdir())
         assert list(home.iterdir()) == []
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert list(temporary.iterdir()) == []
+
+
+def test_a_worker_stopped_alone_is_replaced_and_the_metrics_go_on(base_environ, own_database_url, tmp_path):
+    """A worker sent SIGQUIT of its own stops as the others would, and its replacement counts into
+    the metrics directory the workers share: were the stopped one to leave by exiting, it would
+    unwind through the code that forked it, which removes that directory when the server stops."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    environ = {**base_environ, "IDP_DATABASE_URL": own_database_url, "HOME": str(tmp_path), "TMPDIR": str(temporary)}
+    log = tmp_path / "serve.log"
+    process, url = start_server(environ, log, "--workers", "2")
+    try:
+        workers = wait_for(lambda: two_workers(process.pid))
+        wait_for(lambda: log.read_text().count("Application startup complete") == 2)
+        [metrics] = temporary.iterdir()
+        stopped = min(workers)
+        os.kill(stopped, signal.SIGQUIT)
+        wait_for(lambda: not alive(stopped) and (found := two_workers(process.pid)) and stopped not in found)
+        wait_for(lambda: log.read_text().count("Application startup complete") == 3)
+        for _ in range(20):
+            assert httpx.get(url + "/readyz", timeout=5).status_code == 200
+        assert metrics.is_dir() and list(temporary.iterdir()) == [metrics]
+        answer = httpx.get(url + "/metrics", timeout=5)
+        assert answer.status_code == 200
+        line = r'^idp_http_requests_total\{method="GET",route="/readyz",status="200"\} (\S+)$'
+        counted = re.search(line, answer.text, re.MULTILINE)
+        assert counted is not None and float(counted[1]) >= 20, answer.text
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
