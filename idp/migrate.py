@@ -95,7 +95,7 @@ def _created_at_head(connection: Connection) -> bool:
         _lock(connection)
         if inspect(connection).get_table_names():
             return False
-        Base.metadata.create_all(connection)
+        Base.metadata.create_all(connection, checkfirst=False)
         # The model leaves the index's condition out (see ``User``); made as migration 0015 makes it.
         connection.execute(text("DROP INDEX ix_users_legacy_password"))
         connection.execute(text(f"CREATE INDEX ix_users_legacy_password ON users (id) WHERE {LEGACY_PASSWORD}"))

@@ -26,6 +26,7 @@ import httpx
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from idp.context import Context
@@ -36,7 +37,7 @@ from idp.observability import outages
 from idp.security.rate_limits import KEY_PREFIX, REDIS_RETRY
 from idp.settings import Settings
 from idp.storage import make_engine
-from idp.storage.database import CONNECT_TIMEOUT, POSTGRESQL_CONNECT_ARGS
+from idp.storage.database import CONNECT_TIMEOUT, PING_AFTER_IDLE_SECONDS, POSTGRESQL_CONNECT_ARGS
 
 from .conftest import PASSWORD, SECRET_KEY, idp_json, start_server
 from .flows import RegisteredClient, authorize_params, eventually, hidden_fields, pkce_pair, tokens_for
@@ -271,6 +272,46 @@ def test_the_kernel_watches_every_postgresql_connection(database_url, in_url):
         engine.dispose()
     assert {key: parameters.get(key) for key in expected} == expected
     assert options == {key: int(expected[key]) for key in SOCKET_OPTIONS}
+
+
+# -- pooled connections -------------------------------------------------------------------------
+
+
+def test_a_pooled_connection_is_pinged_only_after_it_was_idle(database_url, monkeypatch):
+    """Under load every connection goes back to work at once: asking the server first would be a
+    round trip of its own for each transaction. One idle for longer is asked."""
+    engine = make_engine(database_url.render_as_string(hide_password=False))
+    pings: list[object] = []
+    ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda connection: pings.append(connection) or ping(connection))
+    try:
+        for _ in range(3):
+            with engine.connect() as connection:
+                assert connection.execute(text("SELECT 1")).scalar_one() == 1
+        assert pings == []
+        time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT 1")).scalar_one() == 1
+        assert len(pings) == 1
+    finally:
+        engine.dispose()
+
+
+def test_a_pooled_connection_that_died_while_idle_is_replaced_before_it_is_used(database_url, proxy):
+    """The server restarted while the pool was idle (after an outage, a quiet night): the first
+    request after finds the connection dead before it uses it, and the whole pool renewed."""
+    engine = make_engine(database_url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False))
+    try:
+        with engine.connect() as first, engine.connect() as second:  # two in the pool
+            assert first.execute(text("SELECT 1")).scalar_one() == second.execute(text("SELECT 1")).scalar_one()
+        proxy.stop()
+        proxy.start()
+        time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+        for _ in range(2):
+            with engine.connect() as connection:
+                assert connection.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dispose()
 
 
 # -- the background loops while the database is down --------------------------------------------
