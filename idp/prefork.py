@@ -19,6 +19,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from starlette.applications import Starlette
+from uvicorn.config import Config
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
@@ -29,9 +30,9 @@ from .settings import Settings
 
 class Worker(UvicornWorker):
     """uvicorn with the settings ``idp serve`` gives it when it runs one worker itself, stopped by
-    SIGINT and SIGQUIT as by SIGTERM (:class:`_GracefulServer`). The arbiter passes SIGINT and
-    SIGQUIT on to its workers as SIGQUIT, on which uvicorn_worker only sets a flag of gunicorn's
-    that uvicorn never reads: the workers served on until the arbiter killed them, 20 s later."""
+    SIGQUIT as by SIGTERM (:class:`_WorkerServer`). The arbiter passes SIGINT and SIGQUIT on to
+    its workers as SIGQUIT, on which uvicorn_worker only sets a flag of gunicorn's that uvicorn
+    never reads: the workers served on until the arbiter killed them, 20 s later."""
 
     CONFIG_KWARGS = {
         "loop": "auto",
@@ -45,21 +46,30 @@ class Worker(UvicornWorker):
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi
-        server = _GracefulServer(config=self.config)
+        server = _WorkerServer(config=self.config)
         asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, server.handle_exit, signal.SIGQUIT, None)
         await server.serve(sockets=self.sockets)
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
-class _GracefulServer(Server):
-    """A worker's uvicorn, for which every signal is SIGTERM: it finishes its requests, shuts the
-    application down (which writes what the audit queue holds), then ends by SIGTERM. uvicorn
-    takes a SIGINT after another signal as a second Ctrl-C, to stop at once without shutting the
-    application down; but Ctrl-C in a terminal sends SIGINT to each worker and the arbiter alike,
-    and the arbiter's SIGQUIT may come first. Stopping one that hangs is the arbiter's, 20 s on."""
+class _WorkerServer(Server):
+    """A worker's uvicorn: any signal stops it as SIGTERM does (its requests finished, the
+    application shut down, which writes what the audit queue holds; then it ends by SIGTERM),
+    except a second SIGINT, which stops it at once as a second Ctrl-C stops uvicorn alone.
+    uvicorn itself takes a SIGINT after any other signal as the second Ctrl-C, but one Ctrl-C in
+    a terminal sends SIGINT to each worker and to the arbiter alike, and the arbiter's SIGQUIT
+    may come before a worker's own SIGINT."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self._interrupted = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGINT and self._interrupted:
+            super().handle_exit(signal.SIGINT, frame)
+            return
+        self._interrupted = self._interrupted or sig == signal.SIGINT
         super().handle_exit(signal.SIGTERM, frame)
 
 

@@ -299,7 +299,7 @@ def test_a_pooled_connection_is_pinged_only_after_it_was_idle(database_url, monk
 
 def test_a_pooled_connection_that_died_while_idle_is_replaced_before_it_is_used(database_url, proxy):
     """The server restarted while the pool was idle (after an outage, a quiet night): the first
-    request after finds the connection dead before it uses it, and the whole pool renewed."""
+    request after finds its connection dead before it uses it, and gets a live one."""
     engine = make_engine(database_url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False))
     try:
         with engine.connect() as first, engine.connect() as second:  # two in the pool

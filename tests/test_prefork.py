@@ -3,9 +3,11 @@ dies is replaced, and SIGTERM, SIGINT or SIGQUIT ends them all."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -101,6 +103,40 @@ def test_sigint_or_sigquit_stops_every_worker_cleanly(
     assert log.read_text().count("Application shutdown complete") == 2, log.read_text()[-3000:]
     assert "SIGKILL" not in log.read_text()
     assert not [pid for pid in workers if alive(pid)]
+
+
+def ctrl_c(server: int, workers: set[int]) -> None:
+    """What Ctrl-C in a terminal does: SIGINT to every process of the foreground group."""
+    for pid in [server, *workers]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+
+
+def test_a_second_ctrl_c_stops_a_worker_held_by_a_stalled_request(base_environ, own_database_url, tmp_path):
+    """A request whose body never comes holds its worker's graceful stop; a second Ctrl-C stops it
+    at once, as it stops uvicorn alone, rather than the arbiter's kill 20 s on."""
+    environ = {**base_environ, "IDP_DATABASE_URL": own_database_url, "HOME": str(tmp_path)}
+    log = tmp_path / "serve.log"
+    process, url = start_server(environ, log, "--workers", "2")
+    try:
+        workers = wait_for(lambda: two_workers(process.pid))
+        wait_for(lambda: log.read_text().count("Application startup complete") == 2)
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as stalled:
+            stalled.sendall(
+                b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 100\r\n\r\ngrant_type="
+            )
+            time.sleep(0.5)
+            ctrl_c(process.pid, workers)
+            time.sleep(1.5)
+            assert process.poll() is None  # the stalled request holds its worker
+            ctrl_c(process.pid, workers)
+            assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "SIGKILL" not in log.read_text()
 
 
 def test_workers_keep_their_files_in_the_temporary_directory_only(base_environ, own_database_url, tmp_path):

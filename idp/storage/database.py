@@ -73,11 +73,12 @@ _RETURNED = "idp_returned_at"
 
 def _ping_when_idle(engine: Engine) -> None:
     """SQLAlchemy's ``pool_pre_ping`` asks the server on every checkout: a round trip of its own
-    for each transaction, a fifth of the CPU of a refresh on PostgreSQL. A connection in use a
-    moment ago is all but certainly alive, and under load every connection is; one that died since
-    (the server restarted within that moment) fails its statement, a clean 503, and the pool is
-    renewed then. A connection idle for longer, as all are after an outage or a quiet night, is
-    pinged, and one that does not answer renews the pool before the request uses it."""
+    for each transaction, about a tenth of the server CPU of a refresh on PostgreSQL. A
+    connection in use a moment ago is all but certainly alive, and under load every connection
+    is; one that died since (the server restarted within that moment) fails its statement, a
+    clean 503, and the pool is renewed then. A connection idle for longer, as all are after an
+    outage or a quiet night, is pinged, and one that does not answer renews the pool before the
+    request uses it."""
     dialect = engine.dialect
 
     @event.listens_for(engine, "checkin")
