@@ -8,7 +8,9 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -73,6 +75,21 @@ def test_workers_are_forks_a_dead_one_is_replaced_and_sigterm_ends_all(base_envi
     assert not [pid for pid in replaced | workers if alive(pid)]
 
 
+@contextlib.contextmanager
+def serving_two_workers(environ: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, set[int]]]:
+    """``idp serve --workers 2`` with both workers started (a worker signalled before uvicorn took
+    its signals over ends without a word); killed afterwards if it still runs."""
+    process, url = start_server(environ, log, "--workers", "2")
+    try:
+        workers = wait_for(lambda: two_workers(process.pid))
+        wait_for(lambda: log.read_text().count("Application startup complete") == 2)
+        yield process, url, workers
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @pytest.mark.parametrize(
     ("stop_signal", "to_workers"),
     [(signal.SIGINT, False), (signal.SIGQUIT, False), (signal.SIGINT, True)],
@@ -87,19 +104,11 @@ def test_sigint_or_sigquit_stops_every_worker_cleanly(
     SIGINT of its own and SIGQUIT from the arbiter, and still shuts its application down."""
     environ = {**base_environ, "IDP_DATABASE_URL": own_database_url, "HOME": str(tmp_path)}
     log = tmp_path / "serve.log"
-    process, url = start_server(environ, log, "--workers", "2")
-    try:
-        workers = wait_for(lambda: two_workers(process.pid))
-        # A worker signalled before uvicorn took its signals over ends without a word.
-        wait_for(lambda: log.read_text().count("Application startup complete") == 2)
+    with serving_two_workers(environ, log) as (process, url, workers):
         assert httpx.get(url + "/readyz", timeout=5).status_code == 200
         for pid in [process.pid, *workers] if to_workers else [process.pid]:
             os.kill(pid, stop_signal)
         assert process.wait(timeout=12) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert log.read_text().count("Application shutdown complete") == 2, log.read_text()[-3000:]
     assert "SIGKILL" not in log.read_text()
     assert not [pid for pid in workers if alive(pid)]
@@ -117,25 +126,20 @@ def test_a_second_ctrl_c_stops_a_worker_held_by_a_stalled_request(base_environ, 
     at once, as it stops uvicorn alone, rather than the arbiter's kill 20 s on."""
     environ = {**base_environ, "IDP_DATABASE_URL": own_database_url, "HOME": str(tmp_path)}
     log = tmp_path / "serve.log"
-    process, url = start_server(environ, log, "--workers", "2")
-    try:
-        workers = wait_for(lambda: two_workers(process.pid))
-        wait_for(lambda: log.read_text().count("Application startup complete") == 2)
-        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as stalled:
-            stalled.sendall(
-                b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                b"Content-Length: 100\r\n\r\ngrant_type="
-            )
-            time.sleep(0.5)
-            ctrl_c(process.pid, workers)
-            time.sleep(1.5)
-            assert process.poll() is None  # the stalled request holds its worker
-            ctrl_c(process.pid, workers)
-            assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with (
+        serving_two_workers(environ, log) as (process, url, workers),
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as stalled,
+    ):
+        stalled.sendall(
+            b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 100\r\n\r\ngrant_type="
+        )
+        time.sleep(0.5)
+        ctrl_c(process.pid, workers)
+        time.sleep(1.5)
+        assert process.poll() is None  # the stalled request holds its worker
+        ctrl_c(process.pid, workers)
+        assert process.wait(timeout=10) == 0
     assert "SIGKILL" not in log.read_text()
 
 
@@ -167,10 +171,7 @@ def test_a_worker_stopped_alone_is_replaced_and_the_metrics_go_on(base_environ, 
     temporary.mkdir()
     environ = {**base_environ, "IDP_DATABASE_URL": own_database_url, "HOME": str(tmp_path), "TMPDIR": str(temporary)}
     log = tmp_path / "serve.log"
-    process, url = start_server(environ, log, "--workers", "2")
-    try:
-        workers = wait_for(lambda: two_workers(process.pid))
-        wait_for(lambda: log.read_text().count("Application startup complete") == 2)
+    with serving_two_workers(environ, log) as (process, url, workers):
         [metrics] = temporary.iterdir()
         stopped = min(workers)
         os.kill(stopped, signal.SIGQUIT)
@@ -184,7 +185,6 @@ def test_a_worker_stopped_alone_is_replaced_and_the_metrics_go_on(base_environ, 
         line = r'^idp_http_requests_total\{method="GET",route="/readyz",status="200"\} (\S+)$'
         counted = re.search(line, answer.text, re.MULTILINE)
         assert counted is not None and float(counted[1]) >= 20, answer.text
-    finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert list(temporary.iterdir()) == []

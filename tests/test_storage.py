@@ -104,8 +104,9 @@ def test_an_empty_database_is_created_as_the_migrations_would_leave_it(own_datab
     (tmp_path / "created").mkdir()
     with own_database(tmp_path / "created") as created:
         upgrade(created)
-        assert schema_of(created) == schema_of(migrated)
-        assert schema_of(created)["counters"] == [("clients", 0), ("people", 0), ("revocations", 0)]
+        schema = schema_of(created)
+    assert schema == schema_of(migrated)
+    assert schema["counters"] == [("clients", 0), ("people", 0), ("revocations", 0)]
 
 
 def test_a_failed_creation_leaves_the_database_empty(own_database_url):
