@@ -26,8 +26,6 @@ from .endpoints.userinfo import userinfo
 from .housekeeping import run_housekeeping
 from .messaging.worker import run_worker
 from .oauth.metadata import PATHS
-from .observability.metrics_port import MetricsPort
-from .observability.middleware import RequestObservability
 from .pages import security
 from .pages.account import (
     account,
@@ -54,11 +52,10 @@ from .pages.password import forgot_password, reset_password
 from .pages.register import register, resend_verification, verify_email
 from .pages.step_up import step_up
 from .pages.terms import terms_page
-from .security.headers import SecurityHeaders
-from .security.null_bytes import NullBytes
 from .settings import Settings
 from .web.cors import client_route
 from .web.documents import PublicDocuments
+from .web.edge import Edge
 from .web.json_response import JSONResponse
 
 log = logging.getLogger("idp")
@@ -150,10 +147,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={DBAPIError: _database_unavailable}, lifespan=_lifespan)
     app.state.ctx = ctx
     app.add_middleware(PublicDocuments, documents=discovery.DOCUMENTS)
-    app.add_middleware(MetricsPort, port=settings.metrics_port)
-    app.add_middleware(NullBytes)
-    app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
     app.add_middleware(
-        RequestObservability, trusted_proxies=settings.trusted_proxies, static_routes=discovery.DOCUMENTS.keys()
+        Edge,
+        trusted_proxies=settings.trusted_proxies,
+        static_routes=discovery.DOCUMENTS.keys(),
+        https=settings.secure_cookies,
+        metrics_port=settings.metrics_port,
     )
     return app

@@ -35,7 +35,7 @@ from idp.messaging.errors import DeliveryError
 from idp.messaging.worker import deliver_due
 from idp.migrate import upgrade
 from idp.observability.logs import AccessRecord, JsonFormatter, RequestIdFilter, TurnBatchedStreamHandler
-from idp.observability.middleware import UNMATCHED
+from idp.observability.requests import UNMATCHED
 from idp.storage import OutboxMessage, now
 
 from .conftest import PASSWORD, TEST_ISSUER, free_port, make_settings, run_idp, start_server

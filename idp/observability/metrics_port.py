@@ -9,22 +9,19 @@ the workers; a connection's port is the local port of its socket, which a client
 
 from __future__ import annotations
 
-from starlette.responses import PlainTextResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Scope
 
 METRICS_PATH = "/metrics"
 
 
-class MetricsPort:
-    def __init__(self, app: ASGIApp, *, port: int | None) -> None:
-        self.app = app
-        self.port = port
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.port is not None and scope["type"] == "http":
-            server = scope.get("server")
-            on_metrics_port = server is not None and server[1] == self.port
-            if on_metrics_port != (scope["path"] == METRICS_PATH):
-                await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+def misdirected(scope: Scope, port: int | None) -> Response | None:
+    """The 404 of ``/metrics`` asked on another port than ``port``, or of another path on it;
+    ``None`` for any request when no metrics port is set."""
+    if port is None:
+        return None
+    server = scope.get("server")
+    on_metrics_port = server is not None and server[1] == port
+    if on_metrics_port == (scope["path"] == METRICS_PATH):
+        return None
+    return PlainTextResponse("Not Found", status_code=404)

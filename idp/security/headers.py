@@ -1,4 +1,4 @@
-"""Security headers on every response, as a pure ASGI middleware.
+"""Security headers on every response (added by :class:`~idp.web.edge.Edge`).
 
 A response that set its own ``Content-Security-Policy`` keeps it: a page showing a client's logo
 allows that one origin for images (:func:`content_security_policy`), and no other page does.
@@ -7,8 +7,6 @@ allows that one origin for images (:func:`content_security_policy`), and no othe
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def content_security_policy(image_origins: Iterable[str] = ()) -> str:
@@ -27,8 +25,7 @@ CSP = content_security_policy()
 class SecurityHeaders:
     """Each header unless the response set its own, added as ready bytes."""
 
-    def __init__(self, app: ASGIApp, *, https: bool) -> None:
-        self.app = app
+    def __init__(self, *, https: bool) -> None:
         defaults = {
             "content-security-policy": CSP,
             "x-content-type-options": "nosniff",
@@ -39,16 +36,8 @@ class SecurityHeaders:
             defaults["strict-transport-security"] = "max-age=31536000; includeSubDomains"
         self.defaults = [(name.encode(), value.encode()) for name, value in defaults.items()]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = message.setdefault("headers", [])
-                present = {name.lower() for name, _ in headers}
-                message["headers"] = [*headers, *(pair for pair in self.defaults if pair[0] not in present)]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    def added_to(self, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """``headers`` (a response's), followed by each of ours it does not hold."""
+        headers = list(headers)
+        present = {name.lower() for name, _ in headers}
+        return [*headers, *(pair for pair in self.defaults if pair[0] not in present)]

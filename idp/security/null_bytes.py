@@ -9,7 +9,8 @@ details; everything else in RFC 6749's.
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from ..web.json_response import JSONResponse
 
@@ -21,21 +22,12 @@ def holds_nul(text: str) -> bool:
     return "\x00" in text
 
 
-class NullBytes:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (holds_nul(scope["path"]) or b"%00" in scope["query_string"]):
-            if scope["path"].startswith("/api/"):
-                response = JSONResponse(
-                    PROBLEM,
-                    status_code=400,
-                    media_type="application/problem+json",
-                    headers={"Cache-Control": "no-store"},
-                )
-            else:
-                response = JSONResponse(REFUSAL, status_code=400, headers={"Cache-Control": "no-store"})
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+def refusal(scope: Scope) -> Response | None:
+    """The answer to a request whose path or query string holds a NUL, or ``None``."""
+    if not holds_nul(scope["path"]) and b"%00" not in scope["query_string"]:
+        return None
+    if scope["path"].startswith("/api/"):
+        return JSONResponse(
+            PROBLEM, status_code=400, media_type="application/problem+json", headers={"Cache-Control": "no-store"}
+        )
+    return JSONResponse(REFUSAL, status_code=400, headers={"Cache-Control": "no-store"})

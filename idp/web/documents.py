@@ -5,8 +5,8 @@ nobody: ready bytes with a strong ``ETag``, and a bodyless 304 for a request tha
 them. As the innermost middleware, :class:`PublicDocuments` answers a GET or HEAD of their paths
 with headers built once per document body, without the router, the request and response objects
 or a CORS middleware wrapping the answer: a quarter of what such a request cost. The request id,
-the access line, the metrics and the security headers are the outer middleware's, as for any
-request. Any other method of these paths goes to Starlette's ``CORSMiddleware`` for any origin:
+the access line, the metrics and the security headers are the edge's (:mod:`idp.web.edge`), as
+for any request. Any other method of these paths goes to Starlette's ``CORSMiddleware`` for any origin:
 a CORS preflight is answered there, anything else with 405 (with the CORS headers any answer to
 another origin gets). A path with a trailing slash is not one of theirs: 404, where the router
 used to redirect.

@@ -1,4 +1,5 @@
-"""Per request: a request id, one access line, and the request metrics, as a pure ASGI middleware.
+"""Per request: a request id, one access line, and the request metrics (:class:`~idp.web.edge.Edge`
+begins and ends each request's :class:`Observed`).
 
 The request id is the caller's ``X-Request-ID`` when it is short and plain (so a load balancer's
 id ties our lines to its own), otherwise a new one; either way it is sent back in the response.
@@ -15,12 +16,13 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Sequence
+from contextvars import Token
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Match, Mount
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from ..metrics import LATENCY, REQUESTS
 from ..security.client_address import Network, client_address
@@ -84,13 +86,26 @@ class _Series:
         self.latency.observe(elapsed)
 
 
+@dataclass
+class Observed:
+    """One request being served, as its access line and metrics will name it."""
+
+    request: Request
+    request_id: str
+    route: str
+    method: str
+    started: float
+    token: Token[str | None]
+    status: int = 500
+    """What the client gets when the application fails before it answers, until it answers."""
+
+
 class RequestObservability:
     """The route of a path without parameters is found once per process and kept, so that most
     requests are not routed twice; a path with parameters (or none known) is routed each time,
     so that no path a caller makes up is kept."""
 
-    def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[Network], static_routes: Iterable[str]) -> None:
-        self.app = app
+    def __init__(self, *, trusted_proxies: Sequence[Network], static_routes: Iterable[str]) -> None:
         self.trusted_proxies = trusted_proxies
         self.ids = RequestIds()
         self._static_routes: dict[str, str] = {path: path for path in static_routes}
@@ -117,37 +132,26 @@ class RequestObservability:
                 self._static_routes[path] = found
         return found
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def begin(self, scope: Scope) -> Observed:
+        """A request of ``scope`` (HTTP) begins: its id is set for the lines logged while it is served."""
         request = Request(scope)
         request_id = self.ids.from_header(request.headers.get("x-request-id"))
-        route = self._route(scope)
         method = request.method if request.method in METHODS else "OTHER"
-        status = 500  # what the client gets when the application fails before it answers
-        started = time.perf_counter()
-        token = REQUEST_ID.set(request_id)
+        route = self._route(scope)
+        return Observed(request, request_id, route, method, time.perf_counter(), REQUEST_ID.set(request_id))
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - started
-            self._metrics(route, method, status).observe(elapsed)
-            if access_log.isEnabledFor(logging.INFO):
-                fields = {
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "client": client_address(request, self.trusted_proxies),
-                }
-                access_log.handle(AccessRecord(access_log.name, f"{method} {route} {status}", fields))
-            REQUEST_ID.reset(token)
+    def end(self, observed: Observed) -> None:
+        """The request ended, answered with ``observed.status``: its metrics and its access line."""
+        elapsed = time.perf_counter() - observed.started
+        self._metrics(observed.route, observed.method, observed.status).observe(elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            fields = {
+                "method": observed.method,
+                "route": observed.route,
+                "status": observed.status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "client": client_address(observed.request, self.trusted_proxies),
+            }
+            message = f"{observed.method} {observed.route} {observed.status}"
+            access_log.handle(AccessRecord(access_log.name, message, fields))
+        REQUEST_ID.reset(observed.token)
