@@ -10,6 +10,14 @@ an interim ``100 Continue`` is written at once, and the chunks of a streamed bod
 are written as they come. (A head waits for its body: an application that started a response and
 then waited, or read the request's body, would hold its headers back. idp reads every body before
 it answers and streams nothing.)
+
+Each request must also arrive whole within :data:`REQUEST_SECONDS` of its first byte (the first
+request of a connection, of the connection itself), or it is answered ``408`` and its connection
+closed. uvicorn waits for a request's bytes for ever: a few hundred connections that send nothing,
+or a request head or body a byte at a time (slowloris), held a worker's connections open at no
+cost to their sender. The time an application takes to answer is not counted. The deadline is
+shorter than the 20 s a stopping worker of ``idp serve --workers N`` is given, so that no request
+still arriving holds a stop up.
 """
 
 from __future__ import annotations
@@ -18,16 +26,64 @@ import asyncio
 import weakref
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+
+REQUEST_SECONDS = 15.0
+TOO_SLOW = b"The request did not arrive in time."
 
 
 class OneWriteHttpProtocol(HttpToolsProtocol):
+    _deadline: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HeadHeld(transport, self))  # type: ignore[arg-type]
+        self._start_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_deadline()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            self._start_deadline()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._stop_deadline()
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # type: ignore[attr-defined]  # a head still held: a response with no body
         super().on_response_complete()
+
+    def _start_deadline(self) -> None:
+        self._deadline = self.loop.call_later(REQUEST_SECONDS, self._too_slow)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        """The request still arriving is answered 408 and its connection closed, unless an earlier
+        request of the connection is being answered: reading waits for that answer, so the time is
+        not the client's, and it gets another spell."""
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if self.pipeline or (cycle is not None and not cycle.more_body and not cycle.response_complete):
+            self._start_deadline()
+            return
+        head = [STATUS_LINE[408]]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(TOO_SLOW),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + TOO_SLOW)
+        self.transport.close()
 
 
 class _HeadHeld:

@@ -6,7 +6,9 @@ pages, the account API, the endpoints where a client authenticates) says how its
 authenticated, how a body is read, and how a refusal is answered. The pipeline does the rest, in
 this order and nowhere else:
 
-1. read the body in the event loop, within limits, so that a slow upload never holds a thread;
+1. read the body in the event loop, within limits, so that a slow upload never holds a thread
+   (a client that hangs up before its body is whole is answered, to nobody, ``408``: what the
+   access line says, where it said ``500`` after an error with a traceback);
 2. hop to the thread pool once (or, for a request the handler declares it may serve from memory,
    read the caches' change counters ahead and stay in the event loop unless the database is
    needed after all; a count in Redis it needs is made without blocking, and the request served
@@ -33,7 +35,7 @@ from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..caching.generations import Stamp
@@ -160,6 +162,8 @@ def endpoint(surface: Surface[Who], needs: Needs, handler: Handler[Who]) -> Endp
             raw = await surface.read(request, needs)
         except Answer as answer:
             return answer.response
+        except ClientDisconnect:
+            return Response(status_code=408, headers={"Connection": "close"})
         ctx = context(request)
         if needs.from_memory is not None and ctx.serves_from_memory and needs.from_memory(raw):
             stamp = await ctx.generations.read_ahead()

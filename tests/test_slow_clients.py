@@ -1,0 +1,178 @@
+"""Clients that hang up half-way or send slowly cost the server nothing it keeps.
+
+A client that closes its connection before its request's body is whole is answered 408 (to
+nobody) and logged as such, never as a 500 with a traceback; a request that does not arrive whole
+in time is answered 408 and its connection closed (idp.http_protocol), however little it sent.
+The deadline is made short here; the served protocol and the sockets are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from idp import http_protocol
+from idp.http_protocol import OneWriteHttpProtocol
+
+from .conftest import free_port, start_server
+
+DEADLINE = 0.5
+HALF_A_FORM = (
+    "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    "Content-Length: 1000\r\n\r\ngrant_type=client_cre"
+)
+
+
+def test_a_client_hanging_up_mid_body_is_answered_408_and_never_an_error(base_environ, tmp_path):
+    log = tmp_path / "serve.log"
+    process, url = start_server(base_environ, log)
+    paths = ["/token", "/login", "/userinfo", "/authorize", "/register"]
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        for path in paths:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(HALF_A_FORM.format(path=path).encode())
+                time.sleep(0.2)
+        deadline = time.monotonic() + 15
+        while len(_access_lines(log)) < len(paths) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert sorted((line["route"], line["status"]) for line in _access_lines(log)) == sorted(
+        (path, 408) for path in paths
+    )
+    text = log.read_text()
+    assert "Exception in ASGI application" not in text and "Traceback" not in text
+
+
+def _access_lines(log: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == "idp.access" and line["route"] != "/readyz"]
+
+
+class Recorded:
+    """An application that reads each request's body whole, as idp's do, then answers; it notes
+    what each request's receive gave it last."""
+
+    def __init__(self, answer_after: float = 0.0) -> None:
+        self.answer_after = answer_after
+        self.ends: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        self.ends.append(message["type"])
+        if message["type"] == "http.disconnect":
+            return
+        await asyncio.sleep(self.answer_after)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+class Served:
+    """``app`` served on a real socket by uvicorn with idp's protocol, in a thread."""
+
+    def __init__(self, app: Recorded) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, http=OneWriteHttpProtocol, lifespan="off", log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
+
+@pytest.fixture
+def recorded() -> Recorded:
+    return Recorded()
+
+
+@pytest.fixture
+def served(recorded: Recorded, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    monkeypatch.setattr(http_protocol, "REQUEST_SECONDS", DEADLINE)
+    served = Served(recorded)
+    served.thread.start()
+    deadline = time.monotonic() + 15
+    while not served.server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield served
+    served.server.should_exit = True
+    served.thread.join(timeout=10)
+
+
+def received_until_closed(conn: socket.socket) -> tuple[bytes, float]:
+    """Everything the server sent until it closed the connection, and how long that took."""
+    began, received = time.monotonic(), b""
+    while chunk := conn.recv(65536):
+        received += chunk
+    return received, time.monotonic() - began
+
+
+def statuses(received: bytes) -> list[bytes]:
+    """The status of each response in ``received`` (a body here never holds a status line)."""
+    return re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\nab"],
+    ids=["nothing", "half-a-head", "half-a-body"],
+)
+def test_a_request_that_does_not_arrive_in_time_is_answered_408_and_its_connection_closed(served, recorded, sent):
+    with served.connect() as conn:
+        conn.sendall(sent)
+        received, waited = received_until_closed(conn)
+    assert statuses(received) == [b"408"]
+    assert b"connection: close" in received.lower()
+    assert received.endswith(http_protocol.TOO_SLOW)
+    assert DEADLINE * 0.9 <= waited < DEADLINE + 5
+    time.sleep(0.1)
+    assert recorded.ends == (["http.disconnect"] if b"POST" in sent else [])
+
+
+def test_the_deadline_is_each_requests_not_the_connections(served, recorded):
+    with served.connect() as conn:
+        conn.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert statuses(conn.recv(65536)) == [b"200"]
+        time.sleep(DEADLINE * 2)
+        conn.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(DEADLINE / 2)
+        conn.sendall(b"\r\n")
+        assert statuses(conn.recv(65536)) == [b"200"]
+    assert recorded.ends == ["http.request", "http.request"]
+
+
+def test_the_time_the_application_takes_to_answer_is_not_counted(served, recorded):
+    recorded.answer_after = DEADLINE * 3
+    with served.connect() as conn:
+        conn.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab")
+        received, _ = received_until_closed(conn)
+    assert statuses(received) == [b"200"] and received.endswith(b"ok")
+
+
+def test_a_request_arriving_behind_one_being_answered_waits_for_that_answer(served, recorded):
+    recorded.answer_after = DEADLINE * 3
+    with served.connect() as conn:
+        conn.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n")
+        received, waited = received_until_closed(conn)
+    assert statuses(received) == [b"200", b"408"]
+    assert received.index(b"ok") < received.index(b"HTTP/1.1 408")
+    assert waited >= DEADLINE * 3
