@@ -15,9 +15,12 @@ Each request must also arrive whole within :data:`REQUEST_SECONDS` of its first 
 request of a connection, of the connection itself), or it is answered ``408`` and its connection
 closed. uvicorn waits for a request's bytes for ever: a few hundred connections that send nothing,
 or a request head or body a byte at a time (slowloris), held a worker's connections open at no
-cost to their sender. The time an application takes to answer is not counted. The deadline is
-shorter than the 20 s a stopping worker of ``idp serve --workers N`` is given, so that no request
-still arriving holds a stop up.
+cost to their sender. The time an application takes to answer is not counted, nor the time a
+request waits behind an earlier one of its connection. A client that takes nothing of a response
+for as long (a response that filled the connection's buffer, and the client reads no more) loses
+its connection too: the response's task waited on it for ever. The deadline is shorter than the
+20 s a stopping worker of ``idp serve --workers N`` is given, so that no slow client holds a stop
+up. Each cut is counted in ``idp_connections_cut_total``.
 """
 
 from __future__ import annotations
@@ -28,12 +31,18 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
+from .metrics import CONNECTIONS_CUT
+
 REQUEST_SECONDS = 15.0
+"""How long a request may take to arrive, and a response to be taken by its client."""
 TOO_SLOW = b"The request did not arrive in time."
 
 
 class OneWriteHttpProtocol(HttpToolsProtocol):
     _deadline: asyncio.TimerHandle | None = None
+    """While a request is arriving: when it must have arrived."""
+    _unread: asyncio.TimerHandle | None = None
+    """While the client takes no more of a response: when the connection is dropped."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HeadHeld(transport, self))  # type: ignore[arg-type]
@@ -41,7 +50,15 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_deadline()
+        self._stop_unread()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Any byte starts a deadline, not only a request's first: the parser skips the empty
+        lines between requests, and each read stops uvicorn's keep-alive timer."""
+        if self._deadline is None:
+            self._start_deadline()
+        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -53,8 +70,21 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
         self._stop_deadline()
 
     def on_response_complete(self) -> None:
+        """A request that waited behind this response starts its time now."""
         self.transport.flush()  # type: ignore[attr-defined]  # a head still held: a response with no body
         super().on_response_complete()
+        if self._deadline is not None:
+            self._stop_deadline()
+            self._start_deadline()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._unread is None:
+            self._unread = self.loop.call_later(REQUEST_SECONDS, self._not_read)
+
+    def resume_writing(self) -> None:
+        self._stop_unread()
+        super().resume_writing()
 
     def _start_deadline(self) -> None:
         self._deadline = self.loop.call_later(REQUEST_SECONDS, self._too_slow)
@@ -63,6 +93,18 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+
+    def _stop_unread(self) -> None:
+        if self._unread is not None:
+            self._unread.cancel()
+            self._unread = None
+
+    def _not_read(self) -> None:
+        """The client took nothing of what was written for a whole spell: the connection is
+        dropped (a close would wait for the client to take what is written)."""
+        self._unread = None
+        CONNECTIONS_CUT.labels(reason="response-unread").inc()
+        self.transport.abort()
 
     def _too_slow(self) -> None:
         """The request still arriving is answered 408 and its connection closed, unless an earlier
@@ -75,15 +117,21 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
         if self.pipeline or (cycle is not None and not cycle.more_body and not cycle.response_complete):
             self._start_deadline()
             return
-        head = [STATUS_LINE[408]]
-        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
-        head += [
-            b"content-type: text/plain; charset=utf-8\r\n",
-            b"content-length: %d\r\n" % len(TOO_SLOW),
-            b"connection: close\r\n\r\n",
-        ]
-        self.transport.write(b"".join(head) + TOO_SLOW)
+        CONNECTIONS_CUT.labels(reason="request-late").inc()
+        if cycle is None or not cycle.response_started or cycle.response_complete:
+            self.transport.write(_too_slow_response(self.server_state.default_headers))
         self.transport.close()
+
+
+def _too_slow_response(default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    head = [STATUS_LINE[408]]
+    head += [name + b": " + value + b"\r\n" for name, value in default_headers]
+    head += [
+        b"content-type: text/plain; charset=utf-8\r\n",
+        b"content-length: %d\r\n" % len(TOO_SLOW),
+        b"connection: close\r\n\r\n",
+    ]
+    return b"".join(head) + TOO_SLOW
 
 
 class _HeadHeld:

@@ -24,3 +24,9 @@ REDIS_FALLBACKS = Counter("idp_redis_fallbacks_total", "Times Redis was unreacha
 SMS_BUDGET_SPENT = Counter(
     "idp_sms_budget_spent_total", "Text messages refused because an hourly SMS budget was spent, by budget", ["budget"]
 )
+CONNECTIONS_CUT = Counter(
+    "idp_connections_cut_total",
+    "Connections closed because a request did not arrive (request-late) or a response was not taken "
+    "(response-unread) in time",
+    ["reason"],
+)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from prometheus_client import REGISTRY
 
 from idp import http_protocol
 from idp.http_protocol import OneWriteHttpProtocol
@@ -67,6 +68,7 @@ class Recorded:
 
     def __init__(self, answer_after: float = 0.0) -> None:
         self.answer_after = answer_after
+        self.body = b"ok"
         self.ends: list[str] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -80,8 +82,9 @@ class Recorded:
         if message["type"] == "http.disconnect":
             return
         await asyncio.sleep(self.answer_after)
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
+        headers = [(b"content-length", str(len(self.body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 class Served:
@@ -160,6 +163,52 @@ def test_the_deadline_is_each_requests_not_the_connections(served, recorded):
     assert recorded.ends == ["http.request", "http.request"]
 
 
+def test_empty_lines_between_requests_do_not_hold_a_connection_open(served):
+    with served.connect() as conn:
+        conn.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert statuses(conn.recv(65536)) == [b"200"]
+        conn.settimeout(DEADLINE / 3)
+        received = b""
+        for _ in range(12):
+            try:
+                conn.sendall(b"\r\n")
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    assert statuses(received) == [b"408"]
+
+
+def test_a_client_that_takes_nothing_of_a_response_loses_its_connection(served, recorded):
+    recorded.body = b"x" * 32_000_000
+    before = _cut("response-unread")
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.settimeout(10)
+    with conn:
+        conn.connect(("127.0.0.1", served.port))
+        conn.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + DEADLINE + 5
+        while _cut("response-unread") == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _cut("response-unread") == before + 1
+        taken = 0
+        try:
+            while chunk := conn.recv(1_000_000):
+                taken += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert taken < len(recorded.body)
+
+
+def _cut(reason: str) -> float:
+    return REGISTRY.get_sample_value("idp_connections_cut_total", {"reason": reason}) or 0.0
+
+
 def test_the_time_the_application_takes_to_answer_is_not_counted(served, recorded):
     recorded.answer_after = DEADLINE * 3
     with served.connect() as conn:
@@ -176,3 +225,20 @@ def test_a_request_arriving_behind_one_being_answered_waits_for_that_answer(serv
     assert statuses(received) == [b"200", b"408"]
     assert received.index(b"ok") < received.index(b"HTTP/1.1 408")
     assert waited >= DEADLINE * 3
+
+
+def test_a_request_behind_one_being_answered_starts_its_time_when_that_answer_is_sent(served, recorded):
+    recorded.answer_after = DEADLINE * 2.6
+    with served.connect() as conn:
+        conn.sendall(
+            b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /next HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        received = b""
+        while b"100 Continue" not in received:
+            received += conn.recv(65536)
+        time.sleep(DEADLINE / 2)
+        conn.sendall(b"ab")
+        rest, _ = received_until_closed(conn)
+    assert statuses(received + rest) == [b"200", b"100", b"200"]

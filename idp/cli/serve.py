@@ -3,7 +3,9 @@
 Everything shared is prepared once, in this process, before the workers start: the workers share
 nothing but the database, Redis and the keys directory. One worker is served by uvicorn in this
 process; several are forks of it made by gunicorn's arbiter (:mod:`idp.prefork`), which is imported
-only then.
+only then. Nothing that imports ``prometheus_client`` (the application, the HTTP protocol, which
+counts the connections it cuts) is imported here before ``PROMETHEUS_MULTIPROC_DIR`` is set: the
+library reads it once, when it is imported.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
-from ..http_protocol import OneWriteHttpProtocol
 from ..keys import KeyStore
 from ..migrate import upgrade
 from ..observability.logs import configure_logging, logging_config
@@ -91,7 +92,7 @@ def _serve_in_this_process(host: str, ports: list[int], log_config: dict[str, An
             port=port,
             proxy_headers=False,
             server_header=False,
-            http=OneWriteHttpProtocol,
+            http="idp.http_protocol:OneWriteHttpProtocol",
             ws="none",
             log_config=log_config,
             access_log=False,
