@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,6 +25,7 @@ from unittest import mock
 
 import httpx
 import pytest
+import uvicorn
 from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
@@ -306,6 +308,30 @@ def start_server(
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"idp serve did not become ready: {log.read_text()}")
+
+
+class ServedApp:
+    """An ASGI app served by uvicorn in a thread of the test process, on a free port; ``config``
+    goes to ``uvicorn.Config`` (``http=OneWriteHttpProtocol``, as ``idp serve`` serves)."""
+
+    def __init__(self, app: Any, port: int | None = None, **config: Any) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = {"log_level": "warning", **config}
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **config))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ServedApp:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")

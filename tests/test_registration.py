@@ -23,7 +23,6 @@ import httpx
 import jwt
 import limits
 import pytest
-import uvicorn
 from aiosmtpd.controller import Controller
 from sqlalchemy import delete, inspect, select, text, update
 from starlette.testclient import TestClient
@@ -37,7 +36,7 @@ from idp.security.digests import token_digest
 from idp.settings import Settings
 from idp.storage import ActionToken, AuditEvent, AuthorizationRequest, PasswordHistory, User
 
-from .conftest import PASSWORD, TEST_ISSUER, free_port, make_settings
+from .conftest import PASSWORD, TEST_ISSUER, ServedApp, free_port, make_settings
 from .flows import (
     RegisteredClient,
     authorize_params,
@@ -671,27 +670,6 @@ def test_audit_events_exist_and_hold_no_secret(site: Site) -> None:
 
 
 # --- the whole journey in Chromium --------------------------------------------------------------
-
-
-class ServedApp:
-    """The app served by uvicorn in a thread, as ``idp serve`` serves it."""
-
-    def __init__(self, app: Any, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> ServedApp:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 def wait_for_link(sink: SmtpSink, to: str, timeout: float = 15) -> str:

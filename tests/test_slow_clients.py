@@ -12,20 +12,18 @@ import asyncio
 import json
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from prometheus_client import REGISTRY
 
 from idp import http_protocol
 from idp.http_protocol import OneWriteHttpProtocol
 
-from .conftest import free_port, start_server
+from .conftest import ServedApp, start_server
 
 DEADLINE = 0.5
 HALF_A_FORM = (
@@ -87,38 +85,20 @@ class Recorded:
         await send({"type": "http.response.body", "body": self.body})
 
 
-class Served:
-    """``app`` served on a real socket by uvicorn with idp's protocol, in a thread."""
-
-    def __init__(self, app: Recorded) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, http=OneWriteHttpProtocol, lifespan="off", log_level="warning"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def connect(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
-
-
 @pytest.fixture
 def recorded() -> Recorded:
     return Recorded()
 
 
 @pytest.fixture
-def served(recorded: Recorded, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+def served(recorded: Recorded, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServedApp]:
     monkeypatch.setattr(http_protocol, "REQUEST_SECONDS", DEADLINE)
-    served = Served(recorded)
-    served.thread.start()
-    deadline = time.monotonic() + 15
-    while not served.server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield served
-    served.server.should_exit = True
-    served.thread.join(timeout=10)
+    with ServedApp(recorded, http=OneWriteHttpProtocol, lifespan="off") as served:
+        yield served
+
+
+def connect(served: ServedApp) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", served.port), timeout=10)
 
 
 def received_until_closed(conn: socket.socket) -> tuple[bytes, float]:
@@ -140,7 +120,7 @@ def statuses(received: bytes) -> list[bytes]:
     ids=["nothing", "half-a-head", "half-a-body"],
 )
 def test_a_request_that_does_not_arrive_in_time_is_answered_408_and_its_connection_closed(served, recorded, sent):
-    with served.connect() as conn:
+    with connect(served) as conn:
         conn.sendall(sent)
         received, waited = received_until_closed(conn)
     assert statuses(received) == [b"408"]
@@ -152,7 +132,7 @@ def test_a_request_that_does_not_arrive_in_time_is_answered_408_and_its_connecti
 
 
 def test_the_deadline_is_each_requests_not_the_connections(served, recorded):
-    with served.connect() as conn:
+    with connect(served) as conn:
         conn.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
         assert statuses(conn.recv(65536)) == [b"200"]
         time.sleep(DEADLINE * 2)
@@ -164,7 +144,7 @@ def test_the_deadline_is_each_requests_not_the_connections(served, recorded):
 
 
 def test_empty_lines_between_requests_do_not_hold_a_connection_open(served):
-    with served.connect() as conn:
+    with connect(served) as conn:
         conn.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
         assert statuses(conn.recv(65536)) == [b"200"]
         conn.settimeout(DEADLINE / 3)
@@ -211,7 +191,7 @@ def _cut(reason: str) -> float:
 
 def test_the_time_the_application_takes_to_answer_is_not_counted(served, recorded):
     recorded.answer_after = DEADLINE * 3
-    with served.connect() as conn:
+    with connect(served) as conn:
         conn.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab")
         received, _ = received_until_closed(conn)
     assert statuses(received) == [b"200"] and received.endswith(b"ok")
@@ -219,7 +199,7 @@ def test_the_time_the_application_takes_to_answer_is_not_counted(served, recorde
 
 def test_a_request_arriving_behind_one_being_answered_waits_for_that_answer(served, recorded):
     recorded.answer_after = DEADLINE * 3
-    with served.connect() as conn:
+    with connect(served) as conn:
         conn.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n")
         received, waited = received_until_closed(conn)
     assert statuses(received) == [b"200", b"408"]
@@ -229,7 +209,7 @@ def test_a_request_arriving_behind_one_being_answered_waits_for_that_answer(serv
 
 def test_a_request_behind_one_being_answered_starts_its_time_when_that_answer_is_sent(served, recorded):
     recorded.answer_after = DEADLINE * 2.6
-    with served.connect() as conn:
+    with connect(served) as conn:
         conn.sendall(
             b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
             b"POST /next HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
