@@ -20,7 +20,11 @@ request waits behind an earlier one of its connection. A client that takes nothi
 for as long (a response that filled the connection's buffer, and the client reads no more) loses
 its connection too: the response's task waited on it for ever. The deadline is shorter than the
 20 s a stopping worker of ``idp serve --workers N`` is given, so that no slow client holds a stop
-up. Each cut is counted in ``idp_connections_cut_total``.
+up. And the parser keeps a request's head whole until it ends, however long: one connection
+sending an endless header grew a worker by 200 MB in 15 s. A head still unfinished when more than
+:data:`MAX_HEAD_BYTES` of it has arrived is answered ``431`` and its connection closed (a head
+that arrives whole in one read, at most 256 KiB, is the application's to judge). Each cut is counted in
+``idp_connections_cut_total``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,10 @@ from .metrics import CONNECTIONS_CUT
 
 REQUEST_SECONDS = 15.0
 """How long a request may take to arrive, and a response to be taken by its client."""
+MAX_HEAD_BYTES = 32 * 1024
+"""The most a request's line and headers may hold: many times what any page, app or API sends."""
 TOO_SLOW = b"The request did not arrive in time."
+TOO_LARGE = b"The request line and headers are too large."
 
 
 class OneWriteHttpProtocol(HttpToolsProtocol):
@@ -43,6 +50,10 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
     """While a request is arriving: when its time began (the event loop's clock)."""
     _unread_since: float | None = None
     """While the client takes no more of a response: since when."""
+    _head_bytes: int | None = None
+    """While a request's head is arriving: how much of it has come (but for the read it began in,
+    where an earlier request ended in that read too: requests sent one after another unanswered)."""
+    _ended_in_read: bool = False
     _watch: asyncio.TimerHandle | None = None
     """The connection's one timer, due when the earlier of the two times runs out. A timer made
     and cancelled for each request cost about 2 us (uvloop, on a busy 2-core machine), where a
@@ -61,19 +72,32 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         """Any byte starts the time, not only a request's first: the parser skips the empty lines
-        between requests, and each read stops uvicorn's keep-alive timer."""
+        between requests, and each read stops uvicorn's keep-alive timer. A read that leaves a
+        head unfinished, and in which no earlier request ended, is all head (the parser keeps a
+        head whole until it ends, however long), and counts toward its size."""
         if self._arriving_since is None:
             self._arriving_since = self.loop.time()
+        self._ended_in_read = False
         super().data_received(data)
+        if self._head_bytes is not None and not self._ended_in_read and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(431, TOO_LARGE, "head-too-large")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_bytes = 0
         if self._arriving_since is None:
             self._arriving_since = self.loop.time()
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._arriving_since = None
+        self._ended_in_read = True
 
     def on_response_complete(self) -> None:
         """A request that waited behind this response starts its time now."""
@@ -108,7 +132,7 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
             return
         if self._arriving_since is not None and now - self._arriving_since >= REQUEST_SECONDS:
             if not self._answering():
-                self._too_slow()
+                self._refuse(408, TOO_SLOW, "request-late")
                 return
             self._arriving_since = now
         self._watch_until()
@@ -125,25 +149,26 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
         CONNECTIONS_CUT.labels(reason="response-unread").inc()
         self.transport.abort()
 
-    def _too_slow(self) -> None:
-        """The request still arriving is answered 408 and its connection closed (a response
-        already begun is not written into)."""
-        CONNECTIONS_CUT.labels(reason="request-late").inc()
+    def _refuse(self, status: int, message: bytes, reason: str) -> None:
+        """Answer the request still arriving with ``status`` and close the connection; when an
+        earlier response of the connection is on its way, close it only, so that no answer is
+        written into or ahead of another."""
+        CONNECTIONS_CUT.labels(reason=reason).inc()
         cycle = self.cycle
-        if cycle is None or not cycle.response_started or cycle.response_complete:
-            self.transport.write(_too_slow_response(self.server_state.default_headers))
+        if not self._answering() and (cycle is None or not cycle.response_started or cycle.response_complete):
+            self.transport.write(_refusal(status, message, self.server_state.default_headers))
         self.transport.close()
 
 
-def _too_slow_response(default_headers: list[tuple[bytes, bytes]]) -> bytes:
-    head = [STATUS_LINE[408]]
+def _refusal(status: int, message: bytes, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    head = [STATUS_LINE[status]]
     head += [name + b": " + value + b"\r\n" for name, value in default_headers]
     head += [
         b"content-type: text/plain; charset=utf-8\r\n",
-        b"content-length: %d\r\n" % len(TOO_SLOW),
+        b"content-length: %d\r\n" % len(message),
         b"connection: close\r\n\r\n",
     ]
-    return b"".join(head) + TOO_SLOW
+    return b"".join(head) + message
 
 
 class _HeadHeld:

@@ -26,7 +26,7 @@ SMS_BUDGET_SPENT = Counter(
 )
 CONNECTIONS_CUT = Counter(
     "idp_connections_cut_total",
-    "Connections closed because a request did not arrive (request-late) or a response was not taken "
-    "(response-unread) in time",
+    "Connections closed because a request did not arrive in time (request-late), its head was too "
+    "large (head-too-large), or a response was not taken in time (response-unread)",
     ["reason"],
 )

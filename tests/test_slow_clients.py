@@ -1,9 +1,12 @@
-"""Clients that hang up half-way or send slowly cost the server nothing it keeps.
+"""Clients that hang up half-way, send slowly or send a head without end cost the server nothing
+it keeps.
 
 A client that closes its connection before its request's body is whole is answered 408 (to
 nobody) and logged as such, never as a 500 with a traceback; a request that does not arrive whole
-in time is answered 408 and its connection closed (idp.http_protocol), however little it sent.
-The deadline is made short here; the served protocol and the sockets are real.
+in time is answered 408 and its connection closed (idp.http_protocol), however little it sent; a
+request head (its line and headers) still unfinished when more than the protocol keeps of it has
+arrived is answered 431 and its connection closed. The deadline is made short here; the served
+protocol and the sockets are real.
 """
 
 from __future__ import annotations
@@ -222,3 +225,38 @@ def test_a_request_behind_one_being_answered_starts_its_time_when_that_answer_is
         conn.sendall(b"ab")
         rest, _ = received_until_closed(conn)
     assert statuses(received + rest) == [b"200", b"100", b"200"]
+
+
+def test_a_request_head_without_end_is_refused_431_before_it_is_kept(served, recorded):
+    before = _cut("head-too-large")
+    with connect(served) as conn:
+        conn.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\nX-Long: ")
+        sent = 0
+        try:
+            while sent < 50 * http_protocol.MAX_HEAD_BYTES:
+                time.sleep(0.001)
+                conn.sendall(b"a" * 1024)
+                sent += 1024
+        except OSError:
+            pass
+        received, _ = received_until_closed(conn)
+    assert statuses(received) == [b"431"]
+    assert b"connection: close" in received.lower()
+    assert sent < 10 * http_protocol.MAX_HEAD_BYTES
+    assert _cut("head-too-large") == before + 1
+    assert recorded.ends == []
+
+
+@pytest.mark.parametrize("pieces", [1, 8])
+def test_a_large_head_within_the_limit_and_a_body_past_it_are_served(served, recorded, pieces):
+    head = b"POST /a HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * (http_protocol.MAX_HEAD_BYTES - 200) + b"\r\n"
+    body = b"b" * (4 * http_protocol.MAX_HEAD_BYTES)
+    request = head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    size = -(-len(request) // pieces)
+    with connect(served) as conn:
+        for start in range(0, len(request), size):
+            conn.sendall(request[start : start + size])
+            time.sleep(0.01)
+        received, _ = received_until_closed(conn)
+    assert statuses(received) == [b"200"]
+    assert recorded.ends == ["http.request"]
