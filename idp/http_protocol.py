@@ -23,7 +23,9 @@ its connection too: the response's task waited on it for ever. The deadline is s
 up. And the parser keeps a request's head whole until it ends, however long: one connection
 sending an endless header grew a worker by 200 MB in 15 s. A head still unfinished when more than
 :data:`MAX_HEAD_BYTES` of it has arrived is answered ``431`` and its connection closed (a head
-that arrives whole in one read, at most 256 KiB, is the application's to judge). Each cut is counted in
+that arrives whole in one read, at most 256 KiB, is the application's to judge). And one read of
+small requests sent ahead of their answers queued thousands, 2.4 KB each: past
+:data:`MAX_QUEUED`, those queued are answered and the connection closed. Each cut is counted in
 ``idp_connections_cut_total``.
 """
 
@@ -41,8 +43,14 @@ REQUEST_SECONDS = 15.0
 """How long a request may take to arrive, and a response to be taken by its client."""
 MAX_HEAD_BYTES = 32 * 1024
 """The most a request's line and headers may hold: many times what any page, app or API sends."""
+MAX_QUEUED = 100
+"""The most requests a connection may send ahead of their answers (HTTP/1.1 pipelining)."""
 TOO_SLOW = b"The request did not arrive in time."
 TOO_LARGE = b"The request line and headers are too large."
+
+
+class _QueueFull(Exception):
+    pass
 
 
 class OneWriteHttpProtocol(HttpToolsProtocol):
@@ -54,6 +62,7 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
     """While a request's head is arriving: how much of it has come (but for the read it began in,
     where an earlier request ended in that read too: requests sent one after another unanswered)."""
     _ended_in_read: bool = False
+    _queue_full: bool = False
     _watch: asyncio.TimerHandle | None = None
     """The connection's one timer, due when the earlier of the two times runs out. A timer made
     and cancelled for each request cost about 2 us (uvloop, on a busy 2-core machine), where a
@@ -74,7 +83,10 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
         """Any byte starts the time, not only a request's first: the parser skips the empty lines
         between requests, and each read stops uvicorn's keep-alive timer. A read that leaves a
         head unfinished, and in which no earlier request ended, is all head (the parser keeps a
-        head whole until it ends, however long), and counts toward its size."""
+        head whole until it ends, however long), and counts toward its size. Once the queue is
+        full, what comes is dropped unread."""
+        if self._queue_full:
+            return
         if self._arriving_since is None:
             self._arriving_since = self.loop.time()
         self._ended_in_read = False
@@ -91,8 +103,25 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
             self._arriving_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
+        """A request past :data:`MAX_QUEUED` stops the parser, and uvicorn goes on through
+        :meth:`send_400_response`: each queued request held its scope and state (2.4 KB), and one
+        read of small requests queued thousands."""
         self._head_bytes = None
+        if len(self.pipeline) >= MAX_QUEUED:
+            self._queue_full = True
+            raise _QueueFull
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """With the queue full, the requests queued are answered and the connection then closed;
+        nothing more is read. No answer is written ahead of theirs."""
+        if not self._queue_full:
+            super().send_400_response(msg)
+            return
+        if self.pipeline and self.pipeline[0][0].keep_alive:
+            CONNECTIONS_CUT.labels(reason="too-many-queued").inc()
+            self.pipeline[0][0].keep_alive = False
+        self.flow.pause_reading()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

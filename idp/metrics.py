@@ -27,6 +27,7 @@ SMS_BUDGET_SPENT = Counter(
 CONNECTIONS_CUT = Counter(
     "idp_connections_cut_total",
     "Connections closed because a request did not arrive in time (request-late), its head was too "
-    "large (head-too-large), or a response was not taken in time (response-unread)",
+    "large (head-too-large), it sent too many requests ahead of their answers (too-many-queued), or "
+    "a response was not taken in time (response-unread)",
     ["reason"],
 )

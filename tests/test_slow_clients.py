@@ -260,3 +260,22 @@ def test_a_large_head_within_the_limit_and_a_body_past_it_are_served(served, rec
         received, _ = received_until_closed(conn)
     assert statuses(received) == [b"200"]
     assert recorded.ends == ["http.request"]
+
+
+def test_requests_sent_ahead_are_answered_in_order_up_to_a_limit(served, recorded):
+    requests = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in range(http_protocol.MAX_QUEUED))
+    with connect(served) as conn:
+        conn.sendall(requests + b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received, _ = received_until_closed(conn)
+    assert statuses(received) == [b"200"] * (http_protocol.MAX_QUEUED + 1)
+
+
+def test_a_connection_queueing_more_requests_than_that_has_those_answered_then_is_closed(served, recorded):
+    before = _cut("too-many-queued")
+    requests = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" * (20 * http_protocol.MAX_QUEUED)
+    with connect(served) as conn:
+        conn.sendall(requests)
+        received, _ = received_until_closed(conn)
+    assert statuses(received) == [b"200"] * (http_protocol.MAX_QUEUED + 1)
+    assert len(recorded.ends) == http_protocol.MAX_QUEUED + 1
+    assert _cut("too-many-queued") == before + 1
