@@ -152,18 +152,25 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
         self._watch = self.loop.call_at(due, self._look)
 
     def _look(self) -> None:
+        """A closing connection is watched until what was written to it is taken: a close waits
+        for that, and a client that reads nothing would make it wait for ever."""
         self._watch = None
-        if self.transport.is_closing():
-            return
         now = self.loop.time()
+        closing = self.transport.is_closing()
+        if closing:
+            if not self.transport.get_write_buffer_size():
+                return
+            if self._unread_since is None:
+                self._unread_since = now
         if self._unread_since is not None and now - self._unread_since >= REQUEST_SECONDS:
             self._not_read()
             return
-        if self._arriving_since is not None and now - self._arriving_since >= REQUEST_SECONDS:
-            if not self._answering():
+        late = self._arriving_since is not None and now - self._arriving_since >= REQUEST_SECONDS
+        if late and not closing:
+            if self._answering():
+                self._arriving_since = now
+            else:
                 self._refuse(408, TOO_SLOW, "request-late")
-                return
-            self._arriving_since = now
         self._watch_until()
 
     def _answering(self) -> bool:
@@ -183,10 +190,15 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
         earlier response of the connection is on its way, close it only, so that no answer is
         written into or ahead of another."""
         CONNECTIONS_CUT.labels(reason=reason).inc()
-        cycle = self.cycle
-        if not self._answering() and (cycle is None or not cycle.response_started or cycle.response_complete):
+        if not self._answering() and not self._answered_early():
             self.transport.write(_refusal(status, message, self.server_state.default_headers))
         self.transport.close()
+
+    def _answered_early(self) -> bool:
+        """Whether the request still arriving has an answer begun or sent already (an application
+        that answered before it read the body)."""
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and cycle.response_started
 
 
 def _refusal(status: int, message: bytes, default_headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -94,9 +94,11 @@ def recorded() -> Recorded:
 
 
 @pytest.fixture
-def served(recorded: Recorded, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServedApp]:
+def served(recorded: Recorded, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[ServedApp]:
+    """``request.param``, when a test gives one, is more of uvicorn's configuration."""
     monkeypatch.setattr(http_protocol, "REQUEST_SECONDS", DEADLINE)
-    with ServedApp(recorded, http=OneWriteHttpProtocol, lifespan="off") as served:
+    config = getattr(request, "param", {})
+    with ServedApp(recorded, http=OneWriteHttpProtocol, lifespan="off", **config) as served:
         yield served
 
 
@@ -166,7 +168,12 @@ def test_empty_lines_between_requests_do_not_hold_a_connection_open(served):
     assert statuses(received) == [b"408"]
 
 
-def test_a_client_that_takes_nothing_of_a_response_loses_its_connection(served, recorded):
+@pytest.mark.parametrize("served", [{}, {"timeout_keep_alive": DEADLINE / 5}], indirect=True, ids=["", "keep-alive"])
+@pytest.mark.parametrize("connection", [b"", b"Connection: close\r\n"], ids=["open", "close"])
+def test_a_client_that_takes_nothing_of_a_response_loses_its_connection(served, recorded, connection):
+    """Also once the connection is closing, after its response (``Connection: close``) or when it
+    has been idle for uvicorn's keep-alive time: a close waits for the client to take what was
+    written."""
     recorded.body = b"x" * 32_000_000
     before = _cut("response-unread")
     conn = socket.socket()
@@ -174,8 +181,8 @@ def test_a_client_that_takes_nothing_of_a_response_loses_its_connection(served, 
     conn.settimeout(10)
     with conn:
         conn.connect(("127.0.0.1", served.port))
-        conn.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-        deadline = time.monotonic() + DEADLINE + 5
+        conn.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n" + connection + b"\r\n")
+        deadline = time.monotonic() + 2 * DEADLINE + 5
         while _cut("response-unread") == before and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _cut("response-unread") == before + 1
