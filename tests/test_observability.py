@@ -27,6 +27,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, update
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from idp.app import create_app
@@ -37,6 +40,7 @@ from idp.migrate import upgrade
 from idp.observability.logs import AccessRecord, JsonFormatter, RequestIdFilter, TurnBatchedStreamHandler
 from idp.observability.requests import UNMATCHED
 from idp.storage import OutboxMessage, now
+from idp.web.edge import Edge
 
 from .conftest import PASSWORD, TEST_ISSUER, free_port, make_settings, run_idp, start_server
 from .event_loops import apart, run_apart
@@ -113,6 +117,34 @@ def test_an_unsafe_incoming_request_id_is_replaced(http, sent):
 
 
 # --- the access line -----------------------------------------------------------------------------
+
+
+def failing_app() -> Starlette:
+    """A route that fails, behind the edge as every idp route is."""
+
+    async def fail(request: Any) -> Any:
+        raise RuntimeError("the handler failed")
+
+    edge = Middleware(Edge, trusted_proxies=(), static_routes=(), https=False, metrics_port=None)
+    return Starlette(routes=[Route("/fail", fail)], middleware=[edge])
+
+
+def test_an_application_error_is_answered_500_with_the_request_id_and_the_security_headers(access):
+    with TestClient(failing_app(), raise_server_exceptions=False) as client:
+        response = client.get("/fail")
+    assert response.status_code == 500
+    assert HEX_ID.fullmatch(response.headers["x-request-id"])
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    line = access_records(access)[-1]
+    assert (line.status, line.request_id) == (500, response.headers["x-request-id"])
+
+
+def test_an_application_errors_traceback_names_the_request(access):
+    with TestClient(failing_app()) as client, pytest.raises(RuntimeError) as raised:
+        client.get("/fail", headers={"X-Request-ID": "support-ticket-42"})
+    assert "request_id: support-ticket-42" in raised.value.__notes__
+    assert access_records(access)[-1].status == 500
 
 
 def test_one_access_line_per_request_with_the_route_template(http, access):

@@ -2,7 +2,9 @@
 
 A request is observed (its id, its access line, its metrics), refused at once if its path or
 query holds a NUL or it asks for ``/metrics`` on the wrong port, and its answer carries the
-security headers and the request id. Each of these was a middleware of its own, each a coroutine
+security headers and the request id, a 500 for an error included (Starlette's own 500 is sent
+outside every middleware, without them; the error's traceback, which the server logs once the
+request is over, names the request id). Each of these was a middleware of its own, each a coroutine
 every request went through, two of them wrapping ``send``. Here they are one layer, and each
 concept stays in its module. Driven in one process, a JWKS request went from 15.4 to 14.7 us
 (median of five alternating runs): the layers were cheap, the access line is most of the rest."""
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..observability.metrics_port import misdirected
@@ -45,9 +47,12 @@ class Edge:
             return
         observed = self.observability.begin(scope)
         request_id = (b"x-request-id", observed.request_id.encode())
+        started = False
 
         async def send_stamped(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 observed.status = message["status"]
                 message["headers"] = [*self.security_headers.added_to(message.get("headers", ())), request_id]
             await send(message)
@@ -55,6 +60,11 @@ class Edge:
         try:
             refusal = self._refusal(scope)
             await (self.app if refusal is None else refusal)(scope, receive, send_stamped)
+        except Exception as error:
+            error.add_note(f"request_id: {observed.request_id}")
+            if not started:
+                await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send_stamped)
+            raise
         finally:
             self.observability.end(observed)
 
