@@ -112,6 +112,8 @@ def test_an_export_is_audited_and_holds_only_the_persons_own(http, ctx, make_cli
     mine, theirs = make_user(), make_user()
     tokens = tokens_for(http, client, mine)
     tokens_for(TestClient(http.app, base_url=TEST_ISSUER, follow_redirects=False), client, theirs)
+    # The token endpoint's event is written in the next batch: once it is, the export's comes after.
+    assert eventually(lambda: issued_events(ctx, mine.id) == 1)
     data = http.get("/api/account/export", headers=bearer(tokens["access_token"])).json()
     assert theirs.id not in json.dumps(data) and theirs.email not in json.dumps(data)
     assert audit_of(ctx, mine.id)[-1].event == "personal_data_exported"

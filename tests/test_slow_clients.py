@@ -28,7 +28,7 @@ from idp.http_protocol import OneWriteHttpProtocol
 
 from .conftest import ServedApp, start_server
 
-DEADLINE = 0.5
+DEADLINE = 1.0
 HALF_A_FORM = (
     "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
     "Content-Length: 1000\r\n\r\ngrant_type=client_cre"
