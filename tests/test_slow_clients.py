@@ -12,7 +12,6 @@ protocol and the sockets are real.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import socket
 import time
@@ -27,6 +26,7 @@ from idp import http_protocol
 from idp.http_protocol import OneWriteHttpProtocol
 
 from .conftest import ServedApp, start_server
+from .test_no_secrets import json_lines
 
 DEADLINE = 1.0
 HALF_A_FORM = (
@@ -59,7 +59,7 @@ def test_a_client_hanging_up_mid_body_is_answered_408_and_never_an_error(base_en
 
 
 def _access_lines(log: Path) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    lines = json_lines(log.read_text())
     return [line for line in lines if line.get("logger") == "idp.access" and line["route"] != "/readyz"]
 
 
