@@ -672,3 +672,28 @@ def test_an_essential_acr_a_one_factor_person_cannot_reach_is_access_denied(brow
     reachable = json.dumps({"id_token": {"acr": {"essential": True, "values": ["1", "2"]}}})
     authorization = start(client, op, claims=reachable, prompt="none")
     assert "code" in query_of(follow(browser, browser.get(authorization.url)))
+
+
+def test_the_consent_page_gives_no_code_to_a_sign_in_short_of_the_essential_acr(browser, app, op, person):
+    """A request waiting at the sign-in page, answered on its consent page by a one-factor session
+    made without it (the sign-in page with no request), fails as ``/authorize`` would fail it."""
+    client = oauth_client(app)
+    asked = json.dumps({"id_token": {"acr": {"essential": True, "values": ["2"]}}})
+    authorization = start(client, op, claims=asked)
+    waiting = follow(browser, browser.get(authorization.url))
+    assert urlsplit(waiting).path == "/login"
+    page = browser.get("/login")
+    signed_in = browser.post(
+        "/login", data={**hidden_fields(page.text), "username": person.email, "password": PASSWORD}
+    )
+    assert signed_in.status_code == 303 and "request" not in signed_in.headers["location"]
+
+    consent = browser.get("/consent?" + urlsplit(waiting).query)
+    assert consent.status_code == 200, consent.text
+    answered = follow(browser, browser.post("/consent", data={**hidden_fields(consent.text), "decision": "allow"}))
+    received = query_of(answered)
+    assert answered.startswith(app.redirect_uri + "?") and "code" not in received, received
+    assert received["error"] == "access_denied" and received["state"] == authorization.state
+
+    again = browser.post("/consent", data={**hidden_fields(consent.text), "decision": "allow"})
+    assert "code=" not in again.headers.get("location", ""), "the refused request is over"

@@ -412,10 +412,7 @@ def decide(
     assert active is not None
     refused = unmet(params, active.user.id, active.session.amr)
     if refused is not None:
-        if pending is not None:
-            # This answer ends the request: its consent page must not give a code afterwards.
-            _answer(db, pending)
-        raise _redirect_error(params, refused)
+        raise _redirect_error(params, refused) if pending is None else end(db, params, pending, refused)
     if terms_version is not None and active.user.terms_version != terms_version:
         if "none" in params.prompt:
             raise _redirect_error(params, InteractionRequired("the person must accept the terms"))
@@ -472,11 +469,20 @@ def _answer(db: Session, pending: AuthorizationRequest) -> None:
         raise BadAuthorizationTarget(ANSWERED)
 
 
+def end(
+    db: Session, params: AuthorizationParams, pending: AuthorizationRequest, error: OAuthError
+) -> AuthorizationError:
+    """The waiting request ends with ``error``: answered, so that its consent page cannot give a
+    code afterwards."""
+    _answer(db, pending)
+    return _redirect_error(params, error)
+
+
 def deny(db: Session, params: AuthorizationParams, pending: AuthorizationRequest, user_id: str) -> AuthorizationError:
     """The person declined the client's request on the consent page, or the terms."""
-    _answer(db, pending)
+    refusal = end(db, params, pending, AccessDenied("the person declined"))
     _consent_event(db, Event.CONSENT_REFUSED, params, user_id)
-    return _redirect_error(params, AccessDenied("the person declined"))
+    return refusal
 
 
 def issue_code(

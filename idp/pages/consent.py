@@ -7,7 +7,7 @@ from starlette.responses import RedirectResponse, Response
 from ..accounts import terms
 from ..catalogs import N_
 from ..oauth import scopes
-from ..oauth.authorization import deny, issue_code, record_consent
+from ..oauth.authorization import deny, end, issue_code, record_consent, unmet
 from ..sso import note_use
 from ..web.branding import ClientBrand
 from ..web.pipeline import Needs
@@ -37,6 +37,10 @@ def consent(call: Visitor) -> Response:
         return render(call.request, "consent.html", page)
     decision = call.values.get("decision")
     if decision == "allow":
+        # A sign-in made without this request may fall short of it (an essential acr).
+        refused = unmet(params, active.user.id, active.session.amr)
+        if refused is not None:
+            return authorization_response(call.request, end(call.db, params, pending, refused).response)
         # The request is answered first: a second answer racing this one stops there.
         response = authorization_response(call.request, issue_code(call.db, params, active, pending))
         record_consent(call.db, client, params, active.user.id)
