@@ -401,7 +401,18 @@ def test_patch_with_unknown_members_or_wrong_types_is_422(http, token, body, poi
 
 
 @pytest.mark.parametrize(
-    "raw", [b"{", b'{"name": "a"} x', b'{"name": "a", "name": "b"}', b'{"name": "\xff"}', b"[" * 50_000, b""]
+    "raw",
+    [
+        b"{",
+        b'{"name": "a"} x',
+        b'{"name": "a", "name": "b"}',
+        b'{"name": "\xff"}',
+        b"[" * 50_000,
+        b"",
+        rb'{"name": "Ada", "\ud800": "x"}',
+        rb'{"name": "Ada", "address": {"\udfff": "x"}}',
+        rb'{"name": "Ada", "\u0000": "x"}',
+    ],
 )
 def test_malformed_json_is_400(http, token, raw, documented):
     response = http.patch("/api/account", headers={**bearer(token), "Content-Type": "application/json"}, content=raw)

@@ -404,6 +404,14 @@ def test_private_key_jwt_garbage_assertion_is_refused(http, jwt_client):
     assert_invalid_client(http.post("/token", data=data), basic=False)
 
 
+def test_an_assertion_naming_its_client_with_a_lone_surrogate_is_refused(http):
+    """A JSON escape makes ``iss`` text no database can look up: refused, not a 500."""
+    header, payload = (
+        base64.urlsafe_b64encode(part).rstrip(b"=").decode() for part in (b'{"alg": "RS256"}', rb'{"iss": "\ud800"}')
+    )
+    assert_invalid_client(http.post("/token", data=with_assertion(f"{header}.{payload}.c2ln")), basic=False)
+
+
 def test_private_key_jwt_client_may_not_use_a_secret(http, jwt_client):
     response = http.post("/token", data=CC, auth=(jwt_client.client_id, "anything"))
     assert_invalid_client(response, basic=True)

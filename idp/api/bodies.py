@@ -17,6 +17,7 @@ from typing import Any
 from starlette.requests import Request
 
 from ..security.forms import MAX_BODY
+from ..security.text import is_storable
 from .problems import Problem
 
 JSON_TYPE = "application/json"
@@ -86,6 +87,8 @@ def parse_json(request: Request, raw: bytes, fields: Fields) -> dict[str, str]:
         raise Problem("unsupported-media-type", f"Send the request body as {JSON_TYPE}.")
     try:
         document = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members)
+    except _UnnamableMember:
+        raise Problem("malformed-body", "A member's name holds a NUL character or a lone surrogate.") from None
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise Problem("malformed-body", "The request body is not a well-formed JSON text in UTF-8.") from None
     return _check(document, fields)
@@ -95,27 +98,23 @@ class _DuplicateMember(ValueError):
     """An object names a member twice (RFC 8259 §4 leaves its meaning open: refuse it)."""
 
 
+class _UnnamableMember(ValueError):
+    """A member's name holds a NUL or a lone surrogate (JSON escapes allow both): no answer could
+    name it in its pointer."""
+
+
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     members = dict(pairs)
     if len(members) != len(pairs):
         raise _DuplicateMember
+    if not all(is_storable(name) for name in members):
+        raise _UnnamableMember
     return members
 
 
 def _pointer(name: str, within: str = "") -> str:
     """RFC 6901: a JSON Pointer to a member of the object ``within`` points to (the top level)."""
     return within + "/" + name.replace("~", "~0").replace("/", "~1")
-
-
-def _is_text(value: str) -> bool:
-    """No NUL (databases refuse it) and no lone surrogate (not encodable as UTF-8)."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _check(document: Any, fields: Fields) -> dict[str, str]:
@@ -159,7 +158,7 @@ def _check_members(
             errors.append({"pointer": pointer, "detail": "must be a string"})
         elif len(value) > field.max_length:
             errors.append({"pointer": pointer, "detail": f"must have at most {field.max_length} characters"})
-        elif not _is_text(value):
+        elif not is_storable(value):
             errors.append({"pointer": pointer, "detail": "must not hold NUL characters or lone surrogates"})
         else:
             values[key_prefix + name] = value

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..caching.clients import ClientCache
 from ..security.digests import digests_equal, keyed_digest
+from ..security.text import is_storable
 from ..storage import Client, ClientAssertion
 from .client_jwks import ClientJwks
 from .errors import ClientAuthFailure, InvalidClient, InvalidRequest
@@ -140,7 +141,7 @@ class ClientAuthenticator:
         except (JoseError, ValueError, TypeError, AttributeError):
             raise InvalidClient("client_assertion is not a JWT", reason=ClientAuthFailure.BAD_ASSERTION) from None
         client_id = credentials.client_id or issuer
-        if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID:
+        if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID or not is_storable(client_id):
             raise InvalidClient("client_assertion names no client", reason=ClientAuthFailure.BAD_ASSERTION)
         claims = self.jwks.verified_claims(client_id, assertion)
         self._check_assertion_claims(client_id, claims)
