@@ -1,6 +1,6 @@
 """Rate limits: per address on the hosted pages' forms, per account on sign-in, per client on the
-endpoints where a client authenticates; counted in memory or in Redis, falling back to memory while
-Redis is gone.
+endpoints where a client authenticates (a public one per client and address); counted in memory or
+in Redis, falling back to memory while Redis is gone.
 
 Every test runs apps of its own with small limits (the suite's shared app has them off). Their
 browsers reach the app through a trusted proxy (the peer 127.0.0.1) that names a fresh client
@@ -40,7 +40,7 @@ from idp.storage import AuditEvent, AuthorizationRequest, Client, User
 from idp.web.pipeline import Call, Needs, endpoint
 
 from .conftest import PASSWORD, TEST_ISSUER, make_settings
-from .flows import RegisteredClient, authorize_params, hidden_fields, pkce_pair
+from .flows import RegisteredClient, authorize_params, exchange, hidden_fields, pkce_pair, sign_in
 from .services import RedisServer
 
 PROXY = "127.0.0.1"
@@ -431,6 +431,8 @@ def test_authorization_requests_that_wait_are_limited_per_address(open_site, mak
 
 
 def test_a_clients_requests_are_limited_per_client(open_site, make_cc_client):
+    """A confidential client proves its secret, so its budget is its own wherever its requests
+    come from (each of them from an address of its own here)."""
     site = open_site(IDP_RATE_LIMIT_TOKEN="2/minute")
     client, other = make_cc_client(), make_cc_client()
     before = refused_count("token")
@@ -449,6 +451,66 @@ def test_a_clients_requests_are_limited_per_client(open_site, make_cc_client):
     assert [e.detail for e in refusals(site, client_id=client.client_id)] == [{"limit": "token"}] * 2
     assert refused_count("token") == before + 2
     assert client_credentials(site, other).status_code == 200
+
+
+def make_public_app(make_client: Any) -> RegisteredClient:
+    """A first-party app with no secret: anyone can name it."""
+    app: RegisteredClient = make_client(auth_method="none", first_party=True)
+    return app
+
+
+def spend_in_the_name_of(browser: TestClient, app: RegisteredClient) -> list[int]:
+    """One request at each endpoint of a public app that spends its budget before anything is
+    checked but its name: a token to revoke, an ``auth_session`` to answer, a code to exchange."""
+    return [
+        browser.post(path, data={"client_id": app.client_id, **fields}).status_code
+        for path, fields in (
+            ("/revoke", {"token": "x"}),
+            ("/authorize-challenge", {"auth_session": "x", "otp": "000000"}),
+            ("/token", {"grant_type": "authorization_code", "code": "x", "code_verifier": "x" * 43}),
+        )
+    ]
+
+
+def test_a_stranger_spends_none_of_the_budget_of_a_public_apps_users(open_site, make_client, make_user):
+    """A public app authenticates by naming its client_id, so a stranger can send requests in its
+    name: they spend only the budget of their own address, and a person signing in with the app
+    elsewhere still gets their tokens."""
+    site = open_site(IDP_RATE_LIMIT_TOKEN="6/minute")
+    app = make_public_app(make_client)
+    stranger = site.browser()
+    assert spend_in_the_name_of(stranger, app) == [200, 400, 400]
+    assert spend_in_the_name_of(stranger, app) == [200, 400, 400]
+    assert spend_in_the_name_of(stranger, app) == [429, 429, 429]
+    person = site.browser()
+    verifier, challenge = pkce_pair()
+    callback = sign_in(person, app, make_user(), challenge)
+    exchanged = exchange(person, app, callback["code"], verifier)
+    assert exchanged.status_code == 200, exchanged.text
+    refresh = {"grant_type": "refresh_token", "refresh_token": exchanged.json()["refresh_token"]}
+    refreshed = person.post("/token", data={**refresh, "client_id": app.client_id})
+    assert refreshed.status_code == 200, refreshed.text
+
+
+def test_one_address_sending_requests_in_a_public_apps_name_is_limited(open_site, make_client, shared_redis):
+    """A public app's budget is one per address: counted from the event loop (the introspection of
+    what looks like an access token, answered from memory) and from a thread alike, under the
+    app's id and the address in Redis. Another address of the app's is not refused."""
+    site = open_site(IDP_RATE_LIMIT_TOKEN="3/minute", IDP_REDIS_URL=shared_redis)
+    app = make_public_app(make_client)
+    address = new_address()
+    before = refused_count("token")
+    named = {"client_id": app.client_id, "token": "a.b.c"}
+    for _ in range(2):
+        assert site.browser(address).post("/introspect", data=named).status_code == 401
+    assert site.browser(address).post("/revoke", data=named).status_code == 200
+    refused = site.browser(address).post("/revoke", data=named)
+    assert (refused.status_code, refused.json()["error"]) == (429, "temporarily_unavailable")
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert [e.detail for e in refusals(site, client_id=app.client_id)] == [{"limit": "token"}]
+    assert refused_count("token") == before + 1
+    assert any(f"/token/{app.client_id}/{address}/".encode() in key for key in limit_keys(shared_redis))
+    assert site.browser().post("/revoke", data=named).status_code == 200
 
 
 def test_a_request_tried_from_memory_and_then_in_a_thread_counts_once(open_site, make_cc_client):

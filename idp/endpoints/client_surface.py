@@ -4,13 +4,14 @@ request pipeline (:mod:`idp.web.pipeline`).
 The body is a form, read in the event loop; a parameter sent twice is refused (RFC 6749 §3.2), and
 so is what the endpoint's check (its ``Needs.fields``) finds wrong before anyone is authenticated:
 a missing or unsupported ``grant_type``, a missing ``token``. The client then authenticates by the
-method it registered: the authenticator checks an assertion in short sessions of its own, its
-JWKS fetched outside them, before the request's transaction begins with the client's row. Once
-known, the client is counted against its own budget (:func:`throttle_client`), so that nobody else
-can spend it. Every refusal is an RFC 6749 §5.2 error, never cached. The client the request names
-is noted for CORS (:mod:`idp.web.cors`) before it authenticates, so that a browser app on one of its
-origins can read why it was refused. A refused authentication is logged and audited with why
-(:class:`~idp.oauth.errors.ClientAuthFailure`) and the client it named, never what it presented.
+method it registered: the authenticator checks an assertion in short sessions of its own, its JWKS
+fetched outside them, before the request's transaction begins with the client's row. Once known,
+the client is counted against its own budget, a public client's per client address
+(:func:`throttle_client`), so that nobody else can spend it. Every refusal is an RFC 6749 §5.2
+error, never cached. The client the request names is noted for CORS (:mod:`idp.web.cors`) before it
+authenticates, so that a browser app on one of its origins can read why it was refused. A refused
+authentication is logged and audited with why (:class:`~idp.oauth.errors.ClientAuthFailure`) and
+the client it named, never what it presented.
 """
 
 from __future__ import annotations

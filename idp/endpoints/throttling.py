@@ -1,8 +1,12 @@
-"""The rate limit of the endpoints where a client authenticates: token, revocation, introspection.
+"""The rate limit of the endpoints where a client authenticates: token, revocation, introspection,
+the authorization challenge.
 
-A client is counted once it has authenticated, so no one else can spend its budget by sending
-requests in its name. A refusal is audited in the request's transaction, which the request
-pipeline commits.
+A client is counted once it has authenticated, so that only its owner can spend its budget. A
+confidential client proved a secret or a key, and has one budget wherever its requests come from.
+A public client proves nothing but its name, which anyone can send: it has a budget per client
+address, so that a stranger who sends requests in its name spends only their own share and none
+of its users'. A refusal is audited in the request's transaction, which the request pipeline
+commits.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from ..oauth.errors import TemporarilyUnavailable
 from ..security.rate_limits import CountInRedis, Limit, Refusal
 from ..storage import Client
 from ..storage.database import is_in_memory_only
-from ..web.request import context
+from ..web.request import context, rate_limit_address
 
 
 def throttle_client(request: Request, db: Session, client: Client) -> None:
@@ -27,17 +31,25 @@ def throttle_client(request: Request, db: Session, client: Client) -> None:
     refusal = getattr(request.state, "client_refusal", _UNCOUNTED)
     if refusal is _UNCOUNTED:
         limiter = context(request).rate_limiter
+        key = _budget_key(request, client)
         if limiter.waits(Limit.TOKEN) and is_in_memory_only(db):
-            raise CountInRedis(
-                Limit.TOKEN, client.id, lambda counted: setattr(request.state, "client_refusal", counted)
-            )
-        refusal = limiter.check(Limit.TOKEN, client.id)
+            raise CountInRedis(Limit.TOKEN, key, lambda counted: setattr(request.state, "client_refusal", counted))
+        refusal = limiter.check(Limit.TOKEN, key)
         request.state.client_refusal = refusal
     if isinstance(refusal, Refusal):
         raise throttled(db, refusal, client_id=client.id)
 
 
 _UNCOUNTED = object()
+
+
+def _budget_key(request: Request, client: Client) -> str:
+    """Whose budget a request of ``client`` spends: the client's, or for a public client, which
+    anyone can name, the client's at the request's address (two identifiers, joined as the rate
+    limiter joins the parts of a key; a client id has no ``/``)."""
+    if client.is_public:
+        return f"{client.id}/{rate_limit_address(request)}"
+    return client.id
 
 
 def throttled(db: Session, refusal: Refusal, *, client_id: str) -> TemporarilyUnavailable:

@@ -1,4 +1,5 @@
-"""Rate limits: requests per time window, per client address, per account and per OAuth client.
+"""Rate limits: requests per time window, per client address, per account and per OAuth client (a
+public one, which anyone can name, per OAuth client and client address).
 
 The ``limits`` library counts them in a moving window, so ``Retry-After`` says exactly when the
 oldest request leaves the window. With ``IDP_REDIS_URL`` the counts live in Redis (atomic Lua
