@@ -84,8 +84,8 @@ class Context:
     def serves_from_memory(self) -> bool:
         """Whether a request may be served in the event loop when all it needs is in memory: only
         where the change counters can be read without blocking it, from Redis or from a file
-        beside a SQLite database. (A count in Redis against a rate limit still blocks, and sends
-        its request to a thread: :func:`idp.endpoints.throttling.throttle_client`.)"""
+        beside a SQLite database. (A count in Redis against a rate limit is made without
+        blocking too, and the request served again: :class:`~idp.security.rate_limits.CountInRedis`.)"""
         return self.generations.mirror is not None
 
     @cached_property
