@@ -585,6 +585,35 @@ def test_a_new_link_replaces_the_old_one(site: Site) -> None:
         assert all(used is not None for used in db.scalars(select(ActionToken.used_at)))
 
 
+def test_a_new_link_continues_the_request_the_registering_browser_started(site: Site) -> None:
+    request_id, _, _ = start_authorization(site.http, make_rp(site.ctx))
+    done = register(site.http, "ann@example.com", request_id=request_id)
+    resent = site.http.post("/verify-email/resend", data={**hidden_fields(done.text), "email": "ann@example.com"})
+    assert resent.status_code == 200
+    _, link = site.links("ann@example.com")
+    response = site.http.get(path_of(link))
+    assert response.status_code == 303 and response.headers["location"] == f"/consent?request={request_id}"
+
+
+def test_a_stranger_asking_for_a_new_link_cannot_put_their_request_in_it(site: Site) -> None:
+    """Anyone may ask for a new link for any address, and the new one is the only one that works:
+    were the request they name carried in it, the registering browser following it would sign in
+    and continue the stranger's request (their PKCE challenge, state and nonce), its code for the
+    person who registered."""
+    victim = site.browser()
+    own_request, _, _ = start_authorization(victim, make_rp(site.ctx))
+    register(victim, "victim@example.com", request_id=own_request)
+    stranger = site.browser()
+    stranger_request, _, _ = start_authorization(stranger, make_rp(site.ctx, "https://spa.example/cb"))
+    assert resend(stranger, "victim@example.com", stranger_request).status_code == 200
+
+    _, link = site.links("victim@example.com")
+    response = victim.get(path_of(link))
+    assert response.status_code == 303 and response.headers["location"] == f"/consent?request={own_request}"
+    with site.ctx.db() as db:
+        assert set(db.scalars(select(ActionToken.authorization_request_id))) == {own_request}
+
+
 def test_asking_for_a_link_answers_the_same_for_every_address(site: Site) -> None:
     register(site.browser(), "waiting@example.com")
     registering = site.browser()

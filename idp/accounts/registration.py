@@ -21,7 +21,8 @@ password. While it is kept the password is still the one typed at registration, 
 signed in by the link authenticated then: its session's ``auth_time`` is the registration's.
 
 The link (:mod:`.links`) also remembers the authorization request the person came from, so they
-land back at the relying app. A registration waits ``LINK_LIFETIME`` from when it was made: links
+land back at the relying app; a link sent again carries the earlier link's, never one named by
+whoever asked for it. A registration waits ``LINK_LIFETIME`` from when it was made: links
 sent again expire with it, and cleanup (:mod:`idp.housekeeping`) then removes an account that never
 proved anything, so that asking for links again and again cannot hold someone else's address.
 
@@ -313,6 +314,18 @@ def send_link(
     return True
 
 
+def _registration_request(db: Session, user: User) -> str | None:
+    """The authorization request the newest link of ``user`` continues: every link carries the one
+    the registering browser came from, the first from registration and each later one from the one
+    before it."""
+    return db.scalar(
+        select(ActionToken.authorization_request_id)
+        .where(ActionToken.user_id == user.id, ActionToken.purpose == PURPOSE)
+        .order_by(ActionToken.created_at.desc())
+        .limit(1)
+    )
+
+
 def _link_lifetime(user: User) -> int:
     """Seconds a new link lives: a registration still waiting for its first proof ends
     ``LINK_LIFETIME`` after it was made, and a link sent again ends with it."""
@@ -321,11 +334,14 @@ def _link_lifetime(user: User) -> int:
     return min(LINK_LIFETIME, user.created_at + LINK_LIFETIME - now())
 
 
-def resend(ctx: Context, db: Session, email: str, *, authorization_request_id: str | None) -> None:
+def resend(ctx: Context, db: Session, email: str) -> None:
     """A new link when ``email`` (normalized) has an account waiting for verification; the same
     answer either way, and recorded, or :class:`TooManyLinks`.
 
-    The link signs in only the browser that registered, never the one asking: anyone may ask."""
+    Anyone may ask, so nothing of the asker's goes into the link: it signs in only the browser that
+    registered, and continues only the authorization request that browser came from (the earlier
+    link's). A request the asker named would otherwise be continued, and its code issued, for the
+    person who registered, the new link being the only one that works."""
     key = address_key(ctx.secret_key, email)
     wait = requests_wait(ctx, Limit.VERIFICATION_ADDRESS, key)
     if wait:
@@ -334,7 +350,7 @@ def resend(ctx: Context, db: Session, email: str, *, authorization_request_id: s
     waiting = User.email == email, User.email_verified.is_(False), User.disabled.is_(False)
     user = db.scalar(select(User).where(*waiting))
     sent = user is not None and send_link(
-        db, ctx.settings, ctx.secret_key, user, authorization_request_id=authorization_request_id
+        db, ctx.settings, ctx.secret_key, user, authorization_request_id=_registration_request(db, user)
     )
     detail = {"address": key, "recipient": mask(email), "sent": sent}
     audit.record(db, RESEND_EVENT, outcome="success", user_id=user.id if sent and user else None, detail=detail)

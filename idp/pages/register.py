@@ -3,11 +3,12 @@
 link (``email``).
 
 Registering sets a "registration browser" cookie whose digest the new account keeps: its links,
-the first and any sent again whoever asks, sign the person in only in that browser. Elsewhere a
-link asks for the password chosen at registration (``password``, POSTed back with the link's
-``token``) and then only verifies the address, so someone who registered another person's address
-cannot have that person verify it. A new and a taken address get the same page, status and
-cookie; known and unknown addresses asking for a new link get the same page.
+the first and any sent again whoever asks, sign the person in only in that browser, and continue
+only the authorization request it registered from. Elsewhere a link asks for the password chosen
+at registration (``password``, POSTed back with the link's ``token``) and then only verifies the
+address, so someone who registered another person's address cannot have that person verify it.
+A new and a taken address get the same page, status and cookie; known and unknown addresses asking
+for a new link get the same page.
 """
 
 from __future__ import annotations
@@ -164,12 +165,13 @@ def _resend_page(call: Visitor, shown: Shown) -> Response:
 
 @visit(Visit(_resend_page), Needs(limits=(Limit.VERIFICATION,), lock=False))
 def resend_verification(call: Visitor) -> Response:
-    """Known, unknown, verified or not: the same page; the wait counts requests, not links sent."""
+    """Known, unknown, verified or not: the same page; the wait counts requests, not links sent.
+    The request the form names only leads the asker's own page back to it: the link continues the
+    one the registering browser came from."""
     try:
         email = normalize_email(call.values.get("email", ""))
     except UserError:
         raise InvalidEmail("not_an_address") from None
     call.values["email"] = email
-    request_id = _still_pending(call.db, call.values.get("request") or None)
-    registration.resend(call.ctx, call.db, email, authorization_request_id=request_id)
+    registration.resend(call.ctx, call.db, email)
     return _resend_page(call, Shown(notice=translate(call.request, RESENT)))
