@@ -726,7 +726,7 @@ def queue_one_of_each(ctx: Context) -> dict[str, str]:
 
     def verification_link(db: Any) -> None:
         user = db.get_one(registration.User, bob)
-        registration.send_link(db, settings, key, user, authorization_request_id=None)
+        registration.send_link(db, settings, key, user, registration.FollowUp())
 
     def notice(db: Any) -> None:
         recovery.notify_password_changed(db, settings, key, db.get_one(registration.User, ann))

@@ -27,6 +27,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import delete, inspect, select, text, update
 from starlette.testclient import TestClient
 
+from idp.accounts.users import create_user
 from idp.app import create_app
 from idp.context import Context
 from idp.messaging.worker import deliver_due
@@ -36,6 +37,7 @@ from idp.security.digests import token_digest
 from idp.settings import Settings
 from idp.storage import ActionToken, AuditEvent, AuthorizationRequest, PasswordHistory, User
 
+from . import test_account
 from .conftest import PASSWORD, TEST_ISSUER, ServedApp, free_port, make_settings
 from .flows import (
     RegisteredClient,
@@ -50,6 +52,7 @@ from .flows import (
     submit_login,
 )
 from .services import SmtpSink, own_database, smtp_sink, text_of
+from .test_account import enter_phone_code, sms_code
 from .test_browser import RelyingApp
 
 LINK = re.compile(r"(https?://\S+/verify-email\?token=[A-Za-z0-9_\-%]+)")
@@ -57,6 +60,8 @@ CSRF_VALUE = re.compile(r'name="csrf_token" value="[^"]*"')
 DONE = "Check your email"
 MAIL_LIMIT = limits.parse(Settings.rate_limit_verification_address)
 """The default per-address limit on mail, the same for registrations and requests for a link."""
+
+sms_log = test_account.sms_log  # the fixture that reads the text messages sent
 
 
 # --- fixtures -----------------------------------------------------------------------------------
@@ -211,6 +216,20 @@ def start_authorization(client: TestClient, rp: RegisteredClient) -> tuple[str, 
     return query_of(location)["request"], verifier, params
 
 
+def register_and_verify(site: Site, email: str, **extra: str) -> TestClient:
+    """A browser that registered ``email`` and followed the link, signed in and on ``/account``."""
+    browser = site.browser()
+    assert register(browser, email, **extra).status_code == 200
+    (link,) = site.links(email)
+    assert browser.get(path_of(link)).headers["location"] == "/account"
+    return browser
+
+
+def waits_for_code(browser: TestClient, phone: str) -> bool:
+    """``/account`` offers to enter the code sent to ``phone``, which is not yet the person's."""
+    return f'Enter the code sent to <bdi dir="ltr">{phone}</bdi>' in browser.get("/account").text
+
+
 def make_rp(ctx: Context, redirect_uri: str = "https://rp.example/cb") -> RegisteredClient:
     with ctx.db.begin() as db:
         made = create_client(db, ctx.secret_key, name="Relying app", redirect_uris=[redirect_uri], allow_http=True)
@@ -271,18 +290,14 @@ def test_every_validation_error_shows_inline_and_keeps_what_was_typed(
     assert site.mail("ann@example.com") == []
 
 
-def test_national_phone_number_is_stored_as_e164(make_site: Callable[..., Site]) -> None:
+@pytest.mark.parametrize("typed", ["09121234567", in_arabic_indic("09121234567")])
+def test_a_national_phone_number_gets_its_code_as_ascii_e164(
+    make_site: Callable[..., Site], sms_log: pytest.LogCaptureFixture, typed: str
+) -> None:
     site = make_site(IDP_PHONE_DEFAULT_REGION="IR")
-    assert register(site.http, "ann@example.com", phone="09121234567").status_code == 200
-    user = site.user("ann@example.com")
-    assert user is not None and user.phone == "+989121234567" and not user.phone_verified
-
-
-def test_a_phone_number_in_arabic_indic_digits_is_stored_as_ascii_e164(make_site: Callable[..., Site]) -> None:
-    site = make_site(IDP_PHONE_DEFAULT_REGION="IR")
-    assert register(site.http, "ann@example.com", phone=in_arabic_indic("09121234567")).status_code == 200
-    user = site.user("ann@example.com")
-    assert user is not None and user.phone == "+989121234567"
+    browser = register_and_verify(site, "ann@example.com", phone=typed)
+    assert sms_code(site.ctx, sms_log, "+989121234567")
+    assert waits_for_code(browser, "+989121234567")
 
 
 def test_csrf_missing_is_400_and_makes_nothing(site: Site) -> None:
@@ -321,7 +336,7 @@ def test_registration_makes_an_unverified_account_and_mails_a_link(site: Site) -
 
     user = site.user("ann@example.com")
     assert user is not None
-    assert not user.email_verified and user.name == "Ann Example" and user.phone == "+14155550100"
+    assert not user.email_verified and user.name == "Ann Example" and user.phone is None
     assert user.password_hash is not None and user.password_hash.startswith("$argon2id$")
 
     (message,) = site.mail("ann@example.com")
@@ -336,6 +351,7 @@ def test_registration_makes_an_unverified_account_and_mails_a_link(site: Site) -
         assert stored is not None and stored.purpose == "verify_email" and stored.user_id == user.id
         assert stored.expires_at == user.created_at + 24 * 3600
         assert stored.authorization_request_id is None and stored.browser_hash
+        assert stored.phone == "+14155550100", "the number waits for the address to be verified"
     assert token not in database_text(site.ctx), "the raw token is stored nowhere"
     assert PASSWORD not in database_text(site.ctx)
 
@@ -412,21 +428,37 @@ def test_notices_to_a_taken_email_are_limited(site: Site) -> None:
     assert len(site.mail("owner@example.com")) == MAIL_LIMIT.amount
 
 
-def test_a_taken_phone_is_left_off_without_a_word(site: Site) -> None:
-    register(site.browser(), "owner@example.com", phone="+14155550100")
-    fresh, taken = site.browser(), site.browser()
-    free = register(fresh, "first@example.com", phone="+14155550101")
-    used = register(taken, "second@example.com", phone="+14155550100")
-    assert used.status_code == free.status_code == 200
-    assert same_page(used.text, "second@example.com") == same_page(free.text, "first@example.com")
-    second = site.user("second@example.com")
+def test_a_phone_number_someone_has_looks_to_the_registrant_like_a_free_one(
+    site: Site, sms_log: pytest.LogCaptureFixture
+) -> None:
+    """The number typed at registration becomes the person's only by the code sent to it once the
+    address is verified, as on ``/account``: were a free number kept on the account and a taken
+    one left off, whoever registers would learn from their own account whether someone has it."""
+    taken, free = "+14155550100", "+14155550101"
+    with site.ctx.db.begin() as db:
+        create_user(db, email="owner@example.com", phone=taken, verified=True)
+    probes = {"first@example.com": free, "second@example.com": taken}
+    browsers = {email: register_and_verify(site, email, phone=phone) for email, phone in probes.items()}
+    pages = {email: browser.get("/account").text for email, browser in browsers.items()}
+    profiles = {
+        same_page(page[: page.index("sessions-heading")], email, probes[email]) for email, page in pages.items()
+    }
+    assert len(profiles) == 1, "the profile shows the same whether someone has the number or not"
+    for email, phone in probes.items():
+        assert waits_for_code(browsers[email], phone) and sms_code(site.ctx, sms_log, phone)
+        user = site.user(email)
+        assert user is not None and user.phone is None and not user.phone_verified
     owner = site.user("owner@example.com")
-    assert second is not None and second.phone is None
-    assert owner is not None and owner.phone == "+14155550100"
-    assert len(site.links("second@example.com")) == 1
-    assert site.mail("owner@example.com")[-1]["Subject"] == "Verify your email address · idp", "the owner is not told"
-    event = site.audit("registration")[-1]
-    assert event.detail and event.detail["phone"] == "left_off_taken"
+    assert owner is not None and owner.phone == taken and owner.phone_verified
+
+
+def test_a_phone_number_given_at_registration_is_the_persons_once_its_code_is_entered(
+    site: Site, sms_log: pytest.LogCaptureFixture
+) -> None:
+    browser = register_and_verify(site, "ann@example.com", phone="+14155550100")
+    assert enter_phone_code(browser, sms_code(site.ctx, sms_log, "+14155550100")).status_code == 303
+    user = site.user("ann@example.com")
+    assert user is not None and user.phone == "+14155550100" and user.phone_verified
 
 
 # --- verifying ----------------------------------------------------------------------------------
@@ -585,14 +617,17 @@ def test_a_new_link_replaces_the_old_one(site: Site) -> None:
         assert all(used is not None for used in db.scalars(select(ActionToken.used_at)))
 
 
-def test_a_new_link_continues_the_request_the_registering_browser_started(site: Site) -> None:
+def test_a_new_link_continues_what_the_registering_browser_started(
+    site: Site, sms_log: pytest.LogCaptureFixture
+) -> None:
     request_id, _, _ = start_authorization(site.http, make_rp(site.ctx))
-    done = register(site.http, "ann@example.com", request_id=request_id)
+    done = register(site.http, "ann@example.com", request_id=request_id, phone="+14155550100")
     resent = site.http.post("/verify-email/resend", data={**hidden_fields(done.text), "email": "ann@example.com"})
     assert resent.status_code == 200
     _, link = site.links("ann@example.com")
     response = site.http.get(path_of(link))
     assert response.status_code == 303 and response.headers["location"] == f"/consent?request={request_id}"
+    assert sms_code(site.ctx, sms_log, "+14155550100"), "and the number given gets its code"
 
 
 def test_a_stranger_asking_for_a_new_link_cannot_put_their_request_in_it(site: Site) -> None:

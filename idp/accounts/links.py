@@ -32,6 +32,7 @@ def issue(
     *,
     authorization_request_id: str | None = None,
     browser_hash: str | None = None,
+    phone: str | None = None,
 ) -> str:
     """A new link's token for the caller to send to ``email``; it is never stored."""
     _, token = add_secret(
@@ -43,6 +44,7 @@ def issue(
         email=email,
         authorization_request_id=authorization_request_id,
         browser_hash=browser_hash,
+        phone=phone,
     )
     return token
 

@@ -2,9 +2,11 @@
 
 Registering answers the same whether or not the address already has an account: a taken address
 gets no new account and no change, only an email to its owner saying someone tried (sign in, or
-reset the password). A phone number that already belongs to another account is left off the new
-one without a word, for the same reason; the person can add a phone on ``/account``, where it is
-verified by a code.
+reset the password). A phone number given at registration is kept on no account until it is
+proven, for the same reason: were a free number kept on the new account and one someone else has
+left off, whoever registered would read on their own account whether someone has it. The link
+keeps the number instead, and once the address is verified a code goes to it, which makes it the
+person's as it makes a number added on ``/account`` theirs (:mod:`.profile`).
 
 Anyone can register someone else's address with a password of their own, so the link must not let
 the address's owner verify it into the stranger's hands. The account keeps the digest of a cookie
@@ -53,10 +55,13 @@ from ..storage import ActionToken, User, now
 from . import links, terms
 from .codes_vocabulary import Channel, Purpose
 from .errors import AccountError, Code, InvalidEmail, PasswordsDiffer
+from .otp import ResendTooSoon
 from .password_policy import check_new_password, set_password
 from .passwords import hash_password
 from .phones import to_e164
+from .profile import send_phone_code
 from .reauthentication import NotReauthenticated, Proof, RecentSignIn, WrongPassword, confirm, prove
+from .sms_budget import SmsRefused
 from .users import UserError, clean_name, create_user, lock_user, normalize_email
 
 PURPOSE = Purpose.VERIFY_EMAIL
@@ -132,7 +137,16 @@ class Registered:
 
     user: User
     created: bool
-    phone_dropped: bool = False
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What following a verification link leads to besides the verified address: the
+    authorization request the registering browser came from, and the phone number given at
+    registration, then sent its code. Every link of a registration carries the same."""
+
+    authorization_request_id: str | None = None
+    phone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,8 +212,6 @@ def register(
         "recipient": mask(email),
         "account": "new" if registered.created else "existing",
     }
-    if registered.phone_dropped:
-        detail["phone"] = "left_off_taken"
     outcome = "success" if registered.created else "failure"
     user_id = registered.user.id
     audit.record(db, REGISTRATION_EVENT, outcome=outcome, user_id=user_id, client_id=client_id, detail=detail)
@@ -219,33 +231,24 @@ def _register(
     existing = db.scalar(select(User).where(User.email == email))
     if existing is not None:
         return _already_registered(ctx, db, existing, form.password)
-    phone_taken = phone is not None and db.scalar(select(User.id).where(User.phone == phone)) is not None
     try:
-        user = create_user(
-            db,
-            email=email,
-            phone=None if phone_taken else phone,
-            name=names.name,
-            given_name=names.given_name,
-            family_name=names.family_name,
-        )
+        user = create_user(db, email=email, name=names.name, given_name=names.given_name, family_name=names.family_name)
     except (IntegrityError, UserError):
-        # A registration racing this one took the address or the phone first. Nothing was written
-        # before the account, so rolling back loses nothing.
+        # A registration racing this one took the address first. Nothing was written before the
+        # account, so rolling back loses nothing.
         db.rollback()
         existing = db.scalar(select(User).where(User.email == email))
-        if existing is not None:
-            return _already_registered(ctx, db, existing, form.password)
-        phone_taken = True
-        user = create_user(db, email=email, name=names.name, given_name=names.given_name, family_name=names.family_name)
+        if existing is None:
+            raise
+        return _already_registered(ctx, db, existing, form.password)
     set_password(db, settings, user, form.password)
     if settings.terms_version is not None:
         terms.accept(db, settings, user, None)
     user.registration_browser_hash = browser_hash
     # The link counts toward the address's mail, as the notices registering it again send do.
     ctx.rate_limiter.check(Limit.REGISTRATION_ADDRESS, address_key(secret_key, email))
-    send_link(db, settings, secret_key, user, authorization_request_id=authorization_request_id)
-    return Registered(user, created=True, phone_dropped=phone_taken)
+    send_link(db, settings, secret_key, user, FollowUp(authorization_request_id, phone))
+    return Registered(user, created=True)
 
 
 def _already_registered(ctx: Context, db: Session, user: User, password: str) -> Registered:
@@ -275,14 +278,7 @@ def _already_registered(ctx: Context, db: Session, user: User, password: str) ->
     return Registered(user, created=False)
 
 
-def send_link(
-    db: Session,
-    settings: Settings,
-    secret_key: str,
-    user: User,
-    *,
-    authorization_request_id: str | None,
-) -> bool:
+def send_link(db: Session, settings: Settings, secret_key: str, user: User, follow_up: FollowUp) -> bool:
     """A new verification link for ``user``, for the browser that registered it if it still may be
     signed in by one; every earlier unused one is spent. False when the registration has expired
     and no link is sent."""
@@ -297,8 +293,9 @@ def send_link(
         user.id,
         user.email,
         lifetime,
-        authorization_request_id=authorization_request_id,
+        authorization_request_id=follow_up.authorization_request_id,
         browser_hash=user.registration_browser_hash,
+        phone=follow_up.phone,
     )
     enqueue(
         db,
@@ -314,16 +311,18 @@ def send_link(
     return True
 
 
-def _registration_request(db: Session, user: User) -> str | None:
-    """The authorization request the newest link of ``user`` continues: every link carries the one
-    the registering browser came from, the first from registration and each later one from the one
-    before it."""
-    return db.scalar(
-        select(ActionToken.authorization_request_id)
+def _earlier_follow_up(db: Session, user: User) -> FollowUp:
+    """What the newest link of ``user`` leads to: the first link has it from registration, and
+    each later one from the one before it (none for an account that never had a link)."""
+    earlier = db.scalar(
+        select(ActionToken)
         .where(ActionToken.user_id == user.id, ActionToken.purpose == PURPOSE)
         .order_by(ActionToken.created_at.desc())
         .limit(1)
     )
+    if earlier is None:
+        return FollowUp()
+    return FollowUp(earlier.authorization_request_id, earlier.phone)
 
 
 def _link_lifetime(user: User) -> int:
@@ -339,9 +338,9 @@ def resend(ctx: Context, db: Session, email: str) -> None:
     answer either way, and recorded, or :class:`TooManyLinks`.
 
     Anyone may ask, so nothing of the asker's goes into the link: it signs in only the browser that
-    registered, and continues only the authorization request that browser came from (the earlier
-    link's). A request the asker named would otherwise be continued, and its code issued, for the
-    person who registered, the new link being the only one that works."""
+    registered, and leads where the earlier link led (:class:`FollowUp`). A request the asker named
+    would otherwise be continued, and its code issued, for the person who registered, the new link
+    being the only one that works."""
     key = address_key(ctx.secret_key, email)
     wait = requests_wait(ctx, Limit.VERIFICATION_ADDRESS, key)
     if wait:
@@ -349,9 +348,7 @@ def resend(ctx: Context, db: Session, email: str) -> None:
         raise TooManyLinks(wait)
     waiting = User.email == email, User.email_verified.is_(False), User.disabled.is_(False)
     user = db.scalar(select(User).where(*waiting))
-    sent = user is not None and send_link(
-        db, ctx.settings, ctx.secret_key, user, authorization_request_id=_registration_request(db, user)
-    )
+    sent = user is not None and send_link(db, ctx.settings, ctx.secret_key, user, _earlier_follow_up(db, user))
     detail = {"address": key, "recipient": mask(email), "sent": sent}
     audit.record(db, RESEND_EVENT, outcome="success", user_id=user.id if sent and user else None, detail=detail)
 
@@ -388,7 +385,21 @@ def verify(ctx: Context, db: Session, token: str | None, browser_cookie: str | N
     audit.record(
         db, Event.EMAIL_VERIFIED, outcome="success", user_id=user.id, detail={"signed_in": verified.same_browser}
     )
+    if spent.phone is not None:
+        _send_phone_code(ctx, db, user, spent.phone)
     return verified
+
+
+def _send_phone_code(ctx: Context, db: Session, user: User, phone: str) -> None:
+    """The code that makes the number given at registration the person's once they enter it on
+    ``/account``, which offers it while it lives. None goes when no text message may go to the
+    number now (too many codes went to it lately, or the budgets refuse it): the person can still
+    add the number there, and the verification must not fail for it."""
+    try:
+        with db.begin_nested():
+            send_phone_code(ctx, db, user, phone)
+    except (ResendTooSoon, SmsRefused):
+        return
 
 
 def _invalid_link(db: Session) -> InvalidLink:

@@ -34,7 +34,9 @@ class ActionToken(Base):
 
     ``authorization_request_id`` lets a person who started at a relying app land back there;
     ``browser_hash`` is the digest of a cookie of the one browser the link may sign in: for
-    ``verify_email``, the browser that registered the account, whoever asked for the link.
+    ``verify_email``, the browser that registered the account, whoever asked for the link; and
+    ``phone``, for ``verify_email``, a number given at registration, sent a code once the address
+    is verified.
     """
 
     __tablename__ = "action_tokens"
@@ -45,6 +47,7 @@ class ActionToken(Base):
     email: Mapped[str] = mapped_column(String(320))
     authorization_request_id: Mapped[str | None] = mapped_column(String(64))
     browser_hash: Mapped[str | None] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
     used_at: Mapped[int | None] = mapped_column(BigInteger)
