@@ -329,6 +329,55 @@ def test_bad_lines_are_named_and_nothing_of_them_is_written(environ, site, tmp_p
     )
 
 
+def pbkdf2_of_length(length: int) -> str:
+    """A well-formed Django pbkdf2 hash of ``length`` characters: Django and libpass take a salt of
+    any length."""
+    hasher = django_hashers()["pbkdf2_sha256"]
+    short = str(hasher.encode("a password", "s"))
+    return str(hasher.encode("a password", "s" * (1 + length - len(short))))
+
+
+def test_every_field_at_its_longest_fits_and_a_longer_hash_is_refused_as_a_bad_line(environ, tmp_path):
+    """On PostgreSQL a value longer than its column fails the whole insert: a hash of 256
+    characters (a long salt is well-formed) made the import crash with a traceback, its batch's
+    good lines lost and the rest of the file never read, unaudited. Such a line is refused as any
+    bad line is; a line with every field at the most idp takes is imported whole."""
+    longest = {
+        "id": "9" * 64,
+        "email": "e" * 64 + "@" + "d" * 252 + ".de",
+        "email_verified": True,
+        "phone_number": "+4915112345678",
+        "name": "ن" * 200,
+        "given_name": "é" * 200,
+        "family_name": "f" * 200,
+        "preferred_username": "u" * 150,
+        "locale": "abcdefgh-1234567",
+        "zoneinfo": "America/Argentina/ComodRivadavia",
+        "picture": "https://pictures.example/" + "p" * 1975,
+        "groups": ["g" * 150],
+        "created_at": "9999-12-31T23:59:59Z",
+        "password": pbkdf2_of_length(255),
+    }
+    assert len(longest["email"]) == 320 and len(longest["picture"]) == 2000
+    lines: list[dict[str, Any] | str] = [
+        {"id": "1", "email": "one@example.com"},
+        {"id": "2", "email": "two@example.com", "password": pbkdf2_of_length(256)},
+        longest,
+        {"id": "4", "email": "four@example.com"},
+    ]
+    summary, errors, status = import_file(environ, write_lines(tmp_path / "people.jsonl", lines))
+    assert (summary, errors, status) == (
+        {"imported": 3, "unchanged": 0, "failed": 1},
+        ["line 2: password: at most 255 characters"],
+        2,
+    )
+    exported = {person["id"]: person for person in export(environ)}
+    assert sorted(exported) == sorted(["1", longest["id"], "4"])
+    assert {key: exported[longest["id"]][key] for key in longest} == longest
+    (event,) = admin_actions(environ)
+    assert event["detail"] == {"command": "users import", "options": [], **summary}
+
+
 def test_the_picture_and_the_address_are_imported_exported_and_imported_again_unchanged(environ, site, tmp_path):
     address = {"formatted": "1 Main St, Berlin", "street_address": "1 Main St", "locality": "Berlin"}
     line = {"id": "p1", "email": "pictured@example.com", "picture": "https://pictures.example/p1.png"}

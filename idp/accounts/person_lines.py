@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..storage import User
-from ..storage.people import ID_LENGTH
+from ..storage.people import ID_LENGTH, PASSWORD_HASH_LENGTH
 from .language_tags import MAX_LANGUAGE_TAG, LanguageTagRefused, clean_language_tag
 from .legacy_hashes import UnknownHashFormat, django_form, stored_form
 from .phones import PhoneError, to_e164
@@ -116,11 +116,7 @@ def parse_line(text: str | bytes) -> PersonLine:
     for field, flag in flags.items():
         if not isinstance(flag, bool):
             raise LineError(f"{field}: true or false")
-    password = _text(fields, "password")
-    try:
-        password_hash = stored_form(password) if password is not None else None
-    except UnknownHashFormat as exc:
-        raise LineError(str(exc)) from None
+    password_hash = _password_hash(fields)
     return PersonLine(
         id=person_id,
         email=email,
@@ -170,6 +166,19 @@ def _text(fields: dict[str, Any], field: str) -> str | None:
     if not isinstance(value, str):
         raise LineError(f"{field}: a string")
     return value
+
+
+def _password_hash(fields: dict[str, Any]) -> str | None:
+    """The hash as idp keeps it. Django's formats take a salt of any length, but the column does
+    not: on PostgreSQL a longer value would fail the insert of the line's whole batch."""
+    password = _text(fields, "password")
+    try:
+        password_hash = stored_form(password) if password is not None else None
+    except UnknownHashFormat as exc:
+        raise LineError(str(exc)) from None
+    if password_hash is not None and len(password_hash) > PASSWORD_HASH_LENGTH:
+        raise LineError(f"password: at most {PASSWORD_HASH_LENGTH} characters")
+    return password_hash
 
 
 def _e164(value: str) -> str:

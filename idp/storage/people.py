@@ -8,6 +8,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .base import Base
 
 ID_LENGTH = 64
+PASSWORD_HASH_LENGTH = 255
+"""The most characters a kept hash has: argon2id's own take about 100, and an import refuses a
+longer Django one (their formats take a salt of any length)."""
 LEGACY_PASSWORD = "password_hash NOT LIKE '$%'"
 """A stored hash not in argon2's own ``$argon2id$...`` form: one a Django system made."""
 
@@ -52,7 +55,7 @@ class User(Base):
     address: Mapped[dict[str, str] | None] = mapped_column(JSON)
     """The person's postal address as OpenID Connect's ``address`` claim has it
     (:mod:`idp.accounts.postal_address`)."""
-    password_hash: Mapped[str | None] = mapped_column(String(255))
+    password_hash: Mapped[str | None] = mapped_column(String(PASSWORD_HASH_LENGTH))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[int | None] = mapped_column(BigInteger)
