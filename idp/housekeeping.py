@@ -1,5 +1,5 @@
-"""Removing what has expired: codes, tokens, sessions, delivered messages, old audit events, and
-registrations nobody proved.
+"""Removing what has expired: codes, tokens, sessions, delivered messages, old audit events,
+registrations nobody proved, and the cost classes of imported hashes nobody keeps any more.
 
 Each row goes only once it can no longer matter: a rotated refresh token stays until it would have
 expired, because presenting it again must still revoke its family; a grant stays while any refresh
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import ColumnElement, Delete, and_, delete, exists, or_, select
 from sqlalchemy.orm import Session
 
+from .accounts.legacy_hashes import forget_cost_classes
 from .accounts.registration import LINK_LIFETIME as REGISTRATION_LIFETIME
 from .accounts.registration import PURPOSE as VERIFY_EMAIL
 from .observability.outages import OutageLog
@@ -96,6 +97,9 @@ def cleanup(db: Session, settings: Settings) -> dict[str, int]:
         name: changed_rows(db.execute(statement.execution_options(synchronize_session=False)))
         for name, statement in statements.items()
     }
+    # A class outlives its last hash when that person reset their password or left; sign-ins would
+    # go on paying for it.
+    removed["legacy_hash_classes"] = forget_cost_classes(db)
     return {name: count for name, count in removed.items() if count}
 
 

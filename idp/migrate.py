@@ -20,7 +20,7 @@ from .storage.database import make_engine
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD = "0022"
+HEAD = "0023"
 """The newest migration's revision; ``tests/test_storage.py`` checks it against Alembic's head."""
 
 MIGRATION_LOCK = 7_263_948_101

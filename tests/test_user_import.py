@@ -9,6 +9,7 @@ stays quick; the formats are those of Django's defaults.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,11 +19,12 @@ from typing import Any
 import jwt
 import pytest
 from alembic import command
+from argon2 import PasswordHasher, extract_parameters
 from django.conf import settings as django_settings
+from passlib.hash import django_bcrypt, django_bcrypt_sha256, django_pbkdf2_sha1, django_pbkdf2_sha256
 from sqlalchemy import create_engine, select, text
 from starlette.testclient import TestClient
 
-from idp.accounts.legacy_hashes import decoy_hash
 from idp.migrate import alembic_config, upgrade
 from idp.settings import Settings
 from idp.storage import AuditEvent, User, UserGroup
@@ -230,6 +232,7 @@ def test_imported_people_sign_in_with_their_old_passwords_keep_their_ids_and_are
     assert post_login(browser(site), "pbkdf2_sha256.web@example.com", passwords["10"]).status_code == 303
     phoney = stored(site, "91")
     assert (phoney.email, phoney.phone, phoney.phone_verified) == (None, "+4915112345678", True)
+    assert phoney.password_hash == lines[-1]["password"], "the one person yet to sign in keeps an old hash"
     with ctx_of(site).db() as db:
         assert set(db.scalars(select(UserGroup.user_id).where(UserGroup.name == "staff"))) == {
             "10",
@@ -238,7 +241,6 @@ def test_imported_people_sign_in_with_their_old_passwords_keep_their_ids_and_are
             "40",
             "50",
         }
-        assert decoy_hash(db) == lines[-1]["password"], "the one person yet to sign in keeps an old hash"
 
 
 def test_an_unusable_password_signs_in_with_no_password(environ, site, tmp_path):
@@ -254,21 +256,91 @@ def test_an_unusable_password_signs_in_with_no_password(environ, site, tmp_path)
     assert_error(refused, "insufficient_authorization", 403)
 
 
-def test_a_legacy_hash_is_a_decoy_for_every_sign_in_until_its_owner_signs_in(environ, site, tmp_path):
-    """While a Django hash is kept, sign-ins of unknown and argon2 accounts verify against one too."""
-    line = {
-        "id": "7",
-        "email": "seven@example.com",
-        "email_verified": True,
-        "password": make_password("seven's password"),
+def older_pbkdf2(password: str, iterations: int) -> str:
+    """A hash as an older Django release wrote it, with fewer rounds than today's default."""
+    hasher = django_hashers()["pbkdf2_sha256"]
+    return str(hasher.encode(password, hasher.salt(), iterations))
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every hash the process verifies, as its kind and work factor (libpass's Django hashers with
+    the rounds the hash names, argon2-cffi with its parameters) beside the hash itself: what a
+    sign-in costs, counted rather than timed, so that a loaded machine cannot blur it."""
+    done: list[tuple[str, str]] = []
+    hashers = (django_pbkdf2_sha256, django_pbkdf2_sha1, django_bcrypt_sha256, django_bcrypt)
+    # Taken before any is replaced: django_pbkdf2_sha1 inherits django_pbkdf2_sha256's.
+    originals = [(hasher, hasher.verify) for hasher in hashers]
+    for hasher, original in originals:
+
+        def counted(secret: str, hash: str, verify: Any = original, name: str = hasher.name) -> bool:
+            rounds = re.search(r"\$(\d+)\$", hash)
+            assert rounds is not None, hash
+            done.append((f"{name} {int(rounds[1])}", hash))
+            return bool(verify(secret, hash))
+
+        monkeypatch.setattr(hasher, "verify", counted)
+    argon2_verify = PasswordHasher.verify
+
+    def argon2_counted(self: PasswordHasher, hash: str, password: str) -> bool:
+        parameters = extract_parameters(hash)
+        done.append((f"argon2 m={parameters.memory_cost},t={parameters.time_cost},p={parameters.parallelism}", hash))
+        return argon2_verify(self, hash, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", argon2_counted)
+    return done
+
+
+def test_a_wrong_password_costs_the_same_for_every_account_while_imported_hashes_are_kept(
+    environ, site, tmp_path, verifications
+):
+    """An export mixes work factors (a dormant person keeps the hash of the Django release they
+    last signed in under), and a hash's cost is its work factor's. Checked against one decoy hash,
+    an unknown address cost that decoy's work and an imported person their own: the answer's time
+    told them apart. Every sign-in verifies one hash of each kind kept, the person's own or a decoy
+    idp made, and one argon2 hash, until the imported people have signed in."""
+    people = [
+        ("today@example.com", "today's password", make_password("today's password")),
+        ("also.today@example.com", "also today's password", make_password("also today's password")),
+        ("older@example.com", "an older password", older_pbkdf2("an older password", 10_000)),
+        ("sha1@example.com", "a sha1 password", make_password("a sha1 password", "pbkdf2_sha1")),
+        ("bcrypt@example.com", "a bcrypt password", make_password("a bcrypt password", "bcrypt")),
+        ("sha256@example.com", "a bcrypt_sha256 password", make_password("a bcrypt_sha256 password", "bcrypt_sha256")),
+    ]
+    lines = [
+        {"id": str(number), "email": email, "email_verified": True, "password": hashed}
+        for number, (email, _, hashed) in enumerate(people)
+    ]
+    assert import_file(environ, write_lines(tmp_path / "people.jsonl", lines))[0] == {
+        "imported": len(lines),
+        "unchanged": 0,
+        "failed": 0,
     }
-    import_file(environ, write_lines(tmp_path / "one.jsonl", [line]))
-    with ctx_of(site).db() as db:
-        assert decoy_hash(db) == line["password"]
-    assert_generic_failure(post_login(browser(site), "nobody@example.com", "seven's password"))
-    assert post_login(browser(site), "seven@example.com", "seven's password").status_code == 303
-    with ctx_of(site).db() as db:
-        assert decoy_hash(db) is None
+    made = ("users", "create", "--email", "made@example.com", "--password", "a password idp hashed", "--verified")
+    run_idp(environ, *made, check=True)
+    hashes = {email: hashed for email, _, hashed in people}
+
+    def cost(address: str) -> list[str]:
+        verifications.clear()
+        assert_generic_failure(post_login(browser(site), address, "not anyone's password"))
+        return sorted(kind for kind, _ in verifications)
+
+    unknown = cost("nobody@example.com")
+    addresses = [*hashes, "made@example.com"]
+    assert {address: cost(address) for address in addresses} == dict.fromkeys(addresses, unknown)
+    assert not {hashed for _, hashed in verifications} & set(hashes.values()), "a decoy is nobody's hash"
+    argon2 = [kind for kind in unknown if kind.startswith("argon2 ")]
+    assert len(argon2) == 1 and len(unknown) == 1 + 5, "two people share today's pbkdf2"
+
+    run_idp(environ, "users", "delete", "2", check=True)
+    assert len(cost("nobody@example.com")) == 1 + 5, "until the hourly cleanup"
+    run_idp(environ, "cleanup", check=True)
+    assert len(cost("nobody@example.com")) == 1 + 4, "nobody keeps the older pbkdf2 any more"
+
+    for email, password, _ in people:
+        if email != "older@example.com":
+            assert post_login(browser(site), email, password).status_code == 303, email
+    assert cost("nobody@example.com") == argon2, "one argon2 once they all signed in"
 
 
 def test_bad_lines_are_named_and_nothing_of_them_is_written(environ, site, tmp_path):
@@ -526,3 +598,31 @@ def test_the_schema_takes_long_ids_and_keeps_what_was_there(tmp_path):
                 {"id": long_id},
             )
         engine.dispose()
+
+
+def test_an_upgrade_gives_the_hashes_an_earlier_import_kept_their_classes(
+    base_environ, settings, tmp_path, verifications
+):
+    """0023 on a database that keeps hashes of two cost classes, imported before classes were
+    recorded: each class gets a decoy, and sign-ins verify one hash of each from the first on."""
+    hashes = [make_password("first password"), older_pbkdf2("second password", 10_000), make_password("third one")]
+    with own_database(tmp_path) as url:
+        command.upgrade(alembic_config(url), "0021")
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            for number, hashed in enumerate(hashes):
+                connection.execute(
+                    text(
+                        "INSERT INTO users (id, email, email_verified, phone_verified, disabled, failed_sign_ins, "
+                        "password_hash, created_at, updated_at) "
+                        "VALUES (:id, :email, true, false, false, 0, :hash, 1, 1)"
+                    ),
+                    {"id": str(number), "email": f"{number}@example.com", "hash": hashed},
+                )
+        engine.dispose()
+        upgrade(url)
+        with running_app({**base_environ, "IDP_DATABASE_URL": url, "HOME": str(tmp_path)}) as site:
+            assert_generic_failure(post_login(browser(site), "nobody@example.com", "not anyone's password"))
+    legacy = sorted(kind for kind, hashed in verifications if not kind.startswith("argon2 "))
+    assert legacy == ["django_pbkdf2_sha256 10000", "django_pbkdf2_sha256 20000"]
+    assert not {hashed for _, hashed in verifications} & set(hashes)

@@ -1,12 +1,12 @@
 """Password sign-in: one generic failure for every reason a stranger must not learn.
 
-An unknown account, a wrong password, a locked or disabled account all cost one argon2
-verification (and, while an import's Django-format hashes are left, one of those too) and answer
-the same. A right password checked against a Django-format hash is replaced by argon2id in the
-same transaction. Failures are counted in the database with an atomic
-increment, so the count is exact across processes. When an account locks, its owner gets an
-email, and a password reset or ``idp users unlock`` ends the lock: a lock must never keep the
-real owner out for long.
+An unknown account, a wrong password, a locked or disabled account all cost one argon2 verification
+(and, while an import's Django-format hashes are left, one of each cost class of those:
+:mod:`.legacy_hashes`) and answer the same. A right password checked against a Django-format hash
+is replaced by argon2id in the same transaction. Failures are counted in the database with an
+atomic increment, so the count is exact across processes. When an account locks, its owner gets an
+email, and a password reset or ``idp users unlock`` ends the lock: a lock must never keep the real
+owner out for long.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..storage.people_changes import CLAIMS_UNCHANGED
 from .codes_vocabulary import Channel
 from .confirmation import confirm_identity
 from .errors import AccountError, Code
-from .legacy_hashes import decoy_hash
+from .legacy_hashes import cost_class_decoys, is_legacy, replaced_legacy_hash
 from .passwords import hash_password, needs_rehash, verify_password
 from .sign_in_methods import check_password_allowed
 from .users import find_by_identifier
@@ -56,7 +56,7 @@ def sign_in_with_password(
     nothing is looked up: :class:`~.sign_in_methods.PasswordSignInOff`."""
     check_password_allowed(settings)
     user = find_by_identifier(db, identifier, settings.phone_default_region) if len(identifier) <= 320 else None
-    correct = verify_password(user.password_hash if user else None, password[:1024], decoy_hash(db))
+    correct = verify_password(user.password_hash if user else None, password[:1024], cost_class_decoys(db))
     if user is None:
         _failed(db, None, client_id, "unknown_account")
     elif user.disabled:
@@ -71,7 +71,10 @@ def sign_in_with_password(
     if not user.mfa_method:
         reset_failures(user)
     if user.password_hash and needs_rehash(user.password_hash):
+        replaced = user.password_hash
         user.password_hash = hash_password(password)
+        if is_legacy(replaced):
+            replaced_legacy_hash(db)
     if settings.require_verified_email and not _proven(user):
         _record_failure(db, user, client_id, "email_not_verified")
         raise EmailNotVerified

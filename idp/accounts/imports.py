@@ -9,6 +9,10 @@ Running the same file again changes nothing: a line equal to the person stored i
 A line whose person exists but differs updates that person's profile, flags and groups (it is
 counted as imported); its password is written only when the person has none, so a second run never
 brings back an old hash over the argon2id one a sign-in made, or over a password changed since.
+
+A batch that keeps a hash of a cost class not yet recorded records it with a decoy, in the same
+transaction (:func:`.legacy_hashes.record_cost_classes`): from then on every password sign-in
+verifies one hash of that class too, until nobody keeps one.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..storage import User, UserGroup, now
+from .legacy_hashes import record_cost_classes
 from .person_lines import LineError, PersonLine, parse_line
 
 BATCH = 1000
@@ -145,9 +150,12 @@ def _write(maker: sessionmaker[Session], batch: list[tuple[int, PersonLine]], dr
                 unchanged += 1
             else:
                 changed.append((user, person))
+        kept = [person.password_hash for person in new]
+        kept += [person.password_hash for user, person in changed if user.password_hash is None]
         _insert(db, new)
         for user, person in changed:
             _update(db, user, groups[user.id], person)
+        record_cost_classes(db, (stored for stored in kept if stored is not None))
         db.flush()
         if dry_run:
             db.rollback()

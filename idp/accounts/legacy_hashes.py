@@ -5,19 +5,33 @@ Django writes ``algorithm$...``. Its ``argon2`` is argon2-cffi's own encoding be
 and argon2-cffi verifies it. The other four are kept exactly as Django wrote them until their
 owner signs in and they are replaced by argon2id (:func:`idp.accounts.authentication.sign_in_with_password`).
 A hash starting with ``!`` is Django's unusable password: the person has none.
+
+What verifying one of the four costs is its work factor's: pbkdf2 of 260,000 to 1,000,000 rounds
+across Django's releases, bcrypt of a cost of 12 or more; and an export mixes them, since a person
+who has not signed in for years keeps the hash of the release they last signed in under. So that
+the time of an answer tells no one whether an address is unknown, an argon2 account or an imported
+one of some kind, each cost class still kept (a format and work factor: the hash up to its salt) has
+a decoy, a hash idp made of a random password in that class (:class:`~idp.storage.LegacyHashClass`),
+and every password sign-in verifies one hash of each class (the person's own for their class, the
+decoy for every other) and one argon2 hash: it costs one argon2 verification plus the sum of the
+classes kept. Once nobody keeps a hash of a class it is forgotten (at once when the last imported
+person signs in, otherwise by the hourly cleanup), and once everyone imported has signed in, a
+sign-in costs one argon2 verification again.
 """
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterable
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from argon2 import extract_parameters
 from argon2.exceptions import InvalidHashError
-from sqlalchemy import select, text
+from sqlalchemy import delete, exists, func, select, text
 from sqlalchemy.orm import Session
 
-from ..storage import User
+from ..storage import LegacyHashClass, User, changed_rows
 from ..storage.people import LEGACY_PASSWORD
 
 if TYPE_CHECKING:
@@ -25,6 +39,8 @@ if TYPE_CHECKING:
 
 DJANGO_ARGON2 = "argon2"
 UNUSABLE = "!"
+COST_CLASSES_LOCK = 7_263_948_102
+"""The PostgreSQL advisory lock a transaction holds while it records or forgets cost classes."""
 
 
 @cache
@@ -61,13 +77,18 @@ def stored_form(django_hash: str) -> str | None:
     if verifier is None:
         raise UnknownHashFormat(f"password: {algorithm!r} is not a hash format idp reads")
     # Parsed, not verified: a verification would cost a hash's whole work factor on every line.
-    # ``django_bcrypt`` is bcrypt behind the prefix ``bcrypt$``, and parses as bcrypt.
-    parser = getattr(verifier, "wrapped", verifier)
     try:
-        parser.from_string(django_hash.removeprefix(getattr(verifier, "prefix", "")))
+        _parsed(verifier, django_hash)
     except ValueError:
         raise UnknownHashFormat(f"password: not a well-formed {algorithm} hash") from None
     return django_hash
+
+
+def _parsed(verifier: type[PasswordHash], django_hash: str) -> Any:
+    """The hash as libpass reads it (its ``rounds``, salt and digest). ``django_bcrypt`` is bcrypt
+    behind the prefix ``bcrypt$``, and parses as bcrypt."""
+    parser = getattr(verifier, "wrapped", verifier)
+    return parser.from_string(django_hash.removeprefix(getattr(verifier, "prefix", "")))
 
 
 def django_form(stored_hash: str | None) -> str:
@@ -92,10 +113,66 @@ def verify_legacy(stored_hash: str, password: str) -> bool:
         return False
 
 
-def decoy_hash(db: Session) -> str | None:
-    """A Django-format hash still kept, while any is: every password sign-in verifies against one
-    besides the hash it really checks, so that its cost does not tell a stranger whether the
-    account is unknown, has an argon2 hash, or has a hash from the import (a pbkdf2 of a million
-    rounds costs several argon2 verifications). Once everyone imported has signed in, sign-ins cost
-    one argon2 verification again."""
-    return db.scalar(select(User.password_hash).where(text(LEGACY_PASSWORD)).limit(1))
+def cost_class(stored_hash: str) -> str:
+    """A kept Django-format hash's cost class: what every hash of its format and work factor
+    begins with, up to the salt (``pbkdf2_sha256$600000$``, ``bcrypt$$2b$12$``); hashes of a
+    class differ only in salt and digest, and cost the same to verify. pbkdf2 writes its salt and
+    digest as two fields, bcrypt as one."""
+    fields = 2 if stored_hash.startswith("pbkdf2_") else 1
+    return stored_hash.rsplit("$", fields)[0] + "$"
+
+
+def decoy_like(stored_hash: str) -> str:
+    """A hash of a random password in ``stored_hash``'s cost class, made by libpass: what a
+    sign-in verifies for that class when the person's own hash is not of it. Never a person's
+    hash: a guessed password is checked against no one's but the account's own."""
+    verifier = verifiers()[stored_hash.split("$", 1)[0]]
+    rounds = _parsed(verifier, stored_hash).rounds
+    return str(verifier.using(rounds=rounds).hash(secrets.token_urlsafe(32)))
+
+
+def record_cost_classes(db: Session, stored_hashes: Iterable[str]) -> None:
+    """Give each cost class of these hashes (those in a Django format) a decoy, unless it has
+    one. Called in the transaction that keeps the hashes, so that no
+    hash is kept without its class being verified by every sign-in."""
+    by_class = {cost_class(stored): stored for stored in stored_hashes if is_legacy(stored)}
+    if not by_class:
+        return
+    _hold_cost_classes(db)
+    known = set(db.scalars(select(LegacyHashClass.prefix).where(LegacyHashClass.prefix.in_(by_class))))
+    new = sorted(prefix for prefix in by_class if prefix not in known)
+    db.add_all(LegacyHashClass(prefix=prefix, decoy=decoy_like(by_class[prefix])) for prefix in new)
+
+
+def cost_class_decoys(db: Session) -> dict[str, str]:
+    """Each cost class kept, with its decoy: a read of a table of a row or a few, on every
+    password sign-in."""
+    return {prefix: decoy for prefix, decoy in db.execute(select(LegacyHashClass.prefix, LegacyHashClass.decoy))}
+
+
+def forget_cost_classes(db: Session) -> int:
+    """Forget each cost class nobody keeps a hash of any more (its people signed in, reset their
+    password or left): sign-ins no longer verify its decoy. How many went."""
+    _hold_cost_classes(db)
+    prefix_length = func.length(LegacyHashClass.prefix)
+    kept = exists().where(
+        text(LEGACY_PASSWORD), func.substr(User.password_hash, 1, prefix_length) == LegacyHashClass.prefix
+    )
+    return changed_rows(db.execute(delete(LegacyHashClass).where(~kept)))
+
+
+def replaced_legacy_hash(db: Session) -> None:
+    """A sign-in replaced a Django-format hash by argon2id (the change not yet committed). If it
+    was the last one kept, sign-ins cost one argon2 verification again at once, not only after the
+    next cleanup."""
+    if db.scalar(select(User.id).where(text(LEGACY_PASSWORD)).limit(1)) is None:
+        forget_cost_classes(db)
+
+
+def _hold_cost_classes(db: Session) -> None:
+    """Until the transaction ends, no other may record or forget cost classes: a class forgotten
+    while an import that relies on its row has yet to commit would leave that import's hashes
+    without their decoy. On PostgreSQL an advisory lock, taken before the classes are read; SQLite
+    runs one writing transaction at a time, and both write before they read the classes."""
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text(f"SELECT pg_advisory_xact_lock({COST_CLASSES_LOCK})"))

@@ -8,7 +8,7 @@ from .database import changed_rows, make_engine, make_sessionmaker
 from .grant_revocation import revoke_grants
 from .grants import AuthorizationCode, AuthorizationRequest, Grant, RefreshToken, RevokedAccessToken
 from .outbox import OutboxMessage
-from .people import PasswordHistory, RecoveryCode, User, UserGroup
+from .people import LegacyHashClass, PasswordHistory, RecoveryCode, User, UserGroup
 from .sessions import BrowserSession, Consent, PendingSignIn
 from .single_use import add_secret, spend_once
 
@@ -24,6 +24,7 @@ __all__ = [
     "ClientAssertion",
     "Consent",
     "Grant",
+    "LegacyHashClass",
     "OneTimeCode",
     "OutboxMessage",
     "PasswordHistory",

@@ -29,8 +29,9 @@ class User(Base):
 
     __tablename__ = "users"
     __table_args__ = (
-        # Finds a hash an import brought in one index step while any is left, and costs nothing
-        # once the last one is gone (:func:`idp.accounts.legacy_hashes.decoy_hash`). It is partial,
+        # Tells in one index step whether a hash an import brought is left, and finds those of a
+        # cost class among them alone (:func:`idp.accounts.legacy_hashes.forget_cost_classes`);
+        # it costs nothing once the last one is gone. It is partial,
         # WHERE LEGACY_PASSWORD, as migration 0015 and :mod:`idp.migrate` create it; Alembic's
         # comparison with the models does not look at the condition. Saying it here would take
         # ``postgresql_where``, which loads SQLAlchemy's PostgreSQL dialect (some 2.5 MB a process)
@@ -73,6 +74,19 @@ class User(Base):
     terms_accepted_at: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class LegacyHashClass(Base):
+    """A cost class of the Django-format hashes an import brought (their format and work factor:
+    what each begins with up to its salt, ``prefix``), while any hash of it is kept, with a hash of
+    a random password that idp made in that class: the ``decoy`` a password sign-in verifies for
+    each class but the person's own (:mod:`idp.accounts.legacy_hashes`). A row or a few, read by
+    every password sign-in."""
+
+    __tablename__ = "legacy_hash_classes"
+
+    prefix: Mapped[str] = mapped_column(String(PASSWORD_HASH_LENGTH), primary_key=True)
+    decoy: Mapped[str] = mapped_column(String(PASSWORD_HASH_LENGTH))
 
 
 class PasswordHistory(Base):
