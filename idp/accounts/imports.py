@@ -41,6 +41,8 @@ class Summary:
     imported: int = 0
     unchanged: int = 0
     failed: int = 0
+    new_cost_classes: set[str] = field(default_factory=set)
+    """Cost classes of Django-format hashes the run recorded (:mod:`.legacy_hashes`)."""
 
 
 Refuse = Callable[[int, str], None]
@@ -116,15 +118,17 @@ def _write_batch(
         for one in batch:
             _write_batch(maker, [one], dry_run, summary, refuse)
         return
-    imported, unchanged, refusals = outcome
+    imported, unchanged, refusals, new_cost_classes = outcome
     summary.imported += imported
     summary.unchanged += unchanged
+    summary.new_cost_classes.update(new_cost_classes)
     for number, why in refusals:
         _refused(summary, refuse, number, why)
 
 
-Written = tuple[int, int, list[tuple[int, str]]]
-"""A batch's outcome: lines imported, lines unchanged, and the refused ones' numbers and why."""
+Written = tuple[int, int, list[tuple[int, str]], list[str]]
+"""A batch's outcome: lines imported, lines unchanged, the refused ones' numbers and why, and the
+cost classes it recorded."""
 
 
 def _write(maker: sessionmaker[Session], batch: list[tuple[int, PersonLine]], dry_run: bool) -> Written:
@@ -155,13 +159,13 @@ def _write(maker: sessionmaker[Session], batch: list[tuple[int, PersonLine]], dr
         _insert(db, new)
         for user, person in changed:
             _update(db, user, groups[user.id], person)
-        record_cost_classes(db, (stored for stored in kept if stored is not None))
+        new_cost_classes = record_cost_classes(db, (stored for stored in kept if stored is not None))
         db.flush()
         if dry_run:
             db.rollback()
         else:
             db.commit()
-    return len(new) + len(changed), unchanged, refusals
+    return len(new) + len(changed), unchanged, refusals, new_cost_classes
 
 
 def _owners(db: Session, people: list[PersonLine]) -> dict[tuple[str, str], str]:

@@ -131,17 +131,18 @@ def decoy_like(stored_hash: str) -> str:
     return str(verifier.using(rounds=rounds).hash(secrets.token_urlsafe(32)))
 
 
-def record_cost_classes(db: Session, stored_hashes: Iterable[str]) -> None:
+def record_cost_classes(db: Session, stored_hashes: Iterable[str]) -> list[str]:
     """Give each cost class of these hashes (those in a Django format) a decoy, unless it has
-    one. Called in the transaction that keeps the hashes, so that no
+    one; the classes that had none. Called in the transaction that keeps the hashes, so that no
     hash is kept without its class being verified by every sign-in."""
     by_class = {cost_class(stored): stored for stored in stored_hashes if is_legacy(stored)}
     if not by_class:
-        return
+        return []
     _hold_cost_classes(db)
     known = set(db.scalars(select(LegacyHashClass.prefix).where(LegacyHashClass.prefix.in_(by_class))))
     new = sorted(prefix for prefix in by_class if prefix not in known)
     db.add_all(LegacyHashClass(prefix=prefix, decoy=decoy_like(by_class[prefix])) for prefix in new)
+    return new
 
 
 def cost_class_decoys(db: Session) -> dict[str, str]:

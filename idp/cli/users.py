@@ -14,6 +14,7 @@ from ..accounts import administration
 from ..accounts.deletion import delete_account
 from ..accounts.exports import export_people
 from ..accounts.imports import Summary, import_people
+from ..accounts.legacy_hashes import cost_class_decoys
 from ..accounts.personal_data import personal_data
 from ..accounts.users import UserError, create_user, disable_user, list_users, lock_user, unlock_user
 from ..audit import Event
@@ -199,6 +200,8 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
         )
     if sys.stderr.isatty():
         sys.stderr.write("\n")
+        with ctx.db() as db:
+            _tell_cost_classes(set(cost_class_decoys(db)) | summary.new_cost_classes)
     counts = {"imported": summary.imported, "unchanged": summary.unchanged, "failed": summary.failed}
     if not args.dry_run:
         with ctx.db.begin() as db:
@@ -216,6 +219,16 @@ def _progress(summary: Summary) -> None:
     counts = f"{summary.imported} imported, {summary.unchanged} unchanged, {summary.failed} failed"
     sys.stderr.write(f"\r{summary.imported + summary.unchanged + summary.failed} lines: {counts}")
     sys.stderr.flush()
+
+
+def _tell_cost_classes(classes: set[str]) -> None:
+    """What a password sign-in costs now, on a terminal (stdout's summary is a script's): each
+    cost class of imported hashes kept adds a verification of its work to every sign-in."""
+    if classes:
+        sys.stderr.write(
+            "each password sign-in verifies one argon2 hash and one hash of each cost class kept from"
+            f" imports ({len(classes)}, until nobody keeps a hash of one): {', '.join(sorted(classes))}\n"
+        )
 
 
 def export_command(settings: Settings, _args: argparse.Namespace) -> int:
