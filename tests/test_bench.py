@@ -11,7 +11,6 @@ request byte for byte and counts every answer but a 2xx as an error.
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from types import ModuleType
 
 import pytest
 
+from .conftest import suite_redis_url
 from .services import own_database
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
@@ -154,8 +154,9 @@ def test_a_short_run_prints_every_scenario_and_target(tmp_path: Path) -> None:
     """On the suite's back end: in CI's second pass, a PostgreSQL database of its own and the Redis."""
     with own_database(tmp_path) as database_url:
         back_end = ["--database-url", database_url] if database_url.startswith("postgresql") else []
-        if os.environ.get("IDP_TEST_REDIS_URL"):
-            back_end += ["--redis-url", os.environ["IDP_TEST_REDIS_URL"]]
+        redis_url = suite_redis_url()
+        if redis_url:
+            back_end += ["--redis-url", redis_url]
         peer = ["--peer", str(FAKE_PEER)] if shutil.which("node") and shutil.which("npm") else []
         result = subprocess.run(
             [sys.executable, str(BENCH), "--seconds", "1", "--concurrency", "2", *back_end, *peer],

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import re
 import secrets
 import time
@@ -39,7 +38,7 @@ from idp.settings import Settings, SettingsError
 from idp.storage import AuditEvent, AuthorizationRequest, Client, User
 from idp.web.pipeline import Call, Needs, endpoint
 
-from .conftest import PASSWORD, TEST_ISSUER, make_settings
+from .conftest import PASSWORD, TEST_ISSUER, make_settings, suite_redis_url
 from .flows import RegisteredClient, authorize_params, exchange, hidden_fields, pkce_pair, sign_in
 from .services import RedisServer
 
@@ -698,7 +697,7 @@ def test_ipv4_mapped_addresses_are_not_one_ipv6_network(open_site, make_user):
 @pytest.fixture(scope="module")
 def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The CI Redis when there is one, else a ``redis-server`` of this module's own."""
-    url = os.environ.get("IDP_TEST_REDIS_URL")
+    url = suite_redis_url()
     if url:
         yield url
         return
