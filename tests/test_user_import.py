@@ -139,14 +139,14 @@ def import_file(environ: dict[str, str], path: Path, *flags: str) -> tuple[dict[
     return json.loads(result.stdout), result.stderr.splitlines(), result.returncode
 
 
-def import_on_a_terminal(environ: dict[str, str], path: Path) -> tuple[dict[str, int], str]:
+def import_on_a_terminal(environ: dict[str, str], path: Path, *flags: str) -> tuple[dict[str, int], str]:
     """``idp users import`` with a terminal for its standard error, as an operator runs it: its
     summary, and what the terminal showed."""
     controller, terminal = os.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")} | environ
     try:
         result = subprocess.run(
-            [str(Path(sys.executable).parent / "idp"), "users", "import", str(path)],
+            [str(Path(sys.executable).parent / "idp"), "users", "import", str(path), *flags],
             env=env,
             cwd=env["HOME"],
             stdout=subprocess.PIPE,
@@ -348,10 +348,15 @@ def test_a_wrong_password_costs_the_same_for_every_account_while_imported_hashes
         {"id": str(number), "email": email, "email_verified": True, "password": hashed}
         for number, (email, _, hashed) in enumerate(people)
     ]
-    summary, shown = import_on_a_terminal(environ, write_lines(tmp_path / "people.jsonl", lines))
-    assert summary == {"imported": len(lines), "unchanged": 0, "failed": 0}
+    path = write_lines(tmp_path / "people.jsonl", lines)
     classes = "bcrypt$$2b$05$, bcrypt_sha256$$2b$05$, pbkdf2_sha1$20000$, pbkdf2_sha256$10000$, pbkdf2_sha256$20000$"
-    assert f"one hash of each cost class kept from imports (5, until nobody keeps a hash of one): {classes}" in shown
+    kept = "one argon2 hash and one hash of each cost class kept from imports"
+    kept += f" (5, until nobody keeps a hash of one): {classes}"
+    _, shown = import_on_a_terminal(environ, path, "--dry-run")
+    assert f"each password sign-in would verify {kept}" in shown
+    summary, shown = import_on_a_terminal(environ, path)
+    assert summary == {"imported": len(lines), "unchanged": 0, "failed": 0}
+    assert f"each password sign-in verifies {kept}" in shown
     made = ("users", "create", "--email", "made@example.com", "--password", "a password idp hashed", "--verified")
     run_idp(environ, *made, check=True)
     hashes = {email: hashed for email, _, hashed in people}
@@ -484,6 +489,32 @@ def test_every_field_at_its_longest_fits_and_a_longer_hash_is_refused_as_a_bad_l
     assert {key: exported[longest["id"]][key] for key in longest} == longest
     (event,) = admin_actions(environ)
     assert event["detail"] == {"command": "users import", "options": [], **summary}
+
+
+def test_a_hash_costlier_than_any_django_releases_is_refused_as_a_bad_line(environ, tmp_path):
+    """Every password sign-in verifies a hash of each imported cost class: one line of pbkdf2 at
+    the format's most rounds would have made each take hours, and the import hang making its
+    decoy. Such hashes are refused, and parsed only: the import takes no time over them."""
+    cheap_pbkdf2 = make_password("a password")
+    cheap_bcrypt = make_password("a password", "bcrypt")
+    cheap_argon2 = make_password("a password", "argon2")
+    lines: list[dict[str, Any] | str] = [
+        {"id": "1", "email": "one@example.com", "password": cheap_pbkdf2.replace("$20000$", "$4294967295$", 1)},
+        {"id": "2", "email": "two@example.com", "password": cheap_bcrypt.replace("$05$", "$31$", 1)},
+        {"id": "3", "email": "three@example.com", "password": cheap_argon2.replace("m=8192,", "m=4194304,", 1)},
+        {"id": "4", "email": "four@example.com", "password": cheap_pbkdf2.replace("$20000$", "$1200000$", 1)},
+        {"id": "5", "email": "five@example.com", "password": cheap_bcrypt.replace("$05$", "$12$", 1)},
+    ]
+    summary, errors, status = import_file(environ, write_lines(tmp_path / "people.jsonl", lines))
+    assert (summary, errors, status) == (
+        {"imported": 2, "unchanged": 0, "failed": 3},
+        [
+            "line 1: password: pbkdf2_sha256 of a work factor of at most 2000000",
+            "line 2: password: bcrypt of a work factor of at most 13",
+            "line 3: password: argon2 of at most 262144 KiB and 16 passes",
+        ],
+        2,
+    )
 
 
 def test_the_picture_and_the_address_are_imported_exported_and_imported_again_unchanged(environ, site, tmp_path):

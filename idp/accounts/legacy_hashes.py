@@ -39,6 +39,13 @@ if TYPE_CHECKING:
 
 DJANGO_ARGON2 = "argon2"
 UNUSABLE = "!"
+MAX_PBKDF2_ROUNDS = 2_000_000
+"""Above Django 6.0's 1,200,000, the most its releases have used."""
+MAX_BCRYPT_COST = 13
+"""Django's bcrypt hashers use 12."""
+MAX_ARGON2_MEMORY_KIB = 262_144
+MAX_ARGON2_TIME_COST = 16
+"""Django's argon2 hasher uses 100 MiB and 2 passes; idp's own 64 MiB and 3."""
 COST_CLASSES_LOCK = 7_263_948_102
 """The PostgreSQL advisory lock a transaction holds while it records or forgets cost classes."""
 
@@ -61,6 +68,12 @@ class UnknownHashFormat(ValueError):
     """A hash in none of the formats idp reads; the message says which it seemed to be."""
 
 
+class TooCostlyHash(UnknownHashFormat):
+    """A hash whose work factor is past any Django release's: every password sign-in verifies a
+    hash of its cost class, so one line could make each take minutes (and an argon2 hash's memory
+    is held by whoever signs in as its person)."""
+
+
 def stored_form(django_hash: str) -> str | None:
     """What idp keeps for a Django-format hash (``None``: no password), or :class:`UnknownHashFormat`."""
     if django_hash.startswith(UNUSABLE):
@@ -69,18 +82,25 @@ def stored_form(django_hash: str) -> str | None:
     if algorithm == DJANGO_ARGON2:
         own = django_hash.removeprefix(DJANGO_ARGON2)
         try:
-            extract_parameters(own)
+            parameters = extract_parameters(own)
         except InvalidHashError:
             raise UnknownHashFormat("password: not a well-formed argon2 hash") from None
+        if parameters.memory_cost > MAX_ARGON2_MEMORY_KIB or parameters.time_cost > MAX_ARGON2_TIME_COST:
+            raise TooCostlyHash(
+                f"password: argon2 of at most {MAX_ARGON2_MEMORY_KIB} KiB and {MAX_ARGON2_TIME_COST} passes"
+            )
         return own
     verifier = verifiers().get(algorithm)
     if verifier is None:
         raise UnknownHashFormat(f"password: {algorithm!r} is not a hash format idp reads")
     # Parsed, not verified: a verification would cost a hash's whole work factor on every line.
     try:
-        _parsed(verifier, django_hash)
+        rounds = _parsed(verifier, django_hash).rounds
     except ValueError:
         raise UnknownHashFormat(f"password: not a well-formed {algorithm} hash") from None
+    most = MAX_PBKDF2_ROUNDS if algorithm.startswith("pbkdf2_") else MAX_BCRYPT_COST
+    if rounds > most:
+        raise TooCostlyHash(f"password: {algorithm} of a work factor of at most {most}")
     return django_hash
 
 

@@ -201,7 +201,7 @@ def import_command(settings: Settings, args: argparse.Namespace) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\n")
         with ctx.db() as db:
-            _tell_cost_classes(set(cost_class_decoys(db)) | summary.new_cost_classes)
+            _tell_cost_classes(set(cost_class_decoys(db)) | summary.new_cost_classes, dry_run=args.dry_run)
     counts = {"imported": summary.imported, "unchanged": summary.unchanged, "failed": summary.failed}
     if not args.dry_run:
         with ctx.db.begin() as db:
@@ -221,12 +221,14 @@ def _progress(summary: Summary) -> None:
     sys.stderr.flush()
 
 
-def _tell_cost_classes(classes: set[str]) -> None:
-    """What a password sign-in costs now, on a terminal (stdout's summary is a script's): each
-    cost class of imported hashes kept adds a verification of its work to every sign-in."""
+def _tell_cost_classes(classes: set[str], *, dry_run: bool) -> None:
+    """What a password sign-in costs now, or would after a dry run's import, on a terminal
+    (stdout's summary is a script's): each cost class of imported hashes kept adds a verification
+    of its work to every sign-in."""
     if classes:
+        verifies = "would verify" if dry_run else "verifies"
         sys.stderr.write(
-            "each password sign-in verifies one argon2 hash and one hash of each cost class kept from"
+            f"each password sign-in {verifies} one argon2 hash and one hash of each cost class kept from"
             f" imports ({len(classes)}, until nobody keeps a hash of one): {', '.join(sorted(classes))}\n"
         )
 
