@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.jwk import KeySet, RSAKey
 from sqlalchemy import event, update
 
@@ -410,6 +410,15 @@ def test_an_assertion_naming_its_client_with_a_lone_surrogate_is_refused(http):
         base64.urlsafe_b64encode(part).rstrip(b"=").decode() for part in (b'{"alg": "RS256"}', rb'{"iss": "\ud800"}')
     )
     assert_invalid_client(http.post("/token", data=with_assertion(f"{header}.{payload}.c2ln")), basic=False)
+
+
+@pytest.mark.parametrize("jti", ["\ud800", "a\u0000b"])
+def test_an_assertion_whose_jti_cannot_be_stored_is_refused(http, jwt_client, client_key, jti):
+    """Its jti is kept to refuse a replay: one no database takes was a 500."""
+    stamp = int(time.time())
+    claims = {"iss": jwt_client.client_id, "sub": jwt_client.client_id, "aud": ISSUER, "exp": stamp + 60, "jti": jti}
+    signed = jws.serialize_compact({"alg": "RS256", "kid": client_key.kid}, json.dumps(claims), client_key)
+    assert_invalid_client(http.post("/token", data=with_assertion(signed)), basic=False)
 
 
 def test_private_key_jwt_client_may_not_use_a_secret(http, jwt_client):

@@ -461,6 +461,21 @@ def test_a_phone_number_given_at_registration_is_the_persons_once_its_code_is_en
     assert user is not None and user.phone == "+14155550100" and user.phone_verified
 
 
+def test_a_link_to_a_changed_address_carries_no_number_given_before(site: Site) -> None:
+    """An account whose address an operator changed while it waited: a new link for the new
+    address leads to no code for the number the registration gave for the old one."""
+    browser = site.browser()
+    assert register(browser, "ann@example.com", phone="+14155550100").status_code == 200
+    with site.ctx.db.begin() as db:
+        user = db.scalar(select(User).where(User.email == "ann@example.com"))
+        assert user is not None
+        user.email = "ann.new@example.com"
+    assert resend(site.browser(), "ann.new@example.com").status_code == 200
+    (link,) = site.links("ann.new@example.com")
+    assert browser.get(path_of(link)).headers["location"] == "/account"
+    assert not waits_for_code(browser, "+14155550100")
+
+
 # --- verifying ----------------------------------------------------------------------------------
 
 

@@ -312,11 +312,16 @@ def send_link(db: Session, settings: Settings, secret_key: str, user: User, foll
 
 
 def _earlier_follow_up(db: Session, user: User) -> FollowUp:
-    """What the newest link of ``user`` leads to: the first link has it from registration, and
-    each later one from the one before it (none for an account that never had a link)."""
+    """What the newest link of ``user``'s registration leads to: the first link has it from
+    registration, and each later one from the one before it. None once the registration is
+    proven (a sign-in ends it, and its links then sign in no browser), and none from a link to
+    another address: an account whose address an operator changed or marked unverified since
+    sends no code to a number it gave back then."""
+    if user.registration_browser_hash is None:
+        return FollowUp()
     earlier = db.scalar(
         select(ActionToken)
-        .where(ActionToken.user_id == user.id, ActionToken.purpose == PURPOSE)
+        .where(ActionToken.user_id == user.id, ActionToken.purpose == PURPOSE, ActionToken.email == user.email)
         .order_by(ActionToken.created_at.desc())
         .limit(1)
     )

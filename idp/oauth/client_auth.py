@@ -185,7 +185,7 @@ class ClientAuthenticator:
         if nbf is not None and (not isinstance(nbf, int) or nbf > stamp + 60):
             raise InvalidClient("client_assertion is not valid yet (nbf)", reason=ClientAuthFailure.BAD_ASSERTION)
         jti = claims.get("jti")
-        if not isinstance(jti, str) or not jti or len(jti) > 255:
+        if not isinstance(jti, str) or not jti or len(jti) > 255 or not is_storable(jti):
             raise InvalidClient("client_assertion needs a jti", reason=ClientAuthFailure.BAD_ASSERTION)
 
 
