@@ -11,7 +11,6 @@ import functools
 import hashlib
 import re
 import secrets
-import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -273,8 +272,11 @@ def test_known_unknown_and_disabled_accounts_get_the_same_answer(http, make_user
 
 
 def test_known_and_unknown_accounts_take_similar_time(http, make_user):
-    known = [make_user().email for _ in range(7)]
-    unknown = [unknown_email() for _ in range(7)]
+    """Each kind's fastest answer: what the request's own work takes, where a median of a few
+    still moved by threefold with what else a loaded machine ran meanwhile (the work itself is
+    compared exactly below, by ``watch_work``)."""
+    known = [make_user().email for _ in range(15)]
+    unknown = [unknown_email() for _ in range(15)]
     ask_for_link(http, unknown_email())  # warm up templates and connections
     fields = hidden_fields(http.get("/password/forgot").text)
     timings: dict[str, list[float]] = {"known": [], "unknown": []}
@@ -283,8 +285,8 @@ def test_known_and_unknown_accounts_take_similar_time(http, make_user):
             started = time.perf_counter()
             assert http.post("/password/forgot", data={**fields, "email": email}).status_code == 200
             timings[kind].append(time.perf_counter() - started)
-    known_median, unknown_median = statistics.median(timings["known"]), statistics.median(timings["unknown"])
-    assert known_median < 3 * unknown_median and unknown_median < 3 * known_median, timings
+    known_fastest, unknown_fastest = min(timings["known"]), min(timings["unknown"])
+    assert known_fastest < 3 * unknown_fastest and unknown_fastest < 3 * known_fastest, timings
 
 
 @dataclass
