@@ -22,13 +22,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 from unittest import mock
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import psycopg
 import pytest
 import uvicorn
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
 from idp.accounts import users
@@ -69,41 +67,6 @@ def free_port() -> int:
     return sock.getsockname()[1]
 
 
-def _xdist_worker() -> int:
-    """Which of ``pytest -n N``'s workers this process is: 0 for the first, and without workers."""
-    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-
-
-def suite_database_url() -> str | None:
-    """``IDP_TEST_DATABASE_URL``; for the second and later workers of ``pytest -n N``, a database
-    of each one's own beside it on the same server (``<name>_gw1``, ...), made when missing."""
-    url = os.environ.get("IDP_TEST_DATABASE_URL")
-    worker = _xdist_worker()
-    if not url or worker == 0:
-        return url
-    given = make_url(url)
-    name = f"{given.database}_gw{worker}"
-    admin = given.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as connection:
-        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-            connection.execute(f'CREATE DATABASE "{name}"')
-    return given.set(database=name).render_as_string(hide_password=False)
-
-
-def suite_redis_url() -> str | None:
-    """``IDP_TEST_REDIS_URL``; for worker N of ``pytest -n``, the Redis database N below it (CI's
-    15 gives 15, 14, ...), so that no worker's counts or flush reach another's."""
-    url = os.environ.get("IDP_TEST_REDIS_URL")
-    worker = _xdist_worker()
-    if not url or worker == 0:
-        return url
-    parts = urlsplit(url)
-    number = int(parts.path.strip("/") or "0") - worker
-    if number < 0:
-        raise pytest.UsageError(f"IDP_TEST_REDIS_URL: no Redis database {number} for worker gw{worker}")
-    return urlunsplit(parts._replace(path=f"/{number}"))
-
-
 def _reset_postgresql(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as connection:
@@ -114,6 +77,8 @@ def _reset_postgresql(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from .services import suite_database_url  # imported here: tests.services imports this module
+
     url = suite_database_url()
     if url:
         _reset_postgresql(url)
@@ -150,6 +115,8 @@ def module_environ(
 
 @pytest.fixture(scope="session")
 def redis_url() -> str | None:
+    from .services import suite_redis_url  # imported here: tests.services imports this module
+
     url = suite_redis_url()
     if url:
         import redis

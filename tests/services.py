@@ -32,6 +32,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -57,6 +58,40 @@ def unavailable(reason: str) -> None:
 
 def _libpq(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _xdist_worker() -> int:
+    """Which of ``pytest -n N``'s workers this process is: 0 for the first, and without workers."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
+def suite_database_url() -> str | None:
+    """``IDP_TEST_DATABASE_URL``; for the second and later workers of ``pytest -n N``, a database
+    of each one's own beside it on the same server (``<name>_gw1``, ...), made when missing."""
+    url = os.environ.get("IDP_TEST_DATABASE_URL")
+    worker = _xdist_worker()
+    if not url or worker == 0:
+        return url
+    given = make_url(url)
+    name = f"{given.database}_gw{worker}"
+    with psycopg.connect(_libpq(given.set(database="postgres")), autocommit=True, connect_timeout=3) as connection:
+        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            connection.execute(f'CREATE DATABASE "{name}"')
+    return given.set(database=name).render_as_string(hide_password=False)
+
+
+def suite_redis_url() -> str | None:
+    """``IDP_TEST_REDIS_URL``; for worker N of ``pytest -n``, the Redis database N below it (CI's
+    15 gives 15, 14, ...), so that no worker's counts or flush reach another's."""
+    url = os.environ.get("IDP_TEST_REDIS_URL")
+    worker = _xdist_worker()
+    if not url or worker == 0:
+        return url
+    parts = urlsplit(url)
+    number = int(parts.path.strip("/") or "0") - worker
+    if number < 0:
+        raise pytest.UsageError(f"IDP_TEST_REDIS_URL: no Redis database {number} for worker gw{worker}")
+    return urlunsplit(parts._replace(path=f"/{number}"))
 
 
 @contextlib.contextmanager

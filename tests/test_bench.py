@@ -23,8 +23,7 @@ from types import ModuleType
 
 import pytest
 
-from .conftest import suite_redis_url
-from .services import own_database
+from .services import own_database, suite_redis_url
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
 FAKE_PEER = Path(__file__).resolve().parent / "fake_peer"

@@ -38,9 +38,9 @@ from idp.settings import Settings, SettingsError
 from idp.storage import AuditEvent, AuthorizationRequest, Client, User
 from idp.web.pipeline import Call, Needs, endpoint
 
-from .conftest import PASSWORD, TEST_ISSUER, make_settings, suite_redis_url
+from .conftest import PASSWORD, TEST_ISSUER, make_settings
 from .flows import RegisteredClient, authorize_params, exchange, hidden_fields, pkce_pair, sign_in
-from .services import RedisServer
+from .services import RedisServer, suite_redis_url
 
 PROXY = "127.0.0.1"
 HOUR = 3600
